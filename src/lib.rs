@@ -1,0 +1,34 @@
+//! custody gives every security finding an owner.
+//!
+//! Scanner reports (SARIF, Trivy, Grype, Gitleaks, Semgrep, detect-secrets,
+//! custody's native JSON) are decoded into normalized [`model::Finding`]s,
+//! fingerprinted so that one finding keeps one name across scans and tools,
+//! attributed to a team, tracked through a lifecycle (open, resolved,
+//! reopened, accepted, SLA breached) and grouped into routed tickets. Every
+//! stage from decode to tickets is a pure function of its input, the current
+//! state and an injected clock; files, Kafka and HTTP live at the edges.
+//!
+//! # Layout
+//!
+//! - [`model`]: findings, targets, severities, scans and the published events.
+//! - [`normalize`]: one decoder per report format behind one trait, and
+//!   format sniffing.
+//! - [`fingerprint`]: versioned fingerprints, stable when code moves.
+//! - [`lifecycle`]: per-target finding state and the pure transition
+//!   functions (scan, decision, clock tick).
+//! - [`ticket`]: grouping findings into tickets, ticket transitions and
+//!   routing to topics.
+//! - [`config`]: the validated configuration (SLA policy, routes, limits).
+//! - [`engine`]: wires the stages into one step per scan, decision or tick.
+//! - [`process`]: `custody process`, the engine over report files.
+//! - [`schema`]: JSON Schemas of the native finding, events and decisions.
+
+pub mod config;
+pub mod engine;
+pub mod fingerprint;
+pub mod lifecycle;
+pub mod model;
+pub mod normalize;
+pub mod process;
+pub mod schema;
+pub mod ticket;

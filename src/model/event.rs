@@ -1,0 +1,245 @@
+//! The events custody publishes: one per finding transition, and one per
+//! ticket transition. Both carry a deterministic `event_id` so consumers can
+//! drop redelivered copies.
+
+use super::{Category, Location, Package, Severity, Status, Target};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The `kind` field that tells finding and ticket events apart on a shared
+/// stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventClass {
+    /// A finding event.
+    Finding,
+    /// A ticket event.
+    Ticket,
+}
+
+/// What happened to a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingEventKind {
+    /// First seen.
+    Opened,
+    /// Severity or message changed.
+    Updated,
+    /// Absent from a complete scan by every tool that reported it.
+    Resolved,
+    /// Seen again after being resolved.
+    Reopened,
+    /// Its owning team changed.
+    Reassigned,
+    /// Open past its SLA due date (fires once).
+    SlaBreached,
+    /// Risk accepted until an expiry.
+    Accepted,
+    /// A risk acceptance ran out; the finding is open again.
+    AcceptanceExpired,
+    /// Declared a false positive.
+    FalsePositive,
+}
+
+impl FindingEventKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingEventKind::Opened => "opened",
+            FindingEventKind::Updated => "updated",
+            FindingEventKind::Resolved => "resolved",
+            FindingEventKind::Reopened => "reopened",
+            FindingEventKind::Reassigned => "reassigned",
+            FindingEventKind::SlaBreached => "sla_breached",
+            FindingEventKind::Accepted => "accepted",
+            FindingEventKind::AcceptanceExpired => "acceptance_expired",
+            FindingEventKind::FalsePositive => "false_positive",
+        }
+    }
+}
+
+/// Why a finding belongs to its team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Attribution {
+    /// The team id, or null when unattributed.
+    pub team: Option<String>,
+    /// Which source decided: `finding`, `codeowners`, `catalog`,
+    /// `mapping`, `fallback` or `none`.
+    pub source: String,
+    /// The file or catalog entity that decided, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The 1-based line of the deciding rule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The rule text that decided, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The owners as written in the source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+}
+
+impl Attribution {
+    /// The answer when no source names an owner.
+    pub fn unattributed() -> Attribution {
+        Attribution {
+            team: None,
+            source: "none".to_string(),
+            file: None,
+            line: None,
+            rule: None,
+            owners: Vec::new(),
+        }
+    }
+}
+
+/// A finding transition, as published on the findings topic and printed by
+/// `custody process`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FindingEvent {
+    /// Always `finding`.
+    pub kind: EventClass,
+    /// What happened.
+    pub event: FindingEventKind,
+    /// Deterministic id: the same transition of the same finding always has
+    /// the same id.
+    pub event_id: String,
+    /// When custody processed it (the injected clock).
+    pub at: DateTime<Utc>,
+    /// The finding's versioned fingerprint.
+    pub fingerprint: String,
+    /// Owning team id, null when unattributed.
+    pub team: Option<String>,
+    /// The previous team, on `reassigned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_team: Option<String>,
+    /// Normalized severity.
+    pub severity: Severity,
+    /// The target.
+    pub target: Target,
+    /// Status after the transition.
+    pub status: Status,
+    /// Category.
+    pub category: Category,
+    /// Tools currently reporting it.
+    pub scanners: Vec<String>,
+    /// Rule id or canonical vulnerability id.
+    pub rule_id: String,
+    /// Other ids of the vulnerability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Short title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The scanner's message.
+    pub message: String,
+    /// Latest location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Affected package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<Package>,
+    /// When it was first seen.
+    pub first_seen: DateTime<Utc>,
+    /// SLA due date while open, if the policy sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// End of the risk acceptance, when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_until: Option<DateTime<Utc>>,
+    /// The ticket this finding belongs to.
+    pub ticket_key: String,
+    /// Why the team owns it.
+    pub attribution: Attribution,
+    /// The scan that caused the event, if a scan did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
+}
+
+/// What happened to a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketEventKind {
+    /// The group got its first open finding.
+    Opened,
+    /// Members, severity or due date changed while open.
+    Updated,
+    /// No open finding is left.
+    Resolved,
+    /// A resolved ticket got an open finding again.
+    Reopened,
+    /// The group moved to another team.
+    Reassigned,
+    /// A member passed its SLA due date.
+    SlaBreached,
+}
+
+impl TicketEventKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketEventKind::Opened => "opened",
+            TicketEventKind::Updated => "updated",
+            TicketEventKind::Resolved => "resolved",
+            TicketEventKind::Reopened => "reopened",
+            TicketEventKind::Reassigned => "reassigned",
+            TicketEventKind::SlaBreached => "sla_breached",
+        }
+    }
+}
+
+/// Member counts of a ticket by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct TicketCounts {
+    /// Open members.
+    pub open: u32,
+    /// Risk-accepted members.
+    pub accepted: u32,
+    /// Resolved members.
+    pub resolved: u32,
+    /// False-positive members.
+    pub false_positive: u32,
+}
+
+/// A ticket transition, routed to a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TicketEvent {
+    /// Always `ticket`.
+    pub kind: EventClass,
+    /// What happened.
+    pub event: TicketEventKind,
+    /// Deterministic id.
+    pub event_id: String,
+    /// When custody processed it.
+    pub at: DateTime<Utc>,
+    /// Stable key of the group (team, target, rule or vulnerability).
+    pub ticket_key: String,
+    /// Owning team, null when unattributed.
+    pub team: Option<String>,
+    /// The previous team, on `reassigned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_team: Option<String>,
+    /// Highest severity among open members (or among all, once resolved).
+    pub severity: Severity,
+    /// The target.
+    pub target: Target,
+    /// Category of the members.
+    pub category: Category,
+    /// The rule or vulnerability the group is about.
+    pub group: String,
+    /// Short title.
+    pub title: String,
+    /// Destination topic chosen by the routing rules.
+    pub route: String,
+    /// Earliest SLA due date among open members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Members by status.
+    pub counts: TicketCounts,
+    /// Fingerprints of the open members.
+    pub fingerprints: Vec<String>,
+    /// Why the team owns it.
+    pub attribution: Attribution,
+}

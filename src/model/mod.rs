@@ -1,0 +1,17 @@
+//! The data custody passes between stages: findings, targets, scans,
+//! severities and the events it publishes.
+
+mod event;
+mod finding;
+mod scan;
+mod severity;
+mod target;
+
+pub use event::{
+    Attribution, EventClass, FindingEvent, FindingEventKind, TicketCounts, TicketEvent,
+    TicketEventKind,
+};
+pub use finding::{Category, Evidence, Finding, Location, Package};
+pub use scan::{ScanMeta, Status};
+pub use severity::Severity;
+pub use target::{Target, TargetError, TargetKind};

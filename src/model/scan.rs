@@ -1,0 +1,52 @@
+//! Scan metadata and finding status.
+
+use super::{Category, Target};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// What one scan was: which target, which tools and categories it covered,
+/// and whether it ran to completion. Only a complete scan can resolve
+/// findings by their absence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanMeta {
+    /// The scan's id (given by the publisher, or derived from the content).
+    pub scan_id: String,
+    /// What was scanned.
+    pub target: Target,
+    /// Commit scanned, if known.
+    pub commit: Option<String>,
+    /// Branch or tag scanned, if known.
+    pub git_ref: Option<String>,
+    /// True when the scan ran to completion over the whole target.
+    pub complete: bool,
+    /// The (scanner, category) pairs this scan looked for. A finding of a
+    /// pair the scan covers, and that the scan did not report, is resolved.
+    pub coverage: BTreeSet<(String, Category)>,
+}
+
+/// Where a finding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Reported and not fixed.
+    Open,
+    /// No longer reported by a complete scan.
+    Resolved,
+    /// Risk accepted until an expiry date.
+    Accepted,
+    /// Declared not a real issue.
+    FalsePositive,
+}
+
+impl Status {
+    /// The snake_case name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Resolved => "resolved",
+            Status::Accepted => "accepted",
+            Status::FalsePositive => "false_positive",
+        }
+    }
+}
