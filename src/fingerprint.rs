@@ -43,7 +43,8 @@ pub fn line_hash_salted(line: &str, salt: &str) -> String {
 }
 
 /// Whether a tool fingerprint is a placeholder rather than a real hash
-/// (Semgrep writes "requires login" when logged out).
+/// (Semgrep writes "requires login" when logged out; test data and some
+/// exporters write a run of one repeated character).
 pub fn is_placeholder(tool_fp: &str) -> bool {
     let t = tool_fp.trim();
     t.is_empty()
@@ -51,6 +52,7 @@ pub fn is_placeholder(tool_fp: &str) -> bool {
         || t.eq_ignore_ascii_case("null")
         || t.eq_ignore_ascii_case("none")
         || t.bytes().all(|b| b == b'0')
+        || (t.len() >= 8 && t.bytes().all(|b| b == t.as_bytes()[0]))
 }
 
 fn digest(parts: &[&[u8]], bytes: usize) -> String {

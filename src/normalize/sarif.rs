@@ -1,16 +1,788 @@
-//! Decoder for SARIF 2.1.0 (being written).
+//! Decoder for SARIF 2.1.0, the format of CodeQL, Semgrep, Bandit, Ruff,
+//! Checkov, Gitleaks, Flawfinder, SpotBugs and many more.
+//!
+//! Every run is read; rule metadata comes from `tool.driver.rules` and
+//! `tool.extensions[].rules` (by `ruleIndex`, `rule.index` or id). Severity
+//! is taken, in order, from `security-severity` (a CVSS-like score, as
+//! GitHub code scanning reads it), from tool-specific result properties
+//! (Bandit's `issue_severity`, dependency-check's `severity`, Black Duck's
+//! `securityRisk`), and from the SARIF `level` (result, then rule default,
+//! then the spec's default `warning`). Results whose `kind` says they are
+//! not failures (`pass`, `notApplicable`, `informational`) and results
+//! suppressed in source are skipped and recorded in `Report::skipped`.
+//! A result with several locations is one finding at its first location.
 
-use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use super::util::{category_for_tool, clean_path, set_line_content};
+use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
+use crate::fingerprint;
+use crate::model::{Category, Finding, Location, Severity, Target, TargetKind};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 /// The SARIF decoder.
 pub struct SarifDecoder;
+
+type Str<'a> = Cow<'a, str>;
+
+#[derive(Deserialize)]
+struct Log<'a> {
+    #[serde(borrow, default)]
+    runs: Option<Vec<Run<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Run<'a> {
+    #[serde(borrow)]
+    tool: Tool<'a>,
+    #[serde(borrow, default)]
+    results: Option<Vec<SarifResult<'a>>>,
+    #[serde(borrow, default)]
+    original_uri_base_ids: Option<HashMap<Str<'a>, ArtifactLocation<'a>>>,
+    #[serde(borrow, default)]
+    artifacts: Option<Vec<Artifact<'a>>>,
+    #[serde(borrow, default)]
+    version_control_provenance: Option<Vec<Provenance<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(borrow)]
+    driver: Component<'a>,
+    #[serde(borrow, default)]
+    extensions: Option<Vec<Component<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Component<'a> {
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    rules: Option<Vec<Rule<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule<'a> {
+    #[serde(borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    short_description: Option<Message<'a>>,
+    #[serde(borrow, default)]
+    help_uri: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    default_configuration: Option<RuleConfig<'a>>,
+    #[serde(borrow, default)]
+    properties: Option<Properties<'a>>,
+    #[serde(borrow, default)]
+    message_strings: Option<HashMap<Str<'a>, Message<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RuleConfig<'a> {
+    #[serde(borrow, default)]
+    level: Option<Str<'a>>,
+}
+
+/// The property-bag entries custody reads; everything else is skipped.
+#[derive(Deserialize, Default)]
+struct Properties<'a> {
+    #[serde(borrow, default, rename = "security-severity")]
+    security_severity: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    issue_severity: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    severity: Option<Scalar<'a>>,
+    #[serde(borrow, default, rename = "securityRisk")]
+    security_risk: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    tags: Option<Vec<Scalar<'a>>>,
+    #[serde(borrow, default)]
+    cwe: Option<OneOrMany<'a>>,
+    #[serde(borrow, default)]
+    offender: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    secret: Option<Scalar<'a>>,
+}
+
+/// A property value that may be a string, a number or something else.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar<'a> {
+    Str(#[serde(borrow)] Str<'a>),
+    Num(f64),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Scalar<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Scalar::Str(s) => s.trim().parse().ok(),
+            Scalar::Num(n) => Some(*n),
+            Scalar::Other(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<'a> {
+    One(#[serde(borrow)] Scalar<'a>),
+    Many(Vec<Scalar<'a>>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SarifResult<'a> {
+    #[serde(borrow, default)]
+    rule_id: Option<Str<'a>>,
+    #[serde(default)]
+    rule_index: Option<i64>,
+    #[serde(borrow, default)]
+    rule: Option<RuleRef<'a>>,
+    #[serde(borrow, default)]
+    level: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    message: Option<Message<'a>>,
+    #[serde(borrow, default)]
+    locations: Option<Vec<ResultLocation<'a>>>,
+    #[serde(borrow, default)]
+    partial_fingerprints: Option<BTreeMap<Str<'a>, FingerprintValue<'a>>>,
+    #[serde(borrow, default)]
+    fingerprints: Option<BTreeMap<Str<'a>, FingerprintValue<'a>>>,
+    #[serde(borrow, default)]
+    properties: Option<Properties<'a>>,
+    #[serde(borrow, default)]
+    suppressions: Option<Vec<Suppression<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleRef<'a> {
+    #[serde(borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(default)]
+    index: Option<i64>,
+    #[serde(default)]
+    tool_component: Option<ToolComponentRef>,
+}
+
+#[derive(Deserialize)]
+struct ToolComponentRef {
+    #[serde(default)]
+    index: Option<i64>,
+}
+
+/// Fingerprint values are strings, though some tools write `{"value": ..}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FingerprintValue<'a> {
+    Str(#[serde(borrow)] Str<'a>),
+    Wrapped {
+        #[serde(borrow)]
+        value: Str<'a>,
+    },
+    Other(serde::de::IgnoredAny),
+}
+
+impl FingerprintValue<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            FingerprintValue::Str(s) | FingerprintValue::Wrapped { value: s } => Some(s),
+            FingerprintValue::Other(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Suppression<'a> {
+    #[serde(borrow, default)]
+    status: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    text: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    markdown: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    arguments: Option<Vec<Str<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultLocation<'a> {
+    #[serde(borrow, default)]
+    physical_location: Option<PhysicalLocation<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PhysicalLocation<'a> {
+    #[serde(borrow, default)]
+    artifact_location: Option<ArtifactLocation<'a>>,
+    #[serde(borrow, default)]
+    region: Option<Region<'a>>,
+    #[serde(borrow, default)]
+    context_region: Option<Region<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactLocation<'a> {
+    #[serde(borrow, default)]
+    uri: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    uri_base_id: Option<Str<'a>>,
+    #[serde(default)]
+    index: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Artifact<'a> {
+    #[serde(borrow, default)]
+    location: Option<ArtifactLocation<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Region<'a> {
+    #[serde(default)]
+    start_line: Option<i64>,
+    #[serde(default)]
+    start_column: Option<i64>,
+    #[serde(default)]
+    end_line: Option<i64>,
+    #[serde(default)]
+    end_column: Option<i64>,
+    #[serde(borrow, default)]
+    snippet: Option<Snippet<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Snippet<'a> {
+    #[serde(borrow, default)]
+    text: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Provenance<'a> {
+    #[serde(borrow, default)]
+    repository_uri: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    revision_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    branch: Option<Str<'a>>,
+}
 
 impl Decoder for SarifDecoder {
     fn format(&self) -> Format {
         Format::Sarif
     }
 
-    fn decode(&self, _bytes: &[u8], _ctx: &DecodeContext) -> Result<Report, DecodeError> {
-        Err(DecodeError::UnknownFormat("sarif".into()))
+    fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
+        let log: Log<'_> =
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::from_json(Format::Sarif, e))?;
+        let mut report = Report::default();
+        let runs = log.runs.ok_or_else(|| DecodeError::Shape {
+            format: Format::Sarif,
+            detail: "missing field `runs`".into(),
+        })?;
+        for (n, run) in runs.into_iter().enumerate() {
+            decode_run(run, n, ctx, &mut report);
+        }
+        Ok(report)
+    }
+}
+
+/// The scanner name custody uses for a SARIF driver: lowercase, words
+/// joined by `-`, a trailing " OSS" edition dropped (so Semgrep's SARIF and
+/// JSON reports name the same scanner).
+pub fn scanner_name(driver: &str) -> String {
+    let lower = driver.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix(" oss").unwrap_or(&lower);
+    let name = lower.split_whitespace().collect::<Vec<_>>().join("-");
+    if name.is_empty() {
+        "unknown".to_string()
+    } else {
+        name
+    }
+}
+
+fn decode_run(run: Run<'_>, n: usize, ctx: &DecodeContext, report: &mut Report) {
+    let driver_name = run.tool.driver.name.as_deref().unwrap_or("");
+    let scanner = scanner_name(driver_name);
+    let category = category_for_tool(driver_name);
+    report.coverage.insert((scanner.clone(), category));
+
+    if let Some(p) = run.version_control_provenance.as_ref().and_then(|v| v.first()) {
+        if report.target.is_none() {
+            report.target = p
+                .repository_uri
+                .as_deref()
+                .and_then(|u| Target::new(TargetKind::Repo, u).ok());
+        }
+        if report.commit.is_none() {
+            report.commit = p.revision_id.as_deref().map(str::to_string);
+        }
+        if report.git_ref.is_none() {
+            report.git_ref = p.branch.as_deref().map(str::to_string);
+        }
+    }
+
+    // Rules of the driver (component 0) and of each extension (1..).
+    let mut components: Vec<&[Rule<'_>]> = vec![run.tool.driver.rules.as_deref().unwrap_or(&[])];
+    for ext in run.tool.extensions.iter().flatten() {
+        components.push(ext.rules.as_deref().unwrap_or(&[]));
+    }
+    let mut by_id: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (c, rules) in components.iter().enumerate() {
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(id) = r.id.as_deref() {
+                by_id.entry(id).or_insert((c, i));
+            }
+        }
+    }
+    let bases: HashMap<&str, &str> = run
+        .original_uri_base_ids
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_ref(), v.uri.as_deref()?)))
+        .collect();
+    let artifacts = run.artifacts.as_deref().unwrap_or(&[]);
+
+    for (i, res) in run.results.into_iter().flatten().enumerate() {
+        let kind = res.kind.as_deref().unwrap_or("fail");
+        if matches!(kind, "pass" | "notApplicable" | "informational") {
+            report.skipped.push(format!("run {n} result {i}: kind {kind}"));
+            continue;
+        }
+        if let Some(s) = &res.suppressions {
+            // An empty array means "checked, none apply"; a suppression with
+            // no status, or `accepted`, is in force.
+            let active = s
+                .iter()
+                .any(|s| matches!(s.status.as_deref(), None | Some("accepted")));
+            if active {
+                report.skipped.push(format!("run {n} result {i}: suppressed"));
+                continue;
+            }
+        }
+        let rule = lookup_rule(&res, &components, &by_id);
+        let f = to_finding(&res, rule, &scanner, category, &bases, artifacts, ctx);
+        report.findings.push(f);
+    }
+}
+
+fn lookup_rule<'r, 'a>(
+    res: &SarifResult<'a>,
+    components: &[&'r [Rule<'a>]],
+    by_id: &HashMap<&str, (usize, usize)>,
+) -> Option<&'r Rule<'a>> {
+    let comp = res
+        .rule
+        .as_ref()
+        .and_then(|r| r.tool_component.as_ref())
+        .and_then(|t| t.index)
+        .map_or(0, |i| usize::try_from(i).map_or(usize::MAX, |i| i + 1));
+    let index = res
+        .rule
+        .as_ref()
+        .and_then(|r| r.index)
+        .or(res.rule_index)
+        .and_then(|i| usize::try_from(i).ok());
+    if let Some(r) = index.and_then(|i| components.get(comp)?.get(i)) {
+        return Some(r);
+    }
+    let id = res
+        .rule_id
+        .as_deref()
+        .or_else(|| res.rule.as_ref()?.id.as_deref())?;
+    let &(c, i) = by_id.get(id)?;
+    components.get(c)?.get(i)
+}
+
+fn to_finding(
+    res: &SarifResult<'_>,
+    rule: Option<&Rule<'_>>,
+    scanner: &str,
+    category: Category,
+    bases: &HashMap<&str, &str>,
+    artifacts: &[Artifact<'_>],
+    ctx: &DecodeContext,
+) -> Finding {
+    let rule_id = res
+        .rule_id
+        .as_deref()
+        .or_else(|| res.rule.as_ref()?.id.as_deref())
+        .or_else(|| rule?.id.as_deref())
+        .unwrap_or("unknown");
+    let rprops = rule.and_then(|r| r.properties.as_ref());
+    let props = res.properties.as_ref();
+    let (severity, source) = severity(res, rule, props, rprops);
+    let message = message_text(res.message.as_ref(), rule)
+        .or_else(|| {
+            rule?
+                .short_description
+                .as_ref()
+                .and_then(|m| m.text.as_deref())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| rule_id.to_string());
+
+    let mut f = Finding::new(scanner, category, rule_id, severity, message);
+    f.severity_source = Some(source);
+    f.title = rule.and_then(|r| {
+        r.short_description
+            .as_ref()
+            .and_then(|m| m.text.as_deref())
+            .or(r.name.as_deref())
+            .map(|t| t.trim().to_string())
+    });
+    f.help_uri = rule.and_then(|r| r.help_uri.as_deref()).map(str::to_string);
+    f.cwe = cwes(props, rprops);
+
+    let phys = res
+        .locations
+        .as_ref()
+        .and_then(|l| l.first())
+        .and_then(|l| l.physical_location.as_ref());
+    let mut line_text: Option<String> = None;
+    if let Some(p) = phys {
+        let art = p.artifact_location.as_ref();
+        let uri = art.and_then(|a| a.uri.as_deref()).or_else(|| {
+            let idx = usize::try_from(art?.index?).ok()?;
+            artifacts.get(idx)?.location.as_ref()?.uri.as_deref()
+        });
+        if let Some(uri) = uri {
+            let base = art
+                .and_then(|a| a.uri_base_id.as_deref())
+                .and_then(|b| bases.get(b).copied());
+            let region = p.region.as_ref();
+            let line = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
+            f.location = Some(Location {
+                path: clean_path(uri, base),
+                start_line: line(region.and_then(|r| r.start_line)),
+                start_column: line(region.and_then(|r| r.start_column)),
+                end_line: line(region.and_then(|r| r.end_line)),
+                end_column: line(region.and_then(|r| r.end_column)),
+            });
+            line_text = snippet_line(p);
+            if let Some(s) = region.and_then(|r| r.snippet.as_ref()?.text.as_deref()) {
+                f.evidence.snippet = Some(s.trim_end().to_string());
+            }
+        }
+    }
+
+    f.tool_fingerprint = tool_fingerprint(res);
+    if category == Category::Secret {
+        let secret = props
+            .and_then(|p| p.secret.as_ref().or(p.offender.as_ref()))
+            .and_then(Scalar::as_str)
+            .filter(|s| !s.is_empty());
+        if let Some(secret) = secret {
+            f.evidence.secret_hash = Some(secret_hash(&ctx.secret_salt, secret));
+            if f.message.contains(secret) {
+                f.message = f.message.replace(secret, "[REDACTED]");
+            }
+        }
+    }
+    set_line_content(&mut f, line_text.as_deref(), &ctx.secret_salt);
+    f
+}
+
+/// The source line at the result's start: the region snippet's first line,
+/// or the matching line of the context region's snippet.
+fn snippet_line(p: &PhysicalLocation<'_>) -> Option<String> {
+    if let Some(text) = p.region.as_ref().and_then(|r| r.snippet.as_ref()?.text.as_deref()) {
+        return text.lines().next().map(str::to_string);
+    }
+    let ctx = p.context_region.as_ref()?;
+    let text = ctx.snippet.as_ref()?.text.as_deref()?;
+    let start = p.region.as_ref()?.start_line?;
+    let offset = usize::try_from(start.checked_sub(ctx.start_line?)?).ok()?;
+    text.lines().nth(offset).map(str::to_string)
+}
+
+/// The tool's fingerprint, if it has a real one: `fingerprints` before
+/// `partialFingerprints`, known stable keys first, then the first key.
+fn tool_fingerprint(res: &SarifResult<'_>) -> Option<String> {
+    const PREFERRED: [&str; 4] = [
+        "primaryLocationLineHash",
+        "matchBasedId/v1",
+        "contextHash/v1",
+        "primaryLocationStartColumnFingerprint",
+    ];
+    for map in [&res.fingerprints, &res.partial_fingerprints].into_iter().flatten() {
+        let real = |k: &str| {
+            map.get(k)
+                .and_then(FingerprintValue::as_str)
+                .filter(|v| !fingerprint::is_placeholder(v))
+        };
+        if let Some((k, v)) = PREFERRED.iter().find_map(|k| Some((*k, real(k)?))) {
+            return Some(format!("{k}={v}"));
+        }
+        if let Some((k, v)) = map.keys().find_map(|k| Some((k.as_ref(), real(k)?))) {
+            return Some(format!("{k}={v}"));
+        }
+    }
+    None
+}
+
+fn severity(
+    res: &SarifResult<'_>,
+    rule: Option<&Rule<'_>>,
+    props: Option<&Properties<'_>>,
+    rprops: Option<&Properties<'_>>,
+) -> (Severity, String) {
+    for p in [props, rprops].into_iter().flatten() {
+        if let Some(score) = p.security_severity.as_ref().and_then(Scalar::as_f64) {
+            return (Severity::from_cvss(score), format!("security-severity:{score}"));
+        }
+    }
+    for p in [props, rprops].into_iter().flatten() {
+        for (name, v) in [
+            ("issue_severity", &p.issue_severity),
+            ("severity", &p.severity),
+            ("securityRisk", &p.security_risk),
+        ] {
+            if let Some(label) = v.as_ref().and_then(Scalar::as_str) {
+                if let Some(s) = Severity::from_label(label) {
+                    return (s, format!("{name}:{label}"));
+                }
+            }
+        }
+    }
+    let level = res
+        .level
+        .as_deref()
+        .or_else(|| rule?.default_configuration.as_ref()?.level.as_deref())
+        .unwrap_or("warning");
+    let sev = Severity::from_label(level).unwrap_or(Severity::Medium);
+    (sev, format!("level:{level}"))
+}
+
+/// The result message: text, else markdown, else the rule's message string
+/// named by `id`, with `{0}`-style placeholders filled from `arguments`.
+fn message_text(m: Option<&Message<'_>>, rule: Option<&Rule<'_>>) -> Option<String> {
+    let m = m?;
+    let template = m.text.as_deref().or(m.markdown.as_deref()).or_else(|| {
+        let id = m.id.as_deref()?;
+        let strings = rule?.message_strings.as_ref()?;
+        let s = strings.get(id)?;
+        s.text.as_deref().or(s.markdown.as_deref())
+    })?;
+    let args = m.arguments.as_deref().unwrap_or(&[]);
+    if args.is_empty() || !template.contains('{') {
+        return Some(template.to_string());
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}').map(|close| (close, after[..close].parse::<usize>())) {
+            Some((close, Ok(n))) if n < args.len() => {
+                out.push_str(&args[n]);
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// CWE ids from a `cwe` property or CodeQL-style tags (`external/cwe/cwe-079`).
+fn cwes(props: Option<&Properties<'_>>, rprops: Option<&Properties<'_>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |raw: &str| {
+        let lower = raw.trim().to_ascii_lowercase();
+        let tail = lower.rsplit('/').next().unwrap_or(&lower);
+        if let Some(num) = tail.strip_prefix("cwe-").or_else(|| tail.strip_prefix("cwe:")) {
+            let digits: String = num.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(n) = digits.parse::<u32>() {
+                let id = format!("CWE-{n}");
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+    };
+    for p in [props, rprops].into_iter().flatten() {
+        match &p.cwe {
+            Some(OneOrMany::One(s)) => {
+                if let Some(s) = s.as_str() {
+                    push(s);
+                } else if let Some(n) = s.as_f64() {
+                    push(&format!("cwe-{n}"));
+                }
+            }
+            Some(OneOrMany::Many(v)) => v.iter().filter_map(Scalar::as_str).for_each(&mut push),
+            None => {}
+        }
+        for t in p.tags.iter().flatten().filter_map(Scalar::as_str) {
+            push(t);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../shared/corpus/scans/sarif/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
+        SarifDecoder.decode(bytes, &DecodeContext::default())
+    }
+
+    /// Counts of `MANIFEST.tsv` (raw results), less the results SARIF itself
+    /// marks as not failures or suppressed.
+    #[test]
+    fn corpus_counts() {
+        let table: &[(&str, usize, usize)] = &[
+            ("DefectDojo_django-DefectDojo__2020-12-11_13 42 10__export.sarif", 510, 0),
+            ("SuppressionTestCurrent.sarif", 4, 3),
+            ("appendix_k.sarif", 1, 1),
+            ("appendix_k1.sarif", 0, 0),
+            ("appendix_k1_double.sarif", 0, 0),
+            ("appendix_k2.sarif", 1, 0),
+            ("appendix_k3.sarif", 1, 0),
+            ("appendix_k4.sarif", 1, 1),
+            ("bash-report.sarif", 27, 0),
+            ("blackduck_nested_fingerprints.sarif", 5, 0),
+            ("codeQL-output.sarif", 72, 0),
+            ("cxf-3.4.6.sarif", 22, 0),
+            ("dependency_check.sarif", 13, 0),
+            ("dockle_0_3_15.sarif", 4, 0),
+            ("flawfinder.sarif", 54, 1),
+            ("gitleaks_7.5.0.sarif", 8, 0),
+            ("issue_10191.json", 77, 0),
+            ("mobsfscan.json", 9, 0),
+            ("njsscan.sarif", 2, 0),
+            ("no_runs.sarif", 0, 0),
+            ("semgrepowasp-benchmark-sample.sarif", 1768, 0),
+            ("spotbugs.sarif", 56, 0),
+            ("suppression_test.sarif", 5, 3),
+            ("taint-python-report.sarif", 11, 0),
+        ];
+        for &(name, raw, skipped) in table {
+            let r = decode(&corpus(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(r.skipped.len(), skipped, "{name}: skipped {:?}", r.skipped);
+            assert_eq!(
+                r.findings.len() + r.skipped.len(),
+                raw,
+                "{name}: findings + skipped = raw"
+            );
+            assert!(!r.coverage.is_empty() || name == "no_runs.sarif", "{name}");
+        }
+    }
+
+    #[test]
+    fn codeql_fields() {
+        let r = decode(&corpus("codeQL-output.sarif")).unwrap();
+        let f = &r.findings[0];
+        assert_eq!(f.scanner, "codeql");
+        assert_eq!(f.category, Category::Sast);
+        assert_eq!(f.rule_id, "py/empty-except");
+        assert_eq!(f.path(), Some("good/db_init.py"));
+        assert_eq!(f.start_line(), Some(39));
+        assert_eq!(f.tool_fingerprint.as_deref(), Some("primaryLocationLineHash=9cbc869fbfffeb60:1"));
+        // The context region's snippet supplies the start line's text.
+        assert_eq!(f.content_hash, Some(fingerprint::line_hash("    except FileNotFoundError:")));
+    }
+
+    #[test]
+    fn severity_sources() {
+        // Bandit-style issue_severity in result properties.
+        let r = decode(&corpus("bash-report.sarif")).unwrap();
+        assert_eq!(r.findings[0].severity, Severity::Low);
+        assert_eq!(r.findings[0].severity_source.as_deref(), Some("issue_severity:LOW"));
+        // Level only.
+        let r = decode(&corpus("dockle_0_3_15.sarif")).unwrap();
+        assert_eq!(r.findings[0].severity, Severity::High);
+        assert_eq!(r.findings[0].category, Category::Iac);
+        // security-severity wins over level.
+        let doc = br#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL","rules":[{"id":"js/x","properties":{"security-severity":"9.8"},"defaultConfiguration":{"level":"note"}}]}},"results":[{"ruleId":"js/x","ruleIndex":0,"message":{"text":"m"}}]}]}"#;
+        let r = decode(doc).unwrap();
+        assert_eq!(r.findings[0].severity, Severity::Critical);
+        // No level anywhere: SARIF's default is warning.
+        let doc = br#"{"runs":[{"tool":{"driver":{"name":"t"}},"results":[{"ruleId":"r","message":{"text":"m"}}]}]}"#;
+        assert_eq!(decode(doc).unwrap().findings[0].severity, Severity::Medium);
+    }
+
+    #[test]
+    fn secrets_never_in_clear() {
+        let r = decode(&corpus("gitleaks_7.5.0.sarif")).unwrap();
+        assert_eq!(r.findings.len(), 8);
+        for f in &r.findings {
+            assert_eq!(f.category, Category::Secret);
+            assert!(f.evidence.secret_hash.is_some());
+            let dump = format!("{f:?}");
+            assert!(!dump.contains("AKIAIOSFODNN7EXAMPLE"), "{dump}");
+            assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+        }
+    }
+
+    #[test]
+    fn message_arguments_and_strings() {
+        let doc = br#"{"runs":[{"tool":{"driver":{"name":"t","rules":[{"id":"r","messageStrings":{"default":{"text":"{0} flows to {1} ({2})"}}}]}},"results":[{"ruleId":"r","message":{"id":"default","arguments":["input","sink"]}}]}]}"#;
+        let r = decode(doc).unwrap();
+        assert_eq!(r.findings[0].message, "input flows to sink ({2})");
+    }
+
+    #[test]
+    fn wrapped_and_placeholder_fingerprints() {
+        let r = decode(&corpus("blackduck_nested_fingerprints.sarif")).unwrap();
+        // "aaaa..." style values are placeholders, not fingerprints.
+        assert!(r.findings.iter().all(|f| f.tool_fingerprint.is_none()));
+        let r = decode(&corpus("issue_10191.json")).unwrap();
+        assert!(r.findings[0].tool_fingerprint.as_deref().unwrap().starts_with("matchBasedId/v1="));
+        assert_eq!(r.findings[0].scanner, "semgrep");
+    }
+
+    #[test]
+    fn provenance_gives_target() {
+        let r = decode(&corpus("appendix_k.sarif")).unwrap();
+        assert!(r.target.is_some() || r.commit.is_some());
+    }
+
+    #[test]
+    fn bad_shapes() {
+        let err = decode(br#"{"version":"2.1.0"}"#).unwrap_err();
+        assert!(err.to_string().contains("runs"), "{err}");
+        let err = decode(br#"{"runs":[{"tool":5}]}"#).unwrap_err();
+        assert_eq!(err.reason(), "shape");
+        let err = decode(br#"{"runs":[{"tool":{"driver":{}},"results":[{"#).unwrap_err();
+        assert_eq!(err.reason(), "syntax");
+        let deep = format!("{{\"runs\":[{{\"tool\":{{\"driver\":{{\"x\":{}}}}}}}]}}", "[".repeat(10_000));
+        assert_eq!(decode(deep.as_bytes()).unwrap_err().reason(), "syntax");
     }
 }
