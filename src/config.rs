@@ -1,1 +1,348 @@
-//! (being written)
+//! Configuration: the raw TOML shape, validated into [`Config`] with errors
+//! that name the offending key. Nothing here reads files except
+//! [`Config::load`]; everything is passed explicitly, never global.
+
+use crate::model::{Category, Severity};
+use crate::normalize::DEFAULT_SECRET_SALT;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or an unknown or mistyped key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: `{key}` {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The key, dotted (`tickets.routes[2].topic`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    fingerprint: RawFingerprint,
+    #[serde(default)]
+    sla: RawSla,
+    #[serde(default)]
+    tickets: RawTickets,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFingerprint {
+    secret_salt: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    critical: Option<u32>,
+    high: Option<u32>,
+    medium: Option<u32>,
+    low: Option<u32>,
+    info: Option<u32>,
+    restart_on_reopen: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTickets {
+    default_topic: Option<String>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    topic: String,
+    #[serde(default)]
+    teams: Vec<String>,
+    #[serde(default)]
+    unattributed: Option<bool>,
+    #[serde(default)]
+    min_severity: Option<Severity>,
+    #[serde(default)]
+    categories: Vec<Category>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_report_bytes: Option<u64>,
+}
+
+/// SLA policy: days to fix per severity, counted from when a finding opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaPolicy {
+    /// Days per severity; a severity without an entry has no due date.
+    pub days: BTreeMap<Severity, u32>,
+    /// Whether a reopened finding starts a new SLA clock (true) or keeps
+    /// its first due date (false).
+    pub restart_on_reopen: bool,
+}
+
+impl Default for SlaPolicy {
+    /// Critical 7 days, high 30, medium 90, low 180, info none.
+    fn default() -> SlaPolicy {
+        SlaPolicy {
+            days: BTreeMap::from([
+                (Severity::Critical, 7),
+                (Severity::High, 30),
+                (Severity::Medium, 90),
+                (Severity::Low, 180),
+            ]),
+            restart_on_reopen: true,
+        }
+    }
+}
+
+/// One routing rule: tickets matching every condition go to `topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Destination topic.
+    pub topic: String,
+    /// Teams it applies to (empty: any team).
+    pub teams: Vec<String>,
+    /// `Some(true)`: only unattributed tickets; `Some(false)`: only
+    /// attributed ones; `None`: either.
+    pub unattributed: Option<bool>,
+    /// Lowest severity it applies to.
+    pub min_severity: Option<Severity>,
+    /// Categories it applies to (empty: any).
+    pub categories: Vec<Category>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Salt for secret hashes.
+    pub secret_salt: String,
+    /// SLA policy.
+    pub sla: SlaPolicy,
+    /// Topic for tickets no route matches.
+    pub default_topic: String,
+    /// Routing rules, first match wins.
+    pub routes: Vec<Route>,
+    /// Largest report accepted, in bytes.
+    pub max_report_bytes: u64,
+}
+
+/// The default largest report: 512 MiB.
+pub const DEFAULT_MAX_REPORT_BYTES: u64 = 512 * 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            secret_salt: DEFAULT_SECRET_SALT.to_string(),
+            sla: SlaPolicy::default(),
+            default_topic: "custody.tickets".to_string(),
+            routes: Vec::new(),
+            max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            message: message.to_string(),
+        };
+        let mut cfg = Config::default();
+        if let Some(salt) = raw.fingerprint.secret_salt {
+            if salt.len() < 8 {
+                return Err(invalid(
+                    "fingerprint.secret_salt".into(),
+                    "must be at least 8 characters",
+                ));
+            }
+            cfg.secret_salt = salt;
+        }
+        for (sev, days) in [
+            (Severity::Critical, raw.sla.critical),
+            (Severity::High, raw.sla.high),
+            (Severity::Medium, raw.sla.medium),
+            (Severity::Low, raw.sla.low),
+            (Severity::Info, raw.sla.info),
+        ] {
+            match days {
+                Some(0) => {
+                    cfg.sla.days.remove(&sev);
+                }
+                Some(d) if d > 3650 => {
+                    return Err(invalid(
+                        format!("sla.{sev}"),
+                        "must be at most 3650 days (0 means no SLA)",
+                    ))
+                }
+                Some(d) => {
+                    cfg.sla.days.insert(sev, d);
+                }
+                None => {}
+            }
+        }
+        if let Some(r) = raw.sla.restart_on_reopen {
+            cfg.sla.restart_on_reopen = r;
+        }
+        if let Some(t) = raw.tickets.default_topic {
+            check_topic(&t).map_err(|m| invalid("tickets.default_topic".into(), &m))?;
+            cfg.default_topic = t;
+        }
+        for (i, r) in raw.tickets.routes.into_iter().enumerate() {
+            check_topic(&r.topic).map_err(|m| invalid(format!("tickets.routes[{i}].topic"), &m))?;
+            if r.unattributed == Some(true) && !r.teams.is_empty() {
+                return Err(invalid(
+                    format!("tickets.routes[{i}]"),
+                    "cannot name teams and match only unattributed tickets",
+                ));
+            }
+            cfg.routes.push(Route {
+                topic: r.topic,
+                teams: r.teams,
+                unattributed: r.unattributed,
+                min_severity: r.min_severity,
+                categories: r.categories,
+            });
+        }
+        if let Some(m) = raw.limits.max_report_bytes {
+            if m == 0 {
+                return Err(invalid(
+                    "limits.max_report_bytes".into(),
+                    "must be positive",
+                ));
+            }
+            cfg.max_report_bytes = m;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Kafka's topic name rules: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn check_topic(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 249 {
+        return Err("must be 1 to 249 characters".into());
+    }
+    if t == "." || t == ".." {
+        return Err("cannot be \".\" or \"..\"".into());
+    }
+    if let Some(c) = t
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "contains {c:?}; topics allow only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = Config::parse(
+            r#"
+            [fingerprint]
+            secret_salt = "0123456789abcdef"
+            [sla]
+            critical = 3
+            info = 0
+            low = 0
+            restart_on_reopen = false
+            [tickets]
+            default_topic = "sec.tickets"
+            [[tickets.routes]]
+            topic = "sec.tickets.urgent"
+            min_severity = "high"
+            [[tickets.routes]]
+            topic = "sec.tickets.triage"
+            unattributed = true
+            [limits]
+            max_report_bytes = 1000
+            "#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.sla.days.get(&Severity::Critical), Some(&3));
+        assert_eq!(cfg.sla.days.get(&Severity::High), Some(&30));
+        assert_eq!(cfg.sla.days.get(&Severity::Low), None);
+        assert!(!cfg.sla.restart_on_reopen);
+        assert_eq!(cfg.routes.len(), 2);
+        assert_eq!(cfg.routes[0].min_severity, Some(Severity::High));
+        assert_eq!(cfg.max_report_bytes, 1000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let table = [
+            ("[sla]\nhigh = 99999", "sla.high"),
+            ("[sla]\nhihg = 3", "hihg"),
+            (
+                "[[tickets.routes]]\ntopic = \"a b\"",
+                "tickets.routes[0].topic",
+            ),
+            (
+                "[[tickets.routes]]\ntopic = \"t\"\nmin_severity = \"urgent\"",
+                "urgent",
+            ),
+            (
+                "[[tickets.routes]]\ntopic = \"t\"\nteams=[\"a\"]\nunattributed = true",
+                "tickets.routes[0]",
+            ),
+            (
+                "[fingerprint]\nsecret_salt = \"x\"",
+                "fingerprint.secret_salt",
+            ),
+            ("[limits]\nmax_report_bytes = 0", "limits.max_report_bytes"),
+            ("not toml [", "t.toml"),
+        ];
+        for (text, want) in table {
+            let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

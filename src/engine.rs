@@ -1,1 +1,266 @@
-//! (being written)
+//! The engine: one pure step per scan, decision or clock tick, from
+//! findings to finding and ticket events. The batch front end
+//! (`custody process`) and the Kafka service drive the same engine.
+
+use crate::config::{Config, SlaPolicy};
+use crate::fingerprint;
+use crate::lifecycle::{
+    self, DecisionError, DecisionRecord, FindingRecord, Observation, State, Transition,
+};
+use crate::model::{Attribution, EventClass, Finding, FindingEvent, ScanMeta, Target, TicketEvent};
+use crate::normalize::DecodeContext;
+use crate::ticket::{self, Router, TicketRecord, TicketTransition};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+/// Decides which team owns a finding. The ownership module implements it;
+/// [`Unattributed`] is the answer when no ownership is configured.
+pub trait Attribute: Send + Sync {
+    /// The owner of `finding` on `target`, with the evidence.
+    fn attribute(&self, target: &Target, finding: &Finding) -> Attribution;
+}
+
+/// Attributes nothing: every finding is unattributed.
+pub struct Unattributed;
+
+impl Attribute for Unattributed {
+    fn attribute(&self, _: &Target, _: &Finding) -> Attribution {
+        Attribution::unattributed()
+    }
+}
+
+/// The events one step produced, finding events first in the order of
+/// their transitions.
+#[derive(Debug, Default, Clone)]
+pub struct Output {
+    /// Finding events.
+    pub findings: Vec<FindingEvent>,
+    /// Ticket events.
+    pub tickets: Vec<TicketEvent>,
+}
+
+impl Output {
+    /// Appends another step's events.
+    pub fn extend(&mut self, other: Output) {
+        self.findings.extend(other.findings);
+        self.tickets.extend(other.tickets);
+    }
+}
+
+/// The configured pipeline from findings to events.
+pub struct Engine {
+    sla: SlaPolicy,
+    router: Router,
+    decode: DecodeContext,
+    attribute: Box<dyn Attribute>,
+}
+
+impl Engine {
+    /// An engine for `config`, attributing nothing.
+    pub fn new(config: &Config) -> Engine {
+        Engine {
+            sla: config.sla.clone(),
+            router: Router {
+                routes: config.routes.clone(),
+                default_topic: config.default_topic.clone(),
+            },
+            decode: DecodeContext {
+                secret_salt: config.secret_salt.clone(),
+            },
+            attribute: Box::new(Unattributed),
+        }
+    }
+
+    /// Replaces the attribution.
+    pub fn with_attribution(mut self, attribute: Box<dyn Attribute>) -> Engine {
+        self.attribute = attribute;
+        self
+    }
+
+    /// What decoders need (the secret salt).
+    pub fn decode_context(&self) -> &DecodeContext {
+        &self.decode
+    }
+
+    /// Processes one scan of `scan.target`.
+    pub fn scan(
+        &self,
+        state: &mut State,
+        scan: &ScanMeta,
+        findings: Vec<Finding>,
+        now: DateTime<Utc>,
+    ) -> Output {
+        let target = &scan.target;
+        let observed: Vec<Observation> = fingerprint::assign(findings, target)
+            .into_iter()
+            .map(|(fingerprint, mut finding)| {
+                finding.target = Some(target.clone());
+                let attribution = self.attribute.attribute(target, &finding);
+                let ticket_key =
+                    ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
+                Observation {
+                    fingerprint,
+                    finding,
+                    attribution,
+                    ticket_key,
+                }
+            })
+            .collect();
+        let ts = state.target_mut(target);
+        let transitions = lifecycle::apply_scan(ts, scan, observed, now, &self.sla);
+        self.finish(state, target, transitions, now, Some(&scan.scan_id))
+    }
+
+    /// Applies a decision record.
+    pub fn decide(
+        &self,
+        state: &mut State,
+        d: &DecisionRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Output, DecisionError> {
+        d.validate()?;
+        let ts = state
+            .targets
+            .get_mut(&d.target.to_string())
+            .ok_or_else(|| DecisionError::UnknownFinding {
+                target: d.target.to_string(),
+                fingerprint: d.fingerprint.clone(),
+            })?;
+        let transitions = lifecycle::apply_decision(ts, d, now, &self.sla)?;
+        Ok(self.finish(state, &d.target, transitions, now, None))
+    }
+
+    /// Advances the clock over every target: SLA breaches and expired
+    /// acceptances.
+    pub fn tick(&self, state: &mut State, now: DateTime<Utc>) -> Output {
+        let mut out = Output::default();
+        let targets: Vec<String> = state.targets.keys().cloned().collect();
+        for spec in targets {
+            let Ok(target) = spec.parse::<Target>() else {
+                continue;
+            };
+            let Some(ts) = state.targets.get_mut(&spec) else {
+                continue;
+            };
+            let transitions = lifecycle::tick(ts, now);
+            if !transitions.is_empty() {
+                out.extend(self.finish(state, &target, transitions, now, None));
+            }
+        }
+        out
+    }
+
+    fn finish(
+        &self,
+        state: &mut State,
+        target: &Target,
+        transitions: Vec<Transition>,
+        now: DateTime<Utc>,
+        scan_id: Option<&str>,
+    ) -> Output {
+        let ts = state.target_mut(target);
+        let keys = lifecycle::touched_tickets(ts, &transitions);
+        let ticket_transitions = ticket::refresh(ts, target, &keys, &self.router);
+        let mut out = Output::default();
+        out.findings.reserve(transitions.len());
+        for t in &transitions {
+            if let Some(rec) = ts.findings.get(&t.fingerprint) {
+                out.findings
+                    .push(finding_event(rec, t, target, now, scan_id));
+            }
+        }
+        for t in &ticket_transitions {
+            if let Some(rec) = ts.tickets.get(&t.key) {
+                let attribution = rec
+                    .open_members
+                    .iter()
+                    .next()
+                    .and_then(|fp| ts.findings.get(fp))
+                    .map_or_else(Attribution::unattributed, |r| r.attribution.clone());
+                out.tickets.push(ticket_event(rec, t, now, attribution));
+            }
+        }
+        out
+    }
+}
+
+/// A deterministic event id: the same transition of the same finding or
+/// ticket always gets the same id, so consumers can drop redeliveries.
+pub fn event_id(class: &str, key: &str, seq: u64, kind: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        class.as_bytes(),
+        key.as_bytes(),
+        &seq.to_le_bytes(),
+        kind.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+fn finding_event(
+    rec: &FindingRecord,
+    t: &Transition,
+    target: &Target,
+    now: DateTime<Utc>,
+    scan_id: Option<&str>,
+) -> FindingEvent {
+    let f = &rec.finding;
+    FindingEvent {
+        kind: EventClass::Finding,
+        event: t.kind,
+        event_id: event_id("finding", &t.fingerprint, t.seq, t.kind.as_str()),
+        at: now,
+        fingerprint: t.fingerprint.clone(),
+        team: rec.team.clone(),
+        previous_team: t.previous_team.clone(),
+        severity: rec.severity(),
+        target: target.clone(),
+        status: rec.status,
+        category: f.category,
+        scanners: rec.sources.keys().cloned().collect(),
+        rule_id: f.rule_id.clone(),
+        aliases: f.aliases.clone(),
+        title: f.title.clone(),
+        message: f.message.clone(),
+        location: f.location.clone(),
+        package: f.package.clone(),
+        first_seen: rec.first_seen,
+        due_at: rec
+            .due_at
+            .filter(|_| rec.status == crate::model::Status::Open),
+        accepted_until: rec.accepted_until,
+        ticket_key: rec.ticket_key.clone(),
+        attribution: rec.attribution.clone(),
+        scan_id: scan_id.map(str::to_string),
+    }
+}
+
+fn ticket_event(
+    rec: &TicketRecord,
+    t: &TicketTransition,
+    now: DateTime<Utc>,
+    attribution: Attribution,
+) -> TicketEvent {
+    TicketEvent {
+        kind: EventClass::Ticket,
+        event: t.kind,
+        event_id: event_id("ticket", &t.key, t.seq, t.kind.as_str()),
+        at: now,
+        ticket_key: t.key.clone(),
+        team: rec.team.clone(),
+        previous_team: None,
+        severity: rec.severity,
+        target: rec.target.clone(),
+        category: rec.category,
+        group: rec.group.clone(),
+        title: rec.title.clone(),
+        route: rec.route.clone(),
+        due_at: rec.due_at,
+        counts: rec.counts,
+        fingerprints: rec.open_members.iter().cloned().collect(),
+        attribution,
+    }
+}

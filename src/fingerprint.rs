@@ -39,7 +39,14 @@ pub fn line_hash(line: &str) -> String {
 
 /// Salted hash of a source line that holds a secret.
 pub fn line_hash_salted(line: &str, salt: &str) -> String {
-    digest(&[b"secret-line", salt.as_bytes(), normalize_line(line).as_bytes()], 16)
+    digest(
+        &[
+            b"secret-line",
+            salt.as_bytes(),
+            normalize_line(line).as_bytes(),
+        ],
+        16,
+    )
 }
 
 /// Whether a tool fingerprint is a placeholder rather than a real hash
@@ -66,7 +73,11 @@ fn digest(parts: &[&[u8]], bytes: usize) -> String {
 
 /// The occurrence-independent identity of a code finding.
 fn code_basis(f: &Finding) -> String {
-    if let Some(fp) = f.tool_fingerprint.as_deref().filter(|fp| !is_placeholder(fp)) {
+    if let Some(fp) = f
+        .tool_fingerprint
+        .as_deref()
+        .filter(|fp| !is_placeholder(fp))
+    {
         format!("tool:{fp}")
     } else if let Some(h) = &f.evidence.secret_hash {
         format!("secret:{h}")
@@ -179,7 +190,12 @@ fn merge(into: &mut Finding, other: Finding) {
             into.aliases.push(a);
         }
     }
-    if into.package.as_ref().and_then(|p| p.fixed_version.as_ref()).is_none() {
+    if into
+        .package
+        .as_ref()
+        .and_then(|p| p.fixed_version.as_ref())
+        .is_none()
+    {
         if let (Some(p), Some(o)) = (into.package.as_mut(), other.package) {
             p.fixed_version = o.fixed_version;
         }
@@ -210,7 +226,10 @@ mod tests {
     #[test]
     fn identical_lines_get_distinct_fingerprints() {
         let out = assign(
-            vec![code("B1", "a.py", 10, "eval(x)"), code("B1", "a.py", 20, "eval(x)")],
+            vec![
+                code("B1", "a.py", 10, "eval(x)"),
+                code("B1", "a.py", 20, "eval(x)"),
+            ],
             &target(),
         );
         assert_eq!(out.len(), 2);
@@ -227,9 +246,17 @@ mod tests {
 
     #[test]
     fn path_rule_and_target_matter() {
-        let base = assign(vec![code("B1", "a.py", 1, "x")], &target())[0].0.clone();
-        assert_ne!(base, assign(vec![code("B2", "a.py", 1, "x")], &target())[0].0);
-        assert_ne!(base, assign(vec![code("B1", "b.py", 1, "x")], &target())[0].0);
+        let base = assign(vec![code("B1", "a.py", 1, "x")], &target())[0]
+            .0
+            .clone();
+        assert_ne!(
+            base,
+            assign(vec![code("B2", "a.py", 1, "x")], &target())[0].0
+        );
+        assert_ne!(
+            base,
+            assign(vec![code("B1", "b.py", 1, "x")], &target())[0].0
+        );
         let other: Target = "repo:github.com/acme/web".parse().unwrap();
         assert_ne!(base, assign(vec![code("B1", "a.py", 1, "x")], &other)[0].0);
     }
@@ -239,7 +266,10 @@ mod tests {
         let mut a = code("R", "a.py", 1, "x");
         a.tool_fingerprint = Some("requires login".into());
         let b = code("R", "a.py", 5, "x");
-        assert_eq!(assign(vec![a], &target())[0].0, assign(vec![b], &target())[0].0);
+        assert_eq!(
+            assign(vec![a], &target())[0].0,
+            assign(vec![b], &target())[0].0
+        );
         let mut c = code("R", "a.py", 1, "x");
         c.tool_fingerprint = Some("5f1e0a".into());
         assert_ne!(
@@ -249,7 +279,13 @@ mod tests {
     }
 
     fn dep(scanner: &str, ecosystem: &str) -> Finding {
-        let mut f = Finding::new(scanner, Category::Container, "CVE-2021-1", Severity::High, "m");
+        let mut f = Finding::new(
+            scanner,
+            Category::Container,
+            "CVE-2021-1",
+            Severity::High,
+            "m",
+        );
         f.package = Some(Package {
             ecosystem: ecosystem.into(),
             name: "openssl".into(),

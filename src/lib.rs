@@ -18,11 +18,13 @@
 //!   functions (scan, decision, clock tick).
 //! - [`ticket`]: grouping findings into tickets, ticket transitions and
 //!   routing to topics.
+//! - [`cli`]: the command-line flags (raw; validated by the front ends).
 //! - [`config`]: the validated configuration (SLA policy, routes, limits).
 //! - [`engine`]: wires the stages into one step per scan, decision or tick.
 //! - [`process`]: `custody process`, the engine over report files.
 //! - [`schema`]: JSON Schemas of the native finding, events and decisions.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fingerprint;

@@ -1,1 +1,520 @@
-//! (being written)
+//! Finding lifecycle: the per-target state and the pure transition
+//! functions.
+//!
+//! Each function takes the state of one target, its input and `now`, and
+//! returns the transitions it made; nothing here reads a clock or does IO.
+//! The rules (DESIGN.md, Lifecycle):
+//!
+//! - a finding is opened when first seen, reopened when seen after it was
+//!   resolved, and updated when its severity changes or the same scanner
+//!   reports different evidence (numbers in messages ignored, so a message
+//!   quoting a line number does not change when code moves);
+//! - absence resolves only after a *complete* scan of the same target by a
+//!   scanner that reported the finding, covering its category; a finding
+//!   reported by two tools resolves when both have stopped reporting it;
+//! - a rescan that reports the same findings makes no transition;
+//! - `sla_breached` fires once per SLA clock; risk acceptance always has an
+//!   expiry, after which the finding is open again (`acceptance_expired`).
+
+use crate::config::SlaPolicy;
+use crate::model::{Attribution, Finding, FindingEventKind, ScanMeta, Severity, Status, Target};
+use crate::ticket::TicketRecord;
+use chrono::{DateTime, Duration, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// Everything custody remembers about one finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    /// Current status.
+    pub status: Status,
+    /// The latest report of it (from its primary scanner).
+    pub finding: Finding,
+    /// Severity reported by each scanner currently reporting it; the
+    /// finding's severity is the highest.
+    pub sources: BTreeMap<String, Severity>,
+    /// Owning team, if attributed.
+    pub team: Option<String>,
+    /// Why.
+    pub attribution: Attribution,
+    /// The ticket it belongs to.
+    pub ticket_key: String,
+    /// First seen.
+    pub first_seen: DateTime<Utc>,
+    /// Last seen by any scanner.
+    pub last_seen: DateTime<Utc>,
+    /// Start of the current SLA clock.
+    pub opened_at: DateTime<Utc>,
+    /// SLA due date, if the policy gives one for its severity.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Whether `sla_breached` fired for the current clock.
+    pub sla_breached: bool,
+    /// When it was last resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// End of the risk acceptance, while accepted.
+    pub accepted_until: Option<DateTime<Utc>>,
+    /// Number of transitions so far: part of each event's id.
+    pub seq: u64,
+}
+
+impl FindingRecord {
+    /// The severity: highest among current sources, else the last known.
+    pub fn severity(&self) -> Severity {
+        self.sources
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(self.finding.severity)
+    }
+}
+
+/// The state of one target: its findings and tickets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Findings by fingerprint.
+    pub findings: BTreeMap<String, FindingRecord>,
+    /// Tickets by key.
+    pub tickets: BTreeMap<String, TicketRecord>,
+}
+
+/// All lifecycle state, by target spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// State format version.
+    #[serde(default = "state_version")]
+    pub version: u32,
+    /// Per target.
+    pub targets: BTreeMap<String, TargetState>,
+}
+
+fn state_version() -> u32 {
+    1
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> State {
+        State {
+            version: state_version(),
+            targets: BTreeMap::new(),
+        }
+    }
+
+    /// The state of `target`, created empty on first use.
+    pub fn target_mut(&mut self, target: &Target) -> &mut TargetState {
+        self.targets.entry(target.to_string()).or_default()
+    }
+}
+
+/// One transition of one finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The finding.
+    pub fingerprint: String,
+    /// What happened.
+    pub kind: FindingEventKind,
+    /// The team before, for `reassigned`.
+    pub previous_team: Option<String>,
+    /// The record's sequence number after this transition.
+    pub seq: u64,
+    /// The ticket it left, when a reassignment moved it to another.
+    pub previous_ticket: Option<String>,
+}
+
+/// A finding as seen in one scan, fingerprinted and attributed.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The finding (with its target set).
+    pub finding: Finding,
+    /// The attribution's answer.
+    pub attribution: Attribution,
+    /// The ticket its group maps to.
+    pub ticket_key: String,
+}
+
+fn due(policy: &SlaPolicy, sev: Severity, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    policy
+        .days
+        .get(&sev)
+        .map(|&d| from + Duration::days(i64::from(d)))
+}
+
+/// Evidence compared for `updated`: the message with digit runs folded, so
+/// line numbers quoted in messages do not count, and the snippet.
+fn evidence_key(f: &Finding) -> (String, Option<&str>) {
+    let mut out = String::with_capacity(f.message.len());
+    let mut in_digits = false;
+    for c in f.message.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    (out, f.evidence.snippet.as_deref().map(str::trim))
+}
+
+fn push(
+    rec: &mut FindingRecord,
+    fp: &str,
+    kind: FindingEventKind,
+    prev: Option<String>,
+    out: &mut Vec<Transition>,
+) {
+    rec.seq += 1;
+    out.push(Transition {
+        fingerprint: fp.to_string(),
+        kind,
+        previous_team: prev,
+        seq: rec.seq,
+        previous_ticket: None,
+    });
+}
+
+/// Applies one scan of a target: opens, updates, reopens and reassigns what
+/// it reports, then, if the scan is complete, resolves what it covers and
+/// did not report.
+pub fn apply_scan(
+    ts: &mut TargetState,
+    scan: &ScanMeta,
+    observed: Vec<Observation>,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<String> = HashSet::with_capacity(observed.len());
+    for obs in observed {
+        let Observation {
+            fingerprint: fp,
+            finding,
+            attribution,
+            ticket_key,
+        } = obs;
+        let scanner = finding.scanner.clone();
+        let sev = finding.severity;
+        seen.insert(fp.clone());
+        let rec = match ts.findings.get_mut(&fp) {
+            Some(rec) => rec,
+            None => {
+                let mut rec = FindingRecord {
+                    status: Status::Open,
+                    sources: BTreeMap::from([(scanner, sev)]),
+                    team: attribution.team.clone(),
+                    attribution,
+                    ticket_key,
+                    first_seen: now,
+                    last_seen: now,
+                    opened_at: now,
+                    due_at: due(policy, sev, now),
+                    sla_breached: false,
+                    resolved_at: None,
+                    accepted_until: None,
+                    seq: 0,
+                    finding,
+                };
+                push(&mut rec, &fp, FindingEventKind::Opened, None, &mut out);
+                ts.findings.insert(fp, rec);
+                continue;
+            }
+        };
+        let before_sev = rec.severity();
+        let same_primary =
+            rec.finding.scanner == scanner || !rec.sources.contains_key(&rec.finding.scanner);
+        let evidence_changed = same_primary && evidence_key(&rec.finding) != evidence_key(&finding);
+        rec.sources.insert(scanner, sev);
+        rec.last_seen = now;
+        if same_primary {
+            rec.finding = finding;
+        }
+        let new_team = attribution.team.clone();
+        let previous_team = rec.team.clone();
+        rec.attribution = attribution;
+        let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key);
+        match rec.status {
+            Status::Resolved => {
+                rec.status = Status::Open;
+                rec.resolved_at = None;
+                rec.team = new_team;
+                if policy.restart_on_reopen {
+                    rec.opened_at = now;
+                    rec.sla_breached = false;
+                }
+                rec.due_at = due(policy, rec.severity(), rec.opened_at);
+                push(rec, &fp, FindingEventKind::Reopened, None, &mut out);
+                continue;
+            }
+            Status::Open | Status::Accepted | Status::FalsePositive => {}
+        }
+        if new_team != previous_team {
+            rec.team = new_team;
+            push(
+                rec,
+                &fp,
+                FindingEventKind::Reassigned,
+                previous_team,
+                &mut out,
+            );
+            if let Some(last) = out.last_mut() {
+                last.previous_ticket = Some(previous_ticket);
+            }
+        }
+        let after_sev = rec.severity();
+        if after_sev != before_sev {
+            rec.due_at = due(policy, after_sev, rec.opened_at);
+        }
+        if rec.status == Status::Open && (after_sev != before_sev || evidence_changed) {
+            push(rec, &fp, FindingEventKind::Updated, None, &mut out);
+        }
+    }
+    if scan.complete {
+        resolve_absent(ts, scan, &seen, now, policy, &mut out);
+    }
+    out
+}
+
+fn resolve_absent(
+    ts: &mut TargetState,
+    scan: &ScanMeta,
+    seen: &HashSet<String>,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+    out: &mut Vec<Transition>,
+) {
+    for (fp, rec) in ts.findings.iter_mut() {
+        if !matches!(rec.status, Status::Open | Status::Accepted) || seen.contains(fp) {
+            continue;
+        }
+        let category = rec.finding.category;
+        let before = rec.severity();
+        let dropped: Vec<String> = rec
+            .sources
+            .keys()
+            .filter(|s| scan.coverage.contains(&((*s).clone(), category)))
+            .cloned()
+            .collect();
+        if dropped.is_empty() {
+            continue;
+        }
+        for s in &dropped {
+            rec.sources.remove(s);
+        }
+        if rec.sources.is_empty() {
+            rec.status = Status::Resolved;
+            rec.resolved_at = Some(now);
+            rec.accepted_until = None;
+            push(rec, fp, FindingEventKind::Resolved, None, out);
+        } else {
+            // Another tool still reports it; follow its view.
+            if let Some(primary) = rec.sources.keys().next() {
+                if !rec.sources.contains_key(&rec.finding.scanner) {
+                    rec.finding.scanner = primary.clone();
+                }
+            }
+            let after = rec.severity();
+            if after != before {
+                rec.due_at = due(policy, after, rec.opened_at);
+                if rec.status == Status::Open {
+                    push(rec, fp, FindingEventKind::Updated, None, out);
+                }
+            }
+        }
+    }
+}
+
+/// What a decision record decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// Accept the risk until `expires_at` (mandatory).
+    AcceptRisk,
+    /// Not a real issue.
+    FalsePositive,
+    /// Withdraw an earlier acceptance or false-positive decision.
+    Revoke,
+}
+
+/// A human decision about one finding, as read from the decisions topic or
+/// a decisions file (JSON Lines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRecord {
+    /// The finding's target.
+    pub target: Target,
+    /// The finding's fingerprint.
+    pub fingerprint: String,
+    /// What is decided.
+    pub decision: DecisionKind,
+    /// When an acceptance ends; required for `accept_risk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Why.
+    pub reason: String,
+    /// Who decided.
+    pub author: String,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Why a decision was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    /// `accept_risk` without an expiry.
+    #[error("accept_risk for {0} has no expires_at; risk acceptance must expire")]
+    NoExpiry(String),
+    /// Expiry not after the decision.
+    #[error("accept_risk for {0} expires before it was decided")]
+    ExpiryInPast(String),
+    /// Fingerprint unknown for the target.
+    #[error("no finding {fingerprint} on {target}")]
+    UnknownFinding {
+        /// Its target.
+        target: String,
+        /// The fingerprint.
+        fingerprint: String,
+    },
+    /// The decision does not apply to the finding's status.
+    #[error("cannot {decision} finding {fingerprint}: it is {status}")]
+    NotApplicable {
+        /// The fingerprint.
+        fingerprint: String,
+        /// The decision.
+        decision: &'static str,
+        /// Its status.
+        status: &'static str,
+    },
+}
+
+impl DecisionRecord {
+    /// Checks the record on its own (before any state is looked at).
+    pub fn validate(&self) -> Result<(), DecisionError> {
+        if self.decision == DecisionKind::AcceptRisk {
+            match self.expires_at {
+                None => return Err(DecisionError::NoExpiry(self.fingerprint.clone())),
+                Some(e) if e <= self.decided_at => {
+                    return Err(DecisionError::ExpiryInPast(self.fingerprint.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a decision to the target's state.
+pub fn apply_decision(
+    ts: &mut TargetState,
+    d: &DecisionRecord,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+) -> Result<Vec<Transition>, DecisionError> {
+    d.validate()?;
+    let rec = ts
+        .findings
+        .get_mut(&d.fingerprint)
+        .ok_or_else(|| DecisionError::UnknownFinding {
+            target: d.target.to_string(),
+            fingerprint: d.fingerprint.clone(),
+        })?;
+    let not_applicable = |decision: &'static str, status: Status| DecisionError::NotApplicable {
+        fingerprint: d.fingerprint.clone(),
+        decision,
+        status: status.as_str(),
+    };
+    let mut out = Vec::new();
+    match (d.decision, rec.status) {
+        (DecisionKind::AcceptRisk, Status::Open | Status::Accepted) => {
+            if rec.status == Status::Accepted && rec.accepted_until == d.expires_at {
+                return Ok(out); // the same decision again
+            }
+            rec.status = Status::Accepted;
+            rec.accepted_until = d.expires_at;
+            push(
+                rec,
+                &d.fingerprint,
+                FindingEventKind::Accepted,
+                None,
+                &mut out,
+            );
+        }
+        (DecisionKind::AcceptRisk, s) => return Err(not_applicable("accept the risk of", s)),
+        (DecisionKind::FalsePositive, Status::FalsePositive) => {}
+        (DecisionKind::FalsePositive, _) => {
+            rec.status = Status::FalsePositive;
+            rec.accepted_until = None;
+            push(
+                rec,
+                &d.fingerprint,
+                FindingEventKind::FalsePositive,
+                None,
+                &mut out,
+            );
+        }
+        (DecisionKind::Revoke, Status::Accepted | Status::FalsePositive) => {
+            rec.status = Status::Open;
+            rec.accepted_until = None;
+            rec.due_at = due(policy, rec.severity(), rec.opened_at);
+            push(
+                rec,
+                &d.fingerprint,
+                FindingEventKind::Reopened,
+                None,
+                &mut out,
+            );
+            breach_if_due(rec, &d.fingerprint, now, &mut out);
+        }
+        (DecisionKind::Revoke, s) => return Err(not_applicable("revoke a decision on", s)),
+    }
+    Ok(out)
+}
+
+fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mut Vec<Transition>) {
+    if rec.status == Status::Open && !rec.sla_breached {
+        if let Some(due) = rec.due_at {
+            if due <= now {
+                rec.sla_breached = true;
+                push(rec, fp, FindingEventKind::SlaBreached, None, out);
+            }
+        }
+    }
+}
+
+/// Advances the clock: expired acceptances reopen, open findings past their
+/// due date breach (once).
+pub fn tick(ts: &mut TargetState, now: DateTime<Utc>) -> Vec<Transition> {
+    let mut out = Vec::new();
+    for (fp, rec) in ts.findings.iter_mut() {
+        if rec.status == Status::Accepted {
+            if let Some(until) = rec.accepted_until {
+                if until <= now {
+                    rec.status = Status::Open;
+                    rec.accepted_until = None;
+                    push(rec, fp, FindingEventKind::AcceptanceExpired, None, &mut out);
+                }
+            }
+        }
+        breach_if_due(rec, fp, now, &mut out);
+    }
+    out
+}
+
+/// The tickets some transitions touched, including tickets that
+/// reassigned findings left.
+pub fn touched_tickets(ts: &TargetState, transitions: &[Transition]) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for t in transitions {
+        if let Some(r) = ts.findings.get(&t.fingerprint) {
+            keys.insert(r.ticket_key.clone());
+        }
+        if let Some(k) = &t.previous_ticket {
+            keys.insert(k.clone());
+        }
+    }
+    keys
+}

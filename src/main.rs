@@ -1,1 +1,40 @@
-fn main() {}
+//! The `custody` binary: parses flags and hands over to the library.
+
+use clap::Parser;
+use custody::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Process(args) => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let code = custody::process::main(args, stdin.lock(), stdout.lock(), stderr.lock());
+            ExitCode::from(code)
+        }
+        Command::Schemas { out } => match write_schemas(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("custody: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn write_schemas(out: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for (name, text) in custody::schema::all() {
+        match &out {
+            Some(dir) => {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => print!("{text}"),
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,456 @@
-//! (being written)
+//! `custody process`: the engine over report files, for CI pipelines and
+//! backfills. Each file is one complete scan of its target; events go to
+//! standard output as JSON Lines and a per-team summary to standard error.
+//!
+//! Exit status: 0 on success, 1 when any input was rejected (each named on
+//! standard error, the others still processed), 2 for usage or
+//! configuration errors (nothing processed, the state file untouched).
+
+use crate::cli::{Emit, ProcessArgs};
+use crate::config::Config;
+use crate::engine::{Engine, Output};
+use crate::lifecycle::{DecisionRecord, State};
+use crate::model::{Category, ScanMeta, Severity, Status, Target};
+use crate::normalize::{self, DecodeError, Format};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Validated settings of one `process` run.
+#[derive(Debug)]
+pub struct Settings {
+    /// Report files (`-` is standard input).
+    pub files: Vec<PathBuf>,
+    /// Target override.
+    pub target: Option<Target>,
+    /// Scanner override.
+    pub scanner: Option<String>,
+    /// Format override.
+    pub format: Option<Format>,
+    /// State file.
+    pub state: Option<PathBuf>,
+    /// Decision files.
+    pub decisions: Vec<PathBuf>,
+    /// Configuration.
+    pub config: Config,
+    /// Which events to print.
+    pub emit: Emit,
+    /// The clock.
+    pub now: DateTime<Utc>,
+}
+
+/// A usage or configuration error (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// A flag's value is invalid.
+    #[error("--{flag}: {message}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configuration file was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The state file exists but cannot be used.
+    #[error("state file {path}: {message}")]
+    State {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Validates raw flags; `now` is the clock used when `--at` is absent.
+    pub fn from_args(args: ProcessArgs, now: DateTime<Utc>) -> Result<Settings, UsageError> {
+        let flag = |flag, message: String| UsageError::Flag { flag, message };
+        let target = args
+            .target
+            .map(|t| t.parse::<Target>())
+            .transpose()
+            .map_err(|e| flag("target", e.to_string()))?;
+        let format = args
+            .format
+            .map(|f| {
+                Format::from_name(&f).ok_or_else(|| {
+                    let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+                    flag(
+                        "format",
+                        format!("unknown format {f:?}; known: {}", names.join(", ")),
+                    )
+                })
+            })
+            .transpose()?;
+        let scanner = match args.scanner {
+            Some(s) if s.trim().is_empty() || s.chars().any(char::is_whitespace) => {
+                return Err(flag("scanner", format!("{s:?} must be one word")))
+            }
+            s => s.map(|s| s.to_ascii_lowercase()),
+        };
+        let now = match args.at {
+            Some(at) => DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| flag("at", format!("{at:?} is not an RFC 3339 time: {e}")))?
+                .with_timezone(&Utc),
+            None => now,
+        };
+        let config = match &args.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        Ok(Settings {
+            files: args.files,
+            target,
+            scanner,
+            format,
+            state: args.state,
+            decisions: args.decisions,
+            config,
+            emit: args.emit,
+            now,
+        })
+    }
+}
+
+/// Runs `custody process` with raw flags; returns the exit status.
+pub fn main(args: ProcessArgs, stdin: impl Read, stdout: impl Write, mut stderr: impl Write) -> u8 {
+    match Settings::from_args(args, Utc::now()) {
+        Ok(settings) => run(&settings, stdin, stdout, stderr),
+        Err(e) => {
+            let _ = writeln!(stderr, "custody process: {e}");
+            2
+        }
+    }
+}
+
+/// Why one input was rejected (exit status 1; the rest go on).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Could not be read.
+    #[error("cannot read: {0}")]
+    Read(#[from] std::io::Error),
+    /// Could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// No target given and the report names none.
+    #[error("the report names no target; pass --target")]
+    NoTarget,
+}
+
+/// Runs a validated `process`; returns the exit status.
+pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: impl Write) -> u8 {
+    let mut state = match &s.state {
+        Some(path) => match load_state(path) {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = writeln!(stderr, "custody process: {e}");
+                return 2;
+            }
+        },
+        None => State::new(),
+    };
+    let engine = Engine::new(&s.config);
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let mut rejected = 0usize;
+    let mut tally = Tally::default();
+
+    for path in &s.decisions {
+        match read_decisions(path) {
+            Ok(records) => {
+                for (line, d) in records {
+                    match engine.decide(&mut state, &d, s.now) {
+                        Ok(o) => emit(&mut out, &o, s.emit, &mut tally),
+                        Err(e) => {
+                            rejected += 1;
+                            let _ = writeln!(
+                                stderr,
+                                "custody process: rejected {}:{line}: {e}",
+                                path.display()
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                rejected += 1;
+                let _ = writeln!(stderr, "custody process: rejected {}: {e}", path.display());
+            }
+        }
+    }
+
+    for path in &s.files {
+        let shown = if path.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
+        match scan_file(s, &engine, &mut state, path, &mut stdin) {
+            Ok((o, n)) => {
+                tally.scans.push((shown, n));
+                emit(&mut out, &o, s.emit, &mut tally);
+            }
+            Err(e) => {
+                rejected += 1;
+                let _ = writeln!(stderr, "custody process: rejected {shown}: {e}");
+            }
+        }
+    }
+    let o = engine.tick(&mut state, s.now);
+    emit(&mut out, &o, s.emit, &mut tally);
+
+    if let Err(e) = out.flush() {
+        let _ = writeln!(stderr, "custody process: writing events: {e}");
+        return 2;
+    }
+    drop(out);
+    if let Some(path) = &s.state {
+        if let Err(e) = save_state(path, &state) {
+            let _ = writeln!(
+                stderr,
+                "custody process: cannot save state {}: {e}",
+                path.display()
+            );
+            return 2;
+        }
+    }
+    let _ = summary(&mut stderr, &state, &tally);
+    u8::from(rejected > 0)
+}
+
+fn scan_file(
+    s: &Settings,
+    engine: &Engine,
+    state: &mut State,
+    path: &Path,
+    stdin: &mut impl Read,
+) -> Result<(Output, usize), InputError> {
+    let limit = s.config.max_report_bytes;
+    let bytes = if path.as_os_str() == "-" {
+        read_capped(stdin, limit)?
+    } else {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        if size > limit {
+            return Err(DecodeError::TooLarge { size, limit }.into());
+        }
+        read_capped(file, limit)?
+    };
+    let (_format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
+    let scan_id = {
+        let d = Sha256::digest(&bytes);
+        hex::encode(&d[..12])
+    };
+    drop(bytes);
+    let target = s
+        .target
+        .clone()
+        .or(report.target.take())
+        .ok_or(InputError::NoTarget)?;
+    if let Some(name) = &s.scanner {
+        for f in &mut report.findings {
+            f.scanner.clone_from(name);
+        }
+        let cats: BTreeSet<Category> = report.coverage.iter().map(|(_, c)| *c).collect();
+        report.coverage = cats.into_iter().map(|c| (name.clone(), c)).collect();
+    }
+    let n = report.findings.len();
+    let scan = ScanMeta {
+        scan_id,
+        target,
+        commit: report.commit,
+        git_ref: report.git_ref,
+        complete: true,
+        coverage: report.coverage,
+    };
+    Ok((engine.scan(state, &scan, report.findings, s.now), n))
+}
+
+/// Reads at most `limit` bytes; more is an error, so endless input cannot
+/// exhaust memory.
+pub fn read_capped(r: impl Read, limit: u64) -> Result<Vec<u8>, InputError> {
+    let mut buf = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(DecodeError::TooLarge {
+            size: buf.len() as u64,
+            limit,
+        }
+        .into());
+    }
+    Ok(buf)
+}
+
+fn read_decisions(path: &Path) -> Result<Vec<(usize, DecisionRecord)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let d: DecisionRecord =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        out.push((i + 1, d));
+    }
+    Ok(out)
+}
+
+fn load_state(path: &Path) -> Result<State, UsageError> {
+    let err = |message: String| UsageError::State {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let st: State = serde_json::from_slice(&bytes)
+                .map_err(|e| err(format!("not a custody state file: {e}")))?;
+            if st.version != 1 {
+                return Err(err(format!(
+                    "state version {} is not supported (expected 1)",
+                    st.version
+                )));
+            }
+            Ok(st)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::new()),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Writes the state next to its final place, syncs it, then renames it
+/// over the old one, so a crash leaves either the old or the new state.
+fn save_state(path: &Path, state: &State) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = BufWriter::new(file);
+        serde_json::to_writer(&mut w, state)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[derive(Default)]
+struct Tally {
+    scans: Vec<(String, usize)>,
+    /// Per team: opened, resolved, reopened findings; tickets opened.
+    events: BTreeMap<Option<String>, [u64; 4]>,
+}
+
+fn emit(out: &mut impl Write, o: &Output, emit: Emit, tally: &mut Tally) {
+    use crate::model::{FindingEventKind as F, TicketEventKind as T};
+    for e in &o.findings {
+        let slot = match e.event {
+            F::Opened => Some(0),
+            F::Resolved => Some(1),
+            F::Reopened => Some(2),
+            _ => None,
+        };
+        if let Some(i) = slot {
+            tally.events.entry(e.team.clone()).or_default()[i] += 1;
+        }
+    }
+    for e in &o.tickets {
+        if e.event == T::Opened {
+            tally.events.entry(e.team.clone()).or_default()[3] += 1;
+        }
+    }
+    // Write errors surface at the final flush.
+    if emit != Emit::Tickets {
+        for e in &o.findings {
+            let _ = serde_json::to_writer(&mut *out, e);
+            let _ = out.write_all(b"\n");
+        }
+    }
+    if emit != Emit::Findings {
+        for e in &o.tickets {
+            let _ = serde_json::to_writer(&mut *out, e);
+            let _ = out.write_all(b"\n");
+        }
+    }
+}
+
+/// The per-team table on standard error: open findings by severity (from
+/// the whole state), and what this run opened, resolved and reopened.
+fn summary(w: &mut impl Write, state: &State, tally: &Tally) -> std::io::Result<()> {
+    let mut open: BTreeMap<Option<String>, BTreeMap<Severity, u64>> = BTreeMap::new();
+    let mut tickets_open: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    let mut unattributed: BTreeMap<&str, u64> = BTreeMap::new();
+    for (target, ts) in &state.targets {
+        for rec in ts.findings.values().filter(|r| r.status == Status::Open) {
+            *open
+                .entry(rec.team.clone())
+                .or_default()
+                .entry(rec.severity())
+                .or_default() += 1;
+            if rec.team.is_none() {
+                *unattributed.entry(target).or_default() += 1;
+            }
+        }
+        for t in ts
+            .tickets
+            .values()
+            .filter(|t| t.status == crate::ticket::TicketStatus::Open)
+        {
+            *tickets_open.entry(t.team.clone()).or_default() += 1;
+        }
+    }
+    for (file, n) in &tally.scans {
+        writeln!(w, "scanned {file}: {n} findings")?;
+    }
+    let teams: BTreeSet<Option<String>> = open.keys().chain(tally.events.keys()).cloned().collect();
+    writeln!(
+        w,
+        "{:<24} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8}",
+        "team",
+        "critical",
+        "high",
+        "medium",
+        "low",
+        "info",
+        "opened",
+        "resolved",
+        "reopened",
+        "tickets"
+    )?;
+    for team in teams {
+        let sev = open.get(&team);
+        let n = |s: Severity| sev.and_then(|m| m.get(&s)).copied().unwrap_or(0);
+        let ev = tally.events.get(&team).copied().unwrap_or_default();
+        let name = team.as_deref().unwrap_or("(unattributed)");
+        writeln!(
+            w,
+            "{:<24} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8}",
+            name,
+            n(Severity::Critical),
+            n(Severity::High),
+            n(Severity::Medium),
+            n(Severity::Low),
+            n(Severity::Info),
+            ev[0],
+            ev[1],
+            ev[2],
+            tickets_open.get(&team).copied().unwrap_or(0),
+        )?;
+    }
+    for (target, n) in unattributed {
+        writeln!(w, "unattributed open findings on {target}: {n}")?;
+    }
+    Ok(())
+}

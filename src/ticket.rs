@@ -1,1 +1,239 @@
-//! (being written)
+//! Tickets: findings grouped so a team gets one ticket per problem, not one
+//! per line. The default group is (team, target, rule or vulnerability).
+//! Ticket transitions are derived by comparing a ticket's open members
+//! before and after a step, and each ticket is routed to a topic by team,
+//! severity and category.
+
+use crate::config::Route;
+use crate::lifecycle::TargetState;
+use crate::model::{Category, Severity, Status, Target, TicketCounts, TicketEventKind};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    /// Has open members.
+    Open,
+    /// Has none.
+    Resolved,
+}
+
+/// Everything custody remembers about one ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketRecord {
+    /// Owning team.
+    pub team: Option<String>,
+    /// The target.
+    pub target: Target,
+    /// Rule or vulnerability id.
+    pub group: String,
+    /// Category of its findings.
+    pub category: Category,
+    /// Title.
+    pub title: String,
+    /// Status.
+    pub status: TicketStatus,
+    /// Highest severity of the open members.
+    pub severity: Severity,
+    /// Earliest due date of the open members.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Fingerprints of the open members.
+    pub open_members: BTreeSet<String>,
+    /// Members by status.
+    pub counts: TicketCounts,
+    /// Whether an open member is past due.
+    pub breached: bool,
+    /// Topic chosen by routing.
+    pub route: String,
+    /// Number of transitions so far: part of each event's id.
+    pub seq: u64,
+}
+
+/// The stable key of a ticket group.
+pub fn ticket_key(team: Option<&str>, target: &Target, group: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [team.unwrap_or(""), &target.to_string(), group] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("tk1-{}", hex::encode(&h.finalize()[..12]))
+}
+
+/// Routing rules: the first matching route's topic, else the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    /// Rules in order.
+    pub routes: Vec<Route>,
+    /// Topic when none matches.
+    pub default_topic: String,
+}
+
+impl Router {
+    /// The topic for a ticket of `team`, `severity` and `category`.
+    pub fn route(&self, team: Option<&str>, severity: Severity, category: Category) -> &str {
+        self.routes
+            .iter()
+            .find(|r| {
+                let team_ok = match (r.unattributed, team) {
+                    (Some(true), t) => t.is_none(),
+                    (Some(false), None) => false,
+                    (_, t) => {
+                        r.teams.is_empty() || t.is_some_and(|t| r.teams.iter().any(|x| x == t))
+                    }
+                };
+                team_ok
+                    && r.min_severity.is_none_or(|m| severity >= m)
+                    && (r.categories.is_empty() || r.categories.contains(&category))
+            })
+            .map_or(self.default_topic.as_str(), |r| r.topic.as_str())
+    }
+}
+
+/// One transition of one ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketTransition {
+    /// The ticket.
+    pub key: String,
+    /// What happened.
+    pub kind: TicketEventKind,
+    /// The ticket's sequence number after it.
+    pub seq: u64,
+}
+
+#[derive(Default)]
+struct Aggregate {
+    open: BTreeSet<String>,
+    counts: TicketCounts,
+    severity_open: Option<Severity>,
+    severity_any: Option<Severity>,
+    due: Option<DateTime<Utc>>,
+    breached: bool,
+    sample_open: Option<String>,
+    sample_any: Option<String>,
+}
+
+/// Recomputes the tickets in `keys` from their members and returns their
+/// transitions.
+pub fn refresh(
+    ts: &mut TargetState,
+    target: &Target,
+    keys: &BTreeSet<String>,
+    router: &Router,
+) -> Vec<TicketTransition> {
+    let mut aggs: BTreeMap<&str, Aggregate> = keys
+        .iter()
+        .map(|k| (k.as_str(), Aggregate::default()))
+        .collect();
+    for (fp, rec) in &ts.findings {
+        let Some(a) = aggs.get_mut(rec.ticket_key.as_str()) else {
+            continue;
+        };
+        let sev = rec.severity();
+        a.severity_any = a.severity_any.max(Some(sev));
+        match rec.status {
+            Status::Open => {
+                a.counts.open += 1;
+                a.open.insert(fp.clone());
+                a.severity_open = a.severity_open.max(Some(sev));
+                a.due = match (a.due, rec.due_at) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                a.breached |= rec.sla_breached;
+                // Describe the ticket by an open member when it has one.
+                if a.sample_open.is_none() {
+                    a.sample_open = Some(fp.clone());
+                }
+            }
+            Status::Accepted => a.counts.accepted += 1,
+            Status::Resolved => a.counts.resolved += 1,
+            Status::FalsePositive => a.counts.false_positive += 1,
+        }
+        if a.sample_any.is_none() {
+            a.sample_any = Some(fp.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for (key, a) in aggs {
+        let sample = a.sample_open.as_ref().or(a.sample_any.as_ref());
+        let Some(sample) = sample.and_then(|fp| ts.findings.get(fp)) else {
+            continue;
+        };
+        let f = &sample.finding;
+        let severity = a.severity_open.or(a.severity_any).unwrap_or(f.severity);
+        let title = match &f.package {
+            Some(p) => format!("{} in {}", f.rule_id, p.name),
+            None => f.title.clone().unwrap_or_else(|| f.rule_id.clone()),
+        };
+        let route = router
+            .route(sample.team.as_deref(), severity, f.category)
+            .to_string();
+        let is_open = !a.open.is_empty();
+        let mut push = |rec: &mut TicketRecord, kind| {
+            rec.seq += 1;
+            out.push(TicketTransition {
+                key: key.to_string(),
+                kind,
+                seq: rec.seq,
+            });
+        };
+        match ts.tickets.get_mut(key) {
+            None if !is_open => {}
+            None => {
+                let mut rec = TicketRecord {
+                    team: sample.team.clone(),
+                    target: target.clone(),
+                    group: f.group_id().to_string(),
+                    category: f.category,
+                    title,
+                    status: TicketStatus::Open,
+                    severity,
+                    due_at: a.due,
+                    open_members: a.open,
+                    counts: a.counts,
+                    breached: a.breached,
+                    route,
+                    seq: 0,
+                };
+                push(&mut rec, TicketEventKind::Opened);
+                if rec.breached {
+                    push(&mut rec, TicketEventKind::SlaBreached);
+                }
+                ts.tickets.insert(key.to_string(), rec);
+            }
+            Some(rec) => {
+                let was_open = rec.status == TicketStatus::Open;
+                let changed =
+                    rec.open_members != a.open || rec.severity != severity || rec.due_at != a.due;
+                let newly_breached = is_open && a.breached && !rec.breached;
+                rec.counts = a.counts;
+                rec.severity = severity;
+                rec.due_at = a.due;
+                rec.open_members = a.open;
+                rec.breached = a.breached;
+                rec.route = route;
+                rec.title = title;
+                match (was_open, is_open) {
+                    (false, true) => {
+                        rec.status = TicketStatus::Open;
+                        push(rec, TicketEventKind::Reopened);
+                    }
+                    (true, false) => {
+                        rec.status = TicketStatus::Resolved;
+                        push(rec, TicketEventKind::Resolved);
+                    }
+                    (true, true) if changed => push(rec, TicketEventKind::Updated),
+                    _ => {}
+                }
+                if newly_breached {
+                    push(rec, TicketEventKind::SlaBreached);
+                }
+            }
+        }
+    }
+    out
+}

@@ -178,12 +178,27 @@ mod tests {
     fn canonical_spellings() {
         let table = [
             ("repo:github.com/acme/api", "repo:github.com/acme/api"),
-            ("repo:https://GitHub.com/acme/api.git", "repo:github.com/acme/api"),
-            ("repo:git@github.com:acme/api.git", "repo:github.com/acme/api"),
-            ("repo:https://token@github.com/acme/api/", "repo:github.com/acme/api"),
+            (
+                "repo:https://GitHub.com/acme/api.git",
+                "repo:github.com/acme/api",
+            ),
+            (
+                "repo:git@github.com:acme/api.git",
+                "repo:github.com/acme/api",
+            ),
+            (
+                "repo:https://token@github.com/acme/api/",
+                "repo:github.com/acme/api",
+            ),
             ("image:nginx:1.25", "image:nginx"),
-            ("image:registry.local:5000/team/app:v2", "image:registry.local:5000/team/app"),
-            ("image:ghcr.io/acme/app@sha256:abcd", "image:ghcr.io/acme/app"),
+            (
+                "image:registry.local:5000/team/app:v2",
+                "image:registry.local:5000/team/app",
+            ),
+            (
+                "image:ghcr.io/acme/app@sha256:abcd",
+                "image:ghcr.io/acme/app",
+            ),
             ("cloud:aws/123456789012", "cloud:aws/123456789012"),
         ];
         for (input, want) in table {
@@ -194,10 +209,22 @@ mod tests {
 
     #[test]
     fn refused_specs() {
-        assert!(matches!("github.com/a/b".parse::<Target>(), Err(TargetError::UnknownKind(_))));
-        assert!(matches!("svn:x".parse::<Target>(), Err(TargetError::UnknownKind(_))));
-        assert!(matches!("repo:".parse::<Target>(), Err(TargetError::Empty(_))));
-        assert!(matches!("repo:a b".parse::<Target>(), Err(TargetError::BadCharacters(_))));
+        assert!(matches!(
+            "github.com/a/b".parse::<Target>(),
+            Err(TargetError::UnknownKind(_))
+        ));
+        assert!(matches!(
+            "svn:x".parse::<Target>(),
+            Err(TargetError::UnknownKind(_))
+        ));
+        assert!(matches!(
+            "repo:".parse::<Target>(),
+            Err(TargetError::Empty(_))
+        ));
+        assert!(matches!(
+            "repo:a b".parse::<Target>(),
+            Err(TargetError::BadCharacters(_))
+        ));
     }
 
     #[test]

@@ -14,7 +14,11 @@ impl Decoder for NativeDecoder {
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
         let mut report = Report::default();
-        let skip = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let skip = if bytes.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
         let bytes = &bytes[skip..];
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             report.findings = serde_json::from_slice(bytes).map_err(|e| match e.is_data() {
@@ -70,19 +74,31 @@ mod tests {
     fn one_array_and_lines() {
         assert_eq!(decode(ONE).unwrap().findings.len(), 1);
         assert_eq!(decode(&format!("[{ONE},{ONE}]")).unwrap().findings.len(), 2);
-        assert_eq!(decode(&format!("{ONE}\n{ONE}\n\n{ONE}\n")).unwrap().findings.len(), 3);
+        assert_eq!(
+            decode(&format!("{ONE}\n{ONE}\n\n{ONE}\n"))
+                .unwrap()
+                .findings
+                .len(),
+            3
+        );
         assert_eq!(decode("null").unwrap().findings.len(), 0);
         let r = decode(ONE).unwrap();
-        assert!(r.coverage.contains(&("zap".to_string(), crate::model::Category::Dast)));
+        assert!(r
+            .coverage
+            .contains(&("zap".to_string(), crate::model::Category::Dast)));
     }
 
     #[test]
     fn wrong_shapes_are_named() {
         let err = decode(r#"{"scanner":"x"}"#).unwrap_err().to_string();
         assert!(err.contains("missing field"), "{err}");
-        let err = decode(&format!("{ONE}\n{{\"scanner\":1}}")).unwrap_err().to_string();
+        let err = decode(&format!("{ONE}\n{{\"scanner\":1}}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("record 2"), "{err}");
-        let err = decode(&format!("[{ONE}, {{\"bogus\":1}}]")).unwrap_err().to_string();
+        let err = decode(&format!("[{ONE}, {{\"bogus\":1}}]"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("array element"), "{err}");
         let err = decode(r#"{"scanner":"x","#).unwrap_err();
         assert_eq!(err.reason(), "syntax");

@@ -331,7 +331,11 @@ fn decode_run(run: Run<'_>, n: usize, ctx: &DecodeContext, report: &mut Report) 
     let category = category_for_tool(driver_name);
     report.coverage.insert((scanner.clone(), category));
 
-    if let Some(p) = run.version_control_provenance.as_ref().and_then(|v| v.first()) {
+    if let Some(p) = run
+        .version_control_provenance
+        .as_ref()
+        .and_then(|v| v.first())
+    {
         if report.target.is_none() {
             report.target = p
                 .repository_uri
@@ -370,7 +374,9 @@ fn decode_run(run: Run<'_>, n: usize, ctx: &DecodeContext, report: &mut Report) 
     for (i, res) in run.results.into_iter().flatten().enumerate() {
         let kind = res.kind.as_deref().unwrap_or("fail");
         if matches!(kind, "pass" | "notApplicable" | "informational") {
-            report.skipped.push(format!("run {n} result {i}: kind {kind}"));
+            report
+                .skipped
+                .push(format!("run {n} result {i}: kind {kind}"));
             continue;
         }
         if let Some(s) = &res.suppressions {
@@ -380,7 +386,9 @@ fn decode_run(run: Run<'_>, n: usize, ctx: &DecodeContext, report: &mut Report) 
                 .iter()
                 .any(|s| matches!(s.status.as_deref(), None | Some("accepted")));
             if active {
-                report.skipped.push(format!("run {n} result {i}: suppressed"));
+                report
+                    .skipped
+                    .push(format!("run {n} result {i}: suppressed"));
                 continue;
             }
         }
@@ -510,7 +518,11 @@ fn to_finding(
 /// The source line at the result's start: the region snippet's first line,
 /// or the matching line of the context region's snippet.
 fn snippet_line(p: &PhysicalLocation<'_>) -> Option<String> {
-    if let Some(text) = p.region.as_ref().and_then(|r| r.snippet.as_ref()?.text.as_deref()) {
+    if let Some(text) = p
+        .region
+        .as_ref()
+        .and_then(|r| r.snippet.as_ref()?.text.as_deref())
+    {
         return text.lines().next().map(str::to_string);
     }
     let ctx = p.context_region.as_ref()?;
@@ -529,7 +541,10 @@ fn tool_fingerprint(res: &SarifResult<'_>) -> Option<String> {
         "contextHash/v1",
         "primaryLocationStartColumnFingerprint",
     ];
-    for map in [&res.fingerprints, &res.partial_fingerprints].into_iter().flatten() {
+    for map in [&res.fingerprints, &res.partial_fingerprints]
+        .into_iter()
+        .flatten()
+    {
         let real = |k: &str| {
             map.get(k)
                 .and_then(FingerprintValue::as_str)
@@ -553,7 +568,10 @@ fn severity(
 ) -> (Severity, String) {
     for p in [props, rprops].into_iter().flatten() {
         if let Some(score) = p.security_severity.as_ref().and_then(Scalar::as_f64) {
-            return (Severity::from_cvss(score), format!("security-severity:{score}"));
+            return (
+                Severity::from_cvss(score),
+                format!("security-severity:{score}"),
+            );
         }
     }
     for p in [props, rprops].into_iter().flatten() {
@@ -597,7 +615,10 @@ fn message_text(m: Option<&Message<'_>>, rule: Option<&Rule<'_>>) -> Option<Stri
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        match after.find('}').map(|close| (close, after[..close].parse::<usize>())) {
+        match after
+            .find('}')
+            .map(|close| (close, after[..close].parse::<usize>()))
+        {
             Some((close, Ok(n))) if n < args.len() => {
                 out.push_str(&args[n]);
                 rest = &after[close + 1..];
@@ -618,7 +639,10 @@ fn cwes(props: Option<&Properties<'_>>, rprops: Option<&Properties<'_>>) -> Vec<
     let mut push = |raw: &str| {
         let lower = raw.trim().to_ascii_lowercase();
         let tail = lower.rsplit('/').next().unwrap_or(&lower);
-        if let Some(num) = tail.strip_prefix("cwe-").or_else(|| tail.strip_prefix("cwe:")) {
+        if let Some(num) = tail
+            .strip_prefix("cwe-")
+            .or_else(|| tail.strip_prefix("cwe:"))
+        {
             let digits: String = num.chars().take_while(char::is_ascii_digit).collect();
             if let Ok(n) = digits.parse::<u32>() {
                 let id = format!("CWE-{n}");
@@ -668,7 +692,11 @@ mod tests {
     #[test]
     fn corpus_counts() {
         let table: &[(&str, usize, usize)] = &[
-            ("DefectDojo_django-DefectDojo__2020-12-11_13 42 10__export.sarif", 510, 0),
+            (
+                "DefectDojo_django-DefectDojo__2020-12-11_13 42 10__export.sarif",
+                510,
+                0,
+            ),
             ("SuppressionTestCurrent.sarif", 4, 3),
             ("appendix_k.sarif", 1, 1),
             ("appendix_k1.sarif", 0, 0),
@@ -714,9 +742,15 @@ mod tests {
         assert_eq!(f.rule_id, "py/empty-except");
         assert_eq!(f.path(), Some("good/db_init.py"));
         assert_eq!(f.start_line(), Some(39));
-        assert_eq!(f.tool_fingerprint.as_deref(), Some("primaryLocationLineHash=9cbc869fbfffeb60:1"));
+        assert_eq!(
+            f.tool_fingerprint.as_deref(),
+            Some("primaryLocationLineHash=9cbc869fbfffeb60:1")
+        );
         // The context region's snippet supplies the start line's text.
-        assert_eq!(f.content_hash, Some(fingerprint::line_hash("    except FileNotFoundError:")));
+        assert_eq!(
+            f.content_hash,
+            Some(fingerprint::line_hash("    except FileNotFoundError:"))
+        );
     }
 
     #[test]
@@ -724,7 +758,10 @@ mod tests {
         // Bandit-style issue_severity in result properties.
         let r = decode(&corpus("bash-report.sarif")).unwrap();
         assert_eq!(r.findings[0].severity, Severity::Low);
-        assert_eq!(r.findings[0].severity_source.as_deref(), Some("issue_severity:LOW"));
+        assert_eq!(
+            r.findings[0].severity_source.as_deref(),
+            Some("issue_severity:LOW")
+        );
         // Level only.
         let r = decode(&corpus("dockle_0_3_15.sarif")).unwrap();
         assert_eq!(r.findings[0].severity, Severity::High);
@@ -764,7 +801,11 @@ mod tests {
         // "aaaa..." style values are placeholders, not fingerprints.
         assert!(r.findings.iter().all(|f| f.tool_fingerprint.is_none()));
         let r = decode(&corpus("issue_10191.json")).unwrap();
-        assert!(r.findings[0].tool_fingerprint.as_deref().unwrap().starts_with("matchBasedId/v1="));
+        assert!(r.findings[0]
+            .tool_fingerprint
+            .as_deref()
+            .unwrap()
+            .starts_with("matchBasedId/v1="));
         assert_eq!(r.findings[0].scanner, "semgrep");
     }
 
@@ -782,7 +823,10 @@ mod tests {
         assert_eq!(err.reason(), "shape");
         let err = decode(br#"{"runs":[{"tool":{"driver":{}},"results":[{"#).unwrap_err();
         assert_eq!(err.reason(), "syntax");
-        let deep = format!("{{\"runs\":[{{\"tool\":{{\"driver\":{{\"x\":{}}}}}}}]}}", "[".repeat(10_000));
+        let deep = format!(
+            "{{\"runs\":[{{\"tool\":{{\"driver\":{{\"x\":{}}}}}}}]}}",
+            "[".repeat(10_000)
+        );
         assert_eq!(decode(deep.as_bytes()).unwrap_err().reason(), "syntax");
     }
 }

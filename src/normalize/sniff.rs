@@ -63,7 +63,10 @@ fn sniff_object(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
                 }
                 Some(b'{') => {
                     let keys = lx.first_object_keys()?;
-                    if keys.iter().any(|k| k == "failed_checks" || k == "passed_checks") {
+                    if keys
+                        .iter()
+                        .any(|k| k == "failed_checks" || k == "passed_checks")
+                    {
                         return Err(DecodeError::UnknownFormat(
                             "Checkov JSON is not read; run checkov with `-o sarif`".into(),
                         ));
@@ -291,18 +294,42 @@ mod tests {
     #[test]
     fn table() {
         let table: &[(&str, Format)] = &[
-            (r#"{"$schema":"https://json.schemastore.org/sarif-2.1.0.json","version":"2.1.0","runs":[]}"#, Format::Sarif),
+            (
+                r#"{"$schema":"https://json.schemastore.org/sarif-2.1.0.json","version":"2.1.0","runs":[]}"#,
+                Format::Sarif,
+            ),
             (r#"{"version":"2.1.0","runs":[]}"#, Format::Sarif),
             (r#"{"SchemaVersion":2,"ArtifactName":"x"}"#, Format::Trivy),
             (r#"{"ClusterName":"","Vulnerabilities":[]}"#, Format::Trivy),
-            (r#"[{"Target":"x","Type":"npm","Vulnerabilities":null}]"#, Format::Trivy),
+            (
+                r#"[{"Target":"x","Type":"npm","Vulnerabilities":null}]"#,
+                Format::Trivy,
+            ),
             (r#"{"matches":[],"source":{}}"#, Format::Grype),
-            (r#"[{"Description":"AWS","RuleID":"aws","Secret":"s"}]"#, Format::Gitleaks),
-            (r#"[{"line":"x","offender":"s","rule":"r"}]"#, Format::Gitleaks),
-            (r#"{"errors":[],"results":[{"check_id":"r","path":"a"}]}"#, Format::Semgrep),
-            (r#"{"errors":[],"results":[],"paths":{"scanned":[]}}"#, Format::Semgrep),
-            (r#"{"version":"1.5","plugins_used":[],"results":{}}"#, Format::DetectSecrets),
-            (r#"{"version":"1.5","results":{"a.py":[]}}"#, Format::DetectSecrets),
+            (
+                r#"[{"Description":"AWS","RuleID":"aws","Secret":"s"}]"#,
+                Format::Gitleaks,
+            ),
+            (
+                r#"[{"line":"x","offender":"s","rule":"r"}]"#,
+                Format::Gitleaks,
+            ),
+            (
+                r#"{"errors":[],"results":[{"check_id":"r","path":"a"}]}"#,
+                Format::Semgrep,
+            ),
+            (
+                r#"{"errors":[],"results":[],"paths":{"scanned":[]}}"#,
+                Format::Semgrep,
+            ),
+            (
+                r#"{"version":"1.5","plugins_used":[],"results":{}}"#,
+                Format::DetectSecrets,
+            ),
+            (
+                r#"{"version":"1.5","results":{"a.py":[]}}"#,
+                Format::DetectSecrets,
+            ),
             (r#"{"scanner":"x","category":"sast"}"#, Format::Native),
             (r#"[{"scanner":"x"}]"#, Format::Native),
             ("[]", Format::Native),
@@ -322,7 +349,10 @@ mod tests {
             ("hello", "expected a JSON object"),
             (r#"{"foo":1,"bar":2}"#, "\"foo\""),
             (r#"{"results":[{"test_id":"B101"}]}"#, "Bandit"),
-            (r#"{"check_type":"x","results":{"failed_checks":[]}}"#, "Checkov"),
+            (
+                r#"{"check_type":"x","results":{"failed_checks":[]}}"#,
+                "Checkov",
+            ),
             (r#"{"foo":"#, "ends early"),
         ];
         for (input, want) in table {

@@ -92,7 +92,9 @@ pub fn purl_type(purl: &str) -> Option<&str> {
 /// Chooses the canonical id among a vulnerability's ids (CVE first, then
 /// GHSA, then the rest in order) and returns it with the other ids as
 /// aliases, deduplicated. Ids are uppercased for CVE/GHSA so spellings agree.
-pub fn canonical_vuln_id<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<(String, Vec<String>)> {
+pub fn canonical_vuln_id<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Option<(String, Vec<String>)> {
     let mut all: Vec<String> = Vec::new();
     for id in ids {
         let id = id.trim();
@@ -186,7 +188,11 @@ mod tests {
     #[test]
     fn paths() {
         let table = [
-            ("file:///src/app/main.py", Some("file:///src/app/"), "main.py"),
+            (
+                "file:///src/app/main.py",
+                Some("file:///src/app/"),
+                "main.py",
+            ),
             ("./pkg/a%20b.py", None, "pkg/a b.py"),
             ("src\\win\\x.cs", None, "src/win/x.cs"),
             ("/abs/x.py", Some("/other"), "/abs/x.py"),
@@ -210,7 +216,8 @@ mod tests {
 
     #[test]
     fn canonical_ids() {
-        let (id, aliases) = canonical_vuln_id(["GHSA-ABCD-1234-wxyz", "cve-2021-1234", "CVE-2021-1234"]).unwrap();
+        let (id, aliases) =
+            canonical_vuln_id(["GHSA-ABCD-1234-wxyz", "cve-2021-1234", "CVE-2021-1234"]).unwrap();
         assert_eq!(id, "CVE-2021-1234");
         assert_eq!(aliases, vec!["GHSA-abcd-1234-wxyz".to_string()]);
         let (id, aliases) = canonical_vuln_id(["DSA-1", "GHSA-x"]).unwrap();

@@ -1,0 +1,75 @@
+//! Command-line flags as clap types. These are raw: `process::Settings`
+//! and friends validate them.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// custody gives every security finding an owner.
+#[derive(Debug, Parser)]
+#[command(name = "custody", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process scanner reports from files: normalize, fingerprint, track and
+    /// group them, printing finding and ticket events as JSON Lines.
+    Process(ProcessArgs),
+    /// Print the JSON Schemas of the native finding, events and decisions,
+    /// or write them into a directory.
+    Schemas {
+        /// Directory to write `*.schema.json` into (prints them otherwise).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Which events `process` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// Finding events only.
+    Findings,
+    /// Ticket events only.
+    Tickets,
+    /// Both.
+    All,
+}
+
+/// Flags of `custody process`.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Report files, each one complete scan of the target, processed in
+    /// order; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The scanned target (`repo:host/org/name`, `image:name`,
+    /// `cloud:account`); defaults to the target a report names.
+    #[arg(long, value_name = "SPEC")]
+    pub target: Option<String>,
+    /// Scanner name, overriding the one the report names.
+    #[arg(long, value_name = "NAME")]
+    pub scanner: Option<String>,
+    /// Report format (sarif, trivy, grype, gitleaks, semgrep,
+    /// detect-secrets, native); sniffed from the content by default.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Lifecycle state file: loaded before, saved (atomically) after.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Decision records (JSON Lines) applied before the reports.
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Vec<PathBuf>,
+    /// Configuration file (TOML): SLA policy, ticket routes, limits.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Which events to print.
+    #[arg(long, value_enum, default_value = "all")]
+    pub emit: Emit,
+    /// The time to process at (RFC 3339); defaults to now.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+}
