@@ -1,0 +1,239 @@
+//! `custody process` as a user runs it: the real binary, real files.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn custody() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_custody"))
+}
+
+fn corpus(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/scans").join(rel)
+}
+
+fn process(args: &[&str], files: &[&Path]) -> Output {
+    let mut cmd = custody();
+    cmd.arg("process").args(args).args(files);
+    cmd.output().expect("run custody")
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8(out.stdout.clone())
+        .expect("utf-8 stdout")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const AT: [&str; 2] = ["--at", "2026-06-01T00:00:00Z"];
+
+#[test]
+fn events_carry_the_documented_fields() {
+    let out = process(&["--target", "repo:github.com/acme/app", AT[0], AT[1]], &[&corpus("sarif/codeQL-output.sarif")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let evs = events(&out);
+    let findings: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "finding").collect();
+    let tickets: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "ticket").collect();
+    assert_eq!(findings.len(), 72);
+    assert!(!tickets.is_empty());
+    for e in &evs {
+        for key in ["kind", "event", "event_id", "severity", "target", "team"] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+        assert!(e["team"].is_null());
+        assert_eq!(e["target"], "repo:github.com/acme/app");
+    }
+    assert!(findings.iter().all(|e| e["event"] == "opened" && e["fingerprint"].as_str().unwrap().starts_with("v1:")));
+    assert!(tickets.iter().all(|e| e["ticket_key"].is_string() && e["fingerprints"].is_array()));
+    let members: usize = tickets.iter().map(|t| t["fingerprints"].as_array().unwrap().len()).sum();
+    assert_eq!(members, 72, "every finding is in exactly one ticket");
+    let err = stderr(&out);
+    assert!(err.contains("(unattributed)") && err.contains("72"), "{err}");
+}
+
+#[test]
+fn state_file_makes_runs_successive_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let st = state.to_str().unwrap();
+    let args = ["--target", "repo:github.com/acme/app", "--state", st, AT[0], AT[1]];
+    let report = corpus("sarif/codeQL-output.sarif");
+    let first = process(&args, &[&report]);
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(events(&first).len(), 72 + events(&first).iter().filter(|e| e["kind"] == "ticket").count());
+    // The same scan again: no events at all.
+    let second = process(&args, &[&report]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(events(&second).is_empty(), "{}", String::from_utf8_lossy(&second.stdout));
+    // A complete CodeQL scan with no results resolves every finding.
+    let empty = dir.path().join("empty.sarif");
+    std::fs::write(&empty, r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL"}},"results":[]}]}"#).unwrap();
+    let third = process(&args, &[&empty]);
+    let evs = events(&third);
+    assert_eq!(evs.iter().filter(|e| e["kind"] == "finding" && e["event"] == "resolved").count(), 72);
+    assert!(evs.iter().filter(|e| e["kind"] == "ticket").all(|e| e["event"] == "resolved"));
+    // No temporary file is left beside the state.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn rejected_inputs_are_named_and_the_rest_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // 10,000-deep nesting where the decoder reads a value.
+    let mut deep = br#"{"runs":[{"tool":{"driver":{"name":"x"}},"results":[{"ruleId":"r","properties":{"severity":"#.to_vec();
+    deep.extend(std::iter::repeat_n(b'[', 10_000));
+    deep.extend(std::iter::repeat_n(b']', 10_000));
+    deep.extend(b"}}]}]}");
+    let bad: Vec<(PathBuf, &str)> = vec![
+        (write("text.txt", b"this is not json"), "expected a JSON object"),
+        (write("shape.sarif", br#"{"runs": {"tool": 1}}"#), "wrong shape"),
+        (write("truncated.sarif", br#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"x"}},"results":[{"ruleId":"#), "not valid JSON"),
+        (write("latin1.sarif", b"{\"runs\":[{\"tool\":{\"driver\":{\"name\":\"caf\xe9\"}}}]}"), "not valid JSON"),
+        (write("deep.sarif", &deep), "recursion limit exceeded"),
+        (write("unknown.json", br#"{"hello": "world"}"#), "unknown report format"),
+        (dir.path().join("missing.sarif"), "cannot read"),
+    ];
+    let good = corpus("sarif/codeQL-output.sarif");
+    let mut files: Vec<&Path> = bad.iter().map(|(p, _)| p.as_path()).collect();
+    files.insert(3, &good);
+    let out = process(&["--target", "repo:github.com/acme/app", AT[0], AT[1]], &files);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for (path, why) in &bad {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} not named in: {err}"));
+        assert!(line.contains("rejected") && line.contains(why), "{name}: {line}");
+    }
+    assert_eq!(events(&out).iter().filter(|e| e["kind"] == "finding").count(), 72);
+}
+
+#[test]
+fn oversized_and_endless_input_is_refused_with_bounded_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("custody.toml");
+    std::fs::write(&cfg, "[limits]\nmax_report_bytes = 1048576\n").unwrap();
+    let big = dir.path().join("big.sarif");
+    let mut f = std::fs::File::create(&big).unwrap();
+    f.write_all(b"{\"runs\":[], \"pad\": \"").unwrap();
+    f.write_all(&vec![b'x'; 2 << 20]).unwrap();
+    f.write_all(b"\"}").unwrap();
+    let out = process(&["--config", cfg.to_str().unwrap(), "--target", "repo:a/b/c"], &[&big]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exceeds the limit of 1048576 bytes"), "{}", stderr(&out));
+
+    // Standard input that never ends: custody stops reading at the limit.
+    let mut child = custody()
+        .args(["process", "--config", cfg.to_str().unwrap(), "--target", "repo:a/b/c", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b' '; 1 << 16];
+        // Write up to 64 MiB; custody closes the pipe long before.
+        for _ in 0..1024 {
+            if stdin.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exceeds the limit"), "{}", stderr(&out));
+    assert!(writer.join().unwrap(), "custody read all 64 MiB instead of stopping");
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    let report = corpus("sarif/codeQL-output.sarif");
+    let dir = tempfile::tempdir().unwrap();
+    let bad_cfg = dir.path().join("bad.toml");
+    std::fs::write(&bad_cfg, "[sla]\ncritical = \"soon\"\n").unwrap();
+    let corrupt_state = dir.path().join("state.json");
+    std::fs::write(&corrupt_state, "{not json").unwrap();
+    let table: &[(&[&str], &str)] = &[
+        (&["--target", "github.com/x/y"], "--target"),
+        (&["--target", "repo:a/b/c", "--at", "yesterday"], "--at"),
+        (&["--target", "repo:a/b/c", "--format", "xml"], "--format"),
+        (&["--target", "repo:a/b/c", "--config", bad_cfg.to_str().unwrap()], "line 2"),
+        (&["--target", "repo:a/b/c", "--state", corrupt_state.to_str().unwrap()], "not a custody state file"),
+        (&["--target", "repo:a/b/c", "--emit", "everything"], "everything"),
+    ];
+    for (args, want) in table {
+        let out = process(args, &[&report]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // The corrupt state was not overwritten.
+    assert_eq!(std::fs::read_to_string(&corrupt_state).unwrap(), "{not json");
+}
+
+#[test]
+fn stdin_emit_filter_and_report_target() {
+    // A report that names no target needs --target.
+    let report = corpus("sarif/codeQL-output.sarif");
+    let out = process(&[], &[&report]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("pass --target"), "{}", stderr(&out));
+
+    let mut child = custody()
+        .args(["process", "--emit", "tickets", "--target", "repo:github.com/acme/app", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(&report).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let evs = events(&out);
+    assert!(!evs.is_empty() && evs.iter().all(|e| e["kind"] == "ticket"));
+}
+
+#[test]
+fn decisions_file_accepts_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.json");
+    let st = state.to_str().unwrap();
+    let report = corpus("sarif/codeQL-output.sarif");
+    let first = process(&["--target", "repo:github.com/acme/app", "--state", st, AT[0], AT[1]], &[&report]);
+    let fp = events(&first)[0]["fingerprint"].as_str().unwrap().to_string();
+    let decisions = dir.path().join("decisions.jsonl");
+    std::fs::write(
+        &decisions,
+        format!(
+            "{{\"target\":\"repo:github.com/acme/app\",\"fingerprint\":\"{fp}\",\"decision\":\"accept_risk\",\"expires_at\":\"2026-09-01T00:00:00Z\",\"reason\":\"WAF rule\",\"author\":\"sec@acme.example\",\"decided_at\":\"2026-06-01T00:00:00Z\"}}\n\
+             {{\"target\":\"repo:github.com/acme/app\",\"fingerprint\":\"{fp}\",\"decision\":\"accept_risk\",\"reason\":\"forever\",\"author\":\"x\",\"decided_at\":\"2026-06-01T00:00:00Z\"}}\n"
+        ),
+    )
+    .unwrap();
+    let out = process(
+        &["--target", "repo:github.com/acme/app", "--state", st, "--decisions", decisions.to_str().unwrap(), "--at", "2026-06-02T00:00:00Z"],
+        &[&report],
+    );
+    assert_eq!(out.status.code(), Some(1), "the second decision has no expiry");
+    assert!(stderr(&out).contains("decisions.jsonl:2") && stderr(&out).contains("must expire"), "{}", stderr(&out));
+    let evs = events(&out);
+    let accepted: Vec<_> = evs.iter().filter(|e| e["event"] == "accepted").collect();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0]["fingerprint"], fp.as_str());
+    // After the expiry the finding is open again.
+    let out = process(&["--target", "repo:github.com/acme/app", "--state", st, "--at", "2026-09-02T00:00:00Z"], &[&report]);
+    assert!(events(&out).iter().any(|e| e["event"] == "acceptance_expired" && e["fingerprint"] == fp.as_str()));
+}

@@ -1,0 +1,351 @@
+//! Lifecycle and ticket transitions, table by table, through the engine.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use custody::config::{Config, Route};
+use custody::engine::{Engine, Output};
+use custody::lifecycle::{DecisionKind, DecisionRecord, State};
+use custody::model::{
+    Category, Finding, FindingEventKind as F, Location, Package, ScanMeta, Severity, Status, Target,
+    TicketEventKind as T,
+};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn target() -> Target {
+    "repo:github.com/acme/payments".parse().unwrap()
+}
+
+fn code(scanner: &str, rule: &str, path: &str, line: u32, text: &str) -> Finding {
+    let mut f = Finding::new(scanner, Category::Sast, rule, Severity::High, format!("{rule} at line {line}"));
+    f.location = Some(Location {
+        path: path.into(),
+        start_line: Some(line),
+        ..Location::default()
+    });
+    f.content_hash = Some(custody::fingerprint::line_hash(text));
+    f
+}
+
+fn scan(scanner: &str, complete: bool, categories: &[Category]) -> ScanMeta {
+    ScanMeta {
+        scan_id: format!("{scanner}-scan"),
+        target: target(),
+        commit: None,
+        git_ref: None,
+        complete,
+        coverage: categories.iter().map(|c| (scanner.to_string(), *c)).collect(),
+    }
+}
+
+fn kinds(o: &Output) -> (Vec<F>, Vec<T>) {
+    (
+        o.findings.iter().map(|e| e.event).collect(),
+        o.tickets.iter().map(|e| e.event).collect(),
+    )
+}
+
+struct World {
+    engine: Engine,
+    state: State,
+}
+
+impl World {
+    fn new() -> World {
+        World::with(Config::default())
+    }
+
+    fn with(config: Config) -> World {
+        World {
+            engine: Engine::new(&config),
+            state: State::new(),
+        }
+    }
+
+    fn scan(&mut self, meta: &ScanMeta, findings: Vec<Finding>, at: DateTime<Utc>) -> Output {
+        self.engine.scan(&mut self.state, meta, findings, at)
+    }
+
+    fn status(&self, fp: &str) -> Status {
+        self.state.targets[&target().to_string()].findings[fp].status
+    }
+}
+
+fn eval(line: u32) -> Finding {
+    code("bandit", "B307", "app/views.py", line, "return eval(expr)")
+}
+
+#[test]
+fn first_scan_opens_and_rescan_is_silent() {
+    let mut w = World::new();
+    let sast = scan("bandit", true, &[Category::Sast]);
+    let o = w.scan(&sast, vec![eval(10)], t0());
+    assert_eq!(kinds(&o), (vec![F::Opened], vec![T::Opened]));
+    assert_eq!(o.findings[0].due_at, Some(t0() + Duration::days(30)));
+    assert_eq!(o.tickets[0].fingerprints, vec![o.findings[0].fingerprint.clone()]);
+    // Same findings, code moved down 40 lines: nothing to say.
+    let o = w.scan(&sast, vec![eval(50)], t0() + Duration::days(1));
+    assert_eq!(kinds(&o), (vec![], vec![]));
+}
+
+#[test]
+fn absence_resolves_only_after_a_complete_scan_by_the_same_scanner_of_the_category() {
+    let table: &[(&str, &str, bool, &[Category], Option<F>)] = &[
+        ("complete, same scanner", "bandit", true, &[Category::Sast], Some(F::Resolved)),
+        ("incomplete scan", "bandit", false, &[Category::Sast], None),
+        ("other scanner", "semgrep", true, &[Category::Sast], None),
+        ("same scanner, other category", "bandit", true, &[Category::Iac], None),
+    ];
+    for &(name, scanner, complete, cats, want) in table {
+        let mut w = World::new();
+        let first = w.scan(&scan("bandit", true, &[Category::Sast]), vec![eval(10)], t0());
+        let fp = first.findings[0].fingerprint.clone();
+        let o = w.scan(&scan(scanner, complete, cats), vec![], t0() + Duration::days(1));
+        assert_eq!(o.findings.first().map(|e| e.event), want, "{name}");
+        if want.is_some() {
+            assert_eq!(w.status(&fp), Status::Resolved, "{name}");
+            assert_eq!(kinds(&o).1, vec![T::Resolved], "{name}");
+        } else {
+            assert_eq!(w.status(&fp), Status::Open, "{name}");
+            assert!(o.tickets.is_empty(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn resolved_then_seen_again_reopens_with_a_new_sla_clock() {
+    let mut w = World::new();
+    let sast = scan("bandit", true, &[Category::Sast]);
+    w.scan(&sast, vec![eval(10)], t0());
+    w.scan(&sast, vec![], t0() + Duration::days(5));
+    let later = t0() + Duration::days(20);
+    let o = w.scan(&sast, vec![eval(12)], later);
+    assert_eq!(kinds(&o), (vec![F::Reopened], vec![T::Reopened]));
+    assert_eq!(o.findings[0].due_at, Some(later + Duration::days(30)));
+    assert_eq!(o.findings[0].first_seen, t0());
+}
+
+#[test]
+fn reopen_keeps_the_first_due_date_when_configured() {
+    let mut cfg = Config::default();
+    cfg.sla.restart_on_reopen = false;
+    let mut w = World::with(cfg);
+    let sast = scan("bandit", true, &[Category::Sast]);
+    w.scan(&sast, vec![eval(10)], t0());
+    w.scan(&sast, vec![], t0() + Duration::days(5));
+    let o = w.scan(&sast, vec![eval(10)], t0() + Duration::days(20));
+    assert_eq!(o.findings[0].due_at, Some(t0() + Duration::days(30)));
+}
+
+#[test]
+fn severity_change_updates_finding_and_ticket() {
+    let mut w = World::new();
+    let sast = scan("bandit", true, &[Category::Sast]);
+    w.scan(&sast, vec![eval(10)], t0());
+    let mut f = eval(10);
+    f.severity = Severity::Critical;
+    let o = w.scan(&sast, vec![f], t0() + Duration::days(1));
+    assert_eq!(kinds(&o), (vec![F::Updated], vec![T::Updated]));
+    assert_eq!(o.findings[0].severity, Severity::Critical);
+    // Due date recomputed from the opening for the new severity.
+    assert_eq!(o.findings[0].due_at, Some(t0() + Duration::days(7)));
+}
+
+#[test]
+fn message_changes_update_but_line_numbers_in_messages_do_not() {
+    let mut w = World::new();
+    let sast = scan("bandit", true, &[Category::Sast]);
+    w.scan(&sast, vec![eval(10)], t0());
+    // eval(99)'s message quotes line 99 instead of 10.
+    let o = w.scan(&sast, vec![eval(99)], t0() + Duration::days(1));
+    assert_eq!(kinds(&o), (vec![], vec![]));
+    let mut f = eval(99);
+    f.message = "Use of possibly insecure function - consider ast.literal_eval".into();
+    let o = w.scan(&sast, vec![f], t0() + Duration::days(2));
+    assert_eq!(kinds(&o).0, vec![F::Updated]);
+    // The ticket's members and severity did not change: no ticket event.
+    assert!(o.tickets.is_empty());
+}
+
+#[test]
+fn sla_breach_fires_once_for_finding_and_ticket() {
+    let mut w = World::new();
+    w.scan(&scan("bandit", true, &[Category::Sast]), vec![eval(10)], t0());
+    let o = w.engine.tick(&mut w.state, t0() + Duration::days(29));
+    assert_eq!(kinds(&o), (vec![], vec![]));
+    let o = w.engine.tick(&mut w.state, t0() + Duration::days(30));
+    assert_eq!(kinds(&o), (vec![F::SlaBreached], vec![T::SlaBreached]));
+    let o = w.engine.tick(&mut w.state, t0() + Duration::days(90));
+    assert_eq!(kinds(&o), (vec![], vec![]));
+}
+
+fn decision(fp: &str, kind: DecisionKind, expires: Option<DateTime<Utc>>) -> DecisionRecord {
+    DecisionRecord {
+        target: target(),
+        fingerprint: fp.to_string(),
+        decision: kind,
+        expires_at: expires,
+        reason: "compensating control".into(),
+        author: "alice@acme.example".into(),
+        decided_at: t0(),
+    }
+}
+
+#[test]
+fn risk_acceptance_must_expire_and_expires_back_to_open() {
+    let mut w = World::new();
+    let o = w.scan(&scan("bandit", true, &[Category::Sast]), vec![eval(10)], t0());
+    let fp = o.findings[0].fingerprint.clone();
+    let err = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::AcceptRisk, None), t0());
+    assert!(err.unwrap_err().to_string().contains("must expire"));
+    let past = decision(&fp, DecisionKind::AcceptRisk, Some(t0() - Duration::days(1)));
+    assert!(w.engine.decide(&mut w.state, &past, t0()).is_err());
+
+    let until = t0() + Duration::days(60);
+    let o = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::AcceptRisk, Some(until)), t0()).unwrap();
+    assert_eq!(kinds(&o), (vec![F::Accepted], vec![T::Resolved]));
+    assert_eq!(o.findings[0].accepted_until, Some(until));
+    assert_eq!(o.tickets[0].counts.accepted, 1);
+    // Accepted findings do not breach their SLA while accepted.
+    let o = w.engine.tick(&mut w.state, t0() + Duration::days(45));
+    assert_eq!(kinds(&o), (vec![], vec![]));
+    // Expiry: open again, and already past due, so breached too.
+    let o = w.engine.tick(&mut w.state, until);
+    assert_eq!(kinds(&o).0, vec![F::AcceptanceExpired, F::SlaBreached]);
+    assert_eq!(kinds(&o).1, vec![T::Reopened, T::SlaBreached]);
+    assert_eq!(w.status(&fp), Status::Open);
+}
+
+#[test]
+fn false_positive_stays_silent_and_revoke_reopens() {
+    let mut w = World::new();
+    let sast = scan("bandit", true, &[Category::Sast]);
+    let o = w.scan(&sast, vec![eval(10)], t0());
+    let fp = o.findings[0].fingerprint.clone();
+    let o = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::FalsePositive, None), t0()).unwrap();
+    assert_eq!(kinds(&o), (vec![F::FalsePositive], vec![T::Resolved]));
+    // Seen again, absent, past due: a false positive says nothing.
+    assert_eq!(kinds(&w.scan(&sast, vec![eval(11)], t0() + Duration::days(1))), (vec![], vec![]));
+    assert_eq!(kinds(&w.engine.tick(&mut w.state, t0() + Duration::days(100))), (vec![], vec![]));
+    let o = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::Revoke, None), t0() + Duration::days(100)).unwrap();
+    assert_eq!(kinds(&o).0, vec![F::Reopened, F::SlaBreached]);
+    // Unknown fingerprints are refused, not silently ignored.
+    assert!(w.engine.decide(&mut w.state, &decision("v1:nope", DecisionKind::FalsePositive, None), t0()).is_err());
+}
+
+fn dep(scanner: &str, sev: Severity) -> Finding {
+    let mut f = Finding::new(scanner, Category::Container, "CVE-2023-0286", sev, "X.400 type confusion");
+    f.package = Some(Package {
+        ecosystem: "deb".into(),
+        name: "openssl".into(),
+        version: Some("1.1.1n-0+deb11u3".into()),
+        fixed_version: Some("1.1.1n-0+deb11u4".into()),
+    });
+    f
+}
+
+#[test]
+fn two_tools_one_finding_resolves_when_both_stop() {
+    let mut w = World::new();
+    let trivy = scan("trivy", true, &[Category::Container]);
+    let grype = scan("grype", true, &[Category::Container]);
+    let o = w.scan(&trivy, vec![dep("trivy", Severity::High)], t0());
+    assert_eq!(kinds(&o), (vec![F::Opened], vec![T::Opened]));
+    // Grype reports the same CVE in the same package: same finding, and
+    // its higher severity wins.
+    let o = w.scan(&grype, vec![dep("grype", Severity::Critical)], t0());
+    assert_eq!(kinds(&o).0, vec![F::Updated]);
+    assert_eq!(o.findings[0].scanners, vec!["grype".to_string(), "trivy".to_string()]);
+    assert_eq!(o.findings[0].severity, Severity::Critical);
+    // Trivy no longer reports it: still open, back to Trivy's... no, to Grype's view.
+    let o = w.scan(&trivy, vec![], t0() + Duration::days(1));
+    assert!(o.findings.iter().all(|e| e.event != F::Resolved));
+    // Grype rescans with the same result: nothing.
+    assert_eq!(kinds(&w.scan(&grype, vec![dep("grype", Severity::Critical)], t0())), (vec![], vec![]));
+    let o = w.scan(&grype, vec![], t0() + Duration::days(2));
+    assert_eq!(kinds(&o), (vec![F::Resolved], vec![T::Resolved]));
+}
+
+#[test]
+fn tickets_group_by_rule_and_route_by_severity() {
+    let mut cfg = Config::default();
+    cfg.routes.push(Route {
+        topic: "sec.urgent".into(),
+        teams: vec![],
+        unattributed: None,
+        min_severity: Some(Severity::Critical),
+        categories: vec![],
+    });
+    let mut w = World::with(cfg);
+    let sast = scan("bandit", true, &[Category::Sast]);
+    let mut crit = code("bandit", "B602", "app/run.py", 3, "subprocess.call(cmd, shell=True)");
+    crit.severity = Severity::Critical;
+    let o = w.scan(
+        &sast,
+        vec![eval(10), code("bandit", "B307", "app/other.py", 7, "eval(y)"), crit],
+        t0(),
+    );
+    assert_eq!(o.findings.len(), 3);
+    assert_eq!(o.tickets.len(), 2);
+    let b307 = o.tickets.iter().find(|t| t.group == "B307").unwrap();
+    assert_eq!(b307.counts.open, 2);
+    assert_eq!(b307.route, "custody.tickets");
+    let b602 = o.tickets.iter().find(|t| t.group == "B602").unwrap();
+    assert_eq!(b602.route, "sec.urgent");
+    // One of two members fixed: the ticket is updated, not resolved.
+    let o = w.scan(&sast, vec![eval(10), code("bandit", "B602", "app/run.py", 3, "subprocess.call(cmd, shell=True)")], t0() + Duration::days(1));
+    let t: Vec<_> = o.tickets.iter().map(|t| (t.group.as_str(), t.event, t.counts.open)).collect();
+    assert!(t.contains(&("B307", T::Updated, 1)), "{t:?}");
+}
+
+#[test]
+fn event_ids_are_deterministic_and_unique() {
+    let run = || {
+        let mut w = World::new();
+        let sast = scan("bandit", true, &[Category::Sast]);
+        let mut ids = Vec::new();
+        for (day, findings) in [(0, vec![eval(1)]), (1, vec![]), (2, vec![eval(3)]), (3, vec![])] {
+            let o = w.scan(&sast, findings, t0() + Duration::days(day));
+            ids.extend(o.findings.iter().map(|e| e.event_id.clone()));
+            ids.extend(o.tickets.iter().map(|e| e.event_id.clone()));
+        }
+        ids
+    };
+    let a = run();
+    assert_eq!(a, run());
+    assert_eq!(a.len(), 8);
+    assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), a.len());
+}
+
+proptest! {
+    /// After any sequence of complete scans by one scanner, the open
+    /// findings are exactly those of the last scan, and repeating the last
+    /// scan emits nothing.
+    #[test]
+    fn open_set_follows_complete_scans(scans in proptest::collection::vec(proptest::collection::btree_set(0usize..12, 0..12), 1..8)) {
+        let pool: Vec<Finding> = (0..12)
+            .map(|i| code("bandit", &format!("B{}", 100 + i % 3), &format!("m{}.py", i % 4), 10 + i as u32, &format!("call_{i}()")))
+            .collect();
+        let mut w = World::new();
+        let sast = scan("bandit", true, &[Category::Sast]);
+        let mut fps = std::collections::BTreeMap::new();
+        for (day, set) in scans.iter().enumerate() {
+            let findings: Vec<Finding> = set.iter().map(|&i| pool[i].clone()).collect();
+            let at = t0() + Duration::hours(day as i64);
+            let o = w.scan(&sast, findings.clone(), at);
+            for e in &o.findings {
+                if e.event == F::Opened {
+                    fps.insert(e.fingerprint.clone(), ());
+                }
+            }
+            let ts = &w.state.targets[&target().to_string()];
+            let open = ts.findings.values().filter(|r| r.status == Status::Open).count();
+            prop_assert_eq!(open, set.len());
+            let again = w.scan(&sast, findings, at);
+            prop_assert!(again.findings.is_empty() && again.tickets.is_empty());
+        }
+    }
+}
