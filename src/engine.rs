@@ -47,6 +47,25 @@ impl Output {
     }
 }
 
+/// Receives events one at a time, so a step over 100,000 findings never
+/// holds 100,000 events (the batch front end writes each as it comes).
+pub trait Sink {
+    /// A finding event.
+    fn finding(&mut self, event: FindingEvent);
+    /// A ticket event.
+    fn ticket(&mut self, event: TicketEvent);
+}
+
+impl Sink for Output {
+    fn finding(&mut self, event: FindingEvent) {
+        self.findings.push(event);
+    }
+
+    fn ticket(&mut self, event: TicketEvent) {
+        self.tickets.push(event);
+    }
+}
+
 /// The configured pipeline from findings to events.
 pub struct Engine {
     sla: SlaPolicy,
@@ -82,7 +101,7 @@ impl Engine {
         &self.decode
     }
 
-    /// Processes one scan of `scan.target`.
+    /// Processes one scan of `scan.target`, collecting the events.
     pub fn scan(
         &self,
         state: &mut State,
@@ -90,11 +109,24 @@ impl Engine {
         findings: Vec<Finding>,
         now: DateTime<Utc>,
     ) -> Output {
+        let mut out = Output::default();
+        self.scan_into(state, scan, findings, now, &mut out);
+        out
+    }
+
+    /// Processes one scan of `scan.target`, handing each event to `sink`.
+    pub fn scan_into(
+        &self,
+        state: &mut State,
+        scan: &ScanMeta,
+        findings: Vec<Finding>,
+        now: DateTime<Utc>,
+        sink: &mut dyn Sink,
+    ) {
         let target = &scan.target;
         let observed: Vec<Observation> = fingerprint::assign(findings, target)
             .into_iter()
-            .map(|(fingerprint, mut finding)| {
-                finding.target = Some(target.clone());
+            .map(|(fingerprint, finding)| {
                 let attribution = self.attribute.attribute(target, &finding);
                 let ticket_key =
                     ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
@@ -108,7 +140,7 @@ impl Engine {
             .collect();
         let ts = state.target_mut(target);
         let transitions = lifecycle::apply_scan(ts, scan, observed, now, &self.sla);
-        self.finish(state, target, transitions, now, Some(&scan.scan_id))
+        self.finish(state, target, transitions, now, Some(&scan.scan_id), sink);
     }
 
     /// Applies a decision record.
@@ -127,7 +159,9 @@ impl Engine {
                 fingerprint: d.fingerprint.clone(),
             })?;
         let transitions = lifecycle::apply_decision(ts, d, now, &self.sla)?;
-        Ok(self.finish(state, &d.target, transitions, now, None))
+        let mut out = Output::default();
+        self.finish(state, &d.target, transitions, now, None, &mut out);
+        Ok(out)
     }
 
     /// Advances the clock over every target: SLA breaches and expired
@@ -144,7 +178,7 @@ impl Engine {
             };
             let transitions = lifecycle::tick(ts, now);
             if !transitions.is_empty() {
-                out.extend(self.finish(state, &target, transitions, now, None));
+                self.finish(state, &target, transitions, now, None, &mut out);
             }
         }
         out
@@ -157,16 +191,14 @@ impl Engine {
         transitions: Vec<Transition>,
         now: DateTime<Utc>,
         scan_id: Option<&str>,
-    ) -> Output {
+        sink: &mut dyn Sink,
+    ) {
         let ts = state.target_mut(target);
         let keys = lifecycle::touched_tickets(ts, &transitions);
         let ticket_transitions = ticket::refresh(ts, target, &keys, &self.router);
-        let mut out = Output::default();
-        out.findings.reserve(transitions.len());
         for t in &transitions {
             if let Some(rec) = ts.findings.get(&t.fingerprint) {
-                out.findings
-                    .push(finding_event(rec, t, target, now, scan_id));
+                sink.finding(finding_event(rec, t, target, now, scan_id));
             }
         }
         for t in &ticket_transitions {
@@ -177,10 +209,9 @@ impl Engine {
                     .next()
                     .and_then(|fp| ts.findings.get(fp))
                     .map_or_else(Attribution::unattributed, |r| r.attribution.clone());
-                out.tickets.push(ticket_event(rec, t, now, attribution));
+                sink.ticket(ticket_event(rec, t, now, attribution));
             }
         }
-        out
     }
 }
 
@@ -220,7 +251,7 @@ fn finding_event(
         target: target.clone(),
         status: rec.status,
         category: f.category,
-        scanners: rec.sources.keys().cloned().collect(),
+        scanners: rec.sources.names().map(str::to_string).collect(),
         rule_id: f.rule_id.clone(),
         aliases: f.aliases.clone(),
         title: f.title.clone(),

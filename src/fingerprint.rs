@@ -14,6 +14,7 @@
 
 use crate::model::{Finding, Target};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The algorithm version written at the front of every fingerprint.
@@ -71,20 +72,21 @@ fn digest(parts: &[&[u8]], bytes: usize) -> String {
     hex::encode(&h.finalize()[..bytes])
 }
 
-/// The occurrence-independent identity of a code finding.
-fn code_basis(f: &Finding) -> String {
+/// The occurrence-independent identity of a code finding: which kind of
+/// basis, and its value.
+fn code_basis(f: &Finding) -> (&'static str, Cow<'_, str>) {
     if let Some(fp) = f
         .tool_fingerprint
         .as_deref()
         .filter(|fp| !is_placeholder(fp))
     {
-        format!("tool:{fp}")
+        ("tool", Cow::Borrowed(fp))
     } else if let Some(h) = &f.evidence.secret_hash {
-        format!("secret:{h}")
+        ("secret", Cow::Borrowed(h))
     } else if let Some(h) = &f.content_hash {
-        format!("line:{h}")
+        ("line", Cow::Borrowed(h))
     } else {
-        format!("msg:{}", normalize_line(&f.message))
+        ("msg", Cow::Owned(normalize_line(&f.message)))
     }
 }
 
@@ -118,49 +120,51 @@ pub fn assign(findings: Vec<Finding>, target: &Target) -> Vec<(String, Finding)>
     let t = target.to_string();
     // Group code findings by identity, then number each group in line order.
     let mut fps: Vec<Option<String>> = Vec::with_capacity(findings.len());
-    let mut groups: HashMap<(String, String, String, String), Vec<usize>> = HashMap::new();
-    for (i, f) in findings.iter().enumerate() {
-        match dependency_fingerprint(f, target) {
-            Some(fp) => fps.push(Some(fp)),
-            None => {
-                fps.push(None);
+    {
+        type Key<'f> = (&'f str, &'f str, &'f str, (&'static str, Cow<'f, str>));
+        let mut groups: HashMap<Key<'_>, Vec<usize>> = HashMap::new();
+        for (i, f) in findings.iter().enumerate() {
+            let fp = dependency_fingerprint(f, target);
+            if fp.is_none() {
                 let key = (
-                    f.scanner.clone(),
-                    f.rule_id.clone(),
-                    f.path().unwrap_or("").to_string(),
+                    f.scanner.as_str(),
+                    f.rule_id.as_str(),
+                    f.path().unwrap_or(""),
                     code_basis(f),
                 );
                 groups.entry(key).or_default().push(i);
             }
+            fps.push(fp);
         }
-    }
-    for ((scanner, rule, path, basis), mut members) in groups {
-        let pos = |i: usize| {
-            let loc = findings[i].location.as_ref();
-            (
-                loc.and_then(|l| l.start_line).unwrap_or(0),
-                loc.and_then(|l| l.start_column).unwrap_or(0),
-                i,
-            )
-        };
-        members.sort_by_key(|&i| pos(i));
-        for (occurrence, i) in members.into_iter().enumerate() {
-            let occ = occurrence.to_string();
-            fps[i] = Some(format!(
-                "{VERSION}:{}",
-                digest(
-                    &[
-                        b"v1-code",
-                        scanner.as_bytes(),
-                        rule.as_bytes(),
-                        t.as_bytes(),
-                        path.as_bytes(),
-                        basis.as_bytes(),
-                        occ.as_bytes(),
-                    ],
-                    16
+        for ((scanner, rule, path, (basis_kind, basis)), mut members) in groups {
+            let pos = |i: usize| {
+                let loc = findings[i].location.as_ref();
+                (
+                    loc.and_then(|l| l.start_line).unwrap_or(0),
+                    loc.and_then(|l| l.start_column).unwrap_or(0),
+                    i,
                 )
-            ));
+            };
+            members.sort_by_key(|&i| pos(i));
+            for (occurrence, i) in members.into_iter().enumerate() {
+                let occ = occurrence.to_string();
+                fps[i] = Some(format!(
+                    "{VERSION}:{}",
+                    digest(
+                        &[
+                            b"v1-code",
+                            scanner.as_bytes(),
+                            rule.as_bytes(),
+                            t.as_bytes(),
+                            path.as_bytes(),
+                            basis_kind.as_bytes(),
+                            basis.as_bytes(),
+                            occ.as_bytes(),
+                        ],
+                        16
+                    )
+                ));
+            }
         }
     }
     let mut out: Vec<(String, Finding)> = Vec::with_capacity(findings.len());

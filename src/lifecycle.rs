@@ -22,6 +22,7 @@ use crate::ticket::TicketRecord;
 use chrono::{DateTime, Duration, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Everything custody remembers about one finding.
@@ -33,7 +34,10 @@ pub struct FindingRecord {
     pub finding: Finding,
     /// Severity reported by each scanner currently reporting it; the
     /// finding's severity is the highest.
-    pub sources: BTreeMap<String, Severity>,
+    pub sources: Sources,
+    /// Hash of the evidence last reported by its primary scanner (the
+    /// snippet itself is not kept, to keep state small).
+    pub evidence: String,
     /// Owning team, if attributed.
     pub team: Option<String>,
     /// Why.
@@ -61,11 +65,54 @@ pub struct FindingRecord {
 impl FindingRecord {
     /// The severity: highest among current sources, else the last known.
     pub fn severity(&self) -> Severity {
-        self.sources
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(self.finding.severity)
+        self.sources.max().unwrap_or(self.finding.severity)
+    }
+}
+
+/// The scanners currently reporting a finding, with the severity each
+/// gives, sorted by scanner. A finding rarely has more than two, so a
+/// sorted vector is smaller and faster than a map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sources(Vec<(String, Severity)>);
+
+impl Sources {
+    /// One scanner.
+    pub fn one(scanner: String, severity: Severity) -> Sources {
+        Sources(vec![(scanner, severity)])
+    }
+
+    /// Adds or updates a scanner.
+    pub fn insert(&mut self, scanner: String, severity: Severity) {
+        match self.0.binary_search_by(|(s, _)| s.as_str().cmp(&scanner)) {
+            Ok(i) => self.0[i].1 = severity,
+            Err(i) => self.0.insert(i, (scanner, severity)),
+        }
+    }
+
+    /// Removes a scanner.
+    pub fn remove(&mut self, scanner: &str) {
+        self.0.retain(|(s, _)| s != scanner);
+    }
+
+    /// Whether a scanner reports it.
+    pub fn contains(&self, scanner: &str) -> bool {
+        self.0.iter().any(|(s, _)| s == scanner)
+    }
+
+    /// The scanners, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(s, _)| s.as_str())
+    }
+
+    /// The highest severity, if any scanner reports it.
+    pub fn max(&self) -> Option<Severity> {
+        self.0.iter().map(|(_, v)| *v).max()
+    }
+
+    /// True when no scanner reports it.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -142,10 +189,11 @@ fn due(policy: &SlaPolicy, sev: Severity, from: DateTime<Utc>) -> Option<DateTim
         .map(|&d| from + Duration::days(i64::from(d)))
 }
 
-/// Evidence compared for `updated`: the message with digit runs folded, so
-/// line numbers quoted in messages do not count, and the snippet.
-fn evidence_key(f: &Finding) -> (String, Option<&str>) {
-    let mut out = String::with_capacity(f.message.len());
+/// Hash of the evidence compared for `updated`: the message with digit
+/// runs folded, so line numbers quoted in messages do not count, and the
+/// snippet.
+fn evidence_hash(f: &Finding) -> String {
+    let mut out = String::with_capacity(f.message.len() + 64);
     let mut in_digits = false;
     for c in f.message.chars() {
         if c.is_ascii_digit() {
@@ -158,7 +206,18 @@ fn evidence_key(f: &Finding) -> (String, Option<&str>) {
             out.push(c);
         }
     }
-    (out, f.evidence.snippet.as_deref().map(str::trim))
+    out.push('\0');
+    out.push_str(f.evidence.snippet.as_deref().map_or("", str::trim));
+    let d = Sha256::digest(out.as_bytes());
+    hex::encode(&d[..8])
+}
+
+/// What the state keeps of a reported finding: not the snippet (its hash
+/// is kept) nor the target (the state is per target).
+fn stored(mut f: Finding) -> Finding {
+    f.evidence.snippet = None;
+    f.target = None;
+    f
 }
 
 fn push(
@@ -205,7 +264,8 @@ pub fn apply_scan(
             None => {
                 let mut rec = FindingRecord {
                     status: Status::Open,
-                    sources: BTreeMap::from([(scanner, sev)]),
+                    sources: Sources::one(scanner, sev),
+                    evidence: evidence_hash(&finding),
                     team: attribution.team.clone(),
                     attribution,
                     ticket_key,
@@ -217,7 +277,7 @@ pub fn apply_scan(
                     resolved_at: None,
                     accepted_until: None,
                     seq: 0,
-                    finding,
+                    finding: stored(finding),
                 };
                 push(&mut rec, &fp, FindingEventKind::Opened, None, &mut out);
                 ts.findings.insert(fp, rec);
@@ -226,13 +286,17 @@ pub fn apply_scan(
         };
         let before_sev = rec.severity();
         let same_primary =
-            rec.finding.scanner == scanner || !rec.sources.contains_key(&rec.finding.scanner);
-        let evidence_changed = same_primary && evidence_key(&rec.finding) != evidence_key(&finding);
+            rec.finding.scanner == scanner || !rec.sources.contains(&rec.finding.scanner);
+        let mut evidence_changed = false;
+        if same_primary {
+            let evidence = evidence_hash(&finding);
+            // An empty hash means "not known" (the primary scanner changed).
+            evidence_changed = !rec.evidence.is_empty() && evidence != rec.evidence;
+            rec.evidence = evidence;
+            rec.finding = stored(finding);
+        }
         rec.sources.insert(scanner, sev);
         rec.last_seen = now;
-        if same_primary {
-            rec.finding = finding;
-        }
         let new_team = attribution.team.clone();
         let previous_team = rec.team.clone();
         rec.attribution = attribution;
@@ -295,9 +359,9 @@ fn resolve_absent(
         let before = rec.severity();
         let dropped: Vec<String> = rec
             .sources
-            .keys()
-            .filter(|s| scan.coverage.contains(&((*s).clone(), category)))
-            .cloned()
+            .names()
+            .filter(|s| scan.coverage.contains(&(s.to_string(), category)))
+            .map(str::to_string)
             .collect();
         if dropped.is_empty() {
             continue;
@@ -312,9 +376,10 @@ fn resolve_absent(
             push(rec, fp, FindingEventKind::Resolved, None, out);
         } else {
             // Another tool still reports it; follow its view.
-            if let Some(primary) = rec.sources.keys().next() {
-                if !rec.sources.contains_key(&rec.finding.scanner) {
-                    rec.finding.scanner = primary.clone();
+            if !rec.sources.contains(&rec.finding.scanner) {
+                if let Some(primary) = rec.sources.names().next() {
+                    rec.finding.scanner = primary.to_string();
+                    rec.evidence.clear();
                 }
             }
             let after = rec.severity();

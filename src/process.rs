@@ -8,9 +8,9 @@
 
 use crate::cli::{Emit, ProcessArgs};
 use crate::config::Config;
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, Sink};
 use crate::lifecycle::{DecisionRecord, State};
-use crate::model::{Category, ScanMeta, Severity, Status, Target};
+use crate::model::{Category, FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -154,16 +154,20 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
         None => State::new(),
     };
     let engine = Engine::new(&s.config);
-    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let mut out = JsonLines {
+        out: BufWriter::with_capacity(1 << 16, stdout),
+        emit: s.emit,
+        tally: Tally::default(),
+        error: None,
+    };
     let mut rejected = 0usize;
-    let mut tally = Tally::default();
 
     for path in &s.decisions {
         match read_decisions(path) {
             Ok(records) => {
                 for (line, d) in records {
                     match engine.decide(&mut state, &d, s.now) {
-                        Ok(o) => emit(&mut out, &o, s.emit, &mut tally),
+                        Ok(o) => out.feed(o),
                         Err(e) => {
                             rejected += 1;
                             let _ = writeln!(
@@ -188,25 +192,22 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
         } else {
             path.display().to_string()
         };
-        match scan_file(s, &engine, &mut state, path, &mut stdin) {
-            Ok((o, n)) => {
-                tally.scans.push((shown, n));
-                emit(&mut out, &o, s.emit, &mut tally);
-            }
+        match scan_file(s, &engine, &mut state, path, &mut stdin, &mut out) {
+            Ok(n) => out.tally.scans.push((shown, n)),
             Err(e) => {
                 rejected += 1;
                 let _ = writeln!(stderr, "custody process: rejected {shown}: {e}");
             }
         }
     }
-    let o = engine.tick(&mut state, s.now);
-    emit(&mut out, &o, s.emit, &mut tally);
-
-    if let Err(e) = out.flush() {
-        let _ = writeln!(stderr, "custody process: writing events: {e}");
-        return 2;
-    }
-    drop(out);
+    out.feed(engine.tick(&mut state, s.now));
+    let tally = match out.finish() {
+        Ok(tally) => tally,
+        Err(e) => {
+            let _ = writeln!(stderr, "custody process: writing events: {e}");
+            return 2;
+        }
+    };
     if let Some(path) = &s.state {
         if let Err(e) = save_state(path, &state) {
             let _ = writeln!(
@@ -227,7 +228,8 @@ fn scan_file(
     state: &mut State,
     path: &Path,
     stdin: &mut impl Read,
-) -> Result<(Output, usize), InputError> {
+    sink: &mut dyn Sink,
+) -> Result<usize, InputError> {
     let limit = s.config.max_report_bytes;
     let bytes = if path.as_os_str() == "-" {
         read_capped(stdin, limit)?
@@ -266,7 +268,8 @@ fn scan_file(
         complete: true,
         coverage: report.coverage,
     };
-    Ok((engine.scan(state, &scan, report.findings, s.now), n))
+    engine.scan_into(state, &scan, report.findings, s.now, sink);
+    Ok(n)
 }
 
 /// Reads at most `limit` bytes; more is an error, so endless input cannot
@@ -353,9 +356,49 @@ struct Tally {
     events: BTreeMap<Option<String>, [u64; 4]>,
 }
 
-fn emit(out: &mut impl Write, o: &Output, emit: Emit, tally: &mut Tally) {
-    use crate::model::{FindingEventKind as F, TicketEventKind as T};
-    for e in &o.findings {
+/// Writes each event as one JSON line as it comes, and counts them for the
+/// summary. The first write error is kept and reported at the end.
+struct JsonLines<W: Write> {
+    out: BufWriter<W>,
+    emit: Emit,
+    tally: Tally,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> JsonLines<W> {
+    fn write(&mut self, event: &impl serde::Serialize) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = serde_json::to_writer(&mut self.out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+    }
+
+    fn feed(&mut self, o: Output) {
+        for e in o.findings {
+            self.finding(e);
+        }
+        for e in o.tickets {
+            self.ticket(e);
+        }
+    }
+
+    fn finish(mut self) -> Result<Tally, std::io::Error> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.out.flush()?;
+        Ok(self.tally)
+    }
+}
+
+impl<W: Write> Sink for JsonLines<W> {
+    fn finding(&mut self, e: FindingEvent) {
+        use crate::model::FindingEventKind as F;
         let slot = match e.event {
             F::Opened => Some(0),
             F::Resolved => Some(1),
@@ -363,25 +406,19 @@ fn emit(out: &mut impl Write, o: &Output, emit: Emit, tally: &mut Tally) {
             _ => None,
         };
         if let Some(i) = slot {
-            tally.events.entry(e.team.clone()).or_default()[i] += 1;
+            self.tally.events.entry(e.team.clone()).or_default()[i] += 1;
+        }
+        if self.emit != Emit::Tickets {
+            self.write(&e);
         }
     }
-    for e in &o.tickets {
-        if e.event == T::Opened {
-            tally.events.entry(e.team.clone()).or_default()[3] += 1;
+
+    fn ticket(&mut self, e: TicketEvent) {
+        if e.event == crate::model::TicketEventKind::Opened {
+            self.tally.events.entry(e.team.clone()).or_default()[3] += 1;
         }
-    }
-    // Write errors surface at the final flush.
-    if emit != Emit::Tickets {
-        for e in &o.findings {
-            let _ = serde_json::to_writer(&mut *out, e);
-            let _ = out.write_all(b"\n");
-        }
-    }
-    if emit != Emit::Findings {
-        for e in &o.tickets {
-            let _ = serde_json::to_writer(&mut *out, e);
-            let _ = out.write_all(b"\n");
+        if self.emit != Emit::Findings {
+            self.write(&e);
         }
     }
 }

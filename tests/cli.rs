@@ -10,7 +10,9 @@ fn custody() -> Command {
 }
 
 fn corpus(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/scans").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus/scans")
+        .join(rel)
 }
 
 fn process(args: &[&str], files: &[&Path]) -> Output {
@@ -35,7 +37,10 @@ const AT: [&str; 2] = ["--at", "2026-06-01T00:00:00Z"];
 
 #[test]
 fn events_carry_the_documented_fields() {
-    let out = process(&["--target", "repo:github.com/acme/app", AT[0], AT[1]], &[&corpus("sarif/codeQL-output.sarif")]);
+    let out = process(
+        &["--target", "repo:github.com/acme/app", AT[0], AT[1]],
+        &[&corpus("sarif/codeQL-output.sarif")],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let evs = events(&out);
     let findings: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "finding").collect();
@@ -49,12 +54,22 @@ fn events_carry_the_documented_fields() {
         assert!(e["team"].is_null());
         assert_eq!(e["target"], "repo:github.com/acme/app");
     }
-    assert!(findings.iter().all(|e| e["event"] == "opened" && e["fingerprint"].as_str().unwrap().starts_with("v1:")));
-    assert!(tickets.iter().all(|e| e["ticket_key"].is_string() && e["fingerprints"].is_array()));
-    let members: usize = tickets.iter().map(|t| t["fingerprints"].as_array().unwrap().len()).sum();
+    assert!(findings
+        .iter()
+        .all(|e| e["event"] == "opened" && e["fingerprint"].as_str().unwrap().starts_with("v1:")));
+    assert!(tickets
+        .iter()
+        .all(|e| e["ticket_key"].is_string() && e["fingerprints"].is_array()));
+    let members: usize = tickets
+        .iter()
+        .map(|t| t["fingerprints"].as_array().unwrap().len())
+        .sum();
     assert_eq!(members, 72, "every finding is in exactly one ticket");
     let err = stderr(&out);
-    assert!(err.contains("(unattributed)") && err.contains("72"), "{err}");
+    assert!(
+        err.contains("(unattributed)") && err.contains("72"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -62,24 +77,56 @@ fn state_file_makes_runs_successive_scans() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     let st = state.to_str().unwrap();
-    let args = ["--target", "repo:github.com/acme/app", "--state", st, AT[0], AT[1]];
+    let args = [
+        "--target",
+        "repo:github.com/acme/app",
+        "--state",
+        st,
+        AT[0],
+        AT[1],
+    ];
     let report = corpus("sarif/codeQL-output.sarif");
     let first = process(&args, &[&report]);
     assert_eq!(first.status.code(), Some(0));
-    assert_eq!(events(&first).len(), 72 + events(&first).iter().filter(|e| e["kind"] == "ticket").count());
+    assert_eq!(
+        events(&first).len(),
+        72 + events(&first)
+            .iter()
+            .filter(|e| e["kind"] == "ticket")
+            .count()
+    );
     // The same scan again: no events at all.
     let second = process(&args, &[&report]);
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
-    assert!(events(&second).is_empty(), "{}", String::from_utf8_lossy(&second.stdout));
+    assert!(
+        events(&second).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
     // A complete CodeQL scan with no results resolves every finding.
     let empty = dir.path().join("empty.sarif");
-    std::fs::write(&empty, r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL"}},"results":[]}]}"#).unwrap();
+    std::fs::write(
+        &empty,
+        r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL"}},"results":[]}]}"#,
+    )
+    .unwrap();
     let third = process(&args, &[&empty]);
     let evs = events(&third);
-    assert_eq!(evs.iter().filter(|e| e["kind"] == "finding" && e["event"] == "resolved").count(), 72);
-    assert!(evs.iter().filter(|e| e["kind"] == "ticket").all(|e| e["event"] == "resolved"));
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e["kind"] == "finding" && e["event"] == "resolved")
+            .count(),
+        72
+    );
+    assert!(evs
+        .iter()
+        .filter(|e| e["kind"] == "ticket")
+        .all(|e| e["event"] == "resolved"));
     // No temporary file is left beside the state.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -108,15 +155,30 @@ fn rejected_inputs_are_named_and_the_rest_processed() {
     let good = corpus("sarif/codeQL-output.sarif");
     let mut files: Vec<&Path> = bad.iter().map(|(p, _)| p.as_path()).collect();
     files.insert(3, &good);
-    let out = process(&["--target", "repo:github.com/acme/app", AT[0], AT[1]], &files);
+    let out = process(
+        &["--target", "repo:github.com/acme/app", AT[0], AT[1]],
+        &files,
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     for (path, why) in &bad {
         let name = path.file_name().unwrap().to_str().unwrap();
-        let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} not named in: {err}"));
-        assert!(line.contains("rejected") && line.contains(why), "{name}: {line}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not named in: {err}"));
+        assert!(
+            line.contains("rejected") && line.contains(why),
+            "{name}: {line}"
+        );
     }
-    assert_eq!(events(&out).iter().filter(|e| e["kind"] == "finding").count(), 72);
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| e["kind"] == "finding")
+            .count(),
+        72
+    );
 }
 
 #[test]
@@ -129,13 +191,27 @@ fn oversized_and_endless_input_is_refused_with_bounded_reads() {
     f.write_all(b"{\"runs\":[], \"pad\": \"").unwrap();
     f.write_all(&vec![b'x'; 2 << 20]).unwrap();
     f.write_all(b"\"}").unwrap();
-    let out = process(&["--config", cfg.to_str().unwrap(), "--target", "repo:a/b/c"], &[&big]);
+    let out = process(
+        &["--config", cfg.to_str().unwrap(), "--target", "repo:a/b/c"],
+        &[&big],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("exceeds the limit of 1048576 bytes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exceeds the limit of 1048576 bytes"),
+        "{}",
+        stderr(&out)
+    );
 
     // Standard input that never ends: custody stops reading at the limit.
     let mut child = custody()
-        .args(["process", "--config", cfg.to_str().unwrap(), "--target", "repo:a/b/c", "-"])
+        .args([
+            "process",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--target",
+            "repo:a/b/c",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,8 +230,15 @@ fn oversized_and_endless_input_is_refused_with_bounded_reads() {
     });
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("exceeds the limit"), "{}", stderr(&out));
-    assert!(writer.join().unwrap(), "custody read all 64 MiB instead of stopping");
+    assert!(
+        stderr(&out).contains("exceeds the limit"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        writer.join().unwrap(),
+        "custody read all 64 MiB instead of stopping"
+    );
 }
 
 #[test]
@@ -170,9 +253,28 @@ fn usage_and_configuration_errors_exit_2() {
         (&["--target", "github.com/x/y"], "--target"),
         (&["--target", "repo:a/b/c", "--at", "yesterday"], "--at"),
         (&["--target", "repo:a/b/c", "--format", "xml"], "--format"),
-        (&["--target", "repo:a/b/c", "--config", bad_cfg.to_str().unwrap()], "line 2"),
-        (&["--target", "repo:a/b/c", "--state", corrupt_state.to_str().unwrap()], "not a custody state file"),
-        (&["--target", "repo:a/b/c", "--emit", "everything"], "everything"),
+        (
+            &[
+                "--target",
+                "repo:a/b/c",
+                "--config",
+                bad_cfg.to_str().unwrap(),
+            ],
+            "line 2",
+        ),
+        (
+            &[
+                "--target",
+                "repo:a/b/c",
+                "--state",
+                corrupt_state.to_str().unwrap(),
+            ],
+            "not a custody state file",
+        ),
+        (
+            &["--target", "repo:a/b/c", "--emit", "everything"],
+            "everything",
+        ),
     ];
     for (args, want) in table {
         let out = process(args, &[&report]);
@@ -181,7 +283,10 @@ fn usage_and_configuration_errors_exit_2() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     // The corrupt state was not overwritten.
-    assert_eq!(std::fs::read_to_string(&corrupt_state).unwrap(), "{not json");
+    assert_eq!(
+        std::fs::read_to_string(&corrupt_state).unwrap(),
+        "{not json"
+    );
 }
 
 #[test]
@@ -193,13 +298,25 @@ fn stdin_emit_filter_and_report_target() {
     assert!(stderr(&out).contains("pass --target"), "{}", stderr(&out));
 
     let mut child = custody()
-        .args(["process", "--emit", "tickets", "--target", "repo:github.com/acme/app", "-"])
+        .args([
+            "process",
+            "--emit",
+            "tickets",
+            "--target",
+            "repo:github.com/acme/app",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&std::fs::read(&report).unwrap()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&report).unwrap())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let evs = events(&out);
@@ -212,8 +329,21 @@ fn decisions_file_accepts_risk() {
     let state = dir.path().join("s.json");
     let st = state.to_str().unwrap();
     let report = corpus("sarif/codeQL-output.sarif");
-    let first = process(&["--target", "repo:github.com/acme/app", "--state", st, AT[0], AT[1]], &[&report]);
-    let fp = events(&first)[0]["fingerprint"].as_str().unwrap().to_string();
+    let first = process(
+        &[
+            "--target",
+            "repo:github.com/acme/app",
+            "--state",
+            st,
+            AT[0],
+            AT[1],
+        ],
+        &[&report],
+    );
+    let fp = events(&first)[0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let decisions = dir.path().join("decisions.jsonl");
     std::fs::write(
         &decisions,
@@ -224,16 +354,45 @@ fn decisions_file_accepts_risk() {
     )
     .unwrap();
     let out = process(
-        &["--target", "repo:github.com/acme/app", "--state", st, "--decisions", decisions.to_str().unwrap(), "--at", "2026-06-02T00:00:00Z"],
+        &[
+            "--target",
+            "repo:github.com/acme/app",
+            "--state",
+            st,
+            "--decisions",
+            decisions.to_str().unwrap(),
+            "--at",
+            "2026-06-02T00:00:00Z",
+        ],
         &[&report],
     );
-    assert_eq!(out.status.code(), Some(1), "the second decision has no expiry");
-    assert!(stderr(&out).contains("decisions.jsonl:2") && stderr(&out).contains("must expire"), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the second decision has no expiry"
+    );
+    assert!(
+        stderr(&out).contains("decisions.jsonl:2") && stderr(&out).contains("must expire"),
+        "{}",
+        stderr(&out)
+    );
     let evs = events(&out);
     let accepted: Vec<_> = evs.iter().filter(|e| e["event"] == "accepted").collect();
     assert_eq!(accepted.len(), 1);
     assert_eq!(accepted[0]["fingerprint"], fp.as_str());
     // After the expiry the finding is open again.
-    let out = process(&["--target", "repo:github.com/acme/app", "--state", st, "--at", "2026-09-02T00:00:00Z"], &[&report]);
-    assert!(events(&out).iter().any(|e| e["event"] == "acceptance_expired" && e["fingerprint"] == fp.as_str()));
+    let out = process(
+        &[
+            "--target",
+            "repo:github.com/acme/app",
+            "--state",
+            st,
+            "--at",
+            "2026-09-02T00:00:00Z",
+        ],
+        &[&report],
+    );
+    assert!(events(&out)
+        .iter()
+        .any(|e| e["event"] == "acceptance_expired" && e["fingerprint"] == fp.as_str()));
 }

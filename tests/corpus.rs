@@ -22,7 +22,10 @@ fn every_corpus_report_decodes_or_is_refused_clearly() {
                 // checkov JSON advise the SARIF output), or an empty report
                 // for the literal `null`/empty list.
                 if let Err(e) = result {
-                    assert!(matches!(e, DecodeError::UnknownFormat(_) | DecodeError::Syntax(_)), "{dir}/{file}: {e}");
+                    assert!(
+                        matches!(e, DecodeError::UnknownFormat(_) | DecodeError::Syntax(_)),
+                        "{dir}/{file}: {e}"
+                    );
                 }
             }
             _ => {
@@ -40,7 +43,13 @@ fn every_corpus_report_decodes_or_is_refused_clearly() {
                     assert_eq!(format, want_format, "{dir}/{file}");
                 }
                 let total = report.findings.len() + report.skipped.len();
-                assert_eq!(total, raw, "{dir}/{file}: findings {} + skipped {:?}", report.findings.len(), report.skipped);
+                assert_eq!(
+                    total,
+                    raw,
+                    "{dir}/{file}: findings {} + skipped {:?}",
+                    report.findings.len(),
+                    report.skipped
+                );
                 decoded += 1;
             }
         }

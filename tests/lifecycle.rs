@@ -5,8 +5,8 @@ use custody::config::{Config, Route};
 use custody::engine::{Engine, Output};
 use custody::lifecycle::{DecisionKind, DecisionRecord, State};
 use custody::model::{
-    Category, Finding, FindingEventKind as F, Location, Package, ScanMeta, Severity, Status, Target,
-    TicketEventKind as T,
+    Category, Finding, FindingEventKind as F, Location, Package, ScanMeta, Severity, Status,
+    Target, TicketEventKind as T,
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -20,7 +20,13 @@ fn target() -> Target {
 }
 
 fn code(scanner: &str, rule: &str, path: &str, line: u32, text: &str) -> Finding {
-    let mut f = Finding::new(scanner, Category::Sast, rule, Severity::High, format!("{rule} at line {line}"));
+    let mut f = Finding::new(
+        scanner,
+        Category::Sast,
+        rule,
+        Severity::High,
+        format!("{rule} at line {line}"),
+    );
     f.location = Some(Location {
         path: path.into(),
         start_line: Some(line),
@@ -37,7 +43,10 @@ fn scan(scanner: &str, complete: bool, categories: &[Category]) -> ScanMeta {
         commit: None,
         git_ref: None,
         complete,
-        coverage: categories.iter().map(|c| (scanner.to_string(), *c)).collect(),
+        coverage: categories
+            .iter()
+            .map(|c| (scanner.to_string(), *c))
+            .collect(),
     }
 }
 
@@ -85,7 +94,10 @@ fn first_scan_opens_and_rescan_is_silent() {
     let o = w.scan(&sast, vec![eval(10)], t0());
     assert_eq!(kinds(&o), (vec![F::Opened], vec![T::Opened]));
     assert_eq!(o.findings[0].due_at, Some(t0() + Duration::days(30)));
-    assert_eq!(o.tickets[0].fingerprints, vec![o.findings[0].fingerprint.clone()]);
+    assert_eq!(
+        o.tickets[0].fingerprints,
+        vec![o.findings[0].fingerprint.clone()]
+    );
     // Same findings, code moved down 40 lines: nothing to say.
     let o = w.scan(&sast, vec![eval(50)], t0() + Duration::days(1));
     assert_eq!(kinds(&o), (vec![], vec![]));
@@ -94,16 +106,36 @@ fn first_scan_opens_and_rescan_is_silent() {
 #[test]
 fn absence_resolves_only_after_a_complete_scan_by_the_same_scanner_of_the_category() {
     let table: &[(&str, &str, bool, &[Category], Option<F>)] = &[
-        ("complete, same scanner", "bandit", true, &[Category::Sast], Some(F::Resolved)),
+        (
+            "complete, same scanner",
+            "bandit",
+            true,
+            &[Category::Sast],
+            Some(F::Resolved),
+        ),
         ("incomplete scan", "bandit", false, &[Category::Sast], None),
         ("other scanner", "semgrep", true, &[Category::Sast], None),
-        ("same scanner, other category", "bandit", true, &[Category::Iac], None),
+        (
+            "same scanner, other category",
+            "bandit",
+            true,
+            &[Category::Iac],
+            None,
+        ),
     ];
     for &(name, scanner, complete, cats, want) in table {
         let mut w = World::new();
-        let first = w.scan(&scan("bandit", true, &[Category::Sast]), vec![eval(10)], t0());
+        let first = w.scan(
+            &scan("bandit", true, &[Category::Sast]),
+            vec![eval(10)],
+            t0(),
+        );
         let fp = first.findings[0].fingerprint.clone();
-        let o = w.scan(&scan(scanner, complete, cats), vec![], t0() + Duration::days(1));
+        let o = w.scan(
+            &scan(scanner, complete, cats),
+            vec![],
+            t0() + Duration::days(1),
+        );
         assert_eq!(o.findings.first().map(|e| e.event), want, "{name}");
         if want.is_some() {
             assert_eq!(w.status(&fp), Status::Resolved, "{name}");
@@ -173,7 +205,11 @@ fn message_changes_update_but_line_numbers_in_messages_do_not() {
 #[test]
 fn sla_breach_fires_once_for_finding_and_ticket() {
     let mut w = World::new();
-    w.scan(&scan("bandit", true, &[Category::Sast]), vec![eval(10)], t0());
+    w.scan(
+        &scan("bandit", true, &[Category::Sast]),
+        vec![eval(10)],
+        t0(),
+    );
     let o = w.engine.tick(&mut w.state, t0() + Duration::days(29));
     assert_eq!(kinds(&o), (vec![], vec![]));
     let o = w.engine.tick(&mut w.state, t0() + Duration::days(30));
@@ -197,15 +233,34 @@ fn decision(fp: &str, kind: DecisionKind, expires: Option<DateTime<Utc>>) -> Dec
 #[test]
 fn risk_acceptance_must_expire_and_expires_back_to_open() {
     let mut w = World::new();
-    let o = w.scan(&scan("bandit", true, &[Category::Sast]), vec![eval(10)], t0());
+    let o = w.scan(
+        &scan("bandit", true, &[Category::Sast]),
+        vec![eval(10)],
+        t0(),
+    );
     let fp = o.findings[0].fingerprint.clone();
-    let err = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::AcceptRisk, None), t0());
+    let err = w.engine.decide(
+        &mut w.state,
+        &decision(&fp, DecisionKind::AcceptRisk, None),
+        t0(),
+    );
     assert!(err.unwrap_err().to_string().contains("must expire"));
-    let past = decision(&fp, DecisionKind::AcceptRisk, Some(t0() - Duration::days(1)));
+    let past = decision(
+        &fp,
+        DecisionKind::AcceptRisk,
+        Some(t0() - Duration::days(1)),
+    );
     assert!(w.engine.decide(&mut w.state, &past, t0()).is_err());
 
     let until = t0() + Duration::days(60);
-    let o = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::AcceptRisk, Some(until)), t0()).unwrap();
+    let o = w
+        .engine
+        .decide(
+            &mut w.state,
+            &decision(&fp, DecisionKind::AcceptRisk, Some(until)),
+            t0(),
+        )
+        .unwrap();
     assert_eq!(kinds(&o), (vec![F::Accepted], vec![T::Resolved]));
     assert_eq!(o.findings[0].accepted_until, Some(until));
     assert_eq!(o.tickets[0].counts.accepted, 1);
@@ -225,19 +280,52 @@ fn false_positive_stays_silent_and_revoke_reopens() {
     let sast = scan("bandit", true, &[Category::Sast]);
     let o = w.scan(&sast, vec![eval(10)], t0());
     let fp = o.findings[0].fingerprint.clone();
-    let o = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::FalsePositive, None), t0()).unwrap();
+    let o = w
+        .engine
+        .decide(
+            &mut w.state,
+            &decision(&fp, DecisionKind::FalsePositive, None),
+            t0(),
+        )
+        .unwrap();
     assert_eq!(kinds(&o), (vec![F::FalsePositive], vec![T::Resolved]));
     // Seen again, absent, past due: a false positive says nothing.
-    assert_eq!(kinds(&w.scan(&sast, vec![eval(11)], t0() + Duration::days(1))), (vec![], vec![]));
-    assert_eq!(kinds(&w.engine.tick(&mut w.state, t0() + Duration::days(100))), (vec![], vec![]));
-    let o = w.engine.decide(&mut w.state, &decision(&fp, DecisionKind::Revoke, None), t0() + Duration::days(100)).unwrap();
+    assert_eq!(
+        kinds(&w.scan(&sast, vec![eval(11)], t0() + Duration::days(1))),
+        (vec![], vec![])
+    );
+    assert_eq!(
+        kinds(&w.engine.tick(&mut w.state, t0() + Duration::days(100))),
+        (vec![], vec![])
+    );
+    let o = w
+        .engine
+        .decide(
+            &mut w.state,
+            &decision(&fp, DecisionKind::Revoke, None),
+            t0() + Duration::days(100),
+        )
+        .unwrap();
     assert_eq!(kinds(&o).0, vec![F::Reopened, F::SlaBreached]);
     // Unknown fingerprints are refused, not silently ignored.
-    assert!(w.engine.decide(&mut w.state, &decision("v1:nope", DecisionKind::FalsePositive, None), t0()).is_err());
+    assert!(w
+        .engine
+        .decide(
+            &mut w.state,
+            &decision("v1:nope", DecisionKind::FalsePositive, None),
+            t0()
+        )
+        .is_err());
 }
 
 fn dep(scanner: &str, sev: Severity) -> Finding {
-    let mut f = Finding::new(scanner, Category::Container, "CVE-2023-0286", sev, "X.400 type confusion");
+    let mut f = Finding::new(
+        scanner,
+        Category::Container,
+        "CVE-2023-0286",
+        sev,
+        "X.400 type confusion",
+    );
     f.package = Some(Package {
         ecosystem: "deb".into(),
         name: "openssl".into(),
@@ -258,13 +346,19 @@ fn two_tools_one_finding_resolves_when_both_stop() {
     // its higher severity wins.
     let o = w.scan(&grype, vec![dep("grype", Severity::Critical)], t0());
     assert_eq!(kinds(&o).0, vec![F::Updated]);
-    assert_eq!(o.findings[0].scanners, vec!["grype".to_string(), "trivy".to_string()]);
+    assert_eq!(
+        o.findings[0].scanners,
+        vec!["grype".to_string(), "trivy".to_string()]
+    );
     assert_eq!(o.findings[0].severity, Severity::Critical);
     // Trivy no longer reports it: still open, back to Trivy's... no, to Grype's view.
     let o = w.scan(&trivy, vec![], t0() + Duration::days(1));
     assert!(o.findings.iter().all(|e| e.event != F::Resolved));
     // Grype rescans with the same result: nothing.
-    assert_eq!(kinds(&w.scan(&grype, vec![dep("grype", Severity::Critical)], t0())), (vec![], vec![]));
+    assert_eq!(
+        kinds(&w.scan(&grype, vec![dep("grype", Severity::Critical)], t0())),
+        (vec![], vec![])
+    );
     let o = w.scan(&grype, vec![], t0() + Duration::days(2));
     assert_eq!(kinds(&o), (vec![F::Resolved], vec![T::Resolved]));
 }
@@ -281,11 +375,21 @@ fn tickets_group_by_rule_and_route_by_severity() {
     });
     let mut w = World::with(cfg);
     let sast = scan("bandit", true, &[Category::Sast]);
-    let mut crit = code("bandit", "B602", "app/run.py", 3, "subprocess.call(cmd, shell=True)");
+    let mut crit = code(
+        "bandit",
+        "B602",
+        "app/run.py",
+        3,
+        "subprocess.call(cmd, shell=True)",
+    );
     crit.severity = Severity::Critical;
     let o = w.scan(
         &sast,
-        vec![eval(10), code("bandit", "B307", "app/other.py", 7, "eval(y)"), crit],
+        vec![
+            eval(10),
+            code("bandit", "B307", "app/other.py", 7, "eval(y)"),
+            crit,
+        ],
         t0(),
     );
     assert_eq!(o.findings.len(), 3);
@@ -296,8 +400,25 @@ fn tickets_group_by_rule_and_route_by_severity() {
     let b602 = o.tickets.iter().find(|t| t.group == "B602").unwrap();
     assert_eq!(b602.route, "sec.urgent");
     // One of two members fixed: the ticket is updated, not resolved.
-    let o = w.scan(&sast, vec![eval(10), code("bandit", "B602", "app/run.py", 3, "subprocess.call(cmd, shell=True)")], t0() + Duration::days(1));
-    let t: Vec<_> = o.tickets.iter().map(|t| (t.group.as_str(), t.event, t.counts.open)).collect();
+    let o = w.scan(
+        &sast,
+        vec![
+            eval(10),
+            code(
+                "bandit",
+                "B602",
+                "app/run.py",
+                3,
+                "subprocess.call(cmd, shell=True)",
+            ),
+        ],
+        t0() + Duration::days(1),
+    );
+    let t: Vec<_> = o
+        .tickets
+        .iter()
+        .map(|t| (t.group.as_str(), t.event, t.counts.open))
+        .collect();
     assert!(t.contains(&("B307", T::Updated, 1)), "{t:?}");
 }
 
@@ -307,7 +428,12 @@ fn event_ids_are_deterministic_and_unique() {
         let mut w = World::new();
         let sast = scan("bandit", true, &[Category::Sast]);
         let mut ids = Vec::new();
-        for (day, findings) in [(0, vec![eval(1)]), (1, vec![]), (2, vec![eval(3)]), (3, vec![])] {
+        for (day, findings) in [
+            (0, vec![eval(1)]),
+            (1, vec![]),
+            (2, vec![eval(3)]),
+            (3, vec![]),
+        ] {
             let o = w.scan(&sast, findings, t0() + Duration::days(day));
             ids.extend(o.findings.iter().map(|e| e.event_id.clone()));
             ids.extend(o.tickets.iter().map(|e| e.event_id.clone()));

@@ -1,0 +1,47 @@
+//! Realistic synthetic inputs for the benches: a SARIF report shaped like
+//! Bandit's (rules with metadata, results with regions, snippets and
+//! `issue_severity` properties), of any size.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+
+/// A SARIF 2.1.0 report with `results` results over `results / 20` files
+/// and 60 rules.
+pub fn sarif(results: usize) -> String {
+    let mut s = String::with_capacity(results * 700 + 20_000);
+    s.push_str(r#"{"$schema":"https://json.schemastore.org/sarif-2.1.0.json","version":"2.1.0","runs":[{"tool":{"driver":{"name":"Bandit","version":"1.8.6","rules":["#);
+    for r in 0..60 {
+        if r > 0 {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            r#"{{"id":"B{:03}","name":"rule_{r}","shortDescription":{{"text":"Rule {r}: a check for a risky call pattern"}},"helpUri":"https://bandit.readthedocs.io/en/latest/plugins/b{:03}.html","properties":{{"tags":["security","external/cwe/cwe-{}"]}}}}"#,
+            100 + r,
+            100 + r,
+            20 + r
+        );
+    }
+    s.push_str(r#"]}},"results":["#);
+    let sev = ["LOW", "MEDIUM", "HIGH"];
+    for i in 0..results {
+        if i > 0 {
+            s.push(',');
+        }
+        let rule = i % 60;
+        let file = i / 20;
+        let line = 10 + (i % 20) * 7;
+        let _ = write!(
+            s,
+            r#"{{"ruleId":"B{:03}","ruleIndex":{rule},"level":"warning","message":{{"text":"Possible risky call in function handler_{i} with tainted argument; consider validating input"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"src/pkg{}/module_{file}.py"}},"region":{{"startLine":{line},"startColumn":9,"endLine":{line},"endColumn":48,"snippet":{{"text":"        result = subprocess.call(cmd_{i}, shell=True)\n"}}}},"contextRegion":{{"startLine":{},"endLine":{},"snippet":{{"text":"    def handler_{i}(self):\n        result = subprocess.call(cmd_{i}, shell=True)\n        return result\n"}}}}}}}}],"properties":{{"issue_severity":"{}","issue_confidence":"HIGH"}}}}"#,
+            100 + rule,
+            file % 50,
+            line - 1,
+            line + 1,
+            sev[i % 3]
+        );
+    }
+    s.push_str("]}]}\n");
+    s
+}
