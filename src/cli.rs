@@ -63,6 +63,11 @@ pub struct ProcessArgs {
     /// Decision records (JSON Lines) applied before the reports.
     #[arg(long, value_name = "FILE")]
     pub decisions: Vec<PathBuf>,
+    /// The scanned checkout: the source line at each finding's start is
+    /// read from here for its fingerprint (more reliable than a report's
+    /// snippet, and needed for reports without snippets such as Ruff's).
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
     /// Configuration file (TOML): SLA policy, ticket routes, limits.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -33,6 +33,8 @@ pub struct Settings {
     pub state: Option<PathBuf>,
     /// Decision files.
     pub decisions: Vec<PathBuf>,
+    /// Checkout to read source lines from.
+    pub source: Option<PathBuf>,
     /// Configuration.
     pub config: Config,
     /// Which events to print.
@@ -98,6 +100,14 @@ impl Settings {
                 .with_timezone(&Utc),
             None => now,
         };
+        if let Some(dir) = &args.source {
+            if !dir.is_dir() {
+                return Err(flag(
+                    "source",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
         let config = match &args.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -109,6 +119,7 @@ impl Settings {
             format,
             state: args.state,
             decisions: args.decisions,
+            source: args.source,
             config,
             emit: args.emit,
             now,
@@ -232,14 +243,14 @@ fn scan_file(
 ) -> Result<usize, InputError> {
     let limit = s.config.max_report_bytes;
     let bytes = if path.as_os_str() == "-" {
-        read_capped(stdin, limit)?
+        read_capped(stdin, limit, 0)?
     } else {
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
         if size > limit {
             return Err(DecodeError::TooLarge { size, limit }.into());
         }
-        read_capped(file, limit)?
+        read_capped(file, limit, size)?
     };
     let (_format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
     let scan_id = {
@@ -259,6 +270,19 @@ fn scan_file(
         let cats: BTreeSet<Category> = report.coverage.iter().map(|(_, c)| *c).collect();
         report.coverage = cats.into_iter().map(|c| (name.clone(), c)).collect();
     }
+    if let Some(dir) = &s.source {
+        let salt = &engine.decode_context().secret_salt;
+        let mut files = SourceFiles::new(dir);
+        for f in &mut report.findings {
+            let (Some(path), Some(line)) = (f.path(), f.start_line()) else {
+                continue;
+            };
+            if let Some(text) = files.line(path, line) {
+                let text = text.to_string();
+                normalize::util::set_line_content(f, Some(&text), salt);
+            }
+        }
+    }
     let n = report.findings.len();
     let scan = ScanMeta {
         scan_id,
@@ -272,10 +296,58 @@ fn scan_file(
     Ok(n)
 }
 
+/// Source files of a checkout, read once each, for line lookups. Paths
+/// that would leave the checkout (absolute, `..`) and files over 16 MiB are
+/// not read.
+struct SourceFiles<'a> {
+    root: &'a Path,
+    files: std::collections::HashMap<String, Option<String>>,
+}
+
+impl<'a> SourceFiles<'a> {
+    const MAX_FILE: u64 = 16 << 20;
+
+    fn new(root: &'a Path) -> SourceFiles<'a> {
+        SourceFiles {
+            root,
+            files: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Line `n` (1-based) of `path`, if the file exists inside the root.
+    fn line(&mut self, path: &str, n: u32) -> Option<&str> {
+        let root = self.root;
+        let text = self.files.entry(path.to_string()).or_insert_with(|| {
+            let rel = Path::new(path);
+            let inside = rel.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            if !inside {
+                return None;
+            }
+            let full = root.join(rel);
+            let size = std::fs::metadata(&full).ok()?.len();
+            if size > Self::MAX_FILE {
+                return None;
+            }
+            let bytes = std::fs::read(full).ok()?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        let index = usize::try_from(n.checked_sub(1)?).ok()?;
+        text.as_deref()?.lines().nth(index)
+    }
+}
+
 /// Reads at most `limit` bytes; more is an error, so endless input cannot
 /// exhaust memory.
-pub fn read_capped(r: impl Read, limit: u64) -> Result<Vec<u8>, InputError> {
-    let mut buf = Vec::new();
+/// `size_hint` (a file's length) sizes the buffer exactly, so a report
+/// does not cost up to twice its size while it is read.
+pub fn read_capped(r: impl Read, limit: u64, size_hint: u64) -> Result<Vec<u8>, InputError> {
+    let mut buf =
+        Vec::with_capacity(usize::try_from(size_hint.min(limit).saturating_add(1)).unwrap_or(0));
     r.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
         return Err(DecodeError::TooLarge {

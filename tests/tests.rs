@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 
+mod churn;
 mod cli;
 mod corpus;
 mod lifecycle;

@@ -19,7 +19,7 @@ pub mod sarif;
 pub mod semgrep;
 pub mod sniff;
 pub mod trivy;
-mod util;
+pub mod util;
 
 pub use sniff::sniff;
 
