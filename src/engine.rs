@@ -12,20 +12,28 @@ use crate::normalize::DecodeContext;
 use crate::ticket::{self, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Decides which team owns a finding. The ownership module implements it;
 /// [`Unattributed`] is the answer when no ownership is configured.
 pub trait Attribute: Send + Sync {
-    /// The owner of `finding` on `target`, with the evidence.
-    fn attribute(&self, target: &Target, finding: &Finding) -> Attribution;
+    /// The owner of `finding` on `target`, with the evidence. Answers are
+    /// shared: every finding one rule decides can hold the same `Arc`.
+    fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution>;
 }
 
 /// Attributes nothing: every finding is unattributed.
-pub struct Unattributed;
+pub struct Unattributed(Arc<Attribution>);
+
+impl Default for Unattributed {
+    fn default() -> Unattributed {
+        Unattributed(Arc::new(Attribution::unattributed()))
+    }
+}
 
 impl Attribute for Unattributed {
-    fn attribute(&self, _: &Target, _: &Finding) -> Attribution {
-        Attribution::unattributed()
+    fn attribute(&self, _: &Target, _: &Finding) -> Arc<Attribution> {
+        Arc::clone(&self.0)
     }
 }
 
@@ -86,7 +94,7 @@ impl Engine {
             decode: DecodeContext {
                 secret_salt: config.secret_salt.clone(),
             },
-            attribute: Box::new(Unattributed),
+            attribute: Box::new(Unattributed::default()),
         }
     }
 
@@ -124,20 +132,30 @@ impl Engine {
         sink: &mut dyn Sink,
     ) {
         let target = &scan.target;
-        let observed: Vec<Observation> = fingerprint::assign(findings, target)
-            .into_iter()
-            .map(|(fingerprint, finding)| {
-                let attribution = self.attribute.attribute(target, &finding);
-                let ticket_key =
-                    ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
-                Observation {
-                    fingerprint,
-                    finding,
-                    attribution,
-                    ticket_key,
-                }
+        let mut findings = findings;
+        let mut fps = fingerprint::assign_in_place(&mut findings, target);
+        // Hand findings over one at a time from the back of a reversed
+        // vector, shrinking it as it empties, so the report's findings and
+        // the state built from them are not both held in full.
+        findings.reverse();
+        fps.reverse();
+        let attribute = &self.attribute;
+        let observed = std::iter::from_fn(move || {
+            let finding = findings.pop()?;
+            let fingerprint = fps.pop()?;
+            if findings.capacity() > 1024 && findings.len() < findings.capacity() / 4 {
+                findings.shrink_to_fit();
+                fps.shrink_to_fit();
+            }
+            let attribution = attribute.attribute(target, &finding);
+            let ticket_key = ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
+            Some(Observation {
+                fingerprint,
+                finding,
+                attribution,
+                ticket_key,
             })
-            .collect();
+        });
         let ts = state.target_mut(target);
         let transitions = lifecycle::apply_scan(ts, scan, observed, now, &self.sla);
         self.finish(state, target, transitions, now, Some(&scan.scan_id), sink);
@@ -208,7 +226,7 @@ impl Engine {
                     .iter()
                     .next()
                     .and_then(|fp| ts.findings.get(fp))
-                    .map_or_else(Attribution::unattributed, |r| r.attribution.clone());
+                    .map_or_else(|| Arc::new(Attribution::unattributed()), |r| Arc::clone(&r.attribution));
                 sink.ticket(ticket_event(rec, t, now, attribution));
             }
         }
@@ -273,7 +291,7 @@ fn ticket_event(
     rec: &TicketRecord,
     t: &TicketTransition,
     now: DateTime<Utc>,
-    attribution: Attribution,
+    attribution: Arc<Attribution>,
 ) -> TicketEvent {
     TicketEvent {
         kind: EventClass::Ticket,

@@ -12,7 +12,7 @@
 //!
 //! The version prefix (`v1:`) lets a later algorithm coexist with this one.
 
-use crate::model::{Finding, Target};
+use crate::model::{Category, Finding, Severity, Target};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -116,7 +116,15 @@ pub fn dependency_fingerprint(f: &Finding, target: &Target) -> Option<String> {
 /// Fingerprints every finding of one scan of `target` and merges findings
 /// that share a fingerprint (one CVE in one package seen at two paths, the
 /// same CVE from two tools in one report). Returns them in report order.
-pub fn assign(findings: Vec<Finding>, target: &Target) -> Vec<(String, Finding)> {
+pub fn assign(mut findings: Vec<Finding>, target: &Target) -> Vec<(String, Finding)> {
+    let fps = assign_in_place(&mut findings, target);
+    fps.into_iter().zip(findings).collect()
+}
+
+/// Like [`assign`], but merges duplicates inside `findings` and returns the
+/// fingerprints in the same order, without building a second vector of
+/// findings (a large report's findings are its largest allocation).
+pub fn assign_in_place(findings: &mut Vec<Finding>, target: &Target) -> Vec<String> {
     let t = target.to_string();
     // Group code findings by identity, then number each group in line order.
     let mut fps: Vec<Option<String>> = Vec::with_capacity(findings.len());
@@ -167,19 +175,28 @@ pub fn assign(findings: Vec<Finding>, target: &Target) -> Vec<(String, Finding)>
             }
         }
     }
-    let mut out: Vec<(String, Finding)> = Vec::with_capacity(findings.len());
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(findings.len());
-    for (fp, f) in fps.into_iter().zip(findings) {
-        let fp = fp.unwrap_or_default();
-        match index.get(&fp) {
-            Some(&at) => merge(&mut out[at].1, f),
+    let fps: Vec<String> = fps.into_iter().map(Option::unwrap_or_default).collect();
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(findings.len());
+    let mut keep = vec![true; findings.len()];
+    for (i, fp) in fps.iter().enumerate() {
+        match index.get(fp.as_str()) {
+            Some(&first) => {
+                let dup = std::mem::replace(&mut findings[i], Finding::new("", Category::Sast, "", Severity::Info, ""));
+                merge(&mut findings[first], dup);
+                keep[i] = false;
+            }
             None => {
-                index.insert(fp.clone(), out.len());
-                out.push((fp, f));
+                index.insert(fp, i);
             }
         }
     }
-    out
+    drop(index);
+    if keep.iter().all(|&k| k) {
+        return fps;
+    }
+    let mut flags = keep.iter();
+    findings.retain(|_| flags.next().copied().unwrap_or(true));
+    fps.into_iter().zip(keep).filter_map(|(fp, k)| k.then_some(fp)).collect()
 }
 
 /// Folds a duplicate into the first finding: the higher severity wins and
@@ -209,7 +226,7 @@ fn merge(into: &mut Finding, other: Finding) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Category, Location, Package, Severity};
+    use crate::model::{Location, Package};
     use proptest::prelude::*;
 
     fn code(rule: &str, path: &str, line: u32, text: &str) -> Finding {

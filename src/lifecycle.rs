@@ -24,6 +24,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// Everything custody remembers about one finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,8 +41,8 @@ pub struct FindingRecord {
     pub evidence: String,
     /// Owning team, if attributed.
     pub team: Option<String>,
-    /// Why.
-    pub attribution: Attribution,
+    /// Why (shared between the findings one rule attributes).
+    pub attribution: Arc<Attribution>,
     /// The ticket it belongs to.
     pub ticket_key: String,
     /// First seen.
@@ -119,8 +120,9 @@ impl Sources {
 /// The state of one target: its findings and tickets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetState {
-    /// Findings by fingerprint.
-    pub findings: BTreeMap<String, FindingRecord>,
+    /// Findings by fingerprint (boxed: records are large, and a B-tree
+    /// node keeps room for eleven).
+    pub findings: BTreeMap<String, Box<FindingRecord>>,
     /// Tickets by key.
     pub tickets: BTreeMap<String, TicketRecord>,
 }
@@ -177,7 +179,7 @@ pub struct Observation {
     /// The finding (with its target set).
     pub finding: Finding,
     /// The attribution's answer.
-    pub attribution: Attribution,
+    pub attribution: Arc<Attribution>,
     /// The ticket its group maps to.
     pub ticket_key: String,
 }
@@ -243,12 +245,13 @@ fn push(
 pub fn apply_scan(
     ts: &mut TargetState,
     scan: &ScanMeta,
-    observed: Vec<Observation>,
+    observed: impl IntoIterator<Item = Observation>,
     now: DateTime<Utc>,
     policy: &SlaPolicy,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
-    let mut seen: HashSet<String> = HashSet::with_capacity(observed.len());
+    let observed = observed.into_iter();
+    let mut seen: HashSet<String> = HashSet::with_capacity(observed.size_hint().0);
     for obs in observed {
         let Observation {
             fingerprint: fp,
@@ -262,7 +265,7 @@ pub fn apply_scan(
         let rec = match ts.findings.get_mut(&fp) {
             Some(rec) => rec,
             None => {
-                let mut rec = FindingRecord {
+                let mut rec = Box::new(FindingRecord {
                     status: Status::Open,
                     sources: Sources::one(scanner, sev),
                     evidence: evidence_hash(&finding),
@@ -278,7 +281,7 @@ pub fn apply_scan(
                     accepted_until: None,
                     seq: 0,
                     finding: stored(finding),
-                };
+                });
                 push(&mut rec, &fp, FindingEventKind::Opened, None, &mut out);
                 ts.findings.insert(fp, rec);
                 continue;

@@ -6,6 +6,7 @@ use super::{Category, Location, Package, Severity, Status, Target};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The `kind` field that tells finding and ticket events apart on a shared
 /// stream.
@@ -152,7 +153,7 @@ pub struct FindingEvent {
     /// The ticket this finding belongs to.
     pub ticket_key: String,
     /// Why the team owns it.
-    pub attribution: Attribution,
+    pub attribution: Arc<Attribution>,
     /// The scan that caused the event, if a scan did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
@@ -241,5 +242,5 @@ pub struct TicketEvent {
     /// Fingerprints of the open members.
     pub fingerprints: Vec<String>,
     /// Why the team owns it.
-    pub attribution: Attribution,
+    pub attribution: Arc<Attribution>,
 }

@@ -12,11 +12,13 @@
 //! suppressed in source are skipped and recorded in `Report::skipped`.
 //! A result with several locations is one finding at its first location.
 
-use super::util::{category_for_tool, clean_path, set_line_content};
+use super::util::{category_for_tool, clean_path, set_line_content, strip_base};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Severity, Target, TargetKind};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,27 +26,6 @@ use std::collections::{BTreeMap, HashMap};
 pub struct SarifDecoder;
 
 type Str<'a> = Cow<'a, str>;
-
-#[derive(Deserialize)]
-struct Log<'a> {
-    #[serde(borrow, default)]
-    runs: Option<Vec<Run<'a>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Run<'a> {
-    #[serde(borrow)]
-    tool: Tool<'a>,
-    #[serde(borrow, default)]
-    results: Option<Vec<SarifResult<'a>>>,
-    #[serde(borrow, default)]
-    original_uri_base_ids: Option<HashMap<Str<'a>, ArtifactLocation<'a>>>,
-    #[serde(borrow, default)]
-    artifacts: Option<Vec<Artifact<'a>>>,
-    #[serde(borrow, default)]
-    version_control_provenance: Option<Vec<Provenance<'a>>>,
-}
 
 #[derive(Deserialize)]
 struct Tool<'a> {
@@ -297,16 +278,15 @@ impl Decoder for SarifDecoder {
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
-        let log: Log<'_> =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::from_json(Format::Sarif, e))?;
         let mut report = Report::default();
-        let runs = log.runs.ok_or_else(|| DecodeError::Shape {
-            format: Format::Sarif,
-            detail: "missing field `runs`".into(),
-        })?;
-        for (n, run) in runs.into_iter().enumerate() {
-            decode_run(run, n, ctx, &mut report);
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        LogSeed {
+            ctx,
+            report: &mut report,
         }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| DecodeError::from_json(Format::Sarif, e))?;
         Ok(report)
     }
 }
@@ -325,59 +305,193 @@ pub fn scanner_name(driver: &str) -> String {
     }
 }
 
-fn decode_run(run: Run<'_>, n: usize, ctx: &DecodeContext, report: &mut Report) {
-    let driver_name = run.tool.driver.name.as_deref().unwrap_or("");
-    let scanner = scanner_name(driver_name);
-    let category = category_for_tool(driver_name);
-    report.coverage.insert((scanner.clone(), category));
+// Streaming: a report of 100,000 results is never held as 100,000 parsed
+// results. Each run is read key by key; once its `tool` is known (every
+// producer writes it before `results`), each result becomes a finding as
+// soon as it is parsed. A run that lists `results` first keeps them as an
+// unparsed slice until the rules arrive. Paths are completed after the run,
+// since `originalUriBaseIds` and `artifacts` may follow the results.
 
-    if let Some(p) = run
-        .version_control_provenance
-        .as_ref()
-        .and_then(|v| v.first())
-    {
-        if report.target.is_none() {
-            report.target = p
-                .repository_uri
-                .as_deref()
-                .and_then(|u| Target::new(TargetKind::Repo, u).ok());
-        }
-        if report.commit.is_none() {
-            report.commit = p.revision_id.as_deref().map(str::to_string);
-        }
-        if report.git_ref.is_none() {
-            report.git_ref = p.branch.as_deref().map(str::to_string);
-        }
+/// The log object: only `runs` is read.
+struct LogSeed<'c> {
+    ctx: &'c DecodeContext,
+    report: &'c mut Report,
+}
+
+impl<'de> DeserializeSeed<'de> for LogSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LogSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a SARIF log object")
     }
 
-    // Rules of the driver (component 0) and of each extension (1..).
-    let mut components: Vec<&[Rule<'_>]> = vec![run.tool.driver.rules.as_deref().unwrap_or(&[])];
-    for ext in run.tool.extensions.iter().flatten() {
-        components.push(ext.rules.as_deref().unwrap_or(&[]));
-    }
-    let mut by_id: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (c, rules) in components.iter().enumerate() {
-        for (i, r) in rules.iter().enumerate() {
-            if let Some(id) = r.id.as_deref() {
-                by_id.entry(id).or_insert((c, i));
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut runs = false;
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            if key == "runs" {
+                map.next_value_seed(RunsSeed {
+                    ctx: self.ctx,
+                    report: &mut *self.report,
+                })?;
+                runs = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
+        if runs {
+            Ok(())
+        } else {
+            Err(A::Error::missing_field("runs"))
+        }
     }
-    let bases: HashMap<&str, &str> = run
-        .original_uri_base_ids
-        .iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.as_ref(), v.uri.as_deref()?)))
-        .collect();
-    let artifacts = run.artifacts.as_deref().unwrap_or(&[]);
+}
 
-    for (i, res) in run.results.into_iter().flatten().enumerate() {
+struct RunsSeed<'c> {
+    ctx: &'c DecodeContext,
+    report: &'c mut Report,
+}
+
+impl<'de> DeserializeSeed<'de> for RunsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RunsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of runs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut n = 0;
+        while seq
+            .next_element_seed(RunSeed {
+                ctx: self.ctx,
+                report: &mut *self.report,
+                n,
+            })?
+            .is_some()
+        {
+            n += 1;
+        }
+        Ok(())
+    }
+}
+
+struct RunSeed<'c> {
+    ctx: &'c DecodeContext,
+    report: &'c mut Report,
+    n: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for RunSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// A path that can only be completed once the whole run is read.
+struct Fixup {
+    /// Index of the finding in the report.
+    finding: usize,
+    /// Index into the run's distinct `uriBaseId`s.
+    base: Option<usize>,
+    /// The artifact the location points to, when it gives no URI.
+    artifact: Option<usize>,
+}
+
+/// What converting a run's results needs and collects.
+struct RunState<'r, 'de> {
+    ctx: &'r DecodeContext,
+    scanner: String,
+    category: Category,
+    tool: Tool<'de>,
+    by_id: HashMap<String, (usize, usize)>,
+    base_ids: Vec<String>,
+    fixups: Vec<Fixup>,
+    n: usize,
+}
+
+impl<'r, 'de> RunState<'r, 'de> {
+    fn new(tool: Tool<'de>, ctx: &'r DecodeContext, n: usize) -> RunState<'r, 'de> {
+        let driver_name = tool.driver.name.as_deref().unwrap_or("");
+        let mut state = RunState {
+            ctx,
+            scanner: scanner_name(driver_name),
+            category: category_for_tool(driver_name),
+            by_id: HashMap::new(),
+            base_ids: Vec::new(),
+            fixups: Vec::new(),
+            n,
+            tool,
+        };
+        let mut by_id = HashMap::new();
+        for c in 0..=state.tool.extensions.as_ref().map_or(0, Vec::len) {
+            for (i, r) in state.component(c).iter().enumerate() {
+                if let Some(id) = r.id.as_deref() {
+                    by_id.entry(id.to_string()).or_insert((c, i));
+                }
+            }
+        }
+        state.by_id = by_id;
+        state
+    }
+
+    /// The rules of the driver (component 0) or of extension `c - 1`.
+    fn component(&self, c: usize) -> &[Rule<'de>] {
+        let comp = match c {
+            0 => Some(&self.tool.driver),
+            c => self.tool.extensions.as_ref().and_then(|e| e.get(c - 1)),
+        };
+        comp.and_then(|c| c.rules.as_deref()).unwrap_or(&[])
+    }
+
+    /// The rule a result refers to: by index (in the driver or the named
+    /// extension), else by id.
+    fn rule(&self, res: &SarifResult<'_>) -> Option<&Rule<'de>> {
+        let comp = res
+            .rule
+            .as_ref()
+            .and_then(|r| r.tool_component.as_ref())
+            .and_then(|t| t.index)
+            .map_or(0, |i| usize::try_from(i).map_or(usize::MAX, |i| i.saturating_add(1)));
+        let index = res
+            .rule
+            .as_ref()
+            .and_then(|r| r.index)
+            .or(res.rule_index)
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some(r) = index.and_then(|i| self.component(comp).get(i)) {
+            return Some(r);
+        }
+        let id = res
+            .rule_id
+            .as_deref()
+            .or_else(|| res.rule.as_ref()?.id.as_deref())?;
+        let &(c, i) = self.by_id.get(id)?;
+        self.component(c).get(i)
+    }
+
+    /// Converts one result (or records why it is skipped).
+    fn push(&mut self, i: usize, res: &SarifResult<'_>, report: &mut Report) {
         let kind = res.kind.as_deref().unwrap_or("fail");
         if matches!(kind, "pass" | "notApplicable" | "informational") {
-            report
-                .skipped
-                .push(format!("run {n} result {i}: kind {kind}"));
-            continue;
+            report.skipped.push(format!("run {} result {i}: kind {kind}", self.n));
+            return;
         }
         if let Some(s) = &res.suppressions {
             // An empty array means "checked, none apply"; a suppression with
@@ -386,55 +500,180 @@ fn decode_run(run: Run<'_>, n: usize, ctx: &DecodeContext, report: &mut Report) 
                 .iter()
                 .any(|s| matches!(s.status.as_deref(), None | Some("accepted")));
             if active {
-                report
-                    .skipped
-                    .push(format!("run {n} result {i}: suppressed"));
-                continue;
+                report.skipped.push(format!("run {} result {i}: suppressed", self.n));
+                return;
             }
         }
-        let rule = lookup_rule(&res, &components, &by_id);
-        let f = to_finding(&res, rule, &scanner, category, &bases, artifacts, ctx);
+        let rule = self.rule(res);
+        let (f, base, artifact) = to_finding(res, rule, &self.scanner, self.category, self.ctx);
+        let base = base.map(|b| match self.base_ids.iter().position(|x| x == b) {
+            Some(p) => p,
+            None => {
+                self.base_ids.push(b.to_string());
+                self.base_ids.len() - 1
+            }
+        });
+        if base.is_some() || artifact.is_some() {
+            self.fixups.push(Fixup {
+                finding: report.findings.len(),
+                base,
+                artifact,
+            });
+        }
         report.findings.push(f);
     }
 }
 
-fn lookup_rule<'r, 'a>(
-    res: &SarifResult<'a>,
-    components: &[&'r [Rule<'a>]],
-    by_id: &HashMap<&str, (usize, usize)>,
-) -> Option<&'r Rule<'a>> {
-    let comp = res
-        .rule
-        .as_ref()
-        .and_then(|r| r.tool_component.as_ref())
-        .and_then(|t| t.index)
-        .map_or(0, |i| usize::try_from(i).map_or(usize::MAX, |i| i + 1));
-    let index = res
-        .rule
-        .as_ref()
-        .and_then(|r| r.index)
-        .or(res.rule_index)
-        .and_then(|i| usize::try_from(i).ok());
-    if let Some(r) = index.and_then(|i| components.get(comp)?.get(i)) {
-        return Some(r);
-    }
-    let id = res
-        .rule_id
-        .as_deref()
-        .or_else(|| res.rule.as_ref()?.id.as_deref())?;
-    let &(c, i) = by_id.get(id)?;
-    components.get(c)?.get(i)
+struct ResultsSeed<'a, 'r, 'de> {
+    run: &'a mut RunState<'r, 'de>,
+    report: &'a mut Report,
 }
 
-fn to_finding(
-    res: &SarifResult<'_>,
+impl<'de2> DeserializeSeed<'de2> for ResultsSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de2>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de2> Visitor<'de2> for ResultsSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of results")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de2>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de2>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while let Some(res) = seq.next_element::<SarifResult<'de2>>()? {
+            self.run.push(i, &res, self.report);
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for RunSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a SARIF run object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let RunSeed { ctx, report, n } = self;
+        let mut run: Option<RunState<'_, 'de>> = None;
+        let mut bases: Option<HashMap<Str<'de>, ArtifactLocation<'de>>> = None;
+        let mut artifacts: Option<Vec<Artifact<'de>>> = None;
+        let mut provenance: Option<Vec<Provenance<'de>>> = None;
+        let mut deferred: Option<&'de RawValue> = None;
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match key.as_ref() {
+                "tool" => {
+                    if run.is_some() {
+                        return Err(A::Error::duplicate_field("tool"));
+                    }
+                    run = Some(RunState::new(map.next_value()?, ctx, n));
+                }
+                "results" => match run.as_mut() {
+                    Some(state) => map.next_value_seed(ResultsSeed {
+                        run: state,
+                        report: &mut *report,
+                    })?,
+                    None => deferred = map.next_value()?,
+                },
+                "originalUriBaseIds" => bases = map.next_value()?,
+                "artifacts" => artifacts = map.next_value()?,
+                "versionControlProvenance" => provenance = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let Some(mut run) = run else {
+            return Err(A::Error::missing_field("tool"));
+        };
+        if let Some(raw) = deferred {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            ResultsSeed {
+                run: &mut run,
+                report: &mut *report,
+            }
+            .deserialize(&mut de)
+            .map_err(A::Error::custom)?;
+        }
+        report.coverage.insert((run.scanner.clone(), run.category));
+        if let Some(p) = provenance.as_ref().and_then(|v| v.first()) {
+            if report.target.is_none() {
+                report.target = p
+                    .repository_uri
+                    .as_deref()
+                    .and_then(|u| Target::new(TargetKind::Repo, u).ok());
+            }
+            if report.commit.is_none() {
+                report.commit = p.revision_id.as_deref().map(str::to_string);
+            }
+            if report.git_ref.is_none() {
+                report.git_ref = p.branch.as_deref().map(str::to_string);
+            }
+        }
+        complete_paths(&run, bases.as_ref(), artifacts.as_deref().unwrap_or(&[]), report);
+        Ok(())
+    }
+}
+
+/// Completes paths relative to `originalUriBaseIds` and from `artifacts`.
+fn complete_paths(
+    run: &RunState<'_, '_>,
+    bases: Option<&HashMap<Str<'_>, ArtifactLocation<'_>>>,
+    artifacts: &[Artifact<'_>],
+    report: &mut Report,
+) {
+    let base_uri = |id: &str| bases?.get(id)?.uri.as_deref();
+    for fix in &run.fixups {
+        let Some(f) = report.findings.get_mut(fix.finding) else {
+            continue;
+        };
+        if let Some(a) = fix.artifact {
+            let loc = artifacts.get(a).and_then(|a| a.location.as_ref());
+            let uri = loc.and_then(|l| l.uri.as_deref());
+            let base = loc
+                .and_then(|l| l.uri_base_id.as_deref())
+                .and_then(base_uri);
+            match (uri, f.location.as_mut()) {
+                (Some(uri), Some(l)) => l.path = clean_path(uri, base),
+                _ => f.location = None,
+            }
+        }
+        let base = fix
+            .base
+            .and_then(|b| run.base_ids.get(b))
+            .and_then(|id| base_uri(id));
+        if let (Some(base), Some(l)) = (base, f.location.as_mut()) {
+            l.path = strip_base(&l.path, base);
+        }
+    }
+}
+
+/// Converts a result; also returns the `uriBaseId` its path is relative to
+/// and the artifact index when the location names no URI, for
+/// [`complete_paths`].
+fn to_finding<'r>(
+    res: &'r SarifResult<'_>,
     rule: Option<&Rule<'_>>,
     scanner: &str,
     category: Category,
-    bases: &HashMap<&str, &str>,
-    artifacts: &[Artifact<'_>],
     ctx: &DecodeContext,
-) -> Finding {
+) -> (Finding, Option<&'r str>, Option<usize>) {
     let rule_id = res
         .rule_id
         .as_deref()
@@ -472,20 +711,20 @@ fn to_finding(
         .and_then(|l| l.first())
         .and_then(|l| l.physical_location.as_ref());
     let mut line_text: Option<String> = None;
+    let mut base_id = None;
+    let mut artifact = None;
     if let Some(p) = phys {
         let art = p.artifact_location.as_ref();
-        let uri = art.and_then(|a| a.uri.as_deref()).or_else(|| {
-            let idx = usize::try_from(art?.index?).ok()?;
-            artifacts.get(idx)?.location.as_ref()?.uri.as_deref()
-        });
-        if let Some(uri) = uri {
-            let base = art
-                .and_then(|a| a.uri_base_id.as_deref())
-                .and_then(|b| bases.get(b).copied());
+        let uri = art.and_then(|a| a.uri.as_deref());
+        if uri.is_none() {
+            artifact = art.and_then(|a| usize::try_from(a.index?).ok());
+        }
+        if uri.is_some() || artifact.is_some() {
+            base_id = art.and_then(|a| a.uri_base_id.as_deref()).filter(|_| uri.is_some());
             let region = p.region.as_ref();
             let line = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
             f.location = Some(Location {
-                path: clean_path(uri, base),
+                path: uri.map(|u| clean_path(u, None)).unwrap_or_default(),
                 start_line: line(region.and_then(|r| r.start_line)),
                 start_column: line(region.and_then(|r| r.start_column)),
                 end_line: line(region.and_then(|r| r.end_line)),
@@ -512,7 +751,7 @@ fn to_finding(
         }
     }
     set_line_content(&mut f, line_text.as_deref(), &ctx.secret_salt);
-    f
+    (f, base_id, artifact)
 }
 
 /// The source line at the result's start: the region snippet's first line,

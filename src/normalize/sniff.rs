@@ -45,7 +45,8 @@ fn sniff_object(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
             }
             b"matches" | b"descriptor" => Some(Format::Grype),
             b"plugins_used" | b"filters_used" => Some(Format::DetectSecrets),
-            b"interfile_languages_used" | b"skipped_rules" => Some(Format::Semgrep),
+            // `vulns` + `hasMore`: Semgrep's supply-chain API listing.
+            b"interfile_languages_used" | b"skipped_rules" | b"hasMore" => Some(Format::Semgrep),
             b"rule_id" | b"scanner" => Some(Format::Native),
             b"results" => match lx.peek() {
                 Some(b'[') => {

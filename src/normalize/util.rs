@@ -12,21 +12,28 @@ pub fn clean_path(raw: &str, base: Option<&str>) -> String {
     }
     let decoded = percent_decode(s);
     let mut p = decoded.replace('\\', "/");
-    if let Some(base) = base {
-        let base = percent_decode(base.trim().trim_start_matches("file://")).replace('\\', "/");
-        let base = base.trim_end_matches('/');
-        if !base.is_empty() {
-            if let Some(rest) = p.strip_prefix(base) {
-                if rest.starts_with('/') {
-                    p = rest.trim_start_matches('/').to_string();
-                }
-            }
-        }
-    }
     while let Some(rest) = p.strip_prefix("./") {
         p = rest.to_string();
     }
-    p
+    match base {
+        Some(base) => strip_base(&p, base),
+        None => p,
+    }
+}
+
+/// Makes a cleaned path relative to a base URI (`file:///src/` and
+/// `/src/app/x.py` give `app/x.py`); other paths are returned as they are.
+pub fn strip_base(path: &str, base: &str) -> String {
+    let base = percent_decode(base.trim().trim_start_matches("file://")).replace('\\', "/");
+    let base = base.trim_end_matches('/');
+    if !base.is_empty() {
+        if let Some(rest) = path.strip_prefix(base) {
+            if rest.starts_with('/') {
+                return rest.trim_start_matches('/').to_string();
+            }
+        }
+    }
+    path.to_string()
 }
 
 /// Decodes `%xx` escapes; leaves malformed escapes as they are.
