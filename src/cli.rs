@@ -19,6 +19,12 @@ pub enum Command {
     /// Process scanner reports from files: normalize, fingerprint, track and
     /// group them, printing finding and ticket events as JSON Lines.
     Process(ProcessArgs),
+    /// Who owns a path, and why.
+    Owners {
+        /// What to do.
+        #[command(subcommand)]
+        command: OwnersCommand,
+    },
     /// Print the JSON Schemas of the native finding, events and decisions,
     /// or write them into a directory.
     Schemas {
@@ -77,4 +83,48 @@ pub struct ProcessArgs {
     /// The time to process at (RFC 3339); defaults to now.
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
+}
+
+/// `custody owners` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OwnersCommand {
+    /// Explain who owns paths: one JSON object per path, in input order.
+    Explain(ExplainArgs),
+    /// Validate an ownership configuration and list its problems.
+    Check(CheckArgs),
+}
+
+/// Flags of `custody owners explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A CODEOWNERS file to match the paths against (GitHub semantics).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["owners", "target"])]
+    pub codeowners: Option<PathBuf>,
+    /// Read the CODEOWNERS file with GitLab semantics (sections, default
+    /// owners, owners united across sections).
+    #[arg(long, requires = "codeowners")]
+    pub gitlab: bool,
+    /// Read paths from a file, one per line (`-` for standard input).
+    #[arg(long, value_name = "FILE|-")]
+    pub paths_from: Option<PathBuf>,
+    /// An ownership configuration (file or directory).
+    #[arg(long, value_name = "CONFIG", requires = "target")]
+    pub owners: Option<PathBuf>,
+    /// The target whose ownership to explain (with --owners).
+    #[arg(long, value_name = "SPEC", requires = "owners")]
+    pub target: Option<String>,
+    /// A path to explain (with --owners; repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub path: Vec<String>,
+    /// Paths to explain.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+/// Flags of `custody owners check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The ownership configuration (file or directory).
+    #[arg(long, value_name = "CONFIG")]
+    pub owners: PathBuf,
 }

@@ -19,6 +19,8 @@
 //! - [`ticket`]: grouping findings into tickets, ticket transitions and
 //!   routing to topics.
 //! - [`cli`]: the command-line flags (raw; validated by the front ends).
+//! - [`ownership`]: CODEOWNERS, service catalog, aliases, and the resolver
+//!   that explains every answer.
 //! - [`config`]: the validated configuration (SLA policy, routes, limits).
 //! - [`engine`]: wires the stages into one step per scan, decision or tick.
 //! - [`process`]: `custody process`, the engine over report files.
@@ -31,6 +33,7 @@ pub mod fingerprint;
 pub mod lifecycle;
 pub mod model;
 pub mod normalize;
+pub mod ownership;
 pub mod process;
 pub mod schema;
 pub mod ticket;

@@ -1,7 +1,7 @@
 //! The `custody` binary: parses flags and hands over to the library.
 
 use clap::Parser;
-use custody::cli::{Cli, Command};
+use custody::cli::{Cli, Command, OwnersCommand};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -12,6 +12,20 @@ fn main() -> ExitCode {
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
             let code = custody::process::main(args, stdin.lock(), stdout.lock(), stderr.lock());
+            ExitCode::from(code)
+        }
+        Command::Owners { command } => {
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let code = match command {
+                OwnersCommand::Explain(args) => custody::ownership::explain(
+                    args,
+                    std::io::stdin().lock(),
+                    stdout.lock(),
+                    stderr.lock(),
+                ),
+                OwnersCommand::Check(args) => custody::ownership::check(args, stdout.lock(), stderr.lock()),
+            };
             ExitCode::from(code)
         }
         Command::Schemas { out } => match write_schemas(out) {

@@ -1,0 +1,1 @@
+//! CODEOWNERS files (being written).
