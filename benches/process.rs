@@ -26,6 +26,7 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 
 /// Runs custody on the report and returns (success, its own peak resident
 /// set in bytes), read with wait4 for that one child.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot do
 fn run_custody(path: &Path) -> (bool, u64) {
     let child = Command::new(env!("CARGO_BIN_EXE_custody"))
         .args([

@@ -105,7 +105,9 @@ fn first_scan_opens_and_rescan_is_silent() {
 
 #[test]
 fn absence_resolves_only_after_a_complete_scan_by_the_same_scanner_of_the_category() {
-    let table: &[(&str, &str, bool, &[Category], Option<F>)] = &[
+    /// (case, scanner of the second scan, complete?, categories, event).
+    type Case<'a> = (&'a str, &'a str, bool, &'a [Category], Option<F>);
+    let table: &[Case] = &[
         (
             "complete, same scanner",
             "bandit",

@@ -16,7 +16,9 @@ use super::util::{category_for_tool, clean_path, set_line_content, strip_base};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Severity, Target, TargetKind};
-use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -468,7 +470,9 @@ impl<'r, 'de> RunState<'r, 'de> {
             .as_ref()
             .and_then(|r| r.tool_component.as_ref())
             .and_then(|t| t.index)
-            .map_or(0, |i| usize::try_from(i).map_or(usize::MAX, |i| i.saturating_add(1)));
+            .map_or(0, |i| {
+                usize::try_from(i).map_or(usize::MAX, |i| i.saturating_add(1))
+            });
         let index = res
             .rule
             .as_ref()
@@ -490,7 +494,9 @@ impl<'r, 'de> RunState<'r, 'de> {
     fn push(&mut self, i: usize, res: &SarifResult<'_>, report: &mut Report) {
         let kind = res.kind.as_deref().unwrap_or("fail");
         if matches!(kind, "pass" | "notApplicable" | "informational") {
-            report.skipped.push(format!("run {} result {i}: kind {kind}", self.n));
+            report
+                .skipped
+                .push(format!("run {} result {i}: kind {kind}", self.n));
             return;
         }
         if let Some(s) = &res.suppressions {
@@ -500,7 +506,9 @@ impl<'r, 'de> RunState<'r, 'de> {
                 .iter()
                 .any(|s| matches!(s.status.as_deref(), None | Some("accepted")));
             if active {
-                report.skipped.push(format!("run {} result {i}: suppressed", self.n));
+                report
+                    .skipped
+                    .push(format!("run {} result {i}: suppressed", self.n));
                 return;
             }
         }
@@ -626,7 +634,12 @@ impl<'de> Visitor<'de> for RunSeed<'_> {
                 report.git_ref = p.branch.as_deref().map(str::to_string);
             }
         }
-        complete_paths(&run, bases.as_ref(), artifacts.as_deref().unwrap_or(&[]), report);
+        complete_paths(
+            &run,
+            bases.as_ref(),
+            artifacts.as_deref().unwrap_or(&[]),
+            report,
+        );
         Ok(())
     }
 }
@@ -720,7 +733,9 @@ fn to_finding<'r>(
             artifact = art.and_then(|a| usize::try_from(a.index?).ok());
         }
         if uri.is_some() || artifact.is_some() {
-            base_id = art.and_then(|a| a.uri_base_id.as_deref()).filter(|_| uri.is_some());
+            base_id = art
+                .and_then(|a| a.uri_base_id.as_deref())
+                .filter(|_| uri.is_some());
             let region = p.region.as_ref();
             let line = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
             f.location = Some(Location {

@@ -1,16 +1,1006 @@
-//! Decoder for trivy reports (being written).
+//! Decoder for Trivy JSON (`trivy ... -f json`).
+//!
+//! Four shapes are read:
+//! - the `SchemaVersion: 2` report `{ArtifactName, ArtifactType, Metadata,
+//!   Results: [...]}` of image, filesystem, repository and SBOM scans;
+//! - the legacy (pre-schema) top-level list of results;
+//! - the Kubernetes cluster report, both `{ClusterName, Vulnerabilities:
+//!   [resource], Misconfigurations: [resource]}` and the newer
+//!   `{ClusterName, Resources: [resource]}`, where a resource is
+//!   `{Namespace, Kind, Name, Results}`; findings are located at
+//!   `<Namespace>/<Kind>/<Name>`;
+//! - `null`, an empty legacy report.
+//!
+//! Vulnerabilities become dependency findings (container when the artifact
+//! is an image or a cluster workload, SCA otherwise), misconfigurations IaC
+//! findings (checks with status `PASS` or `EXCEPTION` are skipped) and
+//! secrets secret findings. Licenses are not findings. Trivy masks secrets
+//! in `Match`; the line is still only kept as a salted hash.
+//!
+//! Coverage follows each result's `Class`: `os-pkgs` and `lang-pkgs` cover
+//! the dependency category, `config` IaC and `secret` secrets. Trivy lists
+//! no result for a secret scan that found nothing, so such a scan cannot be
+//! told from one that did not look for secrets.
 
+use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type, set_line_content};
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// The trivy decoder.
 pub struct TrivyDecoder;
+
+const SCANNER: &str = "trivy";
+
+/// Longest message kept from an advisory's description, in characters.
+const MAX_MESSAGE: usize = 1000;
+
+type Str<'a> = Cow<'a, str>;
+
+#[derive(Deserialize)]
+struct Document<'a> {
+    #[serde(default, rename = "SchemaVersion")]
+    schema_version: Option<IgnoredAny>,
+    #[serde(borrow, default, rename = "ArtifactName")]
+    artifact_name: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "ArtifactType")]
+    artifact_type: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Metadata")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(borrow, default, rename = "Results")]
+    results: Option<Vec<TrivyResult<'a>>>,
+    #[serde(borrow, default, rename = "ClusterName")]
+    cluster_name: Option<Str<'a>>,
+    /// Kubernetes report: resources with vulnerability results.
+    #[serde(borrow, default, rename = "Vulnerabilities")]
+    vulnerabilities: Option<Vec<Resource<'a>>>,
+    /// Kubernetes report: resources with misconfiguration results.
+    #[serde(borrow, default, rename = "Misconfigurations")]
+    misconfigurations: Option<Vec<Resource<'a>>>,
+    /// Newer Kubernetes report: all resources.
+    #[serde(borrow, default, rename = "Resources")]
+    resources: Option<Vec<Resource<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default, rename = "RepoURL")]
+    repo_url: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Commit")]
+    commit: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Branch")]
+    branch: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Resource<'a> {
+    #[serde(borrow, default, rename = "Namespace")]
+    namespace: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Kind")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Name")]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Results")]
+    results: Option<Vec<TrivyResult<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct TrivyResult<'a> {
+    #[serde(borrow, default, rename = "Target")]
+    target: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Class")]
+    class: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Type")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Vulnerabilities")]
+    vulnerabilities: Option<Vec<Vulnerability<'a>>>,
+    #[serde(borrow, default, rename = "Misconfigurations")]
+    misconfigurations: Option<Vec<Misconfiguration<'a>>>,
+    #[serde(borrow, default, rename = "Secrets")]
+    secrets: Option<Vec<Secret<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Vulnerability<'a> {
+    #[serde(borrow, default, rename = "VulnerabilityID")]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "VendorIDs")]
+    vendor_ids: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default, rename = "PkgName")]
+    pkg_name: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "PkgPath")]
+    pkg_path: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "PkgIdentifier")]
+    pkg_identifier: Option<PkgIdentifier<'a>>,
+    #[serde(borrow, default, rename = "InstalledVersion")]
+    installed_version: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "FixedVersion")]
+    fixed_version: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Severity")]
+    severity: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "SeveritySource")]
+    severity_source: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "PrimaryURL")]
+    primary_url: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Title")]
+    title: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Description")]
+    description: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "CweIDs")]
+    cwe_ids: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default, rename = "CVSS")]
+    cvss: Option<BTreeMap<Str<'a>, Cvss>>,
+    #[serde(borrow, default, rename = "References")]
+    references: Option<Vec<Str<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct PkgIdentifier<'a> {
+    #[serde(borrow, default, rename = "PURL")]
+    purl: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Cvss {
+    #[serde(default, rename = "V40Score")]
+    v40: Option<f64>,
+    #[serde(default, rename = "V3Score")]
+    v3: Option<f64>,
+    #[serde(default, rename = "V2Score")]
+    v2: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Misconfiguration<'a> {
+    #[serde(borrow, default, rename = "ID")]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "AVDID")]
+    avd_id: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Title")]
+    title: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Description")]
+    description: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Message")]
+    message: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Severity")]
+    severity: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "PrimaryURL")]
+    primary_url: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "References")]
+    references: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default, rename = "Status")]
+    status: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "CauseMetadata")]
+    cause: Option<CauseMetadata<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CauseMetadata<'a> {
+    #[serde(default, rename = "StartLine")]
+    start_line: Option<i64>,
+    #[serde(default, rename = "EndLine")]
+    end_line: Option<i64>,
+    #[serde(borrow, default, rename = "Code")]
+    code: Option<Code<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Code<'a> {
+    #[serde(borrow, default, rename = "Lines")]
+    lines: Option<Vec<CodeLine<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct CodeLine<'a> {
+    #[serde(default, rename = "Number")]
+    number: Option<i64>,
+    #[serde(borrow, default, rename = "Content")]
+    content: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Secret<'a> {
+    #[serde(borrow, default, rename = "RuleID")]
+    rule_id: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Severity")]
+    severity: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Title")]
+    title: Option<Str<'a>>,
+    #[serde(default, rename = "StartLine")]
+    start_line: Option<i64>,
+    #[serde(default, rename = "EndLine")]
+    end_line: Option<i64>,
+    #[serde(borrow, default, rename = "Match")]
+    matched: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Code")]
+    code: Option<Code<'a>>,
+}
 
 impl Decoder for TrivyDecoder {
     fn format(&self) -> Format {
         Format::Trivy
     }
 
-    fn decode(&self, _bytes: &[u8], _ctx: &DecodeContext) -> Result<Report, DecodeError> {
-        Err(DecodeError::UnknownFormat("trivy".into()))
+    fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let json = |e| DecodeError::from_json(Format::Trivy, e);
+        let mut report = Report::default();
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            let results: Vec<TrivyResult<'_>> = serde_json::from_slice(bytes).map_err(json)?;
+            decode_legacy(&results, ctx, &mut report);
+            return Ok(report);
+        }
+        match serde_json::from_slice::<Option<Document<'_>>>(bytes).map_err(json)? {
+            None => decode_legacy(&[], ctx, &mut report),
+            Some(doc) => decode_document(doc, ctx, &mut report)?,
+        }
+        Ok(report)
+    }
+}
+
+/// The legacy list of results (or `null`): no artifact type, so a result
+/// of operating-system packages marks the artifact as an image.
+fn decode_legacy(results: &[TrivyResult<'_>], ctx: &DecodeContext, report: &mut Report) {
+    if results.is_empty() {
+        // Trivy printed `null`: its vulnerability scan found no packages.
+        report
+            .coverage
+            .insert((SCANNER.into(), Category::Container));
+        report.coverage.insert((SCANNER.into(), Category::Sca));
+        return;
+    }
+    let image = results
+        .iter()
+        .any(|r| r.kind.as_deref().is_some_and(is_os_type));
+    let scope = Scope {
+        salt: &ctx.secret_salt,
+        dependency: dependency_category(image),
+        resource: None,
+    };
+    for (i, r) in results.iter().enumerate() {
+        decode_result(r, &format!("Results[{i}]"), &scope, report);
+    }
+}
+
+fn decode_document(
+    doc: Document<'_>,
+    ctx: &DecodeContext,
+    report: &mut Report,
+) -> Result<(), DecodeError> {
+    let k8s = doc.cluster_name.is_some()
+        || doc.resources.is_some()
+        || doc.vulnerabilities.is_some()
+        || doc.misconfigurations.is_some();
+    let schema2 = doc.schema_version.is_some()
+        || doc.results.is_some()
+        || doc.artifact_name.is_some()
+        || doc.artifact_type.is_some();
+    if !k8s && !schema2 {
+        return Err(DecodeError::Shape {
+            format: Format::Trivy,
+            detail: "expected an object with `Results` (SchemaVersion 2) or `ClusterName`/\
+                     `Resources` (Kubernetes report), a list of results, or null"
+                .into(),
+        });
+    }
+
+    let artifact_type = doc.artifact_type.as_deref().unwrap_or("").trim();
+    let artifact_name = doc.artifact_name.as_deref().unwrap_or("").trim();
+    let image = artifact_type.eq_ignore_ascii_case("container_image");
+    report.target = if image {
+        Target::new(TargetKind::Image, artifact_name).ok()
+    } else if artifact_type.eq_ignore_ascii_case("repository") {
+        let repo_url = doc.metadata.as_ref().and_then(|m| m.repo_url.as_deref());
+        [Some(artifact_name), repo_url]
+            .into_iter()
+            .flatten()
+            .find(|n| is_url_ish(n))
+            .and_then(|n| Target::new(TargetKind::Repo, n).ok())
+    } else {
+        None
+    };
+    if let Some(m) = &doc.metadata {
+        let some = |s: &Option<Str<'_>>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        report.commit = some(&m.commit);
+        report.git_ref = some(&m.branch);
+    }
+
+    let scope = Scope {
+        salt: &ctx.secret_salt,
+        dependency: dependency_category(image),
+        resource: None,
+    };
+    for (i, r) in doc.results.iter().flatten().enumerate() {
+        decode_result(r, &format!("Results[{i}]"), &scope, report);
+    }
+
+    // Kubernetes: every vulnerability is in a workload's image.
+    if doc.vulnerabilities.is_some() {
+        report
+            .coverage
+            .insert((SCANNER.into(), Category::Container));
+    }
+    if doc.misconfigurations.is_some() {
+        report.coverage.insert((SCANNER.into(), Category::Iac));
+    }
+    let lists = [
+        ("Vulnerabilities", &doc.vulnerabilities),
+        ("Misconfigurations", &doc.misconfigurations),
+        ("Resources", &doc.resources),
+    ];
+    for (list, resources) in lists {
+        for (i, res) in resources.iter().flatten().enumerate() {
+            let path = resource_path(res);
+            let scope = Scope {
+                salt: &ctx.secret_salt,
+                dependency: Category::Container,
+                resource: Some(&path),
+            };
+            for (j, r) in res.results.iter().flatten().enumerate() {
+                decode_result(r, &format!("{list}[{i}].Results[{j}]"), &scope, report);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the findings of one result share.
+struct Scope<'s> {
+    salt: &'s str,
+    /// Category of vulnerabilities: container or SCA.
+    dependency: Category,
+    /// `<Namespace>/<Kind>/<Name>` of a Kubernetes resource.
+    resource: Option<&'s str>,
+}
+
+fn dependency_category(image: bool) -> Category {
+    if image {
+        Category::Container
+    } else {
+        Category::Sca
+    }
+}
+
+/// `default/Deployment/redis`, or `ClusterRole/admin` for cluster-scoped
+/// resources.
+fn resource_path(res: &Resource<'_>) -> String {
+    [&res.namespace, &res.kind, &res.name]
+        .into_iter()
+        .filter_map(|p| p.as_deref().map(str::trim).filter(|s| !s.is_empty()))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Trivy's operating-system result types (`debian`, `alpine`, `redhat`...).
+fn is_os_type(kind: &str) -> bool {
+    matches!(ecosystem(kind).as_str(), "deb" | "apk" | "rpm")
+}
+
+/// A repository URL rather than a local path.
+fn is_url_ish(name: &str) -> bool {
+    let name = name.trim();
+    if name.contains("://") || name.starts_with("git@") {
+        return true;
+    }
+    match name.split_once('/') {
+        Some((host, rest)) => host.contains('.') && !host.starts_with('.') && !rest.is_empty(),
+        None => false,
+    }
+}
+
+fn decode_result(r: &TrivyResult<'_>, label: &str, scope: &Scope<'_>, report: &mut Report) {
+    let target = r.target.as_deref().unwrap_or("").trim();
+    let result_path = match scope.resource {
+        Some(res) => res.to_string(),
+        None => clean_path(target, None),
+    };
+    let class = r.class.as_deref().map(str::trim);
+    let covered = match class {
+        Some("os-pkgs" | "lang-pkgs") => Some(scope.dependency),
+        Some("config") => Some(Category::Iac),
+        Some("secret") => Some(Category::Secret),
+        // Legacy results have no class and only hold vulnerabilities.
+        None if r.misconfigurations.is_none() && r.secrets.is_none() => Some(scope.dependency),
+        _ => None,
+    };
+    if let Some(c) = covered {
+        report.coverage.insert((SCANNER.into(), c));
+    }
+
+    for (i, v) in r.vulnerabilities.iter().flatten().enumerate() {
+        match vulnerability(v, r, &result_path, scope) {
+            Some(f) => push(report, f),
+            None => report.skipped.push(format!(
+                "{label}.Vulnerabilities[{i}] ({target}): no VulnerabilityID (package {})",
+                v.pkg_name.as_deref().unwrap_or("?")
+            )),
+        }
+    }
+    for (i, m) in r.misconfigurations.iter().flatten().enumerate() {
+        let status = m.status.as_deref().unwrap_or("FAIL").trim();
+        if status.eq_ignore_ascii_case("PASS") || status.eq_ignore_ascii_case("EXCEPTION") {
+            let id = m.avd_id.as_deref().or(m.id.as_deref()).unwrap_or("?");
+            report.skipped.push(format!(
+                "{label}.Misconfigurations[{i}] ({target}): {id} status {status}"
+            ));
+            continue;
+        }
+        push(report, misconfiguration(m, &result_path, scope));
+    }
+    for s in r.secrets.iter().flatten() {
+        push(report, secret(s, &result_path, scope));
+    }
+}
+
+fn push(report: &mut Report, f: Finding) {
+    report.coverage.insert((SCANNER.into(), f.category));
+    report.findings.push(f);
+}
+
+fn vulnerability(
+    v: &Vulnerability<'_>,
+    r: &TrivyResult<'_>,
+    result_path: &str,
+    scope: &Scope<'_>,
+) -> Option<Finding> {
+    let ids =
+        v.id.iter()
+            .chain(v.vendor_ids.iter().flatten())
+            .map(|s| s.as_ref());
+    let (rule_id, aliases) = canonical_vuln_id(ids)?;
+    let (severity, source) = vulnerability_severity(v);
+    let pkg_name = non_empty(&v.pkg_name);
+    let title = non_empty(&v.title);
+    let message = match (non_empty(&v.description), title) {
+        (Some(d), _) => shorten(d, MAX_MESSAGE),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => match pkg_name {
+            Some(p) => format!("{rule_id} in {p}"),
+            None => rule_id.clone(),
+        },
+    };
+
+    let mut f = Finding::new(SCANNER, scope.dependency, rule_id, severity, message);
+    f.aliases = aliases;
+    f.severity_source = Some(source);
+    f.title = title.map(str::to_string);
+    f.help_uri = non_empty(&v.primary_url)
+        .or_else(|| v.references.iter().flatten().find_map(|u| non_empty_str(u)))
+        .map(str::to_string);
+    f.cwe = cwes(v.cwe_ids.iter().flatten().map(|s| s.as_ref()));
+    if let Some(name) = pkg_name {
+        let purl_kind = v
+            .pkg_identifier
+            .as_ref()
+            .and_then(|p| p.purl.as_deref())
+            .and_then(purl_type);
+        let eco = match (purl_kind, non_empty(&r.kind)) {
+            (Some(t), _) | (None, Some(t)) => ecosystem(t),
+            (None, None) => "unknown".to_string(),
+        };
+        f.package = Some(Package {
+            ecosystem: eco,
+            name: name.to_string(),
+            version: non_empty(&v.installed_version).map(str::to_string),
+            fixed_version: non_empty(&v.fixed_version).map(str::to_string),
+        });
+    }
+    let path = match (scope.resource, non_empty(&v.pkg_path)) {
+        (None, Some(p)) => clean_path(p, None),
+        _ => result_path.to_string(),
+    };
+    if !path.is_empty() {
+        f.location = Some(Location {
+            path,
+            ..Location::default()
+        });
+    }
+    Some(f)
+}
+
+/// Trivy's own severity, unless it is missing or `UNKNOWN`; then the CVSS
+/// score of the severity source, of NVD, or of any vendor.
+fn vulnerability_severity(v: &Vulnerability<'_>) -> (Severity, String) {
+    let label = non_empty(&v.severity);
+    if let Some(l) = label.filter(|l| !l.eq_ignore_ascii_case("unknown")) {
+        if let Some(s) = Severity::from_label(l) {
+            return (s, format!("trivy:{l}"));
+        }
+    }
+    if let Some(score) = cvss_score(v) {
+        return (Severity::from_cvss(score), format!("cvss:{score}"));
+    }
+    match label {
+        Some(l) => (
+            Severity::from_label(l).unwrap_or(Severity::Info),
+            format!("trivy:{l}"),
+        ),
+        None => (Severity::Info, "trivy:none".to_string()),
+    }
+}
+
+fn cvss_score(v: &Vulnerability<'_>) -> Option<f64> {
+    let map = v.cvss.as_ref()?;
+    let score = |c: &Cvss| {
+        [c.v40, c.v3, c.v2]
+            .into_iter()
+            .flatten()
+            .find(|s| s.is_finite())
+    };
+    let preferred = [non_empty(&v.severity_source), Some("nvd"), Some("ghsa")];
+    preferred
+        .into_iter()
+        .flatten()
+        .find_map(|vendor| map.get(vendor).and_then(score))
+        .or_else(|| map.values().find_map(score))
+}
+
+fn misconfiguration(m: &Misconfiguration<'_>, path: &str, scope: &Scope<'_>) -> Finding {
+    let rule_id = non_empty(&m.avd_id)
+        .or(non_empty(&m.id))
+        .unwrap_or("unknown");
+    let (severity, source) = label_severity(non_empty(&m.severity));
+    let title = non_empty(&m.title);
+    let message = non_empty(&m.message)
+        .or(title)
+        .map(str::to_string)
+        .or_else(|| non_empty(&m.description).map(|d| shorten(d, MAX_MESSAGE)))
+        .unwrap_or_else(|| rule_id.to_string());
+    let mut f = Finding::new(SCANNER, Category::Iac, rule_id, severity, message);
+    f.severity_source = Some(source);
+    f.title = title.map(str::to_string);
+    f.help_uri = non_empty(&m.primary_url)
+        .or_else(|| m.references.iter().flatten().find_map(|u| non_empty_str(u)))
+        .map(str::to_string);
+    let cause = m.cause.as_ref();
+    let start = cause.and_then(|c| c.start_line);
+    let end = cause.and_then(|c| c.end_line);
+    f.location = location(path, start, end);
+    let line = start.and_then(|n| code_line(cause?.code.as_ref()?, n));
+    if let Some(l) = line {
+        f.evidence.snippet = Some(l.trim_end().to_string());
+    }
+    set_line_content(&mut f, line, scope.salt);
+    f
+}
+
+fn secret(s: &Secret<'_>, path: &str, scope: &Scope<'_>) -> Finding {
+    let rule_id = non_empty(&s.rule_id).unwrap_or("unknown");
+    let (severity, source) = label_severity(non_empty(&s.severity));
+    let title = non_empty(&s.title);
+    let message = match title {
+        Some(t) => t.to_string(),
+        None => format!("secret matching rule {rule_id}"),
+    };
+    let mut f = Finding::new(SCANNER, Category::Secret, rule_id, severity, message);
+    f.severity_source = Some(source);
+    f.title = title.map(str::to_string);
+    f.location = location(path, s.start_line, s.end_line);
+    // `Match` is the (masked) line; it is only ever kept salted and hashed.
+    let line = s
+        .matched
+        .as_deref()
+        .and_then(|m| m.lines().next())
+        .or_else(|| code_line(s.code.as_ref()?, s.start_line?));
+    set_line_content(&mut f, line, scope.salt);
+    f
+}
+
+/// The content of line `number` among a code excerpt's lines.
+fn code_line<'c>(code: &'c Code<'_>, number: i64) -> Option<&'c str> {
+    code.lines
+        .iter()
+        .flatten()
+        .find(|l| l.number == Some(number))
+        .and_then(|l| l.content.as_deref())
+}
+
+fn location(path: &str, start: Option<i64>, end: Option<i64>) -> Option<Location> {
+    if path.is_empty() {
+        return None;
+    }
+    // Trivy writes 0 when it does not know the line.
+    let line = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0);
+    Some(Location {
+        path: path.to_string(),
+        start_line: line(start),
+        end_line: line(end),
+        ..Location::default()
+    })
+}
+
+fn label_severity(label: Option<&str>) -> (Severity, String) {
+    match label {
+        Some(l) => (
+            Severity::from_label(l).unwrap_or(Severity::Info),
+            format!("trivy:{l}"),
+        ),
+        None => (Severity::Info, "trivy:none".to_string()),
+    }
+}
+
+fn non_empty<'s>(s: &'s Option<Str<'_>>) -> Option<&'s str> {
+    s.as_deref().and_then(non_empty_str)
+}
+
+fn non_empty_str(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
+/// At most `max` characters, cut at a character boundary with an ellipsis.
+fn shorten(s: &str, max: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if s.chars().nth(max).is_some() => {
+            let mut out = s[..cut].trim_end().to_string();
+            out.push('…');
+            out
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// `CWE-79` from `CWE-79`, `cwe-79: Cross-site Scripting`; drops
+/// `NVD-CWE-Other` and the like.
+fn cwes<'s>(raw: impl IntoIterator<Item = &'s str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        let head = r.trim().split([':', ' ']).next().unwrap_or("");
+        let Some(num) = head
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("cwe-"))
+            .and_then(|_| head.get(4..))
+        else {
+            continue;
+        };
+        let digits: String = num.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse::<u32>() {
+            let id = format!("CWE-{n}");
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../shared/corpus/scans/trivy/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
+        TrivyDecoder.decode(bytes, &DecodeContext::default())
+    }
+
+    fn decode_corpus(name: &str) -> Report {
+        decode(&corpus(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// (file, MANIFEST raw count, skipped records, coverage expected).
+    const TABLE: &[(&str, usize, usize, bool)] = &[
+        ("all_statuses.json", 8, 0, true),
+        ("cvss_severity_source.json", 2, 0, true),
+        ("cvssv4_severity_source.json", 3, 0, true),
+        ("issue_10991.json", 37, 0, true),
+        ("issue_14136.json", 1, 0, true),
+        ("issue_9092.json", 1, 0, true),
+        ("issue_9170.json", 37, 0, true),
+        ("issue_9263.json", 1, 0, true),
+        ("issue_9333.json", 13, 0, true),
+        ("kubernetes.json", 20, 0, true),
+        (
+            "kubernetes_fabricated_internal_duplicates.json",
+            13,
+            0,
+            true,
+        ),
+        (
+            "kubernetes_fabricated_internal_duplicates_subset.json",
+            5,
+            0,
+            true,
+        ),
+        ("kubernetes_fabricated_subset.json", 13, 0, true),
+        ("legacy_many_vulns.json", 93, 0, true),
+        ("legacy_no_vuln.json", 0, 0, true),
+        // One entry has only PkgName: skipped, not fatal.
+        ("legacy_trivy_mix.json", 7, 1, true),
+        // Licenses are not findings, and a license scan covers nothing.
+        ("license_scheme.json", 0, 0, false),
+        ("misconfigurations_and_secrets.json", 5, 0, true),
+        ("scheme_2_many_vulns.json", 5, 0, true),
+        ("scheme_2_no_vuln.json", 0, 0, true),
+        ("severity_prio.json", 2, 0, true),
+    ];
+
+    #[test]
+    fn corpus_counts() {
+        for &(name, raw, skipped, covered) in TABLE {
+            let r = decode_corpus(name);
+            assert_eq!(r.skipped.len(), skipped, "{name}: {:?}", r.skipped);
+            assert_eq!(r.findings.len() + r.skipped.len(), raw, "{name}");
+            assert_eq!(!r.coverage.is_empty(), covered, "{name}: {:?}", r.coverage);
+            for f in &r.findings {
+                assert_eq!(f.scanner, "trivy");
+                assert!(r.coverage.contains(&("trivy".into(), f.category)), "{name}");
+                if f.category.is_dependency() {
+                    assert!(f.package.is_some(), "{name}: {f:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn image_vulnerability_fields() {
+        let r = decode_corpus("scheme_2_many_vulns.json");
+        assert_eq!(
+            r.target.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("image:teamdojo")
+        );
+        assert_eq!(
+            r.coverage.iter().collect::<Vec<_>>(),
+            vec![&("trivy".to_string(), Category::Container)]
+        );
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.rule_id == "CVE-2018-1324")
+            .expect("CVE-2018-1324");
+        assert_eq!(f.category, Category::Container);
+        let p = f.package.as_ref().unwrap();
+        assert_eq!(p.ecosystem, "maven");
+        assert_eq!(p.name, "org.apache.commons:commons-compress");
+        assert_eq!(f.path(), Some("app/libs/commons-compress-1.14"));
+    }
+
+    #[test]
+    fn filesystem_vulnerability_misconfiguration_and_secrets() {
+        let r = decode_corpus("misconfigurations_and_secrets.json");
+        assert!(r.target.is_none(), "ArtifactName `.` names no target");
+        let cats: Vec<Category> = r.findings.iter().map(|f| f.category).collect();
+        assert_eq!(
+            cats,
+            [
+                Category::Sca,
+                Category::Sca,
+                Category::Iac,
+                Category::Secret,
+                Category::Secret
+            ]
+        );
+        for c in [Category::Sca, Category::Iac, Category::Secret] {
+            assert!(r.coverage.contains(&("trivy".into(), c)));
+        }
+
+        let v = &r.findings[0];
+        assert_eq!(v.rule_id, "CVE-2021-33503");
+        assert_eq!(v.severity, Severity::High);
+        assert_eq!(v.severity_source.as_deref(), Some("trivy:HIGH"));
+        assert_eq!(v.path(), Some("requirements.txt"));
+        assert_eq!(v.cwe, vec!["CWE-400"]);
+        assert_eq!(
+            v.help_uri.as_deref(),
+            Some("https://avd.aquasec.com/nvd/cve-2021-33503")
+        );
+        assert_eq!(
+            v.package,
+            Some(Package {
+                ecosystem: "pypi".into(),
+                name: "urllib3".into(),
+                version: Some("1.26.3".into()),
+                fixed_version: Some("1.26.5".into()),
+            })
+        );
+
+        let m = &r.findings[2];
+        assert_eq!(m.rule_id, "DS002");
+        assert_eq!(m.severity, Severity::High);
+        assert_eq!(m.path(), Some("Dockerfile"));
+        assert_eq!(m.title.as_deref(), Some("Image user should not be 'root'"));
+
+        let s = &r.findings[3];
+        assert_eq!(s.rule_id, "github-pat");
+        assert_eq!(s.severity, Severity::Critical);
+        assert_eq!(s.path(), Some("Dockerfile"));
+        assert_eq!(s.start_line(), Some(24));
+        assert!(s.content_hash.is_some());
+        for f in &r.findings[3..] {
+            let dbg = format!("{f:?}");
+            assert!(!dbg.contains("GITHUB_PAT"), "{dbg}");
+            assert!(f.evidence.snippet.is_none());
+        }
+    }
+
+    #[test]
+    fn misconfiguration_line_content() {
+        let r = decode_corpus("issue_14136.json");
+        let f = &r.findings[0];
+        assert_eq!(f.rule_id, "AVD-AWS-0143");
+        assert_eq!(f.category, Category::Iac);
+        assert_eq!(f.severity, Severity::Low);
+        assert_eq!(f.path(), Some("../../aws-credentials/main.tf"));
+        assert_eq!(f.start_line(), Some(20));
+        assert_eq!(
+            f.content_hash,
+            Some(crate::fingerprint::line_hash(
+                r#"resource "aws_iam_user" "this" {"#
+            ))
+        );
+    }
+
+    #[test]
+    fn kubernetes_reports() {
+        let r = decode_corpus("kubernetes.json");
+        assert!(r.target.is_none());
+        let v = &r.findings[0];
+        assert_eq!(v.category, Category::Container);
+        assert_eq!(v.rule_id, "CVE-2020-27350");
+        assert_eq!(v.aliases, vec!["DSA-4808-1"]);
+        assert_eq!(v.path(), Some("default/Deployment/redis-follower"));
+        assert_eq!(v.package.as_ref().unwrap().ecosystem, "deb");
+        let m = r
+            .findings
+            .iter()
+            .find(|f| f.category == Category::Iac)
+            .unwrap();
+        assert_eq!(m.rule_id, "KSV001");
+        assert_eq!(m.path(), Some("default/Deployment/redis-follower"));
+        assert_eq!(m.start_line(), Some(132));
+        assert!(m.content_hash.is_some());
+
+        let r = decode_corpus("issue_9170.json");
+        assert!(r.findings.iter().all(|f| f.category == Category::Iac));
+        assert_eq!(r.findings[0].rule_id, "AVD-KSV-0116");
+        assert_eq!(r.findings[0].severity, Severity::Low);
+        assert_eq!(r.findings[0].path(), Some("default/Service/kubernetes"));
+        assert_eq!(
+            r.coverage.iter().collect::<Vec<_>>(),
+            vec![&("trivy".to_string(), Category::Iac)]
+        );
+    }
+
+    #[test]
+    fn legacy_reports() {
+        let r = decode_corpus("legacy_trivy_mix.json");
+        assert!(
+            r.skipped[0].contains("simplito/elliptic-php"),
+            "{:?}",
+            r.skipped
+        );
+        // An alpine result marks the artifact as an image.
+        assert!(r.findings.iter().all(|f| f.category == Category::Container));
+        let lodash = &r.findings[0];
+        assert_eq!(lodash.rule_id, "CVE-2018-16487");
+        assert_eq!(lodash.package.as_ref().unwrap().ecosystem, "npm");
+        assert_eq!(lodash.path(), Some("node-app/package-lock.json"));
+
+        let r = decode_corpus("legacy_no_vuln.json");
+        assert!(r.findings.is_empty());
+        assert!(r.coverage.contains(&("trivy".into(), Category::Sca)));
+    }
+
+    #[test]
+    fn severity_falls_back_to_cvss() {
+        let r = decode_corpus("severity_prio.json");
+        assert_eq!(r.findings[0].severity, Severity::Low);
+        assert_eq!(r.findings[1].severity, Severity::Critical);
+        let doc = r#"{"SchemaVersion":2,"Results":[{"Target":"go.sum","Class":"lang-pkgs","Type":"gomod",
+            "Vulnerabilities":[
+              {"VulnerabilityID":"GHSA-aaaa-bbbb-cccc","PkgName":"x","SeveritySource":"ghsa",
+               "CVSS":{"ghsa":{"V3Score":7.5},"nvd":{"V3Score":9.8}}},
+              {"VulnerabilityID":"CVE-2020-1","PkgName":"x","Severity":"UNKNOWN","CVSS":{"redhat":{"V2Score":5}}},
+              {"VulnerabilityID":"CVE-2020-2","PkgName":"x","Severity":"SPICY"},
+              {"VulnerabilityID":"CVE-2020-3","PkgName":"x"}]}]}"#;
+        let r = decode(doc.as_bytes()).unwrap();
+        let got: Vec<(Severity, &str)> = r
+            .findings
+            .iter()
+            .map(|f| (f.severity, f.severity_source.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Severity::High, "cvss:7.5"),
+                (Severity::Medium, "cvss:5"),
+                (Severity::Info, "trivy:SPICY"),
+                (Severity::Info, "trivy:none"),
+            ]
+        );
+        assert_eq!(r.findings[0].package.as_ref().unwrap().ecosystem, "golang");
+    }
+
+    #[test]
+    fn passed_checks_are_skipped_and_targets_named() {
+        let doc = r#"{"SchemaVersion":2,"ArtifactName":"https://github.com/acme/api","ArtifactType":"repository",
+            "Metadata":{"Commit":"abc123","Branch":"main","Author":"Jane <jane@example.com>"},
+            "Results":[{"Target":"main.tf","Class":"config","Type":"terraform","Misconfigurations":[
+              {"ID":"AVD-1","Status":"PASS"},{"ID":"AVD-2","Status":"FAIL","Severity":"MEDIUM",
+               "CauseMetadata":{"StartLine":3,"EndLine":4,"Code":{"Lines":[{"Number":3,"Content":"  acl = \"public\""}]}}}]}]}"#;
+        let r = decode(doc.as_bytes()).unwrap();
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.skipped.len(), 1);
+        assert!(r.skipped[0].contains("AVD-1"));
+        assert_eq!(
+            r.target.as_ref().unwrap().to_string(),
+            "repo:github.com/acme/api"
+        );
+        assert_eq!(r.commit.as_deref(), Some("abc123"));
+        assert_eq!(r.git_ref.as_deref(), Some("main"));
+        let f = &r.findings[0];
+        assert_eq!(
+            (f.start_line(), f.location.as_ref().unwrap().end_line),
+            (Some(3), Some(4))
+        );
+        assert_eq!(
+            f.content_hash,
+            Some(crate::fingerprint::line_hash("acl = \"public\""))
+        );
+        assert!(!format!("{r:?}").contains("jane"));
+    }
+
+    #[test]
+    fn wrong_shapes_are_named() {
+        for (doc, needle) in [
+            (r#"{"Results": 5}"#, "expected a sequence"),
+            (r#"{"matches": []}"#, "Results"),
+            (r#"[{"Target": 1}]"#, "invalid type"),
+            ("5", "invalid type"),
+        ] {
+            match decode(doc.as_bytes()) {
+                Err(e @ DecodeError::Shape { .. }) => {
+                    assert!(e.to_string().contains(needle), "{doc}: {e}")
+                }
+                other => panic!("{doc}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        for name in [
+            "misconfigurations_and_secrets.json",
+            "kubernetes.json",
+            "legacy_trivy_mix.json",
+        ] {
+            let bytes = corpus(name);
+            let end = bytes.trim_ascii_end().len();
+            for cut in [1, end / 3, end / 2, end - 1] {
+                let err = decode(&bytes[..cut]).unwrap_err();
+                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
+            }
+        }
+        assert_eq!(decode(b"").unwrap_err().reason(), "syntax");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(shorten("abcdef", 4), "abc…");
+        assert_eq!(shorten("abcd", 4), "abcd");
+        assert_eq!(shorten("ééééé", 3).chars().count(), 3);
+        assert_eq!(
+            cwes(["CWE-79", "NVD-CWE-Other", "cwe-89: SQL", "CWE-79"]),
+            ["CWE-79", "CWE-89"]
+        );
+        assert!(is_url_ish("github.com/acme/api"));
+        assert!(is_url_ish("git@github.com:acme/api.git"));
+        assert!(!is_url_ish("."));
+        assert!(!is_url_ish("./src/app"));
     }
 }
