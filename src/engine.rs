@@ -148,7 +148,8 @@ impl Engine {
                 fps.shrink_to_fit();
             }
             let attribution = attribute.attribute(target, &finding);
-            let ticket_key = ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
+            let ticket_key =
+                ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
             Some(Observation {
                 fingerprint,
                 finding,
@@ -226,7 +227,10 @@ impl Engine {
                     .iter()
                     .next()
                     .and_then(|fp| ts.findings.get(fp))
-                    .map_or_else(|| Arc::new(Attribution::unattributed()), |r| Arc::clone(&r.attribution));
+                    .map_or_else(
+                        || Arc::new(Attribution::unattributed()),
+                        |r| Arc::clone(&r.attribution),
+                    );
                 sink.ticket(ticket_event(rec, t, now, attribution));
             }
         }

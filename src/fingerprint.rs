@@ -181,7 +181,10 @@ pub fn assign_in_place(findings: &mut Vec<Finding>, target: &Target) -> Vec<Stri
     for (i, fp) in fps.iter().enumerate() {
         match index.get(fp.as_str()) {
             Some(&first) => {
-                let dup = std::mem::replace(&mut findings[i], Finding::new("", Category::Sast, "", Severity::Info, ""));
+                let dup = std::mem::replace(
+                    &mut findings[i],
+                    Finding::new("", Category::Sast, "", Severity::Info, ""),
+                );
                 merge(&mut findings[first], dup);
                 keep[i] = false;
             }
@@ -196,7 +199,10 @@ pub fn assign_in_place(findings: &mut Vec<Finding>, target: &Target) -> Vec<Stri
     }
     let mut flags = keep.iter();
     findings.retain(|_| flags.next().copied().unwrap_or(true));
-    fps.into_iter().zip(keep).filter_map(|(fp, k)| k.then_some(fp)).collect()
+    fps.into_iter()
+        .zip(keep)
+        .filter_map(|(fp, k)| k.then_some(fp))
+        .collect()
 }
 
 /// Folds a duplicate into the first finding: the higher severity wins and

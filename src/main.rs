@@ -24,7 +24,9 @@ fn main() -> ExitCode {
                     stdout.lock(),
                     stderr.lock(),
                 ),
-                OwnersCommand::Check(args) => custody::ownership::check(args, stdout.lock(), stderr.lock()),
+                OwnersCommand::Check(args) => {
+                    custody::ownership::check(args, stdout.lock(), stderr.lock())
+                }
             };
             ExitCode::from(code)
         }

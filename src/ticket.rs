@@ -167,7 +167,7 @@ pub fn refresh(
         let severity = a.severity_open.or(a.severity_any).unwrap_or(f.severity);
         let title = match &f.package {
             Some(p) => format!("{} in {}", f.rule_id, p.name),
-            None => f.title.clone().unwrap_or_else(|| f.rule_id.clone()),
+            None => f.title.as_deref().unwrap_or(&f.rule_id).to_string(),
         };
         let route = router
             .route(sample.team.as_deref(), severity, f.category)

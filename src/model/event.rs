@@ -133,7 +133,7 @@ pub struct FindingEvent {
     pub aliases: Vec<String>,
     /// Short title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
+    pub title: Option<Arc<str>>,
     /// The scanner's message.
     pub message: String,
     /// Latest location.

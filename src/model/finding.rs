@@ -4,6 +4,7 @@
 use super::{Severity, Target};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The kind of analysis that produced a finding.
 #[derive(
@@ -111,8 +112,9 @@ pub struct Finding {
     /// Normalized severity.
     pub severity: Severity,
     /// Where the severity came from (`cvss:7.5`, `level:error`, ...).
+    /// Shared (`Arc`) because most findings of a report repeat a few values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity_source: Option<String>,
+    pub severity_source: Option<Arc<str>>,
     /// The target, when the finding names its own; otherwise the scan's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
@@ -122,9 +124,10 @@ pub struct Finding {
     /// Affected package, for dependency findings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<Package>,
-    /// Short title (rule name or vulnerability title).
+    /// Short title (rule name or vulnerability title); shared between the
+    /// findings of one rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
+    pub title: Option<Arc<str>>,
     /// The scanner's message.
     pub message: String,
     /// Proof shown by the scanner.
@@ -141,9 +144,10 @@ pub struct Finding {
     /// CWE ids such as `CWE-78`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cwe: Vec<String>,
-    /// Link to the rule or advisory.
+    /// Link to the rule or advisory; shared between the findings of one
+    /// rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub help_uri: Option<String>,
+    pub help_uri: Option<Arc<str>>,
     /// An owner stated by the finding itself (e.g. a cloud resource tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,

@@ -89,8 +89,8 @@ fn finding(file: &str, e: &Entry<'_>, salt: &str) -> Finding {
         Severity::High,
         format!("{kind} detected"),
     );
-    f.severity_source = Some("detect-secrets:default".to_string());
-    f.title = Some(kind.to_string());
+    f.severity_source = Some("detect-secrets:default".into());
+    f.title = Some(kind.into());
     let path = e
         .filename
         .as_deref()

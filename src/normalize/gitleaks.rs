@@ -104,8 +104,8 @@ fn finding(l: &Leak<'_>, salt: &str) -> Finding {
     }
 
     let mut f = Finding::new(SCANNER, Category::Secret, rule_id, Severity::High, message);
-    f.severity_source = Some("gitleaks:default".to_string());
-    f.title = title;
+    f.severity_source = Some("gitleaks:default".into());
+    f.title = title.map(Into::into);
     let file = non_empty(&l.file).or(non_empty(&l.file_v7));
     if let Some(path) = file {
         let num = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0);

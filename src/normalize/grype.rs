@@ -225,7 +225,7 @@ fn finding(m: &Match<'_>, category: Category) -> Option<Finding> {
 
     let mut f = Finding::new(SCANNER, category, rule_id, severity, message);
     f.aliases = aliases;
-    f.severity_source = Some(source);
+    f.severity_source = Some(source.into());
     f.help_uri = non_empty(&v.data_source)
         .or_else(|| {
             v.urls
@@ -234,7 +234,7 @@ fn finding(m: &Match<'_>, category: Category) -> Option<Finding> {
                 .flatten()
                 .find_map(|u| non_empty_str(u))
         })
-        .map(str::to_string);
+        .map(Into::into);
     if let Some(name) = name {
         let eco = match (non_empty(&a.purl).and_then(purl_type), non_empty(&a.kind)) {
             (Some(t), _) | (None, Some(t)) => ecosystem(t),

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// The SARIF decoder.
 pub struct SarifDecoder;
@@ -423,6 +424,10 @@ struct RunState<'r, 'de> {
     category: Category,
     tool: Tool<'de>,
     by_id: HashMap<String, (usize, usize)>,
+    /// Per component and rule: title and help link, shared by its findings.
+    meta: Vec<Vec<RuleMeta>>,
+    /// Distinct severity sources, shared by the findings that give them.
+    sources: HashMap<String, Arc<str>>,
     base_ids: Vec<String>,
     fixups: Vec<Fixup>,
     n: usize,
@@ -436,20 +441,26 @@ impl<'r, 'de> RunState<'r, 'de> {
             scanner: scanner_name(driver_name),
             category: category_for_tool(driver_name),
             by_id: HashMap::new(),
+            meta: Vec::new(),
+            sources: HashMap::new(),
             base_ids: Vec::new(),
             fixups: Vec::new(),
             n,
             tool,
         };
         let mut by_id = HashMap::new();
+        let mut meta = Vec::new();
         for c in 0..=state.tool.extensions.as_ref().map_or(0, Vec::len) {
-            for (i, r) in state.component(c).iter().enumerate() {
+            let rules = state.component(c);
+            for (i, r) in rules.iter().enumerate() {
                 if let Some(id) = r.id.as_deref() {
                     by_id.entry(id.to_string()).or_insert((c, i));
                 }
             }
+            meta.push(rules.iter().map(RuleMeta::of).collect());
         }
         state.by_id = by_id;
+        state.meta = meta;
         state
     }
 
@@ -462,9 +473,9 @@ impl<'r, 'de> RunState<'r, 'de> {
         comp.and_then(|c| c.rules.as_deref()).unwrap_or(&[])
     }
 
-    /// The rule a result refers to: by index (in the driver or the named
-    /// extension), else by id.
-    fn rule(&self, res: &SarifResult<'_>) -> Option<&Rule<'de>> {
+    /// The rule a result refers to (component and index): by index (in the
+    /// driver or the named extension), else by id.
+    fn rule(&self, res: &SarifResult<'_>) -> Option<(usize, usize)> {
         let comp = res
             .rule
             .as_ref()
@@ -479,15 +490,14 @@ impl<'r, 'de> RunState<'r, 'de> {
             .and_then(|r| r.index)
             .or(res.rule_index)
             .and_then(|i| usize::try_from(i).ok());
-        if let Some(r) = index.and_then(|i| self.component(comp).get(i)) {
-            return Some(r);
+        if let Some(i) = index.filter(|&i| i < self.component(comp).len()) {
+            return Some((comp, i));
         }
         let id = res
             .rule_id
             .as_deref()
             .or_else(|| res.rule.as_ref()?.id.as_deref())?;
-        let &(c, i) = self.by_id.get(id)?;
-        self.component(c).get(i)
+        self.by_id.get(id).copied()
     }
 
     /// Converts one result (or records why it is skipped).
@@ -512,8 +522,20 @@ impl<'r, 'de> RunState<'r, 'de> {
                 return;
             }
         }
-        let rule = self.rule(res);
-        let (f, base, artifact) = to_finding(res, rule, &self.scanner, self.category, self.ctx);
+        let at = self.rule(res);
+        let rule = at.and_then(|(c, i)| self.component(c).get(i));
+        let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
+        let (mut f, source, base, artifact) =
+            to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
+        let shared = match self.sources.get(&source) {
+            Some(s) => Arc::clone(s),
+            None => {
+                let s: Arc<str> = source.as_str().into();
+                self.sources.insert(source, Arc::clone(&s));
+                s
+            }
+        };
+        f.severity_source = Some(shared);
         let base = base.map(|b| match self.base_ids.iter().position(|x| x == b) {
             Some(p) => p,
             None => {
@@ -677,16 +699,37 @@ fn complete_paths(
     }
 }
 
-/// Converts a result; also returns the `uriBaseId` its path is relative to
-/// and the artifact index when the location names no URI, for
-/// [`complete_paths`].
+/// A rule's title and help link, made once and shared by its findings.
+struct RuleMeta {
+    title: Option<Arc<str>>,
+    help_uri: Option<Arc<str>>,
+}
+
+impl RuleMeta {
+    fn of(r: &Rule<'_>) -> RuleMeta {
+        RuleMeta {
+            title: r
+                .short_description
+                .as_ref()
+                .and_then(|m| m.text.as_deref())
+                .or(r.name.as_deref())
+                .map(|t| t.trim().into()),
+            help_uri: r.help_uri.as_deref().map(Into::into),
+        }
+    }
+}
+
+/// Converts a result; also returns where its severity came from, the
+/// `uriBaseId` its path is relative to and the artifact index when the
+/// location names no URI, for [`complete_paths`].
 fn to_finding<'r>(
     res: &'r SarifResult<'_>,
     rule: Option<&Rule<'_>>,
+    meta: Option<&RuleMeta>,
     scanner: &str,
     category: Category,
     ctx: &DecodeContext,
-) -> (Finding, Option<&'r str>, Option<usize>) {
+) -> (Finding, String, Option<&'r str>, Option<usize>) {
     let rule_id = res
         .rule_id
         .as_deref()
@@ -707,15 +750,8 @@ fn to_finding<'r>(
         .unwrap_or_else(|| rule_id.to_string());
 
     let mut f = Finding::new(scanner, category, rule_id, severity, message);
-    f.severity_source = Some(source);
-    f.title = rule.and_then(|r| {
-        r.short_description
-            .as_ref()
-            .and_then(|m| m.text.as_deref())
-            .or(r.name.as_deref())
-            .map(|t| t.trim().to_string())
-    });
-    f.help_uri = rule.and_then(|r| r.help_uri.as_deref()).map(str::to_string);
+    f.title = meta.and_then(|m| m.title.clone());
+    f.help_uri = meta.and_then(|m| m.help_uri.clone());
     f.cwe = cwes(props, rprops);
 
     let phys = res
@@ -766,7 +802,7 @@ fn to_finding<'r>(
         }
     }
     set_line_content(&mut f, line_text.as_deref(), &ctx.secret_salt);
-    (f, base_id, artifact)
+    (f, source, base_id, artifact)
 }
 
 /// The source line at the result's start: the region snippet's first line,

@@ -419,7 +419,7 @@ fn result_finding(r: &SgResult<'_>, salt: &str) -> Finding {
             f
         }
     };
-    f.severity_source = Some(source);
+    f.severity_source = Some(source.into());
     f.cwe = cwes(meta.into_iter().flat_map(|m| loose_strings(&m.cwe)));
     f.help_uri = meta
         .and_then(|m| {
@@ -428,7 +428,7 @@ fn result_finding(r: &SgResult<'_>, salt: &str) -> Finding {
                 .flatten()
                 .find_map(Loose::first)
         })
-        .map(str::to_string);
+        .map(Into::into);
 
     let found = sca.and_then(|s| s.dependency_match.as_ref()).and_then(|d| {
         d.found_dependency
@@ -570,8 +570,8 @@ fn app_vuln_finding(v: &AppVuln<'_>) -> Finding {
 
     let mut f = Finding::new(SCANNER, Category::Sca, rule_id, severity, message);
     f.aliases = aliases;
-    f.severity_source = Some(source);
-    f.title = title.map(str::to_string);
+    f.severity_source = Some(source.into());
+    f.title = title.map(Into::into);
     f.cwe = cwes(
         refs.into_iter()
             .flat_map(|r| r.cwe_ids.iter().flatten())
@@ -579,7 +579,7 @@ fn app_vuln_finding(v: &AppVuln<'_>) -> Finding {
     );
     f.help_uri = refs
         .and_then(|r| r.urls.iter().flatten().find_map(|u| non_empty_str(u)))
-        .map(str::to_string);
+        .map(Into::into);
 
     let dep = v.matched_dependency.as_ref();
     if let Some(name) = dep.and_then(|d| non_empty(&d.name)) {

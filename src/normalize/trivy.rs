@@ -470,11 +470,11 @@ fn vulnerability(
 
     let mut f = Finding::new(SCANNER, scope.dependency, rule_id, severity, message);
     f.aliases = aliases;
-    f.severity_source = Some(source);
-    f.title = title.map(str::to_string);
+    f.severity_source = Some(source.into());
+    f.title = title.map(Into::into);
     f.help_uri = non_empty(&v.primary_url)
         .or_else(|| v.references.iter().flatten().find_map(|u| non_empty_str(u)))
-        .map(str::to_string);
+        .map(Into::into);
     f.cwe = cwes(v.cwe_ids.iter().flatten().map(|s| s.as_ref()));
     if let Some(name) = pkg_name {
         let purl_kind = v
@@ -555,11 +555,11 @@ fn misconfiguration(m: &Misconfiguration<'_>, path: &str, scope: &Scope<'_>) -> 
         .or_else(|| non_empty(&m.description).map(|d| shorten(d, MAX_MESSAGE)))
         .unwrap_or_else(|| rule_id.to_string());
     let mut f = Finding::new(SCANNER, Category::Iac, rule_id, severity, message);
-    f.severity_source = Some(source);
-    f.title = title.map(str::to_string);
+    f.severity_source = Some(source.into());
+    f.title = title.map(Into::into);
     f.help_uri = non_empty(&m.primary_url)
         .or_else(|| m.references.iter().flatten().find_map(|u| non_empty_str(u)))
-        .map(str::to_string);
+        .map(Into::into);
     let cause = m.cause.as_ref();
     let start = cause.and_then(|c| c.start_line);
     let end = cause.and_then(|c| c.end_line);
@@ -581,8 +581,8 @@ fn secret(s: &Secret<'_>, path: &str, scope: &Scope<'_>) -> Finding {
         None => format!("secret matching rule {rule_id}"),
     };
     let mut f = Finding::new(SCANNER, Category::Secret, rule_id, severity, message);
-    f.severity_source = Some(source);
-    f.title = title.map(str::to_string);
+    f.severity_source = Some(source.into());
+    f.title = title.map(Into::into);
     f.location = location(path, s.start_line, s.end_line);
     // `Match` is the (masked) line; it is only ever kept salted and hashed.
     let line = s

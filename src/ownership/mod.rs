@@ -11,7 +11,12 @@ use crate::cli::{CheckArgs, ExplainArgs};
 use std::io::{BufRead, Write};
 
 /// `custody owners explain`; returns the exit status.
-pub fn explain(args: ExplainArgs, stdin: impl BufRead, stdout: impl Write, mut stderr: impl Write) -> u8 {
+pub fn explain(
+    args: ExplainArgs,
+    stdin: impl BufRead,
+    stdout: impl Write,
+    mut stderr: impl Write,
+) -> u8 {
     match &args.codeowners {
         Some(file) => explain_codeowners::run(
             file,
@@ -31,6 +36,10 @@ pub fn explain(args: ExplainArgs, stdin: impl BufRead, stdout: impl Write, mut s
 
 /// `custody owners check`; returns the exit status.
 pub fn check(args: CheckArgs, _stdout: impl Write, mut stderr: impl Write) -> u8 {
-    let _ = writeln!(stderr, "custody owners check: cannot read {}", args.owners.display());
+    let _ = writeln!(
+        stderr,
+        "custody owners check: cannot read {}",
+        args.owners.display()
+    );
     2
 }
