@@ -52,6 +52,10 @@ pub struct ProcessArgs {
     /// order; `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Ownership configuration (file, or directory holding owners.toml):
+    /// attributes every finding to a team, with the evidence.
+    #[arg(long, value_name = "CONFIG")]
+    pub owners: Option<PathBuf>,
     /// The scanned target (`repo:host/org/name`, `image:name`,
     /// `cloud:account`); defaults to the target a report names.
     #[arg(long, value_name = "SPEC")]

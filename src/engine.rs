@@ -104,6 +104,49 @@ impl Engine {
         self
     }
 
+    /// Replaces the attribution of a running engine (a reloaded ownership
+    /// configuration); follow with [`Engine::reattribute`].
+    pub fn set_attribution(&mut self, attribute: Box<dyn Attribute>) {
+        self.attribute = attribute;
+    }
+
+    /// Re-attributes every open and accepted finding: `reassigned` events
+    /// for those whose team changed, and the ticket events that follow.
+    pub fn reattribute(&self, state: &mut State, now: DateTime<Utc>) -> Output {
+        self.each_target(state, now, |ts, target| {
+            lifecycle::reattribute(ts, |f| {
+                let a = self.attribute.attribute(target, f);
+                let key = ticket::ticket_key(a.team.as_deref(), target, f.group_id());
+                (a, key)
+            })
+        })
+    }
+
+    /// Runs `step` over every target's state and finishes its transitions
+    /// into events.
+    fn each_target(
+        &self,
+        state: &mut State,
+        now: DateTime<Utc>,
+        mut step: impl FnMut(&mut lifecycle::TargetState, &Target) -> Vec<Transition>,
+    ) -> Output {
+        let mut out = Output::default();
+        let targets: Vec<String> = state.targets.keys().cloned().collect();
+        for spec in targets {
+            let Ok(target) = spec.parse::<Target>() else {
+                continue;
+            };
+            let Some(ts) = state.targets.get_mut(&spec) else {
+                continue;
+            };
+            let transitions = step(ts, &target);
+            if !transitions.is_empty() {
+                self.finish(state, &target, transitions, now, None, &mut out);
+            }
+        }
+        out
+    }
+
     /// What decoders need (the secret salt).
     pub fn decode_context(&self) -> &DecodeContext {
         &self.decode
@@ -186,21 +229,7 @@ impl Engine {
     /// Advances the clock over every target: SLA breaches and expired
     /// acceptances.
     pub fn tick(&self, state: &mut State, now: DateTime<Utc>) -> Output {
-        let mut out = Output::default();
-        let targets: Vec<String> = state.targets.keys().cloned().collect();
-        for spec in targets {
-            let Ok(target) = spec.parse::<Target>() else {
-                continue;
-            };
-            let Some(ts) = state.targets.get_mut(&spec) else {
-                continue;
-            };
-            let transitions = lifecycle::tick(ts, now);
-            if !transitions.is_empty() {
-                self.finish(state, &target, transitions, now, None, &mut out);
-            }
-        }
-        out
+        self.each_target(state, now, |ts, _| lifecycle::tick(ts, now))
     }
 
     fn finish(

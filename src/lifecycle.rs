@@ -553,6 +553,41 @@ fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mu
     }
 }
 
+/// Re-runs attribution over the open and accepted findings of a target
+/// (after the ownership configuration changed): a finding whose team
+/// changes is `reassigned` and moves to its new ticket; a changed
+/// explanation with the same team is recorded silently.
+pub fn reattribute(
+    ts: &mut TargetState,
+    decide: impl Fn(&Finding) -> (Arc<Attribution>, String),
+) -> Vec<Transition> {
+    let mut out = Vec::new();
+    for (fp, rec) in ts.findings.iter_mut() {
+        if !matches!(rec.status, Status::Open | Status::Accepted) {
+            continue;
+        }
+        let (attribution, ticket_key) = decide(&rec.finding);
+        if attribution.team == rec.team {
+            rec.attribution = attribution;
+            continue;
+        }
+        let previous_team = std::mem::replace(&mut rec.team, attribution.team.clone());
+        rec.attribution = attribution;
+        let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key);
+        push(
+            rec,
+            fp,
+            FindingEventKind::Reassigned,
+            previous_team,
+            &mut out,
+        );
+        if let Some(last) = out.last_mut() {
+            last.previous_ticket = Some(previous_ticket);
+        }
+    }
+    out
+}
+
 /// Advances the clock: expired acceptances reopen, open findings past their
 /// due date breach (once).
 pub fn tick(ts: &mut TargetState, now: DateTime<Utc>) -> Vec<Transition> {

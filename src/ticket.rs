@@ -161,6 +161,22 @@ pub fn refresh(
     for (key, a) in aggs {
         let sample = a.sample_open.as_ref().or(a.sample_any.as_ref());
         let Some(sample) = sample.and_then(|fp| ts.findings.get(fp)) else {
+            // No member left at all (all reassigned to other teams): an
+            // open ticket is resolved.
+            if let Some(rec) = ts.tickets.get_mut(key) {
+                if rec.status == TicketStatus::Open {
+                    rec.status = TicketStatus::Resolved;
+                    rec.open_members.clear();
+                    rec.counts = TicketCounts::default();
+                    rec.breached = false;
+                    rec.seq += 1;
+                    out.push(TicketTransition {
+                        key: key.to_string(),
+                        kind: TicketEventKind::Resolved,
+                        seq: rec.seq,
+                    });
+                }
+            }
             continue;
         };
         let f = &sample.finding;

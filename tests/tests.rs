@@ -4,4 +4,5 @@ mod churn;
 mod cli;
 mod corpus;
 mod lifecycle;
+mod ownership;
 mod schemas;

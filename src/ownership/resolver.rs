@@ -1,0 +1,154 @@
+//! The resolver: who owns a finding, in DESIGN.md's order, first hit wins,
+//! and every answer says which source and rule decided it.
+//!
+//! 1. an owner stated by the finding itself (e.g. a cloud resource tag), or
+//!    configured for the whole repository;
+//! 2. the repository's CODEOWNERS, matched on the finding's path (a rule
+//!    with no owners leaves the path to the next source);
+//! 3. image and cloud mappings;
+//! 4. the repository's fallback, then the global fallback;
+//! 5. otherwise unattributed.
+//!
+//! Owner handles map to team ids through the alias table; a handle no team
+//! claims is used as it is (lowercased, without `@`), and `owners check`
+//! lists it.
+
+use super::config::{normalize_alias, Ownership};
+use crate::engine::Attribute;
+use crate::model::{Attribution, Finding, Target, TargetKind};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Attributes findings with an [`Ownership`] configuration.
+pub struct Resolver {
+    own: Arc<Ownership>,
+    /// One shared answer per CODEOWNERS rule (by target and line).
+    by_rule: HashMap<(Target, u32), Arc<Attribution>>,
+    none: Arc<Attribution>,
+}
+
+impl Resolver {
+    /// Compiles the answers of every rule once.
+    pub fn new(own: Arc<Ownership>) -> Resolver {
+        let mut by_rule = HashMap::new();
+        for (target, repo) in &own.repos {
+            if let Some((file, co)) = &repo.codeowners {
+                for rule in co.rules() {
+                    if let Some(team) = team_for(&own, &rule.owners) {
+                        let a = Attribution {
+                            team: Some(team),
+                            source: "codeowners".into(),
+                            file: Some(file.clone()),
+                            line: Some(rule.line),
+                            rule: Some(rule.pattern.clone()),
+                            owners: rule.owners.clone(),
+                        };
+                        by_rule.insert((target.clone(), rule.line), Arc::new(a));
+                    }
+                }
+            }
+        }
+        Resolver {
+            own,
+            by_rule,
+            none: Arc::new(Attribution::unattributed()),
+        }
+    }
+
+    /// The configuration it resolves with.
+    pub fn ownership(&self) -> &Ownership {
+        &self.own
+    }
+
+    /// Who owns `path` (if any) on `target`, given an owner the finding
+    /// states itself (if any).
+    pub fn explain(
+        &self,
+        target: &Target,
+        path: Option<&str>,
+        stated: Option<&str>,
+    ) -> Arc<Attribution> {
+        let own = &*self.own;
+        let repo = own.repo(target);
+        let simple = |source: &str, owner: &str, file: Option<String>| {
+            Arc::new(Attribution {
+                team: team_for(own, std::slice::from_ref(&owner.to_string())),
+                source: source.into(),
+                file,
+                line: None,
+                rule: None,
+                owners: vec![owner.to_string()],
+            })
+        };
+        if let Some(o) = stated.filter(|o| !o.trim().is_empty()) {
+            return simple("finding", o, None);
+        }
+        if let Some(o) = repo.and_then(|r| r.owner.as_deref()) {
+            return simple("target", o, Some(own.origin.clone()));
+        }
+        if let (Some((file, co)), Some(path)) = (repo.and_then(|r| r.codeowners.as_ref()), path) {
+            if let Some(d) = co.lookup(path) {
+                if d.rules.len() == 1 {
+                    if let Some(a) = self.by_rule.get(&(target.clone(), d.line())) {
+                        return Arc::clone(a);
+                    }
+                } else if !d.owners.is_empty() {
+                    // GitLab: owners united across sections.
+                    let owners: Vec<String> = d.owners.iter().map(|o| o.to_string()).collect();
+                    return Arc::new(Attribution {
+                        team: team_for(own, &owners),
+                        source: "codeowners".into(),
+                        file: Some(file.clone()),
+                        line: Some(d.line()),
+                        rule: Some(
+                            d.rules
+                                .iter()
+                                .map(|r| r.pattern.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" | "),
+                        ),
+                        owners,
+                    });
+                }
+            }
+        }
+        let mappings = match target.kind() {
+            TargetKind::Image => own.images.as_slice(),
+            TargetKind::Cloud => own.cloud.as_slice(),
+            TargetKind::Repo => &[],
+        };
+        if let Some(m) = mappings.iter().find(|m| m.matcher.is_match(target.name())) {
+            return Arc::new(Attribution {
+                team: team_for(own, std::slice::from_ref(&m.team)),
+                source: "mapping".into(),
+                file: Some(own.origin.clone()),
+                line: None,
+                rule: Some(format!("{} = {}", m.key, m.pattern)),
+                owners: vec![m.team.clone()],
+            });
+        }
+        if let Some(o) = repo.and_then(|r| r.fallback.as_deref()) {
+            return simple("fallback", o, Some(own.origin.clone()));
+        }
+        if let Some(o) = own.fallback.as_deref() {
+            return simple("fallback", o, Some(own.origin.clone()));
+        }
+        Arc::clone(&self.none)
+    }
+}
+
+/// The team of a list of owners: the first that names a known team, else
+/// the first handle itself.
+fn team_for(own: &Ownership, owners: &[String]) -> Option<String> {
+    owners
+        .iter()
+        .find_map(|o| own.team_of(o).map(str::to_string))
+        .or_else(|| owners.first().map(|o| normalize_alias(o)))
+        .filter(|t| !t.is_empty())
+}
+
+impl Attribute for Resolver {
+    fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
+        self.explain(target, finding.path(), finding.owner.as_deref())
+    }
+}

@@ -1,0 +1,342 @@
+//! Ownership configuration, the resolver's order and explanations, and
+//! reassignment when ownership changes.
+
+use custody::model::Target;
+use custody::ownership::{Ownership, Resolver};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ownership")
+}
+
+fn tornado() -> Target {
+    "repo:github.com/tornadoweb/tornado".parse().unwrap()
+}
+
+fn parse(text: &str, files: &[(&str, &str)]) -> Result<Ownership, String> {
+    let files: Vec<(String, String)> = files
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let read = move |p: &Path| {
+        files
+            .iter()
+            .find(|(name, _)| p.ends_with(name))
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+    };
+    Ownership::parse(text, "owners.toml", Path::new("/cfg"), &read).map_err(|e| e.to_string())
+}
+
+#[test]
+fn resolution_order_and_evidence() {
+    let own = Ownership::load(&fixture()).unwrap();
+    let r = Resolver::new(Arc::new(own));
+    let t = tornado();
+    /// (path, stated owner, team, source, line)
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+        Option<u32>,
+    );
+    let table: &[Case] = &[
+        (
+            Some("tornado/web.py"),
+            None,
+            Some("web-platform"),
+            "codeowners",
+            Some(2),
+        ),
+        (
+            Some("tornado/iostream.py"),
+            None,
+            Some("networking"),
+            "codeowners",
+            Some(3),
+        ),
+        (
+            Some("tornado/tcpserver.py"),
+            None,
+            Some("networking"),
+            "codeowners",
+            Some(5),
+        ),
+        (
+            Some("tornado/test/web_test.py"),
+            None,
+            Some("qa"),
+            "codeowners",
+            Some(6),
+        ),
+        (
+            Some("tornado/test/netutil_test.py"),
+            None,
+            Some("networking"),
+            "codeowners",
+            Some(7),
+        ),
+        // A rule without owners leaves the path to the fallback.
+        (
+            Some("tornado/speedups.c"),
+            None,
+            Some("appsec"),
+            "fallback",
+            None,
+        ),
+        // No rule at all: fallback.
+        (Some("setup.cfg"), None, Some("appsec"), "fallback", None),
+        // An owner stated by the finding wins over everything.
+        (
+            Some("tornado/web.py"),
+            Some("security@acme.example"),
+            Some("appsec"),
+            "finding",
+            None,
+        ),
+        // A handle no team claims is used as it is.
+        (
+            Some("docs/index.rst"),
+            None,
+            Some("docs-team@acme.example"),
+            "codeowners",
+            Some(10),
+        ),
+    ];
+    for &(path, stated, team, source, line) in table {
+        let a = r.explain(&t, path, stated);
+        assert_eq!(a.team.as_deref(), team, "{path:?}");
+        assert_eq!(a.source, source, "{path:?}");
+        assert_eq!(a.line, line, "{path:?}");
+    }
+    let a = r.explain(&t, Some("tornado/netutil.py"), None);
+    assert_eq!(
+        a.owners,
+        vec!["@acme/networking".to_string(), "@alice".to_string()]
+    );
+    assert_eq!(a.rule.as_deref(), Some("/tornado/netutil.py"));
+    assert_eq!(a.file.as_deref(), Some("tornado.CODEOWNERS"));
+}
+
+#[test]
+fn images_cloud_and_unattributed() {
+    let own = parse(
+        r#"
+        [[teams]]
+        id = "web"
+        aliases = ["@acme/web"]
+        [[images]]
+        pattern = "ghcr.io/acme/web-*"
+        team = "@acme/web"
+        [[cloud]]
+        pattern = "aws/1111*"
+        team = "web"
+        "#,
+        &[],
+    )
+    .unwrap();
+    let r = Resolver::new(Arc::new(own));
+    let img: Target = "image:ghcr.io/acme/web-frontend:1.2".parse().unwrap();
+    let a = r.explain(&img, Some("usr/lib/libssl.so"), None);
+    assert_eq!(
+        (a.team.as_deref(), a.source.as_str()),
+        (Some("web"), "mapping")
+    );
+    let cloud: Target = "cloud:aws/111122223333".parse().unwrap();
+    assert_eq!(r.explain(&cloud, None, None).team.as_deref(), Some("web"));
+    let other: Target = "image:docker.io/library/nginx".parse().unwrap();
+    let a = r.explain(&other, None, None);
+    assert_eq!((a.team.as_deref(), a.source.as_str()), (None, "none"));
+}
+
+#[test]
+fn aliases_are_case_insensitive_and_backstage_aware() {
+    let own = parse(
+        "[[teams]]\nid = \"payments\"\naliases = [\"@Acme/Payments\", \"group:default/payments\", \"Pay@Acme.example\"]\n",
+        &[],
+    )
+    .unwrap();
+    for handle in [
+        "@acme/payments",
+        "acme/PAYMENTS",
+        "group:payments",
+        "group:default/payments",
+        "pay@acme.example",
+        "payments",
+    ] {
+        assert_eq!(own.team_of(handle), Some("payments"), "{handle}");
+    }
+    assert_eq!(own.team_of("@acme/other"), None);
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let table: &[(&str, &str)] = &[
+        ("[[teams]]\nid = \"a b\"", "teams[0].id"),
+        (
+            "[[teams]]\nid = \"a\"\naliases=[\"@x\"]\n[[teams]]\nid = \"b\"\naliases=[\"@X\"]",
+            "teams[1].aliases",
+        ),
+        ("[[repos]]\ntarget = \"image:x\"", "repos[0].target"),
+        (
+            "[[repos]]\ntarget = \"repo:a/b/c\"\ncodeowners = \"missing\"",
+            "repos[0].codeowners",
+        ),
+        (
+            "[[repos]]\ntarget = \"repo:a/b/c\"\n[[repos]]\ntarget = \"repo:A/b/c\"",
+            "repos[1].target",
+        ),
+        (
+            "[[images]]\npattern = \"a[\"\nteam = \"t\"",
+            "images[0].pattern",
+        ),
+        ("[[teams]]\nidd = \"x\"", "idd"),
+    ];
+    for (text, want) in table {
+        let err = parse(text, &[]).unwrap_err();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+fn custody(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn owners_check_and_explain_commands() {
+    let cfg = fixture();
+    let cfg = cfg.to_str().unwrap();
+    let out = custody(&["owners", "check", "--owners", cfg]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "docs-team@acme.example is an unknown alias"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tornado.CODEOWNERS:10") && text.contains("docs-team@acme.example"),
+        "{text}"
+    );
+
+    let out = custody(&[
+        "owners",
+        "explain",
+        "--owners",
+        cfg,
+        "--target",
+        "repo:github.com/tornadoweb/tornado",
+        "--path",
+        "tornado/iostream.py",
+        "--path",
+        "README.rst",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["team"], "networking");
+    assert_eq!(lines[0]["line"], 3);
+    assert_eq!(lines[1]["source"], "fallback");
+
+    let out = custody(&["owners", "check", "--owners", "/nonexistent/owners.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn process_attributes_and_reassigns_when_ownership_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let report =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/churn/bandit-6.5.sarif");
+    let run = |cfg: &Path| {
+        custody(&[
+            "process",
+            "--owners",
+            cfg.to_str().unwrap(),
+            "--target",
+            "repo:github.com/tornadoweb/tornado",
+            "--state",
+            state.to_str().unwrap(),
+            "--at",
+            "2026-01-01T00:00:00Z",
+            report.to_str().unwrap(),
+        ])
+    };
+    let out = run(&fixture());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let findings: Vec<&Value> = events.iter().filter(|e| e["kind"] == "finding").collect();
+    assert_eq!(findings.len(), 269);
+    assert!(
+        findings.iter().all(|e| e["team"].is_string()),
+        "every finding attributed (fallback exists)"
+    );
+    let qa = findings.iter().filter(|e| e["team"] == "qa").count();
+    assert!(qa > 100, "tornado/test/ findings belong to qa: {qa}");
+    assert!(findings
+        .iter()
+        .any(|e| e["attribution"]["source"] == "codeowners" && e["attribution"]["line"] == 6));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("qa") && stderr.contains("networking"),
+        "{stderr}"
+    );
+
+    // The qa team hands tornado/test/ to web-platform: a changed
+    // CODEOWNERS reassigns exactly those findings, and nothing else moves.
+    let changed = tmp.path().join("changed");
+    std::fs::create_dir(&changed).unwrap();
+    std::fs::copy(fixture().join("owners.toml"), changed.join("owners.toml")).unwrap();
+    let co = std::fs::read_to_string(fixture().join("tornado.CODEOWNERS")).unwrap();
+    std::fs::write(
+        changed.join("tornado.CODEOWNERS"),
+        co.replace(
+            "/tornado/test/          @acme/qa",
+            "/tornado/test/          @acme/web-platform",
+        ),
+    )
+    .unwrap();
+    let out = run(&changed);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reassigned: Vec<&Value> = events.iter().filter(|e| e["kind"] == "finding").collect();
+    assert_eq!(reassigned.len(), qa);
+    assert!(reassigned.iter().all(|e| e["event"] == "reassigned"
+        && e["previous_team"] == "qa"
+        && e["team"] == "web-platform"));
+    // qa's tickets resolve; web-platform's tickets grow or open.
+    let tickets: Vec<&Value> = events.iter().filter(|e| e["kind"] == "ticket").collect();
+    assert!(tickets
+        .iter()
+        .any(|t| t["team"] == "qa" && t["event"] == "resolved"));
+    assert!(tickets
+        .iter()
+        .all(|t| t["team"] != "qa" || t["event"] == "resolved"));
+}
