@@ -123,6 +123,35 @@ fn resolution_order_and_evidence() {
 }
 
 #[test]
+fn catalog_owners_systems_and_group_hierarchy() {
+    let own = Ownership::load(&fixture()).unwrap();
+    let r = Resolver::new(Arc::new(own));
+    // Owned by a sub-team that is not a configured team: its parent group.
+    let api: Target = "repo:github.com/acme/payments-api".parse().unwrap();
+    let a = r.explain(&api, Some("src/main.go"), None);
+    assert_eq!(a.team.as_deref(), Some("payments"));
+    assert_eq!(a.source, "catalog");
+    assert_eq!(a.rule.as_deref(), Some("component:default/payments-api"));
+    assert_eq!(a.file.as_deref(), Some("catalog-info.yaml#4"));
+    assert_eq!(a.owners, vec!["group:default/payments-backend".to_string()]);
+    // No owner of its own: its system's (linked by source location).
+    let ledger: Target = "repo:github.com/acme/ledger".parse().unwrap();
+    let a = r.explain(&ledger, None, None);
+    assert_eq!(
+        (a.team.as_deref(), a.source.as_str()),
+        (Some("payments"), "catalog")
+    );
+    // An image mapped to a catalog service.
+    let img: Target = "image:ghcr.io/acme/payments-api:3.1".parse().unwrap();
+    let a = r.explain(&img, None, None);
+    assert_eq!(
+        (a.team.as_deref(), a.source.as_str()),
+        (Some("payments"), "mapping")
+    );
+    assert!(a.rule.as_deref().unwrap().contains("payments-api"));
+}
+
+#[test]
 fn images_cloud_and_unattributed() {
     let own = parse(
         r#"
@@ -195,6 +224,8 @@ fn configuration_errors_name_the_key() {
             "images[0].pattern",
         ),
         ("[[teams]]\nidd = \"x\"", "idd"),
+        ("[[images]]\npattern = \"x\"", "images[0]"),
+        ("catalog = [\"missing.yaml\"]", "catalog[0]"),
     ];
     for (text, want) in table {
         let err = parse(text, &[]).unwrap_err();
@@ -309,7 +340,9 @@ fn process_attributes_and_reassigns_when_ownership_changes() {
     // CODEOWNERS reassigns exactly those findings, and nothing else moves.
     let changed = tmp.path().join("changed");
     std::fs::create_dir(&changed).unwrap();
-    std::fs::copy(fixture().join("owners.toml"), changed.join("owners.toml")).unwrap();
+    for f in ["owners.toml", "catalog-info.yaml"] {
+        std::fs::copy(fixture().join(f), changed.join(f)).unwrap();
+    }
     let co = std::fs::read_to_string(fixture().join("tornado.CODEOWNERS")).unwrap();
     std::fs::write(
         changed.join("tornado.CODEOWNERS"),

@@ -27,6 +27,8 @@ struct RawOwnership {
     images: Vec<RawMapping>,
     #[serde(default)]
     cloud: Vec<RawMapping>,
+    #[serde(default)]
+    catalog: Vec<String>,
     fallback: Option<String>,
 }
 
@@ -53,7 +55,8 @@ struct RawRepo {
 #[serde(deny_unknown_fields)]
 struct RawMapping {
     pattern: String,
-    team: String,
+    team: Option<String>,
+    service: Option<String>,
 }
 
 /// What custody knows about one repository's ownership.
@@ -74,10 +77,20 @@ pub struct Mapping {
     pub pattern: String,
     /// Its compiled form.
     pub matcher: GlobMatcher,
-    /// The team (or alias) it maps to.
-    pub team: String,
+    /// What it maps to.
+    pub to: MappingTarget,
     /// Its position in the configuration, for explanations.
     pub key: String,
+}
+
+/// What a mapping names: a team directly, or a catalog entity whose owner
+/// owns the image or account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingTarget {
+    /// A team id or alias.
+    Team(String),
+    /// A catalog entity reference (`payments-api`, `component:payments-api`).
+    Service(String),
 }
 
 /// A validated ownership configuration.
@@ -95,6 +108,8 @@ pub struct Ownership {
     pub images: Vec<Mapping>,
     /// Cloud patterns, first match wins.
     pub cloud: Vec<Mapping>,
+    /// The service catalog.
+    pub catalog: super::catalog::Catalog,
     /// The global fallback team.
     pub fallback: Option<String>,
     /// Problems that do not stop loading (invalid CODEOWNERS lines, owner
@@ -245,10 +260,20 @@ impl Ownership {
                     let key = format!("{name}[{i}]");
                     let glob = Glob::new(&m.pattern)
                         .map_err(|e| invalid(format!("{key}.pattern"), format!("{e}")))?;
+                    let to = match (&m.team, &m.service) {
+                        (Some(t), None) => MappingTarget::Team(t.clone()),
+                        (None, Some(s)) => MappingTarget::Service(s.clone()),
+                        _ => {
+                            return Err(invalid(
+                                key,
+                                "needs exactly one of `team` and `service`".into(),
+                            ))
+                        }
+                    };
                     Ok(Mapping {
                         pattern: m.pattern.clone(),
                         matcher: glob.compile_matcher(),
-                        team: m.team.clone(),
+                        to,
                         key,
                     })
                 })
@@ -256,6 +281,19 @@ impl Ownership {
         };
         let images = mappings(&raw.images, "images")?;
         let cloud = mappings(&raw.cloud, "cloud")?;
+        let mut catalog = super::catalog::Catalog::default();
+        for (i, rel) in raw.catalog.iter().enumerate() {
+            let path = base.join(rel);
+            let text = read(&path).map_err(|e| {
+                invalid(
+                    format!("catalog[{i}]"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            catalog
+                .add_file(rel, &text)
+                .map_err(|e| invalid(format!("catalog[{i}]"), e))?;
+        }
         let mut own = Ownership {
             origin: origin.to_string(),
             teams,
@@ -263,37 +301,45 @@ impl Ownership {
             repos,
             images,
             cloud,
+            catalog,
             fallback: raw.fallback.clone(),
             warnings,
         };
         // Handles that no team claims still attribute (to the handle), but
         // are worth a warning: they are usually a missing alias.
         let mut unknown: Vec<String> = Vec::new();
-        let mut note = |h: &str, whr: String| {
+        let note = |unknown: &mut Vec<String>, h: &str, whr: String| {
             if own.team_of(h).is_none() {
                 unknown.push(format!("{whr}: owner {h:?} is not a known team or alias"));
             }
         };
         for (t, r) in &own.repos {
             for h in r.owner.iter().chain(r.fallback.iter()) {
-                note(h, format!("{t}"));
+                note(&mut unknown, h, format!("{t}"));
             }
             if let Some((file, co)) = &r.codeowners {
                 let mut seen = std::collections::BTreeSet::new();
                 for rule in co.rules() {
                     for o in &rule.owners {
                         if seen.insert(o.clone()) {
-                            note(o, format!("{file}:{}", rule.line));
+                            note(&mut unknown, o, format!("{file}:{}", rule.line));
                         }
                     }
                 }
             }
         }
         for m in own.images.iter().chain(own.cloud.iter()) {
-            note(&m.team, m.key.clone());
+            match &m.to {
+                MappingTarget::Team(t) => note(&mut unknown, t, m.key.clone()),
+                MappingTarget::Service(s) => {
+                    if own.catalog.lookup(s, "component").is_none() {
+                        unknown.push(format!("{}: service {s:?} is not in the catalog", m.key));
+                    }
+                }
+            }
         }
         if let Some(f) = &own.fallback {
-            note(f, "fallback".into());
+            note(&mut unknown, f, "fallback".into());
         }
         own.warnings.extend(unknown);
         Ok(own)

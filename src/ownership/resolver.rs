@@ -5,7 +5,10 @@
 //!    configured for the whole repository;
 //! 2. the repository's CODEOWNERS, matched on the finding's path (a rule
 //!    with no owners leaves the path to the next source);
-//! 3. image and cloud mappings;
+//! 3. the service catalog (the Backstage entity built from the repository,
+//!    its owner or its system's, groups resolved up their hierarchy to a
+//!    configured team), and image and cloud mappings (to a team, or to a
+//!    catalog service whose owner owns the image);
 //! 4. the repository's fallback, then the global fallback;
 //! 5. otherwise unattributed.
 //!
@@ -13,7 +16,7 @@
 //! claims is used as it is (lowercased, without `@`), and `owners check`
 //! lists it.
 
-use super::config::{normalize_alias, Ownership};
+use super::config::{normalize_alias, MappingTarget, Ownership};
 use crate::engine::Attribute;
 use crate::model::{Attribution, Finding, Target, TargetKind};
 use std::collections::HashMap;
@@ -112,20 +115,58 @@ impl Resolver {
                 }
             }
         }
+        if target.kind() == TargetKind::Repo {
+            if let Some(e) = own.catalog.for_repo(target) {
+                if let Some(owner) = own.catalog.owner_of(e) {
+                    return Arc::new(Attribution {
+                        team: Some(self.catalog_team(owner)),
+                        source: "catalog".into(),
+                        file: Some(e.source.clone()),
+                        line: None,
+                        rule: Some(e.reference()),
+                        owners: vec![owner.to_string()],
+                    });
+                }
+            }
+        }
         let mappings = match target.kind() {
             TargetKind::Image => own.images.as_slice(),
             TargetKind::Cloud => own.cloud.as_slice(),
             TargetKind::Repo => &[],
         };
         if let Some(m) = mappings.iter().find(|m| m.matcher.is_match(target.name())) {
-            return Arc::new(Attribution {
-                team: team_for(own, std::slice::from_ref(&m.team)),
-                source: "mapping".into(),
-                file: Some(own.origin.clone()),
-                line: None,
-                rule: Some(format!("{} = {}", m.key, m.pattern)),
-                owners: vec![m.team.clone()],
-            });
+            let (team, owner, rule) = match &m.to {
+                MappingTarget::Team(t) => (
+                    team_for(own, std::slice::from_ref(t)),
+                    t.clone(),
+                    format!("{} = {}", m.key, m.pattern),
+                ),
+                MappingTarget::Service(svc) => {
+                    let owner = own
+                        .catalog
+                        .lookup(svc, "component")
+                        .and_then(|e| own.catalog.owner_of(e))
+                        .map(str::to_string);
+                    match owner {
+                        Some(o) => (
+                            Some(self.catalog_team(&o)),
+                            o,
+                            format!("{} = {} -> {svc}", m.key, m.pattern),
+                        ),
+                        None => (None, String::new(), String::new()),
+                    }
+                }
+            };
+            if team.is_some() {
+                return Arc::new(Attribution {
+                    team,
+                    source: "mapping".into(),
+                    file: Some(own.origin.clone()),
+                    line: None,
+                    rule: Some(rule),
+                    owners: vec![owner],
+                });
+            }
         }
         if let Some(o) = repo.and_then(|r| r.fallback.as_deref()) {
             return simple("fallback", o, Some(own.origin.clone()));
@@ -134,6 +175,31 @@ impl Resolver {
             return simple("fallback", o, Some(own.origin.clone()));
         }
         Arc::clone(&self.none)
+    }
+}
+
+impl Resolver {
+    /// The team of a catalog owner: a configured team or alias, else the
+    /// nearest ancestor group that is one, else the owner itself.
+    fn catalog_team(&self, owner: &str) -> String {
+        let own = &*self.own;
+        if let Some(t) = own.team_of(owner) {
+            return t.to_string();
+        }
+        let mut current = owner.to_string();
+        for _ in 0..32 {
+            let Some(parent) = own.catalog.parent_of(&current) else {
+                break;
+            };
+            if let Some(t) = own
+                .team_of(&format!("group:{parent}"))
+                .or_else(|| own.team_of(&parent))
+            {
+                return t.to_string();
+            }
+            current = parent;
+        }
+        normalize_alias(owner)
     }
 }
 
