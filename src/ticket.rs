@@ -102,6 +102,8 @@ pub struct TicketTransition {
     pub kind: TicketEventKind,
     /// The ticket's sequence number after it.
     pub seq: u64,
+    /// For `reassigned`: the new team and the ticket its findings moved to.
+    pub moved_to: Option<(Option<String>, String)>,
 }
 
 #[derive(Default)]
@@ -161,10 +163,25 @@ pub fn refresh(
     for (key, a) in aggs {
         let sample = a.sample_open.as_ref().or(a.sample_any.as_ref());
         let Some(sample) = sample.and_then(|fp| ts.findings.get(fp)) else {
-            // No member left at all (all reassigned to other teams): an
-            // open ticket is resolved.
+            // No member left at all: its findings were reassigned. When
+            // they all went to one other ticket, this one is `reassigned`
+            // (naming where to); otherwise it is resolved.
+            let moved: BTreeSet<(Option<String>, String)> = ts
+                .tickets
+                .get(key)
+                .map(|rec| {
+                    rec.open_members
+                        .iter()
+                        .filter_map(|fp| ts.findings.get(fp))
+                        .map(|r| (r.team.clone(), r.ticket_key.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
             if let Some(rec) = ts.tickets.get_mut(key) {
                 if rec.status == TicketStatus::Open {
+                    let moved_to = (moved.len() == 1)
+                        .then(|| moved.into_iter().next())
+                        .flatten();
                     rec.status = TicketStatus::Resolved;
                     rec.open_members.clear();
                     rec.counts = TicketCounts::default();
@@ -172,8 +189,13 @@ pub fn refresh(
                     rec.seq += 1;
                     out.push(TicketTransition {
                         key: key.to_string(),
-                        kind: TicketEventKind::Resolved,
+                        kind: if moved_to.is_some() {
+                            TicketEventKind::Reassigned
+                        } else {
+                            TicketEventKind::Resolved
+                        },
                         seq: rec.seq,
+                        moved_to,
                     });
                 }
             }
@@ -195,6 +217,7 @@ pub fn refresh(
                 key: key.to_string(),
                 kind,
                 seq: rec.seq,
+                moved_to: None,
             });
         };
         match ts.tickets.get_mut(key) {

@@ -364,12 +364,26 @@ fn process_attributes_and_reassigns_when_ownership_changes() {
     assert!(reassigned.iter().all(|e| e["event"] == "reassigned"
         && e["previous_team"] == "qa"
         && e["team"] == "web-platform"));
-    // qa's tickets resolve; web-platform's tickets grow or open.
+    // Each of qa's tickets is reassigned to the web-platform ticket of the
+    // same rule, which opens or grows; no ticket is left with qa.
     let tickets: Vec<&Value> = events.iter().filter(|e| e["kind"] == "ticket").collect();
-    assert!(tickets
+    let moved: Vec<&&Value> = tickets
         .iter()
-        .any(|t| t["team"] == "qa" && t["event"] == "resolved"));
-    assert!(tickets
-        .iter()
-        .all(|t| t["team"] != "qa" || t["event"] == "resolved"));
+        .filter(|t| t["event"] == "reassigned")
+        .collect();
+    assert!(!moved.is_empty());
+    for t in &moved {
+        assert_eq!(
+            (t["previous_team"].as_str(), t["team"].as_str()),
+            (Some("qa"), Some("web-platform"))
+        );
+        let to = t["reassigned_to"].as_str().unwrap();
+        assert!(
+            tickets
+                .iter()
+                .any(|n| n["ticket_key"] == to && n["event"] != "reassigned"),
+            "{to}"
+        );
+    }
+    assert!(tickets.iter().all(|t| t["team"] != "qa"));
 }

@@ -171,7 +171,7 @@ pub enum TicketEventKind {
     Resolved,
     /// A resolved ticket got an open finding again.
     Reopened,
-    /// The group moved to another team.
+    /// The group's findings moved to another team's ticket.
     Reassigned,
     /// A member passed its SLA due date.
     SlaBreached,
@@ -222,6 +222,10 @@ pub struct TicketEvent {
     /// The previous team, on `reassigned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_team: Option<String>,
+    /// On `reassigned`: the ticket the findings moved to (this one is
+    /// closed; the new team's ticket carries them on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassigned_to: Option<String>,
     /// Highest severity among open members (or among all, once resolved).
     pub severity: Severity,
     /// The target.
