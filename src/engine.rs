@@ -22,6 +22,12 @@ pub trait Attribute: Send + Sync {
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution>;
 }
 
+impl<T: Attribute + ?Sized> Attribute for Arc<T> {
+    fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
+        (**self).attribute(target, finding)
+    }
+}
+
 /// Attributes nothing: every finding is unattributed.
 pub struct Unattributed(Arc<Attribution>);
 

@@ -387,3 +387,74 @@ fn process_attributes_and_reassigns_when_ownership_changes() {
     }
     assert!(tickets.iter().all(|t| t["team"] != "qa"));
 }
+
+#[test]
+fn reload_without_restart_reassigns_open_findings() {
+    use custody::config::Config;
+    use custody::engine::Engine;
+    use custody::lifecycle::State;
+    use custody::model::{Category, Finding, Location, ScanMeta, Severity};
+    use custody::ownership::Reloadable;
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |team: &str| {
+        std::fs::write(
+            dir.path().join("owners.toml"),
+            format!("[[teams]]\nid = \"{team}\"\naliases = [\"@acme/{team}\"]\n[[repos]]\ntarget = \"repo:github.com/acme/api\"\ncodeowners = \"CODEOWNERS\"\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("CODEOWNERS"), format!("* @acme/{team}\n")).unwrap();
+    };
+    write("alpha");
+    let owners = Arc::new(Reloadable::load(dir.path()).unwrap());
+    let engine = Engine::new(&Config::default()).with_attribution(Box::new(Arc::clone(&owners)));
+    let mut state = State::new();
+    let target: Target = "repo:github.com/acme/api".parse().unwrap();
+    let mut f = Finding::new("bandit", Category::Sast, "B101", Severity::Low, "assert");
+    f.location = Some(Location {
+        path: "app.py".into(),
+        start_line: Some(3),
+        ..Location::default()
+    });
+    let meta = ScanMeta {
+        scan_id: "s".into(),
+        target: target.clone(),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: [("bandit".to_string(), Category::Sast)].into(),
+    };
+    let now = chrono::Utc::now();
+    let o = engine.scan(&mut state, &meta, vec![f], now);
+    assert_eq!(o.findings[0].team.as_deref(), Some("alpha"));
+
+    // A broken configuration is refused and the old one stays in force.
+    std::fs::write(dir.path().join("owners.toml"), "[[teams]]\nid = ").unwrap();
+    assert!(owners.reload().is_err());
+    assert!(engine.reattribute(&mut state, now).findings.is_empty());
+
+    write("beta");
+    owners.reload().unwrap();
+    let o = engine.reattribute(&mut state, now);
+    assert_eq!(o.findings.len(), 1);
+    assert_eq!(o.findings[0].team.as_deref(), Some("beta"));
+    assert_eq!(o.findings[0].previous_team.as_deref(), Some("alpha"));
+    let kinds: Vec<_> = o
+        .tickets
+        .iter()
+        .map(|t| (t.event, t.team.clone()))
+        .collect();
+    assert!(
+        kinds.contains(&(
+            custody::model::TicketEventKind::Reassigned,
+            Some("beta".into())
+        )),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(custody::model::TicketEventKind::Opened, Some("beta".into()))),
+        "{kinds:?}"
+    );
+    // Nothing more to say on a second pass.
+    assert!(engine.reattribute(&mut state, now).findings.is_empty());
+}

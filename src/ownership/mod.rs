@@ -15,7 +15,7 @@ pub mod explain_codeowners;
 pub mod resolver;
 
 pub use config::{Ownership, OwnershipError};
-pub use resolver::Resolver;
+pub use resolver::{Reloadable, Resolver};
 
 use crate::cli::{CheckArgs, ExplainArgs};
 use std::io::{BufRead, Write};

@@ -218,3 +218,51 @@ impl Attribute for Resolver {
         self.explain(target, finding.path(), finding.owner.as_deref())
     }
 }
+
+/// An attribution that can be reloaded from its configuration while the
+/// service runs. A reload that fails keeps the configuration in force.
+/// After a successful reload, call [`crate::engine::Engine::reattribute`]:
+/// findings whose team changed are then `reassigned`.
+pub struct Reloadable {
+    path: std::path::PathBuf,
+    current: std::sync::RwLock<Arc<Resolver>>,
+}
+
+impl Reloadable {
+    /// Loads the configuration at `path` (file or directory).
+    pub fn load(path: &std::path::Path) -> Result<Reloadable, super::OwnershipError> {
+        let own = Ownership::load(path)?;
+        Ok(Reloadable {
+            path: path.to_path_buf(),
+            current: std::sync::RwLock::new(Arc::new(Resolver::new(Arc::new(own)))),
+        })
+    }
+
+    /// Reads the configuration again and, if it is valid, puts it in force.
+    pub fn reload(&self) -> Result<(), super::OwnershipError> {
+        let own = Ownership::load(&self.path)?;
+        let next = Arc::new(Resolver::new(Arc::new(own)));
+        // A poisoned lock only means a reader panicked; the value is whole.
+        let mut slot = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = next;
+        Ok(())
+    }
+
+    /// The resolver in force.
+    pub fn current(&self) -> Arc<Resolver> {
+        let slot = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&slot)
+    }
+}
+
+impl Attribute for Reloadable {
+    fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
+        self.current().attribute(target, finding)
+    }
+}
