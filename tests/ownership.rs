@@ -458,3 +458,48 @@ fn reload_without_restart_reassigns_open_findings() {
     // Nothing more to say on a second pass.
     assert!(engine.reattribute(&mut state, now).findings.is_empty());
 }
+
+#[test]
+fn checkout_codeowners_found_in_github_order() {
+    let cfg = "[[teams]]\nid = \"a\"\naliases = [\"@o/a\"]\n[[teams]]\nid = \"b\"\naliases = [\"@o/b\"]\n\
+               [[repos]]\ntarget = \"repo:github.com/o/r\"\ncheckout = \"src/r\"\n";
+    let t: Target = "repo:github.com/o/r".parse().unwrap();
+    let cases: &[(&[(&str, &str)], Option<&str>, &str)] = &[
+        // .github/ before the root before docs/.
+        (
+            &[
+                ("r/.github/CODEOWNERS", "* @o/a\n"),
+                ("r/CODEOWNERS", "* @o/b\n"),
+            ],
+            Some("a"),
+            "src/r/.github/CODEOWNERS",
+        ),
+        (
+            &[
+                ("r/docs/CODEOWNERS", "* @o/a\n"),
+                ("r/CODEOWNERS", "* @o/b\n"),
+            ],
+            Some("b"),
+            "src/r/CODEOWNERS",
+        ),
+        (
+            &[("r/docs/CODEOWNERS", "* @o/a\n")],
+            Some("a"),
+            "src/r/docs/CODEOWNERS",
+        ),
+    ];
+    for (files, team, file) in cases {
+        let own = parse(cfg, files).unwrap();
+        let a = Resolver::new(Arc::new(own)).explain(&t, Some("x.py"), None);
+        assert_eq!(a.team.as_deref(), *team, "{files:?}");
+        assert_eq!(a.file.as_deref(), Some(*file), "{files:?}");
+    }
+    let own = parse(cfg, &[]).unwrap();
+    assert!(
+        own.warnings
+            .iter()
+            .any(|w| w.contains("no CODEOWNERS in src/r")),
+        "{:?}",
+        own.warnings
+    );
+}

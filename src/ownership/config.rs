@@ -45,6 +45,7 @@ struct RawTeam {
 struct RawRepo {
     target: String,
     codeowners: Option<String>,
+    checkout: Option<String>,
     #[serde(default)]
     gitlab: bool,
     owner: Option<String>,
@@ -208,8 +209,16 @@ impl Ownership {
                     format!("{target} is not a repo: target"),
                 ));
             }
-            let codeowners = match &r.codeowners {
-                Some(rel) => {
+            if r.codeowners.is_some() && r.checkout.is_some() {
+                return Err(invalid(
+                    format!("repos[{i}]"),
+                    "names both `codeowners` and `checkout`; give one".into(),
+                ));
+            }
+            // The named file, or in a checkout the first CODEOWNERS where
+            // GitHub looks: .github/, the root, docs/.
+            let source: Option<(String, String)> = match (&r.codeowners, &r.checkout) {
+                (Some(rel), _) => {
                     let path = base.join(rel);
                     let text = read(&path).map_err(|e| {
                         invalid(
@@ -217,25 +226,32 @@ impl Ownership {
                             format!("cannot read {}: {e}", path.display()),
                         )
                     })?;
-                    let flavor = if r.gitlab {
-                        Flavor::GitLab
-                    } else {
-                        Flavor::GitHub
-                    };
-                    let co = CodeOwners::parse(&text, flavor);
-                    for p in co.problems() {
+                    Some((rel.clone(), text))
+                }
+                (None, Some(dir)) => {
+                    let found =
+                        super::codeowners::locate(|loc| read(&base.join(dir).join(loc)).ok());
+                    if found.is_none() {
                         warnings.push(format!(
-                            "{}:{}: {} ({:?})",
-                            path.display(),
-                            p.line,
-                            p.message,
-                            p.text
+                            "repos[{i}]: no CODEOWNERS in {dir} (.github/, root or docs/)"
                         ));
                     }
-                    Some((rel.clone(), Arc::new(co)))
+                    found.map(|(loc, text)| (format!("{}/{loc}", dir.trim_end_matches('/')), text))
                 }
-                None => None,
+                (None, None) => None,
             };
+            let codeowners = source.map(|(name, text)| {
+                let flavor = if r.gitlab {
+                    Flavor::GitLab
+                } else {
+                    Flavor::GitHub
+                };
+                let co = CodeOwners::parse(&text, flavor);
+                for p in co.problems() {
+                    warnings.push(format!("{name}:{}: {} ({:?})", p.line, p.message, p.text));
+                }
+                (name, Arc::new(co))
+            });
             if repos
                 .insert(
                     target.clone(),
