@@ -464,7 +464,9 @@ fn checkout_codeowners_found_in_github_order() {
     let cfg = "[[teams]]\nid = \"a\"\naliases = [\"@o/a\"]\n[[teams]]\nid = \"b\"\naliases = [\"@o/b\"]\n\
                [[repos]]\ntarget = \"repo:github.com/o/r\"\ncheckout = \"src/r\"\n";
     let t: Target = "repo:github.com/o/r".parse().unwrap();
-    let cases: &[(&[(&str, &str)], Option<&str>, &str)] = &[
+    /// (files in the checkout, team, deciding file)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+    let cases: &[Case] = &[
         // .github/ before the root before docs/.
         (
             &[

@@ -2,6 +2,7 @@
 
 mod churn;
 mod cli;
+mod codeowners;
 mod corpus;
 mod lifecycle;
 mod ownership;
