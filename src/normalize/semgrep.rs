@@ -26,6 +26,7 @@
 //! list then proves nothing.
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, set_line_content};
+use super::util::{non_empty, non_empty_str, shorten};
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Package, Severity};
@@ -669,28 +670,6 @@ fn cwes<'s>(raw: impl IntoIterator<Item = &'s str>) -> Vec<String> {
         }
     }
     out
-}
-
-fn non_empty<'s>(s: &'s Option<Str<'_>>) -> Option<&'s str> {
-    s.as_deref().and_then(non_empty_str)
-}
-
-fn non_empty_str(s: &str) -> Option<&str> {
-    let s = s.trim();
-    (!s.is_empty()).then_some(s)
-}
-
-/// At most `max` characters, cut at a character boundary with an ellipsis.
-fn shorten(s: &str, max: usize) -> String {
-    let s = s.trim();
-    match s.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if s.chars().nth(max).is_some() => {
-            let mut out = s[..cut].trim_end().to_string();
-            out.push('…');
-            out
-        }
-        _ => s.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //! told from one that did not look for secrets.
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type, set_line_content};
+use super::util::{non_empty, non_empty_str, shorten};
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
 use serde::de::IgnoredAny;
@@ -624,28 +625,6 @@ fn label_severity(label: Option<&str>) -> (Severity, String) {
             format!("trivy:{l}"),
         ),
         None => (Severity::Info, "trivy:none".to_string()),
-    }
-}
-
-fn non_empty<'s>(s: &'s Option<Str<'_>>) -> Option<&'s str> {
-    s.as_deref().and_then(non_empty_str)
-}
-
-fn non_empty_str(s: &str) -> Option<&str> {
-    let s = s.trim();
-    (!s.is_empty()).then_some(s)
-}
-
-/// At most `max` characters, cut at a character boundary with an ellipsis.
-fn shorten(s: &str, max: usize) -> String {
-    let s = s.trim();
-    match s.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if s.chars().nth(max).is_some() => {
-            let mut out = s[..cut].trim_end().to_string();
-            out.push('…');
-            out
-        }
-        _ => s.to_string(),
     }
 }
 

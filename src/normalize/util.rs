@@ -188,6 +188,30 @@ pub fn category_for_tool(tool: &str) -> Category {
     }
 }
 
+/// The trimmed text of an optional field, if it has any.
+pub fn non_empty<'s>(s: &'s Option<std::borrow::Cow<'_, str>>) -> Option<&'s str> {
+    s.as_deref().and_then(non_empty_str)
+}
+
+/// The trimmed text, if there is any.
+pub fn non_empty_str(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
+/// At most `max` characters, cut at a character boundary with an ellipsis.
+pub fn shorten(s: &str, max: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if s.chars().nth(max).is_some() => {
+            let mut out = s[..cut].trim_end().to_string();
+            out.push('…');
+            out
+        }
+        _ => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
