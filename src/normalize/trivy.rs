@@ -23,7 +23,7 @@
 //! told from one that did not look for secrets.
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type, set_line_content};
-use super::util::{non_empty, non_empty_str, shorten};
+use super::util::{cwe_ids as cwes, non_empty, non_empty_str, shorten};
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
 use serde::de::IgnoredAny;
@@ -626,30 +626,6 @@ fn label_severity(label: Option<&str>) -> (Severity, String) {
         ),
         None => (Severity::Info, "trivy:none".to_string()),
     }
-}
-
-/// `CWE-79` from `CWE-79`, `cwe-79: Cross-site Scripting`; drops
-/// `NVD-CWE-Other` and the like.
-fn cwes<'s>(raw: impl IntoIterator<Item = &'s str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in raw {
-        let head = r.trim().split([':', ' ']).next().unwrap_or("");
-        let Some(num) = head
-            .get(..4)
-            .filter(|p| p.eq_ignore_ascii_case("cwe-"))
-            .and_then(|_| head.get(4..))
-        else {
-            continue;
-        };
-        let digits: String = num.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(n) = digits.parse::<u32>() {
-            let id = format!("CWE-{n}");
-            if !out.contains(&id) {
-                out.push(id);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

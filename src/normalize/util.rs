@@ -212,6 +212,31 @@ pub fn shorten(s: &str, max: usize) -> String {
     }
 }
 
+/// CWE ids from the ways scanners write them (`CWE-79`,
+/// `cwe-79: Cross-site Scripting`), deduplicated; other ids such as
+/// `NVD-CWE-Other` are dropped.
+pub fn cwe_ids<'s>(raw: impl IntoIterator<Item = &'s str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        let head = r.trim().split([':', ' ']).next().unwrap_or("");
+        let Some(num) = head
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("cwe-"))
+            .and_then(|_| head.get(4..))
+        else {
+            continue;
+        };
+        let digits: String = num.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse::<u32>() {
+            let id = format!("CWE-{n}");
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
