@@ -25,6 +25,24 @@ pub enum Command {
         #[command(subcommand)]
         command: OwnersCommand,
     },
+    /// Run the Kafka service: consume reports, produce finding and ticket
+    /// events, keep state in a compacted changelog, serve /metrics,
+    /// /healthz and /readyz. SIGTERM or Ctrl-C stops it cleanly; SIGHUP
+    /// reloads the ownership configuration.
+    Run {
+        /// Configuration file (TOML); environment variables override it
+        /// (CUSTODY_KAFKA_BROKERS, CUSTODY_KAFKA_GROUP_ID, CUSTODY_HTTP_LISTEN,
+        /// CUSTODY_OWNERSHIP_CONFIG, CUSTODY_RDKAFKA_<librdkafka setting>).
+        #[arg(long, env = "CUSTODY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Publish scanner reports to the reports topic with the right key,
+    /// headers and chunking (what a CI job runs after a scanner).
+    Publish(PublishArgs),
+    /// Run the whole pipeline on an embedded Kafka-protocol broker with
+    /// bundled real scanner reports and ownership, and print a per-team
+    /// table. No setup needed.
+    Demo(DemoArgs),
     /// Print the JSON Schemas of the native finding, events and decisions,
     /// or write them into a directory.
     Schemas {
@@ -32,6 +50,64 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// Flags of `custody publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Report files, each one scan.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Bootstrap servers.
+    #[arg(long, env = "CUSTODY_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Reports topic.
+    #[arg(long, default_value = "custody.reports")]
+    pub topic: String,
+    /// The scanned target (`repo:host/org/name`, `image:name`,
+    /// `cloud:account`): the message key.
+    #[arg(long)]
+    pub target: String,
+    /// Scanner name, overriding the one the report names.
+    #[arg(long)]
+    pub scanner: Option<String>,
+    /// Commit scanned.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Branch or tag scanned.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Report format (sniffed by the service when not given).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Scan id (default: derived from target, commit and content; ignored
+    /// with several files).
+    #[arg(long)]
+    pub scan_id: Option<String>,
+    /// The scan covered only part of the target: nothing it does not
+    /// report is resolved.
+    #[arg(long)]
+    pub partial: bool,
+    /// Largest message; bigger reports are split into chunks.
+    #[arg(long, default_value_t = crate::service::publish::DEFAULT_CHUNK_BYTES)]
+    pub chunk_bytes: usize,
+    /// Seconds to wait for delivery.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+    /// A librdkafka setting, name=value (repeatable): TLS, SASL, ...
+    #[arg(short = 'X', long = "property")]
+    pub property: Vec<String>,
+}
+
+/// Flags of `custody demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep running with /metrics, /healthz and /readyz up until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// HTTP address with --serve.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: String,
 }
 
 /// Which events `process` prints.

@@ -4,6 +4,7 @@
 
 use crate::model::{Category, Severity};
 use crate::normalize::DEFAULT_SECRET_SALT;
+use crate::service::settings::ServiceSettings;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,6 +51,12 @@ struct RawConfig {
     tickets: RawTickets,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    kafka: crate::service::settings::RawKafka,
+    #[serde(default)]
+    http: crate::service::settings::RawHttp,
+    #[serde(default)]
+    ownership: crate::service::settings::RawOwnership,
 }
 
 #[derive(Deserialize, Default)]
@@ -151,6 +158,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Largest report accepted, in bytes.
     pub max_report_bytes: u64,
+    /// The Kafka service (`custody run`).
+    pub service: ServiceSettings,
 }
 
 /// The default largest report: 512 MiB.
@@ -164,6 +173,7 @@ impl Default for Config {
             default_topic: "custody.tickets".to_string(),
             routes: Vec::new(),
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            service: ServiceSettings::default(),
         }
     }
 }
@@ -254,6 +264,21 @@ impl Config {
                 ));
             }
             cfg.max_report_bytes = m;
+        }
+        cfg.service = crate::service::settings::validate(
+            raw.kafka,
+            raw.http,
+            raw.ownership,
+            &invalid,
+            &check_topic,
+        )?;
+        if let Some(own) = &cfg.service.ownership {
+            // Relative to the configuration file.
+            if own.is_relative() {
+                if let Some(dir) = Path::new(origin).parent() {
+                    cfg.service.ownership = Some(dir.join(own));
+                }
+            }
         }
         Ok(cfg)
     }

@@ -180,9 +180,36 @@ impl Engine {
         now: DateTime<Utc>,
         sink: &mut dyn Sink,
     ) {
+        self.scan_step(state, scan, findings, now, sink, false);
+    }
+
+    /// Like [`Engine::scan_into`], and returns the fingerprints of the
+    /// records the scan touched (reported, or resolved by absence): what a
+    /// state changelog must write.
+    pub fn scan_touched(
+        &self,
+        state: &mut State,
+        scan: &ScanMeta,
+        findings: Vec<Finding>,
+        now: DateTime<Utc>,
+        sink: &mut dyn Sink,
+    ) -> Vec<String> {
+        self.scan_step(state, scan, findings, now, sink, true)
+    }
+
+    fn scan_step(
+        &self,
+        state: &mut State,
+        scan: &ScanMeta,
+        findings: Vec<Finding>,
+        now: DateTime<Utc>,
+        sink: &mut dyn Sink,
+        track: bool,
+    ) -> Vec<String> {
         let target = &scan.target;
         let mut findings = findings;
         let mut fps = fingerprint::assign_in_place(&mut findings, target);
+        let mut touched = if track { fps.clone() } else { Vec::new() };
         // Hand findings over one at a time from the back of a reversed
         // vector, shrinking it as it empties, so the report's findings and
         // the state built from them are not both held in full.
@@ -208,7 +235,13 @@ impl Engine {
         });
         let ts = state.target_mut(target);
         let transitions = lifecycle::apply_scan(ts, scan, observed, now, &self.sla);
+        if track {
+            touched.extend(transitions.iter().map(|t| t.fingerprint.clone()));
+            touched.sort_unstable();
+            touched.dedup();
+        }
         self.finish(state, target, transitions, now, Some(&scan.scan_id), sink);
+        touched
     }
 
     /// Applies a decision record.

@@ -25,15 +25,20 @@
 //! - [`engine`]: wires the stages into one step per scan, decision or tick.
 //! - [`process`]: `custody process`, the engine over report files.
 //! - [`schema`]: JSON Schemas of the native finding, events and decisions.
+//! - [`service`]: the Kafka service (`custody run`), `custody publish` and
+//!   `custody demo`.
+//! - [`metrics`]: the Prometheus registry.
 
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fingerprint;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod ownership;
 pub mod process;
 pub mod schema;
+pub mod service;
 pub mod ticket;

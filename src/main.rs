@@ -30,6 +30,9 @@ fn main() -> ExitCode {
             };
             ExitCode::from(code)
         }
+        Command::Run { config } => ExitCode::from(custody::service::run_command(config.as_deref())),
+        Command::Publish(args) => ExitCode::from(custody::service::publish::command(args)),
+        Command::Demo(args) => ExitCode::from(custody::service::demo::command(args)),
         Command::Schemas { out } => match write_schemas(out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -10,7 +10,7 @@ use crate::cli::{Emit, ProcessArgs};
 use crate::config::Config;
 use crate::engine::{Engine, Output, Sink};
 use crate::lifecycle::{DecisionRecord, State};
-use crate::model::{Category, FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
+use crate::model::{FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -291,11 +291,7 @@ fn scan_file(
         .or(report.target.take())
         .ok_or(InputError::NoTarget)?;
     if let Some(name) = &s.scanner {
-        for f in &mut report.findings {
-            f.scanner.clone_from(name);
-        }
-        let cats: BTreeSet<Category> = report.coverage.iter().map(|(_, c)| *c).collect();
-        report.coverage = cats.into_iter().map(|c| (name.clone(), c)).collect();
+        report.set_scanner(name);
     }
     if let Some(dir) = &s.source {
         let salt = &engine.decode_context().secret_salt;

@@ -61,7 +61,7 @@ impl FindingEventKind {
 }
 
 /// Why a finding belongs to its team.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Attribution {
     /// The team id, or null when unattributed.
     pub team: Option<String>,

@@ -141,6 +141,20 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
+impl Report {
+    /// Names every finding's scanner `name` (a publisher's override), and
+    /// the coverage with it.
+    pub fn set_scanner(&mut self, name: &str) {
+        for f in &mut self.findings {
+            if f.scanner != name {
+                f.scanner = name.to_string();
+            }
+        }
+        let cats: BTreeSet<Category> = self.coverage.iter().map(|(_, c)| *c).collect();
+        self.coverage = cats.into_iter().map(|c| (name.to_string(), c)).collect();
+    }
+}
+
 /// Why a report could not be decoded. Every variant is poison: retrying the
 /// same bytes cannot succeed, so the service dead-letters them.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,404 @@
+//! `custody demo`: the whole service on an embedded Kafka-protocol broker
+//! (librdkafka's mock cluster, in-process, real TCP), with bundled reports
+//! from real scanners and a bundled ownership example, published through
+//! the real publish path and consumed by the real service path.
+//!
+//! The bundled reports are the test fixtures (see their READMEs): bandit,
+//! ruff and semgrep over tornado 6.4.2 and then 6.5, so the second round
+//! opens what 6.5 introduced and resolves what it removed; checkov over
+//! kopf's IaC and bandit over paramiko, which the ownership example does
+//! not cover (they fall to its fallback team); and one message that is not
+//! a report, to show the dead-letter path.
+
+use super::publish::{PublishOptions, Publisher, DEFAULT_CHUNK_BYTES};
+use super::Service;
+use crate::config::Config;
+use crate::model::{FindingEvent, Severity, Status, Target, TicketEvent, TicketEventKind};
+use crate::ownership::Reloadable;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
+
+/// `(target, scanner, file name, bytes)` in publishing order.
+fn bundled() -> Vec<(&'static str, &'static str, &'static str, &'static [u8])> {
+    vec![
+        (
+            TORNADO,
+            "bandit",
+            "bandit-6.4.2.sarif",
+            include_bytes!("../../tests/fixtures/churn/bandit-6.4.2.sarif"),
+        ),
+        (
+            TORNADO,
+            "ruff",
+            "ruff-6.4.2.sarif",
+            include_bytes!("../../tests/fixtures/churn/ruff-6.4.2.sarif"),
+        ),
+        (
+            TORNADO,
+            "semgrep",
+            "semgrep-6.4.2.json",
+            include_bytes!("../../tests/fixtures/churn/semgrep-6.4.2.json"),
+        ),
+        (
+            "repo:github.com/paramiko/paramiko",
+            "bandit",
+            "bandit-paramiko-4.0.0.sarif",
+            include_bytes!("../../tests/fixtures/bandit/bandit-paramiko-4.0.0.sarif"),
+        ),
+        (
+            "repo:github.com/nolar/kopf",
+            "checkov",
+            "checkov results_sarif.sarif",
+            include_bytes!("../../tests/fixtures/checkov/results_sarif.sarif"),
+        ),
+        (
+            TORNADO,
+            "bandit",
+            "bandit-6.5.sarif",
+            include_bytes!("../../tests/fixtures/churn/bandit-6.5.sarif"),
+        ),
+        (
+            TORNADO,
+            "ruff",
+            "ruff-6.5.sarif",
+            include_bytes!("../../tests/fixtures/churn/ruff-6.5.sarif"),
+        ),
+        (
+            TORNADO,
+            "semgrep",
+            "semgrep-6.5.json",
+            include_bytes!("../../tests/fixtures/churn/semgrep-6.5.json"),
+        ),
+    ]
+}
+
+const OWNERS_TOML: &str = include_str!("../../tests/fixtures/ownership/owners.toml");
+const CODEOWNERS: &str = include_str!("../../tests/fixtures/ownership/tornado.CODEOWNERS");
+const CATALOG: &str = include_str!("../../tests/fixtures/ownership/catalog-info.yaml");
+
+/// Per-team results read back from the output topics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TeamRow {
+    /// Open findings by severity.
+    pub open: BTreeMap<Severity, usize>,
+    /// Resolved findings.
+    pub resolved: usize,
+    /// Tickets opened.
+    pub tickets_opened: usize,
+}
+
+/// What the demo saw.
+#[derive(Debug, Default)]
+pub struct DemoOutcome {
+    /// By team (`(unattributed)` for none).
+    pub teams: BTreeMap<String, TeamRow>,
+    /// Open findings with no team.
+    pub unattributed_open: usize,
+    /// Finding events read.
+    pub finding_events: usize,
+    /// Ticket events read.
+    pub ticket_events: usize,
+    /// Dead-lettered messages read.
+    pub dead_letters: usize,
+    /// Messages published.
+    pub published: usize,
+}
+
+/// `custody demo`.
+pub fn command(args: crate::cli::DemoArgs) -> u8 {
+    match run(&args, &mut std::io::stdout()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("custody demo: {e}");
+            2
+        }
+    }
+}
+
+fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
+    let started = Instant::now();
+    let cluster = MockCluster::new(1).map_err(|e| format!("cannot start the mock cluster: {e}"))?;
+    let brokers = cluster.bootstrap_servers();
+    eprintln!(
+        "custody demo: embedded Kafka-protocol broker (librdkafka mock cluster) at {brokers}"
+    );
+    let dir = std::env::temp_dir().join(format!("custody-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, text) in [
+        ("owners.toml", OWNERS_TOML),
+        ("tornado.CODEOWNERS", CODEOWNERS),
+        ("catalog-info.yaml", CATALOG),
+    ] {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+    }
+    let ownership = Reloadable::load(&dir.join("owners.toml")).map_err(|e| e.to_string())?;
+    let mut config = Config::default();
+    config.service.brokers = brokers.clone();
+    config.service.partitions = 4;
+    config.service.replication_factor = 1;
+    config.service.group_id = "custody-demo".into();
+    create_mock_topics(&cluster, &config)?;
+    let service = Service::start(&config, Some(Arc::new(ownership))).map_err(|e| e.to_string())?;
+
+    let outcome = publish_and_collect(&config, &service)?;
+    print_table(out, &outcome, started.elapsed()).map_err(|e| e.to_string())?;
+
+    if args.serve {
+        serve(&args.listen, &service)?;
+    }
+    service.stop().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
+    Ok(())
+}
+
+/// Creates every topic `config` names on a mock cluster (the mock does
+/// not implement CreateTopics; it has its own call). The mock has no
+/// compaction, so the changelog is a plain topic there.
+pub fn create_mock_topics<C: rdkafka::ClientContext>(
+    cluster: &MockCluster<'_, C>,
+    config: &Config,
+) -> Result<(), String> {
+    for (topic, _role) in super::topics::wanted(config) {
+        cluster
+            .create_topic(&topic, config.service.partitions, 1)
+            .map_err(|e| format!("cannot create topic {topic} on the mock cluster: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Publishes the bundled reports, waits until the service processed them
+/// and reads back every event.
+pub fn publish_and_collect(config: &Config, service: &Service) -> Result<DemoOutcome, String> {
+    let s = &config.service;
+    let publisher = Publisher::new(&s.brokers, std::iter::empty())?;
+    let mut published = 0;
+    for (target, scanner, _name, bytes) in bundled() {
+        let opts = PublishOptions {
+            topic: s.reports_topics[0].clone(),
+            target: target.parse::<Target>().map_err(|e| e.to_string())?,
+            scanner: Some(scanner.to_string()),
+            commit: None,
+            git_ref: None,
+            format: None,
+            scan_id: None,
+            complete: true,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        };
+        published += publisher.send(&opts, bytes)?.chunks;
+    }
+    // Not a report: dead-lettered with its reason, the rest flows on.
+    let poison = PublishOptions {
+        topic: s.reports_topics[0].clone(),
+        target: TORNADO.parse::<Target>().map_err(|e| e.to_string())?,
+        scanner: Some("bandit".into()),
+        commit: None,
+        git_ref: None,
+        format: None,
+        scan_id: None,
+        complete: true,
+        chunk_bytes: DEFAULT_CHUNK_BYTES,
+    };
+    published += publisher
+        .send(&poison, b"<html>502 Bad Gateway</html>")?
+        .chunks;
+    publisher.flush(Duration::from_secs(30))?;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while service.health.done_messages.load(Ordering::Relaxed) < published {
+        if service.finished() {
+            return Err("the service stopped early".into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {published} messages processed within 120 s",
+                service.health.done_messages.load(Ordering::Relaxed)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut outcome = DemoOutcome {
+        published,
+        ..DemoOutcome::default()
+    };
+    let findings: Vec<FindingEvent> = read_all(&s.brokers, &s.findings_topic)?
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .collect();
+    let mut topics = vec![config.default_topic.clone()];
+    topics.extend(config.routes.iter().map(|r| r.topic.clone()));
+    topics.sort();
+    topics.dedup();
+    let mut tickets: Vec<TicketEvent> = Vec::new();
+    for t in &topics {
+        tickets.extend(
+            read_all(&s.brokers, t)?
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok()),
+        );
+    }
+    outcome.dead_letters = read_all(&s.brokers, &s.dead_letter_topic)?.len();
+    outcome.finding_events = findings.len();
+    outcome.ticket_events = tickets.len();
+    let mut latest: HashMap<(String, String), &FindingEvent> = HashMap::new();
+    for e in &findings {
+        latest.insert((e.target.to_string(), e.fingerprint.clone()), e);
+    }
+    for e in latest.values() {
+        let team = e.team.clone().unwrap_or_else(|| "(unattributed)".into());
+        let row = outcome.teams.entry(team).or_default();
+        match e.status {
+            Status::Open => {
+                *row.open.entry(e.severity).or_default() += 1;
+                if e.team.is_none() {
+                    outcome.unattributed_open += 1;
+                }
+            }
+            Status::Resolved => row.resolved += 1,
+            _ => {}
+        }
+    }
+    for t in &tickets {
+        if t.event == TicketEventKind::Opened {
+            let team = t.team.clone().unwrap_or_else(|| "(unattributed)".into());
+            outcome.teams.entry(team).or_default().tickets_opened += 1;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Every message payload of `topic`, read from the beginning to the high
+/// watermarks.
+pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<Vec<u8>>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "custody-demo-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let mut highs = HashMap::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            if high > low {
+                remaining += high - low;
+                highs.insert(p.id(), high);
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if remaining == 0 {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done: HashMap<i32, bool> = HashMap::new();
+    while done.len() < highs.len() && Instant::now() < deadline {
+        if let Some(r) = consumer.poll(Duration::from_millis(100)) {
+            let m = r.map_err(|e| e.to_string())?;
+            out.push(m.payload().unwrap_or_default().to_vec());
+            if highs
+                .get(&m.partition())
+                .is_some_and(|h| m.offset() + 1 >= *h)
+            {
+                done.insert(m.partition(), true);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nPublished {} messages (8 real scanner reports, 1 poison message) through the embedded broker; processed in {:.1} s.\n",
+        o.published,
+        took.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
+        "team", "critical", "high", "medium", "low", "info", "open", "resolved", "tickets"
+    )?;
+    let mut total = TeamRow::default();
+    for (team, row) in &o.teams {
+        let open: usize = row.open.values().sum();
+        let n = |s: Severity| row.open.get(&s).copied().unwrap_or(0);
+        writeln!(
+            out,
+            "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
+            team,
+            n(Severity::Critical),
+            n(Severity::High),
+            n(Severity::Medium),
+            n(Severity::Low),
+            n(Severity::Info),
+            open,
+            row.resolved,
+            row.tickets_opened
+        )?;
+        for (s, c) in &row.open {
+            *total.open.entry(*s).or_default() += c;
+        }
+        total.resolved += row.resolved;
+        total.tickets_opened += row.tickets_opened;
+    }
+    writeln!(
+        out,
+        "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
+        "total",
+        total.open.get(&Severity::Critical).copied().unwrap_or(0),
+        total.open.get(&Severity::High).copied().unwrap_or(0),
+        total.open.get(&Severity::Medium).copied().unwrap_or(0),
+        total.open.get(&Severity::Low).copied().unwrap_or(0),
+        total.open.get(&Severity::Info).copied().unwrap_or(0),
+        total.open.values().sum::<usize>(),
+        total.resolved,
+        total.tickets_opened
+    )?;
+    writeln!(
+        out,
+        "\nunattributed open findings: {}; finding events: {}; ticket events: {}; dead-lettered messages: {}",
+        o.unattributed_open, o.finding_events, o.ticket_events, o.dead_letters
+    )?;
+    Ok(())
+}
+
+fn serve(listen: &str, service: &Service) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let state = super::http::AppState {
+        health: Arc::clone(&service.health),
+        metrics: Arc::clone(&service.metrics),
+    };
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        eprintln!("custody demo: serving http://{listen}/metrics, /healthz, /readyz; Ctrl-C stops");
+        tokio::spawn(super::http::serve(listener, state));
+        let _ = tokio::signal::ctrl_c().await;
+        Ok::<(), String>(())
+    })
+}

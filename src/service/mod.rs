@@ -1,0 +1,192 @@
+//! The Kafka service (`custody run`), its publisher (`custody publish`)
+//! and the self-contained demo (`custody demo`).
+//!
+//! - [`settings`]: `[kafka]`, `[http]`, `[ownership]` and environment
+//!   overrides;
+//! - [`meta`]: scan metadata from headers or the JSON envelope;
+//! - [`changelog`]: the compacted state changelog and restore;
+//! - [`worker`]: the consumer loop, delivery and offsets;
+//! - [`topics`]: checking and creating topics;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
+//! - [`publish`] and [`demo`].
+
+pub mod changelog;
+pub mod demo;
+pub mod http;
+pub mod meta;
+pub mod publish;
+pub mod settings;
+pub mod topics;
+pub mod worker;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::ownership::Reloadable;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use worker::{Health, RunError, Worker};
+
+/// A running service: the worker thread and what HTTP reads.
+pub struct Service {
+    /// Liveness, readiness, stop and reload flags.
+    pub health: Arc<Health>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    handle: Option<std::thread::JoinHandle<Result<(), RunError>>>,
+}
+
+impl Service {
+    /// Checks (and creates) topics, then starts the consumer loop on its own
+    /// thread.
+    pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
+        let settings = &config.service;
+        topics::ensure(config).map_err(RunError::Kafka)?;
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let mut engine = Engine::new(config);
+        if let Some(own) = &ownership {
+            engine.set_attribution(Box::new(Arc::clone(own)));
+        }
+        let worker = Worker::new(
+            settings,
+            engine,
+            config.max_report_bytes,
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            ownership,
+        )?;
+        let handle = std::thread::Builder::new()
+            .name("custody-consumer".into())
+            .spawn(move || worker.run())
+            .map_err(|e| RunError::Kafka(format!("cannot start the consumer thread: {e}")))?;
+        Ok(Service {
+            health,
+            metrics,
+            handle: Some(handle),
+        })
+    }
+
+    /// Whether the worker thread has ended.
+    pub fn finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Asks the worker to stop and waits for it.
+    pub fn stop(mut self) -> Result<(), RunError> {
+        self.health.stop.store(true, Ordering::Relaxed);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), RunError> {
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(RunError::Kafka("the consumer thread panicked".into()))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.health.stop.store(true, Ordering::Relaxed);
+        let _ = self.join();
+    }
+}
+
+/// `custody run`: loads the configuration, serves HTTP, runs until SIGTERM
+/// or Ctrl-C (SIGHUP reloads the ownership configuration). Exit codes: 0
+/// after a clean shutdown, 2 on a configuration or runtime error.
+pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
+    let mut config = match config_path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("custody run: {e}");
+                return 2;
+            }
+        },
+        None => Config::default(),
+    };
+    config.service.apply_env(std::env::vars());
+    let ownership = match &config.service.ownership {
+        Some(p) => match Reloadable::load(p) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                eprintln!("custody run: ownership: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("custody run: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let service = match Service::start(&config, ownership) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("custody run: {e}");
+            return 2;
+        }
+    };
+    let listen = config.service.http_listen.clone();
+    let state = http::AppState {
+        health: Arc::clone(&service.health),
+        metrics: Arc::clone(&service.metrics),
+    };
+    let served = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        eprintln!("custody run: serving /metrics, /healthz, /readyz on {listen}");
+        tokio::spawn(http::serve(listener, state));
+        wait_for_signal(&service).await;
+        Ok::<(), String>(())
+    });
+    if let Err(e) = served {
+        eprintln!("custody run: {e}");
+        let _ = service.stop();
+        return 2;
+    }
+    eprintln!("custody run: shutting down");
+    match service.stop() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("custody run: {e}");
+            2
+        }
+    }
+}
+
+/// Waits for SIGTERM, Ctrl-C or the worker's end; SIGHUP sets the reload
+/// flag.
+async fn wait_for_signal(service: &Service) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            Some(()) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return,
+            Some(()) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                eprintln!("custody run: SIGHUP: reloading the ownership configuration");
+                service.health.reload.store(true, Ordering::Relaxed);
+            }
+            _ = tick.tick() => {
+                if service.finished() {
+                    return;
+                }
+            }
+        }
+    }
+}

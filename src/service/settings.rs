@@ -1,0 +1,293 @@
+//! Settings of the Kafka service (`[kafka]`, `[http]`, `[ownership]` in
+//! `custody.toml`), with environment overrides.
+//!
+//! Every librdkafka setting can be passed through `[kafka.properties]` or
+//! an environment variable `CUSTODY_RDKAFKA_<NAME>` (dots as underscores:
+//! `CUSTODY_RDKAFKA_SASL_PASSWORD` sets `sasl.password`), so TLS and SASL
+//! need no custody-specific keys.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKafka {
+    brokers: Option<String>,
+    group_id: Option<String>,
+    reports_topics: Option<Vec<String>>,
+    findings_topic: Option<String>,
+    changelog_topic: Option<String>,
+    dead_letter_topic: Option<String>,
+    delivery: Option<Delivery>,
+    create_topics: Option<bool>,
+    partitions: Option<i32>,
+    replication_factor: Option<i32>,
+    max_in_flight_messages: Option<usize>,
+    max_in_flight_bytes: Option<usize>,
+    chunk_timeout_secs: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
+    tick_interval_secs: Option<u64>,
+    #[serde(default)]
+    properties: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOwnership {
+    config: Option<PathBuf>,
+}
+
+/// Delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Offsets stored after every event a message caused is acknowledged;
+    /// redeliveries carry the same event ids.
+    AtLeastOnce,
+    /// Kafka transactions: events, state and offsets commit together.
+    ExactlyOnce,
+}
+
+/// The validated service settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Topics carrying scanner reports.
+    pub reports_topics: Vec<String>,
+    /// Topic for finding events.
+    pub findings_topic: String,
+    /// Compacted changelog topic of the state (per reports topic when
+    /// there are several: `<changelog_topic>.<reports topic>`).
+    pub changelog_topic: String,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Delivery guarantee.
+    pub delivery: Delivery,
+    /// Create missing topics (else fail naming them).
+    pub create_topics: bool,
+    /// Partitions of topics custody creates (the changelog always gets as
+    /// many as its reports topic).
+    pub partitions: i32,
+    /// Replication factor of created topics (-1: the broker's default).
+    pub replication_factor: i32,
+    /// Messages in flight per partition before it is paused.
+    pub max_in_flight_messages: usize,
+    /// Bytes in flight per partition before it is paused.
+    pub max_in_flight_bytes: usize,
+    /// How long a chunked scan may wait for its missing chunks.
+    pub chunk_timeout: Duration,
+    /// Deadline of each shutdown step.
+    pub shutdown_timeout: Duration,
+    /// How often the SLA clock advances.
+    pub tick_interval: Duration,
+    /// librdkafka settings passed through.
+    pub properties: BTreeMap<String, String>,
+    /// HTTP listen address.
+    pub http_listen: String,
+    /// Ownership configuration (file or directory).
+    pub ownership: Option<PathBuf>,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> ServiceSettings {
+        ServiceSettings {
+            brokers: "localhost:9092".into(),
+            group_id: "custody".into(),
+            reports_topics: vec!["custody.reports".into()],
+            findings_topic: "custody.findings".into(),
+            changelog_topic: "custody.state".into(),
+            dead_letter_topic: "custody.dlq".into(),
+            delivery: Delivery::AtLeastOnce,
+            create_topics: true,
+            partitions: 12,
+            replication_factor: -1,
+            max_in_flight_messages: 256,
+            max_in_flight_bytes: 64 << 20,
+            chunk_timeout: Duration::from_secs(600),
+            shutdown_timeout: Duration::from_secs(20),
+            tick_interval: Duration::from_secs(60),
+            properties: BTreeMap::new(),
+            http_listen: "0.0.0.0:9464".into(),
+            ownership: None,
+        }
+    }
+}
+
+impl ServiceSettings {
+    /// The changelog topic of a reports topic.
+    pub fn changelog_for(&self, reports_topic: &str) -> String {
+        if self.reports_topics.len() <= 1 {
+            self.changelog_topic.clone()
+        } else {
+            format!("{}.{reports_topic}", self.changelog_topic)
+        }
+    }
+
+    /// Applies environment overrides: `CUSTODY_KAFKA_BROKERS`,
+    /// `CUSTODY_KAFKA_GROUP_ID`, `CUSTODY_HTTP_LISTEN`,
+    /// `CUSTODY_OWNERSHIP_CONFIG` and `CUSTODY_RDKAFKA_*`.
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (k, v) in vars {
+            match k.as_str() {
+                "CUSTODY_KAFKA_BROKERS" => self.brokers = v,
+                "CUSTODY_KAFKA_GROUP_ID" => self.group_id = v,
+                "CUSTODY_HTTP_LISTEN" => self.http_listen = v,
+                "CUSTODY_OWNERSHIP_CONFIG" => self.ownership = Some(PathBuf::from(v)),
+                _ => {
+                    if let Some(name) = k.strip_prefix("CUSTODY_RDKAFKA_") {
+                        let name = name.to_ascii_lowercase().replace('_', ".");
+                        self.properties.insert(name, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn validate(
+    kafka: RawKafka,
+    http: RawHttp,
+    ownership: RawOwnership,
+    invalid: &dyn Fn(String, &str) -> crate::config::ConfigError,
+    check_topic: &dyn Fn(&str) -> Result<(), String>,
+) -> Result<ServiceSettings, crate::config::ConfigError> {
+    let mut s = ServiceSettings::default();
+    let topic = |key: &str, t: String| -> Result<String, crate::config::ConfigError> {
+        check_topic(&t).map_err(|m| invalid(format!("kafka.{key}"), &m))?;
+        Ok(t)
+    };
+    if let Some(b) = kafka.brokers {
+        if b.trim().is_empty() {
+            return Err(invalid("kafka.brokers".into(), "must not be empty"));
+        }
+        s.brokers = b;
+    }
+    if let Some(g) = kafka.group_id {
+        if g.trim().is_empty() {
+            return Err(invalid("kafka.group_id".into(), "must not be empty"));
+        }
+        s.group_id = g;
+    }
+    if let Some(ts) = kafka.reports_topics {
+        if ts.is_empty() {
+            return Err(invalid(
+                "kafka.reports_topics".into(),
+                "must name at least one topic",
+            ));
+        }
+        s.reports_topics = ts
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| topic(&format!("reports_topics[{i}]"), t))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(t) = kafka.findings_topic {
+        s.findings_topic = topic("findings_topic", t)?;
+    }
+    if let Some(t) = kafka.changelog_topic {
+        s.changelog_topic = topic("changelog_topic", t)?;
+    }
+    if let Some(t) = kafka.dead_letter_topic {
+        s.dead_letter_topic = topic("dead_letter_topic", t)?;
+    }
+    if let Some(d) = kafka.delivery {
+        s.delivery = d;
+    }
+    if let Some(c) = kafka.create_topics {
+        s.create_topics = c;
+    }
+    if let Some(p) = kafka.partitions {
+        if !(1..=10_000).contains(&p) {
+            return Err(invalid("kafka.partitions".into(), "must be 1 to 10000"));
+        }
+        s.partitions = p;
+    }
+    if let Some(r) = kafka.replication_factor {
+        if r == 0 || r < -1 {
+            return Err(invalid(
+                "kafka.replication_factor".into(),
+                "must be positive, or -1 for the broker's default",
+            ));
+        }
+        s.replication_factor = r;
+    }
+    if let Some(m) = kafka.max_in_flight_messages {
+        if m == 0 {
+            return Err(invalid(
+                "kafka.max_in_flight_messages".into(),
+                "must be positive",
+            ));
+        }
+        s.max_in_flight_messages = m;
+    }
+    if let Some(m) = kafka.max_in_flight_bytes {
+        if m == 0 {
+            return Err(invalid(
+                "kafka.max_in_flight_bytes".into(),
+                "must be positive",
+            ));
+        }
+        s.max_in_flight_bytes = m;
+    }
+    for (key, v, slot) in [
+        (
+            "chunk_timeout_secs",
+            kafka.chunk_timeout_secs,
+            &mut s.chunk_timeout,
+        ),
+        (
+            "shutdown_timeout_secs",
+            kafka.shutdown_timeout_secs,
+            &mut s.shutdown_timeout,
+        ),
+        (
+            "tick_interval_secs",
+            kafka.tick_interval_secs,
+            &mut s.tick_interval,
+        ),
+    ] {
+        if let Some(v) = v {
+            if v == 0 {
+                return Err(invalid(format!("kafka.{key}"), "must be positive"));
+            }
+            *slot = Duration::from_secs(v);
+        }
+    }
+    for (k, v) in kafka.properties {
+        let text = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            _ => {
+                return Err(invalid(
+                    format!("kafka.properties.{k}"),
+                    "must be a string, number or boolean",
+                ))
+            }
+        };
+        s.properties.insert(k, text);
+    }
+    if let Some(l) = http.listen {
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen".into(),
+                "must be an address and port such as 0.0.0.0:9464",
+            ));
+        }
+        s.http_listen = l;
+    }
+    s.ownership = ownership.config;
+    Ok(s)
+}

@@ -1,0 +1,1392 @@
+//! The consumer loop: one thread owns the consumer; reports decode on the
+//! rayon pool and are applied to their partition's state in offset order;
+//! events and state changelog records are produced; offsets are stored only
+//! once everything a message caused is acknowledged.
+//!
+//! Ordering of writes for one partition, which keeps at-least-once honest
+//! when the process dies at any point:
+//!
+//! 1. a message's finding and ticket events are produced when it is
+//!    applied;
+//! 2. its changelog records (serialized when it was applied) are produced
+//!    only when the events of it and of every earlier message of the
+//!    partition are acknowledged, so the changelog never holds a change
+//!    whose events may be lost;
+//! 3. its offset is stored once its changelog records are acknowledged.
+//!
+//! A crash between 1 and 3 redelivers the message; the restored state does
+//! not have its change, so the same events (same ids) are produced again
+//! and consumers drop them.
+
+use super::changelog::{self, Restorer};
+use super::meta::{self, header, MessageMeta};
+use super::settings::ServiceSettings;
+use crate::engine::{Engine, Output};
+use crate::lifecycle::State;
+use crate::metrics::Metrics;
+use crate::model::{ScanMeta, Status};
+use crate::normalize::{self, DecodeError, Format, Report};
+use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What the HTTP endpoints and the front ends read.
+#[derive(Default)]
+pub struct Health {
+    /// The consumer loop is running.
+    pub alive: AtomicBool,
+    /// Assigned partitions, restoring or not: `(topic, partition) -> restored`.
+    pub partitions: Mutex<BTreeMap<(String, i32), bool>>,
+    /// A subscription exists and at least one rebalance happened.
+    pub joined: AtomicBool,
+    /// Set to stop the loop.
+    pub stop: AtomicBool,
+    /// Set to reload the ownership configuration.
+    pub reload: AtomicBool,
+    /// Report messages fully processed (offsets stored).
+    pub done_messages: AtomicUsize,
+    /// Set when an event could not be delivered: the loop stops without
+    /// storing further offsets.
+    pub failed: AtomicBool,
+    /// The last delivery error.
+    pub last_error: Mutex<Option<String>>,
+    /// High watermarks of assigned partitions, from the client's statistics.
+    pub high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl Health {
+    /// Ready: joined, every assigned partition restored, not failed.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err("event delivery failed".into());
+        }
+        if !self.joined.load(Ordering::Relaxed) {
+            return Err("not yet joined the consumer group".into());
+        }
+        let parts = lock(&self.partitions);
+        let restoring: Vec<String> = parts
+            .iter()
+            .filter(|(_, restored)| !**restored)
+            .map(|((t, p), _)| format!("{t}/{p}"))
+            .collect();
+        if restoring.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("restoring {}", restoring.join(", ")))
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts the records a message caused that are not yet acknowledged.
+#[derive(Debug, Default)]
+pub struct Ack {
+    remaining: AtomicI64,
+    failed: AtomicBool,
+}
+
+impl Ack {
+    fn add(&self, n: i64) {
+        self.remaining.fetch_add(n, Ordering::AcqRel);
+    }
+    fn done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) <= 0
+    }
+}
+
+/// The producer's context: delivery reports settle [`Ack`]s.
+pub struct Delivery {
+    health: Arc<Health>,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = Box<Arc<Ack>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
+        if let Err((e, m)) = result {
+            ack.failed.store(true, Ordering::Release);
+            self.health.failed.store(true, Ordering::Release);
+            *lock(&self.health.last_error) = Some(format!("producing to {}: {e}", m.topic()));
+        }
+        ack.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type Prod = ThreadedProducer<Delivery>;
+
+/// The consumer's context: rebalances hand partitions to and from the core.
+pub struct Rebalancer {
+    core: Arc<Mutex<Core>>,
+}
+
+impl ClientContext for Rebalancer {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let health = Arc::clone(&lock(&self.core).health);
+        let mut highs = lock(&health.high_watermarks);
+        for (name, topic) in stats.topics {
+            for (p, part) in topic.partitions {
+                if p >= 0 && part.hi_offset >= 0 {
+                    highs.insert((name.clone(), p), part.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Rebalancer {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let tps: Vec<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let mut core = lock(&self.core);
+            core.revoke(consumer, &tps);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps: Vec<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let mut core = lock(&self.core);
+            core.health.joined.store(true, Ordering::Relaxed);
+            core.assign(consumer, &tps);
+        }
+    }
+}
+
+type Cons = BaseConsumer<Rebalancer>;
+
+/// A consumed message, copied out of the consumer.
+struct Incoming {
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Incoming {
+    fn from(m: &BorrowedMessage<'_>) -> Incoming {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Incoming {
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.payload.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
+    }
+}
+
+type Decoded = Result<(Format, Report), DecodeError>;
+
+/// A message on its way to the state.
+enum Job {
+    /// Decoding on the rayon pool.
+    Decoding {
+        msg: Incoming,
+        meta: MessageMeta,
+        scan_id: String,
+        rx: Receiver<Decoded>,
+        /// Earlier chunks of the same scan: released with this one.
+        held: Vec<Arc<Ack>>,
+    },
+    /// To be dead-lettered.
+    Poison {
+        msg: Incoming,
+        reason: &'static str,
+        error: String,
+        held: Vec<Arc<Ack>>,
+    },
+    /// A chunk that waits for the rest of its scan.
+    Held { msg: Incoming, ack: Arc<Ack> },
+}
+
+/// Work whose records are in flight.
+struct Pending {
+    /// The message, or `None` for a clock tick or re-attribution.
+    offset: Option<i64>,
+    timestamp: Option<i64>,
+    events: Arc<Ack>,
+    /// Changelog records not yet produced (produced when every earlier
+    /// message's events are acknowledged).
+    changelog: Option<Vec<changelog::Record>>,
+    changelog_ack: Arc<Ack>,
+    /// Chunk acks released when this is done.
+    held: Vec<Arc<Ack>>,
+    /// A held chunk: done only when released.
+    hold: bool,
+    bytes: usize,
+}
+
+/// Chunks of one scan collected so far.
+struct ChunkBuf {
+    parts: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+    acks: Vec<Arc<Ack>>,
+    first: Instant,
+    meta: MessageMeta,
+    /// Offsets of the chunks, for dead-lettering on timeout.
+    offsets: Vec<i64>,
+}
+
+struct Part {
+    topic: String,
+    partition: i32,
+    changelog_topic: String,
+    generation: u64,
+    state: Option<State>,
+    jobs: VecDeque<Job>,
+    pending: VecDeque<Pending>,
+    chunks: HashMap<(String, String), ChunkBuf>,
+    bytes: usize,
+    paused: bool,
+    /// Offset of the next message to process (for commits and lag).
+    next_offset: Option<i64>,
+}
+
+impl Part {
+    fn in_flight(&self) -> usize {
+        self.jobs.len() + self.pending.len()
+    }
+}
+
+/// Everything the loop and the rebalance callbacks share.
+pub struct Core {
+    settings: ServiceSettings,
+    engine: Engine,
+    producer: Prod,
+    parts: HashMap<(String, i32), Part>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    generation: u64,
+    restores: mpsc::Sender<Restored>,
+    client_config: ClientConfig,
+    max_report_bytes: u64,
+}
+
+struct Restored {
+    tp: (String, i32),
+    generation: u64,
+    result: Result<(State, usize), String>,
+}
+
+impl Core {
+    fn assign(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in tps {
+            self.generation += 1;
+            let changelog_topic = self.settings.changelog_for(topic);
+            let part = Part {
+                topic: topic.clone(),
+                partition: *partition,
+                changelog_topic: changelog_topic.clone(),
+                generation: self.generation,
+                state: None,
+                jobs: VecDeque::new(),
+                pending: VecDeque::new(),
+                chunks: HashMap::new(),
+                bytes: 0,
+                paused: true,
+                next_offset: None,
+            };
+            self.parts.insert((topic.clone(), *partition), part);
+            lock(&self.health.partitions).insert((topic.clone(), *partition), false);
+            tpl.add_partition(topic, *partition);
+            let tx = self.restores.clone();
+            let cfg = self.client_config.clone();
+            let generation = self.generation;
+            let tp = (topic.clone(), *partition);
+            let metrics = Arc::clone(&self.metrics);
+            let deadline = self.settings.shutdown_timeout.max(Duration::from_secs(60));
+            std::thread::spawn(move || {
+                let result = restore(&cfg, &changelog_topic, tp.1, &metrics, deadline);
+                let _ = tx.send(Restored {
+                    tp,
+                    generation,
+                    result,
+                });
+            });
+        }
+        // Nothing is fetched for a partition until its state is back.
+        let _ = consumer.pause(&tpl);
+        self.update_gauges();
+    }
+
+    fn restored(&mut self, consumer: &Cons, r: Restored) -> Result<(), String> {
+        let Some(part) = self.parts.get_mut(&r.tp) else {
+            return Ok(());
+        };
+        if part.generation != r.generation {
+            return Ok(());
+        }
+        let (state, _records) = r.result.map_err(|e| {
+            format!(
+                "restoring {}/{} from {}: {e}",
+                r.tp.0, r.tp.1, part.changelog_topic
+            )
+        })?;
+        part.state = Some(state);
+        part.paused = false;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&r.tp.0, r.tp.1);
+        let _ = consumer.resume(&tpl);
+        lock(&self.health.partitions).insert(r.tp.clone(), true);
+        self.update_gauges();
+        Ok(())
+    }
+
+    fn revoke(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        for tp in tps {
+            // Finish what was consumed, within the deadline; commit what is
+            // done; then forget the partition.
+            while Instant::now() < deadline {
+                let busy = match self.parts.get(tp) {
+                    Some(p) => p.state.is_some() && p.in_flight() > 0 && !only_held(p),
+                    None => false,
+                };
+                if !busy {
+                    break;
+                }
+                self.step_partition(consumer, tp, true);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.commit_partition(consumer, tp);
+            self.parts.remove(tp);
+            lock(&self.health.partitions).remove(tp);
+            self.metrics.forget_partition(&tp.0, tp.1);
+        }
+        self.update_gauges();
+    }
+
+    fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {
+        let Some(part) = self.parts.get(tp) else {
+            return;
+        };
+        if let Some(next) = part.next_offset {
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next));
+            let _ = consumer.commit(&tpl, CommitMode::Sync);
+        }
+    }
+
+    fn update_gauges(&self) {
+        let restoring = self.parts.values().filter(|p| p.state.is_none()).count();
+        let paused = self.parts.values().filter(|p| p.paused).count();
+        self.metrics.partitions(self.parts.len(), restoring, paused);
+    }
+
+    /// Takes a consumed message into its partition's queue.
+    fn take(&mut self, topic: &str, partition: i32, msg: Incoming) {
+        let max_report = self.max_report_bytes;
+        let Some(part) = self.parts.get_mut(&(topic.to_string(), partition)) else {
+            return;
+        };
+        part.bytes += msg.len();
+        let job = classify(part, msg, max_report, self.engine.decode_context());
+        part.jobs.push_back(job);
+    }
+
+    /// Applies decoded jobs in order, produces, settles acks, stores
+    /// offsets. `block` waits for the decode at the head of the queue.
+    fn step_partition(&mut self, consumer: &Cons, tp: &(String, i32), block: bool) {
+        let Some(mut part) = self.parts.remove(tp) else {
+            return;
+        };
+        if part.state.is_some() {
+            self.apply_ready(&mut part, block);
+            self.expire_chunks(&mut part);
+            self.settle(consumer, &mut part);
+            self.backpressure(consumer, &mut part);
+        }
+        self.parts.insert(tp.clone(), part);
+    }
+
+    fn apply_ready(&mut self, part: &mut Part, block: bool) {
+        while let Some(job) = part.jobs.front_mut() {
+            let decoded = match job {
+                Job::Decoding { rx, .. } => {
+                    let r = if block {
+                        rx.recv().map_err(|_| TryRecvError::Disconnected)
+                    } else {
+                        rx.try_recv()
+                    };
+                    match r {
+                        Ok(d) => Some(d),
+                        Err(TryRecvError::Empty) => return,
+                        Err(TryRecvError::Disconnected) => Some(Err(DecodeError::Syntax(
+                            "decoder stopped unexpectedly".into(),
+                        ))),
+                    }
+                }
+                _ => None,
+            };
+            let Some(job) = part.jobs.pop_front() else {
+                return;
+            };
+            match (job, decoded) {
+                (
+                    Job::Decoding {
+                        msg,
+                        meta,
+                        scan_id,
+                        held,
+                        ..
+                    },
+                    Some(d),
+                ) => match d {
+                    Ok((format, report)) => {
+                        self.apply_scan(part, msg, meta, scan_id, format, report, held)
+                    }
+                    Err(e) => {
+                        let format = meta.format.map_or("unknown", Format::name);
+                        self.metrics.decode_error(format, e.reason());
+                        self.dead_letter(part, msg, e.reason(), &e.to_string(), held);
+                    }
+                },
+                (
+                    Job::Poison {
+                        msg,
+                        reason,
+                        error,
+                        held,
+                    },
+                    _,
+                ) => self.dead_letter(part, msg, reason, &error, held),
+                (Job::Held { msg, ack }, _) => {
+                    self.metrics.message("chunk");
+                    part.pending.push_back(Pending {
+                        offset: Some(msg.offset),
+                        timestamp: msg.timestamp,
+                        events: Arc::new(Ack::default()),
+                        changelog: None,
+                        changelog_ack: ack,
+                        held: Vec::new(),
+                        hold: true,
+                        bytes: 0,
+                    });
+                }
+                (Job::Decoding { .. }, None) => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_scan(
+        &mut self,
+        part: &mut Part,
+        msg: Incoming,
+        meta: MessageMeta,
+        scan_id: String,
+        _format: Format,
+        mut report: Report,
+        held: Vec<Arc<Ack>>,
+    ) {
+        let Some(target) = meta.target.clone().or(report.target.take()) else {
+            let err = meta::MetaError::NoTarget;
+            self.dead_letter(part, msg, "no_target", &err.to_string(), held);
+            return;
+        };
+        if let Some(name) = &meta.scanner {
+            report.set_scanner(name);
+        }
+        self.metrics.findings_consumed(report.findings.len());
+        self.metrics.message("processed");
+        let scan = ScanMeta {
+            scan_id,
+            target: target.clone(),
+            commit: meta.commit.clone().or(report.commit.take()),
+            git_ref: meta.git_ref.clone().or(report.git_ref.take()),
+            complete: meta.complete,
+            coverage: std::mem::take(&mut report.coverage),
+        };
+        let now = msg
+            .timestamp
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or_else(Utc::now);
+        let Some(state) = part.state.as_mut() else {
+            return;
+        };
+        let mut out = Output::default();
+        let touched = self
+            .engine
+            .scan_touched(state, &scan, report.findings, now, &mut out);
+        let spec = target.to_string();
+        let records = changelog::records(state, &spec, &touched);
+        let bytes = msg.len();
+        self.emit(part, Some(&msg), out, records, held, bytes);
+    }
+
+    /// Produces a step's events now and queues its changelog records.
+    fn emit(
+        &mut self,
+        part: &mut Part,
+        msg: Option<&Incoming>,
+        out: Output,
+        records: Vec<changelog::Record>,
+        held: Vec<Arc<Ack>>,
+        bytes: usize,
+    ) {
+        let ack = Arc::new(Ack::default());
+        // A guard, so the count cannot reach zero while records are sent.
+        ack.add(1);
+        for e in &out.findings {
+            if let Ok(payload) = serde_json::to_vec(e) {
+                let topic = self.settings.findings_topic.clone();
+                self.send(
+                    &topic,
+                    None,
+                    e.fingerprint.as_bytes(),
+                    Some(&payload),
+                    None,
+                    &ack,
+                );
+                self.metrics.event("finding", &topic);
+            }
+        }
+        for e in &out.tickets {
+            if let Ok(payload) = serde_json::to_vec(e) {
+                self.send(
+                    &e.route,
+                    None,
+                    e.ticket_key.as_bytes(),
+                    Some(&payload),
+                    None,
+                    &ack,
+                );
+                self.metrics.event("ticket", &e.route);
+            }
+        }
+        ack.add(-1);
+        part.pending.push_back(Pending {
+            offset: msg.map(|m| m.offset),
+            timestamp: msg.and_then(|m| m.timestamp),
+            events: ack,
+            changelog: Some(records),
+            changelog_ack: Arc::new(Ack::default()),
+            held,
+            hold: false,
+            bytes,
+        });
+    }
+
+    /// Sends one record, waiting while the producer's queue is full.
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        ack: &Arc<Ack>,
+    ) {
+        ack.add(1);
+        let mut record: BaseRecord<'_, [u8], [u8], Box<Arc<Ack>>> =
+            BaseRecord::with_opaque_to(topic, Box::new(Arc::clone(ack))).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, r)) => {
+                    // Not retriable (record too large, unknown topic...):
+                    // the run stops without storing this offset.
+                    self.health.failed.store(true, Ordering::Release);
+                    *lock(&self.health.last_error) = Some(format!("producing to {topic}: {e}"));
+                    drop(r);
+                    ack.add(-1);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        part: &mut Part,
+        msg: Incoming,
+        reason: &'static str,
+        error: &str,
+        held: Vec<Arc<Ack>>,
+    ) {
+        self.metrics.message("dead_lettered");
+        self.metrics.dead_letter(reason);
+        let ack = Arc::new(Ack::default());
+        ack.add(1);
+        self.send_dead_letter(part, &msg, reason, error, &ack);
+        ack.add(-1);
+        part.pending.push_back(Pending {
+            offset: Some(msg.offset),
+            timestamp: msg.timestamp,
+            events: ack,
+            changelog: Some(Vec::new()),
+            changelog_ack: Arc::new(Ack::default()),
+            held,
+            hold: false,
+            bytes: msg.len(),
+        });
+    }
+
+    fn send_dead_letter(
+        &self,
+        part: &Part,
+        msg: &Incoming,
+        reason: &str,
+        error: &str,
+        ack: &Arc<Ack>,
+    ) {
+        let mut hs = OwnedHeaders::new();
+        for (k, v) in &msg.headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let partition = part.partition.to_string();
+        let offset = msg.offset.to_string();
+        let error: String = error.chars().take(1000).collect();
+        for (k, v) in [
+            (header::DLQ_REASON, reason),
+            (header::DLQ_ERROR, error.as_str()),
+            (header::DLQ_TOPIC, part.topic.as_str()),
+            (header::DLQ_PARTITION, partition.as_str()),
+            (header::DLQ_OFFSET, offset.as_str()),
+        ] {
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let topic = self.settings.dead_letter_topic.clone();
+        self.send(
+            &topic,
+            None,
+            msg.key.as_deref().unwrap_or(b""),
+            msg.payload.as_deref(),
+            Some(hs),
+            ack,
+        );
+    }
+
+    /// Chunked scans whose missing chunks did not arrive in time: every
+    /// chunk is dead-lettered, and the scan is dropped.
+    fn expire_chunks(&mut self, part: &mut Part) {
+        let timeout = self.settings.chunk_timeout;
+        let expired: Vec<(String, String)> = part
+            .chunks
+            .iter()
+            .filter(|(_, c)| c.first.elapsed() > timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            let Some(buf) = part.chunks.remove(&k) else {
+                continue;
+            };
+            let n = buf.parts.len();
+            let have = buf.parts.iter().filter(|p| p.is_some()).count();
+            let error = format!(
+                "scan {} of {}: {have} of {n} chunks arrived within {}s",
+                k.1,
+                k.0,
+                timeout.as_secs()
+            );
+            let offsets = buf.offsets.clone();
+            let ChunkBuf {
+                parts, acks, meta, ..
+            } = buf;
+            for ((chunk, ack), offset) in parts.into_iter().flatten().zip(acks).zip(offsets) {
+                let mut headers = vec![
+                    (header::SCAN_ID.to_string(), Some(k.1.as_bytes().to_vec())),
+                    (header::TARGET.to_string(), Some(k.0.as_bytes().to_vec())),
+                ];
+                if let Some(s) = &meta.scanner {
+                    headers.push((header::SCANNER.to_string(), Some(s.as_bytes().to_vec())));
+                }
+                let msg = Incoming {
+                    offset,
+                    timestamp: None,
+                    key: Some(k.0.as_bytes().to_vec()),
+                    payload: Some(chunk),
+                    headers,
+                };
+                self.metrics.dead_letter("incomplete_scan");
+                self.send_dead_letter(part, &msg, "incomplete_scan", &error, &ack);
+                // Release the hold: done once the dead letter is acknowledged.
+                ack.add(-1);
+            }
+        }
+    }
+
+    /// Produces changelog records behind acknowledged events, stores the
+    /// offsets of what is done, in order.
+    fn settle(&mut self, consumer: &Cons, part: &mut Part) {
+        // Changelog records of a message go out only when its events and
+        // those of every earlier message are acknowledged.
+        let mut idx = 0;
+        while idx < part.pending.len() {
+            let p = &part.pending[idx];
+            if !p.hold && !p.events.done() {
+                break;
+            }
+            if p.events.failed.load(Ordering::Acquire) {
+                // Not stored: redelivered after the restart.
+                return;
+            }
+            if let Some(records) = part.pending[idx].changelog.take() {
+                let ack = Arc::clone(&part.pending[idx].changelog_ack);
+                ack.add(1);
+                for r in &records {
+                    self.send(
+                        &part.changelog_topic,
+                        Some(part.partition),
+                        &r.key,
+                        r.value.as_deref(),
+                        None,
+                        &ack,
+                    );
+                }
+                ack.add(-1);
+            }
+            idx += 1;
+        }
+        let mut stored = None;
+        while let Some(p) = part.pending.front() {
+            let done = p.changelog.is_none()
+                && p.changelog_ack.done()
+                && (p.hold || p.events.done())
+                && !p.changelog_ack.failed.load(Ordering::Acquire);
+            if !done {
+                break;
+            }
+            let Some(p) = part.pending.pop_front() else {
+                break;
+            };
+            for h in &p.held {
+                h.add(-1);
+            }
+            part.bytes = part.bytes.saturating_sub(p.bytes);
+            if let Some(off) = p.offset {
+                stored = Some(off);
+                self.health.done_messages.fetch_add(1, Ordering::Relaxed);
+                if let Some(ts) = p.timestamp {
+                    let now = Utc::now().timestamp_millis();
+                    self.metrics.latency((now - ts) as f64 / 1000.0);
+                }
+            }
+        }
+        if let Some(off) = stored {
+            let _ = consumer.store_offset(&part.topic, part.partition, off);
+            part.next_offset = Some(off + 1);
+        }
+    }
+
+    fn backpressure(&self, consumer: &Cons, part: &mut Part) {
+        let max_msgs = self.settings.max_in_flight_messages;
+        let max_bytes = self.settings.max_in_flight_bytes;
+        let over = part.in_flight() >= max_msgs || part.bytes >= max_bytes;
+        let under = part.in_flight() <= max_msgs / 2 && part.bytes <= max_bytes / 2;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&part.topic, part.partition);
+        if over && !part.paused {
+            if consumer.pause(&tpl).is_ok() {
+                part.paused = true;
+            }
+        } else if under && part.paused && part.state.is_some() && consumer.resume(&tpl).is_ok() {
+            part.paused = false;
+        }
+    }
+
+    /// Advances the SLA clock over every restored partition.
+    fn tick(&mut self, now: DateTime<Utc>) {
+        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+        for tp in keys {
+            let Some(mut part) = self.parts.remove(&tp) else {
+                continue;
+            };
+            if let Some(state) = part.state.as_mut() {
+                let out = self.engine.tick(state, now);
+                self.emit_step(&mut part, out);
+            }
+            self.parts.insert(tp, part);
+        }
+    }
+
+    /// Re-attributes every restored partition after an ownership reload.
+    fn reattribute(&mut self, now: DateTime<Utc>) {
+        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+        for tp in keys {
+            let Some(mut part) = self.parts.remove(&tp) else {
+                continue;
+            };
+            if let Some(state) = part.state.as_mut() {
+                let out = self.engine.reattribute(state, now);
+                self.emit_step(&mut part, out);
+            }
+            self.parts.insert(tp, part);
+        }
+    }
+
+    /// Emits a step that no message caused (tick, re-attribution).
+    fn emit_step(&mut self, part: &mut Part, out: Output) {
+        if out.findings.is_empty() && out.tickets.is_empty() {
+            return;
+        }
+        let Some(state) = part.state.as_ref() else {
+            return;
+        };
+        let mut by_target: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in &out.findings {
+            by_target
+                .entry(e.target.to_string())
+                .or_default()
+                .push(e.fingerprint.clone());
+        }
+        for e in &out.tickets {
+            by_target.entry(e.target.to_string()).or_default();
+        }
+        let mut records = Vec::new();
+        for (target, fps) in &by_target {
+            records.extend(changelog::records(state, target, fps));
+        }
+        self.emit(part, None, out, records, Vec::new(), 0);
+    }
+
+    fn state_gauges(&self) {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for s in [
+            Status::Open,
+            Status::Resolved,
+            Status::Accepted,
+            Status::FalsePositive,
+        ] {
+            counts.insert(s.as_str(), 0);
+        }
+        for part in self.parts.values() {
+            if let Some(state) = &part.state {
+                for ts in state.targets.values() {
+                    for rec in ts.findings.values() {
+                        *counts.entry(rec.status.as_str()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (s, n) in counts {
+            self.metrics.state_size(s, n);
+        }
+        let highs = lock(&self.health.high_watermarks);
+        for part in self.parts.values() {
+            let tp = (part.topic.clone(), part.partition);
+            if let (Some(high), Some(next)) = (highs.get(&tp), part.next_offset) {
+                self.metrics.lag(&part.topic, part.partition, high - next);
+            }
+        }
+    }
+}
+
+/// Sorts a new message into a job: poison, a held chunk, or a decode.
+fn classify(
+    part: &mut Part,
+    msg: Incoming,
+    max_report: u64,
+    ctx: &normalize::DecodeContext,
+) -> Job {
+    let meta = match meta::from_headers(
+        msg.key.as_deref(),
+        msg.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            return Job::Poison {
+                msg,
+                reason: "bad_metadata",
+                error: e.to_string(),
+                held: Vec::new(),
+            }
+        }
+    };
+    let Some(payload) = msg.payload.as_deref() else {
+        return Job::Poison {
+            msg,
+            reason: "empty",
+            error: "message has no payload".into(),
+            held: Vec::new(),
+        };
+    };
+    if payload.len() as u64 > max_report {
+        let error = DecodeError::TooLarge {
+            size: payload.len() as u64,
+            limit: max_report,
+        }
+        .to_string();
+        return Job::Poison {
+            msg,
+            reason: "too_large",
+            error,
+            held: Vec::new(),
+        };
+    }
+    if let Some((i, n)) = meta.chunk {
+        let target = meta
+            .target
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let scan_id = meta.scan_id.clone().unwrap_or_default();
+        let key = (target, scan_id.clone());
+        let buf = part.chunks.entry(key.clone()).or_insert_with(|| ChunkBuf {
+            parts: vec![None; n as usize],
+            bytes: 0,
+            acks: Vec::new(),
+            first: Instant::now(),
+            meta: meta.clone(),
+            offsets: Vec::new(),
+        });
+        if buf.parts.len() != n as usize {
+            let error = format!(
+                "chunk {i}/{n} of scan {scan_id} disagrees with the earlier count of {}",
+                buf.parts.len()
+            );
+            return Job::Poison {
+                msg,
+                reason: "bad_metadata",
+                error,
+                held: Vec::new(),
+            };
+        }
+        if buf.bytes as u64 + payload.len() as u64 > max_report {
+            let buf = part.chunks.remove(&key);
+            let held = buf.map(|b| b.acks).unwrap_or_default();
+            let error = format!(
+                "chunked scan {scan_id} exceeds the limit of {max_report} bytes; its earlier chunks are dropped"
+            );
+            // The earlier chunks' holds are released with this dead letter.
+            return Job::Poison {
+                msg,
+                reason: "too_large",
+                error,
+                held,
+            };
+        }
+        let slot = (i - 1) as usize;
+        if buf.parts[slot].is_none() {
+            buf.bytes += payload.len();
+        }
+        buf.parts[slot] = Some(payload.to_vec());
+        if buf.parts.iter().any(Option::is_none) {
+            let ack = Arc::new(Ack::default());
+            ack.add(1);
+            buf.acks.push(Arc::clone(&ack));
+            buf.offsets.push(msg.offset);
+            return Job::Held { msg, ack };
+        }
+        // The last missing chunk: the scan is complete.
+        let Some(buf) = part.chunks.remove(&key) else {
+            return Job::Poison {
+                msg,
+                reason: "bad_metadata",
+                error: "chunk buffer vanished".into(),
+                held: Vec::new(),
+            };
+        };
+        let mut whole = Vec::with_capacity(buf.bytes);
+        for p in buf.parts.into_iter().flatten() {
+            whole.extend_from_slice(&p);
+        }
+        return spawn_decode(msg, meta, scan_id, whole, buf.acks, ctx);
+    }
+    match meta::unwrap_envelope(payload, &meta) {
+        Ok(Some((m, report))) => {
+            let bytes = report.to_vec();
+            let scan_id = m.scan_id.clone().unwrap_or_else(|| content_id(&bytes));
+            spawn_decode(msg, m, scan_id, bytes, Vec::new(), ctx)
+        }
+        Ok(None) => {
+            let bytes = payload.to_vec();
+            let scan_id = meta.scan_id.clone().unwrap_or_else(|| content_id(&bytes));
+            spawn_decode(msg, meta, scan_id, bytes, Vec::new(), ctx)
+        }
+        Err(e) => Job::Poison {
+            msg,
+            reason: "bad_envelope",
+            error: e.to_string(),
+            held: Vec::new(),
+        },
+    }
+}
+
+fn content_id(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..12])
+}
+
+fn spawn_decode(
+    msg: Incoming,
+    meta: MessageMeta,
+    scan_id: String,
+    bytes: Vec<u8>,
+    held: Vec<Arc<Ack>>,
+    ctx: &normalize::DecodeContext,
+) -> Job {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let format = meta.format;
+    let ctx = ctx.clone();
+    rayon::spawn(move || {
+        let r = normalize::decode(&bytes, format, &ctx);
+        let _ = tx.send(r);
+    });
+    Job::Decoding {
+        msg,
+        meta,
+        scan_id,
+        rx,
+        held,
+    }
+}
+
+/// Reads changelog partition `partition` from the beginning to its high
+/// watermark.
+fn restore(
+    cfg: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    metrics: &Metrics,
+    deadline: Duration,
+) -> Result<(State, usize), String> {
+    let started = Instant::now();
+    let mut cfg = cfg.clone();
+    cfg.set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760");
+    // A group id is required by librdkafka, though nothing is committed.
+    if cfg.get("group.id").is_none() {
+        cfg.set("group.id", "custody-restore");
+    }
+    let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(30))
+        .map_err(|e| format!("watermarks: {e}"))?;
+    let mut restorer = Restorer::new();
+    if high <= low {
+        return Ok((restorer.finish(), 0));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut last = low - 1;
+    let mut reported = 0usize;
+    while last + 1 < high {
+        if started.elapsed() > deadline.max(Duration::from_secs(600)) {
+            return Err(format!(
+                "timed out at offset {last} of {high} after {}s",
+                started.elapsed().as_secs()
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last = m.offset();
+                let Some(key) = m.key() else { continue };
+                if let Err(e) = restorer.apply(key, m.payload()) {
+                    return Err(format!("offset {}: {e}", m.offset()));
+                }
+                if restorer.records - reported >= 10_000 {
+                    metrics.restored(restorer.records - reported);
+                    reported = restorer.records;
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    metrics.restored(restorer.records - reported);
+    let n = restorer.records;
+    Ok((restorer.finish(), n))
+}
+
+/// The consumer loop with its producer, built from settings.
+pub struct Worker {
+    consumer: Cons,
+    core: Arc<Mutex<Core>>,
+    restored_rx: Receiver<Restored>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    settings: ServiceSettings,
+    ownership: Option<Arc<crate::ownership::Reloadable>>,
+}
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A Kafka client could not be created or subscribed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// Restoring a partition's state failed.
+    #[error("{0}")]
+    Restore(String),
+    /// An event could not be delivered.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+}
+
+/// The librdkafka settings every custody client starts from.
+pub fn client_config(settings: &ServiceSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.brokers);
+    c.set("client.id", "custody");
+    for (k, v) in &settings.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Worker {
+    /// Creates the clients (no network traffic until [`Worker::run`]).
+    pub fn new(
+        settings: &ServiceSettings,
+        engine: Engine,
+        max_report_bytes: u64,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        ownership: Option<Arc<crate::ownership::Reloadable>>,
+    ) -> Result<Worker, RunError> {
+        let base = client_config(settings);
+        let mut pcfg = base.clone();
+        for (k, v) in [
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "lz4"),
+        ] {
+            if !settings.properties.contains_key(k) {
+                pcfg.set(k, v);
+            }
+        }
+        let producer: Prod = pcfg
+            .create_with_context(Delivery {
+                health: Arc::clone(&health),
+            })
+            .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        let core = Arc::new(Mutex::new(Core {
+            settings: settings.clone(),
+            engine,
+            producer,
+            parts: HashMap::new(),
+            metrics: Arc::clone(&metrics),
+            health: Arc::clone(&health),
+            generation: 0,
+            restores: tx,
+            client_config: base.clone(),
+            max_report_bytes,
+        }));
+        let mut ccfg = base;
+        ccfg.set("group.id", &settings.group_id);
+        for (k, v) in [
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("statistics.interval.ms", "5000"),
+        ] {
+            // enable.auto.offset.store must stay false: offsets are stored
+            // only after acknowledgement.
+            if k == "enable.auto.offset.store" || !settings.properties.contains_key(k) {
+                ccfg.set(k, v);
+            }
+        }
+        let consumer: Cons = ccfg
+            .create_with_context(Rebalancer {
+                core: Arc::clone(&core),
+            })
+            .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;
+        Ok(Worker {
+            consumer,
+            core,
+            restored_rx: rx,
+            health,
+            metrics,
+            settings: settings.clone(),
+            ownership,
+        })
+    }
+
+    /// Runs until [`Health::stop`] is set or delivery fails; then stops
+    /// fetching, finishes in-flight work, flushes and commits, each step
+    /// bounded by the shutdown timeout.
+    pub fn run(self) -> Result<(), RunError> {
+        let topics: Vec<&str> = self
+            .settings
+            .reports_topics
+            .iter()
+            .map(String::as_str)
+            .collect();
+        self.consumer
+            .subscribe(&topics)
+            .map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
+        self.health.alive.store(true, Ordering::Relaxed);
+        let mut last_tick = Instant::now();
+        let mut last_gauges = Instant::now();
+        let mut result = Ok(());
+        while !self.health.stop.load(Ordering::Relaxed) {
+            if self.health.failed.load(Ordering::Acquire) {
+                let e = lock(&self.health.last_error).clone().unwrap_or_default();
+                result = Err(RunError::Delivery(e));
+                break;
+            }
+            let busy = {
+                let core = lock(&self.core);
+                core.parts.values().any(|p| p.in_flight() > 0)
+            };
+            let wait = if busy { 2 } else { 50 };
+            match self.consumer.poll(Duration::from_millis(wait)) {
+                Some(Ok(m)) => {
+                    let topic = m.topic().to_string();
+                    let partition = m.partition();
+                    let incoming = Incoming::from(&m);
+                    drop(m);
+                    lock(&self.core).take(&topic, partition, incoming);
+                }
+                Some(Err(e)) => {
+                    tracing_warn(&format!("consumer: {e}"));
+                }
+                None => {}
+            }
+            while let Ok(r) = self.restored_rx.try_recv() {
+                if let Err(e) = lock(&self.core).restored(&self.consumer, r) {
+                    result = Err(RunError::Restore(e));
+                    self.health.stop.store(true, Ordering::Relaxed);
+                }
+            }
+            {
+                let mut core = lock(&self.core);
+                let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
+                for tp in &keys {
+                    core.step_partition(&self.consumer, tp, false);
+                }
+                if self.health.reload.swap(false, Ordering::Relaxed) {
+                    if let Some(own) = &self.ownership {
+                        match own.reload() {
+                            Ok(_) => {
+                                // The engine attributes through the same
+                                // Reloadable, so only re-attribution is left.
+                                self.metrics.ownership_reload(true);
+                                core.reattribute(Utc::now());
+                            }
+                            Err(e) => {
+                                self.metrics.ownership_reload(false);
+                                tracing_warn(&format!("ownership reload refused: {e}"));
+                            }
+                        }
+                    }
+                }
+                if last_tick.elapsed() >= self.settings.tick_interval {
+                    last_tick = Instant::now();
+                    core.tick(Utc::now());
+                }
+                if last_gauges.elapsed() >= Duration::from_secs(1) {
+                    last_gauges = Instant::now();
+                    core.state_gauges();
+                }
+            }
+        }
+        self.shutdown();
+        result
+    }
+
+    fn shutdown(&self) {
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        // Stop fetching.
+        if let Ok(tpl) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&tpl);
+        }
+        // Finish in-flight work.
+        if !self.health.failed.load(Ordering::Acquire) {
+            loop {
+                let mut core = lock(&self.core);
+                let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
+                for tp in &keys {
+                    core.step_partition(&self.consumer, tp, false);
+                }
+                let busy = core
+                    .parts
+                    .values()
+                    .any(|p| p.state.is_some() && p.in_flight() > 0 && !only_held(p));
+                drop(core);
+                if !busy || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        // Flush and commit what is done.
+        let core = lock(&self.core);
+        let _ = core
+            .producer
+            .flush(deadline.saturating_duration_since(Instant::now()));
+        let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
+        for tp in &keys {
+            core.commit_partition(&self.consumer, tp);
+        }
+        drop(core);
+        self.health.alive.store(false, Ordering::Relaxed);
+        // Leaving the group runs the revoke callback, which finds nothing
+        // left to do.
+        self.consumer.unsubscribe();
+    }
+}
+
+/// Only held chunks remain: waiting for them would wait for chunks that are
+/// not coming before the deadline.
+fn only_held(p: &Part) -> bool {
+    p.jobs.iter().all(|j| matches!(j, Job::Held { .. })) && p.pending.iter().all(|x| x.hold)
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("custody run: {msg}");
+}
