@@ -7,3 +7,4 @@ mod corpus;
 mod lifecycle;
 mod ownership;
 mod schemas;
+mod service;

@@ -251,6 +251,17 @@ struct Pending {
     bytes: usize,
 }
 
+impl Pending {
+    /// Events and changelog records all acknowledged (for a held chunk:
+    /// released by its scan's last chunk).
+    fn complete(&self) -> bool {
+        self.changelog.is_none()
+            && self.changelog_ack.done()
+            && (self.hold || self.events.done())
+            && !self.changelog_ack.failed.load(Ordering::Acquire)
+    }
+}
+
 /// Chunks of one scan collected so far.
 struct ChunkBuf {
     parts: Vec<Option<Vec<u8>>>,
@@ -793,21 +804,23 @@ impl Core {
             }
             idx += 1;
         }
+        // A finished scan releases its earlier chunks, which sit before it
+        // in the queue.
+        for p in part.pending.iter_mut() {
+            if !p.held.is_empty() && p.complete() {
+                for h in p.held.drain(..) {
+                    h.add(-1);
+                }
+            }
+        }
         let mut stored = None;
         while let Some(p) = part.pending.front() {
-            let done = p.changelog.is_none()
-                && p.changelog_ack.done()
-                && (p.hold || p.events.done())
-                && !p.changelog_ack.failed.load(Ordering::Acquire);
-            if !done {
+            if !p.complete() {
                 break;
             }
             let Some(p) = part.pending.pop_front() else {
                 break;
             };
-            for h in &p.held {
-                h.add(-1);
-            }
             part.bytes = part.bytes.saturating_sub(p.bytes);
             if let Some(off) = p.offset {
                 stored = Some(off);

@@ -1,0 +1,440 @@
+//! The Kafka service end to end against librdkafka's mock cluster
+//! (in-process, real Kafka protocol over TCP): publish -> run -> consume.
+
+use custody::config::Config;
+use custody::model::{FindingEvent, FindingEventKind, Target, TicketEvent, TicketEventKind};
+use custody::ownership::Reloadable;
+use custody::service::demo::{create_mock_topics, read_all};
+use custody::service::publish::{PublishOptions, Publisher, DEFAULT_CHUNK_BYTES};
+use custody::service::Service;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
+
+struct Harness {
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    config: Config,
+}
+
+impl Harness {
+    fn new(partitions: i32) -> Harness {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let mut config = Config::default();
+        config.service.brokers = cluster.bootstrap_servers();
+        config.service.partitions = partitions;
+        config.service.replication_factor = 1;
+        config.service.group_id = "custody-test".into();
+        config.service.shutdown_timeout = Duration::from_secs(10);
+        create_mock_topics(&cluster, &config).expect("topics");
+        Harness { cluster, config }
+    }
+
+    fn start(&self) -> Service {
+        Service::start(&self.config, None).expect("service starts")
+    }
+
+    fn start_owned(&self) -> Service {
+        let own = Reloadable::load(Path::new("tests/fixtures/ownership/owners.toml")).unwrap();
+        Service::start(&self.config, Some(Arc::new(own))).expect("service starts")
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(&self.cluster.bootstrap_servers(), std::iter::empty()).unwrap()
+    }
+
+    fn publish(&self, target: &str, scanner: &str, file: &str, chunk_bytes: usize) -> usize {
+        let p = self.publisher();
+        let bytes = std::fs::read(file).unwrap();
+        let n = p
+            .send(&self.opts(target, scanner, chunk_bytes), &bytes)
+            .unwrap()
+            .chunks;
+        p.flush(Duration::from_secs(30)).unwrap();
+        n
+    }
+
+    fn opts(&self, target: &str, scanner: &str, chunk_bytes: usize) -> PublishOptions {
+        PublishOptions {
+            topic: self.config.service.reports_topics[0].clone(),
+            target: target.parse::<Target>().unwrap(),
+            scanner: Some(scanner.into()),
+            commit: None,
+            git_ref: None,
+            format: None,
+            scan_id: None,
+            complete: true,
+            chunk_bytes,
+        }
+    }
+
+    /// Raw message with the given key, headers and payload.
+    fn send_raw(&self, key: Option<&str>, headers: &[(&str, &str)], payload: &[u8]) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let mut hs = OwnedHeaders::new();
+        for (k, v) in headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut rec: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(&self.config.service.reports_topics[0])
+                .payload(payload)
+                .headers(hs);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    fn findings(&self) -> Vec<FindingEvent> {
+        read_all(
+            &self.cluster.bootstrap_servers(),
+            &self.config.service.findings_topic,
+        )
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_slice(b).expect("finding event JSON"))
+        .collect()
+    }
+
+    fn tickets(&self) -> Vec<TicketEvent> {
+        read_all(
+            &self.cluster.bootstrap_servers(),
+            &self.config.default_topic,
+        )
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_slice(b).expect("ticket event JSON"))
+        .collect()
+    }
+
+    /// Committed offset sum of the group over the reports topic.
+    fn committed(&self) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .set("group.id", &self.config.service.group_id)
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..self.config.service.partitions {
+            tpl.add_partition(&self.config.service.reports_topics[0], p);
+        }
+        let c = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        c.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+fn wait_done(service: &Service, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while service.health.done_messages.load(Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages processed",
+            service.health.done_messages.load(Ordering::Relaxed)
+        );
+        assert!(!service.finished(), "service stopped early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn count(events: &[FindingEvent], kind: FindingEventKind) -> usize {
+    events.iter().filter(|e| e.event == kind).count()
+}
+
+fn unique_ids(events: &[FindingEvent]) -> HashMap<String, &FindingEvent> {
+    events.iter().map(|e| (e.event_id.clone(), e)).collect()
+}
+
+fn old_new(scanner: &str) -> (String, String) {
+    let ext = if scanner == "semgrep" {
+        "json"
+    } else {
+        "sarif"
+    };
+    (
+        format!("tests/fixtures/churn/{scanner}-6.4.2.{ext}"),
+        format!("tests/fixtures/churn/{scanner}-6.5.{ext}"),
+    )
+}
+
+#[test]
+fn publish_run_consume_matches_the_real_change() {
+    let h = Harness::new(4);
+    let service = h.start();
+    let (old, new) = old_new("bandit");
+    let mut n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let first = h.findings();
+    assert_eq!(count(&first, FindingEventKind::Opened), 272);
+    n += h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let all = h.findings();
+    let ids = unique_ids(&all);
+    assert_eq!(ids.len(), all.len(), "event ids are unique");
+    // The fixture's expectation: 14 new, 17 gone, the 138 moved ones quiet.
+    assert_eq!(count(&all, FindingEventKind::Opened), 272 + 14);
+    assert_eq!(count(&all, FindingEventKind::Resolved), 17);
+    assert_eq!(all.len(), 272 + 14 + 17);
+    let tickets = h.tickets();
+    assert!(tickets.iter().any(|t| t.event == TicketEventKind::Opened));
+    // Every finding event names its ticket, and the ticket exists.
+    let keys: HashSet<&str> = tickets.iter().map(|t| t.ticket_key.as_str()).collect();
+    assert!(all.iter().all(|e| keys.contains(e.ticket_key.as_str())));
+    // HTTP-facing state: ready, metrics count the messages.
+    assert_eq!(service.health.ready(), Ok(()));
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_messages_consumed_total{outcome=\"processed\"} 2"),
+        "{text}"
+    );
+    service.stop().unwrap();
+}
+
+#[test]
+fn chunked_and_enveloped_reports_give_the_same_events() {
+    let h = Harness::new(2);
+    let service = h.start();
+    let (old, _) = old_new("bandit");
+    // 381 KB in 20 KB chunks.
+    let chunks = h.publish(TORNADO, "bandit", &old, 20_000);
+    assert!(chunks > 10, "{chunks} chunks");
+    wait_done(&service, chunks);
+    let events = h.findings();
+    assert_eq!(count(&events, FindingEventKind::Opened), 272);
+    // The same scan again, in an envelope, on another target.
+    let report = std::fs::read(&old).unwrap();
+    let mut env = br#"{"custody_envelope": 1, "target": "repo:github.com/other/tornado", "scanner": "bandit", "report": "#.to_vec();
+    env.extend_from_slice(&report);
+    env.extend_from_slice(b"}");
+    h.send_raw(Some("repo:github.com/other/tornado"), &[], &env);
+    wait_done(&service, chunks + 1);
+    let events = h.findings();
+    let other = events
+        .iter()
+        .filter(|e| e.target.to_string() == "repo:github.com/other/tornado")
+        .count();
+    assert_eq!(other, 272);
+    service.stop().unwrap();
+}
+
+#[test]
+fn restart_restores_state_from_the_changelog() {
+    let h = Harness::new(3);
+    let (old, new) = old_new("bandit");
+    let service = h.start_owned();
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    let before = h.findings().len();
+    let tickets_before = h.tickets().len();
+    assert_eq!(before, 272);
+    assert_eq!(h.committed(), 1, "the processed message is committed");
+
+    // A new instance restores, and a rescan of the same report is quiet.
+    let service = h.start_owned();
+    let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    assert_eq!(
+        h.findings().len(),
+        before,
+        "no event for an unchanged rescan"
+    );
+    assert_eq!(h.tickets().len(), tickets_before, "no ticket re-opened");
+    // The new release: exactly the real change.
+    let k = h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m + k);
+    let all = h.findings();
+    assert_eq!(count(&all, FindingEventKind::Opened), 272 + 14);
+    assert_eq!(count(&all, FindingEventKind::Resolved), 17);
+    let reopened_tickets = h
+        .tickets()
+        .iter()
+        .filter(|t| t.event == TicketEventKind::Reopened)
+        .count();
+    assert_eq!(reopened_tickets, 0);
+    // Ownership survived the restart: every event has a team.
+    assert!(all.iter().all(|e| e.team.is_some()));
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 3);
+}
+
+#[test]
+fn poison_messages_are_dead_lettered_while_good_ones_flow() {
+    let h = Harness::new(1);
+    let service = h.start();
+    let (old, _) = old_new("semgrep");
+    let good = std::fs::read(&old).unwrap();
+    h.send_raw(Some(TORNADO), &[], b"not json at all");
+    h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
+    h.send_raw(Some(TORNADO), &[("custody-format", "pdf")], &good);
+    h.send_raw(Some(TORNADO), &[("custody-chunk", "1/2")], &good);
+    h.send_raw(None, &[], &good);
+    h.send_raw(Some(TORNADO), &[], br#"{"version": "2.1.0", "runs": 7}"#);
+    h.send_raw(Some(TORNADO), &[], &"[".repeat(100_000).into_bytes());
+    h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
+    wait_done(&service, 8);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", h.cluster.bootstrap_servers())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&h.config.service.dead_letter_topic])
+        .unwrap();
+    let mut reasons = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reasons.len() < 6 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let hs = m.headers().unwrap();
+            let get = |name: &str| {
+                hs.iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            assert_eq!(get("custody-dlq-topic").as_deref(), Some("custody.reports"));
+            assert_eq!(get("custody-dlq-partition").as_deref(), Some("0"));
+            assert!(get("custody-dlq-offset").is_some());
+            assert!(get("custody-dlq-error").is_some_and(|e| !e.is_empty()));
+            reasons.push((
+                get("custody-dlq-offset").unwrap().parse::<i64>().unwrap(),
+                get("custody-dlq-reason").unwrap(),
+            ));
+        }
+    }
+    reasons.sort();
+    let reasons: Vec<(i64, &str)> = reasons.iter().map(|(o, r)| (*o, r.as_str())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (0, "syntax"),
+            (2, "bad_metadata"),
+            (3, "bad_metadata"),
+            (4, "no_target"),
+            (5, "shape"),
+            (6, "shape"),
+        ]
+    );
+    // The good ones went through: 10 semgrep findings, opened once.
+    let events = h.findings();
+    assert_eq!(count(&events, FindingEventKind::Opened), 10);
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_dead_lettered_total{reason=\"shape\"} 2"),
+        "{text}"
+    );
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 8, "dead-lettered messages are committed too");
+}
+
+#[test]
+fn two_instances_split_partitions_and_rebalance() {
+    let h = Harness::new(4);
+    let a = h.start();
+    let b = h.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Both own partitions once the group settles, and both are ready.
+    loop {
+        let pa = a.health.partitions.lock().unwrap().len();
+        let pb = b.health.partitions.lock().unwrap().len();
+        if pa > 0 && pb > 0 && pa + pb == 4 && a.health.ready().is_ok() && b.health.ready().is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group did not settle: {pa} + {pb}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Eight targets spread over the partitions.
+    let (old, new) = old_new("bandit");
+    let targets: Vec<String> = (0..8)
+        .map(|i| format!("repo:github.com/acme/service-{i}"))
+        .collect();
+    for t in &targets {
+        h.publish(t, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    }
+    let done = |s: &Service| s.health.done_messages.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done(&a) + done(&b) < 8 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(done(&a) > 0 && done(&b) > 0, "both instances worked");
+    // B leaves; A takes over B's partitions with their state.
+    b.stop().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.health.partitions.lock().unwrap().len() < 4 || a.health.ready().is_err() {
+        assert!(Instant::now() < deadline, "A did not take over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = done(&a);
+    for t in &targets {
+        h.publish(t, "bandit", &new, DEFAULT_CHUNK_BYTES);
+    }
+    wait_done(&a, before + 8);
+    let events = h.findings();
+    assert_eq!(unique_ids(&events).len(), events.len());
+    // Per target: 272 opened by the first scan, 14 opened and 17 resolved
+    // by the second, whoever processed it; nothing opened twice.
+    for t in &targets {
+        let mine: Vec<FindingEvent> = events
+            .iter()
+            .filter(|e| &e.target.to_string() == t)
+            .cloned()
+            .collect();
+        assert_eq!(count(&mine, FindingEventKind::Opened), 272 + 14, "{t}");
+        assert_eq!(count(&mine, FindingEventKind::Resolved), 17, "{t}");
+    }
+    a.stop().unwrap();
+}
+
+#[test]
+fn backpressure_pauses_without_losing_messages() {
+    let mut h = Harness::new(1);
+    h.config.service.max_in_flight_messages = 2;
+    let service = h.start();
+    let (old, new) = old_new("bandit");
+    let (old, new) = (std::fs::read(old).unwrap(), std::fs::read(new).unwrap());
+    let p = h.publisher();
+    for i in 0..10 {
+        let bytes = if i % 2 == 0 { &old } else { &new };
+        p.send(&h.opts(TORNADO, "bandit", DEFAULT_CHUNK_BYTES), bytes)
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    wait_done(&service, 10);
+    let events = h.findings();
+    // Alternating releases, applied in order: 272 opened, 14 more at the
+    // first switch; each of the 9 switches resolves what the other
+    // release lacks (17 or 14), and each after the first reopens it.
+    assert_eq!(count(&events, FindingEventKind::Opened), 272 + 14);
+    assert_eq!(count(&events, FindingEventKind::Resolved), 17 * 5 + 14 * 4);
+    assert_eq!(count(&events, FindingEventKind::Reopened), 17 * 4 + 14 * 4);
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 10);
+}
