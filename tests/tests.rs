@@ -8,3 +8,4 @@ mod lifecycle;
 mod ownership;
 mod schemas;
 mod service;
+mod broker;

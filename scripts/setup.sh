@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System packages the build needs beyond the Rust toolchain and gcc:
+# OpenSSL headers and pkg-config for rdkafka's `ssl` feature (TLS, SASL),
+# and make for building librdkafka. Installed with apt-get when missing
+# (as root); otherwise says what to install.
+set -euo pipefail
+missing=()
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if ! pkg-config --exists openssl 2>/dev/null; then missing+=(libssl-dev); fi
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup.sh: installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  else
+    echo "setup.sh: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
