@@ -133,7 +133,9 @@ fn sigkill_mid_stream_loses_nothing() {
             .set("bootstrap.servers", &brokers)
             .create()
             .unwrap();
-        let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
         if md.topics().iter().any(|t| t.name() == names.findings) {
             break;
         }

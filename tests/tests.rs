@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 
+mod broker;
 mod churn;
 mod cli;
 mod codeowners;
@@ -8,4 +9,3 @@ mod lifecycle;
 mod ownership;
 mod schemas;
 mod service;
-mod broker;

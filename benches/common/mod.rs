@@ -9,7 +9,14 @@ use std::fmt::Write as _;
 /// A SARIF 2.1.0 report with `results` results over `results / 20` files
 /// and 60 rules.
 pub fn sarif(results: usize) -> String {
-    let mut s = String::with_capacity(results * 700 + 20_000);
+    sarif_padded(results, 0)
+}
+
+/// Like [`sarif`], each result's message longer by `pad` bytes (a result
+/// is about 620 bytes unpadded).
+pub fn sarif_padded(results: usize, pad: usize) -> String {
+    let padding = " details".repeat(pad / 8);
+    let mut s = String::with_capacity(results * (700 + pad) + 20_000);
     s.push_str(r#"{"$schema":"https://json.schemastore.org/sarif-2.1.0.json","version":"2.1.0","runs":[{"tool":{"driver":{"name":"Bandit","version":"1.8.6","rules":["#);
     for r in 0..60 {
         if r > 0 {
@@ -34,7 +41,7 @@ pub fn sarif(results: usize) -> String {
         let line = 10 + (i % 20) * 7;
         let _ = write!(
             s,
-            r#"{{"ruleId":"B{:03}","ruleIndex":{rule},"level":"warning","message":{{"text":"Possible risky call in function handler_{i} with tainted argument; consider validating input"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"src/pkg{}/module_{file}.py"}},"region":{{"startLine":{line},"startColumn":9,"endLine":{line},"endColumn":48,"snippet":{{"text":"        result = subprocess.call(cmd_{i}, shell=True)\n"}}}},"contextRegion":{{"startLine":{},"endLine":{},"snippet":{{"text":"    def handler_{i}(self):\n        result = subprocess.call(cmd_{i}, shell=True)\n        return result\n"}}}}}}}}],"properties":{{"issue_severity":"{}","issue_confidence":"HIGH"}}}}"#,
+            r#"{{"ruleId":"B{:03}","ruleIndex":{rule},"level":"warning","message":{{"text":"Possible risky call in function handler_{i} with tainted argument; consider validating input{padding}"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"src/pkg{}/module_{file}.py"}},"region":{{"startLine":{line},"startColumn":9,"endLine":{line},"endColumn":48,"snippet":{{"text":"        result = subprocess.call(cmd_{i}, shell=True)\n"}}}},"contextRegion":{{"startLine":{},"endLine":{},"snippet":{{"text":"    def handler_{i}(self):\n        result = subprocess.call(cmd_{i}, shell=True)\n        return result\n"}}}}}}}}],"properties":{{"issue_severity":"{}","issue_confidence":"HIGH"}}}}"#,
             100 + rule,
             file % 50,
             line - 1,

@@ -72,6 +72,63 @@ pub enum RestoreError {
     },
 }
 
+/// One decoded changelog record.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A finding record, or its tombstone.
+    Finding {
+        /// Target spec.
+        target: String,
+        /// Fingerprint.
+        id: String,
+        /// The record; `None` deletes.
+        record: Option<Box<FindingRecord>>,
+    },
+    /// A ticket record, or its tombstone.
+    Ticket {
+        /// Target spec.
+        target: String,
+        /// Ticket key.
+        id: String,
+        /// The record; `None` deletes.
+        record: Option<Box<TicketRecord>>,
+    },
+}
+
+/// Decodes one changelog record.
+pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
+    let shown = || String::from_utf8_lossy(key).into_owned();
+    let mut parts = key.splitn(3, |&b| b == 0);
+    let (Some(kind), Some(target), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(RestoreError::Key(shown()));
+    };
+    let (Ok(target), Ok(id)) = (std::str::from_utf8(target), std::str::from_utf8(id)) else {
+        return Err(RestoreError::Key(shown()));
+    };
+    let bad = |e: serde_json::Error| RestoreError::Value {
+        key: shown(),
+        message: e.to_string(),
+    };
+    let (target, id) = (target.to_string(), id.to_string());
+    match kind {
+        b"f" => Ok(Parsed::Finding {
+            target,
+            id,
+            record: value
+                .map(|v| serde_json::from_slice(v).map_err(bad))
+                .transpose()?,
+        }),
+        b"t" => Ok(Parsed::Ticket {
+            target,
+            id,
+            record: value
+                .map(|v| serde_json::from_slice(v).map_err(bad))
+                .transpose()?,
+        }),
+        _ => Err(RestoreError::Key(shown())),
+    }
+}
+
 /// Builds a state from changelog records, applied in order. Attributions
 /// that are equal are shared again, as they were before the restart.
 #[derive(Default)]
@@ -93,57 +150,54 @@ impl Restorer {
 
     /// Applies one record.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), RestoreError> {
-        self.records += 1;
-        let shown = || String::from_utf8_lossy(key).into_owned();
-        let mut parts = key.splitn(3, |&b| b == 0);
-        let (Some(kind), Some(target), Some(id)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(RestoreError::Key(shown()));
-        };
-        let (Ok(target), Ok(id)) = (std::str::from_utf8(target), std::str::from_utf8(id)) else {
-            return Err(RestoreError::Key(shown()));
-        };
-        match (kind, value) {
-            (b"f", None) => {
-                if let Some(ts) = self.state.targets.get_mut(target) {
-                    ts.findings.remove(id);
-                }
-            }
-            (b"t", None) => {
-                if let Some(ts) = self.state.targets.get_mut(target) {
-                    ts.tickets.remove(id);
-                }
-            }
-            (b"f", Some(v)) => {
-                let mut rec: FindingRecord =
-                    serde_json::from_slice(v).map_err(|e| RestoreError::Value {
-                        key: shown(),
-                        message: e.to_string(),
-                    })?;
-                rec.attribution = self.share(rec.attribution);
-                self.state
-                    .targets
-                    .entry(target.to_string())
-                    .or_default()
-                    .findings
-                    .insert(id.to_string(), Box::new(rec));
-            }
-            (b"t", Some(v)) => {
-                let rec: TicketRecord =
-                    serde_json::from_slice(v).map_err(|e| RestoreError::Value {
-                        key: shown(),
-                        message: e.to_string(),
-                    })?;
-                self.state
-                    .targets
-                    .entry(target.to_string())
-                    .or_default()
-                    .tickets
-                    .insert(id.to_string(), rec);
-            }
-            _ => return Err(RestoreError::Key(shown())),
-        }
+        let parsed = parse(key, value)?;
+        self.apply_parsed(parsed);
         Ok(())
+    }
+
+    /// Applies a record [`parse`]d beforehand (parsing is the costly part,
+    /// and can run in parallel; applying must follow the log's order).
+    pub fn apply_parsed(&mut self, p: Parsed) {
+        self.records += 1;
+        match p {
+            Parsed::Finding {
+                target,
+                id,
+                record: None,
+            } => {
+                if let Some(ts) = self.state.targets.get_mut(&target) {
+                    ts.findings.remove(&id);
+                }
+            }
+            Parsed::Ticket {
+                target,
+                id,
+                record: None,
+            } => {
+                if let Some(ts) = self.state.targets.get_mut(&target) {
+                    ts.tickets.remove(&id);
+                }
+            }
+            Parsed::Finding {
+                target,
+                id,
+                record: Some(mut rec),
+            } => {
+                rec.attribution = self.share(Arc::clone(&rec.attribution));
+                self.target(target).findings.insert(id, rec);
+            }
+            Parsed::Ticket {
+                target,
+                id,
+                record: Some(rec),
+            } => {
+                self.target(target).tickets.insert(id, *rec);
+            }
+        }
+    }
+
+    fn target(&mut self, target: String) -> &mut crate::lifecycle::TargetState {
+        self.state.targets.entry(target).or_default()
     }
 
     fn share(&mut self, a: Arc<crate::model::Attribution>) -> Arc<crate::model::Attribution> {

@@ -219,7 +219,8 @@ enum Job {
         msg: Incoming,
         meta: MessageMeta,
         scan_id: String,
-        rx: Receiver<Decoded>,
+        /// In a mutex only so partitions can be stepped in parallel.
+        rx: Mutex<Receiver<Decoded>>,
         /// Earlier chunks of the same scan: released with this one.
         held: Vec<Arc<Ack>>,
     },
@@ -306,6 +307,28 @@ pub struct Core {
     restores: mpsc::Sender<Restored>,
     client_config: ClientConfig,
     max_report_bytes: u64,
+    restore_slots: Arc<(Mutex<usize>, std::sync::Condvar)>,
+}
+
+/// A counting semaphore's permit.
+struct Slot<'a>(&'a (Mutex<usize>, std::sync::Condvar));
+
+impl<'a> Slot<'a> {
+    fn take(s: &'a (Mutex<usize>, std::sync::Condvar)) -> Slot<'a> {
+        let mut free = lock(&s.0);
+        while *free == 0 {
+            free = s.1.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(s)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0 .0) += 1;
+        self.0 .1.notify_one();
+    }
 }
 
 struct Restored {
@@ -342,13 +365,29 @@ impl Core {
             let tp = (topic.clone(), *partition);
             let metrics = Arc::clone(&self.metrics);
             let deadline = self.settings.shutdown_timeout.max(Duration::from_secs(60));
+            let slots = Arc::clone(&self.restore_slots);
             std::thread::spawn(move || {
-                let result = restore(&cfg, &changelog_topic, tp.1, &metrics, deadline);
+                // A few restores at a time: they are CPU-bound (decoding
+                // records), and a hundred at once only contend.
+                let slot = Slot::take(&slots);
+                let mut client = None;
+                let result = restore(
+                    &cfg,
+                    &changelog_topic,
+                    tp.1,
+                    &metrics,
+                    deadline,
+                    &mut client,
+                );
                 let _ = tx.send(Restored {
                     tp,
                     generation,
                     result,
                 });
+                // Closing a client waits on its threads: off the critical
+                // path, after the result is handed over and the slot freed.
+                drop(slot);
+                drop(client);
             });
         }
         // Nothing is fetched for a partition until its state is back.
@@ -437,19 +476,48 @@ impl Core {
         let Some(mut part) = self.parts.remove(tp) else {
             return;
         };
-        if part.state.is_some() {
-            self.apply_ready(&mut part, block);
-            self.expire_chunks(&mut part);
-            self.settle(consumer, &mut part);
-            self.backpressure(consumer, &mut part);
-        }
+        self.step(consumer, &mut part, block);
         self.parts.insert(tp.clone(), part);
     }
 
-    fn apply_ready(&mut self, part: &mut Part, block: bool) {
+    fn step(&self, consumer: &Cons, part: &mut Part, block: bool) {
+        if part.state.is_some() {
+            self.apply_ready(part, block);
+            self.expire_chunks(part);
+            self.settle(consumer, part);
+            self.backpressure(consumer, part);
+        }
+    }
+
+    /// Steps every partition, in parallel on the rayon pool: partitions
+    /// share nothing but the producer.
+    fn step_all(&mut self, consumer: &Cons) {
+        use rayon::prelude::*;
+        let busy = self
+            .parts
+            .values()
+            .filter(|p| p.state.is_some() && p.in_flight() > 0)
+            .count();
+        if busy < 2 {
+            let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+            for tp in &keys {
+                self.step_partition(consumer, tp, false);
+            }
+            return;
+        }
+        let mut parts: Vec<((String, i32), Part)> = self.parts.drain().collect();
+        let this = &*self;
+        parts
+            .par_iter_mut()
+            .for_each(|(_, part)| this.step(consumer, part, false));
+        self.parts.extend(parts);
+    }
+
+    fn apply_ready(&self, part: &mut Part, block: bool) {
         while let Some(job) = part.jobs.front_mut() {
             let decoded = match job {
                 Job::Decoding { rx, .. } => {
+                    let rx = lock(rx);
                     let r = if block {
                         rx.recv().map_err(|_| TryRecvError::Disconnected)
                     } else {
@@ -517,7 +585,7 @@ impl Core {
 
     #[allow(clippy::too_many_arguments)]
     fn apply_scan(
-        &mut self,
+        &self,
         part: &mut Part,
         msg: Incoming,
         meta: MessageMeta,
@@ -563,7 +631,7 @@ impl Core {
 
     /// Produces a step's events now and queues its changelog records.
     fn emit(
-        &mut self,
+        &self,
         part: &mut Part,
         msg: Option<&Incoming>,
         out: Output,
@@ -657,7 +725,7 @@ impl Core {
     }
 
     fn dead_letter(
-        &mut self,
+        &self,
         part: &mut Part,
         msg: Incoming,
         reason: &'static str,
@@ -725,7 +793,7 @@ impl Core {
 
     /// Chunked scans whose missing chunks did not arrive in time: every
     /// chunk is dead-lettered, and the scan is dropped.
-    fn expire_chunks(&mut self, part: &mut Part) {
+    fn expire_chunks(&self, part: &mut Part) {
         let timeout = self.settings.chunk_timeout;
         let expired: Vec<(String, String)> = part
             .chunks
@@ -774,7 +842,7 @@ impl Core {
 
     /// Produces changelog records behind acknowledged events, stores the
     /// offsets of what is done, in order.
-    fn settle(&mut self, consumer: &Cons, part: &mut Part) {
+    fn settle(&self, consumer: &Cons, part: &mut Part) {
         // Changelog records of a message go out only when its events and
         // those of every earlier message are acknowledged.
         let mut idx = 0;
@@ -884,7 +952,7 @@ impl Core {
     }
 
     /// Emits a step that no message caused (tick, re-attribution).
-    fn emit_step(&mut self, part: &mut Part, out: Output) {
+    fn emit_step(&self, part: &mut Part, out: Output) {
         if out.findings.is_empty() && out.tickets.is_empty() {
             return;
         }
@@ -1094,10 +1162,13 @@ fn spawn_decode(
         msg,
         meta,
         scan_id,
-        rx,
+        rx: Mutex::new(rx),
         held,
     }
 }
+
+/// A changelog record as read: offset, key, value.
+type RawRecord = (i64, Vec<u8>, Option<Vec<u8>>);
 
 /// Reads changelog partition `partition` from the beginning to its high
 /// watermark.
@@ -1107,6 +1178,7 @@ fn restore(
     partition: i32,
     metrics: &Metrics,
     deadline: Duration,
+    client: &mut Option<BaseConsumer>,
 ) -> Result<(State, usize), String> {
     let started = Instant::now();
     let mut cfg = cfg.clone();
@@ -1119,7 +1191,7 @@ fn restore(
     if cfg.get("group.id").is_none() {
         cfg.set("group.id", "custody-restore");
     }
-    let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+    let consumer: &BaseConsumer = client.insert(cfg.create().map_err(|e| e.to_string())?);
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(30))
         .map_err(|e| format!("watermarks: {e}"))?;
@@ -1133,6 +1205,23 @@ fn restore(
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut last = low - 1;
     let mut reported = 0usize;
+    // Records are read in batches and decoded in parallel, then applied
+    // in log order.
+    let mut batch: Vec<RawRecord> = Vec::with_capacity(8192);
+    let flush = |batch: &mut Vec<RawRecord>, restorer: &mut Restorer| -> Result<(), String> {
+        use rayon::prelude::*;
+        let parsed: Vec<Result<changelog::Parsed, String>> = batch
+            .par_iter()
+            .map(|(off, k, v)| {
+                changelog::parse(k, v.as_deref()).map_err(|e| format!("offset {off}: {e}"))
+            })
+            .collect();
+        batch.clear();
+        for p in parsed {
+            restorer.apply_parsed(p?);
+        }
+        Ok(())
+    };
     while last + 1 < high {
         if started.elapsed() > deadline.max(Duration::from_secs(600)) {
             return Err(format!(
@@ -1140,22 +1229,25 @@ fn restore(
                 started.elapsed().as_secs()
             ));
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        let timeout = if batch.is_empty() { 200 } else { 0 };
+        match consumer.poll(Duration::from_millis(timeout)) {
             Some(Ok(m)) => {
                 last = m.offset();
                 let Some(key) = m.key() else { continue };
-                if let Err(e) = restorer.apply(key, m.payload()) {
-                    return Err(format!("offset {}: {e}", m.offset()));
-                }
-                if restorer.records - reported >= 10_000 {
-                    metrics.restored(restorer.records - reported);
-                    reported = restorer.records;
+                batch.push((m.offset(), key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                if batch.len() >= 8192 {
+                    flush(&mut batch, &mut restorer)?;
                 }
             }
             Some(Err(e)) => return Err(e.to_string()),
-            None => {}
+            None => flush(&mut batch, &mut restorer)?,
+        }
+        if restorer.records - reported >= 10_000 {
+            metrics.restored(restorer.records - reported);
+            reported = restorer.records;
         }
     }
+    flush(&mut batch, &mut restorer)?;
     metrics.restored(restorer.records - reported);
     let n = restorer.records;
     Ok((restorer.finish(), n))
@@ -1213,7 +1305,6 @@ impl Worker {
             ("enable.idempotence", "true"),
             ("linger.ms", "5"),
             ("queue.buffering.max.messages", "1000000"),
-            ("compression.type", "lz4"),
         ] {
             if !settings.properties.contains_key(k) {
                 pcfg.set(k, v);
@@ -1236,6 +1327,10 @@ impl Worker {
             restores: tx,
             client_config: base.clone(),
             max_report_bytes,
+            restore_slots: Arc::new((
+                Mutex::new(std::thread::available_parallelism().map_or(4, |n| 2 * n.get())),
+                std::sync::Condvar::new(),
+            )),
         }));
         let mut ccfg = base;
         ccfg.set("group.id", &settings.group_id);
@@ -1297,18 +1392,25 @@ impl Worker {
                 core.parts.values().any(|p| p.in_flight() > 0)
             };
             let wait = if busy { 2 } else { 50 };
-            match self.consumer.poll(Duration::from_millis(wait)) {
-                Some(Ok(m)) => {
-                    let topic = m.topic().to_string();
-                    let partition = m.partition();
-                    let incoming = Incoming::from(&m);
-                    drop(m);
-                    lock(&self.core).take(&topic, partition, incoming);
+            // Take what has arrived (up to a batch) before stepping, so
+            // decodes of many messages run in parallel.
+            let mut timeout = Duration::from_millis(wait);
+            for _ in 0..256 {
+                match self.consumer.poll(timeout) {
+                    Some(Ok(m)) => {
+                        let topic = m.topic().to_string();
+                        let partition = m.partition();
+                        let incoming = Incoming::from(&m);
+                        drop(m);
+                        lock(&self.core).take(&topic, partition, incoming);
+                    }
+                    Some(Err(e)) => {
+                        tracing_warn(&format!("consumer: {e}"));
+                        break;
+                    }
+                    None => break,
                 }
-                Some(Err(e)) => {
-                    tracing_warn(&format!("consumer: {e}"));
-                }
-                None => {}
+                timeout = Duration::ZERO;
             }
             while let Ok(r) = self.restored_rx.try_recv() {
                 if let Err(e) = lock(&self.core).restored(&self.consumer, r) {
@@ -1318,10 +1420,7 @@ impl Worker {
             }
             {
                 let mut core = lock(&self.core);
-                let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
-                for tp in &keys {
-                    core.step_partition(&self.consumer, tp, false);
-                }
+                core.step_all(&self.consumer);
                 if self.health.reload.swap(false, Ordering::Relaxed) {
                     if let Some(own) = &self.ownership {
                         match own.reload() {

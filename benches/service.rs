@@ -1,0 +1,410 @@
+//! The Kafka service against librdkafka's mock cluster, three figures in
+//! one run:
+//!
+//! 1. throughput: custody's sustained processing rate over reports of
+//!    1 KB findings, against the raw consume rate of a plain rdkafka
+//!    consumer reading the same topic on the same broker, as a ratio
+//!    (target >= 0.5);
+//! 2. latency: publish -> ticket event at half the maximum rate, p50/p99
+//!    (target p99 <= 250 ms);
+//! 3. restore: changelog records per second when a partition set is
+//!    assigned (target >= 500,000/s).
+//!
+//! The mock keeps only about 5 MiB per partition, so data is spread over
+//! enough partitions to stay under it. `cargo bench --bench service`.
+
+mod common;
+
+use custody::config::Config;
+use custody::engine::{Engine, Output};
+use custody::lifecycle::State;
+use custody::model::{ScanMeta, TicketEvent};
+use custody::service::changelog;
+use custody::service::demo::create_mock_topics;
+use custody::service::Service;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let mut config = Config::default();
+    config.service.brokers = cluster.bootstrap_servers();
+    config.service.partitions = partitions;
+    config.service.replication_factor = 1;
+    config.service.group_id = format!("custody-bench-{tag}");
+    // The mock broker holds an empty fetch for the whole fetch.wait.max.ms
+    // (500 ms by default) even when data arrives meanwhile; a real broker
+    // answers as soon as fetch.min.bytes (1) is there. A short wait makes
+    // the mock behave like a broker here.
+    config
+        .service
+        .properties
+        .insert("fetch.wait.max.ms".into(), "5".into());
+    create_mock_topics(&cluster, &config).expect("topics");
+    (cluster, config)
+}
+
+fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "2")
+        .set("message.max.bytes", "10000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+fn send(p: &BaseProducer, topic: &str, partition: i32, target: &str, payload: &[u8]) {
+    let hs = OwnedHeaders::new()
+        .insert(Header {
+            key: "custody-target",
+            value: Some(target),
+        })
+        .insert(Header {
+            key: "custody-format",
+            value: Some("sarif"),
+        });
+    let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+        .partition(partition)
+        .key(target)
+        .payload(payload)
+        .headers(hs);
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Reports topic filled with `per_partition` reports of `findings` 1 KB
+/// findings on each of `partitions` partitions, one target per report.
+fn fill_reports(
+    cluster: &Cluster,
+    config: &Config,
+    per_partition: usize,
+    findings: usize,
+) -> (usize, usize) {
+    let report = common::sarif_padded(findings, 400);
+    let p = producer(&cluster.bootstrap_servers());
+    let topic = &config.service.reports_topics[0];
+    let mut n = 0;
+    for part in 0..config.service.partitions {
+        for i in 0..per_partition {
+            let target = format!("repo:github.com/acme/svc-{part}-{i}");
+            send(&p, topic, part, &target, report.as_bytes());
+            n += 1;
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    (n, n * report.len())
+}
+
+/// A plain rdkafka consumer reading every message of the topic: messages
+/// per second from the first message to the last.
+fn raw_consume(config: &Config, expect: usize) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.service.brokers)
+        .set("group.id", "raw-consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[&config.service.reports_topics[0]])
+        .expect("subscribe");
+    let mut first = None;
+    let mut n = 0usize;
+    let mut bytes = 0usize;
+    let mut last = Instant::now();
+    while n < expect {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            n += 1;
+            last = Instant::now();
+        }
+    }
+    let secs = (last - first.unwrap_or(last)).as_secs_f64().max(1e-9);
+    eprintln!(
+        "  raw consumer: {n} messages, {:.1} MB in {secs:.3} s",
+        bytes as f64 / 1e6
+    );
+    (n - 1) as f64 / secs
+}
+
+/// custody over the same topic: messages per second from the first
+/// processed message to the last.
+fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
+    let service = Service::start(config, None).expect("service");
+    let mut first = None;
+    let mut last = Instant::now();
+    let mut seen = 0;
+    while seen < expect {
+        let done = service.health.done_messages.load(Ordering::Relaxed);
+        if done > seen {
+            if first.is_none() {
+                // Rate from the first done message on: joining the group
+                // and restoring are not processing.
+                first = Some((Instant::now(), done));
+            }
+            seen = done;
+            last = Instant::now();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let (t0, d0) = first.expect("processed");
+    let secs = (last - t0).as_secs_f64().max(1e-9);
+    let msgs = (seen - d0) as f64;
+    eprintln!(
+        "  custody: {} messages ({} findings) after the first, in {secs:.3} s = {:.0} findings/s",
+        seen - d0,
+        (seen - d0) * findings,
+        msgs * findings as f64 / secs
+    );
+    service.stop().expect("clean stop");
+    msgs / secs
+}
+
+fn throughput() -> f64 {
+    eprintln!("== throughput: custody vs a plain consumer, 1 KB findings");
+    let (cluster, config) = cluster_and_config(16, "tp");
+    let findings = 200;
+    let (n, bytes) = fill_reports(&cluster, &config, 18, findings);
+    eprintln!(
+        "  topic: {n} reports of {findings} findings, {:.1} MB over 16 partitions",
+        bytes as f64 / 1e6
+    );
+    let raw = raw_consume(&config, n);
+    let custody = custody_consume(&config, n, findings);
+    let ratio = custody / raw;
+    println!(
+        "throughput: custody {custody:.1} reports/s ({:.0} findings/s), raw consume {raw:.1} reports/s; ratio {ratio:.3} (target >= 0.5)",
+        custody * findings as f64
+    );
+    custody
+}
+
+fn latency(max_rate: f64) {
+    let rate = max_rate / 2.0;
+    eprintln!("== latency: publish -> ticket event at {rate:.1} reports/s (half the maximum)");
+    let (cluster, config) = cluster_and_config(16, "lat");
+    let service = Service::start(&config, None).expect("service");
+    while service.health.ready().is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let findings = 200;
+    let report = common::sarif_padded(findings, 400);
+    let count = ((rate * 8.0) as usize).clamp(50, 16 * 14);
+    let p = producer(&cluster.bootstrap_servers());
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "latency-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for part in 0..config.service.partitions {
+        tpl.add_partition_offset(&config.default_topic, part, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    reader.assign(&tpl).expect("assign");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let reading = std::thread::spawn(move || {
+        // Latest ticket event per target: all its tickets are out.
+        let mut done: HashMap<String, f64> = HashMap::new();
+        let mut idle_since = Instant::now();
+        while !stop2.load(Ordering::Relaxed) || idle_since.elapsed() < Duration::from_secs(1) {
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(20)) {
+                idle_since = Instant::now();
+                let now = chrono::Utc::now();
+                if let Some(ev) = m
+                    .payload()
+                    .and_then(|b| serde_json::from_slice::<TicketEvent>(b).ok())
+                {
+                    let ms = (now - ev.at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                    let slot = done.entry(ev.target.to_string()).or_insert(0.0);
+                    *slot = slot.max(ms);
+                }
+            }
+        }
+        done
+    });
+    // Warm-up: the first second after start is not steady state (fetch
+    // sessions and the ticket reader settle); its reports are excluded.
+    let warmup = (rate as usize).max(10);
+    for i in 0..warmup {
+        let target = format!("repo:github.com/acme/warm-{i}");
+        send(
+            &p,
+            &config.service.reports_topics[0],
+            (i % 16) as i32,
+            &target,
+            report.as_bytes(),
+        );
+        std::thread::sleep(Duration::from_secs_f64(1.0 / rate));
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    for i in 0..count {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let target = format!("repo:github.com/acme/lat-{i}");
+        send(
+            &p,
+            &config.service.reports_topics[0],
+            (i % 16) as i32,
+            &target,
+            report.as_bytes(),
+        );
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while service.health.done_messages.load(Ordering::Relaxed) < count + warmup
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let done = reading.join().expect("reader");
+    let mut lat: Vec<f64> = done
+        .iter()
+        .filter(|(t, _)| t.contains("/lat-"))
+        .map(|(_, l)| *l)
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let q = |f: f64| lat[((lat.len() as f64 * f).ceil() as usize).clamp(1, lat.len()) - 1];
+    let slow: Vec<f64> = lat.iter().copied().filter(|l| *l > 250.0).collect();
+    eprintln!("  {} reports over 250 ms: {slow:?}", slow.len());
+    println!(
+        "latency publish -> ticket event at {rate:.1} reports/s ({} findings/s): {} reports, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 <= 250 ms)",
+        rate * findings as f64,
+        lat.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    service.stop().expect("clean stop");
+    drop(cluster);
+}
+
+fn restore() {
+    eprintln!("== restore: changelog records per second");
+    let partitions = 96;
+    let (cluster, config) = cluster_and_config(partitions, "restore");
+    // Real records: the state of a real bandit scan of tornado, copied to
+    // many targets.
+    let engine = Engine::new(&config);
+    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").expect("fixture");
+    let (_, report) =
+        custody::normalize::decode(&bytes, None, engine.decode_context()).expect("decode");
+    let target: custody::model::Target = "repo:github.com/tornadoweb/tornado".parse().unwrap();
+    let mut state = State::new();
+    let scan = ScanMeta {
+        scan_id: "s".into(),
+        target: target.clone(),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: report.coverage,
+    };
+    let mut out = Output::default();
+    let touched = engine.scan_touched(
+        &mut state,
+        &scan,
+        report.findings,
+        chrono::Utc::now(),
+        &mut out,
+    );
+    let records = changelog::records(&state, &target.to_string(), &touched);
+    let per_record: usize = records
+        .iter()
+        .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
+        .sum::<usize>()
+        / records.len();
+    // Stay under the mock's 5 MiB per partition.
+    let targets_per_partition = (4_500_000 / (per_record * records.len())).max(1);
+    let p = producer(&cluster.bootstrap_servers());
+    let spec = target.to_string();
+    let mut total = 0usize;
+    for part in 0..partitions {
+        for t in 0..targets_per_partition {
+            let other = format!("repo:github.com/acme/r-{part}-{t}");
+            for r in &records {
+                let key = String::from_utf8_lossy(&r.key).replace(&spec, &other);
+                let mut rec: BaseRecord<'_, str, [u8]> =
+                    BaseRecord::to(&config.service.changelog_topic)
+                        .partition(part)
+                        .key(key.as_str());
+                if let Some(v) = &r.value {
+                    rec = rec.payload(v.as_slice());
+                }
+                loop {
+                    match p.send(rec) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            rec = back;
+                            p.poll(Duration::from_millis(5));
+                        }
+                    }
+                }
+                total += 1;
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).expect("flush");
+    eprintln!("  changelog: {total} records of ~{per_record} bytes over {partitions} partitions");
+    let service = Service::start(&config, None).expect("service");
+    // From the assignment (every partition known, none restored) to ready.
+    let mut t0 = None;
+    loop {
+        let (n, restored) = {
+            let parts = service.health.partitions.lock().unwrap();
+            (parts.len(), parts.values().filter(|r| **r).count())
+        };
+        if t0.is_none() && n == partitions as usize {
+            t0 = Some(Instant::now());
+        }
+        if n == partitions as usize && restored == n {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let secs = t0.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
+    println!(
+        "restore: {total} changelog records over {partitions} partitions in {secs:.3} s = {:.0} records/s (target >= 500,000/s)",
+        total as f64 / secs
+    );
+    service.stop().expect("clean stop");
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not run this.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut max_rate = 20.0;
+    if want("throughput") || want("latency") {
+        max_rate = throughput();
+    }
+    if want("latency") {
+        latency(max_rate);
+    }
+    if want("restore") {
+        restore();
+    }
+}
