@@ -25,6 +25,12 @@ pub fn all() -> Vec<(&'static str, String)> {
             render(schemars::schema_for!(TicketEvent)),
         ),
         (
+            "envelope.schema.json",
+            render(schemars::schema_for!(
+                crate::service::meta::Envelope<serde_json::Value>
+            )),
+        ),
+        (
             "decision.schema.json",
             render(schemars::schema_for!(DecisionRecord)),
         ),

@@ -438,3 +438,11 @@ fn backpressure_pauses_without_losing_messages() {
     service.stop().unwrap();
     assert_eq!(h.committed(), 10);
 }
+
+#[test]
+fn exactly_once_is_refused_not_silently_downgraded() {
+    let mut h = Harness::new(1);
+    h.config.service.delivery = custody::service::settings::Delivery::ExactlyOnce;
+    let err = Service::start(&h.config, None).err().expect("refused");
+    assert!(err.to_string().contains("exactly-once"), "{err}");
+}

@@ -291,3 +291,74 @@ pub(crate) fn validate(
     s.ownership = ownership.config;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn service_sections_parse_and_env_overrides() {
+        let mut cfg = Config::parse(
+            r#"
+            [kafka]
+            brokers = "k1:9092,k2:9092"
+            group_id = "g"
+            reports_topics = ["a.reports", "b.reports"]
+            partitions = 6
+            replication_factor = 3
+            shutdown_timeout_secs = 5
+            [kafka.properties]
+            "security.protocol" = "SASL_SSL"
+            "fetch.wait.max.ms" = 100
+            [http]
+            listen = "127.0.0.1:9000"
+            [ownership]
+            config = "owners.toml"
+            "#,
+            "/etc/custody/custody.toml",
+        )
+        .unwrap();
+        let s = &cfg.service;
+        assert_eq!(s.brokers, "k1:9092,k2:9092");
+        assert_eq!(s.changelog_for("b.reports"), "custody.state.b.reports");
+        assert_eq!(s.properties["fetch.wait.max.ms"], "100");
+        assert_eq!(
+            s.ownership.as_deref(),
+            Some(std::path::Path::new("/etc/custody/owners.toml"))
+        );
+        cfg.service.apply_env([
+            ("CUSTODY_KAFKA_BROKERS".to_string(), "k9:9092".to_string()),
+            (
+                "CUSTODY_RDKAFKA_SASL_PASSWORD".to_string(),
+                "s3cret".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ]);
+        assert_eq!(cfg.service.brokers, "k9:9092");
+        assert_eq!(cfg.service.properties["sasl.password"], "s3cret");
+        assert_eq!(cfg.service.properties.len(), 3);
+    }
+
+    #[test]
+    fn bad_service_settings_name_the_key() {
+        for (text, want) in [
+            ("[kafka]\nreports_topics = []", "kafka.reports_topics"),
+            (
+                "[kafka]\nreports_topics = [\"a b\"]",
+                "kafka.reports_topics[0]",
+            ),
+            ("[kafka]\npartitions = 0", "kafka.partitions"),
+            (
+                "[kafka]\nreplication_factor = 0",
+                "kafka.replication_factor",
+            ),
+            ("[kafka]\ndelivery = \"twice\"", "twice"),
+            ("[kafka.properties]\nx = [1]", "kafka.properties.x"),
+            ("[http]\nlisten = \"everywhere\"", "http.listen"),
+            ("[kafka]\nbrokerz = \"x\"", "brokerz"),
+        ] {
+            let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}
