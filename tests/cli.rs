@@ -396,3 +396,26 @@ fn decisions_file_accepts_risk() {
         .iter()
         .any(|e| e["event"] == "acceptance_expired" && e["fingerprint"] == fp.as_str()));
 }
+
+#[test]
+fn demo_runs_the_pipeline_and_prints_the_team_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for team in ["appsec", "networking", "qa", "web-platform", "total"] {
+        assert!(stdout.lines().any(|l| l.starts_with(team)), "{stdout}");
+    }
+    // The real change between the tornado releases shows as resolved
+    // findings, and the poison message was dead-lettered.
+    assert!(stdout.contains("dead-lettered messages: 1"), "{stdout}");
+    let total = stdout.lines().find(|l| l.starts_with("total")).unwrap();
+    let cols: Vec<&str> = total.split_whitespace().collect();
+    assert!(cols[7].parse::<u32>().unwrap() > 0, "{total}");
+}

@@ -446,3 +446,85 @@ fn exactly_once_is_refused_not_silently_downgraded() {
     let err = Service::start(&h.config, None).err().expect("refused");
     assert!(err.to_string().contains("exactly-once"), "{err}");
 }
+
+#[test]
+fn missing_topics_are_named_when_creation_is_off() {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = Config::default();
+    config.service.brokers = cluster.bootstrap_servers();
+    config.service.create_topics = false;
+    cluster.create_topic("custody.reports", 2, 1).unwrap();
+    let err = Service::start(&config, None).err().expect("refused");
+    let text = err.to_string();
+    for t in [
+        "custody.findings (findings)",
+        "custody.dlq",
+        "custody.state (changelog)",
+        "custody.tickets",
+    ] {
+        assert!(text.contains(t), "{text}");
+    }
+    assert!(!text.contains("custody.reports"), "{text}");
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn http_serves_metrics_health_and_readiness() {
+    let h = Harness::new(2);
+    let service = h.start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(custody::service::http::serve(
+        listener,
+        custody::service::http::AppState {
+            health: Arc::clone(&service.health),
+            metrics: Arc::clone(&service.metrics),
+        },
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(addr, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    let (old, _) = old_new("semgrep");
+    let n = h.publish(TORNADO, "semgrep", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    // The gauges refresh every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, text) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "custody_messages_consumed_total{outcome=\"processed\"} 1",
+        "custody_findings_consumed_total 10",
+        "custody_partitions_assigned 2",
+        "custody_partitions_restoring 0",
+        "custody_state_findings{status=\"open\"} 10",
+        "custody_events_produced_total{kind=\"finding\",route=\"custody.findings\"} 10",
+    ] {
+        assert!(text.contains(want), "missing {want}:\n{text}");
+    }
+    service.stop().unwrap();
+    // The loop has ended: not alive.
+    assert_eq!(http_get(addr, "/healthz").0, 503);
+}
