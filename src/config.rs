@@ -57,6 +57,8 @@ struct RawConfig {
     http: crate::service::settings::RawHttp,
     #[serde(default)]
     ownership: crate::service::settings::RawOwnership,
+    #[serde(default)]
+    metrics: crate::service::settings::RawMetrics,
 }
 
 #[derive(Deserialize, Default)]
@@ -269,6 +271,7 @@ impl Config {
             raw.kafka,
             raw.http,
             raw.ownership,
+            raw.metrics,
             &invalid,
             &check_topic,
         )?;

@@ -2,10 +2,39 @@
 //! here and recorded through typed functions. No fingerprint, repository,
 //! path or rule id is ever a label.
 
+use crate::lifecycle::State;
+use crate::model::{FindingEvent, FindingEventKind, Severity, Status};
+use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Mutex, RwLock};
+
+/// The label of findings no team owns.
+pub const UNATTRIBUTED: &str = "unattributed";
+/// The label every team beyond the known set (or the cap) folds into.
+pub const OTHER: &str = "other";
+/// Default cap on distinct team label values.
+pub const DEFAULT_MAX_TEAMS: usize = 500;
+
+/// Remediation-time buckets: an hour to a year.
+const TTR_BUCKETS: [f64; 12] = [
+    3_600.0,
+    6.0 * 3_600.0,
+    86_400.0,
+    3.0 * 86_400.0,
+    7.0 * 86_400.0,
+    14.0 * 86_400.0,
+    30.0 * 86_400.0,
+    60.0 * 86_400.0,
+    90.0 * 86_400.0,
+    180.0 * 86_400.0,
+    270.0 * 86_400.0,
+    365.0 * 86_400.0,
+];
 
 /// The process's metrics.
 pub struct Metrics {
@@ -23,6 +52,55 @@ pub struct Metrics {
     lag: IntGaugeVec,
     paused: IntGauge,
     ownership_reloads: IntCounterVec,
+    open: IntGaugeVec,
+    unattributed: IntGaugeVec,
+    breached: IntGaugeVec,
+    accepted: IntGaugeVec,
+    accepted_expiring: IntGaugeVec,
+    opened_total: IntCounterVec,
+    resolved_total: IntCounterVec,
+    reopened_total: IntCounterVec,
+    breaches_total: IntCounterVec,
+    ttr: HistogramVec,
+    teams: RwLock<TeamLabels>,
+    scorecard: Mutex<Scorecard>,
+}
+
+/// Which team names may be label values.
+struct TeamLabels {
+    known: HashSet<String>,
+    cap: usize,
+}
+
+/// One team's scorecard (`/api/teams`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TeamScore {
+    /// Open findings by severity.
+    pub open: BTreeMap<String, u64>,
+    /// Open findings in all.
+    pub open_total: u64,
+    /// Open findings past their due date.
+    pub breached: u64,
+    /// Risk-accepted findings.
+    pub accepted: u64,
+    /// Mean time to remediate, in seconds, over findings resolved since
+    /// this instance started (null before the first).
+    pub mttr_seconds: Option<f64>,
+    /// Findings resolved since this instance started.
+    pub resolved: u64,
+}
+
+/// Every team's scorecard, for the partitions this instance owns.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Scorecard {
+    /// By team label (`unattributed` and `other` included).
+    pub teams: BTreeMap<String, TeamScore>,
+    /// Share of open findings no team owns (0 when nothing is open).
+    pub unattributed_share: f64,
+    /// When it was computed.
+    pub at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    ttr: BTreeMap<String, (f64, u64)>,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -136,8 +214,88 @@ impl Metrics {
             "Ownership configuration reloads, by result (ok, refused).",
             &["result"],
         );
+        let sev_team = &["team", "severity"];
+        let open = gauge_vec(
+            &r,
+            "custody_findings_open",
+            "Open findings of the owned partitions, by owning team and severity.",
+            sev_team,
+        );
+        let unattributed = gauge_vec(
+            &r,
+            "custody_findings_unattributed",
+            "Open findings no team owns, by severity.",
+            &["severity"],
+        );
+        let breached = gauge_vec(
+            &r,
+            "custody_findings_sla_breached",
+            "Open findings past their SLA due date, by team and severity.",
+            sev_team,
+        );
+        let accepted = gauge_vec(
+            &r,
+            "custody_findings_accepted",
+            "Findings with an accepted risk, by team.",
+            &["team"],
+        );
+        let accepted_expiring = gauge_vec(
+            &r,
+            "custody_findings_acceptance_expiring",
+            "Accepted findings whose acceptance ends within 7 days, by team.",
+            &["team"],
+        );
+        let opened_total = counter_vec(
+            &r,
+            "custody_findings_opened_total",
+            "Findings opened, by team and severity.",
+            sev_team,
+        );
+        let resolved_total = counter_vec(
+            &r,
+            "custody_findings_resolved_total",
+            "Findings resolved, by team and severity.",
+            sev_team,
+        );
+        let reopened_total = counter_vec(
+            &r,
+            "custody_findings_reopened_total",
+            "Findings reopened, by team and severity.",
+            sev_team,
+        );
+        let breaches_total = counter_vec(
+            &r,
+            "custody_sla_breaches_total",
+            "SLA breaches (each finding's SLA clock breaches at most once), by team and severity.",
+            sev_team,
+        );
+        let ttr = HistogramVec::new(
+            HistogramOpts::new(
+                "custody_time_to_remediate_seconds",
+                "From first seen to resolved, by team and severity.",
+            )
+            .buckets(TTR_BUCKETS.to_vec()),
+            sev_team,
+        )
+        .expect("valid metric");
+        r.register(Box::new(ttr.clone())).expect("unique metric");
         Metrics {
             registry: r,
+            open,
+            unattributed,
+            breached,
+            accepted,
+            accepted_expiring,
+            opened_total,
+            resolved_total,
+            reopened_total,
+            breaches_total,
+            ttr,
+            teams: RwLock::new(TeamLabels {
+                known: HashSet::new(),
+                cap: DEFAULT_MAX_TEAMS,
+            }),
+            scorecard: Mutex::new(Scorecard::default()),
             messages,
             findings,
             decode_errors,
@@ -238,5 +396,151 @@ impl Metrics {
     /// The processing latency histogram, for the benchmark's p99.
     pub fn latency_histogram(&self) -> &Histogram {
         &self.latency
+    }
+
+    /// The teams that may appear as label values (the ownership
+    /// configuration's), at most `cap` of them; every other value folds
+    /// into `other`.
+    pub fn set_teams<'a>(&self, teams: impl IntoIterator<Item = &'a str>, cap: usize) {
+        let mut t = self.teams.write().unwrap_or_else(|e| e.into_inner());
+        t.cap = cap;
+        t.known = teams.into_iter().take(cap).map(str::to_string).collect();
+    }
+
+    /// The label value of a team.
+    pub fn team_label(&self, team: Option<&str>) -> String {
+        let Some(team) = team else {
+            return UNATTRIBUTED.to_string();
+        };
+        let t = self.teams.read().unwrap_or_else(|e| e.into_inner());
+        if t.known.contains(team) {
+            team.to_string()
+        } else {
+            OTHER.to_string()
+        }
+    }
+
+    /// Counts one finding event.
+    pub fn finding_event(&self, e: &FindingEvent) {
+        let team = self.team_label(e.team.as_deref());
+        let labels = [team.as_str(), e.severity.as_str()];
+        match e.event {
+            FindingEventKind::Opened => self.opened_total.with_label_values(&labels).inc(),
+            FindingEventKind::Reopened => self.reopened_total.with_label_values(&labels).inc(),
+            FindingEventKind::SlaBreached => self.breaches_total.with_label_values(&labels).inc(),
+            FindingEventKind::Resolved => {
+                self.resolved_total.with_label_values(&labels).inc();
+                let secs = (e.at - e.first_seen).num_milliseconds().max(0) as f64 / 1000.0;
+                self.ttr.with_label_values(&labels).observe(secs);
+                let mut card = self.scorecard.lock().unwrap_or_else(|p| p.into_inner());
+                let slot = card.ttr.entry(team).or_insert((0.0, 0));
+                slot.0 += secs;
+                slot.1 += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets the per-team gauges from the states of the owned partitions:
+    /// series of teams (or partitions) no longer present disappear.
+    pub fn set_state<'a>(&self, states: impl IntoIterator<Item = &'a State>, now: DateTime<Utc>) {
+        let mut open: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        let mut breached: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        let mut accepted: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut unattributed: BTreeMap<Severity, u64> = BTreeMap::new();
+        let soon = now + chrono::Duration::days(7);
+        for state in states {
+            for ts in state.targets.values() {
+                for rec in ts.findings.values() {
+                    let team = self.team_label(rec.team.as_deref());
+                    match rec.status {
+                        Status::Open => {
+                            let sev = rec.severity();
+                            if rec.team.is_none() {
+                                *unattributed.entry(sev).or_default() += 1;
+                            }
+                            if rec.due_at.is_some_and(|d| d <= now) {
+                                *breached.entry((team.clone(), sev)).or_default() += 1;
+                            }
+                            *open.entry((team, sev)).or_default() += 1;
+                        }
+                        Status::Accepted => {
+                            let slot = accepted.entry(team).or_default();
+                            slot.0 += 1;
+                            if rec.accepted_until.is_some_and(|u| u <= soon) {
+                                slot.1 += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.open.reset();
+        self.breached.reset();
+        self.accepted.reset();
+        self.accepted_expiring.reset();
+        self.unattributed.reset();
+        for ((team, sev), n) in &open {
+            self.open
+                .with_label_values(&[team, sev.as_str()])
+                .set(*n as i64);
+        }
+        for ((team, sev), n) in &breached {
+            self.breached
+                .with_label_values(&[team, sev.as_str()])
+                .set(*n as i64);
+        }
+        for (team, (n, expiring)) in &accepted {
+            self.accepted.with_label_values(&[team]).set(*n as i64);
+            self.accepted_expiring
+                .with_label_values(&[team])
+                .set(*expiring as i64);
+        }
+        for sev in Severity::ALL_DESC {
+            self.unattributed
+                .with_label_values(&[sev.as_str()])
+                .set(unattributed.get(&sev).copied().unwrap_or(0) as i64);
+        }
+        // The scorecard from the same pass.
+        let mut card = self.scorecard.lock().unwrap_or_else(|p| p.into_inner());
+        let ttr = std::mem::take(&mut card.ttr);
+        let mut teams: BTreeMap<String, TeamScore> = BTreeMap::new();
+        for ((team, sev), n) in &open {
+            let t = teams.entry(team.clone()).or_default();
+            t.open.insert(sev.as_str().to_string(), *n);
+            t.open_total += n;
+        }
+        for ((team, _), n) in &breached {
+            teams.entry(team.clone()).or_default().breached += n;
+        }
+        for (team, (n, _)) in &accepted {
+            teams.entry(team.clone()).or_default().accepted = *n;
+        }
+        for (team, (sum, count)) in &ttr {
+            let t = teams.entry(team.clone()).or_default();
+            t.resolved = *count;
+            t.mttr_seconds = (*count > 0).then(|| sum / *count as f64);
+        }
+        let total: u64 = open.values().sum();
+        let unowned: u64 = unattributed.values().sum();
+        *card = Scorecard {
+            teams,
+            unattributed_share: if total == 0 {
+                0.0
+            } else {
+                unowned as f64 / total as f64
+            },
+            at: Some(now),
+            ttr,
+        };
+    }
+
+    /// The latest scorecard.
+    pub fn scorecard(&self) -> Scorecard {
+        self.scorecard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
 
-struct Harness {
-    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    config: Config,
+pub struct Harness {
+    pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub config: Config,
 }
 
 impl Harness {
-    fn new(partitions: i32) -> Harness {
+    pub fn new(partitions: i32) -> Harness {
         let cluster = MockCluster::new(1).expect("mock cluster");
         let mut config = Config::default();
         config.service.brokers = cluster.bootstrap_servers();
@@ -42,7 +42,7 @@ impl Harness {
         Service::start(&self.config, None).expect("service starts")
     }
 
-    fn start_owned(&self) -> Service {
+    pub fn start_owned(&self) -> Service {
         let own = Reloadable::load(Path::new("tests/fixtures/ownership/owners.toml")).unwrap();
         Service::start(&self.config, Some(Arc::new(own))).expect("service starts")
     }
@@ -100,7 +100,7 @@ impl Harness {
         producer.flush(Duration::from_secs(10)).unwrap();
     }
 
-    fn findings(&self) -> Vec<FindingEvent> {
+    pub fn findings(&self) -> Vec<FindingEvent> {
         read_all(
             &self.cluster.bootstrap_servers(),
             &self.config.service.findings_topic,
@@ -146,7 +146,7 @@ impl Harness {
     }
 }
 
-fn wait_done(service: &Service, n: usize) {
+pub fn wait_done(service: &Service, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while service.health.done_messages.load(Ordering::Relaxed) < n {
         assert!(
@@ -167,7 +167,7 @@ fn unique_ids(events: &[FindingEvent]) -> HashMap<String, &FindingEvent> {
     events.iter().map(|e| (e.event_id.clone(), e)).collect()
 }
 
-fn old_new(scanner: &str) -> (String, String) {
+pub fn old_new(scanner: &str) -> (String, String) {
     let ext = if scanner == "semgrep" {
         "json"
     } else {
@@ -527,4 +527,24 @@ fn http_serves_metrics_health_and_readiness() {
     service.stop().unwrap();
     // The loop has ended: not alive.
     assert_eq!(http_get(addr, "/healthz").0, 503);
+}
+
+/// A report published with a given message timestamp (the service's clock
+/// for that scan).
+pub fn send_raw_at(h: &Harness, target: &str, payload: &[u8], ts_ms: i64) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", h.cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let hs = OwnedHeaders::new().insert(Header {
+        key: "custody-scanner",
+        value: Some("bandit"),
+    });
+    let rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(&h.config.service.reports_topics[0])
+        .key(target)
+        .payload(payload)
+        .headers(hs)
+        .timestamp(ts_ms);
+    producer.send(rec).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
 }

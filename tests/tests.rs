@@ -6,6 +6,7 @@ mod cli;
 mod codeowners;
 mod corpus;
 mod lifecycle;
+mod metrics;
 mod ownership;
 mod schemas;
 mod service;

@@ -1,5 +1,6 @@
 //! HTTP: `/metrics` (Prometheus text format), `/healthz` (the consumer
-//! loop runs), `/readyz` (every assigned partition restored).
+//! loop runs), `/readyz` (every assigned partition restored), `/api/teams`
+//! (a JSON scorecard per team, for tools that do not speak PromQL).
 
 use super::worker::Health;
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/teams", get(teams))
         .with_state(state)
 }
 
@@ -44,6 +46,10 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
+}
+
+async fn teams(State(s): State<AppState>) -> impl IntoResponse {
+    axum::Json(s.metrics.scorecard())
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {

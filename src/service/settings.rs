@@ -41,6 +41,12 @@ pub(crate) struct RawHttp {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    max_teams: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawOwnership {
     config: Option<PathBuf>,
 }
@@ -97,6 +103,8 @@ pub struct ServiceSettings {
     pub http_listen: String,
     /// Ownership configuration (file or directory).
     pub ownership: Option<PathBuf>,
+    /// Most distinct team label values; the rest fold into `other`.
+    pub max_teams: usize,
 }
 
 impl Default for ServiceSettings {
@@ -120,6 +128,7 @@ impl Default for ServiceSettings {
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,
+            max_teams: crate::metrics::DEFAULT_MAX_TEAMS,
         }
     }
 }
@@ -159,6 +168,7 @@ pub(crate) fn validate(
     kafka: RawKafka,
     http: RawHttp,
     ownership: RawOwnership,
+    metrics: RawMetrics,
     invalid: &dyn Fn(String, &str) -> crate::config::ConfigError,
     check_topic: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<ServiceSettings, crate::config::ConfigError> {
@@ -289,6 +299,12 @@ pub(crate) fn validate(
         s.http_listen = l;
     }
     s.ownership = ownership.config;
+    if let Some(m) = metrics.max_teams {
+        if m == 0 || m > 100_000 {
+            return Err(invalid("metrics.max_teams".into(), "must be 1 to 100000"));
+        }
+        s.max_teams = m;
+    }
     Ok(s)
 }
 

@@ -643,6 +643,7 @@ impl Core {
         // A guard, so the count cannot reach zero while records are sent.
         ack.add(1);
         for e in &out.findings {
+            self.metrics.finding_event(e);
             if let Ok(payload) = serde_json::to_vec(e) {
                 let topic = self.settings.findings_topic.clone();
                 self.send(
@@ -998,6 +999,10 @@ impl Core {
         for (s, n) in counts {
             self.metrics.state_size(s, n);
         }
+        self.metrics.set_state(
+            self.parts.values().filter_map(|p| p.state.as_ref()),
+            Utc::now(),
+        );
         let highs = lock(&self.health.high_watermarks);
         for part in self.parts.values() {
             let tp = (part.topic.clone(), part.partition);
@@ -1299,6 +1304,12 @@ impl Worker {
         health: Arc<Health>,
         ownership: Option<Arc<crate::ownership::Reloadable>>,
     ) -> Result<Worker, RunError> {
+        if let Some(own) = &ownership {
+            metrics.set_teams(
+                own.current().ownership().teams.iter().map(String::as_str),
+                settings.max_teams,
+            );
+        }
         let base = client_config(settings);
         let mut pcfg = base.clone();
         for (k, v) in [
@@ -1428,6 +1439,10 @@ impl Worker {
                                 // The engine attributes through the same
                                 // Reloadable, so only re-attribution is left.
                                 self.metrics.ownership_reload(true);
+                                self.metrics.set_teams(
+                                    own.current().ownership().teams.iter().map(String::as_str),
+                                    self.settings.max_teams,
+                                );
                                 core.reattribute(Utc::now());
                             }
                             Err(e) => {

@@ -1,0 +1,222 @@
+//! Team accountability metrics: after a known scenario the scraped values
+//! equal what the findings say; team labels stay bounded.
+
+use crate::service::{old_new, send_raw_at, wait_done, Harness};
+use custody::engine::{Attribute, Engine, Output};
+use custody::metrics::Metrics;
+use custody::model::{
+    Attribution, Finding, FindingEvent, FindingEventKind, ScanMeta, Status, Target,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parses the Prometheus text format: `name{sorted labels}` -> value.
+pub fn scrape(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let key = match series.split_once('{') {
+            Some((name, rest)) => {
+                let mut labels: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+                labels.sort_unstable();
+                format!("{name}{{{}}}", labels.join(","))
+            }
+            None => series.to_string(),
+        };
+        out.insert(key, value.parse::<f64>().unwrap());
+    }
+    out
+}
+
+fn get(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn scraped_team_metrics_equal_what_the_findings_say() {
+    let mut h = Harness::new(2);
+    h.config.service.tick_interval = Duration::from_secs(1);
+    let service = h.start_owned();
+    let (old, new) = old_new("bandit");
+    let now = chrono::Utc::now();
+    // Release 6.4.2 scanned 40 days ago, 6.5 31 days ago: what 6.5 fixed
+    // took 9 days to remediate; high findings (30-day SLA) are past due.
+    let day = 86_400_000i64;
+    let t0 = now.timestamp_millis() - 40 * day;
+    let t1 = now.timestamp_millis() - 31 * day;
+    let target = "repo:github.com/tornadoweb/tornado";
+    send_raw_at(&h, target, &std::fs::read(old).unwrap(), t0);
+    send_raw_at(&h, target, &std::fs::read(new).unwrap(), t1);
+    wait_done(&service, 2);
+    // A tick (every second) raises the breaches; the gauges refresh every
+    // second.
+    std::thread::sleep(Duration::from_millis(3500));
+    let events: Vec<FindingEvent> = h.findings();
+
+    // What the findings say: the latest event of each finding.
+    let mut latest: BTreeMap<&str, &FindingEvent> = BTreeMap::new();
+    for e in &events {
+        latest.insert(&e.fingerprint, e);
+    }
+    let mut open: BTreeMap<(String, &str), f64> = BTreeMap::new();
+    let mut breached: BTreeMap<(String, &str), f64> = BTreeMap::new();
+    for e in latest.values() {
+        if e.status == Status::Open {
+            let team = e.team.clone().unwrap();
+            *open.entry((team.clone(), e.severity.as_str())).or_default() += 1.0;
+            if e.due_at.is_some_and(|d| d <= now) {
+                *breached.entry((team, e.severity.as_str())).or_default() += 1.0;
+            }
+        }
+    }
+    let mut counted: BTreeMap<(&str, String, &str), f64> = BTreeMap::new();
+    for e in &events {
+        *counted
+            .entry((
+                e.event.as_str(),
+                e.team.clone().unwrap(),
+                e.severity.as_str(),
+            ))
+            .or_default() += 1.0;
+    }
+    assert!(!breached.is_empty(), "the scenario breaches SLAs");
+
+    let m = scrape(&service.metrics.render());
+    let series = |name: &str, team: &str, sev: &str| {
+        get(&m, &format!("{name}{{severity=\"{sev}\",team=\"{team}\"}}"))
+    };
+    for ((team, sev), n) in &open {
+        assert_eq!(
+            series("custody_findings_open", team, sev),
+            *n,
+            "{team} {sev}"
+        );
+    }
+    let total_open: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("custody_findings_open{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total_open, open.values().sum::<f64>());
+    for ((team, sev), n) in &breached {
+        assert_eq!(series("custody_findings_sla_breached", team, sev), *n);
+        assert_eq!(series("custody_sla_breaches_total", team, sev), *n);
+    }
+    for ((kind, team, sev), n) in &counted {
+        let name = match *kind {
+            "opened" => "custody_findings_opened_total",
+            "resolved" => "custody_findings_resolved_total",
+            _ => continue,
+        };
+        assert_eq!(series(name, team, sev), *n, "{name} {team} {sev}");
+    }
+    // Every owned finding is attributed in this scenario.
+    for sev in ["critical", "high", "medium", "low", "info"] {
+        assert_eq!(
+            get(
+                &m,
+                &format!("custody_findings_unattributed{{severity=\"{sev}\"}}")
+            ),
+            0.0
+        );
+    }
+    // 17 remediated after 9 days: above the 7-day bucket, within 14 days.
+    let bucket = |le: &str| -> f64 {
+        m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("custody_time_to_remediate_seconds_bucket{")
+                    && k.contains(&format!("le=\"{le}\""))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(bucket("604800"), 0.0);
+    assert_eq!(bucket("1209600"), 17.0);
+    // The scorecard agrees.
+    let card = service.metrics.scorecard();
+    for ((team, _), _) in &open {
+        let want: f64 = open
+            .iter()
+            .filter(|((t, _), _)| t == team)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(card.teams[team].open_total as f64, want);
+    }
+    assert_eq!(card.unattributed_share, 0.0);
+    let resolved: u64 = card.teams.values().map(|t| t.resolved).sum();
+    assert_eq!(resolved, 17);
+    let mttr = card
+        .teams
+        .values()
+        .filter_map(|t| t.mttr_seconds)
+        .next()
+        .unwrap();
+    assert!((mttr - 9.0 * 86_400.0).abs() < 1.0, "{mttr}");
+    service.stop().unwrap();
+}
+
+/// Gives every finding a different team nobody configured.
+struct EveryoneElse(std::sync::atomic::AtomicUsize);
+
+impl Attribute for EveryoneElse {
+    fn attribute(&self, _: &Target, _: &Finding) -> Arc<Attribution> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut a = Attribution::unattributed();
+        a.team = Some(format!("team-{n}"));
+        a.source = "finding".into();
+        Arc::new(a)
+    }
+}
+
+#[test]
+fn unknown_owners_never_grow_the_series_past_the_cap() {
+    let metrics = Metrics::new();
+    metrics.set_teams(["payments", "web"], 2);
+    let engine = Engine::new(&custody::config::Config::default())
+        .with_attribution(Box::new(EveryoneElse(Default::default())));
+    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").unwrap();
+    let (_, report) = custody::normalize::decode(&bytes, None, engine.decode_context()).unwrap();
+    let mut state = custody::lifecycle::State::new();
+    let mut out = Output::default();
+    for i in 0..20 {
+        let scan = ScanMeta {
+            scan_id: format!("s{i}"),
+            target: format!("repo:github.com/acme/r{i}").parse().unwrap(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: report.coverage.clone(),
+        };
+        engine.scan_into(
+            &mut state,
+            &scan,
+            report.findings.clone(),
+            chrono::Utc::now(),
+            &mut out,
+        );
+    }
+    // 5,440 findings, each with its own unknown team.
+    assert_eq!(out.findings.len(), 20 * 272);
+    for e in &out.findings {
+        assert_eq!(e.event, FindingEventKind::Opened);
+        metrics.finding_event(e);
+    }
+    metrics.set_state([&state], chrono::Utc::now());
+    let text = metrics.render();
+    let teams: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("team=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(teams.into_iter().collect::<Vec<_>>(), vec!["other"]);
+    let open_series = text
+        .lines()
+        .filter(|l| l.starts_with("custody_findings_open{"))
+        .count();
+    assert!(open_series <= 5, "{open_series} series");
+}
