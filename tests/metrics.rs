@@ -138,7 +138,7 @@ fn scraped_team_metrics_equal_what_the_findings_say() {
     assert_eq!(bucket("1209600"), 17.0);
     // The scorecard agrees.
     let card = service.metrics.scorecard();
-    for ((team, _), _) in &open {
+    for (team, _) in open.keys() {
         let want: f64 = open
             .iter()
             .filter(|((t, _), _)| t == team)
