@@ -5,6 +5,7 @@
 use crate::model::{Category, Severity};
 use crate::normalize::DEFAULT_SECRET_SALT;
 use crate::service::settings::ServiceSettings;
+use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,6 +77,33 @@ struct RawSla {
     low: Option<u32>,
     info: Option<u32>,
     restart_on_reopen: Option<bool>,
+    business_days: Option<bool>,
+    #[serde(default)]
+    teams: BTreeMap<String, RawSlaDays>,
+    #[serde(default)]
+    categories: BTreeMap<Category, RawSlaDays>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSlaDays {
+    critical: Option<u32>,
+    high: Option<u32>,
+    medium: Option<u32>,
+    low: Option<u32>,
+    info: Option<u32>,
+}
+
+impl RawSlaDays {
+    fn entries(&self) -> [(Severity, Option<u32>); 5] {
+        [
+            (Severity::Critical, self.critical),
+            (Severity::High, self.high),
+            (Severity::Medium, self.medium),
+            (Severity::Low, self.low),
+            (Severity::Info, self.info),
+        ]
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -106,7 +134,9 @@ struct RawLimits {
     max_report_bytes: Option<u64>,
 }
 
-/// SLA policy: days to fix per severity, counted from when a finding opened.
+/// SLA policy: days to fix per severity, counted from when a finding opened,
+/// overridable per team and per category (a team's override wins over a
+/// category's, which wins over the default; 0 days means no SLA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlaPolicy {
     /// Days per severity; a severity without an entry has no due date.
@@ -114,6 +144,60 @@ pub struct SlaPolicy {
     /// Whether a reopened finding starts a new SLA clock (true) or keeps
     /// its first due date (false).
     pub restart_on_reopen: bool,
+    /// Count Monday to Friday only (UTC).
+    pub business_days: bool,
+    /// Per-team overrides (team id -> severity -> days, 0 = none).
+    pub teams: BTreeMap<String, BTreeMap<Severity, u32>>,
+    /// Per-category overrides.
+    pub categories: BTreeMap<Category, BTreeMap<Severity, u32>>,
+}
+
+impl SlaPolicy {
+    /// Days to fix a finding of `sev`, owned by `team`, of `category`.
+    pub fn days_for(&self, sev: Severity, team: Option<&str>, category: Category) -> Option<u32> {
+        let days = team
+            .and_then(|t| self.teams.get(t))
+            .and_then(|m| m.get(&sev))
+            .or_else(|| self.categories.get(&category).and_then(|m| m.get(&sev)))
+            .or_else(|| self.days.get(&sev))
+            .copied()?;
+        (days > 0).then_some(days)
+    }
+
+    /// The due date of a finding whose SLA clock started at `from`.
+    pub fn due(
+        &self,
+        sev: Severity,
+        team: Option<&str>,
+        category: Category,
+        from: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let days = self.days_for(sev, team, category)?;
+        Some(if self.business_days {
+            add_business_days(from, days)
+        } else {
+            from + Duration::days(i64::from(days))
+        })
+    }
+}
+
+/// `from` plus `n` working days (Monday to Friday): a clock that starts on
+/// a weekend counts from the next Monday's time of day.
+pub fn add_business_days(from: DateTime<Utc>, n: u32) -> DateTime<Utc> {
+    let mut d = from;
+    while matches!(d.weekday(), Weekday::Sat | Weekday::Sun) {
+        d += Duration::days(1);
+    }
+    let weeks = i64::from(n / 5);
+    d += Duration::days(7 * weeks);
+    let mut left = n % 5;
+    while left > 0 {
+        d += Duration::days(1);
+        if !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) {
+            left -= 1;
+        }
+    }
+    d
 }
 
 impl Default for SlaPolicy {
@@ -127,6 +211,9 @@ impl Default for SlaPolicy {
                 (Severity::Low, 180),
             ]),
             restart_on_reopen: true,
+            business_days: false,
+            teams: BTreeMap::new(),
+            categories: BTreeMap::new(),
         }
     }
 }
@@ -238,6 +325,37 @@ impl Config {
         if let Some(r) = raw.sla.restart_on_reopen {
             cfg.sla.restart_on_reopen = r;
         }
+        if let Some(b) = raw.sla.business_days {
+            cfg.sla.business_days = b;
+        }
+        let check = |key: String, d: u32| -> Result<u32, ConfigError> {
+            if d > 3650 {
+                Err(invalid(key, "must be at most 3650 days (0 means no SLA)"))
+            } else {
+                Ok(d)
+            }
+        };
+        for (team, days) in &raw.sla.teams {
+            let mut m = BTreeMap::new();
+            for (sev, d) in days.entries() {
+                if let Some(d) = d {
+                    m.insert(sev, check(format!("sla.teams.{team}.{sev}"), d)?);
+                }
+            }
+            cfg.sla.teams.insert(team.clone(), m);
+        }
+        for (cat, days) in &raw.sla.categories {
+            let mut m = BTreeMap::new();
+            for (sev, d) in days.entries() {
+                if let Some(d) = d {
+                    m.insert(
+                        sev,
+                        check(format!("sla.categories.{}.{sev}", cat.as_str()), d)?,
+                    );
+                }
+            }
+            cfg.sla.categories.insert(*cat, m);
+        }
         if let Some(t) = raw.tickets.default_topic {
             check_topic(&t).map_err(|m| invalid("tickets.default_topic".into(), &m))?;
             cfg.default_topic = t;
@@ -345,6 +463,68 @@ mod tests {
     }
 
     #[test]
+    fn sla_overrides_team_over_category_over_default() {
+        let cfg = Config::parse(
+            r#"
+            [sla]
+            high = 30
+            [sla.teams.payments]
+            high = 10
+            low = 0
+            [sla.categories.secret]
+            high = 2
+            critical = 1
+            "#,
+            "t.toml",
+        )
+        .unwrap();
+        let p = &cfg.sla;
+        use Category::{Sast, Secret};
+        assert_eq!(
+            p.days_for(Severity::High, Some("payments"), Secret),
+            Some(10)
+        );
+        assert_eq!(p.days_for(Severity::High, Some("web"), Secret), Some(2));
+        assert_eq!(p.days_for(Severity::High, None, Sast), Some(30));
+        assert_eq!(
+            p.days_for(Severity::Critical, Some("payments"), Secret),
+            Some(1)
+        );
+        assert_eq!(p.days_for(Severity::Critical, None, Sast), Some(7));
+        // 0 switches the SLA off for that team.
+        assert_eq!(p.days_for(Severity::Low, Some("payments"), Sast), None);
+        assert_eq!(p.days_for(Severity::Low, None, Sast), Some(180));
+        assert_eq!(p.days_for(Severity::Info, None, Sast), None);
+    }
+
+    #[test]
+    fn business_days_skip_weekends() {
+        use chrono::TimeZone;
+        let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap();
+        // 2026-11-20 is a Friday.
+        assert_eq!(add_business_days(at(20, 9), 1), at(23, 9));
+        assert_eq!(add_business_days(at(20, 9), 5), at(27, 9));
+        assert_eq!(add_business_days(at(18, 9), 3), at(23, 9));
+        assert_eq!(add_business_days(at(16, 9), 10), at(30, 9));
+        // A clock started on Saturday counts from Monday.
+        assert_eq!(add_business_days(at(21, 15), 1), at(24, 15));
+        assert_eq!(add_business_days(at(21, 15), 0), at(23, 15));
+        let mut p = SlaPolicy {
+            business_days: true,
+            ..SlaPolicy::default()
+        };
+        assert_eq!(
+            p.due(Severity::Critical, None, Category::Sast, at(20, 9)),
+            Some(at(20, 9) + Duration::days(11))
+        );
+        p.business_days = false;
+        assert_eq!(
+            p.due(Severity::Critical, None, Category::Sast, at(20, 9)),
+            Some(at(27, 9))
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let table = [
             ("[sla]\nhigh = 99999", "sla.high"),
@@ -366,6 +546,15 @@ mod tests {
                 "fingerprint.secret_salt",
             ),
             ("[limits]\nmax_report_bytes = 0", "limits.max_report_bytes"),
+            (
+                "[sla.teams.payments]\nhigh = 9999",
+                "sla.teams.payments.high",
+            ),
+            (
+                "[sla.categories.secret]\nhigh = 9999",
+                "sla.categories.secret.high",
+            ),
+            ("[sla.categories.malware]\nhigh = 1", "malware"),
             ("not toml [", "t.toml"),
         ];
         for (text, want) in table {

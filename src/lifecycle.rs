@@ -19,7 +19,7 @@
 use crate::config::SlaPolicy;
 use crate::model::{Attribution, Finding, FindingEventKind, ScanMeta, Severity, Status, Target};
 use crate::ticket::TicketRecord;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -184,11 +184,14 @@ pub struct Observation {
     pub ticket_key: String,
 }
 
-fn due(policy: &SlaPolicy, sev: Severity, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    policy
-        .days
-        .get(&sev)
-        .map(|&d| from + Duration::days(i64::from(d)))
+/// The due date of a record's current SLA clock.
+fn due(policy: &SlaPolicy, rec: &FindingRecord) -> Option<DateTime<Utc>> {
+    policy.due(
+        rec.severity(),
+        rec.team.as_deref(),
+        rec.finding.category,
+        rec.opened_at,
+    )
 }
 
 /// Hash of the evidence compared for `updated`: the message with digit
@@ -261,10 +264,12 @@ pub fn apply_scan(
         } = obs;
         let scanner = finding.scanner.clone();
         let sev = finding.severity;
+        let category = finding.category;
         seen.insert(fp.clone());
         let rec = match ts.findings.get_mut(&fp) {
             Some(rec) => rec,
             None => {
+                let due_at = policy.due(sev, attribution.team.as_deref(), category, now);
                 let mut rec = Box::new(FindingRecord {
                     status: Status::Open,
                     sources: Sources::one(scanner, sev),
@@ -275,7 +280,7 @@ pub fn apply_scan(
                     first_seen: now,
                     last_seen: now,
                     opened_at: now,
-                    due_at: due(policy, sev, now),
+                    due_at,
                     sla_breached: false,
                     resolved_at: None,
                     accepted_until: None,
@@ -313,7 +318,7 @@ pub fn apply_scan(
                     rec.opened_at = now;
                     rec.sla_breached = false;
                 }
-                rec.due_at = due(policy, rec.severity(), rec.opened_at);
+                rec.due_at = due(policy, rec);
                 push(rec, &fp, FindingEventKind::Reopened, None, &mut out);
                 continue;
             }
@@ -334,7 +339,7 @@ pub fn apply_scan(
         }
         let after_sev = rec.severity();
         if after_sev != before_sev {
-            rec.due_at = due(policy, after_sev, rec.opened_at);
+            rec.due_at = due(policy, rec);
         }
         if rec.status == Status::Open && (after_sev != before_sev || evidence_changed) {
             push(rec, &fp, FindingEventKind::Updated, None, &mut out);
@@ -387,7 +392,7 @@ fn resolve_absent(
             }
             let after = rec.severity();
             if after != before {
-                rec.due_at = due(policy, after, rec.opened_at);
+                rec.due_at = due(policy, rec);
                 if rec.status == Status::Open {
                     push(rec, fp, FindingEventKind::Updated, None, out);
                 }
@@ -527,7 +532,7 @@ pub fn apply_decision(
         (DecisionKind::Revoke, Status::Accepted | Status::FalsePositive) => {
             rec.status = Status::Open;
             rec.accepted_until = None;
-            rec.due_at = due(policy, rec.severity(), rec.opened_at);
+            rec.due_at = due(policy, rec);
             push(
                 rec,
                 &d.fingerprint,

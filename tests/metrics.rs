@@ -220,3 +220,51 @@ fn unknown_owners_never_grow_the_series_past_the_cap() {
         .count();
     assert!(open_series <= 5, "{open_series} series");
 }
+
+/// Gives every finding to one team.
+struct Team(&'static str);
+
+impl Attribute for Team {
+    fn attribute(&self, _: &Target, _: &Finding) -> Arc<Attribution> {
+        let mut a = Attribution::unattributed();
+        a.team = Some(self.0.into());
+        a.source = "finding".into();
+        Arc::new(a)
+    }
+}
+
+#[test]
+fn team_sla_overrides_set_the_due_dates() {
+    let config = custody::config::Config::parse(
+        "[sla]\nhigh = 30\nmedium = 90\n[sla.teams.payments]\nhigh = 5\n",
+        "t.toml",
+    )
+    .unwrap();
+    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").unwrap();
+    for (team, high_days) in [("payments", 5), ("web", 30)] {
+        let engine = Engine::new(&config).with_attribution(Box::new(Team(team)));
+        let (_, report) =
+            custody::normalize::decode(&bytes, None, engine.decode_context()).unwrap();
+        let scan = ScanMeta {
+            scan_id: "s".into(),
+            target: "repo:github.com/tornadoweb/tornado".parse().unwrap(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: report.coverage,
+        };
+        let mut state = custody::lifecycle::State::new();
+        let out = engine.scan(&mut state, &scan, report.findings, chrono::Utc::now());
+        let mut checked = 0;
+        for e in &out.findings {
+            let days = (e.due_at.unwrap() - e.at).num_days();
+            match e.severity.as_str() {
+                "high" => assert_eq!(days, high_days, "{team}"),
+                "medium" => assert_eq!(days, 90, "{team}"),
+                _ => continue,
+            }
+            checked += 1;
+        }
+        assert!(checked > 0, "no high or medium finding");
+    }
+}
