@@ -5,6 +5,7 @@ mod churn;
 mod cli;
 mod codeowners;
 mod corpus;
+mod deploy;
 mod lifecycle;
 mod metrics;
 mod ownership;

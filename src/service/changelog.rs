@@ -95,6 +95,16 @@ pub enum Parsed {
     },
 }
 
+/// The target a changelog key belongs to, checking the key's shape.
+pub fn target_of(key: &[u8]) -> Result<&str, RestoreError> {
+    let mut parts = key.splitn(3, |&b| b == 0);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(b"f" | b"t"), Some(target), Some(_)) => std::str::from_utf8(target)
+            .map_err(|_| RestoreError::Key(String::from_utf8_lossy(key).into_owned())),
+        _ => Err(RestoreError::Key(String::from_utf8_lossy(key).into_owned())),
+    }
+}
+
 /// Decodes one changelog record.
 pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
     let shown = || String::from_utf8_lossy(key).into_owned();
@@ -144,6 +154,15 @@ impl Restorer {
     pub fn new() -> Restorer {
         Restorer {
             state: State::new(),
+            ..Restorer::default()
+        }
+    }
+
+    /// A restorer that continues `state` (records decoded later than the
+    /// rest).
+    pub fn resume(state: State) -> Restorer {
+        Restorer {
+            state,
             ..Restorer::default()
         }
     }

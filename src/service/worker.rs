@@ -280,6 +280,9 @@ struct Part {
     changelog_topic: String,
     generation: u64,
     state: Option<State>,
+    /// Changelog records read at restore and not decoded yet, by target:
+    /// decoded when the target is first needed, or in the background.
+    raw: HashMap<String, Vec<RawRecord>>,
     jobs: VecDeque<Job>,
     pending: VecDeque<Pending>,
     chunks: HashMap<(String, String), ChunkBuf>,
@@ -307,39 +310,18 @@ pub struct Core {
     restores: mpsc::Sender<Restored>,
     client_config: ClientConfig,
     max_report_bytes: u64,
-    restore_slots: Arc<(Mutex<usize>, std::sync::Condvar)>,
-}
-
-/// A counting semaphore's permit.
-struct Slot<'a>(&'a (Mutex<usize>, std::sync::Condvar));
-
-impl<'a> Slot<'a> {
-    fn take(s: &'a (Mutex<usize>, std::sync::Condvar)) -> Slot<'a> {
-        let mut free = lock(&s.0);
-        while *free == 0 {
-            free = s.1.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-        Slot(s)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0 .0) += 1;
-        self.0 .1.notify_one();
-    }
 }
 
 struct Restored {
     tp: (String, i32),
     generation: u64,
-    result: Result<(State, usize), String>,
+    result: Result<(HashMap<String, Vec<RawRecord>>, usize), String>,
 }
 
 impl Core {
     fn assign(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
         let mut tpl = TopicPartitionList::new();
+        let mut batch = Vec::new();
         for (topic, partition) in tps {
             self.generation += 1;
             let changelog_topic = self.settings.changelog_for(topic);
@@ -349,6 +331,7 @@ impl Core {
                 changelog_topic: changelog_topic.clone(),
                 generation: self.generation,
                 state: None,
+                raw: HashMap::new(),
                 jobs: VecDeque::new(),
                 pending: VecDeque::new(),
                 chunks: HashMap::new(),
@@ -359,34 +342,25 @@ impl Core {
             self.parts.insert((topic.clone(), *partition), part);
             lock(&self.health.partitions).insert((topic.clone(), *partition), false);
             tpl.add_partition(topic, *partition);
+            batch.push((
+                (topic.clone(), *partition),
+                changelog_topic,
+                self.generation,
+            ));
+        }
+        // One restoring client for the whole assignment: it fetches many
+        // changelog partitions per request, and each is handed over as
+        // soon as it reaches its end.
+        if !batch.is_empty() {
             let tx = self.restores.clone();
             let cfg = self.client_config.clone();
-            let generation = self.generation;
-            let tp = (topic.clone(), *partition);
             let metrics = Arc::clone(&self.metrics);
-            let deadline = self.settings.shutdown_timeout.max(Duration::from_secs(60));
-            let slots = Arc::clone(&self.restore_slots);
+            let deadline = self.settings.shutdown_timeout.max(Duration::from_secs(600));
             std::thread::spawn(move || {
-                // A few restores at a time: they are CPU-bound (decoding
-                // records), and a hundred at once only contend.
-                let slot = Slot::take(&slots);
                 let mut client = None;
-                let result = restore(
-                    &cfg,
-                    &changelog_topic,
-                    tp.1,
-                    &metrics,
-                    deadline,
-                    &mut client,
-                );
-                let _ = tx.send(Restored {
-                    tp,
-                    generation,
-                    result,
-                });
-                // Closing a client waits on its threads: off the critical
-                // path, after the result is handed over and the slot freed.
-                drop(slot);
+                restore(&cfg, batch, &metrics, deadline, &tx, &mut client);
+                // Closing a client waits on its threads: after the results
+                // are handed over.
                 drop(client);
             });
         }
@@ -402,13 +376,14 @@ impl Core {
         if part.generation != r.generation {
             return Ok(());
         }
-        let (state, _records) = r.result.map_err(|e| {
+        let (raw, _records) = r.result.map_err(|e| {
             format!(
                 "restoring {}/{} from {}: {e}",
                 r.tp.0, r.tp.1, part.changelog_topic
             )
         })?;
-        part.state = Some(state);
+        part.state = Some(State::new());
+        part.raw = raw;
         part.paused = false;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&r.tp.0, r.tp.1);
@@ -440,6 +415,80 @@ impl Core {
             self.metrics.forget_partition(&tp.0, tp.1);
         }
         self.update_gauges();
+    }
+
+    /// Decodes the restored records of `target`, if any are left.
+    fn materialize(&self, part: &mut Part, target: &str) -> Result<(), String> {
+        let Some(recs) = part.raw.remove(target) else {
+            return Ok(());
+        };
+        let parsed: Vec<Result<changelog::Parsed, String>> = if recs.len() > 256 {
+            use rayon::prelude::*;
+            recs.par_iter()
+                .map(|(off, k, v)| parse_raw(&part.changelog_topic, *off, k, v))
+                .collect()
+        } else {
+            recs.iter()
+                .map(|(off, k, v)| parse_raw(&part.changelog_topic, *off, k, v))
+                .collect()
+        };
+        let mut r = Restorer::resume(part.state.take().unwrap_or_default());
+        for p in parsed {
+            match p {
+                Ok(p) => r.apply_parsed(p),
+                Err(e) => {
+                    part.state = Some(r.finish());
+                    return Err(e);
+                }
+            }
+        }
+        part.state = Some(r.finish());
+        Ok(())
+    }
+
+    /// Decodes every restored record of a partition.
+    fn materialize_all(&self, part: &mut Part) -> Result<(), String> {
+        let targets: Vec<String> = part.raw.keys().cloned().collect();
+        for t in targets {
+            self.materialize(part, &t)?;
+        }
+        Ok(())
+    }
+
+    /// Background decoding: a few targets per loop iteration.
+    fn decode_some(&mut self, budget: Duration) {
+        let started = Instant::now();
+        let keys: Vec<(String, i32)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.state.is_some() && !p.raw.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for tp in keys {
+            let Some(mut part) = self.parts.remove(&tp) else {
+                continue;
+            };
+            while started.elapsed() < budget {
+                let Some(t) = part.raw.keys().next().cloned() else {
+                    break;
+                };
+                if let Err(e) = self.materialize(&mut part, &t) {
+                    self.fail(e);
+                    break;
+                }
+            }
+            self.parts.insert(tp, part);
+            if started.elapsed() >= budget {
+                break;
+            }
+        }
+    }
+
+    /// A state that cannot be decoded stops the service: running on
+    /// without it would reopen what was already reported.
+    fn fail(&self, e: String) {
+        *lock(&self.health.last_error) = Some(e);
+        self.health.failed.store(true, Ordering::Release);
     }
 
     fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {
@@ -616,6 +665,11 @@ impl Core {
             .timestamp
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
             .unwrap_or_else(Utc::now);
+        let spec = target.to_string();
+        if let Err(e) = self.materialize(part, &spec) {
+            self.fail(e);
+            return;
+        }
         let Some(state) = part.state.as_mut() else {
             return;
         };
@@ -623,7 +677,6 @@ impl Core {
         let touched = self
             .engine
             .scan_touched(state, &scan, report.findings, now, &mut out);
-        let spec = target.to_string();
         let records = changelog::records(state, &spec, &touched);
         let bytes = msg.len();
         self.emit(part, Some(&msg), out, records, held, bytes);
@@ -929,6 +982,9 @@ impl Core {
             let Some(mut part) = self.parts.remove(&tp) else {
                 continue;
             };
+            if let Err(e) = self.materialize_all(&mut part) {
+                self.fail(e);
+            }
             if let Some(state) = part.state.as_mut() {
                 let out = self.engine.tick(state, now);
                 self.emit_step(&mut part, out);
@@ -944,6 +1000,9 @@ impl Core {
             let Some(mut part) = self.parts.remove(&tp) else {
                 continue;
             };
+            if let Err(e) = self.materialize_all(&mut part) {
+                self.fail(e);
+            }
             if let Some(state) = part.state.as_mut() {
                 let out = self.engine.reattribute(state, now);
                 self.emit_step(&mut part, out);
@@ -1172,23 +1231,46 @@ fn spawn_decode(
     }
 }
 
+fn parse_raw(
+    topic: &str,
+    offset: i64,
+    key: &[u8],
+    value: &Option<Vec<u8>>,
+) -> Result<changelog::Parsed, String> {
+    changelog::parse(key, value.as_deref()).map_err(|e| format!("{topic} offset {offset}: {e}"))
+}
+
 /// A changelog record as read: offset, key, value.
 type RawRecord = (i64, Vec<u8>, Option<Vec<u8>>);
 
-/// Reads changelog partition `partition` from the beginning to its high
-/// watermark.
+/// Reads the changelog partitions of an assignment from the beginning to
+/// their ends, sending each partition's records as soon as it is complete.
 fn restore(
     cfg: &ClientConfig,
-    topic: &str,
-    partition: i32,
+    batch: Vec<((String, i32), String, u64)>,
     metrics: &Metrics,
     deadline: Duration,
+    tx: &mpsc::Sender<Restored>,
     client: &mut Option<BaseConsumer>,
-) -> Result<(State, usize), String> {
+) {
     let started = Instant::now();
+    type Progress = ((String, i32), u64, HashMap<String, Vec<RawRecord>>, usize);
+    let mut open: HashMap<(String, i32), Progress> = HashMap::new();
+    let fail = |open: HashMap<(String, i32), Progress>, e: String| {
+        for (_, (tp, generation, _, _)) in open {
+            let _ = tx.send(Restored {
+                tp,
+                generation,
+                result: Err(e.clone()),
+            });
+        }
+    };
+    for (tp, changelog_topic, generation) in batch {
+        open.insert((changelog_topic, tp.1), (tp, generation, HashMap::new(), 0));
+    }
     let mut cfg = cfg.clone();
     cfg.set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
@@ -1196,66 +1278,89 @@ fn restore(
     if cfg.get("group.id").is_none() {
         cfg.set("group.id", "custody-restore");
     }
-    let consumer: &BaseConsumer = client.insert(cfg.create().map_err(|e| e.to_string())?);
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(30))
-        .map_err(|e| format!("watermarks: {e}"))?;
-    let mut restorer = Restorer::new();
-    if high <= low {
-        return Ok((restorer.finish(), 0));
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let mut last = low - 1;
-    let mut reported = 0usize;
-    // Records are read in batches and decoded in parallel, then applied
-    // in log order.
-    let mut batch: Vec<RawRecord> = Vec::with_capacity(8192);
-    let flush = |batch: &mut Vec<RawRecord>, restorer: &mut Restorer| -> Result<(), String> {
-        use rayon::prelude::*;
-        let parsed: Vec<Result<changelog::Parsed, String>> = batch
-            .par_iter()
-            .map(|(off, k, v)| {
-                changelog::parse(k, v.as_deref()).map_err(|e| format!("offset {off}: {e}"))
-            })
-            .collect();
-        batch.clear();
-        for p in parsed {
-            restorer.apply_parsed(p?);
-        }
-        Ok(())
+    let consumer: &BaseConsumer = match cfg.create() {
+        Ok(c) => client.insert(c),
+        Err(e) => return fail(open, e.to_string()),
     };
-    while last + 1 < high {
-        if started.elapsed() > deadline.max(Duration::from_secs(600)) {
-            return Err(format!(
-                "timed out at offset {last} of {high} after {}s",
-                started.elapsed().as_secs()
-            ));
+    let mut from = TopicPartitionList::new();
+    for (t, p) in open.keys() {
+        if let Err(e) = from.add_partition_offset(t, *p, Offset::Beginning) {
+            return fail(open, e.to_string());
         }
-        let timeout = if batch.is_empty() { 200 } else { 0 };
-        match consumer.poll(Duration::from_millis(timeout)) {
+    }
+    if let Err(e) = consumer.assign(&from) {
+        return fail(open, e.to_string());
+    }
+    let mut reported = 0usize;
+    let mut total = 0usize;
+    while !open.is_empty() {
+        if started.elapsed() > deadline {
+            let e = format!("timed out after {}s", started.elapsed().as_secs());
+            return fail(open, e);
+        }
+        match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                last = m.offset();
+                let Some(slot) = open.get_mut(&(m.topic().to_string(), m.partition())) else {
+                    continue;
+                };
                 let Some(key) = m.key() else { continue };
-                batch.push((m.offset(), key.to_vec(), m.payload().map(<[u8]>::to_vec)));
-                if batch.len() >= 8192 {
-                    flush(&mut batch, &mut restorer)?;
+                let target = match changelog::target_of(key) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let e = format!("offset {}: {e}", m.offset());
+                        return fail(open, e);
+                    }
+                };
+                let recs = match slot.2.get_mut(target) {
+                    Some(v) => v,
+                    None => slot.2.entry(target.to_string()).or_default(),
+                };
+                recs.push((m.offset(), key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                slot.3 += 1;
+                total += 1;
+                if total - reported >= 10_000 {
+                    metrics.restored(total - reported);
+                    reported = total;
                 }
             }
-            Some(Err(e)) => return Err(e.to_string()),
-            None => flush(&mut batch, &mut restorer)?,
-        }
-        if restorer.records - reported >= 10_000 {
-            metrics.restored(restorer.records - reported);
-            reported = restorer.records;
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // Which topic: the one open entry with this partition (the
+                // error names only the partition), else every match.
+                let keys: Vec<(String, i32)> =
+                    open.keys().filter(|(_, q)| *q == p).cloned().collect();
+                let done: Vec<(String, i32)> = if keys.len() == 1 {
+                    keys
+                } else {
+                    // Several changelog topics share a partition number:
+                    // ask where each stands.
+                    keys.into_iter()
+                        .filter(|(t, q)| {
+                            let pos = consumer.position().ok();
+                            let at = pos.and_then(|l| l.find_partition(t, *q).map(|e| e.offset()));
+                            let high = consumer
+                                .fetch_watermarks(t, *q, Duration::from_secs(10))
+                                .map(|(_, h)| h)
+                                .ok();
+                            matches!((at, high), (Some(Offset::Offset(a)), Some(h)) if a >= h)
+                                || matches!((at, high), (_, Some(0)))
+                        })
+                        .collect()
+                };
+                for k in done {
+                    if let Some((tp, generation, raw, n)) = open.remove(&k) {
+                        let _ = tx.send(Restored {
+                            tp,
+                            generation,
+                            result: Ok((raw, n)),
+                        });
+                    }
+                }
+            }
+            Some(Err(e)) => return fail(open, e.to_string()),
+            None => {}
         }
     }
-    flush(&mut batch, &mut restorer)?;
-    metrics.restored(restorer.records - reported);
-    let n = restorer.records;
-    Ok((restorer.finish(), n))
+    metrics.restored(total - reported);
 }
 
 /// The consumer loop with its producer, built from settings.
@@ -1338,10 +1443,6 @@ impl Worker {
             restores: tx,
             client_config: base.clone(),
             max_report_bytes,
-            restore_slots: Arc::new((
-                Mutex::new(std::thread::available_parallelism().map_or(4, |n| 2 * n.get())),
-                std::sync::Condvar::new(),
-            )),
         }));
         let mut ccfg = base;
         ccfg.set("group.id", &settings.group_id);
@@ -1432,6 +1533,7 @@ impl Worker {
             {
                 let mut core = lock(&self.core);
                 core.step_all(&self.consumer);
+                core.decode_some(Duration::from_millis(20));
                 if self.health.reload.swap(false, Ordering::Relaxed) {
                     if let Some(own) = &self.ownership {
                         match own.reload() {
