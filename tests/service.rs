@@ -254,6 +254,17 @@ fn restart_restores_state_from_the_changelog() {
 
     // A new instance restores, and a rescan of the same report is quiet.
     let service = h.start_owned();
+    // Restored records are decoded in the background once every partition
+    // is back: the state gauges then count them all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service
+        .metrics
+        .render()
+        .contains("custody_state_findings{status=\"open\"} 272")
+    {
+        assert!(Instant::now() < deadline, "restored state not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, m);
     assert_eq!(

@@ -348,17 +348,23 @@ impl Core {
                 self.generation,
             ));
         }
-        // One restoring client for the whole assignment: it fetches many
-        // changelog partitions per request, and each is handed over as
-        // soon as it reaches its end.
-        if !batch.is_empty() {
+        // Each restored partition is handed over as soon as it reaches its
+        // end.
+        // A few clients share the partitions round-robin: one connection
+        // per client keeps several fetches in flight.
+        let clients = RESTORE_CLIENTS.min(batch.len());
+        let mut groups: Vec<Vec<_>> = (0..clients).map(|_| Vec::new()).collect();
+        for (i, b) in batch.into_iter().enumerate() {
+            groups[i % clients].push(b);
+        }
+        for group in groups {
             let tx = self.restores.clone();
             let cfg = self.client_config.clone();
             let metrics = Arc::clone(&self.metrics);
             let deadline = self.settings.shutdown_timeout.max(Duration::from_secs(600));
             std::thread::spawn(move || {
                 let mut client = None;
-                restore(&cfg, batch, &metrics, deadline, &tx, &mut client);
+                restore(&cfg, group, &metrics, deadline, &tx, &mut client);
                 // Closing a client waits on its threads: after the results
                 // are handed over.
                 drop(client);
@@ -457,6 +463,10 @@ impl Core {
 
     /// Background decoding: a few targets per loop iteration.
     fn decode_some(&mut self, budget: Duration) {
+        // Restoring comes first: readiness waits for it, decoding does not.
+        if self.parts.values().any(|p| p.state.is_none()) {
+            return;
+        }
         let started = Instant::now();
         let keys: Vec<(String, i32)> = self
             .parts
@@ -1239,6 +1249,9 @@ fn parse_raw(
 ) -> Result<changelog::Parsed, String> {
     changelog::parse(key, value.as_deref()).map_err(|e| format!("{topic} offset {offset}: {e}"))
 }
+
+/// Restoring clients per assignment.
+const RESTORE_CLIENTS: usize = 16;
 
 /// A changelog record as read: offset, key, value.
 type RawRecord = (i64, Vec<u8>, Option<Vec<u8>>);
