@@ -65,9 +65,14 @@ pub struct PublishArgs {
     #[arg(long, default_value = "custody.reports")]
     pub topic: String,
     /// The scanned target (`repo:host/org/name`, `image:name`,
-    /// `cloud:account`): the message key.
+    /// `cloud:account`): the message key. Required for reports.
+    #[arg(long, required_unless_present = "decisions")]
+    pub target: Option<String>,
+    /// The files are decisions (JSON Lines of decision records: accept
+    /// risk, false positive, revoke), not reports; each is sent keyed by
+    /// its target.
     #[arg(long)]
-    pub target: String,
+    pub decisions: bool,
     /// Scanner name, overriding the one the report names.
     #[arg(long)]
     pub scanner: Option<String>,

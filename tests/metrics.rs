@@ -268,3 +268,83 @@ fn team_sla_overrides_set_the_due_dates() {
         assert!(checked > 0, "no high or medium finding");
     }
 }
+
+#[test]
+fn decisions_flow_through_the_service_into_the_accepted_gauges() {
+    use custody::lifecycle::{DecisionKind, DecisionRecord};
+    use custody::service::publish::DEFAULT_CHUNK_BYTES;
+    let h = Harness::new(1);
+    let service = h.start_owned();
+    let target = "repo:github.com/tornadoweb/tornado";
+    let (old, _) = old_new("semgrep");
+    let n = h.publish(target, "semgrep", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let opened = h.findings();
+    let (a, b) = (&opened[0], &opened[1]);
+    let now = chrono::Utc::now();
+    let decision = |fp: &str, kind: DecisionKind, days: Option<i64>| DecisionRecord {
+        target: target.parse().unwrap(),
+        fingerprint: fp.to_string(),
+        decision: kind,
+        expires_at: days.map(|d| now + chrono::Duration::days(d)),
+        reason: "compensating control".into(),
+        author: "alice@acme.example".into(),
+        decided_at: now,
+    };
+    let p = h.publisher();
+    let topic = &h.config.service.reports_topics[0];
+    p.send_decision(
+        topic,
+        &decision(&a.fingerprint, DecisionKind::AcceptRisk, Some(3)),
+    )
+    .unwrap();
+    p.send_decision(
+        topic,
+        &decision(&b.fingerprint, DecisionKind::FalsePositive, None),
+    )
+    .unwrap();
+    p.send_decision(
+        topic,
+        &decision("no-such-finding", DecisionKind::FalsePositive, None),
+    )
+    .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    wait_done(&service, n + 3);
+    let events = h.findings();
+    let kinds: Vec<(&str, FindingEventKind)> = events[opened.len()..]
+        .iter()
+        .map(|e| (e.fingerprint.as_str(), e.event))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (a.fingerprint.as_str(), FindingEventKind::Accepted),
+            (b.fingerprint.as_str(), FindingEventKind::FalsePositive),
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = scrape(&service.metrics.render());
+    let team = a.team.clone().unwrap();
+    assert_eq!(
+        get(&m, &format!("custody_findings_accepted{{team=\"{team}\"}}")),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            &format!("custody_findings_acceptance_expiring{{team=\"{team}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(&m, "custody_dead_lettered_total{reason=\"bad_decision\"}"),
+        1.0
+    );
+    let open: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("custody_findings_open{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(open, opened.len() as f64 - 2.0);
+    service.stop().unwrap();
+}

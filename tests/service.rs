@@ -47,11 +47,11 @@ impl Harness {
         Service::start(&self.config, Some(Arc::new(own))).expect("service starts")
     }
 
-    fn publisher(&self) -> Publisher {
+    pub fn publisher(&self) -> Publisher {
         Publisher::new(&self.cluster.bootstrap_servers(), std::iter::empty()).unwrap()
     }
 
-    fn publish(&self, target: &str, scanner: &str, file: &str, chunk_bytes: usize) -> usize {
+    pub fn publish(&self, target: &str, scanner: &str, file: &str, chunk_bytes: usize) -> usize {
         let p = self.publisher();
         let bytes = std::fs::read(file).unwrap();
         let n = p

@@ -12,7 +12,8 @@
 //! | `custody-commit`, `custody-ref` | what was scanned |
 //! | `custody-scan-id` | the scan (chunks of one scan share it) |
 //! | `custody-complete` | `true` (default) when the scan covered the whole target |
-//! | `custody-chunk` | `i/n`: chunk i (from 1) of n; chunk n is the completion marker |
+//! | `custody-chunk` | `i/n`: chunk i (from 1) of n; the scan is applied when all n arrived |
+//! | `custody-kind` | `report` (default) or `decision`: a decision record (JSON) about a finding of the target |
 
 use crate::model::Target;
 use crate::normalize::Format;
@@ -38,6 +39,8 @@ pub mod header {
     pub const COMPLETE: &str = "custody-complete";
     /// `i/n`.
     pub const CHUNK: &str = "custody-chunk";
+    /// `report` (the default) or `decision` (a risk decision, JSON).
+    pub const KIND: &str = "custody-kind";
     /// Dead letters: the reason (a fixed word).
     pub const DLQ_REASON: &str = "custody-dlq-reason";
     /// Dead letters: the error message.
@@ -96,6 +99,9 @@ pub struct MessageMeta {
     pub complete: bool,
     /// `(i, n)` for a chunk.
     pub chunk: Option<(u32, u32)>,
+    /// The message is a decision (accept risk, false positive, revoke)
+    /// about a finding of the target, not a report.
+    pub decision: bool,
 }
 
 /// Why a message's metadata was refused (the message is dead-lettered).
@@ -153,6 +159,18 @@ pub fn from_headers<'a>(
             header::SCAN_ID => m.scan_id = non_empty(text),
             header::COMPLETE => m.complete = parse_bool(name, text)?,
             header::CHUNK => m.chunk = Some(parse_chunk(text)?),
+            header::KIND => {
+                m.decision = match text {
+                    "report" => false,
+                    "decision" => true,
+                    _ => {
+                        return Err(bad(
+                            name,
+                            format!("expected report or decision, got {text:?}"),
+                        ))
+                    }
+                }
+            }
             _ => {}
         }
     }

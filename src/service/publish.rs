@@ -176,6 +176,30 @@ impl Publisher {
         })
     }
 
+    /// Queues one decision, keyed by its target, on `topic`.
+    pub fn send_decision(
+        &self,
+        topic: &str,
+        d: &crate::lifecycle::DecisionRecord,
+    ) -> Result<(), String> {
+        d.validate().map_err(|e| e.to_string())?;
+        let payload = serde_json::to_vec(d).map_err(|e| e.to_string())?;
+        let key = d.target.to_string();
+        let hs = OwnedHeaders::new().insert(Header {
+            key: header::KIND,
+            value: Some("decision"),
+        });
+        let record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(payload.as_slice())
+            .headers(hs);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| format!("cannot send to {topic}: {e}"))?;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
     /// Waits until every queued message is delivered (or `timeout`
     /// passes); the errors of messages that were not.
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
@@ -205,9 +229,10 @@ impl Publisher {
 /// `custody publish`: exit 0 when every file was delivered, 1 when some
 /// file could not be read, 2 when delivery failed.
 pub fn command(args: crate::cli::PublishArgs) -> u8 {
-    let target: Target = match args.target.parse() {
-        Ok(t) => t,
-        Err(e) => {
+    let target: Option<Target> = match args.target.as_deref().map(str::parse::<Target>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
             eprintln!("custody publish: --target: {e}");
             return 2;
         }
@@ -243,6 +268,26 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
         }
     };
     let mut code = 0;
+    if args.decisions {
+        for path in &args.files {
+            match decisions(&publisher, &args.topic, path) {
+                Ok(n) => println!("{}\t{n} decision(s)", path.display()),
+                Err(e) => {
+                    eprintln!("custody publish: {}: {e}", path.display());
+                    code = 1;
+                }
+            }
+        }
+        if let Err(e) = publisher.flush(Duration::from_secs(args.timeout_secs)) {
+            eprintln!("custody publish: {e}");
+            return 2;
+        }
+        return code;
+    }
+    let Some(target) = target else {
+        eprintln!("custody publish: --target is required for reports");
+        return 2;
+    };
     let multiple = args.files.len() > 1;
     for path in &args.files {
         let bytes = match std::fs::read(path) {
@@ -284,4 +329,24 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
         return 2;
     }
     code
+}
+
+/// Publishes every decision of a JSON Lines file; nothing is sent when a
+/// line is not a valid decision.
+fn decisions(p: &Publisher, topic: &str, path: &std::path::Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let d: crate::lifecycle::DecisionRecord =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        d.validate().map_err(|e| format!("line {}: {e}", i + 1))?;
+        records.push(d);
+    }
+    for d in &records {
+        p.send_decision(topic, d)?;
+    }
+    Ok(records.len())
 }

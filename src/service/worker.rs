@@ -231,6 +231,11 @@ enum Job {
         error: String,
         held: Vec<Arc<Ack>>,
     },
+    /// A decision about a finding.
+    Decision {
+        msg: Incoming,
+        decision: Box<crate::lifecycle::DecisionRecord>,
+    },
     /// A chunk that waits for the rest of its scan.
     Held { msg: Incoming, ack: Arc<Ack> },
 }
@@ -624,6 +629,7 @@ impl Core {
                     },
                     _,
                 ) => self.dead_letter(part, msg, reason, &error, held),
+                (Job::Decision { msg, decision }, _) => self.apply_decision(part, msg, &decision),
                 (Job::Held { msg, ack }, _) => {
                     self.metrics.message("chunk");
                     part.pending.push_back(Pending {
@@ -690,6 +696,30 @@ impl Core {
         let records = changelog::records(state, &spec, &touched);
         let bytes = msg.len();
         self.emit(part, Some(&msg), out, records, held, bytes);
+    }
+
+    fn apply_decision(&self, part: &mut Part, msg: Incoming, d: &crate::lifecycle::DecisionRecord) {
+        let spec = d.target.to_string();
+        if let Err(e) = self.materialize(part, &spec) {
+            self.fail(e);
+            return;
+        }
+        let now = msg
+            .timestamp
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or_else(Utc::now);
+        let Some(state) = part.state.as_mut() else {
+            return;
+        };
+        match self.engine.decide(state, d, now) {
+            Ok(out) => {
+                self.metrics.message("decision");
+                let records = changelog::records(state, &spec, &[d.fingerprint.clone()]);
+                let bytes = msg.len();
+                self.emit(part, Some(&msg), out, records, Vec::new(), bytes);
+            }
+            Err(e) => self.dead_letter(part, msg, "bad_decision", &e.to_string(), Vec::new()),
+        }
     }
 
     /// Produces a step's events now and queues its changelog records.
@@ -1111,6 +1141,33 @@ fn classify(
             held: Vec::new(),
         };
     };
+    if meta.decision {
+        return match serde_json::from_slice::<crate::lifecycle::DecisionRecord>(payload) {
+            Ok(d) if meta.target.as_ref().is_some_and(|t| *t != d.target) => Job::Poison {
+                error: format!(
+                    "decision for {} sent with key {}: the key must be the decision's target",
+                    d.target,
+                    meta.target
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+                msg,
+                reason: "bad_decision",
+                held: Vec::new(),
+            },
+            Ok(d) => Job::Decision {
+                msg,
+                decision: Box::new(d),
+            },
+            Err(e) => Job::Poison {
+                msg,
+                reason: "bad_decision",
+                error: format!("not a decision record: {e}"),
+                held: Vec::new(),
+            },
+        };
+    }
     if payload.len() as u64 > max_report {
         let error = DecodeError::TooLarge {
             size: payload.len() as u64,
