@@ -714,7 +714,8 @@ impl Core {
         match self.engine.decide(state, d, now) {
             Ok(out) => {
                 self.metrics.message("decision");
-                let records = changelog::records(state, &spec, &[d.fingerprint.clone()]);
+                let records =
+                    changelog::records(state, &spec, std::slice::from_ref(&d.fingerprint));
                 let bytes = msg.len();
                 self.emit(part, Some(&msg), out, records, Vec::new(), bytes);
             }
