@@ -41,13 +41,6 @@ impl Service {
     /// thread.
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
-        if settings.delivery == settings::Delivery::ExactlyOnce {
-            return Err(RunError::Kafka(
-                "kafka.delivery = \"exactly-once\" is not implemented yet; \
-                 use \"at-least-once\" (events carry deterministic ids)"
-                    .into(),
-            ));
-        }
         topics::ensure(config).map_err(RunError::Kafka)?;
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());

@@ -295,6 +295,8 @@ struct Part {
     paused: bool,
     /// Offset of the next message to process (for commits and lag).
     next_offset: Option<i64>,
+    /// Offset of the last message applied (exactly-once commits).
+    last_applied: Option<i64>,
 }
 
 impl Part {
@@ -315,6 +317,10 @@ pub struct Core {
     restores: mpsc::Sender<Restored>,
     client_config: ClientConfig,
     max_report_bytes: u64,
+    /// Exactly-once: everything goes through transactions.
+    eos: bool,
+    /// A transaction is open.
+    txn_open: Mutex<bool>,
 }
 
 struct Restored {
@@ -343,6 +349,7 @@ impl Core {
                 bytes: 0,
                 paused: true,
                 next_offset: None,
+                last_applied: None,
             };
             self.parts.insert((topic.clone(), *partition), part);
             lock(&self.health.partitions).insert((topic.clone(), *partition), false);
@@ -507,6 +514,10 @@ impl Core {
     }
 
     fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {
+        if self.eos {
+            self.commit_txn(consumer);
+            return;
+        }
         let Some(part) = self.parts.get(tp) else {
             return;
         };
@@ -514,6 +525,66 @@ impl Core {
             let mut tpl = TopicPartitionList::new();
             let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next));
             let _ = consumer.commit(&tpl, CommitMode::Sync);
+        }
+    }
+
+    /// Opens a transaction if none is (exactly-once).
+    fn ensure_txn(&self) {
+        if !self.eos {
+            return;
+        }
+        let mut open = lock(&self.txn_open);
+        if !*open {
+            match self.producer.begin_transaction() {
+                Ok(()) => *open = true,
+                Err(e) => self.fail(format!("begin transaction: {e}")),
+            }
+        }
+    }
+
+    /// Commits the open transaction with the consumed offsets of every
+    /// partition up to what was applied (exactly-once).
+    fn commit_txn(&self, consumer: &Cons) {
+        if !self.eos {
+            return;
+        }
+        let mut open = lock(&self.txn_open);
+        if !*open || self.health.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for part in self.parts.values() {
+            if let Some(next) = eos_frontier(part) {
+                let _ = tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(next));
+            }
+        }
+        let timeout = self.settings.shutdown_timeout;
+        if tpl.count() > 0 {
+            let Some(cgm) = consumer.group_metadata() else {
+                self.fail("no consumer group metadata for the transaction".into());
+                return;
+            };
+            if let Err(e) = self
+                .producer
+                .send_offsets_to_transaction(&tpl, &cgm, timeout)
+            {
+                self.fail(format!("send offsets to transaction: {e}"));
+                let _ = self.producer.abort_transaction(timeout);
+                *open = false;
+                return;
+            }
+        }
+        match self.producer.commit_transaction(timeout) {
+            Ok(()) => {
+                *open = false;
+            }
+            Err(e) => {
+                // The in-memory state is ahead of what committed: stop, and
+                // let the restart restore the committed state.
+                self.fail(format!("commit transaction: {e}"));
+                let _ = self.producer.abort_transaction(timeout);
+                *open = false;
+            }
         }
     }
 
@@ -765,6 +836,9 @@ impl Core {
             }
         }
         ack.add(-1);
+        if let Some(m) = msg {
+            part.last_applied = Some(m.offset);
+        }
         part.pending.push_back(Pending {
             offset: msg.map(|m| m.offset),
             timestamp: msg.and_then(|m| m.timestamp),
@@ -787,6 +861,7 @@ impl Core {
         headers: Option<OwnedHeaders>,
         ack: &Arc<Ack>,
     ) {
+        self.ensure_txn();
         ack.add(1);
         let mut record: BaseRecord<'_, [u8], [u8], Box<Arc<Ack>>> =
             BaseRecord::with_opaque_to(topic, Box::new(Arc::clone(ack))).key(key);
@@ -833,6 +908,7 @@ impl Core {
         ack.add(1);
         self.send_dead_letter(part, &msg, reason, error, &ack);
         ack.add(-1);
+        part.last_applied = Some(msg.offset);
         part.pending.push_back(Pending {
             offset: Some(msg.offset),
             timestamp: msg.timestamp,
@@ -943,7 +1019,7 @@ impl Core {
         let mut idx = 0;
         while idx < part.pending.len() {
             let p = &part.pending[idx];
-            if !p.hold && !p.events.done() {
+            if !self.eos && !p.hold && !p.events.done() {
                 break;
             }
             if p.events.failed.load(Ordering::Acquire) {
@@ -995,7 +1071,9 @@ impl Core {
             }
         }
         if let Some(off) = stored {
-            let _ = consumer.store_offset(&part.topic, part.partition, off);
+            if !self.eos {
+                let _ = consumer.store_offset(&part.topic, part.partition, off);
+            }
             part.next_offset = Some(off + 1);
         }
     }
@@ -1497,11 +1575,32 @@ impl Worker {
                 pcfg.set(k, v);
             }
         }
+        let eos = settings.delivery == super::settings::Delivery::ExactlyOnce;
+        if eos && !settings.properties.contains_key("transactional.id") {
+            // Unique per process: fencing of a previous owner of the same
+            // partitions goes through the consumer group (KIP-447).
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            pcfg.set(
+                "transactional.id",
+                format!("{}-{}-{nanos}", settings.group_id, std::process::id()),
+            );
+        }
         let producer: Prod = pcfg
             .create_with_context(Delivery {
                 health: Arc::clone(&health),
             })
             .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
+        if eos {
+            producer
+                .init_transactions(settings.shutdown_timeout.max(Duration::from_secs(30)))
+                .map_err(|e| {
+                    RunError::Kafka(format!(
+                        "exactly-once needs a broker with transactions: {e}"
+                    ))
+                })?;
+        }
         let (tx, rx) = mpsc::channel();
         let core = Arc::new(Mutex::new(Core {
             settings: settings.clone(),
@@ -1514,6 +1613,8 @@ impl Worker {
             restores: tx,
             client_config: base.clone(),
             max_report_bytes,
+            eos,
+            txn_open: Mutex::new(false),
         }));
         let mut ccfg = base;
         ccfg.set("group.id", &settings.group_id);
@@ -1563,6 +1664,7 @@ impl Worker {
         self.health.alive.store(true, Ordering::Relaxed);
         let mut last_tick = Instant::now();
         let mut last_gauges = Instant::now();
+        let mut last_commit = Instant::now();
         let mut result = Ok(());
         while !self.health.stop.load(Ordering::Relaxed) {
             if self.health.failed.load(Ordering::Acquire) {
@@ -1605,6 +1707,10 @@ impl Worker {
                 let mut core = lock(&self.core);
                 core.step_all(&self.consumer);
                 core.decode_some(Duration::from_millis(20));
+                if core.eos && last_commit.elapsed() >= Duration::from_millis(100) {
+                    last_commit = Instant::now();
+                    core.commit_txn(&self.consumer);
+                }
                 if self.health.reload.swap(false, Ordering::Relaxed) {
                     if let Some(own) = &self.ownership {
                         match own.reload() {
@@ -1669,15 +1775,48 @@ impl Worker {
         let _ = core
             .producer
             .flush(deadline.saturating_duration_since(Instant::now()));
-        let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
-        for tp in &keys {
-            core.commit_partition(&self.consumer, tp);
+        if core.eos {
+            if self.health.failed.load(Ordering::Acquire) {
+                let _ = core
+                    .producer
+                    .abort_transaction(self.settings.shutdown_timeout);
+            } else {
+                core.commit_txn(&self.consumer);
+            }
+        } else {
+            let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
+            for tp in &keys {
+                core.commit_partition(&self.consumer, tp);
+            }
         }
         drop(core);
         self.health.alive.store(false, Ordering::Relaxed);
         // Leaving the group runs the revoke callback, which finds nothing
         // left to do.
         self.consumer.unsubscribe();
+    }
+}
+
+/// The offset up to which a partition's messages are applied: the first
+/// held chunk of an incomplete scan or the first message not yet applied,
+/// else the one after the last applied.
+fn eos_frontier(part: &Part) -> Option<i64> {
+    let held = part
+        .pending
+        .iter()
+        .filter(|p| p.hold && !p.changelog_ack.done())
+        .filter_map(|p| p.offset)
+        .min();
+    let unapplied = part.jobs.front().map(|j| match j {
+        Job::Decoding { msg, .. }
+        | Job::Poison { msg, .. }
+        | Job::Held { msg, .. }
+        | Job::Decision { msg, .. } => msg.offset,
+    });
+    match (held, unapplied) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (Some(a), None) | (None, Some(a)) => Some(a),
+        (None, None) => part.last_applied.map(|o| o + 1),
     }
 }
 
