@@ -553,6 +553,12 @@ fn http_serves_metrics_health_and_readiness() {
     ] {
         assert!(text.contains(want), "missing {want}:\n{text}");
     }
+    // The scorecard for tools that do not speak PromQL.
+    let (code, body) = http_get(addr, "/api/teams");
+    assert_eq!(code, 200);
+    let card: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(card["teams"]["unattributed"]["open_total"], 10);
+    assert_eq!(card["unattributed_share"], 1.0);
     service.stop().unwrap();
     // The loop has ended: not alive.
     assert_eq!(http_get(addr, "/healthz").0, 503);
