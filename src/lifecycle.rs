@@ -435,6 +435,23 @@ pub struct DecisionRecord {
     pub decided_at: DateTime<Utc>,
 }
 
+/// Reads a JSON Lines file of decisions: each with its 1-based line
+/// number; blank lines are skipped, and the first bad line is an error
+/// naming it.
+pub fn read_decisions(path: &std::path::Path) -> Result<Vec<(usize, DecisionRecord)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let d: DecisionRecord =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        out.push((i + 1, d));
+    }
+    Ok(out)
+}
+
 /// Why a decision was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecisionError {

@@ -9,11 +9,10 @@
 use crate::cli::{Emit, ProcessArgs};
 use crate::config::Config;
 use crate::engine::{Engine, Output, Sink};
-use crate::lifecycle::{DecisionRecord, State};
+use crate::lifecycle::State;
 use crate::model::{FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -198,7 +197,7 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
     let engine = engine;
 
     for path in &s.decisions {
-        match read_decisions(path) {
+        match crate::lifecycle::read_decisions(path) {
             Ok(records) => {
                 for (line, d) in records {
                     match engine.decide(&mut state, &d, s.now) {
@@ -280,10 +279,7 @@ fn scan_file(
         read_capped(file, limit, size)?
     };
     let (_format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
-    let scan_id = {
-        let d = Sha256::digest(&bytes);
-        hex::encode(&d[..12])
-    };
+    let scan_id = ScanMeta::content_id(&bytes);
     drop(bytes);
     let target = s
         .target
@@ -380,20 +376,6 @@ pub fn read_capped(r: impl Read, limit: u64, size_hint: u64) -> Result<Vec<u8>, 
         .into());
     }
     Ok(buf)
-}
-
-fn read_decisions(path: &Path) -> Result<Vec<(usize, DecisionRecord)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let d: DecisionRecord =
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        out.push((i + 1, d));
-    }
-    Ok(out)
 }
 
 fn load_state(path: &Path) -> Result<State, UsageError> {

@@ -25,6 +25,15 @@ pub struct ScanMeta {
     pub coverage: BTreeSet<(String, Category)>,
 }
 
+impl ScanMeta {
+    /// A scan id derived from the report's bytes, for publishers that give
+    /// none: the same report always gets the same id.
+    pub fn content_id(report: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(report)[..12])
+    }
+}
+
 /// Where a finding stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -334,18 +334,11 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
 /// Publishes every decision of a JSON Lines file; nothing is sent when a
 /// line is not a valid decision.
 fn decisions(p: &Publisher, topic: &str, path: &std::path::Path) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let d: crate::lifecycle::DecisionRecord =
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        d.validate().map_err(|e| format!("line {}: {e}", i + 1))?;
-        records.push(d);
+    let records = crate::lifecycle::read_decisions(path)?;
+    for (line, d) in &records {
+        d.validate().map_err(|e| format!("line {line}: {e}"))?;
     }
-    for d in &records {
+    for (_, d) in &records {
         p.send_decision(topic, d)?;
     }
     Ok(records.len())

@@ -33,7 +33,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -1332,12 +1331,18 @@ fn classify(
     match meta::unwrap_envelope(payload, &meta) {
         Ok(Some((m, report))) => {
             let bytes = report.to_vec();
-            let scan_id = m.scan_id.clone().unwrap_or_else(|| content_id(&bytes));
+            let scan_id = m
+                .scan_id
+                .clone()
+                .unwrap_or_else(|| ScanMeta::content_id(&bytes));
             spawn_decode(msg, m, scan_id, bytes, Vec::new(), ctx)
         }
         Ok(None) => {
             let bytes = payload.to_vec();
-            let scan_id = meta.scan_id.clone().unwrap_or_else(|| content_id(&bytes));
+            let scan_id = meta
+                .scan_id
+                .clone()
+                .unwrap_or_else(|| ScanMeta::content_id(&bytes));
             spawn_decode(msg, meta, scan_id, bytes, Vec::new(), ctx)
         }
         Err(e) => Job::Poison {
@@ -1347,10 +1352,6 @@ fn classify(
             held: Vec::new(),
         },
     }
-}
-
-fn content_id(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..12])
 }
 
 fn spawn_decode(
