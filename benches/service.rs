@@ -72,11 +72,16 @@ fn send(p: &BaseProducer, topic: &str, partition: i32, target: &str, payload: &[
             key: "custody-format",
             value: Some("sarif"),
         });
-    let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+    let rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
         .partition(partition)
         .key(target)
         .payload(payload)
         .headers(hs);
+    send_record(p, rec);
+}
+
+/// Sends, waiting while the producer's queue is full.
+fn send_record(p: &BaseProducer, mut rec: BaseRecord<'_, str, [u8]>) {
     loop {
         match p.send(rec) {
             Ok(()) => return,
@@ -354,15 +359,7 @@ fn restore() {
                 if let Some(v) = &r.value {
                     rec = rec.payload(v.as_slice());
                 }
-                loop {
-                    match p.send(rec) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            rec = back;
-                            p.poll(Duration::from_millis(5));
-                        }
-                    }
-                }
+                send_record(&p, rec);
                 total += 1;
             }
         }

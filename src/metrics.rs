@@ -348,13 +348,6 @@ impl Metrics {
         self.events.with_label_values(&[kind, route]).inc();
     }
 
-    /// Findings in owned state, by status.
-    pub fn state_size(&self, status: &str, n: usize) {
-        self.state_findings
-            .with_label_values(&[status])
-            .set(n as i64);
-    }
-
     /// Changelog records restored.
     pub fn restored(&self, n: usize) {
         self.restore_records.inc_by(n as u64);
@@ -441,17 +434,28 @@ impl Metrics {
         }
     }
 
-    /// Sets the per-team gauges from the states of the owned partitions:
+    /// Sets the state-size and per-team gauges from the states of the owned
+    /// partitions, in one pass:
     /// series of teams (or partitions) no longer present disappear.
     pub fn set_state<'a>(&self, states: impl IntoIterator<Item = &'a State>, now: DateTime<Utc>) {
         let mut open: BTreeMap<(String, Severity), u64> = BTreeMap::new();
         let mut breached: BTreeMap<(String, Severity), u64> = BTreeMap::new();
         let mut accepted: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut unattributed: BTreeMap<Severity, u64> = BTreeMap::new();
+        let mut by_status: BTreeMap<&'static str, i64> = [
+            Status::Open,
+            Status::Resolved,
+            Status::Accepted,
+            Status::FalsePositive,
+        ]
+        .into_iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
         let soon = now + chrono::Duration::days(7);
         for state in states {
             for ts in state.targets.values() {
                 for rec in ts.findings.values() {
+                    *by_status.entry(rec.status.as_str()).or_default() += 1;
                     let team = self.team_label(rec.team.as_deref());
                     match rec.status {
                         Status::Open => {
@@ -475,6 +479,9 @@ impl Metrics {
                     }
                 }
             }
+        }
+        for (status, n) in &by_status {
+            self.state_findings.with_label_values(&[status]).set(*n);
         }
         self.open.reset();
         self.breached.reset();

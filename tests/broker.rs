@@ -82,14 +82,16 @@ fn spawn_run(config: &Path, log: &Path) -> Child {
         .expect("custody run starts")
 }
 
-fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+/// The sum of `group`'s committed offsets over partitions 0..`partitions`
+/// of `topic` (0 when it has none).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..4 {
+    for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
     match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
@@ -179,13 +181,13 @@ fn sigkill_mid_stream_loses_nothing() {
     }
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
-    let at_kill = committed(&brokers, &names.group, &names.reports);
+    let at_kill = committed(&brokers, &names.group, &names.reports, 4);
     eprintln!("killed with {at_kill} of {} reports committed", 2 * TARGETS);
 
     let log2 = dir.path().join("run2.log");
     let mut run = spawn_run(&cfg, &log2);
     let deadline = Instant::now() + Duration::from_secs(240);
-    while committed(&brokers, &names.group, &names.reports) < (2 * TARGETS) as i64 {
+    while committed(&brokers, &names.group, &names.reports, 4) < (2 * TARGETS) as i64 {
         assert!(
             Instant::now() < deadline,
             "restarted custody did not finish: {}",

@@ -64,15 +64,12 @@ impl Harness {
 
     fn opts(&self, target: &str, scanner: &str, chunk_bytes: usize) -> PublishOptions {
         PublishOptions {
-            topic: self.config.service.reports_topics[0].clone(),
-            target: target.parse::<Target>().unwrap(),
             scanner: Some(scanner.into()),
-            commit: None,
-            git_ref: None,
-            format: None,
-            scan_id: None,
-            complete: true,
             chunk_bytes,
+            ..PublishOptions::new(
+                &self.config.service.reports_topics[0],
+                target.parse::<Target>().unwrap(),
+            )
         }
     }
 
@@ -124,25 +121,12 @@ impl Harness {
 
     /// Committed offset sum of the group over the reports topic.
     fn committed(&self) -> i64 {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.cluster.bootstrap_servers())
-            .set("group.id", &self.config.service.group_id)
-            .create()
-            .unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..self.config.service.partitions {
-            tpl.add_partition(&self.config.service.reports_topics[0], p);
-        }
-        let c = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .unwrap();
-        c.elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                rdkafka::Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-            .sum()
+        crate::broker::committed(
+            &self.cluster.bootstrap_servers(),
+            &self.config.service.group_id,
+            &self.config.service.reports_topics[0],
+            self.config.service.partitions,
+        )
     }
 }
 

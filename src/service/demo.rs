@@ -10,7 +10,7 @@
 //! not cover (they fall to its fallback team); and one message that is not
 //! a report, to show the dead-letter path.
 
-use super::publish::{PublishOptions, Publisher, DEFAULT_CHUNK_BYTES};
+use super::publish::{PublishOptions, Publisher};
 use super::Service;
 use crate::config::Config;
 use crate::model::{FindingEvent, Severity, Status, Target, TicketEvent, TicketEventKind};
@@ -183,30 +183,18 @@ pub fn publish_and_collect(config: &Config, service: &Service) -> Result<DemoOut
     let publisher = Publisher::new(&s.brokers, std::iter::empty())?;
     let mut published = 0;
     for (target, scanner, _name, bytes) in bundled() {
+        let target = target.parse::<Target>().map_err(|e| e.to_string())?;
         let opts = PublishOptions {
-            topic: s.reports_topics[0].clone(),
-            target: target.parse::<Target>().map_err(|e| e.to_string())?,
             scanner: Some(scanner.to_string()),
-            commit: None,
-            git_ref: None,
-            format: None,
-            scan_id: None,
-            complete: true,
-            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            ..PublishOptions::new(&s.reports_topics[0], target)
         };
         published += publisher.send(&opts, bytes)?.chunks;
     }
     // Not a report: dead-lettered with its reason, the rest flows on.
+    let tornado = TORNADO.parse::<Target>().map_err(|e| e.to_string())?;
     let poison = PublishOptions {
-        topic: s.reports_topics[0].clone(),
-        target: TORNADO.parse::<Target>().map_err(|e| e.to_string())?,
         scanner: Some("bandit".into()),
-        commit: None,
-        git_ref: None,
-        format: None,
-        scan_id: None,
-        complete: true,
-        chunk_bytes: DEFAULT_CHUNK_BYTES,
+        ..PublishOptions::new(&s.reports_topics[0], tornado)
     };
     published += publisher
         .send(&poison, b"<html>502 Bad Gateway</html>")?

@@ -37,6 +37,24 @@ pub struct PublishOptions {
     pub chunk_bytes: usize,
 }
 
+impl PublishOptions {
+    /// A complete scan of `target` to `topic`, default chunking, nothing
+    /// else known.
+    pub fn new(topic: &str, target: Target) -> PublishOptions {
+        PublishOptions {
+            topic: topic.to_string(),
+            target,
+            scanner: None,
+            commit: None,
+            git_ref: None,
+            format: None,
+            scan_id: None,
+            complete: true,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
 /// The default chunk size: under Kafka's default 1 MB message limit with
 /// room for headers.
 pub const DEFAULT_CHUNK_BYTES: usize = 900 * 1024;

@@ -24,7 +24,7 @@ use super::settings::ServiceSettings;
 use crate::engine::{Engine, Output};
 use crate::lifecycle::State;
 use crate::metrics::Metrics;
-use crate::model::{ScanMeta, Status};
+use crate::model::ScanMeta;
 use crate::normalize::{self, DecodeError, Format, Report};
 use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::config::ClientConfig;
@@ -325,7 +325,7 @@ pub struct Core {
 struct Restored {
     tp: (String, i32),
     generation: u64,
-    result: Result<(HashMap<String, Vec<RawRecord>>, usize), String>,
+    result: Result<HashMap<String, Vec<RawRecord>>, String>,
 }
 
 impl Core {
@@ -393,7 +393,7 @@ impl Core {
         if part.generation != r.generation {
             return Ok(());
         }
-        let (raw, _records) = r.result.map_err(|e| {
+        let raw = r.result.map_err(|e| {
             format!(
                 "restoring {}/{} from {}: {e}",
                 r.tp.0, r.tp.1, part.changelog_topic
@@ -1095,24 +1095,17 @@ impl Core {
 
     /// Advances the SLA clock over every restored partition.
     fn tick(&mut self, now: DateTime<Utc>) {
-        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
-        for tp in keys {
-            let Some(mut part) = self.parts.remove(&tp) else {
-                continue;
-            };
-            if let Err(e) = self.materialize_all(&mut part) {
-                self.fail(e);
-            }
-            if let Some(state) = part.state.as_mut() {
-                let out = self.engine.tick(state, now);
-                self.emit_step(&mut part, out);
-            }
-            self.parts.insert(tp, part);
-        }
+        self.every_state(|engine, state| engine.tick(state, now));
     }
 
     /// Re-attributes every restored partition after an ownership reload.
     fn reattribute(&mut self, now: DateTime<Utc>) {
+        self.every_state(|engine, state| engine.reattribute(state, now));
+    }
+
+    /// Runs a step no message caused over every restored partition's whole
+    /// state, and emits its events.
+    fn every_state(&mut self, step: impl Fn(&Engine, &mut State) -> Output) {
         let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
         for tp in keys {
             let Some(mut part) = self.parts.remove(&tp) else {
@@ -1122,7 +1115,7 @@ impl Core {
                 self.fail(e);
             }
             if let Some(state) = part.state.as_mut() {
-                let out = self.engine.reattribute(state, now);
+                let out = step(&self.engine, state);
                 self.emit_step(&mut part, out);
             }
             self.parts.insert(tp, part);
@@ -1155,27 +1148,6 @@ impl Core {
     }
 
     fn state_gauges(&self) {
-        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for s in [
-            Status::Open,
-            Status::Resolved,
-            Status::Accepted,
-            Status::FalsePositive,
-        ] {
-            counts.insert(s.as_str(), 0);
-        }
-        for part in self.parts.values() {
-            if let Some(state) = &part.state {
-                for ts in state.targets.values() {
-                    for rec in ts.findings.values() {
-                        *counts.entry(rec.status.as_str()).or_default() += 1;
-                    }
-                }
-            }
-        }
-        for (s, n) in counts {
-            self.metrics.state_size(s, n);
-        }
         self.metrics.set_state(
             self.parts.values().filter_map(|p| p.state.as_ref()),
             Utc::now(),
@@ -1187,6 +1159,16 @@ impl Core {
                 self.metrics.lag(&part.topic, part.partition, high - next);
             }
         }
+    }
+}
+
+/// A job that dead-letters `msg`.
+fn poison(msg: Incoming, reason: &'static str, error: impl Into<String>) -> Job {
+    Job::Poison {
+        msg,
+        reason,
+        error: error.into(),
+        held: Vec::new(),
     }
 }
 
@@ -1202,27 +1184,17 @@ fn classify(
         msg.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
     ) {
         Ok(m) => m,
-        Err(e) => {
-            return Job::Poison {
-                msg,
-                reason: "bad_metadata",
-                error: e.to_string(),
-                held: Vec::new(),
-            }
-        }
+        Err(e) => return poison(msg, "bad_metadata", e.to_string()),
     };
     let Some(payload) = msg.payload.as_deref() else {
-        return Job::Poison {
-            msg,
-            reason: "empty",
-            error: "message has no payload".into(),
-            held: Vec::new(),
-        };
+        return poison(msg, "empty", "message has no payload");
     };
     if meta.decision {
         return match serde_json::from_slice::<crate::lifecycle::DecisionRecord>(payload) {
-            Ok(d) if meta.target.as_ref().is_some_and(|t| *t != d.target) => Job::Poison {
-                error: format!(
+            Ok(d) if meta.target.as_ref().is_some_and(|t| *t != d.target) => poison(
+                msg,
+                "bad_decision",
+                format!(
                     "decision for {} sent with key {}: the key must be the decision's target",
                     d.target,
                     meta.target
@@ -1230,20 +1202,12 @@ fn classify(
                         .map(ToString::to_string)
                         .unwrap_or_default()
                 ),
-                msg,
-                reason: "bad_decision",
-                held: Vec::new(),
-            },
+            ),
             Ok(d) => Job::Decision {
                 msg,
                 decision: Box::new(d),
             },
-            Err(e) => Job::Poison {
-                msg,
-                reason: "bad_decision",
-                error: format!("not a decision record: {e}"),
-                held: Vec::new(),
-            },
+            Err(e) => poison(msg, "bad_decision", format!("not a decision record: {e}")),
         };
     }
     if payload.len() as u64 > max_report {
@@ -1252,12 +1216,7 @@ fn classify(
             limit: max_report,
         }
         .to_string();
-        return Job::Poison {
-            msg,
-            reason: "too_large",
-            error,
-            held: Vec::new(),
-        };
+        return poison(msg, "too_large", error);
     }
     if let Some((i, n)) = meta.chunk {
         let target = meta
@@ -1280,12 +1239,7 @@ fn classify(
                 "chunk {i}/{n} of scan {scan_id} disagrees with the earlier count of {}",
                 buf.parts.len()
             );
-            return Job::Poison {
-                msg,
-                reason: "bad_metadata",
-                error,
-                held: Vec::new(),
-            };
+            return poison(msg, "bad_metadata", error);
         }
         if buf.bytes as u64 + payload.len() as u64 > max_report {
             let buf = part.chunks.remove(&key);
@@ -1315,12 +1269,7 @@ fn classify(
         }
         // The last missing chunk: the scan is complete.
         let Some(buf) = part.chunks.remove(&key) else {
-            return Job::Poison {
-                msg,
-                reason: "bad_metadata",
-                error: "chunk buffer vanished".into(),
-                held: Vec::new(),
-            };
+            return poison(msg, "bad_metadata", "chunk buffer vanished");
         };
         let mut whole = Vec::with_capacity(buf.bytes);
         for p in buf.parts.into_iter().flatten() {
@@ -1345,12 +1294,7 @@ fn classify(
                 .unwrap_or_else(|| ScanMeta::content_id(&bytes));
             spawn_decode(msg, meta, scan_id, bytes, Vec::new(), ctx)
         }
-        Err(e) => Job::Poison {
-            msg,
-            reason: "bad_envelope",
-            error: e.to_string(),
-            held: Vec::new(),
-        },
+        Err(e) => poison(msg, "bad_envelope", e.to_string()),
     }
 }
 
@@ -1404,10 +1348,10 @@ fn restore(
     client: &mut Option<BaseConsumer>,
 ) {
     let started = Instant::now();
-    type Progress = ((String, i32), u64, HashMap<String, Vec<RawRecord>>, usize);
+    type Progress = ((String, i32), u64, HashMap<String, Vec<RawRecord>>);
     let mut open: HashMap<(String, i32), Progress> = HashMap::new();
     let fail = |open: HashMap<(String, i32), Progress>, e: String| {
-        for (_, (tp, generation, _, _)) in open {
+        for (_, (tp, generation, _)) in open {
             let _ = tx.send(Restored {
                 tp,
                 generation,
@@ -1416,7 +1360,7 @@ fn restore(
         }
     };
     for (tp, changelog_topic, generation) in batch {
-        open.insert((changelog_topic, tp.1), (tp, generation, HashMap::new(), 0));
+        open.insert((changelog_topic, tp.1), (tp, generation, HashMap::new()));
     }
     let mut cfg = cfg.clone();
     cfg.set("enable.auto.commit", "false")
@@ -1466,7 +1410,6 @@ fn restore(
                     None => slot.2.entry(target.to_string()).or_default(),
                 };
                 recs.push((m.offset(), key.to_vec(), m.payload().map(<[u8]>::to_vec)));
-                slot.3 += 1;
                 total += 1;
                 if total - reported >= 10_000 {
                     metrics.restored(total - reported);
@@ -1483,10 +1426,12 @@ fn restore(
                 } else {
                     // Several changelog topics share a partition number:
                     // ask where each stands.
+                    let pos = consumer.position().ok();
                     keys.into_iter()
                         .filter(|(t, q)| {
-                            let pos = consumer.position().ok();
-                            let at = pos.and_then(|l| l.find_partition(t, *q).map(|e| e.offset()));
+                            let at = pos
+                                .as_ref()
+                                .and_then(|l| l.find_partition(t, *q).map(|e| e.offset()));
                             let high = consumer
                                 .fetch_watermarks(t, *q, Duration::from_secs(10))
                                 .map(|(_, h)| h)
@@ -1497,11 +1442,11 @@ fn restore(
                         .collect()
                 };
                 for k in done {
-                    if let Some((tp, generation, raw, n)) = open.remove(&k) {
+                    if let Some((tp, generation, raw)) = open.remove(&k) {
                         let _ = tx.send(Restored {
                             tp,
                             generation,
-                            result: Ok((raw, n)),
+                            result: Ok(raw),
                         });
                     }
                 }
