@@ -55,6 +55,11 @@ shutdown_timeout_secs = 10
 # batch; one record per batch avoids it (scripts/README.md).
 [kafka.properties]
 "batch.num.messages" = 1
+# The killed instance stays a group member until its session times out,
+# and a rejoin waits for it up to the rebalance timeout
+# (max.poll.interval.ms, 5 minutes by default): keep both short here.
+"session.timeout.ms" = 10000
+"max.poll.interval.ms" = 30000
 
 [tickets]
 default_topic = "{tickets}"
