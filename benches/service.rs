@@ -48,14 +48,23 @@ fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
         .service
         .properties
         .insert("fetch.wait.max.ms".into(), "5".into());
+    if let Ok(c) = std::env::var("BENCH_CUSTODY_COMPRESSION") {
+        config
+            .service
+            .properties
+            .insert("compression.type".into(), c);
+    }
     create_mock_topics(&cluster, &config).expect("topics");
     (cluster, config)
 }
 
-fn producer(brokers: &str) -> BaseProducer {
+/// A producer; `compression` as custody's own producer sets it for what it
+/// writes (lz4), or `none` for reports as any scanner's CI job sends them.
+fn producer(brokers: &str, compression: &str) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "2")
+        .set("compression.type", compression)
         .set("message.max.bytes", "10000000")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -102,7 +111,7 @@ fn fill_reports(
     findings: usize,
 ) -> (usize, usize) {
     let report = common::sarif_padded(findings, 400);
-    let p = producer(&cluster.bootstrap_servers());
+    let p = producer(&cluster.bootstrap_servers(), "none");
     let topic = &config.service.reports_topics[0];
     let mut n = 0;
     for part in 0..config.service.partitions {
@@ -211,7 +220,7 @@ fn latency(max_rate: f64) {
     let findings = 200;
     let report = common::sarif_padded(findings, 400);
     let count = ((rate * 8.0) as usize).clamp(50, 16 * 14);
-    let p = producer(&cluster.bootstrap_servers());
+    let p = producer(&cluster.bootstrap_servers(), "none");
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .set("group.id", "latency-reader")
@@ -344,7 +353,7 @@ fn restore() {
         / records.len();
     // Stay under the mock's 5 MiB per partition.
     let targets_per_partition = (4_500_000 / (per_record * records.len())).max(1);
-    let p = producer(&cluster.bootstrap_servers());
+    let p = producer(&cluster.bootstrap_servers(), "lz4");
     let spec = target.to_string();
     let mut total = 0usize;
     for part in 0..partitions {
@@ -380,7 +389,7 @@ fn restore() {
         if n == partitions as usize && restored == n {
             break;
         }
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let secs = t0.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
     println!(

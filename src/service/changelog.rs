@@ -139,6 +139,148 @@ pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
     }
 }
 
+/// Bytes per block of a [`RawLog`].
+const BLOCK: usize = 1 << 20;
+
+/// One record of a [`RawLog`]: where its key and value sit.
+#[derive(Debug, Clone, Copy)]
+struct RawRec {
+    offset: i64,
+    block: u32,
+    start: u32,
+    key_len: u32,
+    /// `u32::MAX` for a tombstone.
+    value_len: u32,
+}
+
+/// The changelog records of one partition as read at restore, undecoded:
+/// keys and values copied back to back into large blocks (no allocation
+/// per record), indexed by target as runs of consecutive records (one
+/// hash lookup per run, not per record). A target's records are decoded
+/// when it is first needed, or in the background.
+#[derive(Debug, Default)]
+pub struct RawLog {
+    blocks: Vec<Vec<u8>>,
+    recs: Vec<RawRec>,
+    /// Per target, its runs in log order: `recs[start..end]`.
+    runs: HashMap<Box<str>, Vec<(u32, u32)>>,
+    /// The target of the run being appended to.
+    current: Option<Box<str>>,
+}
+
+/// A record taken out of a [`RawLog`].
+pub struct RawRecord<'a> {
+    /// Its offset in the changelog partition.
+    pub offset: i64,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value; `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+impl RawLog {
+    /// An empty log.
+    pub fn new() -> RawLog {
+        RawLog::default()
+    }
+
+    /// Appends a record read at `offset`; the key must name a target.
+    pub fn push(
+        &mut self,
+        offset: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), RestoreError> {
+        let target = target_of(key)?;
+        let len = key.len() + value.map_or(0, <[u8]>::len);
+        let (Ok(key_len), Ok(value_len)) = (
+            u32::try_from(key.len()),
+            u32::try_from(value.map_or(0, <[u8]>::len)),
+        ) else {
+            return Err(RestoreError::Key(format!(
+                "record at offset {offset} is larger than 4 GiB"
+            )));
+        };
+        let fits = self
+            .blocks
+            .last()
+            .is_some_and(|b| b.capacity() - b.len() >= len);
+        if !fits {
+            self.blocks.push(Vec::with_capacity(len.max(BLOCK)));
+        }
+        let block = self.blocks.len() - 1;
+        let buf = &mut self.blocks[block];
+        let start = buf.len();
+        buf.extend_from_slice(key);
+        if let Some(v) = value {
+            buf.extend_from_slice(v);
+        }
+        let index = self.recs.len() as u32;
+        self.recs.push(RawRec {
+            offset,
+            block: block as u32,
+            start: start as u32,
+            key_len,
+            value_len: if value.is_some() { value_len } else { u32::MAX },
+        });
+        if self.current.as_deref() == Some(target) {
+            if let Some(run) = self.runs.get_mut(target).and_then(|r| r.last_mut()) {
+                run.1 = index + 1;
+                return Ok(());
+            }
+        }
+        self.runs
+            .entry(target.into())
+            .or_default()
+            .push((index, index + 1));
+        self.current = Some(target.into());
+        Ok(())
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// No target left to decode.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Some target still to decode.
+    pub fn any_target(&self) -> Option<String> {
+        self.runs.keys().next().map(|t| t.to_string())
+    }
+
+    /// Takes `target`'s records, in log order, handing them to `f`; the
+    /// bytes are freed once no target is left.
+    pub fn take<R>(&mut self, target: &str, f: impl FnOnce(Vec<RawRecord<'_>>) -> R) -> Option<R> {
+        let runs = self.runs.remove(target)?;
+        if self.current.as_deref() == Some(target) {
+            self.current = None;
+        }
+        let recs: Vec<RawRecord<'_>> = runs
+            .iter()
+            .flat_map(|&(a, b)| &self.recs[a as usize..b as usize])
+            .map(|r| {
+                let buf = &self.blocks[r.block as usize];
+                let k = r.start as usize;
+                let v = k + r.key_len as usize;
+                RawRecord {
+                    offset: r.offset,
+                    key: &buf[k..v],
+                    value: (r.value_len != u32::MAX).then(|| &buf[v..v + r.value_len as usize]),
+                }
+            })
+            .collect();
+        let out = f(recs);
+        if self.runs.is_empty() {
+            *self = RawLog::default();
+        }
+        Some(out)
+    }
+}
+
 /// Builds a state from changelog records, applied in order. Attributions
 /// that are equal are shared again, as they were before the restart.
 #[derive(Default)]
@@ -282,5 +424,57 @@ mod tests {
         assert!(r.apply(b"nonsense", Some(b"{}")).is_err());
         let err = r.apply(b"f\0repo:x/y\0abc", Some(b"{")).unwrap_err();
         assert!(err.to_string().contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn raw_log_keeps_each_targets_records_in_log_order() {
+        let mut log = RawLog::new();
+        let big = vec![b'x'; BLOCK + 10];
+        let recs: [(&[u8], Option<&[u8]>); 6] = [
+            (b"f\0repo:a/b\0one", Some(b"1")),
+            (b"f\0repo:a/b\0two", Some(b"2")),
+            (b"t\0repo:c/d\0tk", Some(&big)),
+            (b"f\0repo:a/b\0one", None),
+            (b"f\0repo:c/d\0three", Some(b"")),
+            (b"t\0repo:a/b\0tk", Some(b"4")),
+        ];
+        for (i, (k, v)) in recs.iter().enumerate() {
+            log.push(i as i64 * 10, k, *v).unwrap();
+        }
+        assert_eq!(log.len(), 6);
+        let a = log
+            .take("repo:a/b", |rs| {
+                rs.iter()
+                    .map(|r| (r.offset, r.key.to_vec(), r.value.map(<[u8]>::to_vec)))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        let want: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = [0, 1, 3, 5]
+            .iter()
+            .map(|&i| {
+                (
+                    i as i64 * 10,
+                    recs[i].0.to_vec(),
+                    recs[i].1.map(<[u8]>::to_vec),
+                )
+            })
+            .collect();
+        assert_eq!(a, want);
+        assert!(log.take("repo:a/b", |_| ()).is_none());
+        assert_eq!(log.any_target().as_deref(), Some("repo:c/d"));
+        let c = log
+            .take("repo:c/d", |rs| {
+                rs.iter()
+                    .map(|r| (r.offset, r.value.map(<[u8]>::len)))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert_eq!(c, vec![(20, Some(BLOCK + 10)), (40, Some(0))]);
+        // Nothing left: the bytes are gone.
+        assert!(log.is_empty());
+        assert_eq!(log.len(), 0);
+        // A key that names no target is refused, naming it.
+        let err = log.push(7, b"junk", Some(b"{}")).unwrap_err();
+        assert!(err.to_string().contains("junk"), "{err}");
     }
 }

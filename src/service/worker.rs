@@ -286,7 +286,7 @@ struct Part {
     state: Option<State>,
     /// Changelog records read at restore and not decoded yet, by target:
     /// decoded when the target is first needed, or in the background.
-    raw: HashMap<String, Vec<RawRecord>>,
+    raw: changelog::RawLog,
     jobs: VecDeque<Job>,
     pending: VecDeque<Pending>,
     chunks: HashMap<(String, String), ChunkBuf>,
@@ -325,7 +325,7 @@ pub struct Core {
 struct Restored {
     tp: (String, i32),
     generation: u64,
-    result: Result<HashMap<String, Vec<RawRecord>>, String>,
+    result: Result<changelog::RawLog, String>,
 }
 
 impl Core {
@@ -341,7 +341,7 @@ impl Core {
                 changelog_topic: changelog_topic.clone(),
                 generation: self.generation,
                 state: None,
-                raw: HashMap::new(),
+                raw: changelog::RawLog::new(),
                 jobs: VecDeque::new(),
                 pending: VecDeque::new(),
                 chunks: HashMap::new(),
@@ -436,18 +436,20 @@ impl Core {
 
     /// Decodes the restored records of `target`, if any are left.
     fn materialize(&self, part: &mut Part, target: &str) -> Result<(), String> {
-        let Some(recs) = part.raw.remove(target) else {
+        let topic = &part.changelog_topic;
+        let Some(parsed) = part.raw.take(target, |recs| {
+            let parse = |r: &changelog::RawRecord<'_>| {
+                changelog::parse(r.key, r.value)
+                    .map_err(|e| format!("{topic} offset {}: {e}", r.offset))
+            };
+            if recs.len() > 256 {
+                use rayon::prelude::*;
+                recs.par_iter().map(parse).collect::<Vec<_>>()
+            } else {
+                recs.iter().map(parse).collect()
+            }
+        }) else {
             return Ok(());
-        };
-        let parsed: Vec<Result<changelog::Parsed, String>> = if recs.len() > 256 {
-            use rayon::prelude::*;
-            recs.par_iter()
-                .map(|(off, k, v)| parse_raw(&part.changelog_topic, *off, k, v))
-                .collect()
-        } else {
-            recs.iter()
-                .map(|(off, k, v)| parse_raw(&part.changelog_topic, *off, k, v))
-                .collect()
         };
         let mut r = Restorer::resume(part.state.take().unwrap_or_default());
         for p in parsed {
@@ -465,8 +467,7 @@ impl Core {
 
     /// Decodes every restored record of a partition.
     fn materialize_all(&self, part: &mut Part) -> Result<(), String> {
-        let targets: Vec<String> = part.raw.keys().cloned().collect();
-        for t in targets {
+        while let Some(t) = part.raw.any_target() {
             self.materialize(part, &t)?;
         }
         Ok(())
@@ -490,7 +491,7 @@ impl Core {
                 continue;
             };
             while started.elapsed() < budget {
-                let Some(t) = part.raw.keys().next().cloned() else {
+                let Some(t) = part.raw.any_target() else {
                     break;
                 };
                 if let Err(e) = self.materialize(&mut part, &t) {
@@ -1322,20 +1323,8 @@ fn spawn_decode(
     }
 }
 
-fn parse_raw(
-    topic: &str,
-    offset: i64,
-    key: &[u8],
-    value: &Option<Vec<u8>>,
-) -> Result<changelog::Parsed, String> {
-    changelog::parse(key, value.as_deref()).map_err(|e| format!("{topic} offset {offset}: {e}"))
-}
-
 /// Restoring clients per assignment.
 const RESTORE_CLIENTS: usize = 16;
-
-/// A changelog record as read: offset, key, value.
-type RawRecord = (i64, Vec<u8>, Option<Vec<u8>>);
 
 /// Reads the changelog partitions of an assignment from the beginning to
 /// their ends, sending each partition's records as soon as it is complete.
@@ -1348,10 +1337,13 @@ fn restore(
     client: &mut Option<BaseConsumer>,
 ) {
     let started = Instant::now();
-    type Progress = ((String, i32), u64, HashMap<String, Vec<RawRecord>>);
-    let mut open: HashMap<(String, i32), Progress> = HashMap::new();
-    let fail = |open: HashMap<(String, i32), Progress>, e: String| {
-        for (_, (tp, generation, _)) in open {
+    /// A changelog partition being read: (changelog topic, partition),
+    /// the reports partition it restores, its generation, its records.
+    type Progress = ((String, i32), (String, i32), u64, changelog::RawLog);
+    // A few partitions per client: a list is searched without allocating.
+    let mut open: Vec<Progress> = Vec::new();
+    let fail = |open: Vec<Progress>, e: String| {
+        for (_, tp, generation, _) in open {
             let _ = tx.send(Restored {
                 tp,
                 generation,
@@ -1360,7 +1352,8 @@ fn restore(
         }
     };
     for (tp, changelog_topic, generation) in batch {
-        open.insert((changelog_topic, tp.1), (tp, generation, HashMap::new()));
+        let at = (changelog_topic, tp.1);
+        open.push((at, tp, generation, changelog::RawLog::new()));
     }
     let mut cfg = cfg.clone();
     cfg.set("enable.auto.commit", "false")
@@ -1377,7 +1370,7 @@ fn restore(
         Err(e) => return fail(open, e.to_string()),
     };
     let mut from = TopicPartitionList::new();
-    for (t, p) in open.keys() {
+    for ((t, p), ..) in &open {
         if let Err(e) = from.add_partition_offset(t, *p, Offset::Beginning) {
             return fail(open, e.to_string());
         }
@@ -1394,22 +1387,18 @@ fn restore(
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let Some(slot) = open.get_mut(&(m.topic().to_string(), m.partition())) else {
+                let (topic, partition) = (m.topic(), m.partition());
+                let Some(slot) = open
+                    .iter_mut()
+                    .find(|o| o.0 .1 == partition && o.0 .0 == topic)
+                else {
                     continue;
                 };
                 let Some(key) = m.key() else { continue };
-                let target = match changelog::target_of(key) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let e = format!("offset {}: {e}", m.offset());
-                        return fail(open, e);
-                    }
-                };
-                let recs = match slot.2.get_mut(target) {
-                    Some(v) => v,
-                    None => slot.2.entry(target.to_string()).or_default(),
-                };
-                recs.push((m.offset(), key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                if let Err(e) = slot.3.push(m.offset(), key, m.payload()) {
+                    let e = format!("{topic} offset {}: {e}", m.offset());
+                    return fail(open, e);
+                }
                 total += 1;
                 if total - reported >= 10_000 {
                     metrics.restored(total - reported);
@@ -1419,8 +1408,11 @@ fn restore(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 // Which topic: the one open entry with this partition (the
                 // error names only the partition), else every match.
-                let keys: Vec<(String, i32)> =
-                    open.keys().filter(|(_, q)| *q == p).cloned().collect();
+                let keys: Vec<(String, i32)> = open
+                    .iter()
+                    .filter(|o| o.0 .1 == p)
+                    .map(|o| o.0.clone())
+                    .collect();
                 let done: Vec<(String, i32)> = if keys.len() == 1 {
                     keys
                 } else {
@@ -1442,7 +1434,8 @@ fn restore(
                         .collect()
                 };
                 for k in done {
-                    if let Some((tp, generation, raw)) = open.remove(&k) {
+                    if let Some(i) = open.iter().position(|o| o.0 == k) {
+                        let (_, tp, generation, raw) = open.swap_remove(i);
                         let _ = tx.send(Restored {
                             tp,
                             generation,
@@ -1516,6 +1509,10 @@ impl Worker {
             ("enable.idempotence", "true"),
             ("linger.ms", "5"),
             ("queue.buffering.max.messages", "1000000"),
+            // Changelog records and events are repetitive JSON: lz4 cuts
+            // what the broker stores and what a restore reads several
+            // times over, for little CPU.
+            ("compression.type", "lz4"),
         ] {
             if !settings.properties.contains_key(k) {
                 pcfg.set(k, v);
