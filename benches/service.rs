@@ -385,6 +385,7 @@ fn restore() {
         };
         if t0.is_none() && n == partitions as usize {
             t0 = Some(Instant::now());
+            eprintln!("  assigned {n} partitions: restoring");
         }
         if n == partitions as usize && restored == n {
             break;
