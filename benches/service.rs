@@ -48,11 +48,16 @@ fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
         .service
         .properties
         .insert("fetch.wait.max.ms".into(), "5".into());
-    if let Ok(c) = std::env::var("BENCH_CUSTODY_COMPRESSION") {
-        config
-            .service
-            .properties
-            .insert("compression.type".into(), c);
+    // CUSTODY_BENCH_PROPERTIES="k=v,k=v": librdkafka settings for custody's
+    // clients, as [kafka.properties] would give them.
+    for kv in std::env::var("CUSTODY_BENCH_PROPERTIES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            config.service.properties.insert(k.into(), v.into());
+        }
     }
     create_mock_topics(&cluster, &config).expect("topics");
     (cluster, config)
@@ -171,6 +176,7 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
                 // Rate from the first done message on: joining the group
                 // and restoring are not processing.
                 first = Some((Instant::now(), done));
+                eprintln!("  custody: processing");
             }
             seen = done;
             last = Instant::now();
@@ -192,11 +198,14 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
 
 fn throughput() -> f64 {
     eprintln!("== throughput: custody vs a plain consumer, 1 KB findings");
-    let (cluster, config) = cluster_and_config(16, "tp");
+    // 32 partitions of 18 reports (4 MB each, under the mock's cap): long
+    // enough a run that one scheduling hiccup does not decide the figure.
+    let partitions = 32;
+    let (cluster, config) = cluster_and_config(partitions, "tp");
     let findings = 200;
     let (n, bytes) = fill_reports(&cluster, &config, 18, findings);
     eprintln!(
-        "  topic: {n} reports of {findings} findings, {:.1} MB over 16 partitions",
+        "  topic: {n} reports of {findings} findings, {:.1} MB over {partitions} partitions",
         bytes as f64 / 1e6
     );
     let raw = raw_consume(&config, n);
@@ -212,14 +221,16 @@ fn throughput() -> f64 {
 fn latency(max_rate: f64) {
     let rate = max_rate / 2.0;
     eprintln!("== latency: publish -> ticket event at {rate:.1} reports/s");
-    let (cluster, config) = cluster_and_config(16, "lat");
+    let partitions = 32;
+    let (cluster, config) = cluster_and_config(partitions, "lat");
     let service = Service::start(&config, None).expect("service");
     while service.health.ready().is_err() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let findings = 200;
     let report = common::sarif_padded(findings, 400);
-    let count = ((rate * 8.0) as usize).clamp(50, 16 * 14);
+    // Three seconds of reports after the warm-up.
+    let count = ((rate * 3.0) as usize).clamp(50, partitions as usize * 20);
     let p = producer(&cluster.bootstrap_servers(), "none");
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
@@ -264,7 +275,7 @@ fn latency(max_rate: f64) {
         send(
             &p,
             &config.service.reports_topics[0],
-            (i % 16) as i32,
+            (i % partitions as usize) as i32,
             &target,
             report.as_bytes(),
         );
@@ -281,7 +292,7 @@ fn latency(max_rate: f64) {
         send(
             &p,
             &config.service.reports_topics[0],
-            (i % 16) as i32,
+            (i % partitions as usize) as i32,
             &target,
             report.as_bytes(),
         );
