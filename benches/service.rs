@@ -164,9 +164,23 @@ fn raw_consume(config: &Config, expect: usize) -> f64 {
 
 /// custody over the same topic: messages per second from the first
 /// processed message to the last.
+/// CPU time of this whole process (every thread: custody, librdkafka and
+/// the mock broker), in seconds, from /proc (Linux; 0 elsewhere).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line; the clock
+    // tick is 100 Hz on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     let service = Service::start(config, None).expect("service");
     let mut first = None;
+    let mut cpu0 = 0.0;
     let mut last = Instant::now();
     let mut seen = 0;
     while seen < expect {
@@ -176,6 +190,7 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
                 // Rate from the first done message on: joining the group
                 // and restoring are not processing.
                 first = Some((Instant::now(), done));
+                cpu0 = process_cpu_secs();
                 eprintln!("  custody: processing");
             }
             seen = done;
@@ -183,9 +198,17 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
+    let cpu = process_cpu_secs() - cpu0;
     let (t0, d0) = first.expect("processed");
     let secs = (last - t0).as_secs_f64().max(1e-9);
     let msgs = (seen - d0) as f64;
+    // Steadier than the rate when the machine is shared: CPU spent per
+    // finding by the whole process (custody, librdkafka, the mock broker).
+    eprintln!(
+        "  CPU: {:.1} us per finding ({:.2} cores busy)",
+        cpu * 1e6 / (msgs * findings as f64).max(1.0),
+        cpu / secs
+    );
     eprintln!(
         "  custody: {} messages ({} findings) after the first, in {secs:.3} s = {:.0} findings/s",
         seen - d0,

@@ -318,7 +318,7 @@ pub fn event_id(class: &str, key: &str, seq: u64, kind: &str) -> String {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    hex::encode(&h.finalize()[..16])
+    crate::fingerprint::hex(&h.finalize()[..16])
 }
 
 fn finding_event(

@@ -60,7 +60,7 @@ pub fn ticket_key(team: Option<&str>, target: &Target, group: &str) -> String {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    format!("tk1-{}", hex::encode(&h.finalize()[..12]))
+    format!("tk1-{}", crate::fingerprint::hex(&h.finalize()[..12]))
 }
 
 /// Routing rules: the first matching route's topic, else the default.

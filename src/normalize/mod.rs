@@ -216,7 +216,7 @@ pub fn secret_hash(salt: &str, secret: &str) -> String {
     h.update(salt.as_bytes());
     h.update(b"\0");
     h.update(secret.as_bytes());
-    hex::encode(&h.finalize()[..16])
+    crate::fingerprint::hex(&h.finalize()[..16])
 }
 
 /// Decodes with the named format, or sniffs the format when `format` is

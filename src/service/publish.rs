@@ -121,7 +121,7 @@ impl Publisher {
             h.update(opts.commit.as_deref().unwrap_or("").as_bytes());
             h.update([0]);
             h.update(report);
-            hex::encode(&h.finalize()[..12])
+            crate::fingerprint::hex(&h.finalize()[..12])
         });
         let size = opts.chunk_bytes.max(1);
         let pieces: Vec<&[u8]> = if report.len() <= size {

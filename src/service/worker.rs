@@ -181,7 +181,8 @@ struct Incoming {
     offset: i64,
     timestamp: Option<i64>,
     key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
+    /// Shared with the decoder, and kept for a dead letter.
+    payload: Option<Arc<[u8]>>,
     headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
@@ -199,13 +200,13 @@ impl Incoming {
             offset: m.offset(),
             timestamp: m.timestamp().to_millis(),
             key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
+            payload: m.payload().map(Arc::from),
             headers,
         }
     }
 
     fn len(&self) -> usize {
-        self.payload.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
+        self.payload.as_ref().map_or(0, |p| p.len()) + self.key.as_ref().map_or(0, Vec::len)
     }
 }
 
@@ -1000,7 +1001,7 @@ impl Core {
                     offset,
                     timestamp: None,
                     key: Some(k.0.as_bytes().to_vec()),
-                    payload: Some(chunk),
+                    payload: Some(Arc::from(chunk)),
                     headers,
                 };
                 self.metrics.dead_letter("incomplete_scan");
@@ -1187,9 +1188,10 @@ fn classify(
         Ok(m) => m,
         Err(e) => return poison(msg, "bad_metadata", e.to_string()),
     };
-    let Some(payload) = msg.payload.as_deref() else {
+    let Some(shared) = msg.payload.clone() else {
         return poison(msg, "empty", "message has no payload");
     };
+    let payload: &[u8] = &shared;
     if meta.decision {
         return match serde_json::from_slice::<crate::lifecycle::DecisionRecord>(payload) {
             Ok(d) if meta.target.as_ref().is_some_and(|t| *t != d.target) => poison(
@@ -1276,11 +1278,11 @@ fn classify(
         for p in buf.parts.into_iter().flatten() {
             whole.extend_from_slice(&p);
         }
-        return spawn_decode(msg, meta, scan_id, whole, buf.acks, ctx);
+        return spawn_decode(msg, meta, scan_id, Arc::from(whole), buf.acks, ctx);
     }
     match meta::unwrap_envelope(payload, &meta) {
         Ok(Some((m, report))) => {
-            let bytes = report.to_vec();
+            let bytes: Arc<[u8]> = Arc::from(report);
             let scan_id = m
                 .scan_id
                 .clone()
@@ -1288,7 +1290,7 @@ fn classify(
             spawn_decode(msg, m, scan_id, bytes, Vec::new(), ctx)
         }
         Ok(None) => {
-            let bytes = payload.to_vec();
+            let bytes = Arc::clone(&shared);
             let scan_id = meta
                 .scan_id
                 .clone()
@@ -1303,7 +1305,7 @@ fn spawn_decode(
     msg: Incoming,
     meta: MessageMeta,
     scan_id: String,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     held: Vec<Arc<Ack>>,
     ctx: &normalize::DecodeContext,
 ) -> Job {
