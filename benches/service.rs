@@ -132,7 +132,7 @@ fn fill_reports(
 
 /// A plain rdkafka consumer reading every message of the topic: messages
 /// per second from the first message to the last.
-fn raw_consume(config: &Config, expect: usize) -> f64 {
+fn raw_consume(config: &Config, topic: &str, expect: usize) -> f64 {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.service.brokers)
         .set("group.id", "raw-consumer")
@@ -140,8 +140,7 @@ fn raw_consume(config: &Config, expect: usize) -> f64 {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    c.subscribe(&[&config.service.reports_topics[0]])
-        .expect("subscribe");
+    c.subscribe(&[topic]).expect("subscribe");
     let mut first = None;
     let mut n = 0usize;
     let mut bytes = 0usize;
@@ -231,7 +230,7 @@ fn throughput() -> f64 {
         "  topic: {n} reports of {findings} findings, {:.1} MB over {partitions} partitions",
         bytes as f64 / 1e6
     );
-    let raw = raw_consume(&config, n);
+    let raw = raw_consume(&config, &config.service.reports_topics[0], n);
     let custody = custody_consume(&config, n, findings);
     let ratio = custody / raw;
     println!(
@@ -305,7 +304,9 @@ fn latency(max_rate: f64) {
         std::thread::sleep(Duration::from_secs_f64(1.0 / rate));
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
+    eprintln!("  sending {count} reports");
     let start = Instant::now();
+    let cpu0 = process_cpu_secs();
     for i in 0..count {
         let due = start + interval * i as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -322,6 +323,12 @@ fn latency(max_rate: f64) {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(30)).expect("flush");
+    let sending = start.elapsed().as_secs_f64();
+    eprintln!(
+        "  CPU while sending: {:.2} cores busy, {:.1} us per finding (custody, librdkafka, the mock, and this bench's producer and reader)",
+        (process_cpu_secs() - cpu0) / sending,
+        (process_cpu_secs() - cpu0) * 1e6 / (count * findings) as f64
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while service.health.done_messages.load(Ordering::Relaxed) < count + warmup
         && Instant::now() < deadline
@@ -432,6 +439,9 @@ fn restore() {
         total as f64 / secs
     );
     service.stop().expect("clean stop");
+    // For scale: a plain consumer reading the same changelog, one client.
+    let raw = raw_consume(&config, &config.service.changelog_topic, total);
+    println!("restore: a plain consumer reads the same changelog at {raw:.0} records/s");
 }
 
 fn main() {

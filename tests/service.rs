@@ -567,3 +567,84 @@ pub fn send_raw_at(h: &Harness, target: &str, payload: &[u8], ts_ms: i64) {
     producer.send(rec).map_err(|(e, _)| e).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 }
+
+/// A changelog whose start has moved (retention, DeleteRecords, or here
+/// the mock's 5 MiB cap dropping the oldest records) is restored from its
+/// first record: the restore asks for offset 0 and is reset to the start.
+#[test]
+fn restore_reads_a_changelog_whose_start_has_moved() {
+    use custody::engine::{Engine, Output};
+    use custody::lifecycle::State;
+    use custody::model::ScanMeta;
+    use custody::service::changelog;
+
+    let h = Harness::new(1);
+    // One real finding record, its message padded to 100 KB.
+    let engine = Engine::new(&h.config);
+    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").unwrap();
+    let (_, report) = custody::normalize::decode(&bytes, None, engine.decode_context()).unwrap();
+    let target: Target = TORNADO.parse().unwrap();
+    let scan = ScanMeta {
+        scan_id: "s".into(),
+        target: target.clone(),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: report.coverage,
+    };
+    let mut state = State::new();
+    let mut out = Output::default();
+    let touched = engine.scan_touched(
+        &mut state,
+        &scan,
+        report.findings,
+        chrono::Utc::now(),
+        &mut out,
+    );
+    let rec = changelog::records(&state, TORNADO, &touched[..1]).remove(0);
+    let mut value: serde_json::Value = serde_json::from_slice(&rec.value.unwrap()).unwrap();
+    value["finding"]["message"] = serde_json::Value::String("padding ".repeat(12_800));
+    let value = serde_json::to_vec(&value).unwrap();
+
+    let topic = &h.config.service.changelog_topic;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", h.cluster.bootstrap_servers())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let records = 80;
+    for i in 0..records {
+        let key = format!("f\0repo:github.com/acme/filler-{i}\0v1:{i:032x}");
+        let rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+            .partition(0)
+            .key(key.as_str())
+            .payload(value.as_slice());
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        // One record per batch, so the oldest can be dropped one by one.
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    let (low, high) = producer
+        .client()
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        low > 0,
+        "the changelog's start has moved (low watermark {low})"
+    );
+    assert_eq!(high, records);
+
+    let service = h.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = format!("custody_state_findings{{status=\"open\"}} {}", high - low);
+    while !service.metrics.render().contains(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "restored state is not the {} records left: {:?}",
+            high - low,
+            service.health.ready()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(service.health.ready().is_ok());
+    service.stop().unwrap();
+}

@@ -1326,7 +1326,7 @@ fn spawn_decode(
 }
 
 /// Restoring clients per assignment.
-const RESTORE_CLIENTS: usize = 16;
+const RESTORE_CLIENTS: usize = 4;
 
 /// Reads the changelog partitions of an assignment from the beginning to
 /// their ends, sending each partition's records as soon as it is complete.
@@ -1362,7 +1362,10 @@ fn restore(
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760");
+        .set("max.partition.fetch.bytes", "10485760")
+        // Reading as fast as it arrives: when the prefetch queue is full,
+        // look again soon rather than after the default second.
+        .set("fetch.queue.backoff.ms", "10");
     // A group id is required by librdkafka, though nothing is committed.
     if cfg.get("group.id").is_none() {
         cfg.set("group.id", "custody-restore");
@@ -1371,9 +1374,14 @@ fn restore(
         Ok(c) => client.insert(c),
         Err(e) => return fail(open, e.to_string()),
     };
+    // From offset 0, not Offset::Beginning: a logical offset is first
+    // resolved by a ListOffsets request, which a client that does not know
+    // the partition's leader yet puts off by 500 ms. A compacted topic
+    // starts at 0; if its start has moved (retention, DeleteRecords), the
+    // fetch is out of range and auto.offset.reset=earliest moves it there.
     let mut from = TopicPartitionList::new();
     for ((t, p), ..) in &open {
-        if let Err(e) = from.add_partition_offset(t, *p, Offset::Beginning) {
+        if let Err(e) = from.add_partition_offset(t, *p, Offset::Offset(0)) {
             return fail(open, e.to_string());
         }
     }
