@@ -182,7 +182,19 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     let mut cpu0 = 0.0;
     let mut last = Instant::now();
     let mut seen = 0;
+    let give_up = Instant::now() + Duration::from_secs(300);
     while seen < expect {
+        assert!(
+            !service.health.failed.load(Ordering::Acquire),
+            "custody failed: {:?}",
+            service.health.last_error.lock().unwrap()
+        );
+        assert!(
+            Instant::now() < give_up,
+            "custody stuck at {seen} of {expect} messages; ready: {:?}; partitions: {:?}",
+            service.health.ready(),
+            service.health.partitions.lock().unwrap()
+        );
         let done = service.health.done_messages.load(Ordering::Relaxed);
         if done > seen {
             if first.is_none() {
