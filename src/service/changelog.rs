@@ -155,17 +155,16 @@ struct RawRec {
 
 /// The changelog records of one partition as read at restore, undecoded:
 /// keys and values copied back to back into large blocks (no allocation
-/// per record), indexed by target as runs of consecutive records (one
-/// hash lookup per run, not per record). A target's records are decoded
-/// when it is first needed, or in the background.
+/// per record), indexed by target as runs of consecutive records (a
+/// target's records mostly come together, as one scan wrote them). A
+/// target's records are decoded when it is first needed, or in the
+/// background.
 #[derive(Debug, Default)]
 pub struct RawLog {
     blocks: Vec<Vec<u8>>,
     recs: Vec<RawRec>,
     /// Per target, its runs in log order: `recs[start..end]`.
     runs: HashMap<Box<str>, Vec<(u32, u32)>>,
-    /// The target of the run being appended to.
-    current: Option<Box<str>>,
 }
 
 /// A record taken out of a [`RawLog`].
@@ -223,17 +222,16 @@ impl RawLog {
             key_len,
             value_len: if value.is_some() { value_len } else { u32::MAX },
         });
-        if self.current.as_deref() == Some(target) {
-            if let Some(run) = self.runs.get_mut(target).and_then(|r| r.last_mut()) {
-                run.1 = index + 1;
-                return Ok(());
+        // The target's last run goes on if it ends at this record.
+        match self.runs.get_mut(target) {
+            Some(runs) => match runs.last_mut() {
+                Some(run) if run.1 == index => run.1 = index + 1,
+                _ => runs.push((index, index + 1)),
+            },
+            None => {
+                self.runs.insert(target.into(), vec![(index, index + 1)]);
             }
         }
-        self.runs
-            .entry(target.into())
-            .or_default()
-            .push((index, index + 1));
-        self.current = Some(target.into());
         Ok(())
     }
 
@@ -256,9 +254,6 @@ impl RawLog {
     /// bytes are freed once no target is left.
     pub fn take<R>(&mut self, target: &str, f: impl FnOnce(Vec<RawRecord<'_>>) -> R) -> Option<R> {
         let runs = self.runs.remove(target)?;
-        if self.current.as_deref() == Some(target) {
-            self.current = None;
-        }
         let recs: Vec<RawRecord<'_>> = runs
             .iter()
             .flat_map(|&(a, b)| &self.recs[a as usize..b as usize])
