@@ -16,10 +16,7 @@
 mod common;
 
 use custody::config::Config;
-use custody::engine::{Engine, Output};
-use custody::lifecycle::State;
-use custody::model::{ScanMeta, TicketEvent};
-use custody::service::changelog;
+use custody::model::TicketEvent;
 use custody::service::demo::create_mock_topics;
 use custody::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -376,29 +373,7 @@ fn restore() {
     let (cluster, config) = cluster_and_config(partitions, "restore");
     // Real records: the state of a real bandit scan of tornado, copied to
     // many targets.
-    let engine = Engine::new(&config);
-    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").expect("fixture");
-    let (_, report) =
-        custody::normalize::decode(&bytes, None, engine.decode_context()).expect("decode");
-    let target: custody::model::Target = "repo:github.com/tornadoweb/tornado".parse().unwrap();
-    let mut state = State::new();
-    let scan = ScanMeta {
-        scan_id: "s".into(),
-        target: target.clone(),
-        commit: None,
-        git_ref: None,
-        complete: true,
-        coverage: report.coverage,
-    };
-    let mut out = Output::default();
-    let touched = engine.scan_touched(
-        &mut state,
-        &scan,
-        report.findings,
-        chrono::Utc::now(),
-        &mut out,
-    );
-    let records = changelog::records(&state, &target.to_string(), &touched);
+    let records = common::tornado_changelog(&config);
     let per_record: usize = records
         .iter()
         .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
@@ -407,13 +382,13 @@ fn restore() {
     // Stay under the mock's 5 MiB per partition.
     let targets_per_partition = (4_500_000 / (per_record * records.len())).max(1);
     let p = producer(&cluster.bootstrap_servers(), "lz4");
-    let spec = target.to_string();
+    let spec = common::TORNADO;
     let mut total = 0usize;
     for part in 0..partitions {
         for t in 0..targets_per_partition {
             let other = format!("repo:github.com/acme/r-{part}-{t}");
             for r in &records {
-                let key = String::from_utf8_lossy(&r.key).replace(&spec, &other);
+                let key = String::from_utf8_lossy(&r.key).replace(spec, &other);
                 let mut rec: BaseRecord<'_, str, [u8]> =
                     BaseRecord::to(&config.service.changelog_topic)
                         .partition(part)

@@ -573,35 +573,9 @@ pub fn send_raw_at(h: &Harness, target: &str, payload: &[u8], ts_ms: i64) {
 /// first record: the restore asks for offset 0 and is reset to the start.
 #[test]
 fn restore_reads_a_changelog_whose_start_has_moved() {
-    use custody::engine::{Engine, Output};
-    use custody::lifecycle::State;
-    use custody::model::ScanMeta;
-    use custody::service::changelog;
-
     let h = Harness::new(1);
     // One real finding record, its message padded to 100 KB.
-    let engine = Engine::new(&h.config);
-    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").unwrap();
-    let (_, report) = custody::normalize::decode(&bytes, None, engine.decode_context()).unwrap();
-    let target: Target = TORNADO.parse().unwrap();
-    let scan = ScanMeta {
-        scan_id: "s".into(),
-        target: target.clone(),
-        commit: None,
-        git_ref: None,
-        complete: true,
-        coverage: report.coverage,
-    };
-    let mut state = State::new();
-    let mut out = Output::default();
-    let touched = engine.scan_touched(
-        &mut state,
-        &scan,
-        report.findings,
-        chrono::Utc::now(),
-        &mut out,
-    );
-    let rec = changelog::records(&state, TORNADO, &touched[..1]).remove(0);
+    let rec = crate::common::tornado_changelog(&h.config).remove(0);
     let mut value: serde_json::Value = serde_json::from_slice(&rec.value.unwrap()).unwrap();
     value["finding"]["message"] = serde_json::Value::String("padding ".repeat(12_800));
     let value = serde_json::to_vec(&value).unwrap();

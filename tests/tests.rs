@@ -4,6 +4,8 @@ mod broker;
 mod churn;
 mod cli;
 mod codeowners;
+#[path = "../benches/common/mod.rs"]
+mod common;
 mod corpus;
 mod deploy;
 mod lifecycle;

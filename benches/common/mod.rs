@@ -1,10 +1,46 @@
-//! Realistic synthetic inputs for the benches: a SARIF report shaped like
-//! Bandit's (rules with metadata, results with regions, snippets and
-//! `issue_severity` properties), of any size.
+//! Realistic inputs for the benches (and the service tests, which include
+//! this module): a SARIF report shaped like Bandit's (rules with metadata,
+//! results with regions, snippets and `issue_severity` properties), of any
+//! size, and the changelog of a real scan.
 
 #![allow(dead_code)]
 
+use custody::config::Config;
+use custody::engine::{Engine, Output};
+use custody::lifecycle::State;
+use custody::model::ScanMeta;
+use custody::service::changelog;
 use std::fmt::Write as _;
+
+/// The target of [`tornado_changelog`].
+pub const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
+
+/// The changelog records custody writes for a real first scan, Bandit
+/// 6.4.2 on tornado (the churn fixture): one per finding, in the order the
+/// scan touched them, then the target's tickets.
+pub fn tornado_changelog(config: &Config) -> Vec<changelog::Record> {
+    let engine = Engine::new(config);
+    let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").expect("fixture");
+    let (_, report) =
+        custody::normalize::decode(&bytes, None, engine.decode_context()).expect("decode");
+    let scan = ScanMeta {
+        scan_id: "s".into(),
+        target: TORNADO.parse().expect("target"),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: report.coverage,
+    };
+    let mut state = State::new();
+    let touched = engine.scan_touched(
+        &mut state,
+        &scan,
+        report.findings,
+        chrono::Utc::now(),
+        &mut Output::default(),
+    );
+    changelog::records(&state, TORNADO, &touched)
+}
 
 /// A SARIF 2.1.0 report with `results` results over `results / 20` files
 /// and 60 rules.
