@@ -300,16 +300,20 @@ fn latency(max_rate: f64) {
     });
     // Warm-up: the first second after start is not steady state (fetch
     // sessions and the ticket reader settle); its reports are excluded.
-    let warmup = (rate as usize).max(10);
-    for i in 0..warmup {
-        let target = format!("repo:github.com/acme/warm-{i}");
+    let send_report = |name: &str, i: usize| {
+        let target = format!("repo:github.com/acme/{name}-{i}");
+        let part = (i % partitions as usize) as i32;
         send(
             &p,
             &config.service.reports_topics[0],
-            (i % partitions as usize) as i32,
+            part,
             &target,
             report.as_bytes(),
         );
+    };
+    let warmup = (rate as usize).max(10);
+    for i in 0..warmup {
+        send_report("warm", i);
         std::thread::sleep(Duration::from_secs_f64(1.0 / rate));
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -321,14 +325,7 @@ fn latency(max_rate: f64) {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let target = format!("repo:github.com/acme/lat-{i}");
-        send(
-            &p,
-            &config.service.reports_topics[0],
-            (i % partitions as usize) as i32,
-            &target,
-            report.as_bytes(),
-        );
+        send_report("lat", i);
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(30)).expect("flush");
