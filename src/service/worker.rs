@@ -297,6 +297,8 @@ struct Part {
     next_offset: Option<i64>,
     /// Offset of the last message applied (exactly-once commits).
     last_applied: Option<i64>,
+    /// When the partition was assigned (the restore's duration).
+    assigned: Instant,
 }
 
 impl Part {
@@ -350,6 +352,7 @@ impl Core {
                 paused: true,
                 next_offset: None,
                 last_applied: None,
+                assigned: Instant::now(),
             };
             self.parts.insert((topic.clone(), *partition), part);
             lock(&self.health.partitions).insert((topic.clone(), *partition), false);
@@ -382,6 +385,12 @@ impl Core {
                 drop(client);
             });
         }
+        if !tps.is_empty() {
+            tracing_warn(&format!(
+                "assigned {}: restoring their state",
+                list_partitions(tps)
+            ));
+        }
         // Nothing is fetched for a partition until its state is back.
         let _ = consumer.pause(&tpl);
         self.update_gauges();
@@ -407,11 +416,23 @@ impl Core {
         tpl.add_partition(&r.tp.0, r.tp.1);
         let _ = consumer.resume(&tpl);
         lock(&self.health.partitions).insert(r.tp.clone(), true);
+        if self.parts.values().all(|p| p.state.is_some()) {
+            let records: usize = self.parts.values().map(|p| p.raw.len()).sum();
+            let slowest = self.parts.values().map(|p| p.assigned.elapsed()).max();
+            tracing_warn(&format!(
+                "state of {} partitions restored ({records} changelog records), the last after {} ms",
+                self.parts.len(),
+                slowest.unwrap_or_default().as_millis()
+            ));
+        }
         self.update_gauges();
         Ok(())
     }
 
     fn revoke(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
+        if !tps.is_empty() {
+            tracing_warn(&format!("revoked {}", list_partitions(tps)));
+        }
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         for tp in tps {
             // Finish what was consumed, within the deadline; commit what is
@@ -1339,24 +1360,33 @@ fn restore(
     client: &mut Option<BaseConsumer>,
 ) {
     let started = Instant::now();
-    /// A changelog partition being read: (changelog topic, partition),
-    /// the reports partition it restores, its generation, its records.
-    type Progress = ((String, i32), (String, i32), u64, changelog::RawLog);
     // A few partitions per client: a list is searched without allocating.
-    let mut open: Vec<Progress> = Vec::new();
-    let fail = |open: Vec<Progress>, e: String| {
-        for (_, tp, generation, _) in open {
+    let mut open: Vec<Reading> = batch
+        .into_iter()
+        .map(|(tp, changelog_topic, generation)| Reading {
+            at: (changelog_topic, tp.1),
+            tp,
+            generation,
+            high: None,
+            raw: changelog::RawLog::new(),
+        })
+        .collect();
+    let fail = |open: Vec<Reading>, e: String| {
+        for r in open {
             let _ = tx.send(Restored {
-                tp,
-                generation,
+                tp: r.tp,
+                generation: r.generation,
                 result: Err(e.clone()),
             });
         }
     };
-    for (tp, changelog_topic, generation) in batch {
-        let at = (changelog_topic, tp.1);
-        open.push((at, tp, generation, changelog::RawLog::new()));
-    }
+    let done = |r: Reading| {
+        let _ = tx.send(Restored {
+            tp: r.tp,
+            generation: r.generation,
+            result: Ok(r.raw),
+        });
+    };
     let mut cfg = cfg.clone();
     cfg.set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -1374,91 +1404,213 @@ fn restore(
         Ok(c) => client.insert(c),
         Err(e) => return fail(open, e.to_string()),
     };
-    // From Offset::Beginning. Asking for offset 0 instead skips the
-    // ListOffsets lookup, which a new client that does not know the
-    // leader yet puts off by 500 ms (restore bench: 800,000 against
-    // 430,000 records/s), but against Tansu it made the SIGKILL test's
-    // restarted instance stall in 3 of 6 runs, for a reason not found yet.
+    // Where each changelog partition starts and ends, asked in one
+    // ListOffsets request per broker for each end. Reading from an
+    // explicit offset skips the lookup a logical one needs, which a new
+    // client puts off by 500 ms until it knows the leader; and an empty
+    // partition is not fetched at all.
+    let ends = watermarks(consumer, &open, Duration::from_secs(30));
     let mut from = TopicPartitionList::new();
-    for ((t, p), ..) in &open {
-        if let Err(e) = from.add_partition_offset(t, *p, Offset::Beginning) {
+    let mut i = 0;
+    while i < open.len() {
+        let start = match ends.get(&open[i].at) {
+            Some(&(low, high)) if high <= low => {
+                done(open.swap_remove(i));
+                continue;
+            }
+            Some(&(low, high)) => {
+                open[i].high = Some(high);
+                Offset::Offset(low)
+            }
+            // Not known: read to the end the consumer reports.
+            None => Offset::Beginning,
+        };
+        let (t, p) = &open[i].at;
+        if let Err(e) = from.add_partition_offset(t, *p, start) {
             return fail(open, e.to_string());
         }
+        i += 1;
+    }
+    if open.is_empty() {
+        return;
     }
     if let Err(e) = consumer.assign(&from) {
         return fail(open, e.to_string());
     }
     let mut reported = 0usize;
     let mut total = 0usize;
+    let mut last_word = Instant::now();
     while !open.is_empty() {
         if started.elapsed() > deadline {
-            let e = format!("timed out after {}s", started.elapsed().as_secs());
+            let e = format!(
+                "timed out after {}s at {}",
+                started.elapsed().as_secs(),
+                where_reading(consumer, &open)
+            );
             return fail(open, e);
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        if last_word.elapsed() > RESTORE_WORD {
+            last_word = Instant::now();
+            tracing_warn(&format!(
+                "still restoring after {}s: {}",
+                started.elapsed().as_secs(),
+                where_reading(consumer, &open)
+            ));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let (topic, partition) = (m.topic(), m.partition());
-                let Some(slot) = open
-                    .iter_mut()
-                    .find(|o| o.0 .1 == partition && o.0 .0 == topic)
+                let Some(i) = open
+                    .iter()
+                    .position(|o| o.at.1 == partition && o.at.0 == topic)
                 else {
                     continue;
                 };
-                let Some(key) = m.key() else { continue };
-                if let Err(e) = slot.3.push(m.offset(), key, m.payload()) {
-                    let e = format!("{topic} offset {}: {e}", m.offset());
-                    return fail(open, e);
+                let slot = &mut open[i];
+                if let Some(key) = m.key() {
+                    if let Err(e) = slot.raw.push(m.offset(), key, m.payload()) {
+                        let e = format!("{topic} offset {}: {e}", m.offset());
+                        return fail(open, e);
+                    }
+                    total += 1;
+                    if total - reported >= 10_000 {
+                        metrics.restored(total - reported);
+                        reported = total;
+                    }
                 }
-                total += 1;
-                if total - reported >= 10_000 {
-                    metrics.restored(total - reported);
-                    reported = total;
+                // The end known at the start is reached: anything later
+                // was written after the assignment.
+                if slot.high.is_some_and(|h| m.offset() + 1 >= h) {
+                    done(open.swap_remove(i));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                // Which topic: the one open entry with this partition (the
-                // error names only the partition), else every match.
-                let keys: Vec<(String, i32)> = open
-                    .iter()
-                    .filter(|o| o.0 .1 == p)
-                    .map(|o| o.0.clone())
-                    .collect();
-                let done: Vec<(String, i32)> = if keys.len() == 1 {
-                    keys
-                } else {
-                    // Several changelog topics share a partition number:
-                    // ask where each stands.
-                    let pos = consumer.position().ok();
-                    keys.into_iter()
-                        .filter(|(t, q)| {
-                            let at = pos
-                                .as_ref()
-                                .and_then(|l| l.find_partition(t, *q).map(|e| e.offset()));
-                            let high = consumer
-                                .fetch_watermarks(t, *q, Duration::from_secs(10))
-                                .map(|(_, h)| h)
-                                .ok();
-                            matches!((at, high), (Some(Offset::Offset(a)), Some(h)) if a >= h)
-                                || matches!((at, high), (_, Some(0)))
-                        })
-                        .collect()
-                };
-                for k in done {
-                    if let Some(i) = open.iter().position(|o| o.0 == k) {
-                        let (_, tp, generation, raw) = open.swap_remove(i);
-                        let _ = tx.send(Restored {
-                            tp,
-                            generation,
-                            result: Ok(raw),
-                        });
+                // The error names only the partition: finish the entries
+                // with this partition number that stand at their end.
+                let pos = consumer.position().ok();
+                let mut i = 0;
+                while i < open.len() {
+                    let o = &open[i];
+                    let at = pos
+                        .as_ref()
+                        .and_then(|l| l.find_partition(&o.at.0, o.at.1))
+                        .map(|e| e.offset());
+                    // Trusted when only one entry can be meant; else the
+                    // position says (transaction markers at the end of a
+                    // log leave the position short of the end).
+                    let at_end = open.iter().filter(|x| x.at.1 == p).count() == 1
+                        || match (at, o.high) {
+                            (Some(Offset::Offset(a)), Some(h)) => a >= h,
+                            (Some(Offset::Offset(a)), None) => consumer
+                                .fetch_watermarks(&o.at.0, o.at.1, Duration::from_secs(10))
+                                .is_ok_and(|(_, h)| a >= h),
+                            _ => false,
+                        };
+                    if o.at.1 == p && at_end {
+                        done(open.swap_remove(i));
+                    } else {
+                        i += 1;
                     }
                 }
             }
             Some(Err(e)) => return fail(open, e.to_string()),
-            None => {}
+            None => {
+                // Nothing arrived: a partition whose last offsets are
+                // control records (transaction markers) or compacted away
+                // may stand at its end without a message reaching it.
+                if let Ok(pos) = consumer.position() {
+                    let mut i = 0;
+                    while i < open.len() {
+                        let o = &open[i];
+                        let at = pos.find_partition(&o.at.0, o.at.1).map(|e| e.offset());
+                        if matches!((at, o.high), (Some(Offset::Offset(a)), Some(h)) if a >= h) {
+                            done(open.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+            }
         }
     }
     metrics.restored(total - reported);
+}
+
+/// How often a restore that has not finished says where it stands.
+const RESTORE_WORD: Duration = Duration::from_secs(30);
+
+/// A changelog partition being read.
+struct Reading {
+    /// (changelog topic, partition).
+    at: (String, i32),
+    /// The reports partition it restores.
+    tp: (String, i32),
+    generation: u64,
+    /// The end of the changelog partition when the restore began.
+    high: Option<i64>,
+    raw: changelog::RawLog,
+}
+
+/// The low and high watermarks of the partitions in `open`, those the
+/// broker answered for.
+fn watermarks(
+    consumer: &BaseConsumer,
+    open: &[Reading],
+    timeout: Duration,
+) -> HashMap<(String, i32), (i64, i64)> {
+    let ask = |at: Offset| {
+        let mut tpl = TopicPartitionList::new();
+        for r in open {
+            // ListOffsets reads -2 as the earliest offset, -1 as the end.
+            let _ = tpl.add_partition_offset(&r.at.0, r.at.1, at);
+        }
+        consumer.offsets_for_times(tpl, timeout)
+    };
+    let (low, high) = match (ask(Offset::Beginning), ask(Offset::End)) {
+        (Ok(l), Ok(h)) => (l, h),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing_warn(&format!(
+                "cannot ask where the changelog partitions end ({e}); reading each to its end-of-partition event"
+            ));
+            return HashMap::new();
+        }
+    };
+    let mut out = HashMap::new();
+    for h in high.elements() {
+        if h.error().is_err() {
+            continue;
+        }
+        let l = low
+            .find_partition(h.topic(), h.partition())
+            .filter(|l| l.error().is_ok())
+            .map(|l| l.offset());
+        if let (Some(Offset::Offset(l)), Offset::Offset(h2)) = (l, h.offset()) {
+            out.insert((h.topic().to_string(), h.partition()), (l, h2));
+        }
+    }
+    out
+}
+
+/// Each open partition's position and end, for a message.
+fn where_reading(consumer: &BaseConsumer, open: &[Reading]) -> String {
+    let pos = consumer.position().ok();
+    open.iter()
+        .map(|o| {
+            let at = pos
+                .as_ref()
+                .and_then(|l| l.find_partition(&o.at.0, o.at.1))
+                .map(|e| format!("{:?}", e.offset()))
+                .unwrap_or_else(|| "?".into());
+            let high = o.high.map_or("?".into(), |h| h.to_string());
+            format!(
+                "{}/{} at {at} of {high} ({} records)",
+                o.at.0,
+                o.at.1,
+                o.raw.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The consumer loop with its producer, built from settings.
@@ -1777,6 +1929,14 @@ fn eos_frontier(part: &Part) -> Option<i64> {
 /// not coming before the deadline.
 fn only_held(p: &Part) -> bool {
     p.jobs.iter().all(|j| matches!(j, Job::Held { .. })) && p.pending.iter().all(|x| x.hold)
+}
+
+/// "topic/0, topic/1" for a message.
+fn list_partitions(tps: &[(String, i32)]) -> String {
+    tps.iter()
+        .map(|(t, p)| format!("{t}/{p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn tracing_warn(msg: &str) {
