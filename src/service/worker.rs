@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::model::ScanMeta;
 use crate::normalize::{self, DecodeError, Format, Report};
 use chrono::{DateTime, TimeZone, Utc};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -111,7 +111,15 @@ pub struct Delivery {
     health: Arc<Health>,
 }
 
-impl ClientContext for Delivery {}
+impl ClientContext for Delivery {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        say_librdkafka(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing_warn(&format!("librdkafka: {error}: {reason}"));
+    }
+}
 
 impl ProducerContext for Delivery {
     type DeliveryOpaque = Box<Arc<Ack>>;
@@ -134,6 +142,14 @@ pub struct Rebalancer {
 }
 
 impl ClientContext for Rebalancer {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        say_librdkafka(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing_warn(&format!("librdkafka: {error}: {reason}"));
+    }
+
     fn stats(&self, stats: rdkafka::Statistics) {
         let health = Arc::clone(&lock(&self.core).health);
         let mut highs = lock(&health.high_watermarks);
@@ -1646,7 +1662,19 @@ pub fn client_config(settings: &ServiceSettings) -> ClientConfig {
     for (k, v) in &settings.properties {
         c.set(k, v);
     }
+    // librdkafka's warnings and errors reach stderr; its debug lines too
+    // when the `debug` property asks for some.
+    c.set_log_level(if settings.properties.contains_key("debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    });
     c
+}
+
+/// A librdkafka log line on stderr.
+fn say_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    tracing_warn(&format!("librdkafka {level:?} {fac}: {message}"));
 }
 
 impl Worker {
