@@ -1503,31 +1503,22 @@ fn restore(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 // The error names only the partition: finish the entries
                 // with this partition number that stand at their end.
+                // Trusted when only one entry can be meant; else the
+                // position says (transaction markers at the end of a log
+                // leave the position short of the end).
                 let pos = consumer.position().ok();
-                let mut i = 0;
-                while i < open.len() {
-                    let o = &open[i];
-                    let at = pos
-                        .as_ref()
-                        .and_then(|l| l.find_partition(&o.at.0, o.at.1))
-                        .map(|e| e.offset());
-                    // Trusted when only one entry can be meant; else the
-                    // position says (transaction markers at the end of a
-                    // log leave the position short of the end).
-                    let at_end = open.iter().filter(|x| x.at.1 == p).count() == 1
-                        || match (at, o.high) {
-                            (Some(Offset::Offset(a)), Some(h)) => a >= h,
-                            (Some(Offset::Offset(a)), None) => consumer
-                                .fetch_watermarks(&o.at.0, o.at.1, Duration::from_secs(10))
-                                .is_ok_and(|(_, h)| a >= h),
-                            _ => false,
-                        };
-                    if o.at.1 == p && at_end {
-                        done(open.swap_remove(i));
-                    } else {
-                        i += 1;
-                    }
-                }
+                let unique = open.iter().filter(|x| x.at.1 == p).count() == 1;
+                finish_if(&mut open, &done, |o| {
+                    o.at.1 == p
+                        && (unique
+                            || match (offset_in(pos.as_ref(), &o.at), o.high) {
+                                (Some(a), Some(h)) => a >= h,
+                                (Some(a), None) => consumer
+                                    .fetch_watermarks(&o.at.0, o.at.1, Duration::from_secs(10))
+                                    .is_ok_and(|(_, h)| a >= h),
+                                _ => false,
+                            })
+                });
             }
             Some(Err(e)) => return fail(open, e.to_string()),
             None => {
@@ -1535,16 +1526,11 @@ fn restore(
                 // control records (transaction markers) or compacted away
                 // may stand at its end without a message reaching it.
                 if let Ok(pos) = consumer.position() {
-                    let mut i = 0;
-                    while i < open.len() {
-                        let o = &open[i];
-                        let at = pos.find_partition(&o.at.0, o.at.1).map(|e| e.offset());
-                        if matches!((at, o.high), (Some(Offset::Offset(a)), Some(h)) if a >= h) {
-                            done(open.swap_remove(i));
-                        } else {
-                            i += 1;
-                        }
-                    }
+                    finish_if(
+                        &mut open,
+                        &done,
+                        |o| matches!((offset_in(Some(&pos), &o.at), o.high), (Some(a), Some(h)) if a >= h),
+                    );
                 }
             }
         }
@@ -1607,16 +1593,34 @@ fn watermarks(
     out
 }
 
+/// Hands over (and removes) the entries of `open` that `is_done` says are
+/// at their end.
+fn finish_if(open: &mut Vec<Reading>, done: &impl Fn(Reading), is_done: impl Fn(&Reading) -> bool) {
+    let mut i = 0;
+    while i < open.len() {
+        if is_done(&open[i]) {
+            done(open.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The consumer's position in `at` (changelog topic, partition), when it
+/// is a real offset.
+fn offset_in(pos: Option<&TopicPartitionList>, at: &(String, i32)) -> Option<i64> {
+    match pos?.find_partition(&at.0, at.1)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
 /// Each open partition's position and end, for a message.
 fn where_reading(consumer: &BaseConsumer, open: &[Reading]) -> String {
     let pos = consumer.position().ok();
     open.iter()
         .map(|o| {
-            let at = pos
-                .as_ref()
-                .and_then(|l| l.find_partition(&o.at.0, o.at.1))
-                .map(|e| format!("{:?}", e.offset()))
-                .unwrap_or_else(|| "?".into());
+            let at = offset_in(pos.as_ref(), &o.at).map_or("?".into(), |a| a.to_string());
             let high = o.high.map_or("?".into(), |h| h.to_string());
             format!(
                 "{}/{} at {at} of {high} ({} records)",
