@@ -28,6 +28,10 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The allocator the `custody` binary uses, so figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
 fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {

@@ -12,6 +12,10 @@ use custody::model::{Finding, ScanMeta, Target};
 use custody::normalize::{DecodeContext, Format};
 use std::path::Path;
 
+/// The allocator the `custody` binary uses, so figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn corpus(rel: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/corpus/scans")
@@ -136,5 +140,72 @@ fn lifecycle(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decoders, fingerprinting, lifecycle);
+/// What the service does with one message besides Kafka: decode a report
+/// of 200 findings of about 1 KB (the service bench's), apply it, serialize
+/// its changelog records and its events. First scan of a new target, and a
+/// rescan of a known one with the same findings.
+fn service_step(c: &mut Criterion) {
+    let engine = Engine::new(&Config::default());
+    let ctx = DecodeContext::default();
+    let bytes = common::sarif_padded(200, 400).into_bytes();
+    let target: Target = "repo:github.com/acme/bench"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = target.to_string();
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let meta = ScanMeta {
+        scan_id: "bench".into(),
+        target: target.clone(),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: [("bandit".to_string(), custody::model::Category::Sast)].into(),
+    };
+    let step = |state: &mut State| {
+        let report = Format::Sarif.decode(&bytes, &ctx).expect("decode");
+        let mut out = custody::engine::Output::default();
+        let touched = engine.scan_touched(
+            state,
+            &meta,
+            report.findings,
+            now,
+            &mut out,
+            std::time::Duration::from_secs(3600),
+        );
+        let records = custody::service::changelog::records(
+            state,
+            &spec,
+            &touched.findings,
+            Some(&touched.tickets),
+        );
+        let events: usize = out
+            .findings
+            .iter()
+            .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len()))
+            .chain(
+                out.tickets
+                    .iter()
+                    .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())),
+            )
+            .sum();
+        records.len() + events
+    };
+    let mut g = c.benchmark_group("service-step");
+    g.throughput(Throughput::Elements(200));
+    g.bench_function("decode", |b| {
+        b.iter(|| Format::Sarif.decode(&bytes, &ctx).map(|r| r.findings.len()))
+    });
+    g.bench_function("first-scan", |b| {
+        b.iter(|| {
+            let mut state = State::new();
+            step(&mut state)
+        })
+    });
+    let mut warm = State::new();
+    step(&mut warm);
+    g.bench_function("rescan", |b| b.iter(|| step(&mut warm)));
+    g.finish();
+}
+
+criterion_group!(benches, decoders, fingerprinting, lifecycle, service_step);
 criterion_main!(benches);

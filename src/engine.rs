@@ -12,6 +12,7 @@ use crate::normalize::DecodeContext;
 use crate::ticket::{self, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Decides which team owns a finding. The ownership module implements it;
@@ -147,7 +148,7 @@ impl Engine {
             };
             let transitions = step(ts, &target);
             if !transitions.is_empty() {
-                self.finish(state, &target, transitions, now, None, &mut out);
+                let _ = self.finish(state, &target, transitions, now, None, &mut out);
             }
         }
         out
@@ -180,12 +181,13 @@ impl Engine {
         now: DateTime<Utc>,
         sink: &mut dyn Sink,
     ) {
-        self.scan_step(state, scan, findings, now, sink, false);
+        self.scan_step(state, scan, findings, now, sink, None);
     }
 
-    /// Like [`Engine::scan_into`], and returns the fingerprints of the
-    /// records the scan touched (reported, or resolved by absence): what a
-    /// state changelog must write.
+    /// Like [`Engine::scan_into`], and returns the records the scan
+    /// changed: what a state changelog must write. A known finding whose
+    /// record changed only in `last_seen` is left out unless `last_seen`
+    /// entered a new period of `seen_resolution` (zero: every scan).
     pub fn scan_touched(
         &self,
         state: &mut State,
@@ -193,10 +195,24 @@ impl Engine {
         findings: Vec<Finding>,
         now: DateTime<Utc>,
         sink: &mut dyn Sink,
-    ) -> Vec<String> {
-        self.scan_step(state, scan, findings, now, sink, true)
+        seen_resolution: std::time::Duration,
+    ) -> Touched {
+        let mut changes = lifecycle::Changes {
+            seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
+            changed: Vec::new(),
+        };
+        let tickets = self.scan_step(state, scan, findings, now, sink, Some(&mut changes));
+        let mut findings = changes.changed;
+        findings.sort_unstable();
+        findings.dedup();
+        Touched {
+            findings,
+            tickets: tickets.into_iter().collect(),
+        }
     }
 
+    /// Applies a scan; returns the keys of the tickets it refreshed, and
+    /// with `changes` lists every finding record it changed there.
     fn scan_step(
         &self,
         state: &mut State,
@@ -204,12 +220,11 @@ impl Engine {
         findings: Vec<Finding>,
         now: DateTime<Utc>,
         sink: &mut dyn Sink,
-        track: bool,
-    ) -> Vec<String> {
+        mut changes: Option<&mut lifecycle::Changes>,
+    ) -> BTreeSet<String> {
         let target = &scan.target;
         let mut findings = findings;
         let mut fps = fingerprint::assign_in_place(&mut findings, target);
-        let mut touched = if track { fps.clone() } else { Vec::new() };
         // Hand findings over one at a time from the back of a reversed
         // vector, shrinking it as it empties, so the report's findings and
         // the state built from them are not both held in full.
@@ -234,14 +249,13 @@ impl Engine {
             })
         });
         let ts = state.target_mut(target);
-        let transitions = lifecycle::apply_scan(ts, scan, observed, now, &self.sla);
-        if track {
-            touched.extend(transitions.iter().map(|t| t.fingerprint.clone()));
-            touched.sort_unstable();
-            touched.dedup();
+        let transitions =
+            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut());
+        if let Some(c) = changes {
+            c.changed
+                .extend(transitions.iter().map(|t| t.fingerprint.clone()));
         }
-        self.finish(state, target, transitions, now, Some(&scan.scan_id), sink);
-        touched
+        self.finish(state, target, transitions, now, Some(&scan.scan_id), sink)
     }
 
     /// Applies a decision record.
@@ -261,7 +275,7 @@ impl Engine {
             })?;
         let transitions = lifecycle::apply_decision(ts, d, now, &self.sla)?;
         let mut out = Output::default();
-        self.finish(state, &d.target, transitions, now, None, &mut out);
+        let _ = self.finish(state, &d.target, transitions, now, None, &mut out);
         Ok(out)
     }
 
@@ -279,7 +293,7 @@ impl Engine {
         now: DateTime<Utc>,
         scan_id: Option<&str>,
         sink: &mut dyn Sink,
-    ) {
+    ) -> BTreeSet<String> {
         let ts = state.target_mut(target);
         let keys = lifecycle::touched_tickets(ts, &transitions);
         let ticket_transitions = ticket::refresh(ts, target, &keys, &self.router);
@@ -302,7 +316,17 @@ impl Engine {
                 sink.ticket(ticket_event(rec, t, now, attribution));
             }
         }
+        keys
     }
+}
+
+/// The records a scan changed: what a state changelog must write.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// Fingerprints of the finding records, sorted.
+    pub findings: Vec<String>,
+    /// Keys of the ticket records, sorted.
+    pub tickets: Vec<String>,
 }
 
 /// A deterministic event id: the same transition of the same finding or

@@ -83,11 +83,14 @@ impl Sources {
         Sources(vec![(scanner, severity)])
     }
 
-    /// Adds or updates a scanner.
-    pub fn insert(&mut self, scanner: String, severity: Severity) {
+    /// Adds or updates a scanner; true when that changed anything.
+    pub fn insert(&mut self, scanner: String, severity: Severity) -> bool {
         match self.0.binary_search_by(|(s, _)| s.as_str().cmp(&scanner)) {
-            Ok(i) => self.0[i].1 = severity,
-            Err(i) => self.0.insert(i, (scanner, severity)),
+            Ok(i) => std::mem::replace(&mut self.0[i].1, severity) != severity,
+            Err(i) => {
+                self.0.insert(i, (scanner, severity));
+                true
+            }
         }
     }
 
@@ -254,15 +257,42 @@ fn push(
     });
 }
 
+/// What a state changelog needs to know of a scan besides its
+/// transitions: the records it changed silently.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// `last_seen` is written once per period of this many milliseconds
+    /// (0: at every scan). A rescan within the period that changes nothing
+    /// else leaves the record out, so a restart may find `last_seen` up to
+    /// one period old.
+    pub seen_resolution_ms: i64,
+    /// Fingerprints of known records the scan changed, with or without a
+    /// transition: a moved location, a new explanation of the owner,
+    /// another scanner's severity, a scanner dropped, `last_seen` in a new
+    /// period. New records are not listed (each has an `opened`
+    /// transition), and a fingerprint may be listed twice.
+    pub changed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether moving `last_seen` from `before` to `now` must be written.
+    fn seen_moved(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let period = self.seen_resolution_ms.max(1);
+        before.timestamp_millis().div_euclid(period) != now.timestamp_millis().div_euclid(period)
+    }
+}
+
 /// Applies one scan of a target: opens, updates, reopens and reassigns what
 /// it reports, then, if the scan is complete, resolves what it covers and
-/// did not report.
+/// did not report. With `changes`, the records changed without a
+/// transition are listed there.
 pub fn apply_scan(
     ts: &mut TargetState,
     scan: &ScanMeta,
     observed: impl IntoIterator<Item = Observation>,
     now: DateTime<Utc>,
     policy: &SlaPolicy,
+    mut changes: Option<&mut Changes>,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     let observed = observed.into_iter();
@@ -308,19 +338,33 @@ pub fn apply_scan(
         let same_primary =
             rec.finding.scanner == scanner || !rec.sources.contains(&rec.finding.scanner);
         let mut evidence_changed = false;
+        let mut silent = false;
         if same_primary {
             let evidence = evidence_hash(&finding);
             // An empty hash means "not known" (the primary scanner changed).
             evidence_changed = !rec.evidence.is_empty() && evidence != rec.evidence;
+            silent |= evidence != rec.evidence;
             rec.evidence = evidence;
-            rec.finding = stored(finding);
+            let finding = stored(finding);
+            silent |= finding != rec.finding;
+            rec.finding = finding;
         }
-        rec.sources.insert(scanner, sev);
-        rec.last_seen = now;
+        silent |= rec.sources.insert(scanner, sev);
+        let seen_before = std::mem::replace(&mut rec.last_seen, now);
+        if let Some(c) = changes.as_deref() {
+            silent |= c.seen_moved(seen_before, now);
+        }
         let new_team = attribution.team.clone();
         let previous_team = rec.team.clone();
+        silent |= !Arc::ptr_eq(&rec.attribution, &attribution) && rec.attribution != attribution;
         rec.attribution = attribution;
         let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key);
+        silent |= previous_ticket != rec.ticket_key;
+        if silent {
+            if let Some(c) = changes.as_deref_mut() {
+                c.changed.push(fp.clone());
+            }
+        }
         match rec.status {
             Status::Resolved => {
                 rec.status = Status::Open;
@@ -358,7 +402,7 @@ pub fn apply_scan(
         }
     }
     if scan.complete {
-        resolve_absent(ts, scan, &seen, now, policy, &mut out);
+        resolve_absent(ts, scan, &seen, now, policy, &mut out, changes);
     }
     out
 }
@@ -370,7 +414,9 @@ fn resolve_absent(
     now: DateTime<Utc>,
     policy: &SlaPolicy,
     out: &mut Vec<Transition>,
+    changes: Option<&mut Changes>,
 ) {
+    let mut changed = Vec::new();
     for (fp, rec) in ts.findings.iter_mut() {
         if !matches!(rec.status, Status::Open | Status::Accepted) || seen.contains(fp) {
             continue;
@@ -389,6 +435,7 @@ fn resolve_absent(
         for s in &dropped {
             rec.sources.remove(s);
         }
+        changed.push(fp.clone());
         if rec.sources.is_empty() {
             rec.status = Status::Resolved;
             rec.resolved_at = Some(now);
@@ -410,6 +457,9 @@ fn resolve_absent(
                 }
             }
         }
+    }
+    if let Some(c) = changes {
+        c.changed.append(&mut changed);
     }
 }
 

@@ -477,3 +477,229 @@ proptest! {
         }
     }
 }
+
+/// One scan of the changelog property below: which scanner, which of the
+/// pool's findings (with a line shift and a message variant), whether it
+/// is complete, and how many minutes after the previous scan it runs.
+#[derive(Debug, Clone)]
+struct Step {
+    scanner: usize,
+    reported: BTreeSet<usize>,
+    shift: u32,
+    variant: bool,
+    complete: bool,
+    minutes: i64,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0usize..3,
+        proptest::collection::btree_set(0usize..10, 0..10),
+        0u32..3,
+        any::<bool>(),
+        any::<bool>(),
+        0i64..150,
+    )
+        .prop_map(
+            |(scanner, reported, shift, variant, complete, minutes)| Step {
+                scanner,
+                reported,
+                shift,
+                variant,
+                complete,
+                minutes,
+            },
+        )
+}
+
+/// The findings of one step: code findings of bandit (which move and whose
+/// message changes), and one CVE that trivy and grype both report with
+/// their own severities.
+fn step_findings(s: &Step) -> (ScanMeta, Vec<Finding>) {
+    let name = ["bandit", "trivy", "grype"][s.scanner];
+    let category = if s.scanner == 0 {
+        Category::Sast
+    } else {
+        Category::Container
+    };
+    let findings = s
+        .reported
+        .iter()
+        .map(|&i| {
+            if s.scanner == 0 {
+                let mut f = code(
+                    "bandit",
+                    &format!("B{}", 100 + i % 3),
+                    &format!("m{}.py", i % 4),
+                    10 + i as u32 * 5 + s.shift,
+                    &format!("call_{i}()"),
+                );
+                if s.variant && i % 2 == 0 {
+                    f.message.push_str(" (reworded)");
+                }
+                f
+            } else {
+                let sev = if s.variant {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                };
+                let mut f = dep(name, sev);
+                f.rule_id = format!("CVE-2023-{}", 1000 + i);
+                f
+            }
+        })
+        .collect();
+    (scan(name, s.complete, &[category]), findings)
+}
+
+/// Replays scans through the engine, appending the changelog records of
+/// what each scan touched to one log, and restores a state from the log.
+fn replay(steps: &[Step], resolution: std::time::Duration) -> (State, State, usize) {
+    use custody::service::changelog;
+    let engine = Engine::new(&Config::default());
+    let spec = target().to_string();
+    let mut state = State::new();
+    let mut log = Vec::new();
+    let mut at = t0();
+    for s in steps {
+        at += Duration::minutes(s.minutes);
+        let (meta, findings) = step_findings(s);
+        let mut out = Output::default();
+        let touched = engine.scan_touched(&mut state, &meta, findings, at, &mut out, resolution);
+        log.extend(changelog::records(
+            &state,
+            &spec,
+            &touched.findings,
+            Some(&touched.tickets),
+        ));
+    }
+    let mut restorer = changelog::Restorer::new();
+    for r in &log {
+        restorer.apply(&r.key, r.value.as_deref()).unwrap();
+    }
+    (state, restorer.finish(), log.len())
+}
+
+proptest! {
+    /// A changelog that holds only what each scan changed restores the
+    /// state exactly when `last_seen` is written at every scan, and up to
+    /// `last_seen` (at most one period old) when it is written once a
+    /// period.
+    #[test]
+    fn changelog_of_changes_restores_the_state(steps in proptest::collection::vec(step(), 1..12)) {
+        let (live, restored, _) = replay(&steps, std::time::Duration::ZERO);
+        prop_assert_eq!(&restored, &live);
+        let hour = std::time::Duration::from_secs(3600);
+        let (live, restored, _) = replay(&steps, hour);
+        let spec = target().to_string();
+        let (Some(l), Some(r)) = (live.targets.get(&spec), restored.targets.get(&spec)) else {
+            prop_assert!(live.targets.is_empty() && restored.targets.is_empty());
+            return Ok(());
+        };
+        prop_assert_eq!(&l.tickets, &r.tickets);
+        prop_assert_eq!(l.findings.len(), r.findings.len());
+        for (fp, lrec) in &l.findings {
+            let rrec = &r.findings[fp];
+            prop_assert!(rrec.last_seen <= lrec.last_seen);
+            prop_assert!(lrec.last_seen - rrec.last_seen < Duration::hours(1));
+            let mut same = rrec.clone();
+            same.last_seen = lrec.last_seen;
+            prop_assert_eq!(&same, lrec);
+        }
+    }
+}
+
+#[test]
+fn a_rescan_writes_nothing_until_last_seen_enters_a_new_hour() {
+    use custody::service::changelog;
+    let engine = Engine::new(&Config::default());
+    let hour = std::time::Duration::from_secs(3600);
+    let sast = scan("bandit", true, &[Category::Sast]);
+    let findings = |shift: u32| -> Vec<Finding> {
+        (0..6)
+            .map(|i| {
+                code(
+                    "bandit",
+                    &format!("B{}", 100 + i % 2),
+                    "app/views.py",
+                    10 + i * 3 + shift,
+                    &format!("call_{i}()"),
+                )
+            })
+            .collect()
+    };
+    let mut state = State::new();
+    let mut out = Output::default();
+    let at = t0() + Duration::minutes(5);
+    let first = engine.scan_touched(&mut state, &sast, findings(0), at, &mut out, hour);
+    assert_eq!((first.findings.len(), first.tickets.len()), (6, 2));
+    // The same scan 50 minutes later, same hour: no events, no records.
+    let mut out = Output::default();
+    let again = engine.scan_touched(
+        &mut state,
+        &sast,
+        findings(0),
+        at + Duration::minutes(50),
+        &mut out,
+        hour,
+    );
+    assert_eq!(kinds(&out), (vec![], vec![]));
+    assert_eq!(again, custody::engine::Touched::default());
+    // Code moved down two lines: no events, but the stored locations
+    // changed, so every finding's record is written; no ticket changed.
+    let mut out = Output::default();
+    let moved = engine.scan_touched(
+        &mut state,
+        &sast,
+        findings(2),
+        at + Duration::minutes(52),
+        &mut out,
+        hour,
+    );
+    assert_eq!(kinds(&out), (vec![], vec![]));
+    assert_eq!((moved.findings.len(), moved.tickets.len()), (6, 0));
+    // The next hour: last_seen is written once more.
+    let mut out = Output::default();
+    let next = engine.scan_touched(
+        &mut state,
+        &sast,
+        findings(2),
+        at + Duration::minutes(60),
+        &mut out,
+        hour,
+    );
+    assert_eq!((next.findings.len(), next.tickets.len()), (6, 0));
+    let recs = changelog::records(
+        &state,
+        &target().to_string(),
+        &next.findings,
+        Some(&next.tickets),
+    );
+    assert_eq!(recs.len(), 6);
+    // With resolution zero every rescan writes every finding it reports.
+    let mut out = Output::default();
+    let every = engine.scan_touched(
+        &mut state,
+        &sast,
+        findings(2),
+        at + Duration::minutes(61),
+        &mut out,
+        std::time::Duration::ZERO,
+    );
+    assert_eq!(every.findings.len(), 6);
+    // One finding gone from a complete scan: it and its ticket are written.
+    let mut out = Output::default();
+    let mut fewer = findings(2);
+    fewer.pop();
+    let gone = engine.scan_touched(
+        &mut state,
+        &sast,
+        fewer,
+        at + Duration::minutes(62),
+        &mut out,
+        hour,
+    );
+    assert_eq!(kinds(&out), (vec![F::Resolved], vec![T::Updated]));
+    assert_eq!((gone.findings.len(), gone.tickets.len()), (1, 1));
+}

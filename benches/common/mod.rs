@@ -38,8 +38,9 @@ pub fn tornado_changelog(config: &Config) -> Vec<changelog::Record> {
         report.findings,
         chrono::Utc::now(),
         &mut Output::default(),
+        std::time::Duration::ZERO,
     );
-    changelog::records(&state, TORNADO, &touched)
+    changelog::records(&state, TORNADO, &touched.findings, Some(&touched.tickets))
 }
 
 /// A SARIF 2.1.0 report with `results` results over `results / 20` files

@@ -31,12 +31,19 @@ fn key(kind: u8, target: &str, id: &str) -> Vec<u8> {
     k
 }
 
-/// The records for the named findings of `target` and all its tickets.
-pub fn records(state: &State, target: &str, fingerprints: &[String]) -> Vec<Record> {
+/// The records for the named findings of `target` (a tombstone for one it
+/// no longer has) and the named tickets it has, or all its tickets.
+pub fn records(
+    state: &State,
+    target: &str,
+    fingerprints: &[String],
+    tickets: Option<&[String]>,
+) -> Vec<Record> {
     let Some(ts) = state.targets.get(target) else {
         return Vec::new();
     };
-    let mut out = Vec::with_capacity(fingerprints.len() + ts.tickets.len());
+    let mut out =
+        Vec::with_capacity(fingerprints.len() + tickets.map_or(ts.tickets.len(), <[_]>::len));
     for fp in fingerprints {
         let value = ts
             .findings
@@ -47,11 +54,18 @@ pub fn records(state: &State, target: &str, fingerprints: &[String]) -> Vec<Reco
             value,
         });
     }
-    for (k, rec) in &ts.tickets {
+    let mut ticket = |k: &str, rec: &TicketRecord| {
         out.push(Record {
             key: key(b't', target, k),
             value: serde_json::to_vec(rec).ok(),
         });
+    };
+    match tickets {
+        Some(keys) => keys
+            .iter()
+            .filter_map(|k| ts.tickets.get(k).map(|rec| (k, rec)))
+            .for_each(|(k, rec)| ticket(k, rec)),
+        None => ts.tickets.iter().for_each(|(k, rec)| ticket(k, rec)),
     }
     out
 }
@@ -395,9 +409,21 @@ mod tests {
         };
         let now = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut out = crate::engine::Output::default();
-        let touched = engine.scan_touched(&mut state, &scan, report.findings, now, &mut out);
-        assert!(!touched.is_empty());
-        let recs = records(&state, &target.to_string(), &touched);
+        let touched = engine.scan_touched(
+            &mut state,
+            &scan,
+            report.findings,
+            now,
+            &mut out,
+            std::time::Duration::ZERO,
+        );
+        assert!(!touched.findings.is_empty());
+        let recs = records(
+            &state,
+            &target.to_string(),
+            &touched.findings,
+            Some(&touched.tickets),
+        );
         let mut r = Restorer::new();
         for rec in &recs {
             r.apply(&rec.key, rec.value.as_deref()).unwrap();
@@ -412,7 +438,7 @@ mod tests {
         let restored = r.finish();
         assert_eq!(
             restored.targets[&target.to_string()].findings.len(),
-            touched.len() - 1
+            touched.findings.len() - 1
         );
         // A bad key or value is an error naming the key.
         let mut r = Restorer::new();

@@ -29,6 +29,7 @@ pub(crate) struct RawKafka {
     chunk_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     tick_interval_secs: Option<u64>,
+    last_seen_resolution_secs: Option<u64>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
 }
@@ -97,6 +98,11 @@ pub struct ServiceSettings {
     pub shutdown_timeout: Duration,
     /// How often the SLA clock advances.
     pub tick_interval: Duration,
+    /// A rescan rewrites an unchanged finding's changelog record only when
+    /// its `last_seen` enters a new period of this length (zero: at every
+    /// scan), so steady rescans write next to nothing; a restart may find
+    /// `last_seen` up to one period old.
+    pub last_seen_resolution: Duration,
     /// librdkafka settings passed through.
     pub properties: BTreeMap<String, String>,
     /// HTTP listen address.
@@ -125,6 +131,7 @@ impl Default for ServiceSettings {
             chunk_timeout: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(20),
             tick_interval: Duration::from_secs(60),
+            last_seen_resolution: Duration::from_secs(3600),
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,
@@ -274,6 +281,9 @@ pub(crate) fn validate(
             *slot = Duration::from_secs(v);
         }
     }
+    if let Some(v) = kafka.last_seen_resolution_secs {
+        s.last_seen_resolution = Duration::from_secs(v);
+    }
     for (k, v) in kafka.properties {
         let text = match v {
             toml::Value::String(s) => s,
@@ -323,6 +333,7 @@ mod tests {
             partitions = 6
             replication_factor = 3
             shutdown_timeout_secs = 5
+            last_seen_resolution_secs = 0
             [kafka.properties]
             "security.protocol" = "SASL_SSL"
             "fetch.wait.max.ms" = 100
@@ -338,6 +349,13 @@ mod tests {
         assert_eq!(s.brokers, "k1:9092,k2:9092");
         assert_eq!(s.changelog_for("b.reports"), "custody.state.b.reports");
         assert_eq!(s.properties["fetch.wait.max.ms"], "100");
+        assert_eq!(s.last_seen_resolution, std::time::Duration::ZERO);
+        assert_eq!(
+            crate::config::Config::default()
+                .service
+                .last_seen_resolution,
+            std::time::Duration::from_secs(3600)
+        );
         assert_eq!(
             s.ownership.as_deref(),
             Some(std::path::Path::new("/etc/custody/owners.toml"))

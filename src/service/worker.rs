@@ -799,10 +799,15 @@ impl Core {
             return;
         };
         let mut out = Output::default();
-        let touched = self
-            .engine
-            .scan_touched(state, &scan, report.findings, now, &mut out);
-        let records = changelog::records(state, &spec, &touched);
+        let touched = self.engine.scan_touched(
+            state,
+            &scan,
+            report.findings,
+            now,
+            &mut out,
+            self.settings.last_seen_resolution,
+        );
+        let records = changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
         let bytes = msg.len();
         self.emit(part, Some(&msg), out, records, held, bytes);
     }
@@ -824,7 +829,7 @@ impl Core {
             Ok(out) => {
                 self.metrics.message("decision");
                 let records =
-                    changelog::records(state, &spec, std::slice::from_ref(&d.fingerprint));
+                    changelog::records(state, &spec, std::slice::from_ref(&d.fingerprint), None);
                 let bytes = msg.len();
                 self.emit(part, Some(&msg), out, records, Vec::new(), bytes);
             }
@@ -1181,7 +1186,7 @@ impl Core {
         }
         let mut records = Vec::new();
         for (target, fps) in &by_target {
-            records.extend(changelog::records(state, target, fps));
+            records.extend(changelog::records(state, target, fps, None));
         }
         self.emit(part, None, out, records, Vec::new(), 0);
     }
