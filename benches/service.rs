@@ -4,7 +4,9 @@
 //! 1. throughput: custody's sustained processing rate over reports of
 //!    1 KB findings, against the raw consume rate of a plain rdkafka
 //!    consumer reading the same topic on the same broker, as a ratio
-//!    (target >= 0.5);
+//!    (target >= 0.5), for two workloads: every report a new target (each
+//!    finding opens), and targets scanned again and again (the steady
+//!    state; phase `rescans` alone);
 //! 2. latency: publish -> ticket event at half the maximum rate, p50/p99
 //!    (target p99 <= 250 ms);
 //! 3. restore: changelog records per second when a partition set is
@@ -109,12 +111,15 @@ fn send_record(p: &BaseProducer, mut rec: BaseRecord<'_, str, [u8]>) {
 }
 
 /// Reports topic filled with `per_partition` reports of `findings` 1 KB
-/// findings on each of `partitions` partitions, one target per report.
+/// findings on each of `partitions` partitions: with `rescans`, every
+/// report of a partition scans one target (the first opens its findings,
+/// the others find them unchanged); else each report its own target.
 fn fill_reports(
     cluster: &Cluster,
     config: &Config,
     per_partition: usize,
     findings: usize,
+    rescans: bool,
 ) -> (usize, usize) {
     let report = common::sarif_padded(findings, 400);
     let p = producer(&cluster.bootstrap_servers(), "none");
@@ -122,6 +127,7 @@ fn fill_reports(
     let mut n = 0;
     for part in 0..config.service.partitions {
         for i in 0..per_partition {
+            let i = if rescans { 0 } else { i };
             let target = format!("repo:github.com/acme/svc-{part}-{i}");
             send(&p, topic, part, &target, report.as_bytes());
             n += 1;
@@ -231,14 +237,36 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     msgs / secs
 }
 
-fn throughput() -> f64 {
-    eprintln!("== throughput: custody vs a plain consumer, 1 KB findings");
+/// Workload of the throughput phase.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    /// Every report the first scan of its target: each finding opens, so
+    /// each one is an event and a changelog record.
+    New,
+    /// Each partition's reports scan one target: the first opens its
+    /// findings, the next 17 find them unchanged (the steady state of a
+    /// service whose targets are scanned again and again).
+    Rescans,
+}
+
+fn throughput(workload: Workload) -> f64 {
+    let (name, tag) = match workload {
+        Workload::New => ("every report a new target", "tp"),
+        Workload::Rescans => ("one target per partition, rescanned", "tp-rescan"),
+    };
+    eprintln!("== throughput ({name}): custody vs a plain consumer, 1 KB findings");
     // 32 partitions of 18 reports (4 MB each, under the mock's cap): long
     // enough a run that one scheduling hiccup does not decide the figure.
     let partitions = 32;
-    let (cluster, config) = cluster_and_config(partitions, "tp");
+    let (cluster, config) = cluster_and_config(partitions, tag);
     let findings = 200;
-    let (n, bytes) = fill_reports(&cluster, &config, 18, findings);
+    let (n, bytes) = fill_reports(
+        &cluster,
+        &config,
+        18,
+        findings,
+        workload == Workload::Rescans,
+    );
     eprintln!(
         "  topic: {n} reports of {findings} findings, {:.1} MB over {partitions} partitions",
         bytes as f64 / 1e6
@@ -247,7 +275,7 @@ fn throughput() -> f64 {
     let custody = custody_consume(&config, n, findings);
     let ratio = custody / raw;
     println!(
-        "throughput: custody {custody:.1} reports/s ({:.0} findings/s), raw consume {raw:.1} reports/s; ratio {ratio:.3} (target >= 0.5)",
+        "throughput ({name}): custody {custody:.1} reports/s ({:.0} findings/s), raw consume {raw:.1} reports/s; ratio {ratio:.3} (target >= 0.5)",
         custody * findings as f64
     );
     custody
@@ -438,7 +466,10 @@ fn main() {
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut max_rate = 20.0;
     if want("throughput") || want("latency") {
-        max_rate = throughput();
+        max_rate = throughput(Workload::New);
+    }
+    if want("throughput") || want("rescans") {
+        throughput(Workload::Rescans);
     }
     if want("latency") {
         // CUSTODY_BENCH_LATENCY_RATE=<reports/s> measures at a given rate

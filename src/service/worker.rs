@@ -226,7 +226,9 @@ impl Incoming {
     }
 }
 
-type Decoded = Result<(Format, Report), DecodeError>;
+/// A decoded report and its scan id (the publisher's, or derived from the
+/// report's bytes on the decoding thread).
+type Decoded = Result<(Format, Report, String), DecodeError>;
 
 /// A message on its way to the state.
 enum Job {
@@ -234,7 +236,6 @@ enum Job {
     Decoding {
         msg: Incoming,
         meta: MessageMeta,
-        scan_id: String,
         /// In a mutex only so partitions can be stepped in parallel.
         rx: Mutex<Receiver<Decoded>>,
         /// Earlier chunks of the same scan: released with this one.
@@ -712,15 +713,11 @@ impl Core {
             match (job, decoded) {
                 (
                     Job::Decoding {
-                        msg,
-                        meta,
-                        scan_id,
-                        held,
-                        ..
+                        msg, meta, held, ..
                     },
                     Some(d),
                 ) => match d {
-                    Ok((format, report)) => {
+                    Ok((format, report, scan_id)) => {
                         self.apply_scan(part, msg, meta, scan_id, format, report, held)
                     }
                     Err(e) => {
@@ -1320,33 +1317,29 @@ fn classify(
         for p in buf.parts.into_iter().flatten() {
             whole.extend_from_slice(&p);
         }
-        return spawn_decode(msg, meta, scan_id, Arc::from(whole), buf.acks, ctx);
+        return spawn_decode(msg, meta, Some(scan_id), Arc::from(whole), buf.acks, ctx);
     }
     match meta::unwrap_envelope(payload, &meta) {
         Ok(Some((m, report))) => {
             let bytes: Arc<[u8]> = Arc::from(report);
-            let scan_id = m
-                .scan_id
-                .clone()
-                .unwrap_or_else(|| ScanMeta::content_id(&bytes));
+            let scan_id = m.scan_id.clone();
             spawn_decode(msg, m, scan_id, bytes, Vec::new(), ctx)
         }
         Ok(None) => {
             let bytes = Arc::clone(&shared);
-            let scan_id = meta
-                .scan_id
-                .clone()
-                .unwrap_or_else(|| ScanMeta::content_id(&bytes));
+            let scan_id = meta.scan_id.clone();
             spawn_decode(msg, meta, scan_id, bytes, Vec::new(), ctx)
         }
         Err(e) => poison(msg, "bad_envelope", e.to_string()),
     }
 }
 
+/// Decodes a report on the rayon pool; a scan id the publisher did not give
+/// is derived from the report's bytes there too, off the consumer thread.
 fn spawn_decode(
     msg: Incoming,
     meta: MessageMeta,
-    scan_id: String,
+    scan_id: Option<String>,
     bytes: Arc<[u8]>,
     held: Vec<Arc<Ack>>,
     ctx: &normalize::DecodeContext,
@@ -1355,13 +1348,15 @@ fn spawn_decode(
     let format = meta.format;
     let ctx = ctx.clone();
     rayon::spawn(move || {
-        let r = normalize::decode(&bytes, format, &ctx);
+        let r = normalize::decode(&bytes, format, &ctx).map(|(format, report)| {
+            let scan_id = scan_id.unwrap_or_else(|| ScanMeta::content_id(&bytes));
+            (format, report, scan_id)
+        });
         let _ = tx.send(r);
     });
     Job::Decoding {
         msg,
         meta,
-        scan_id,
         rx: Mutex::new(rx),
         held,
     }
@@ -1767,6 +1762,11 @@ impl Worker {
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("statistics.interval.ms", "5000"),
+            // librdkafka stops fetching for this long (1 s by default) once
+            // its queue holds queued.max.messages.kbytes; custody drains
+            // that queue at every turn of its loop and bounds what it holds
+            // itself (max_in_flight_*), so a long pause only idles it.
+            ("fetch.queue.backoff.ms", "10"),
         ] {
             // enable.auto.offset.store must stay false: offsets are stored
             // only after acknowledgement.
