@@ -178,16 +178,19 @@ fn service_step(c: &mut Criterion) {
             &touched.findings,
             Some(&touched.tickets),
         );
-        let events: usize = out
-            .findings
-            .iter()
-            .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len()))
-            .chain(
-                out.tickets
-                    .iter()
-                    .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())),
-            )
-            .sum();
+        // As the service does: one buffer for every event payload.
+        let mut payload = Vec::with_capacity(4096);
+        let mut events = 0;
+        for e in &out.findings {
+            payload.clear();
+            let _ = serde_json::to_writer(&mut payload, e);
+            events += payload.len();
+        }
+        for e in &out.tickets {
+            payload.clear();
+            let _ = serde_json::to_writer(&mut payload, e);
+            events += payload.len();
+        }
         records.len() + events
     };
     let mut g = c.benchmark_group("service-step");

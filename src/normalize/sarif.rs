@@ -703,6 +703,8 @@ fn complete_paths(
 struct RuleMeta {
     title: Option<Arc<str>>,
     help_uri: Option<Arc<str>>,
+    /// CWE ids from the rule's properties.
+    cwe: Vec<String>,
 }
 
 impl RuleMeta {
@@ -715,6 +717,7 @@ impl RuleMeta {
                 .or(r.name.as_deref())
                 .map(|t| t.trim().into()),
             help_uri: r.help_uri.as_deref().map(Into::into),
+            cwe: cwes(None, r.properties.as_ref()),
         }
     }
 }
@@ -752,7 +755,19 @@ fn to_finding<'r>(
     let mut f = Finding::new(scanner, category, rule_id, severity, message);
     f.title = meta.and_then(|m| m.title.clone());
     f.help_uri = meta.and_then(|m| m.help_uri.clone());
-    f.cwe = cwes(props, rprops);
+    f.cwe = match meta {
+        // The rule's ids were read once; the result's own come first.
+        Some(m) => {
+            let mut ids = cwes(props, None);
+            for id in &m.cwe {
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+            ids
+        }
+        None => cwes(props, rprops),
+    };
 
     let phys = res
         .locations
@@ -927,14 +942,15 @@ fn message_text(m: Option<&Message<'_>>, rule: Option<&Rule<'_>>) -> Option<Stri
 fn cwes(props: Option<&Properties<'_>>, rprops: Option<&Properties<'_>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |raw: &str| {
-        let lower = raw.trim().to_ascii_lowercase();
-        let tail = lower.rsplit('/').next().unwrap_or(&lower);
-        if let Some(num) = tail
-            .strip_prefix("cwe-")
-            .or_else(|| tail.strip_prefix("cwe:"))
-        {
-            let digits: String = num.chars().take_while(char::is_ascii_digit).collect();
-            if let Ok(n) = digits.parse::<u32>() {
+        let raw = raw.trim();
+        let tail = raw.rsplit('/').next().unwrap_or(raw);
+        let cwe = tail
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("cwe-") || p.eq_ignore_ascii_case("cwe:"));
+        if cwe.is_some() {
+            let num = &tail[4..];
+            let len = num.bytes().take_while(u8::is_ascii_digit).count();
+            if let Ok(n) = num[..len].parse::<u32>() {
                 let id = format!("CWE-{n}");
                 if !out.contains(&id) {
                     out.push(id);

@@ -44,20 +44,19 @@ pub fn records(
     };
     let mut out =
         Vec::with_capacity(fingerprints.len() + tickets.map_or(ts.tickets.len(), <[_]>::len));
+    let mut buf = Vec::with_capacity(4096);
     for fp in fingerprints {
-        let value = ts
-            .findings
-            .get(fp)
-            .and_then(|rec| serde_json::to_vec(rec).ok());
+        let value = ts.findings.get(fp).and_then(|rec| json(&mut buf, rec));
         out.push(Record {
             key: key(b'f', target, fp),
             value,
         });
     }
     let mut ticket = |k: &str, rec: &TicketRecord| {
+        let value = json(&mut buf, rec);
         out.push(Record {
             key: key(b't', target, k),
-            value: serde_json::to_vec(rec).ok(),
+            value,
         });
     };
     match tickets {
@@ -68,6 +67,14 @@ pub fn records(
         None => ts.tickets.iter().for_each(|(k, rec)| ticket(k, rec)),
     }
     out
+}
+
+/// `value` as JSON, written into `buf` (cleared first) and copied out at
+/// its size: cheaper than growing a new vector from empty for every record.
+pub fn json(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<Vec<u8>> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, value).ok()?;
+    Some(buf.as_slice().to_vec())
 }
 
 /// Why a changelog record could not be restored.

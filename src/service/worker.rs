@@ -847,23 +847,27 @@ impl Core {
         let ack = Arc::new(Ack::default());
         // A guard, so the count cannot reach zero while records are sent.
         ack.add(1);
+        // One buffer for every payload: librdkafka copies what it is given.
+        let mut payload = Vec::with_capacity(4096);
+        let topic = &self.settings.findings_topic;
         for e in &out.findings {
             self.metrics.finding_event(e);
-            if let Ok(payload) = serde_json::to_vec(e) {
-                let topic = self.settings.findings_topic.clone();
+            payload.clear();
+            if serde_json::to_writer(&mut payload, e).is_ok() {
                 self.send(
-                    &topic,
+                    topic,
                     None,
                     e.fingerprint.as_bytes(),
                     Some(&payload),
                     None,
                     &ack,
                 );
-                self.metrics.event("finding", &topic);
+                self.metrics.event("finding", topic);
             }
         }
         for e in &out.tickets {
-            if let Ok(payload) = serde_json::to_vec(e) {
+            payload.clear();
+            if serde_json::to_writer(&mut payload, e).is_ok() {
                 self.send(
                     &e.route,
                     None,
