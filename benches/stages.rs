@@ -12,10 +12,6 @@ use custody::model::{Finding, ScanMeta, Target};
 use custody::normalize::{DecodeContext, Format};
 use std::path::Path;
 
-/// The allocator the `custody` binary uses, so figures are the binary's.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn corpus(rel: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/corpus/scans")

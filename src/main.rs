@@ -4,12 +4,6 @@ use clap::Parser;
 use custody::cli::{Cli, Command, OwnersCommand};
 use std::process::ExitCode;
 
-/// mimalloc: decoding allocates many short strings on several threads at
-/// once, where it is measurably faster than the system allocator (the
-/// `stages` bench).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
