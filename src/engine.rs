@@ -121,12 +121,48 @@ impl Engine {
     /// for those whose team changed, and the ticket events that follow.
     pub fn reattribute(&self, state: &mut State, now: DateTime<Utc>) -> Output {
         self.each_target(state, now, |ts, target| {
-            lifecycle::reattribute(ts, |f| {
-                let a = self.attribute.attribute(target, f);
-                let key = ticket::ticket_key(a.team.as_deref(), target, f.group_id());
-                (a, key)
-            })
+            lifecycle::reattribute(ts, |f| self.decide_owner(target, f), None)
         })
+    }
+
+    /// Re-attributes the open and accepted findings of one target, handing
+    /// events to `sink`, and returns the records changed: reassigned
+    /// findings, findings whose explanation changed, and the tickets
+    /// touched. A service runs this on every target it restores, so an
+    /// ownership change made while it was down (or while another instance
+    /// held the partition) takes effect without waiting for a rescan.
+    pub fn reattribute_target(
+        &self,
+        state: &mut State,
+        target: &Target,
+        now: DateTime<Utc>,
+        sink: &mut dyn Sink,
+    ) -> Touched {
+        let Some(ts) = state.targets.get_mut(&target.to_string()) else {
+            return Touched::default();
+        };
+        let mut findings = Vec::new();
+        let transitions =
+            lifecycle::reattribute(ts, |f| self.decide_owner(target, f), Some(&mut findings));
+        findings.extend(transitions.iter().map(|t| t.fingerprint.clone()));
+        findings.sort_unstable();
+        findings.dedup();
+        let tickets = if transitions.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.finish(state, target, transitions, now, None, sink)
+        };
+        Touched {
+            findings,
+            tickets: tickets.into_iter().collect(),
+        }
+    }
+
+    /// A finding's attribution and ticket key under the current ownership.
+    fn decide_owner(&self, target: &Target, f: &Finding) -> (Arc<Attribution>, String) {
+        let a = self.attribute.attribute(target, f);
+        let key = ticket::ticket_key(a.team.as_deref(), target, f.group_id());
+        (a, key)
     }
 
     /// Runs `step` over every target's state and finishes its transitions

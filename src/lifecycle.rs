@@ -640,10 +640,12 @@ fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mu
 /// Re-runs attribution over the open and accepted findings of a target
 /// (after the ownership configuration changed): a finding whose team
 /// changes is `reassigned` and moves to its new ticket; a changed
-/// explanation with the same team is recorded silently.
+/// explanation with the same team is recorded silently. With `changed`,
+/// the fingerprints of every record it changed are listed there.
 pub fn reattribute(
     ts: &mut TargetState,
     decide: impl Fn(&Finding) -> (Arc<Attribution>, String),
+    mut changed: Option<&mut Vec<String>>,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     for (fp, rec) in ts.findings.iter_mut() {
@@ -651,6 +653,11 @@ pub fn reattribute(
             continue;
         }
         let (attribution, ticket_key) = decide(&rec.finding);
+        if !Arc::ptr_eq(&rec.attribution, &attribution) && rec.attribution != attribution {
+            if let Some(c) = changed.as_deref_mut() {
+                c.push(fp.clone());
+            }
+        }
         if attribution.team == rec.team {
             rec.attribution = attribution;
             continue;

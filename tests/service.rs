@@ -275,6 +275,122 @@ fn restart_restores_state_from_the_changelog() {
     assert_eq!(h.committed(), 3);
 }
 
+/// The ownership example in a folder of its own, with `iostream.py` owned
+/// by `owner`.
+fn ownership_dir(owner: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("tests/fixtures/ownership").unwrap() {
+        let path = entry.unwrap().path();
+        let to = dir.path().join(path.file_name().unwrap());
+        std::fs::copy(&path, &to).unwrap();
+    }
+    let co = dir.path().join("tornado.CODEOWNERS");
+    let text = std::fs::read_to_string(&co).unwrap();
+    let line = "/tornado/iostream.py    @acme/networking";
+    assert!(
+        text.contains(line),
+        "the example still names iostream.py's owner"
+    );
+    std::fs::write(
+        &co,
+        text.replace(line, &format!("/tornado/iostream.py    {owner}")),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn ownership_changed_while_down_reassigns_the_restored_state() {
+    let h = Harness::new(3);
+    let (old, _) = old_new("bandit");
+    let start = |dir: &tempfile::TempDir| {
+        let own = Reloadable::load(&dir.path().join("owners.toml")).unwrap();
+        Service::start(&h.config, Some(Arc::new(own))).expect("service starts")
+    };
+    let networking = ownership_dir("@acme/networking");
+    let service = start(&networking);
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    let first = h.findings();
+    let moving: HashSet<String> = first
+        .iter()
+        .filter(|e| {
+            e.location
+                .as_ref()
+                .is_some_and(|l| l.path == "tornado/iostream.py")
+        })
+        .map(|e| e.fingerprint.clone())
+        .collect();
+    assert!(!moving.is_empty(), "bandit reports findings in iostream.py");
+    assert!(first
+        .iter()
+        .filter(|e| moving.contains(&e.fingerprint))
+        .all(|e| e.team.as_deref() == Some("networking")));
+
+    // iostream.py now belongs to qa. Nothing is published: the restored
+    // state is re-attributed as it is decoded.
+    let qa = ownership_dir("@acme/qa");
+    let service = start(&qa);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Events of every partition of the findings topic, in partition order:
+    // the new ones are told apart by id.
+    let seen: HashSet<String> = first.iter().map(|e| e.event_id.clone()).collect();
+    let reassigned = loop {
+        let r: Vec<FindingEvent> = h
+            .findings()
+            .into_iter()
+            .filter(|e| !seen.contains(&e.event_id))
+            .collect();
+        if r.len() >= moving.len() {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} reassigned",
+            r.len(),
+            moving.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        reassigned.len(),
+        moving.len(),
+        "only iostream.py's findings move"
+    );
+    for e in &reassigned {
+        assert_eq!(e.event, FindingEventKind::Reassigned);
+        assert!(moving.contains(&e.fingerprint));
+        assert_eq!(e.team.as_deref(), Some("qa"));
+        assert_eq!(e.previous_team.as_deref(), Some("networking"));
+        assert_eq!(
+            e.attribution
+                .file
+                .as_deref()
+                .map(|f| f.ends_with("tornado.CODEOWNERS")),
+            Some(true)
+        );
+    }
+    let tickets = h.tickets();
+    assert!(tickets
+        .iter()
+        .any(|t| t.team.as_deref() == Some("qa") && t.event == TicketEventKind::Opened));
+    // Wait for the changelog to hold the change: the state counts qa's
+    // findings, and the events' records are written once they are acked.
+    std::thread::sleep(Duration::from_secs(2));
+    service.stop().unwrap();
+
+    // Restarted again under the same ownership, then rescanned: the
+    // reassignment was kept in the changelog, so nothing moves again and
+    // the rescan is quiet.
+    let service = start(&qa);
+    let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    service.stop().unwrap();
+    assert_eq!(h.findings().len(), first.len() + moving.len());
+    assert_eq!(h.tickets().len(), tickets.len());
+}
+
 #[test]
 fn poison_messages_are_dead_lettered_while_good_ones_flow() {
     let h = Harness::new(1);

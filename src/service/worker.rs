@@ -501,7 +501,31 @@ impl Core {
             }
         }
         part.state = Some(r.finish());
+        // The ownership in force may not be the one the state was written
+        // under (changed while custody was down, or by the instance that
+        // held the partition before).
+        self.reattribute_target(part, target, Utc::now());
         Ok(())
+    }
+
+    /// Re-attributes one target of a partition under the ownership in
+    /// force: `reassigned` events for findings whose team changed, and
+    /// changelog records for every record that changed, silent changes of
+    /// explanation included.
+    fn reattribute_target(&self, part: &mut Part, spec: &str, now: DateTime<Utc>) {
+        let (Some(state), Ok(target)) = (part.state.as_mut(), spec.parse::<crate::model::Target>())
+        else {
+            return;
+        };
+        let mut out = Output::default();
+        let touched = self
+            .engine
+            .reattribute_target(state, &target, now, &mut out);
+        if touched.findings.is_empty() && touched.tickets.is_empty() {
+            return;
+        }
+        let records = changelog::records(state, spec, &touched.findings, Some(&touched.tickets));
+        self.emit(part, None, out, records, Vec::new(), 0);
     }
 
     /// Decodes every restored record of a partition.
@@ -1145,7 +1169,24 @@ impl Core {
 
     /// Re-attributes every restored partition after an ownership reload.
     fn reattribute(&mut self, now: DateTime<Utc>) {
-        self.every_state(|engine, state| engine.reattribute(state, now));
+        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+        for tp in keys {
+            let Some(mut part) = self.parts.remove(&tp) else {
+                continue;
+            };
+            if let Err(e) = self.materialize_all(&mut part) {
+                self.fail(e);
+            }
+            let targets: Vec<String> = part
+                .state
+                .as_ref()
+                .map(|s| s.targets.keys().cloned().collect())
+                .unwrap_or_default();
+            for spec in &targets {
+                self.reattribute_target(&mut part, spec, now);
+            }
+            self.parts.insert(tp, part);
+        }
     }
 
     /// Runs a step no message caused over every restored partition's whole
