@@ -93,8 +93,8 @@ fn fingerprinting(c: &mut Criterion) {
     g.finish();
 }
 
-fn lifecycle(c: &mut Criterion) {
-    let engine = Engine::new(&Config::default());
+/// The target, clock and complete Bandit scan the lifecycle benches use.
+fn bench_scan() -> (Target, chrono::DateTime<Utc>, ScanMeta) {
     let target: Target = "repo:github.com/acme/bench"
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -107,6 +107,12 @@ fn lifecycle(c: &mut Criterion) {
         complete: true,
         coverage: [("bandit".to_string(), custody::model::Category::Sast)].into(),
     };
+    (target, now, meta)
+}
+
+fn lifecycle(c: &mut Criterion) {
+    let engine = Engine::new(&Config::default());
+    let (_, now, meta) = bench_scan();
     let mut g = c.benchmark_group("lifecycle");
     for n in [1_000usize, 10_000] {
         let fs = findings(n);
@@ -144,19 +150,8 @@ fn service_step(c: &mut Criterion) {
     let engine = Engine::new(&Config::default());
     let ctx = DecodeContext::default();
     let bytes = common::sarif_padded(200, 400).into_bytes();
-    let target: Target = "repo:github.com/acme/bench"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (target, now, meta) = bench_scan();
     let spec = target.to_string();
-    let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let meta = ScanMeta {
-        scan_id: "bench".into(),
-        target: target.clone(),
-        commit: None,
-        git_ref: None,
-        complete: true,
-        coverage: [("bandit".to_string(), custody::model::Category::Sast)].into(),
-    };
     let step = |state: &mut State| {
         let report = Format::Sarif.decode(&bytes, &ctx).expect("decode");
         let mut out = custody::engine::Output::default();

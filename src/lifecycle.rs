@@ -257,8 +257,8 @@ fn push(
     });
 }
 
-/// What a state changelog needs to know of a scan besides its
-/// transitions: the records it changed silently.
+/// What a state changelog needs to know of a scan: every record it
+/// changed, including changes no transition tells of.
 #[derive(Debug, Default)]
 pub struct Changes {
     /// `last_seen` is written once per period of this many milliseconds
@@ -284,8 +284,8 @@ impl Changes {
 
 /// Applies one scan of a target: opens, updates, reopens and reassigns what
 /// it reports, then, if the scan is complete, resolves what it covers and
-/// did not report. With `changes`, the records changed without a
-/// transition are listed there.
+/// did not report. With `changes`, the known records it changed are listed
+/// there.
 pub fn apply_scan(
     ts: &mut TargetState,
     scan: &ScanMeta,
@@ -343,10 +343,10 @@ pub fn apply_scan(
             let evidence = evidence_hash(&finding);
             // An empty hash means "not known" (the primary scanner changed).
             evidence_changed = !rec.evidence.is_empty() && evidence != rec.evidence;
-            silent |= evidence != rec.evidence;
-            rec.evidence = evidence;
             let finding = stored(finding);
-            silent |= finding != rec.finding;
+            // Compared only when someone asks what changed.
+            silent |= changes.is_some() && (evidence != rec.evidence || finding != rec.finding);
+            rec.evidence = evidence;
             rec.finding = finding;
         }
         silent |= rec.sources.insert(scanner, sev);

@@ -635,76 +635,39 @@ fn a_rescan_writes_nothing_until_last_seen_enters_a_new_hour() {
             .collect()
     };
     let mut state = State::new();
-    let mut out = Output::default();
     let at = t0() + Duration::minutes(5);
-    let first = engine.scan_touched(&mut state, &sast, findings(0), at, &mut out, hour);
-    assert_eq!((first.findings.len(), first.tickets.len()), (6, 2));
+    // One scan `minutes` after the first: its events' kinds and the counts
+    // of finding and ticket records it touched.
+    let mut scan = |fs: Vec<Finding>, minutes: i64, resolution| {
+        let mut out = Output::default();
+        let at = at + Duration::minutes(minutes);
+        let t = engine.scan_touched(&mut state, &sast, fs, at, &mut out, resolution);
+        (kinds(&out), (t.findings.len(), t.tickets.len()))
+    };
+    let quiet = (vec![], vec![]);
+    assert_eq!(scan(findings(0), 0, hour).1, (6, 2));
     // The same scan 50 minutes later, same hour: no events, no records.
-    let mut out = Output::default();
-    let again = engine.scan_touched(
-        &mut state,
-        &sast,
-        findings(0),
-        at + Duration::minutes(50),
-        &mut out,
-        hour,
-    );
-    assert_eq!(kinds(&out), (vec![], vec![]));
-    assert_eq!(again, custody::engine::Touched::default());
+    assert_eq!(scan(findings(0), 50, hour), (quiet.clone(), (0, 0)));
     // Code moved down two lines: no events, but the stored locations
     // changed, so every finding's record is written; no ticket changed.
-    let mut out = Output::default();
-    let moved = engine.scan_touched(
-        &mut state,
-        &sast,
-        findings(2),
-        at + Duration::minutes(52),
-        &mut out,
-        hour,
-    );
-    assert_eq!(kinds(&out), (vec![], vec![]));
-    assert_eq!((moved.findings.len(), moved.tickets.len()), (6, 0));
+    assert_eq!(scan(findings(2), 52, hour), (quiet.clone(), (6, 0)));
     // The next hour: last_seen is written once more.
-    let mut out = Output::default();
-    let next = engine.scan_touched(
-        &mut state,
-        &sast,
-        findings(2),
-        at + Duration::minutes(60),
-        &mut out,
-        hour,
-    );
-    assert_eq!((next.findings.len(), next.tickets.len()), (6, 0));
-    let recs = changelog::records(
-        &state,
-        &target().to_string(),
-        &next.findings,
-        Some(&next.tickets),
-    );
-    assert_eq!(recs.len(), 6);
+    assert_eq!(scan(findings(2), 60, hour), (quiet.clone(), (6, 0)));
     // With resolution zero every rescan writes every finding it reports.
-    let mut out = Output::default();
-    let every = engine.scan_touched(
-        &mut state,
-        &sast,
-        findings(2),
-        at + Duration::minutes(61),
-        &mut out,
-        std::time::Duration::ZERO,
-    );
-    assert_eq!(every.findings.len(), 6);
+    let zero = std::time::Duration::ZERO;
+    assert_eq!(scan(findings(2), 61, zero), (quiet, (6, 0)));
     // One finding gone from a complete scan: it and its ticket are written.
-    let mut out = Output::default();
     let mut fewer = findings(2);
     fewer.pop();
-    let gone = engine.scan_touched(
-        &mut state,
-        &sast,
-        fewer,
-        at + Duration::minutes(62),
-        &mut out,
-        hour,
+    assert_eq!(
+        scan(fewer, 62, hour),
+        ((vec![F::Resolved], vec![T::Updated]), (1, 1))
     );
-    assert_eq!(kinds(&out), (vec![F::Resolved], vec![T::Updated]));
-    assert_eq!((gone.findings.len(), gone.tickets.len()), (1, 1));
+    // The records written are those named.
+    let spec = target().to_string();
+    let fp = state.targets[&spec].findings.keys().next().unwrap().clone();
+    let key = state.targets[&spec].tickets.keys().next().unwrap().clone();
+    let recs = changelog::records(&state, &spec, &[fp], Some(&[key]));
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.value.is_some()));
 }

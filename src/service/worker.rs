@@ -1164,34 +1164,31 @@ impl Core {
 
     /// Advances the SLA clock over every restored partition.
     fn tick(&mut self, now: DateTime<Utc>) {
-        self.every_state(|engine, state| engine.tick(state, now));
+        self.each_part(|core, part| {
+            if let Some(state) = part.state.as_mut() {
+                let out = core.engine.tick(state, now);
+                core.emit_step(part, out);
+            }
+        });
     }
 
     /// Re-attributes every restored partition after an ownership reload.
     fn reattribute(&mut self, now: DateTime<Utc>) {
-        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
-        for tp in keys {
-            let Some(mut part) = self.parts.remove(&tp) else {
-                continue;
-            };
-            if let Err(e) = self.materialize_all(&mut part) {
-                self.fail(e);
-            }
+        self.each_part(|core, part| {
             let targets: Vec<String> = part
                 .state
                 .as_ref()
                 .map(|s| s.targets.keys().cloned().collect())
                 .unwrap_or_default();
             for spec in &targets {
-                self.reattribute_target(&mut part, spec, now);
+                core.reattribute_target(part, spec, now);
             }
-            self.parts.insert(tp, part);
-        }
+        });
     }
 
-    /// Runs a step no message caused over every restored partition's whole
-    /// state, and emits its events.
-    fn every_state(&mut self, step: impl Fn(&Engine, &mut State) -> Output) {
+    /// Runs a step no message caused over every partition, its restored
+    /// records all decoded first.
+    fn each_part(&mut self, mut step: impl FnMut(&Core, &mut Part)) {
         let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
         for tp in keys {
             let Some(mut part) = self.parts.remove(&tp) else {
@@ -1200,10 +1197,7 @@ impl Core {
             if let Err(e) = self.materialize_all(&mut part) {
                 self.fail(e);
             }
-            if let Some(state) = part.state.as_mut() {
-                let out = step(&self.engine, state);
-                self.emit_step(&mut part, out);
-            }
+            step(self, &mut part);
             self.parts.insert(tp, part);
         }
     }
