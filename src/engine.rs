@@ -266,7 +266,6 @@ impl Engine {
         // the state built from them are not both held in full.
         findings.reverse();
         fps.reverse();
-        let attribute = &self.attribute;
         let observed = std::iter::from_fn(move || {
             let finding = findings.pop()?;
             let fingerprint = fps.pop()?;
@@ -274,9 +273,7 @@ impl Engine {
                 findings.shrink_to_fit();
                 fps.shrink_to_fit();
             }
-            let attribution = attribute.attribute(target, &finding);
-            let ticket_key =
-                ticket::ticket_key(attribution.team.as_deref(), target, finding.group_id());
+            let (attribution, ticket_key) = self.decide_owner(target, &finding);
             Some(Observation {
                 fingerprint,
                 finding,
