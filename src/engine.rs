@@ -120,9 +120,16 @@ impl Engine {
     /// Re-attributes every open and accepted finding: `reassigned` events
     /// for those whose team changed, and the ticket events that follow.
     pub fn reattribute(&self, state: &mut State, now: DateTime<Utc>) -> Output {
-        self.each_target(state, now, |ts, target| {
-            lifecycle::reattribute(ts, |f| self.decide_owner(target, f), None)
-        })
+        let mut out = Output::default();
+        let targets: Vec<Target> = state
+            .targets
+            .keys()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        for target in &targets {
+            self.reattribute_target(state, target, now, &mut out);
+        }
+        out
     }
 
     /// Re-attributes the open and accepted findings of one target, handing

@@ -717,7 +717,7 @@ impl RuleMeta {
                 .or(r.name.as_deref())
                 .map(|t| t.trim().into()),
             help_uri: r.help_uri.as_deref().map(Into::into),
-            cwe: cwes(None, r.properties.as_ref()),
+            cwe: cwes(r.properties.as_ref()),
         }
     }
 }
@@ -755,19 +755,13 @@ fn to_finding<'r>(
     let mut f = Finding::new(scanner, category, rule_id, severity, message);
     f.title = meta.and_then(|m| m.title.clone());
     f.help_uri = meta.and_then(|m| m.help_uri.clone());
-    f.cwe = match meta {
-        // The rule's ids were read once; the result's own come first.
-        Some(m) => {
-            let mut ids = cwes(props, None);
-            for id in &m.cwe {
-                if !ids.contains(id) {
-                    ids.push(id.clone());
-                }
-            }
-            ids
+    // The result's own CWE ids, then its rule's (read once per rule).
+    f.cwe = cwes(props);
+    for id in meta.map_or(&[][..], |m| m.cwe.as_slice()) {
+        if !f.cwe.contains(id) {
+            f.cwe.push(id.clone());
         }
-        None => cwes(props, rprops),
-    };
+    }
 
     let phys = res
         .locations
@@ -939,7 +933,7 @@ fn message_text(m: Option<&Message<'_>>, rule: Option<&Rule<'_>>) -> Option<Stri
 }
 
 /// CWE ids from a `cwe` property or CodeQL-style tags (`external/cwe/cwe-079`).
-fn cwes(props: Option<&Properties<'_>>, rprops: Option<&Properties<'_>>) -> Vec<String> {
+fn cwes(props: Option<&Properties<'_>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |raw: &str| {
         let raw = raw.trim();
@@ -958,7 +952,7 @@ fn cwes(props: Option<&Properties<'_>>, rprops: Option<&Properties<'_>>) -> Vec<
             }
         }
     };
-    for p in [props, rprops].into_iter().flatten() {
+    if let Some(p) = props {
         match &p.cwe {
             Some(OneOrMany::One(s)) => {
                 if let Some(s) = s.as_str() {

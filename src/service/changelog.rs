@@ -71,7 +71,7 @@ pub fn records(
 
 /// `value` as JSON, written into `buf` (cleared first) and copied out at
 /// its size: cheaper than growing a new vector from empty for every record.
-pub fn json(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<Vec<u8>> {
+fn json(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<Vec<u8>> {
     buf.clear();
     serde_json::to_writer(&mut *buf, value).ok()?;
     Some(buf.as_slice().to_vec())
