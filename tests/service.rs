@@ -34,6 +34,12 @@ impl Harness {
         config.service.replication_factor = 1;
         config.service.group_id = "custody-test".into();
         config.service.shutdown_timeout = Duration::from_secs(10);
+        // The mock coordinator holds a restarted member's JoinGroup until
+        // the session timeout of the member that left (45 s by default).
+        config
+            .service
+            .properties
+            .insert("session.timeout.ms".into(), "6000".into());
         create_mock_topics(&cluster, &config).expect("topics");
         Harness { cluster, config }
     }
@@ -133,11 +139,32 @@ impl Harness {
 pub fn wait_done(service: &Service, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while service.health.done_messages.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} messages processed",
-            service.health.done_messages.load(Ordering::Relaxed)
-        );
+        if Instant::now() >= deadline {
+            // Where the missing messages are: not consumed (lag, paused
+            // partitions), consumed but not applied, or applied and waiting
+            // for acknowledgements (messages consumed vs events produced).
+            let text = service.metrics.render();
+            let said: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && [
+                            "custody_messages_consumed_total",
+                            "custody_partitions_",
+                            "custody_consumer_lag",
+                            "custody_events_produced_total",
+                            "custody_dead_lettered_total",
+                        ]
+                        .iter()
+                        .any(|m| l.starts_with(m))
+                })
+                .collect();
+            panic!(
+                "only {} of {n} messages processed; the service's metrics:\n{}",
+                service.health.done_messages.load(Ordering::Relaxed),
+                said.join("\n")
+            );
+        }
         assert!(!service.finished(), "service stopped early");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -548,6 +575,43 @@ fn backpressure_pauses_without_losing_messages() {
     assert_eq!(count(&events, FindingEventKind::Reopened), 17 * 4 + 14 * 4);
     service.stop().unwrap();
     assert_eq!(h.committed(), 10);
+}
+
+/// Chunks held for a scan's missing chunks are not work in flight: limits
+/// far below one scan's chunks neither stall the scan (the missing chunks
+/// come after the partition would pause) nor keep the partition paused
+/// once the scan is applied.
+#[test]
+fn chunked_scans_larger_than_the_in_flight_limits_complete() {
+    let mut h = Harness::new(1);
+    h.config.service.max_in_flight_messages = 2;
+    h.config.service.max_in_flight_bytes = 30_000;
+    let service = h.start();
+    let (old, new) = old_new("bandit");
+    // 381 KB in 20 KB chunks: 20 messages, ten times the message limit.
+    let first = h.publish(TORNADO, "bandit", &old, 20_000);
+    let second = h.publish(TORNADO, "bandit", &new, 20_000);
+    assert!(first >= 10 && second >= 10, "{first} and {second} chunks");
+    // A whole report after them, in an envelope.
+    let report = std::fs::read(&old).unwrap();
+    let mut env = br#"{"custody_envelope": 1, "target": "repo:github.com/other/tornado", "scanner": "bandit", "report": "#.to_vec();
+    env.extend_from_slice(&report);
+    env.extend_from_slice(b"}");
+    h.send_raw(Some("repo:github.com/other/tornado"), &[], &env);
+    wait_done(&service, first + second + 1);
+    let events = h.findings();
+    let tornado: Vec<FindingEvent> = events
+        .iter()
+        .filter(|e| e.target.to_string() == TORNADO)
+        .cloned()
+        .collect();
+    assert_eq!(count(&tornado, FindingEventKind::Opened), 272 + 14);
+    assert_eq!(count(&tornado, FindingEventKind::Resolved), 17);
+    assert_eq!(events.len() - tornado.len(), 272);
+    let text = service.metrics.render();
+    assert!(!text.contains("custody_dead_lettered_total{"), "{text}");
+    service.stop().unwrap();
+    assert_eq!(h.committed(), (first + second + 1) as i64);
 }
 
 #[test]

@@ -762,6 +762,7 @@ impl Core {
                 (Job::Decision { msg, decision }, _) => self.apply_decision(part, msg, &decision),
                 (Job::Held { msg, ack }, _) => {
                     self.metrics.message("chunk");
+                    let bytes = msg.len();
                     part.pending.push_back(Pending {
                         offset: Some(msg.offset),
                         timestamp: msg.timestamp,
@@ -770,7 +771,7 @@ impl Core {
                         changelog_ack: ack,
                         held: Vec::new(),
                         hold: true,
-                        bytes: 0,
+                        bytes,
                     });
                 }
                 (Job::Decoding { .. }, None) => {}
@@ -1146,11 +1147,25 @@ impl Core {
         }
     }
 
+    /// Pauses a partition whose work in flight reaches the limits, resumes
+    /// it at half of them. Chunks held for a scan still missing chunks are
+    /// not work: pausing for them would keep out the chunks they wait for.
+    /// They have their own bound, the larger of `max_in_flight_bytes` and
+    /// the largest report accepted; beyond it the partition pauses until
+    /// the chunk timeout dead-letters the oldest incomplete scan.
     fn backpressure(&self, consumer: &Cons, part: &mut Part) {
         let max_msgs = self.settings.max_in_flight_messages;
         let max_bytes = self.settings.max_in_flight_bytes;
-        let over = part.in_flight() >= max_msgs || part.bytes >= max_bytes;
-        let under = part.in_flight() <= max_msgs / 2 && part.bytes <= max_bytes / 2;
+        let (held_msgs, held_bytes) = part
+            .chunks
+            .values()
+            .fold((0, 0), |(m, b), c| (m + c.acks.len(), b + c.bytes));
+        let msgs = part.in_flight().saturating_sub(held_msgs);
+        let bytes = part.bytes.saturating_sub(held_bytes);
+        let held_limit =
+            max_bytes.max(usize::try_from(self.max_report_bytes).unwrap_or(usize::MAX));
+        let over = msgs >= max_msgs || bytes >= max_bytes || held_bytes >= held_limit;
+        let under = msgs <= max_msgs / 2 && bytes <= max_bytes / 2 && held_bytes < held_limit;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&part.topic, part.partition);
         if over && !part.paused {
