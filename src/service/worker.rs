@@ -701,14 +701,16 @@ impl Core {
             for tp in &keys {
                 self.step_partition(consumer, tp, false);
             }
-            return;
+        } else {
+            let mut parts: Vec<((String, i32), Part)> = self.parts.drain().collect();
+            let this = &*self;
+            parts
+                .par_iter_mut()
+                .for_each(|(_, part)| this.step(consumer, part, false));
+            self.parts.extend(parts);
         }
-        let mut parts: Vec<((String, i32), Part)> = self.parts.drain().collect();
-        let this = &*self;
-        parts
-            .par_iter_mut()
-            .for_each(|(_, part)| this.step(consumer, part, false));
-        self.parts.extend(parts);
+        // Backpressure may have paused or resumed partitions.
+        self.update_gauges();
     }
 
     fn apply_ready(&self, part: &mut Part, block: bool) {
