@@ -433,36 +433,21 @@ fn poison_messages_are_dead_lettered_while_good_ones_flow() {
     h.send_raw(Some(TORNADO), &[], &"[".repeat(100_000).into_bytes());
     h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
     wait_done(&service, 8);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", h.cluster.bootstrap_servers())
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer
-        .subscribe(&[&h.config.service.dead_letter_topic])
-        .unwrap();
-    let mut reasons = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reasons.len() < 6 && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let hs = m.headers().unwrap();
-            let get = |name: &str| {
-                hs.iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            assert_eq!(get("custody-dlq-topic").as_deref(), Some("custody.reports"));
-            assert_eq!(get("custody-dlq-partition").as_deref(), Some("0"));
-            assert!(get("custody-dlq-offset").is_some());
-            assert!(get("custody-dlq-error").is_some_and(|e| !e.is_empty()));
-            reasons.push((
-                get("custody-dlq-offset").unwrap().parse::<i64>().unwrap(),
-                get("custody-dlq-reason").unwrap(),
-            ));
-        }
+    let letters = dead_letters(&h, 6);
+    for l in &letters {
+        assert_eq!(l.header("custody-dlq-topic"), Some("custody.reports"));
+        assert_eq!(l.header("custody-dlq-partition"), Some("0"));
+        assert!(l.header("custody-dlq-error").is_some_and(|e| !e.is_empty()));
     }
+    let mut reasons: Vec<(i64, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.offset,
+                l.header("custody-dlq-reason").unwrap().to_string(),
+            )
+        })
+        .collect();
     reasons.sort();
     let reasons: Vec<(i64, &str)> = reasons.iter().map(|(o, r)| (*o, r.as_str())).collect();
     assert_eq!(
@@ -486,6 +471,198 @@ fn poison_messages_are_dead_lettered_while_good_ones_flow() {
     );
     service.stop().unwrap();
     assert_eq!(h.committed(), 8, "dead-lettered messages are committed too");
+}
+
+/// Messages applied behind a chunk whose scan is still incomplete wait
+/// only for it before their offsets are stored: they are not work in
+/// flight, so they do not pause the partition and keep out the scan's
+/// last chunk.
+#[test]
+fn messages_behind_an_incomplete_chunked_scan_do_not_stall_it() {
+    let mut h = Harness::new(1);
+    h.config.service.max_in_flight_messages = 2;
+    let service = h.start();
+    let (old, _) = old_new("semgrep");
+    let good = std::fs::read(&old).unwrap();
+    let (head, tail) = good.split_at(good.len() / 2);
+    let chunk = |i: &'static str| {
+        [
+            ("custody-chunk", i),
+            ("custody-scan-id", "nightly-8"),
+            ("custody-scanner", "semgrep"),
+            ("custody-target", "repo:github.com/other/tornado"),
+        ]
+    };
+    h.send_raw(Some("repo:github.com/other/tornado"), &chunk("1/2"), head);
+    for _ in 0..6 {
+        h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
+    }
+    h.send_raw(Some("repo:github.com/other/tornado"), &chunk("2/2"), tail);
+    wait_done(&service, 8);
+    let events = h.findings();
+    assert_eq!(
+        count(&events, FindingEventKind::Opened),
+        20,
+        "10 per target"
+    );
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 8);
+}
+
+/// A message of the dead-letter topic.
+struct DeadLetter {
+    /// The offset it had in the reports topic.
+    offset: i64,
+    headers: Vec<(String, String)>,
+    payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The first `n` dead letters, by their offset in the reports topic.
+fn dead_letters(h: &Harness, n: usize) -> Vec<DeadLetter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", h.cluster.bootstrap_servers())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&h.config.service.dead_letter_topic])
+        .unwrap();
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers: Vec<(String, String)> = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                            (h.key.to_string(), v.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let offset = headers
+                .iter()
+                .find(|(k, _)| k == "custody-dlq-offset")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("a dead letter names its offset");
+            letters.push(DeadLetter {
+                offset,
+                headers,
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    assert_eq!(letters.len(), n, "dead letters");
+    letters.sort_by_key(|l| l.offset);
+    letters
+}
+
+/// The chunks of a scan that never completes are dead-lettered as they
+/// came (headers and payload, so they can be replayed) once the chunk
+/// timeout passes, a publisher's retried duplicate too; the messages
+/// behind them are applied and every offset is committed.
+#[test]
+fn an_incomplete_chunked_scan_is_dead_lettered_as_it_came() {
+    let mut h = Harness::new(1);
+    h.config.service.chunk_timeout = Duration::from_secs(1);
+    let service = h.start();
+    let (old, _) = old_new("semgrep");
+    let good = std::fs::read(&old).unwrap();
+    let chunk = [
+        ("custody-chunk", "1/3"),
+        ("custody-scan-id", "nightly-7"),
+        ("custody-scanner", "semgrep"),
+    ];
+    h.send_raw(Some(TORNADO), &chunk, &good[..1000]);
+    // The publisher retried: the same chunk again.
+    h.send_raw(Some(TORNADO), &chunk, &good[..1000]);
+    h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
+    wait_done(&service, 3);
+    let letters = dead_letters(&h, 2);
+    assert_eq!(
+        letters.iter().map(|l| l.offset).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    for l in &letters {
+        assert_eq!(l.header("custody-dlq-reason"), Some("incomplete_scan"));
+        assert!(l
+            .header("custody-dlq-error")
+            .is_some_and(|e| e.contains("1 of 3 chunks")));
+        assert_eq!(l.header("custody-chunk"), Some("1/3"));
+        assert_eq!(l.header("custody-scan-id"), Some("nightly-7"));
+        assert_eq!(l.payload, &good[..1000]);
+    }
+    assert_eq!(count(&h.findings(), FindingEventKind::Opened), 10);
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 3);
+}
+
+/// A chunked scan that fails, because its joined report does not decode
+/// or because it grows past the report size limit, is dead-lettered whole:
+/// every chunk as it came, so it can be replayed, not only the chunk that
+/// finished or overflowed it.
+#[test]
+fn a_failed_chunked_scan_is_dead_lettered_whole() {
+    let mut h = Harness::new(1);
+    h.config.max_report_bytes = 2500;
+    let service = h.start();
+    let chunk = |i: &'static str, scan: &'static str| {
+        [
+            ("custody-chunk", i),
+            ("custody-scan-id", scan),
+            ("custody-scanner", "semgrep"),
+        ]
+    };
+    // Two chunks that join into something that is not JSON.
+    h.send_raw(Some(TORNADO), &chunk("1/2", "bad"), b"{\"results\": [");
+    h.send_raw(Some(TORNADO), &chunk("2/2", "bad"), b"oops");
+    // Three chunks of 1000 bytes: the third passes the 2500-byte limit.
+    let kb = vec![b' '; 1000];
+    h.send_raw(Some(TORNADO), &chunk("1/3", "big"), &kb);
+    h.send_raw(Some(TORNADO), &chunk("2/3", "big"), &kb);
+    h.send_raw(Some(TORNADO), &chunk("3/3", "big"), &kb);
+    wait_done(&service, 5);
+    let letters = dead_letters(&h, 5);
+    let got: Vec<(i64, &str, &str, usize)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.offset,
+                l.header("custody-dlq-reason").unwrap(),
+                l.header("custody-chunk").unwrap(),
+                l.payload.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "syntax", "1/2", 13),
+            (1, "syntax", "2/2", 4),
+            (2, "too_large", "1/3", 1000),
+            (3, "too_large", "2/3", 1000),
+            (4, "too_large", "3/3", 1000),
+        ]
+    );
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_dead_lettered_total{reason=\"too_large\"} 3"),
+        "{text}"
+    );
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 5);
 }
 
 #[test]

@@ -193,6 +193,7 @@ impl ConsumerContext for Rebalancer {
 type Cons = BaseConsumer<Rebalancer>;
 
 /// A consumed message, copied out of the consumer.
+#[derive(Clone)]
 struct Incoming {
     offset: i64,
     timestamp: Option<i64>,
@@ -238,15 +239,17 @@ enum Job {
         meta: MessageMeta,
         /// In a mutex only so partitions can be stepped in parallel.
         rx: Mutex<Receiver<Decoded>>,
-        /// Earlier chunks of the same scan: released with this one.
-        held: Vec<Arc<Ack>>,
+        /// Earlier chunks of the same scan: released with this one, or
+        /// dead-lettered with it.
+        held: Vec<HeldChunk>,
     },
     /// To be dead-lettered.
     Poison {
         msg: Incoming,
         reason: &'static str,
         error: String,
-        held: Vec<Arc<Ack>>,
+        /// Earlier chunks of the same scan, dead-lettered with it.
+        held: Vec<HeldChunk>,
     },
     /// A decision about a finding.
     Decision {
@@ -285,15 +288,24 @@ impl Pending {
     }
 }
 
+/// A chunk that waits for the rest of its scan: the message as it came,
+/// kept to be dead-lettered should the scan fail, and the ack that holds
+/// its offset until the scan is done.
+struct HeldChunk {
+    msg: Incoming,
+    ack: Arc<Ack>,
+}
+
 /// Chunks of one scan collected so far.
 struct ChunkBuf {
-    parts: Vec<Option<Vec<u8>>>,
+    /// Each chunk's payload by its index (shared with its message).
+    parts: Vec<Option<Arc<[u8]>>>,
+    /// Bytes of the distinct chunks: the scan's size so far.
     bytes: usize,
-    acks: Vec<Arc<Ack>>,
+    /// Every chunk message that arrived, a publisher's retried duplicate
+    /// too, in offset order.
+    held: Vec<HeldChunk>,
     first: Instant,
-    meta: MessageMeta,
-    /// Offsets of the chunks, for dead-lettering on timeout.
-    offsets: Vec<i64>,
 }
 
 struct Part {
@@ -790,7 +802,7 @@ impl Core {
         scan_id: String,
         _format: Format,
         mut report: Report,
-        held: Vec<Arc<Ack>>,
+        held: Vec<HeldChunk>,
     ) {
         let Some(target) = meta.target.clone().or(report.target.take()) else {
             let err = meta::MetaError::NoTarget;
@@ -833,6 +845,7 @@ impl Core {
         );
         let records = changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
         let bytes = msg.len();
+        let held = held.into_iter().map(|h| h.ack).collect();
         self.emit(part, Some(&msg), out, records, held, bytes);
     }
 
@@ -971,8 +984,17 @@ impl Core {
         msg: Incoming,
         reason: &'static str,
         error: &str,
-        held: Vec<Arc<Ack>>,
+        held: Vec<HeldChunk>,
     ) {
+        // The earlier chunks of a failed scan go first, as they came, so
+        // the whole scan can be replayed from the dead-letter topic; each
+        // one's offset is done once its dead letter is acknowledged.
+        for h in held {
+            // Counted as a message when it was held ("chunk").
+            self.metrics.dead_letter(reason);
+            self.send_dead_letter(part, &h.msg, reason, error, &h.ack);
+            h.ack.add(-1);
+        }
         self.metrics.message("dead_lettered");
         self.metrics.dead_letter(reason);
         let ack = Arc::new(Ack::default());
@@ -986,7 +1008,7 @@ impl Core {
             events: ack,
             changelog: Some(Vec::new()),
             changelog_ack: Arc::new(Ack::default()),
-            held,
+            held: Vec::new(),
             hold: false,
             bytes: msg.len(),
         });
@@ -1034,7 +1056,9 @@ impl Core {
     }
 
     /// Chunked scans whose missing chunks did not arrive in time: every
-    /// chunk is dead-lettered, and the scan is dropped.
+    /// chunk message that came, duplicates too, is dead-lettered as it
+    /// came (headers and payload, so the scan can be replayed), and the
+    /// scan is dropped.
     fn expire_chunks(&self, part: &mut Part) {
         let timeout = self.settings.chunk_timeout;
         let expired: Vec<(String, String)> = part
@@ -1055,29 +1079,11 @@ impl Core {
                 k.0,
                 timeout.as_secs()
             );
-            let offsets = buf.offsets.clone();
-            let ChunkBuf {
-                parts, acks, meta, ..
-            } = buf;
-            for ((chunk, ack), offset) in parts.into_iter().flatten().zip(acks).zip(offsets) {
-                let mut headers = vec![
-                    (header::SCAN_ID.to_string(), Some(k.1.as_bytes().to_vec())),
-                    (header::TARGET.to_string(), Some(k.0.as_bytes().to_vec())),
-                ];
-                if let Some(s) = &meta.scanner {
-                    headers.push((header::SCANNER.to_string(), Some(s.as_bytes().to_vec())));
-                }
-                let msg = Incoming {
-                    offset,
-                    timestamp: None,
-                    key: Some(k.0.as_bytes().to_vec()),
-                    payload: Some(Arc::from(chunk)),
-                    headers,
-                };
+            for h in buf.held {
                 self.metrics.dead_letter("incomplete_scan");
-                self.send_dead_letter(part, &msg, "incomplete_scan", &error, &ack);
+                self.send_dead_letter(part, &h.msg, "incomplete_scan", &error, &h.ack);
                 // Release the hold: done once the dead letter is acknowledged.
-                ack.add(-1);
+                h.ack.add(-1);
             }
         }
     }
@@ -1161,7 +1167,8 @@ impl Core {
         let (held_msgs, held_bytes) = part
             .chunks
             .values()
-            .fold((0, 0), |(m, b), c| (m + c.acks.len(), b + c.bytes));
+            .flat_map(|c| &c.held)
+            .fold((0, 0), |(m, b), h| (m + 1, b + h.msg.len()));
         let msgs = part.in_flight().saturating_sub(held_msgs);
         let bytes = part.bytes.saturating_sub(held_bytes);
         let held_limit =
@@ -1327,10 +1334,8 @@ fn classify(
         let buf = part.chunks.entry(key.clone()).or_insert_with(|| ChunkBuf {
             parts: vec![None; n as usize],
             bytes: 0,
-            acks: Vec::new(),
+            held: Vec::new(),
             first: Instant::now(),
-            meta: meta.clone(),
-            offsets: Vec::new(),
         });
         if buf.parts.len() != n as usize {
             let error = format!(
@@ -1339,13 +1344,17 @@ fn classify(
             );
             return poison(msg, "bad_metadata", error);
         }
-        if buf.bytes as u64 + payload.len() as u64 > max_report {
-            let buf = part.chunks.remove(&key);
-            let held = buf.map(|b| b.acks).unwrap_or_default();
+        let slot = (i - 1) as usize;
+        let new_bytes = if buf.parts[slot].is_none() {
+            payload.len()
+        } else {
+            0
+        };
+        if buf.bytes as u64 + new_bytes as u64 > max_report {
+            let held = part.chunks.remove(&key).map(|b| b.held).unwrap_or_default();
             let error = format!(
-                "chunked scan {scan_id} exceeds the limit of {max_report} bytes; its earlier chunks are dropped"
+                "chunked scan {scan_id} exceeds the limit of {max_report} bytes; every chunk of it is dead-lettered"
             );
-            // The earlier chunks' holds are released with this dead letter.
             return Job::Poison {
                 msg,
                 reason: "too_large",
@@ -1353,16 +1362,15 @@ fn classify(
                 held,
             };
         }
-        let slot = (i - 1) as usize;
-        if buf.parts[slot].is_none() {
-            buf.bytes += payload.len();
-        }
-        buf.parts[slot] = Some(payload.to_vec());
+        buf.bytes += new_bytes;
+        buf.parts[slot] = Some(Arc::clone(&shared));
         if buf.parts.iter().any(Option::is_none) {
             let ack = Arc::new(Ack::default());
             ack.add(1);
-            buf.acks.push(Arc::clone(&ack));
-            buf.offsets.push(msg.offset);
+            buf.held.push(HeldChunk {
+                msg: msg.clone(),
+                ack: Arc::clone(&ack),
+            });
             return Job::Held { msg, ack };
         }
         // The last missing chunk: the scan is complete.
@@ -1370,10 +1378,10 @@ fn classify(
             return poison(msg, "bad_metadata", "chunk buffer vanished");
         };
         let mut whole = Vec::with_capacity(buf.bytes);
-        for p in buf.parts.into_iter().flatten() {
-            whole.extend_from_slice(&p);
+        for p in buf.parts.iter().flatten() {
+            whole.extend_from_slice(p);
         }
-        return spawn_decode(msg, meta, Some(scan_id), Arc::from(whole), buf.acks, ctx);
+        return spawn_decode(msg, meta, Some(scan_id), Arc::from(whole), buf.held, ctx);
     }
     match meta::unwrap_envelope(payload, &meta) {
         Ok(Some((m, report))) => {
@@ -1397,7 +1405,7 @@ fn spawn_decode(
     meta: MessageMeta,
     scan_id: Option<String>,
     bytes: Arc<[u8]>,
-    held: Vec<Arc<Ack>>,
+    held: Vec<HeldChunk>,
     ctx: &normalize::DecodeContext,
 ) -> Job {
     let (tx, rx) = mpsc::sync_channel(1);
