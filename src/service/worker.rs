@@ -1156,11 +1156,19 @@ impl Core {
     }
 
     /// Pauses a partition whose work in flight reaches the limits, resumes
-    /// it at half of them. Chunks held for a scan still missing chunks are
-    /// not work: pausing for them would keep out the chunks they wait for.
-    /// They have their own bound, the larger of `max_in_flight_bytes` and
-    /// the largest report accepted; beyond it the partition pauses until
-    /// the chunk timeout dead-letters the oldest incomplete scan.
+    /// it at half of them. Work in flight is what is consumed and not yet
+    /// applied, and what is applied with events or changelog records still
+    /// unacknowledged. Two kinds of message are not work, since pausing for
+    /// them would keep out the chunks they wait for:
+    /// - chunks held for a scan still missing chunks; they have their own
+    ///   bound, the larger of `max_in_flight_bytes` and the largest report
+    ///   accepted;
+    /// - messages done but for their offset, which waits for a held chunk
+    ///   before them; their payloads are gone, and they have their own
+    ///   bound, [`WAITING_PER_MESSAGE`] times `max_in_flight_messages`.
+    ///
+    /// Beyond either bound the partition pauses until the chunk timeout
+    /// dead-letters the oldest incomplete scan.
     fn backpressure(&self, consumer: &Cons, part: &mut Part) {
         let max_msgs = self.settings.max_in_flight_messages;
         let max_bytes = self.settings.max_in_flight_bytes;
@@ -1169,12 +1177,27 @@ impl Core {
             .values()
             .flat_map(|c| &c.held)
             .fold((0, 0), |(m, b), h| (m + 1, b + h.msg.len()));
-        let msgs = part.in_flight().saturating_sub(held_msgs);
-        let bytes = part.bytes.saturating_sub(held_bytes);
+        let (waiting_msgs, waiting_bytes) = if part.chunks.is_empty() {
+            (0, 0)
+        } else {
+            part.pending
+                .iter()
+                .filter(|p| p.complete())
+                .fold((0, 0), |(m, b), p| (m + 1, b + p.bytes))
+        };
+        let msgs = part.in_flight().saturating_sub(held_msgs + waiting_msgs);
+        let bytes = part.bytes.saturating_sub(held_bytes + waiting_bytes);
         let held_limit =
             max_bytes.max(usize::try_from(self.max_report_bytes).unwrap_or(usize::MAX));
-        let over = msgs >= max_msgs || bytes >= max_bytes || held_bytes >= held_limit;
-        let under = msgs <= max_msgs / 2 && bytes <= max_bytes / 2 && held_bytes < held_limit;
+        let waiting_limit = max_msgs.saturating_mul(WAITING_PER_MESSAGE);
+        let over = msgs >= max_msgs
+            || bytes >= max_bytes
+            || held_bytes >= held_limit
+            || waiting_msgs >= waiting_limit;
+        let under = msgs <= max_msgs / 2
+            && bytes <= max_bytes / 2
+            && held_bytes < held_limit
+            && waiting_msgs < waiting_limit;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&part.topic, part.partition);
         if over && !part.paused {
@@ -1425,6 +1448,11 @@ fn spawn_decode(
         held,
     }
 }
+
+/// Messages done but for their offset, which waits behind a held chunk,
+/// that a partition keeps per message of `max_in_flight_messages` before it
+/// pauses: each holds a few hundred bytes, its payload gone.
+const WAITING_PER_MESSAGE: usize = 256;
 
 /// Restoring clients per assignment.
 const RESTORE_CLIENTS: usize = 4;
@@ -2026,10 +2054,12 @@ fn eos_frontier(part: &Part) -> Option<i64> {
     }
 }
 
-/// Only held chunks remain: waiting for them would wait for chunks that are
-/// not coming before the deadline.
+/// Only held chunks remain, and messages done but for an offset that waits
+/// for them: waiting for them would wait for chunks that are not coming
+/// before the deadline.
 fn only_held(p: &Part) -> bool {
-    p.jobs.iter().all(|j| matches!(j, Job::Held { .. })) && p.pending.iter().all(|x| x.hold)
+    p.jobs.iter().all(|j| matches!(j, Job::Held { .. }))
+        && p.pending.iter().all(|x| x.hold || x.complete())
 }
 
 /// "topic/0, topic/1" for a message.
