@@ -186,6 +186,11 @@ fn service_step(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("service-step");
     g.throughput(Throughput::Elements(200));
+    // The floor of any decode: serde_json checking the report's syntax
+    // and skipping every value.
+    g.bench_function("json-skip", |b| {
+        b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok())
+    });
     g.bench_function("decode", |b| {
         b.iter(|| Format::Sarif.decode(&bytes, &ctx).map(|r| r.findings.len()))
     });
