@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::ClientConfig;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -663,6 +664,63 @@ fn a_failed_chunked_scan_is_dead_lettered_whole() {
     );
     service.stop().unwrap();
     assert_eq!(h.committed(), 5);
+}
+
+/// A stop asked while the brokers refuse every event ends within its
+/// deadlines, instead of waiting for the producer's full queue to drain
+/// (up to librdkafka's message.timeout.ms, five minutes by default): the
+/// run ends with the delivery error, nothing unacknowledged is committed,
+/// and the restart processes the message whole.
+#[test]
+fn a_stop_while_brokers_refuse_events_ends_in_time_and_loses_nothing() {
+    let mut h = Harness::new(1);
+    h.config.service.shutdown_timeout = Duration::from_secs(2);
+    // A producer queue far smaller than one report's events.
+    h.config
+        .service
+        .properties
+        .insert("queue.buffering.max.messages".into(), "20".into());
+    let (old, _) = old_new("bandit");
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    // From now on every produce request fails, with an error librdkafka
+    // retries until the message times out.
+    h.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+    );
+    let service = h.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service
+        .metrics
+        .render()
+        .contains("custody_messages_consumed_total{outcome=\"processed\"} 1")
+    {
+        assert!(Instant::now() < deadline, "the report was never consumed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(service.stop());
+    });
+    let stopped = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the stop ends within its deadlines");
+    let err = stopped.expect_err("the run ends with the delivery error");
+    assert!(err.to_string().contains("queue stayed full"), "{err}");
+    assert_eq!(h.committed(), 0, "nothing unacknowledged is committed");
+    h.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let service = h.start();
+    wait_done(&service, n);
+    let events = h.findings();
+    let ids = unique_ids(&events);
+    assert_eq!(
+        ids.values()
+            .filter(|e| e.event == FindingEventKind::Opened)
+            .count(),
+        272
+    );
+    service.stop().unwrap();
+    assert_eq!(h.committed(), n as i64);
 }
 
 #[test]

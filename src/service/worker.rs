@@ -935,7 +935,12 @@ impl Core {
         });
     }
 
-    /// Sends one record, waiting while the producer's queue is full.
+    /// Sends one record, waiting while the producer's queue is full. The
+    /// wait ends without sending when the run has already failed, or when
+    /// a stop was asked and the queue stayed full for the shutdown timeout
+    /// (brokers unreachable): the record's ack fails, so its message's
+    /// offset is not stored and the message is redelivered after the
+    /// restart.
     fn send(
         &self,
         topic: &str,
@@ -958,24 +963,52 @@ impl Core {
         if let Some(h) = headers {
             record = record.headers(h);
         }
+        let mut stop_seen: Option<Instant> = None;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
+                    let error = if self.health.failed.load(Ordering::Acquire) {
+                        // Another record already failed: the run stops, and
+                        // this message is redelivered anyway.
+                        Some(None)
+                    } else if self.health.stop.load(Ordering::Relaxed)
+                        && stop_seen.get_or_insert_with(Instant::now).elapsed()
+                            >= self.settings.shutdown_timeout
+                    {
+                        Some(Some(format!(
+                            "producing to {topic}: the producer's queue stayed full for {} s after the stop was asked (brokers unreachable?); the message is redelivered after the restart",
+                            self.settings.shutdown_timeout.as_secs()
+                        )))
+                    } else {
+                        None
+                    };
+                    if let Some(error) = error {
+                        self.give_up(ack, error);
+                        return;
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, r)) => {
+                Err((e, _)) => {
                     // Not retriable (record too large, unknown topic...):
                     // the run stops without storing this offset.
-                    self.health.failed.store(true, Ordering::Release);
-                    *lock(&self.health.last_error) = Some(format!("producing to {topic}: {e}"));
-                    drop(r);
-                    ack.add(-1);
+                    self.give_up(ack, Some(format!("producing to {topic}: {e}")));
                     return;
                 }
             }
         }
+    }
+
+    /// A record that is not sent: its ack fails (the message's offset is
+    /// never stored) and the run stops, saying why unless it already did.
+    fn give_up(&self, ack: &Ack, error: Option<String>) {
+        ack.failed.store(true, Ordering::Release);
+        if let Some(e) = error {
+            *lock(&self.health.last_error) = Some(e);
+        }
+        self.health.failed.store(true, Ordering::Release);
+        ack.add(-1);
     }
 
     fn dead_letter(
@@ -1975,11 +2008,16 @@ impl Worker {
                 }
             }
         }
-        self.shutdown();
-        result
+        let stopped = self.shutdown();
+        result.and(stopped)
     }
 
-    fn shutdown(&self) {
+    /// Stops: in-flight work is finished, the producer flushed and what is
+    /// done committed, each step within the shutdown timeout. Work left
+    /// undone (its messages are redelivered after the restart) makes the
+    /// stop an error, so the exit code says it was not clean.
+    fn shutdown(&self) -> Result<(), RunError> {
+        let mut undone = None;
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         // Stop fetching.
         if let Ok(tpl) = self.consumer.assignment() {
@@ -1998,7 +2036,14 @@ impl Worker {
                     .values()
                     .any(|p| p.state.is_some() && p.in_flight() > 0 && !only_held(p));
                 drop(core);
-                if !busy || Instant::now() >= deadline {
+                if !busy {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    undone = Some(format!(
+                        "in-flight messages not finished within the shutdown timeout of {} s; they are redelivered after the restart",
+                        self.settings.shutdown_timeout.as_secs()
+                    ));
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -2006,9 +2051,15 @@ impl Worker {
         }
         // Flush and commit what is done.
         let core = lock(&self.core);
-        let _ = core
+        if let Err(e) = core
             .producer
-            .flush(deadline.saturating_duration_since(Instant::now()));
+            .flush(deadline.saturating_duration_since(Instant::now()))
+        {
+            undone.get_or_insert(format!(
+                "flushing the producer: {e}; {} records unacknowledged, their messages are redelivered after the restart",
+                core.producer.in_flight_count()
+            ));
+        }
         if core.eos {
             if self.health.failed.load(Ordering::Acquire) {
                 let _ = core
@@ -2028,6 +2079,14 @@ impl Worker {
         // Leaving the group runs the revoke callback, which finds nothing
         // left to do.
         self.consumer.unsubscribe();
+        if self.health.failed.load(Ordering::Acquire) {
+            let e = lock(&self.health.last_error).clone().unwrap_or_default();
+            return Err(RunError::Delivery(e));
+        }
+        match undone {
+            Some(e) => Err(RunError::Delivery(e)),
+            None => Ok(()),
+        }
     }
 }
 
