@@ -589,18 +589,30 @@ impl Core {
     }
 
     fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {
+        if let Err(e) = self.commit_partitions(consumer, std::slice::from_ref(tp)) {
+            tracing_warn(&e);
+        }
+    }
+
+    /// Commits what is done in `tps`, in one request (exactly-once: the
+    /// open transaction).
+    fn commit_partitions(&self, consumer: &Cons, tps: &[(String, i32)]) -> Result<(), String> {
         if self.eos {
             self.commit_txn(consumer);
-            return;
+            return Ok(());
         }
-        let Some(part) = self.parts.get(tp) else {
-            return;
-        };
-        if let Some(next) = part.next_offset {
-            let mut tpl = TopicPartitionList::new();
-            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next));
-            let _ = consumer.commit(&tpl, CommitMode::Sync);
+        let mut tpl = TopicPartitionList::new();
+        for tp in tps {
+            if let Some(next) = self.parts.get(tp).and_then(|p| p.next_offset) {
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next));
+            }
         }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| format!("committing offsets of {}: {e}", list_partitions(tps)))
     }
 
     /// Opens a transaction if none is (exactly-once).
@@ -2070,8 +2082,8 @@ impl Worker {
             }
         } else {
             let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
-            for tp in &keys {
-                core.commit_partition(&self.consumer, tp);
+            if let Err(e) = core.commit_partitions(&self.consumer, &keys) {
+                undone.get_or_insert(e);
             }
         }
         drop(core);
