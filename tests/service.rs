@@ -498,6 +498,21 @@ fn messages_behind_an_incomplete_chunked_scan_do_not_stall_it() {
     for _ in 0..6 {
         h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
     }
+    // All six applied, their offsets waiting behind the held chunk, before
+    // the last chunk is sent: a partition paused for them would never read
+    // it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service
+        .metrics
+        .render()
+        .contains("custody_messages_consumed_total{outcome=\"processed\"} 6")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the six reports were not applied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     h.send_raw(Some("repo:github.com/other/tornado"), &chunk("2/2"), tail);
     wait_done(&service, 8);
     let events = h.findings();
@@ -606,14 +621,19 @@ fn an_incomplete_chunked_scan_is_dead_lettered_as_it_came() {
         assert_eq!(l.payload, &good[..1000]);
     }
     assert_eq!(count(&h.findings(), FindingEventKind::Opened), 10);
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_dead_lettered_total{reason=\"incomplete_scan\"} 2"),
+        "each chunk dead-lettered once: {text}"
+    );
     service.stop().unwrap();
     assert_eq!(h.committed(), 3);
 }
 
-/// A chunked scan that fails, because its joined report does not decode
-/// or because it grows past the report size limit, is dead-lettered whole:
-/// every chunk as it came, so it can be replayed, not only the chunk that
-/// finished or overflowed it.
+/// A chunked scan that fails, because its joined report does not decode,
+/// it grows past the report size limit or a chunk's count disagrees with
+/// the others', is dead-lettered whole: every chunk as it came, so it can
+/// be replayed, not only the chunk that finished or broke it.
 #[test]
 fn a_failed_chunked_scan_is_dead_lettered_whole() {
     let mut h = Harness::new(1);
@@ -634,8 +654,11 @@ fn a_failed_chunked_scan_is_dead_lettered_whole() {
     h.send_raw(Some(TORNADO), &chunk("1/3", "big"), &kb);
     h.send_raw(Some(TORNADO), &chunk("2/3", "big"), &kb);
     h.send_raw(Some(TORNADO), &chunk("3/3", "big"), &kb);
-    wait_done(&service, 5);
-    let letters = dead_letters(&h, 5);
+    // A chunk whose count disagrees with its scan's earlier chunks.
+    h.send_raw(Some(TORNADO), &chunk("1/3", "odd"), b"{");
+    h.send_raw(Some(TORNADO), &chunk("2/4", "odd"), b"[]");
+    wait_done(&service, 7);
+    let letters = dead_letters(&h, 7);
     let got: Vec<(i64, &str, &str, usize)> = letters
         .iter()
         .map(|l| {
@@ -655,15 +678,21 @@ fn a_failed_chunked_scan_is_dead_lettered_whole() {
             (2, "too_large", "1/3", 1000),
             (3, "too_large", "2/3", 1000),
             (4, "too_large", "3/3", 1000),
+            (5, "bad_metadata", "1/3", 1),
+            (6, "bad_metadata", "2/4", 2),
         ]
     );
     let text = service.metrics.render();
-    assert!(
-        text.contains("custody_dead_lettered_total{reason=\"too_large\"} 3"),
-        "{text}"
-    );
+    for (reason, n) in [("syntax", 2), ("too_large", 3), ("bad_metadata", 2)] {
+        assert!(
+            text.contains(&format!(
+                "custody_dead_lettered_total{{reason=\"{reason}\"}} {n}"
+            )),
+            "{reason}: {text}"
+        );
+    }
     service.stop().unwrap();
-    assert_eq!(h.committed(), 5);
+    assert_eq!(h.committed(), 7);
 }
 
 /// A stop asked while the brokers refuse every event ends within its

@@ -352,6 +352,10 @@ pub struct Core {
     eos: bool,
     /// A transaction is open.
     txn_open: Mutex<bool>,
+    /// When the stop was first seen: every shutdown step, a wait for room
+    /// in the producer's queue included, ends by this plus the shutdown
+    /// timeout.
+    stop_seen: std::sync::OnceLock<Instant>,
 }
 
 struct Restored {
@@ -975,7 +979,6 @@ impl Core {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        let mut stop_seen: Option<Instant> = None;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -986,7 +989,7 @@ impl Core {
                         // this message is redelivered anyway.
                         Some(None)
                     } else if self.health.stop.load(Ordering::Relaxed)
-                        && stop_seen.get_or_insert_with(Instant::now).elapsed()
+                        && self.stop_seen.get_or_init(Instant::now).elapsed()
                             >= self.settings.shutdown_timeout
                     {
                         Some(Some(format!(
@@ -1200,6 +1203,17 @@ impl Core {
         }
     }
 
+    /// Settles every partition (see [`Core::settle`]).
+    fn settle_all(&mut self, consumer: &Cons) {
+        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+        for tp in keys {
+            if let Some(mut part) = self.parts.remove(&tp) {
+                self.settle(consumer, &mut part);
+                self.parts.insert(tp, part);
+            }
+        }
+    }
+
     /// Pauses a partition whose work in flight reaches the limits, resumes
     /// it at half of them. Work in flight is what is consumed and not yet
     /// applied, and what is applied with events or changelog records still
@@ -1217,11 +1231,15 @@ impl Core {
     fn backpressure(&self, consumer: &Cons, part: &mut Part) {
         let max_msgs = self.settings.max_in_flight_messages;
         let max_bytes = self.settings.max_in_flight_bytes;
-        let (held_msgs, held_bytes) = part
+        // Held messages, duplicates and keys included, leave the in-flight
+        // count; the distinct chunks' bytes (a scan's size, which stays
+        // under the report limit) count against the held bound.
+        let (held_msgs, held_len) = part
             .chunks
             .values()
             .flat_map(|c| &c.held)
             .fold((0, 0), |(m, b), h| (m + 1, b + h.msg.len()));
+        let held_bytes: usize = part.chunks.values().map(|c| c.bytes).sum();
         let (waiting_msgs, waiting_bytes) = if part.chunks.is_empty() {
             (0, 0)
         } else {
@@ -1231,17 +1249,17 @@ impl Core {
                 .fold((0, 0), |(m, b), p| (m + 1, b + p.bytes))
         };
         let msgs = part.in_flight().saturating_sub(held_msgs + waiting_msgs);
-        let bytes = part.bytes.saturating_sub(held_bytes + waiting_bytes);
+        let bytes = part.bytes.saturating_sub(held_len + waiting_bytes);
         let held_limit =
             max_bytes.max(usize::try_from(self.max_report_bytes).unwrap_or(usize::MAX));
         let waiting_limit = max_msgs.saturating_mul(WAITING_PER_MESSAGE);
         let over = msgs >= max_msgs
             || bytes >= max_bytes
-            || held_bytes >= held_limit
+            || held_bytes > held_limit
             || waiting_msgs >= waiting_limit;
         let under = msgs <= max_msgs / 2
             && bytes <= max_bytes / 2
-            && held_bytes < held_limit
+            && held_bytes <= held_limit
             && waiting_msgs < waiting_limit;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&part.topic, part.partition);
@@ -1358,8 +1376,31 @@ fn classify(
         Ok(m) => m,
         Err(e) => return poison(msg, "bad_metadata", e.to_string()),
     };
+    // A chunk's scan: a chunk that is bad fails its whole scan, so the
+    // chunks held for it are dead-lettered with it, not 10 minutes later.
+    let chunk_key = meta.chunk.map(|_| {
+        let target = meta
+            .target
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        (target, meta.scan_id.clone().unwrap_or_default())
+    });
+    let fail = |part: &mut Part, msg: Incoming, reason: &'static str, error: String| {
+        let held = chunk_key
+            .as_ref()
+            .and_then(|k| part.chunks.remove(k))
+            .map(|b| b.held)
+            .unwrap_or_default();
+        Job::Poison {
+            msg,
+            reason,
+            error,
+            held,
+        }
+    };
     let Some(shared) = msg.payload.clone() else {
-        return poison(msg, "empty", "message has no payload");
+        return fail(part, msg, "empty", "message has no payload".into());
     };
     let payload: &[u8] = &shared;
     if meta.decision {
@@ -1389,16 +1430,10 @@ fn classify(
             limit: max_report,
         }
         .to_string();
-        return poison(msg, "too_large", error);
+        return fail(part, msg, "too_large", error);
     }
-    if let Some((i, n)) = meta.chunk {
-        let target = meta
-            .target
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let scan_id = meta.scan_id.clone().unwrap_or_default();
-        let key = (target, scan_id.clone());
+    if let (Some((i, n)), Some(key)) = (meta.chunk, chunk_key.clone()) {
+        let scan_id = key.1.clone();
         let buf = part.chunks.entry(key.clone()).or_insert_with(|| ChunkBuf {
             parts: vec![None; n as usize],
             bytes: 0,
@@ -1407,31 +1442,24 @@ fn classify(
         });
         if buf.parts.len() != n as usize {
             let error = format!(
-                "chunk {i}/{n} of scan {scan_id} disagrees with the earlier count of {}",
+                "chunk {i}/{n} of scan {scan_id} disagrees with the earlier count of {}; every chunk of the scan is dead-lettered",
                 buf.parts.len()
             );
-            return poison(msg, "bad_metadata", error);
+            return fail(part, msg, "bad_metadata", error);
         }
         let slot = (i - 1) as usize;
-        let new_bytes = if buf.parts[slot].is_none() {
-            payload.len()
-        } else {
-            0
-        };
-        if buf.bytes as u64 + new_bytes as u64 > max_report {
-            let held = part.chunks.remove(&key).map(|b| b.held).unwrap_or_default();
-            let error = format!(
-                "chunked scan {scan_id} exceeds the limit of {max_report} bytes; every chunk of it is dead-lettered"
-            );
-            return Job::Poison {
-                msg,
-                reason: "too_large",
-                error,
-                held,
-            };
+        // A retried duplicate is held (its offset waits with the others)
+        // but the first copy is the one joined.
+        if buf.parts[slot].is_none() {
+            if buf.bytes as u64 + payload.len() as u64 > max_report {
+                let error = format!(
+                    "chunked scan {scan_id} exceeds the limit of {max_report} bytes; every chunk of it is dead-lettered"
+                );
+                return fail(part, msg, "too_large", error);
+            }
+            buf.bytes += payload.len();
+            buf.parts[slot] = Some(Arc::clone(&shared));
         }
-        buf.bytes += new_bytes;
-        buf.parts[slot] = Some(Arc::clone(&shared));
         if buf.parts.iter().any(Option::is_none) {
             let ack = Arc::new(Ack::default());
             ack.add(1);
@@ -1889,6 +1917,7 @@ impl Worker {
             max_report_bytes,
             eos,
             txn_open: Mutex::new(false),
+            stop_seen: std::sync::OnceLock::new(),
         }));
         let mut ccfg = base;
         ccfg.set("group.id", &settings.group_id);
@@ -2030,7 +2059,8 @@ impl Worker {
     /// stop an error, so the exit code says it was not clean.
     fn shutdown(&self) -> Result<(), RunError> {
         let mut undone = None;
-        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        let deadline =
+            *lock(&self.core).stop_seen.get_or_init(Instant::now) + self.settings.shutdown_timeout;
         // Stop fetching.
         if let Ok(tpl) = self.consumer.assignment() {
             let _ = self.consumer.pause(&tpl);
@@ -2061,12 +2091,22 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        // Flush and commit what is done.
-        let core = lock(&self.core);
-        if let Err(e) = core
+        // Flush and commit what is done. Acknowledgements that arrive during
+        // the flush settle after it: changelog records go out behind
+        // acknowledged events (flushed in turn), then the offsets of what is
+        // done are stored.
+        let mut core = lock(&self.core);
+        let mut flushed = core
             .producer
-            .flush(deadline.saturating_duration_since(Instant::now()))
-        {
+            .flush(deadline.saturating_duration_since(Instant::now()));
+        core.settle_all(&self.consumer);
+        if flushed.is_ok() && core.producer.in_flight_count() > 0 {
+            flushed = core
+                .producer
+                .flush(deadline.saturating_duration_since(Instant::now()));
+            core.settle_all(&self.consumer);
+        }
+        if let Err(e) = flushed {
             undone.get_or_insert(format!(
                 "flushing the producer: {e}; {} records unacknowledged, their messages are redelivered after the restart",
                 core.producer.in_flight_count()
