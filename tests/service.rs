@@ -179,6 +179,15 @@ fn unique_ids(events: &[FindingEvent]) -> HashMap<String, &FindingEvent> {
     events.iter().map(|e| (e.event_id.clone(), e)).collect()
 }
 
+/// Waits until the service's metrics hold `line`.
+fn wait_metric(service: &Service, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service.metrics.render().contains(line) {
+        assert!(Instant::now() < deadline, "metrics never said {line}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn old_new(scanner: &str) -> (String, String) {
     let ext = if scanner == "semgrep" {
         "json"
@@ -268,15 +277,7 @@ fn restart_restores_state_from_the_changelog() {
     let service = h.start_owned();
     // Restored records are decoded in the background once every partition
     // is back: the state gauges then count them all.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !service
-        .metrics
-        .render()
-        .contains("custody_state_findings{status=\"open\"} 272")
-    {
-        assert!(Instant::now() < deadline, "restored state not counted");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_metric(&service, "custody_state_findings{status=\"open\"} 272");
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, m);
     assert_eq!(
@@ -501,18 +502,10 @@ fn messages_behind_an_incomplete_chunked_scan_do_not_stall_it() {
     // All six applied, their offsets waiting behind the held chunk, before
     // the last chunk is sent: a partition paused for them would never read
     // it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !service
-        .metrics
-        .render()
-        .contains("custody_messages_consumed_total{outcome=\"processed\"} 6")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the six reports were not applied"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(
+        &service,
+        "custody_messages_consumed_total{outcome=\"processed\"} 6",
+    );
     h.send_raw(Some("repo:github.com/other/tornado"), &chunk("2/2"), tail);
     wait_done(&service, 8);
     let events = h.findings();
@@ -718,15 +711,10 @@ fn a_stop_while_brokers_refuse_events_ends_in_time_and_loses_nothing() {
         &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
     );
     let service = h.start();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !service
-        .metrics
-        .render()
-        .contains("custody_messages_consumed_total{outcome=\"processed\"} 1")
-    {
-        assert!(Instant::now() < deadline, "the report was never consumed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(
+        &service,
+        "custody_messages_consumed_total{outcome=\"processed\"} 1",
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(service.stop());
