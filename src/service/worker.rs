@@ -64,6 +64,13 @@ pub struct Health {
 }
 
 impl Health {
+    /// The run's failure, if an event could not be delivered.
+    fn delivery_error(&self) -> Option<RunError> {
+        self.failed
+            .load(Ordering::Acquire)
+            .then(|| RunError::Delivery(lock(&self.last_error).clone().unwrap_or_default()))
+    }
+
     /// Ready: joined, every assigned partition restored, not failed.
     pub fn ready(&self) -> Result<(), String> {
         if self.failed.load(Ordering::Relaxed) {
@@ -984,23 +991,20 @@ impl Core {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    let error = if self.health.failed.load(Ordering::Acquire) {
+                    if self.health.failed.load(Ordering::Acquire) {
                         // Another record already failed: the run stops, and
                         // this message is redelivered anyway.
-                        Some(None)
-                    } else if self.health.stop.load(Ordering::Relaxed)
+                        self.give_up(ack, None);
+                        return;
+                    }
+                    if self.health.stop.load(Ordering::Relaxed)
                         && self.stop_seen.get_or_init(Instant::now).elapsed()
                             >= self.settings.shutdown_timeout
                     {
-                        Some(Some(format!(
+                        self.give_up(ack, Some(format!(
                             "producing to {topic}: the producer's queue stayed full for {} s after the stop was asked (brokers unreachable?); the message is redelivered after the restart",
                             self.settings.shutdown_timeout.as_secs()
-                        )))
-                    } else {
-                        None
-                    };
-                    if let Some(error) = error {
-                        self.give_up(ack, error);
+                        )));
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(1));
@@ -1019,10 +1023,10 @@ impl Core {
     /// never stored) and the run stops, saying why unless it already did.
     fn give_up(&self, ack: &Ack, error: Option<String>) {
         ack.failed.store(true, Ordering::Release);
-        if let Some(e) = error {
-            *lock(&self.health.last_error) = Some(e);
+        match error {
+            Some(e) => self.fail(e),
+            None => self.health.failed.store(true, Ordering::Release),
         }
-        self.health.failed.store(true, Ordering::Release);
         ack.add(-1);
     }
 
@@ -1034,15 +1038,9 @@ impl Core {
         error: &str,
         held: Vec<HeldChunk>,
     ) {
-        // The earlier chunks of a failed scan go first, as they came, so
-        // the whole scan can be replayed from the dead-letter topic; each
-        // one's offset is done once its dead letter is acknowledged.
-        for h in held {
-            // Counted as a message when it was held ("chunk").
-            self.metrics.dead_letter(reason);
-            self.send_dead_letter(part, &h.msg, reason, error, &h.ack);
-            h.ack.add(-1);
-        }
+        // The earlier chunks of a failed scan go first, so the whole scan
+        // can be replayed from the dead-letter topic.
+        self.dead_letter_held(part, held, reason, error);
         self.metrics.message("dead_lettered");
         self.metrics.dead_letter(reason);
         let ack = Arc::new(Ack::default());
@@ -1127,12 +1125,18 @@ impl Core {
                 k.0,
                 timeout.as_secs()
             );
-            for h in buf.held {
-                self.metrics.dead_letter("incomplete_scan");
-                self.send_dead_letter(part, &h.msg, "incomplete_scan", &error, &h.ack);
-                // Release the hold: done once the dead letter is acknowledged.
-                h.ack.add(-1);
-            }
+            self.dead_letter_held(part, buf.held, "incomplete_scan", &error);
+        }
+    }
+
+    /// Dead-letters held chunks as they came; each one's offset is done
+    /// once its dead letter is acknowledged. (Each was counted as a
+    /// message when it was held.)
+    fn dead_letter_held(&self, part: &Part, held: Vec<HeldChunk>, reason: &str, error: &str) {
+        for h in held {
+            self.metrics.dead_letter(reason);
+            self.send_dead_letter(part, &h.msg, reason, error, &h.ack);
+            h.ack.add(-1);
         }
     }
 
@@ -1200,17 +1204,6 @@ impl Core {
                 let _ = consumer.store_offset(&part.topic, part.partition, off);
             }
             part.next_offset = Some(off + 1);
-        }
-    }
-
-    /// Settles every partition (see [`Core::settle`]).
-    fn settle_all(&mut self, consumer: &Cons) {
-        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
-        for tp in keys {
-            if let Some(mut part) = self.parts.remove(&tp) {
-                self.settle(consumer, &mut part);
-                self.parts.insert(tp, part);
-            }
         }
     }
 
@@ -1299,16 +1292,23 @@ impl Core {
     /// Runs a step no message caused over every partition, its restored
     /// records all decoded first.
     fn each_part(&mut self, mut step: impl FnMut(&Core, &mut Part)) {
+        self.for_each_part(|core, part| {
+            if let Err(e) = core.materialize_all(part) {
+                core.fail(e);
+            }
+            step(core, part);
+        });
+    }
+
+    /// Runs `f` on every partition in turn, each taken out of the map
+    /// while it runs (so `f` can read the rest of the core).
+    fn for_each_part(&mut self, mut f: impl FnMut(&Core, &mut Part)) {
         let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
         for tp in keys {
-            let Some(mut part) = self.parts.remove(&tp) else {
-                continue;
-            };
-            if let Err(e) = self.materialize_all(&mut part) {
-                self.fail(e);
+            if let Some(mut part) = self.parts.remove(&tp) {
+                f(self, &mut part);
+                self.parts.insert(tp, part);
             }
-            step(self, &mut part);
-            self.parts.insert(tp, part);
         }
     }
 
@@ -1975,9 +1975,8 @@ impl Worker {
         let mut last_commit = Instant::now();
         let mut result = Ok(());
         while !self.health.stop.load(Ordering::Relaxed) {
-            if self.health.failed.load(Ordering::Acquire) {
-                let e = lock(&self.health.last_error).clone().unwrap_or_default();
-                result = Err(RunError::Delivery(e));
+            if let Some(e) = self.health.delivery_error() {
+                result = Err(e);
                 break;
             }
             let busy = {
@@ -2099,12 +2098,12 @@ impl Worker {
         let mut flushed = core
             .producer
             .flush(deadline.saturating_duration_since(Instant::now()));
-        core.settle_all(&self.consumer);
+        core.for_each_part(|core, part| core.settle(&self.consumer, part));
         if flushed.is_ok() && core.producer.in_flight_count() > 0 {
             flushed = core
                 .producer
                 .flush(deadline.saturating_duration_since(Instant::now()));
-            core.settle_all(&self.consumer);
+            core.for_each_part(|core, part| core.settle(&self.consumer, part));
         }
         if let Err(e) = flushed {
             undone.get_or_insert(format!(
@@ -2131,9 +2130,8 @@ impl Worker {
         // Leaving the group runs the revoke callback, which finds nothing
         // left to do.
         self.consumer.unsubscribe();
-        if self.health.failed.load(Ordering::Acquire) {
-            let e = lock(&self.health.last_error).clone().unwrap_or_default();
-            return Err(RunError::Delivery(e));
+        if let Some(e) = self.health.delivery_error() {
+            return Err(e);
         }
         match undone {
             Some(e) => Err(RunError::Delivery(e)),
