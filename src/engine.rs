@@ -295,7 +295,9 @@ impl Engine {
             c.changed
                 .extend(transitions.iter().map(|t| t.fingerprint.clone()));
         }
-        self.finish(state, target, transitions, now, Some(&scan.scan_id), sink)
+        // An empty id: none known (yet; see the service's lazy scan id).
+        let scan_id = Some(scan.scan_id.as_str()).filter(|id| !id.is_empty());
+        self.finish(state, target, transitions, now, scan_id, sink)
     }
 
     /// Applies a decision record.

@@ -239,24 +239,37 @@ fn chunked_and_enveloped_reports_give_the_same_events() {
     let service = h.start();
     let (old, _) = old_new("bandit");
     // 381 KB in 20 KB chunks.
-    let chunks = h.publish(TORNADO, "bandit", &old, 20_000);
+    let p = h.publisher();
+    let report = std::fs::read(&old).unwrap();
+    let published = p.send(&h.opts(TORNADO, "bandit", 20_000), &report).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    let chunks = published.chunks;
     assert!(chunks > 10, "{chunks} chunks");
     wait_done(&service, chunks);
     let events = h.findings();
     assert_eq!(count(&events, FindingEventKind::Opened), 272);
+    // Every event names the scan that caused it: the publisher's id.
+    assert!(events
+        .iter()
+        .all(|e| e.scan_id.as_deref() == Some(published.scan_id.as_str())));
     // The same scan again, in an envelope, on another target.
-    let report = std::fs::read(&old).unwrap();
     let mut env = br#"{"custody_envelope": 1, "target": "repo:github.com/other/tornado", "scanner": "bandit", "report": "#.to_vec();
     env.extend_from_slice(&report);
     env.extend_from_slice(b"}");
     h.send_raw(Some("repo:github.com/other/tornado"), &[], &env);
     wait_done(&service, chunks + 1);
     let events = h.findings();
-    let other = events
+    let other: Vec<&FindingEvent> = events
         .iter()
         .filter(|e| e.target.to_string() == "repo:github.com/other/tornado")
-        .count();
-    assert_eq!(other, 272);
+        .collect();
+    assert_eq!(other.len(), 272);
+    // No scan id was given: it is derived from the report's bytes (the
+    // envelope's `report` value, without the file's final newline).
+    let derived = custody::model::ScanMeta::content_id(report.trim_ascii_end());
+    assert!(other
+        .iter()
+        .all(|e| e.scan_id.as_deref() == Some(derived.as_str())));
     service.stop().unwrap();
 }
 

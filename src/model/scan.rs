@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 /// findings by their absence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanMeta {
-    /// The scan's id (given by the publisher, or derived from the content).
+    /// The scan's id (given by the publisher, or derived from the content);
+    /// empty when not known, and events then carry none.
     pub scan_id: String,
     /// What was scanned.
     pub target: Target,

@@ -234,9 +234,66 @@ impl Incoming {
     }
 }
 
-/// A decoded report and its scan id (the publisher's, or derived from the
-/// report's bytes on the decoding thread).
-type Decoded = Result<(Format, Report, String), DecodeError>;
+/// A decoded report and its scan id.
+type Decoded = Result<(Format, Report, ScanId), DecodeError>;
+
+/// A scan's id: the publisher's, or, when it gave none, derived from the
+/// report's bytes. Deriving hashes the whole report, so it is done only
+/// when an event carries the id: a rescan that changes nothing never needs
+/// it.
+enum ScanId {
+    Given(String),
+    Content(Arc<[u8]>),
+}
+
+/// A report's decode. It normally runs when its partition is stepped, on
+/// the thread that then applies it: the report is decoded, applied and
+/// freed while it is in that core's cache, and partitions give the
+/// parallelism. When fewer partitions have work than the pool has threads,
+/// decodes are started ahead on the pool, so one busy partition still
+/// decodes on every core.
+enum Decode {
+    /// Not started.
+    Lazy(Box<DecodeInput>),
+    /// Running on the rayon pool.
+    Spawned(Receiver<Decoded>),
+    /// Taken by the step.
+    Taken,
+}
+
+impl Decode {
+    /// Starts a lazy decode on the rayon pool.
+    fn spawn(&mut self) {
+        if let Decode::Lazy(_) = self {
+            if let Decode::Lazy(input) = std::mem::replace(self, Decode::Taken) {
+                let (tx, rx) = mpsc::sync_channel(1);
+                rayon::spawn(move || {
+                    let _ = tx.send(input.run());
+                });
+                *self = Decode::Spawned(rx);
+            }
+        }
+    }
+}
+
+/// What a decode needs.
+struct DecodeInput {
+    format: Option<Format>,
+    scan_id: Option<String>,
+    bytes: Arc<[u8]>,
+    ctx: normalize::DecodeContext,
+}
+
+impl DecodeInput {
+    fn run(self) -> Decoded {
+        let (format, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
+        let id = match self.scan_id {
+            Some(id) => ScanId::Given(id),
+            None => ScanId::Content(self.bytes),
+        };
+        Ok((format, report, id))
+    }
+}
 
 /// A message on its way to the state.
 enum Job {
@@ -245,7 +302,7 @@ enum Job {
         msg: Incoming,
         meta: MessageMeta,
         /// In a mutex only so partitions can be stepped in parallel.
-        rx: Mutex<Receiver<Decoded>>,
+        decode: Mutex<Decode>,
         /// Earlier chunks of the same scan: released with this one, or
         /// dead-lettered with it.
         held: Vec<HeldChunk>,
@@ -340,6 +397,15 @@ struct Part {
 impl Part {
     fn in_flight(&self) -> usize {
         self.jobs.len() + self.pending.len()
+    }
+
+    /// Starts every waiting decode on the rayon pool.
+    fn decode_ahead(&mut self) {
+        for job in &mut self.jobs {
+            if let Job::Decoding { decode, .. } = job {
+                lock(decode).spawn();
+            }
+        }
     }
 }
 
@@ -731,6 +797,13 @@ impl Core {
             .values()
             .filter(|p| p.state.is_some() && p.in_flight() > 0)
             .count();
+        if busy < rayon::current_num_threads() {
+            for part in self.parts.values_mut() {
+                if part.state.is_some() {
+                    part.decode_ahead();
+                }
+            }
+        }
         if busy < 2 {
             let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
             for tp in &keys {
@@ -751,12 +824,18 @@ impl Core {
     fn apply_ready(&self, part: &mut Part, block: bool) {
         while let Some(job) = part.jobs.front_mut() {
             let decoded = match job {
-                Job::Decoding { rx, .. } => {
-                    let rx = lock(rx);
-                    let r = if block {
-                        rx.recv().map_err(|_| TryRecvError::Disconnected)
-                    } else {
-                        rx.try_recv()
+                Job::Decoding { decode, .. } => {
+                    let mut slot = lock(decode);
+                    let r = match &mut *slot {
+                        Decode::Spawned(rx) if block => {
+                            rx.recv().map_err(|_| TryRecvError::Disconnected)
+                        }
+                        Decode::Spawned(rx) => rx.try_recv(),
+                        Decode::Lazy(_) => match std::mem::replace(&mut *slot, Decode::Taken) {
+                            Decode::Lazy(input) => Ok(input.run()),
+                            _ => Err(TryRecvError::Disconnected),
+                        },
+                        Decode::Taken => Err(TryRecvError::Disconnected),
                     };
                     match r {
                         Ok(d) => Some(d),
@@ -822,7 +901,7 @@ impl Core {
         part: &mut Part,
         msg: Incoming,
         meta: MessageMeta,
-        scan_id: String,
+        scan_id: ScanId,
         _format: Format,
         mut report: Report,
         held: Vec<HeldChunk>,
@@ -837,6 +916,10 @@ impl Core {
         }
         self.metrics.findings_consumed(report.findings.len());
         self.metrics.message("processed");
+        let (scan_id, content) = match scan_id {
+            ScanId::Given(id) => (id, None),
+            ScanId::Content(bytes) => (String::new(), Some(bytes)),
+        };
         let scan = ScanMeta {
             scan_id,
             target: target.clone(),
@@ -866,6 +949,12 @@ impl Core {
             &mut out,
             self.settings.last_seen_resolution,
         );
+        if let (Some(bytes), false) = (content, out.findings.is_empty()) {
+            let id = ScanMeta::content_id(&bytes);
+            for e in &mut out.findings {
+                e.scan_id = Some(id.clone());
+            }
+        }
         let records = changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
         let bytes = msg.len();
         let held = held.into_iter().map(|h| h.ack).collect();
@@ -1477,26 +1566,27 @@ fn classify(
         for p in buf.parts.iter().flatten() {
             whole.extend_from_slice(p);
         }
-        return spawn_decode(msg, meta, Some(scan_id), Arc::from(whole), buf.held, ctx);
+        return decode_job(msg, meta, Some(scan_id), Arc::from(whole), buf.held, ctx);
     }
     match meta::unwrap_envelope(payload, &meta) {
         Ok(Some((m, report))) => {
             let bytes: Arc<[u8]> = Arc::from(report);
             let scan_id = m.scan_id.clone();
-            spawn_decode(msg, m, scan_id, bytes, Vec::new(), ctx)
+            decode_job(msg, m, scan_id, bytes, Vec::new(), ctx)
         }
         Ok(None) => {
             let bytes = Arc::clone(&shared);
             let scan_id = meta.scan_id.clone();
-            spawn_decode(msg, meta, scan_id, bytes, Vec::new(), ctx)
+            decode_job(msg, meta, scan_id, bytes, Vec::new(), ctx)
         }
         Err(e) => poison(msg, "bad_envelope", e.to_string()),
     }
 }
 
-/// Decodes a report on the rayon pool; a scan id the publisher did not give
-/// is derived from the report's bytes there too, off the consumer thread.
-fn spawn_decode(
+/// A report to decode (see [`Decode`]); a scan id the publisher did not
+/// give is derived from the report's bytes there too, off the consumer
+/// thread.
+fn decode_job(
     msg: Incoming,
     meta: MessageMeta,
     scan_id: Option<String>,
@@ -1504,20 +1594,16 @@ fn spawn_decode(
     held: Vec<HeldChunk>,
     ctx: &normalize::DecodeContext,
 ) -> Job {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let format = meta.format;
-    let ctx = ctx.clone();
-    rayon::spawn(move || {
-        let r = normalize::decode(&bytes, format, &ctx).map(|(format, report)| {
-            let scan_id = scan_id.unwrap_or_else(|| ScanMeta::content_id(&bytes));
-            (format, report, scan_id)
-        });
-        let _ = tx.send(r);
-    });
+    let input = DecodeInput {
+        format: meta.format,
+        scan_id,
+        bytes,
+        ctx: ctx.clone(),
+    };
     Job::Decoding {
         msg,
         meta,
-        rx: Mutex::new(rx),
+        decode: Mutex::new(Decode::Lazy(Box::new(input))),
         held,
     }
 }
