@@ -145,12 +145,16 @@ impl Engine {
         now: DateTime<Utc>,
         sink: &mut dyn Sink,
     ) -> Touched {
-        let Some(ts) = state.targets.get_mut(&target.to_string()) else {
+        let spec = target.to_string();
+        let Some(ts) = state.targets.get_mut(&spec) else {
             return Touched::default();
         };
         let mut findings = Vec::new();
-        let transitions =
-            lifecycle::reattribute(ts, |f| self.decide_owner(target, f), Some(&mut findings));
+        let transitions = lifecycle::reattribute(
+            ts,
+            |f| self.decide_owner(target, &spec, f),
+            Some(&mut findings),
+        );
         findings.extend(transitions.iter().map(|t| t.fingerprint.clone()));
         findings.sort_unstable();
         findings.dedup();
@@ -166,9 +170,9 @@ impl Engine {
     }
 
     /// A finding's attribution and ticket key under the current ownership.
-    fn decide_owner(&self, target: &Target, f: &Finding) -> (Arc<Attribution>, String) {
+    fn decide_owner(&self, target: &Target, spec: &str, f: &Finding) -> (Arc<Attribution>, String) {
         let a = self.attribute.attribute(target, f);
-        let key = ticket::ticket_key(a.team.as_deref(), target, f.group_id());
+        let key = ticket::ticket_key_of_spec(a.team.as_deref(), spec, f.group_id());
         (a, key)
     }
 
@@ -266,6 +270,7 @@ impl Engine {
         mut changes: Option<&mut lifecycle::Changes>,
     ) -> BTreeSet<String> {
         let target = &scan.target;
+        let spec = target.to_string();
         let mut findings = findings;
         let mut fps = fingerprint::assign_in_place(&mut findings, target);
         // Hand findings over one at a time from the back of a reversed
@@ -280,7 +285,7 @@ impl Engine {
                 findings.shrink_to_fit();
                 fps.shrink_to_fit();
             }
-            let (attribution, ticket_key) = self.decide_owner(target, &finding);
+            let (attribution, ticket_key) = self.decide_owner(target, &spec, &finding);
             Some(Observation {
                 fingerprint,
                 finding,

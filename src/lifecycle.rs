@@ -84,11 +84,11 @@ impl Sources {
     }
 
     /// Adds or updates a scanner; true when that changed anything.
-    pub fn insert(&mut self, scanner: String, severity: Severity) -> bool {
-        match self.0.binary_search_by(|(s, _)| s.as_str().cmp(&scanner)) {
+    pub fn insert(&mut self, scanner: &str, severity: Severity) -> bool {
+        match self.0.binary_search_by(|(s, _)| s.as_str().cmp(scanner)) {
             Ok(i) => std::mem::replace(&mut self.0[i].1, severity) != severity,
             Err(i) => {
-                self.0.insert(i, (scanner, severity));
+                self.0.insert(i, (scanner.to_string(), severity));
                 true
             }
         }
@@ -304,17 +304,32 @@ pub fn apply_scan(
             attribution,
             ticket_key,
         } = obs;
-        let scanner = finding.scanner.clone();
-        let sev = finding.severity;
-        let category = finding.category;
-        seen.insert(fp.clone());
-        let rec = match ts.findings.get_mut(&fp) {
-            Some(rec) => rec,
+        match ts.findings.get_mut(&fp) {
+            Some(rec) => {
+                let silent = observe_known(
+                    rec,
+                    &fp,
+                    finding,
+                    attribution,
+                    ticket_key,
+                    now,
+                    policy,
+                    changes.as_deref(),
+                    &mut out,
+                );
+                if silent {
+                    if let Some(c) = changes.as_deref_mut() {
+                        c.changed.push(fp.clone());
+                    }
+                }
+                seen.insert(fp);
+            }
             None => {
-                let due_at = policy.due(sev, attribution.team.as_deref(), category, now);
+                let sev = finding.severity;
+                let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
                 let mut rec = Box::new(FindingRecord {
                     status: Status::Open,
-                    sources: Sources::one(scanner, sev),
+                    sources: Sources::one(finding.scanner.clone(), sev),
                     evidence: evidence_hash(&finding),
                     team: attribution.team.clone(),
                     attribution,
@@ -330,81 +345,99 @@ pub fn apply_scan(
                     finding: stored(finding),
                 });
                 push(&mut rec, &fp, FindingEventKind::Opened, None, &mut out);
+                seen.insert(fp.clone());
                 ts.findings.insert(fp, rec);
-                continue;
             }
-        };
-        let before_sev = rec.severity();
-        let same_primary =
-            rec.finding.scanner == scanner || !rec.sources.contains(&rec.finding.scanner);
-        let mut evidence_changed = false;
-        let mut silent = false;
-        if same_primary {
-            let evidence = evidence_hash(&finding);
-            // An empty hash means "not known" (the primary scanner changed).
-            evidence_changed = !rec.evidence.is_empty() && evidence != rec.evidence;
-            let finding = stored(finding);
-            // Compared only when someone asks what changed.
-            silent |= changes.is_some() && (evidence != rec.evidence || finding != rec.finding);
-            rec.evidence = evidence;
-            rec.finding = finding;
-        }
-        silent |= rec.sources.insert(scanner, sev);
-        let seen_before = std::mem::replace(&mut rec.last_seen, now);
-        if let Some(c) = changes.as_deref() {
-            silent |= c.seen_moved(seen_before, now);
-        }
-        let new_team = attribution.team.clone();
-        let previous_team = rec.team.clone();
-        silent |= !Arc::ptr_eq(&rec.attribution, &attribution) && rec.attribution != attribution;
-        rec.attribution = attribution;
-        let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key);
-        silent |= previous_ticket != rec.ticket_key;
-        if silent {
-            if let Some(c) = changes.as_deref_mut() {
-                c.changed.push(fp.clone());
-            }
-        }
-        match rec.status {
-            Status::Resolved => {
-                rec.status = Status::Open;
-                rec.resolved_at = None;
-                rec.team = new_team;
-                if policy.restart_on_reopen {
-                    rec.opened_at = now;
-                    rec.sla_breached = false;
-                }
-                rec.due_at = due(policy, rec);
-                push(rec, &fp, FindingEventKind::Reopened, None, &mut out);
-                continue;
-            }
-            Status::Open | Status::Accepted | Status::FalsePositive => {}
-        }
-        if new_team != previous_team {
-            rec.team = new_team;
-            push(
-                rec,
-                &fp,
-                FindingEventKind::Reassigned,
-                previous_team,
-                &mut out,
-            );
-            if let Some(last) = out.last_mut() {
-                last.previous_ticket = Some(previous_ticket);
-            }
-        }
-        let after_sev = rec.severity();
-        if after_sev != before_sev {
-            rec.due_at = due(policy, rec);
-        }
-        if rec.status == Status::Open && (after_sev != before_sev || evidence_changed) {
-            push(rec, &fp, FindingEventKind::Updated, None, &mut out);
         }
     }
     if scan.complete {
         resolve_absent(ts, scan, &seen, now, policy, &mut out, changes);
     }
     out
+}
+
+/// A known finding reported again: updates its record, pushing what
+/// happened to it (reopened, reassigned, updated). Returns whether the
+/// record changed in a way no transition tells of (see [`Changes`]).
+#[allow(clippy::too_many_arguments)]
+fn observe_known(
+    rec: &mut FindingRecord,
+    fp: &str,
+    finding: Finding,
+    attribution: Arc<Attribution>,
+    ticket_key: String,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+    changes: Option<&Changes>,
+    out: &mut Vec<Transition>,
+) -> bool {
+    let before_sev = rec.severity();
+    let same_primary =
+        rec.finding.scanner == finding.scanner || !rec.sources.contains(&rec.finding.scanner);
+    let mut evidence_changed = false;
+    let mut silent = false;
+    let sev = finding.severity;
+    silent |= rec.sources.insert(&finding.scanner, sev);
+    if same_primary {
+        let evidence = evidence_hash(&finding);
+        // An empty hash means "not known" (the primary scanner changed).
+        evidence_changed = !rec.evidence.is_empty() && evidence != rec.evidence;
+        let finding = stored(finding);
+        let same = finding == rec.finding;
+        silent |= evidence != rec.evidence || !same;
+        if evidence != rec.evidence {
+            rec.evidence = evidence;
+        }
+        // An unchanged finding keeps the stored copy and drops the one
+        // just decoded: freeing that one is cheap (it is in the cache),
+        // the stored one's memory mostly is not.
+        if !same {
+            rec.finding = finding;
+        }
+    }
+    let seen_before = std::mem::replace(&mut rec.last_seen, now);
+    if let Some(c) = changes {
+        silent |= c.seen_moved(seen_before, now);
+    }
+    if !Arc::ptr_eq(&rec.attribution, &attribution) {
+        silent |= rec.attribution != attribution;
+        rec.attribution = attribution;
+    }
+    // The ticket left, for a reassignment (the same key when it did not
+    // move).
+    let previous_ticket = if rec.ticket_key == ticket_key {
+        ticket_key
+    } else {
+        silent = true;
+        std::mem::replace(&mut rec.ticket_key, ticket_key)
+    };
+    if rec.status == Status::Resolved {
+        rec.status = Status::Open;
+        rec.resolved_at = None;
+        rec.team.clone_from(&rec.attribution.team);
+        if policy.restart_on_reopen {
+            rec.opened_at = now;
+            rec.sla_breached = false;
+        }
+        rec.due_at = due(policy, rec);
+        push(rec, fp, FindingEventKind::Reopened, None, out);
+        return silent;
+    }
+    if rec.attribution.team != rec.team {
+        let previous_team = std::mem::replace(&mut rec.team, rec.attribution.team.clone());
+        push(rec, fp, FindingEventKind::Reassigned, previous_team, out);
+        if let Some(last) = out.last_mut() {
+            last.previous_ticket = Some(previous_ticket);
+        }
+    }
+    let after_sev = rec.severity();
+    if after_sev != before_sev {
+        rec.due_at = due(policy, rec);
+    }
+    if rec.status == Status::Open && (after_sev != before_sev || evidence_changed) {
+        push(rec, fp, FindingEventKind::Updated, None, out);
+    }
+    silent
 }
 
 fn resolve_absent(

@@ -55,8 +55,14 @@ pub struct TicketRecord {
 
 /// The stable key of a ticket group.
 pub fn ticket_key(team: Option<&str>, target: &Target, group: &str) -> String {
+    ticket_key_of_spec(team, &target.to_string(), group)
+}
+
+/// [`ticket_key`] with the target as its spec, for callers that key many
+/// groups of one target.
+pub fn ticket_key_of_spec(team: Option<&str>, target_spec: &str, group: &str) -> String {
     let mut h = Sha256::new();
-    for part in [team.unwrap_or(""), &target.to_string(), group] {
+    for part in [team.unwrap_or(""), target_spec, group] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
