@@ -194,6 +194,45 @@ fn process_cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of each thread of this process, by thread name (Linux;
+/// empty elsewhere).
+fn thread_cpu_secs() -> HashMap<String, f64> {
+    let mut by_name = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *by_name.entry(name.trim().to_string()).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    by_name
+}
+
+/// Where the CPU went between two [`thread_cpu_secs`] readings, in
+/// microseconds per finding, by thread name, largest first. Threads that
+/// ended meanwhile are missing from the second reading, so their share is
+/// not counted.
+fn cpu_by_thread(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    findings: f64,
+) -> String {
+    let mut v: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, a)| (k.clone(), a - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.iter()
+        .map(|(k, d)| format!("{k} {:.1}", d * 1e6 / findings.max(1.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     let service = Service::start(config, None).expect("service");
     let give_up = Instant::now() + Duration::from_secs(300);
@@ -230,6 +269,7 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     }
     let t0 = Instant::now();
     let cpu0 = process_cpu_secs();
+    let threads0 = thread_cpu_secs();
     eprintln!(
         "  custody: a first partition restored, processing ({} messages already done)",
         service.health.done_messages.load(Ordering::Relaxed)
@@ -248,8 +288,15 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
         std::thread::sleep(Duration::from_millis(1));
     }
     let cpu = process_cpu_secs() - cpu0;
+    let threads = thread_cpu_secs();
     let secs = (last - t0).as_secs_f64().max(1e-9);
     let msgs = seen as f64;
+    // custody's threads are named custody-*, librdkafka's rdk:*; the mock
+    // broker's is rdk:mock, and the main thread is this bench's.
+    eprintln!(
+        "  CPU by thread, us per finding: {}",
+        cpu_by_thread(&threads0, &threads, msgs * findings as f64)
+    );
     // Steadier than the rate when the machine is shared: CPU spent per
     // finding by the whole process (custody, librdkafka, the mock broker).
     eprintln!(
@@ -284,9 +331,11 @@ fn throughput(workload: Workload) -> f64 {
         Workload::Rescans => ("one target per partition, rescanned", "tp-rescan"),
     };
     eprintln!("== throughput ({name}): custody vs a plain consumer, 1 KB findings");
-    // 32 partitions of 18 reports (4 MB each, under the mock's cap): long
-    // enough a run that one scheduling hiccup does not decide the figure.
-    let partitions = 32;
+    // 96 partitions of 18 reports (4 MB each, under the mock's cap), 380
+    // MB in all: a run of seconds, long enough that the start (fetching
+    // before the pipeline is full) and one scheduling hiccup do not decide
+    // the sustained rate.
+    let partitions = 96;
     let (cluster, config) = cluster_and_config(partitions, tag);
     let findings = 200;
     let (n, bytes) = fill_reports(

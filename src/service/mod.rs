@@ -42,6 +42,13 @@ impl Service {
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
         topics::ensure(config).map_err(RunError::Kafka)?;
+        // The pool that decodes and applies reports, its threads named so
+        // `top -H` and profiles tell them from the consumer thread. It is
+        // the process's global pool: built once, by the first service
+        // (an error here only says it exists already).
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("custody-work-{i}"))
+            .build_global();
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let mut engine = Engine::new(config);
