@@ -540,6 +540,12 @@ impl Core {
             tracing_warn(&format!("revoked {}", list_partitions(tps)));
         }
         let deadline = Instant::now() + self.settings.shutdown_timeout;
+        // What is left to decode, decoded on every core at once.
+        for tp in tps {
+            if let Some(p) = self.parts.get_mut(tp).filter(|p| p.state.is_some()) {
+                p.decode_ahead();
+            }
+        }
         for tp in tps {
             // Finish what was consumed, within the deadline; commit what is
             // done; then forget the partition.
@@ -797,7 +803,14 @@ impl Core {
             .values()
             .filter(|p| p.state.is_some() && p.in_flight() > 0)
             .count();
-        if busy < rayon::current_num_threads() {
+        // Partitions with messages to apply: when fewer than the pool's
+        // threads, their decodes start ahead so every core has work.
+        let applying = self
+            .parts
+            .values()
+            .filter(|p| p.state.is_some() && !p.jobs.is_empty())
+            .count();
+        if applying < rayon::current_num_threads() {
             for part in self.parts.values_mut() {
                 if part.state.is_some() {
                     part.decode_ahead();
@@ -2150,8 +2163,15 @@ impl Worker {
         if let Ok(tpl) = self.consumer.assignment() {
             let _ = self.consumer.pause(&tpl);
         }
-        // Finish in-flight work.
+        // Finish in-flight work: what is left to decode is decoded on
+        // every core at once, and the loop below only applies what is done,
+        // so it sees the deadline.
         if !self.health.failed.load(Ordering::Acquire) {
+            for p in lock(&self.core).parts.values_mut() {
+                if p.state.is_some() {
+                    p.decode_ahead();
+                }
+            }
             loop {
                 let mut core = lock(&self.core);
                 let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
