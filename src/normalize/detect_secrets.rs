@@ -17,7 +17,6 @@ use super::util::clean_path;
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::model::{Category, Finding, Location, Severity};
 use serde::Deserialize;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The detect-secrets decoder.
@@ -25,7 +24,7 @@ pub struct DetectSecretsDecoder;
 
 const SCANNER: &str = "detect-secrets";
 
-type Str<'a> = Cow<'a, str>;
+type Str<'a> = super::text::Text<'a>;
 
 #[derive(Deserialize)]
 struct Baseline<'a> {

@@ -15,14 +15,13 @@ use super::util::{clean_path, set_line_content};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::model::{Category, Finding, Location, Severity};
 use serde::Deserialize;
-use std::borrow::Cow;
 
 /// The gitleaks decoder.
 pub struct GitleaksDecoder;
 
 const SCANNER: &str = "gitleaks";
 
-type Str<'a> = Cow<'a, str>;
+type Str<'a> = super::text::Text<'a>;
 
 /// One leak, v8 and v7 field names side by side (JSON keys are
 /// case-sensitive, so `File` and `file` do not collide).

@@ -20,7 +20,6 @@ use super::{DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use std::borrow::Cow;
 
 /// The grype decoder.
 pub struct GrypeDecoder;
@@ -30,7 +29,7 @@ const SCANNER: &str = "grype";
 /// Longest message kept from an advisory's description, in characters.
 const MAX_MESSAGE: usize = 1000;
 
-type Str<'a> = Cow<'a, str>;
+type Str<'a> = super::text::Text<'a>;
 
 #[derive(Deserialize)]
 struct Document<'a> {

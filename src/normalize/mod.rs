@@ -18,6 +18,7 @@ pub mod native;
 pub mod sarif;
 pub mod semgrep;
 pub mod sniff;
+pub mod text;
 pub mod trivy;
 pub mod util;
 

@@ -21,14 +21,13 @@ use serde::de::{
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The SARIF decoder.
 pub struct SarifDecoder;
 
-type Str<'a> = Cow<'a, str>;
+type Str<'a> = super::text::Text<'a>;
 
 #[derive(Deserialize)]
 struct Tool<'a> {

@@ -32,7 +32,6 @@ use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Package, Severity};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The semgrep decoder.
@@ -46,7 +45,7 @@ const MAX_MESSAGE: usize = 1000;
 /// What Semgrep writes instead of fingerprints and lines when logged out.
 const REQUIRES_LOGIN: &str = "requires login";
 
-type Str<'a> = Cow<'a, str>;
+type Str<'a> = super::text::Text<'a>;
 
 #[derive(Deserialize)]
 struct Document<'a> {
