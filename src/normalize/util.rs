@@ -189,7 +189,7 @@ pub fn category_for_tool(tool: &str) -> Category {
 }
 
 /// The trimmed text of an optional field, if it has any.
-pub fn non_empty<'s, S: std::ops::Deref<Target = str>>(s: &'s Option<S>) -> Option<&'s str> {
+pub fn non_empty<S: std::ops::Deref<Target = str>>(s: &Option<S>) -> Option<&str> {
     s.as_deref().and_then(non_empty_str)
 }
 
