@@ -39,6 +39,10 @@ pub enum Command {
     /// Publish scanner reports to the reports topic with the right key,
     /// headers and chunking (what a CI job runs after a scanner).
     Publish(PublishArgs),
+    /// Validate an ownership configuration and publish it, with every file
+    /// it names, to the ownership topic that `custody run` follows
+    /// (`[ownership] topic`).
+    PublishOwnership(PublishOwnershipArgs),
     /// Run the whole pipeline on an embedded Kafka-protocol broker with
     /// bundled real scanner reports and ownership, and print a per-team
     /// table. No setup needed.
@@ -50,6 +54,23 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// Flags of `custody publish-ownership`.
+#[derive(Debug, Args)]
+pub struct PublishOwnershipArgs {
+    /// The ownership configuration (`owners.toml`, or a directory holding
+    /// it).
+    pub path: PathBuf,
+    /// Bootstrap servers.
+    #[arg(long, env = "CUSTODY_KAFKA_BROKERS")]
+    pub brokers: String,
+    /// Ownership topic.
+    #[arg(long, default_value = "custody.ownership")]
+    pub topic: String,
+    /// Seconds to wait for delivery.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
 }
 
 /// Flags of `custody publish`.

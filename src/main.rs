@@ -32,6 +32,9 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => ExitCode::from(custody::service::run_command(config.as_deref())),
         Command::Publish(args) => ExitCode::from(custody::service::publish::command(args)),
+        Command::PublishOwnership(args) => {
+            ExitCode::from(custody::service::ownership_topic::command(args))
+        }
         Command::Demo(args) => ExitCode::from(custody::service::demo::command(args)),
         Command::Schemas { out } => match write_schemas(out) {
             Ok(()) => ExitCode::SUCCESS,

@@ -419,3 +419,49 @@ fn demo_runs_the_pipeline_and_prints_the_team_table() {
     let cols: Vec<&str> = total.split_whitespace().collect();
     assert!(cols[7].parse::<u32>().unwrap() > 0, "{total}");
 }
+
+#[test]
+fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() {
+    use rdkafka::mocking::MockCluster;
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("custody.ownership", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let out = custody()
+        .args(["publish-ownership", "--brokers", &brokers])
+        .arg("tests/fixtures/ownership")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "published to custody.ownership: owners.toml, tornado.CODEOWNERS, catalog-info.yaml"
+        ),
+        "{stdout}"
+    );
+    // The topic holds the three files and the manifest.
+    let msgs = custody::service::demo::read_all(&brokers, "custody.ownership").unwrap();
+    assert_eq!(msgs.len(), 4);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("owners.toml"), "fallback = 3\n").unwrap();
+    let out = custody()
+        .args(["publish-ownership", "--brokers", &brokers])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was published"), "{stderr}");
+    assert!(stderr.contains("owners.toml"), "{stderr}");
+    assert_eq!(
+        custody::service::demo::read_all(&brokers, "custody.ownership")
+            .unwrap()
+            .len(),
+        4
+    );
+}

@@ -1067,3 +1067,140 @@ fn restore_reads_a_changelog_whose_start_has_moved() {
     assert!(service.health.ready().is_ok());
     service.stop().unwrap();
 }
+
+/// New events since `seen` (by id), waiting until there are `n`.
+fn new_findings(h: &Harness, seen: &HashSet<String>, n: usize) -> Vec<FindingEvent> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: Vec<FindingEvent> = h
+            .findings()
+            .into_iter()
+            .filter(|e| !seen.contains(&e.event_id))
+            .collect();
+        if r.len() >= n {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} new events", r.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ownership published on its topic: the start waits for a version, each
+/// newer version is put in force (the state re-attributed), a broken one
+/// is refused while the one in force stays, and a restart reads the newest.
+#[test]
+fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
+    use custody::service::ownership_topic::{self, MANIFEST_KEY};
+    let mut h = Harness::new(2);
+    let topic = "custody.ownership";
+    h.cluster.create_topic(topic, 1, 1).unwrap();
+    h.config.service.ownership_topic = Some(topic.into());
+    h.config.service.ownership_wait = Duration::from_secs(2);
+    // Nothing published yet: the start says so and names the topic.
+    let err = Service::start(&h.config, None)
+        .err()
+        .expect("no ownership yet");
+    let err = err.to_string();
+    assert!(
+        err.contains("custody.ownership") && err.contains("publish-ownership"),
+        "{err}"
+    );
+
+    let p = h.publisher();
+    let networking = ownership_dir("@acme/networking");
+    let v1 = ownership_topic::publish(&p, topic, networking.path()).unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        v1.files,
+        ["owners.toml", "tornado.CODEOWNERS", "catalog-info.yaml"]
+    );
+    let service = Service::start(&h.config, None).expect("service starts");
+    let (old, _) = old_new("bandit");
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let first = h.findings();
+    assert_eq!(count(&first, FindingEventKind::Opened), 272);
+    let moving: HashSet<String> = first
+        .iter()
+        .filter(|e| {
+            e.location
+                .as_ref()
+                .is_some_and(|l| l.path == "tornado/iostream.py")
+        })
+        .map(|e| e.fingerprint.clone())
+        .collect();
+    assert!(!moving.is_empty());
+    assert!(first
+        .iter()
+        .filter(|e| moving.contains(&e.fingerprint))
+        .all(|e| e.team.as_deref() == Some("networking")));
+    let mut seen: HashSet<String> = first.iter().map(|e| e.event_id.clone()).collect();
+
+    // A new version while running: iostream.py's findings move to qa.
+    let qa = ownership_dir("@acme/qa");
+    ownership_topic::publish(&p, topic, qa.path()).unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    let moved = new_findings(&h, &seen, moving.len());
+    assert_eq!(
+        moved.len(),
+        moving.len(),
+        "only iostream.py's findings move"
+    );
+    assert!(moved.iter().all(|e| e.event == FindingEventKind::Reassigned
+        && moving.contains(&e.fingerprint)
+        && e.team.as_deref() == Some("qa")
+        && e.previous_team.as_deref() == Some("networking")));
+    wait_metric(&service, "custody_ownership_reloads_total{result=\"ok\"} 1");
+    seen.extend(moved.iter().map(|e| e.event_id.clone()));
+
+    // A broken version (sent by hand: the publisher refuses to send one)
+    // is refused; qa stays in force.
+    let broken = vec![(
+        "owners.toml".to_string(),
+        b"[[teams]]\nid = \"two words\"\n".to_vec(),
+    )];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("owners.toml"), &broken[0].1).unwrap();
+    let e = ownership_topic::publish(&p, topic, dir.path()).unwrap_err();
+    assert!(e.contains("teams[0].id"), "{e}");
+    let manifest = serde_json::to_vec(&ownership_topic::manifest_of(&broken)).unwrap();
+    p.send_keyed(topic, "owners.toml", Some(&broken[0].1))
+        .unwrap();
+    p.send_keyed(topic, MANIFEST_KEY, Some(&manifest)).unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    wait_metric(
+        &service,
+        "custody_ownership_reloads_total{result=\"refused\"} 1",
+    );
+    // Rescanned under the version in force: nothing moves.
+    let m = n + h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    let after: Vec<FindingEvent> = h
+        .findings()
+        .into_iter()
+        .filter(|e| !seen.contains(&e.event_id))
+        .collect();
+    assert!(after.is_empty(), "{} events after the refusal", after.len());
+    service.stop().unwrap();
+
+    // The newest version on the topic is the broken one: a restart refuses
+    // to start on it, naming why, rather than attributing without it.
+    let err = Service::start(&h.config, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("teams[0].id"), "{err}");
+    // Published again whole, qa is what a restart reads: nothing moves.
+    ownership_topic::publish(&p, topic, qa.path()).unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    let service = Service::start(&h.config, None).expect("service starts");
+    let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    let after: Vec<FindingEvent> = h
+        .findings()
+        .into_iter()
+        .filter(|e| !seen.contains(&e.event_id))
+        .collect();
+    assert!(after.is_empty(), "{} events after the restart", after.len());
+    service.stop().unwrap();
+}

@@ -219,12 +219,14 @@ impl Attribute for Resolver {
     }
 }
 
-/// An attribution that can be reloaded from its configuration while the
-/// service runs. A reload that fails keeps the configuration in force.
-/// After a successful reload, call [`crate::engine::Engine::reattribute`]:
-/// findings whose team changed are then `reassigned`.
+/// An attribution whose configuration can change while the service runs:
+/// reloaded from its files, or replaced by a version read from the
+/// ownership topic. A reload that fails keeps the configuration in force.
+/// After a change, call [`crate::engine::Engine::reattribute`]: findings
+/// whose team changed are then `reassigned`.
 pub struct Reloadable {
-    path: std::path::PathBuf,
+    /// The files it was loaded from (none when it came from a topic).
+    path: Option<std::path::PathBuf>,
     current: std::sync::RwLock<Arc<Resolver>>,
 }
 
@@ -233,14 +235,35 @@ impl Reloadable {
     pub fn load(path: &std::path::Path) -> Result<Reloadable, super::OwnershipError> {
         let own = Ownership::load(path)?;
         Ok(Reloadable {
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
             current: std::sync::RwLock::new(Arc::new(Resolver::new(Arc::new(own)))),
         })
     }
 
-    /// Reads the configuration again and, if it is valid, puts it in force.
-    pub fn reload(&self) -> Result<(), super::OwnershipError> {
-        let own = Ownership::load(&self.path)?;
+    /// A configuration that did not come from files (the ownership topic):
+    /// [`Reloadable::set`] changes it, [`Reloadable::reload`] does nothing.
+    pub fn of(own: Ownership) -> Reloadable {
+        Reloadable {
+            path: None,
+            current: std::sync::RwLock::new(Arc::new(Resolver::new(Arc::new(own)))),
+        }
+    }
+
+    /// Reads the configuration's files again and, if it is valid, puts it
+    /// in force: true. Without files (it came from a topic), leaves it as
+    /// it is: false.
+    pub fn reload(&self) -> Result<bool, super::OwnershipError> {
+        match &self.path {
+            Some(path) => {
+                self.set(Ownership::load(path)?);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Puts a validated configuration in force.
+    pub fn set(&self, own: Ownership) {
         let next = Arc::new(Resolver::new(Arc::new(own)));
         // A poisoned lock only means a reader panicked; the value is whole.
         let mut slot = self
@@ -248,7 +271,6 @@ impl Reloadable {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = next;
-        Ok(())
     }
 
     /// The resolver in force.

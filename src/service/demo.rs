@@ -14,7 +14,6 @@ use super::publish::{PublishOptions, Publisher};
 use super::Service;
 use crate::config::Config;
 use crate::model::{FindingEvent, Severity, Status, Target, TicketEvent, TicketEventKind};
-use crate::ownership::Reloadable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
@@ -140,14 +139,24 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     ] {
         std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
     }
-    let ownership = Reloadable::load(&dir.join("owners.toml")).map_err(|e| e.to_string())?;
     let mut config = Config::default();
     config.service.brokers = brokers.clone();
     config.service.partitions = 4;
     config.service.replication_factor = 1;
     config.service.group_id = "custody-demo".into();
+    config.service.ownership_topic = Some("custody.ownership".into());
     create_mock_topics(&cluster, &config)?;
-    let service = Service::start(&config, Some(Arc::new(ownership))).map_err(|e| e.to_string())?;
+    // The ownership example goes through `custody publish-ownership`'s
+    // path to the ownership topic, which the service reads at its start.
+    let publisher = Publisher::new(&brokers, std::iter::empty())?;
+    let sent = super::ownership_topic::publish(&publisher, "custody.ownership", &dir)?;
+    publisher.flush(Duration::from_secs(30))?;
+    eprintln!(
+        "custody demo: ownership version {} published to custody.ownership ({})",
+        sent.id,
+        sent.files.join(", ")
+    );
+    let service = Service::start(&config, None).map_err(|e| e.to_string())?;
 
     let outcome = publish_and_collect(&config, &service)?;
     print_table(out, &outcome, started.elapsed()).map_err(|e| e.to_string())?;

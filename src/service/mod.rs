@@ -7,6 +7,7 @@
 //! - [`changelog`]: the compacted state changelog and restore;
 //! - [`worker`]: the consumer loop, delivery and offsets;
 //! - [`topics`]: checking and creating topics;
+//! - [`ownership_topic`]: ownership published on a compacted topic;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`publish`] and [`demo`].
 
@@ -14,6 +15,7 @@ pub mod changelog;
 pub mod demo;
 pub mod http;
 pub mod meta;
+pub mod ownership_topic;
 pub mod publish;
 pub mod settings;
 pub mod topics;
@@ -34,14 +36,27 @@ pub struct Service {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     handle: Option<std::thread::JoinHandle<Result<(), RunError>>>,
+    /// The thread following the ownership topic, if ownership comes from
+    /// one.
+    follower: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
     /// Checks (and creates) topics, then starts the consumer loop on its own
-    /// thread.
+    /// thread. With `[ownership] topic` (and no `ownership` given), the
+    /// topic is read to its end first, and followed from then on.
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
         topics::ensure(config).map_err(RunError::Kafka)?;
+        let health = Arc::new(Health::default());
+        let metrics = Arc::new(Metrics::new());
+        let (ownership, follower) = match (ownership, &settings.ownership_topic) {
+            (None, Some(topic)) => {
+                let (own, follower) = follow_ownership(settings, topic, &health, &metrics)?;
+                (Some(own), Some(follower))
+            }
+            (own, _) => (own, None),
+        };
         // The pool that decodes and applies reports, its threads named so
         // `top -H` and profiles tell them from the consumer thread. It is
         // the process's global pool: built once, by the first service
@@ -49,8 +64,6 @@ impl Service {
         let _ = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("custody-work-{i}"))
             .build_global();
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
         let mut engine = Engine::new(config);
         if let Some(own) = &ownership {
             engine.set_attribution(Box::new(Arc::clone(own)));
@@ -71,6 +84,7 @@ impl Service {
             health,
             metrics,
             handle: Some(handle),
+            follower,
         })
     }
 
@@ -86,6 +100,9 @@ impl Service {
     }
 
     fn join(&mut self) -> Result<(), RunError> {
+        if let Some(f) = self.follower.take() {
+            let _ = f.join();
+        }
         match self.handle.take() {
             Some(h) => h
                 .join()
@@ -100,6 +117,48 @@ impl Drop for Service {
         self.health.stop.store(true, Ordering::Relaxed);
         let _ = self.join();
     }
+}
+
+/// Reads the ownership topic to its end (waiting up to
+/// `ownership_wait` for a complete version), then follows it on a thread
+/// until the stop: each newer version is validated and put in force (the
+/// worker then re-attributes), or refused and counted.
+fn follow_ownership(
+    settings: &settings::ServiceSettings,
+    topic: &str,
+    health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<Reloadable>, std::thread::JoinHandle<()>), RunError> {
+    let warn = |m: &str| eprintln!("custody run: {m}");
+    let mut feed = ownership_topic::Feed::open(&worker::client_config(settings), topic)
+        .map_err(RunError::Kafka)?;
+    let own = feed
+        .load(settings.ownership_wait, &warn)
+        .map_err(RunError::Kafka)?;
+    eprintln!("custody run: ownership from topic {topic}: {}", own.origin);
+    let own = Arc::new(Reloadable::of(own));
+    let (h, m, r) = (Arc::clone(health), Arc::clone(metrics), Arc::clone(&own));
+    let follower = std::thread::Builder::new()
+        .name("custody-ownership".into())
+        .spawn(move || {
+            while !h.stop.load(Ordering::Relaxed) {
+                let warn = |m: &str| eprintln!("custody run: {m}");
+                match feed.next(std::time::Duration::from_millis(200), &warn) {
+                    Some((id, Ok(own))) => {
+                        eprintln!("custody run: ownership version {id} in force");
+                        r.set(own);
+                        h.ownership_changed.store(true, Ordering::Relaxed);
+                    }
+                    Some((id, Err(e))) => {
+                        m.ownership_reload(false);
+                        eprintln!("custody run: ownership version {id} refused: {e}");
+                    }
+                    None => {}
+                }
+            }
+        })
+        .map_err(|e| RunError::Kafka(format!("cannot start the ownership thread: {e}")))?;
+    Ok((own, follower))
 }
 
 /// `custody run`: loads the configuration, serves HTTP, runs until SIGTERM
@@ -117,6 +176,12 @@ pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
         None => Config::default(),
     };
     config.service.apply_env(std::env::vars());
+    if config.service.ownership.is_some() && config.service.ownership_topic.is_some() {
+        eprintln!(
+            "custody run: ownership comes from both a file and a topic (ownership.config or CUSTODY_OWNERSHIP_CONFIG, and ownership.topic or CUSTODY_OWNERSHIP_TOPIC); give one"
+        );
+        return 2;
+    }
     let ownership = match &config.service.ownership {
         Some(p) => match Reloadable::load(p) {
             Ok(r) => Some(Arc::new(r)),

@@ -194,6 +194,19 @@ impl Publisher {
         })
     }
 
+    /// Queues one message with a key and a value (none: a tombstone).
+    pub fn send_keyed(&self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        let mut record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(topic).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| format!("cannot send {key} to {topic}: {e}"))?;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
     /// Queues one decision, keyed by its target, on `topic`.
     pub fn send_decision(
         &self,

@@ -50,6 +50,8 @@ pub(crate) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOwnership {
     config: Option<PathBuf>,
+    topic: Option<String>,
+    wait_secs: Option<u64>,
 }
 
 /// Delivery guarantee.
@@ -109,6 +111,12 @@ pub struct ServiceSettings {
     pub http_listen: String,
     /// Ownership configuration (file or directory).
     pub ownership: Option<PathBuf>,
+    /// Compacted topic the ownership configuration is read from and
+    /// followed on (instead of files; see `custody publish-ownership`).
+    pub ownership_topic: Option<String>,
+    /// How long the start waits for a complete version on the ownership
+    /// topic.
+    pub ownership_wait: Duration,
     /// Most distinct team label values; the rest fold into `other`.
     pub max_teams: usize,
 }
@@ -135,6 +143,8 @@ impl Default for ServiceSettings {
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,
+            ownership_topic: None,
+            ownership_wait: Duration::from_secs(60),
             max_teams: crate::metrics::DEFAULT_MAX_TEAMS,
         }
     }
@@ -152,7 +162,8 @@ impl ServiceSettings {
 
     /// Applies environment overrides: `CUSTODY_KAFKA_BROKERS`,
     /// `CUSTODY_KAFKA_GROUP_ID`, `CUSTODY_HTTP_LISTEN`,
-    /// `CUSTODY_OWNERSHIP_CONFIG` and `CUSTODY_RDKAFKA_*`.
+    /// `CUSTODY_OWNERSHIP_CONFIG`, `CUSTODY_OWNERSHIP_TOPIC` and
+    /// `CUSTODY_RDKAFKA_*`.
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
         for (k, v) in vars {
             match k.as_str() {
@@ -160,6 +171,7 @@ impl ServiceSettings {
                 "CUSTODY_KAFKA_GROUP_ID" => self.group_id = v,
                 "CUSTODY_HTTP_LISTEN" => self.http_listen = v,
                 "CUSTODY_OWNERSHIP_CONFIG" => self.ownership = Some(PathBuf::from(v)),
+                "CUSTODY_OWNERSHIP_TOPIC" => self.ownership_topic = Some(v),
                 _ => {
                     if let Some(name) = k.strip_prefix("CUSTODY_RDKAFKA_") {
                         let name = name.to_ascii_lowercase().replace('_', ".");
@@ -308,7 +320,23 @@ pub(crate) fn validate(
         }
         s.http_listen = l;
     }
+    if ownership.config.is_some() && ownership.topic.is_some() {
+        return Err(invalid(
+            "ownership".into(),
+            "names both `config` and `topic`; give one",
+        ));
+    }
+    if let Some(t) = &ownership.topic {
+        check_topic(t).map_err(|e| invalid("ownership.topic".into(), &e))?;
+    }
     s.ownership = ownership.config;
+    s.ownership_topic = ownership.topic;
+    if let Some(w) = ownership.wait_secs {
+        if w == 0 || w > 3600 {
+            return Err(invalid("ownership.wait_secs".into(), "must be 1 to 3600"));
+        }
+        s.ownership_wait = Duration::from_secs(w);
+    }
     if let Some(m) = metrics.max_teams {
         if m == 0 || m > 100_000 {
             return Err(invalid("metrics.max_teams".into(), "must be 1 to 100000"));
@@ -371,6 +399,22 @@ mod tests {
         assert_eq!(cfg.service.brokers, "k9:9092");
         assert_eq!(cfg.service.properties["sasl.password"], "s3cret");
         assert_eq!(cfg.service.properties.len(), 3);
+        let cfg = Config::parse(
+            "[ownership]\ntopic = \"custody.ownership\"\nwait_secs = 5",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.service.ownership_topic.as_deref(),
+            Some("custody.ownership")
+        );
+        assert_eq!(
+            cfg.service.ownership_wait,
+            std::time::Duration::from_secs(5)
+        );
+        let mut s = Config::default().service;
+        s.apply_env([("CUSTODY_OWNERSHIP_TOPIC".to_string(), "own".to_string())]);
+        assert_eq!(s.ownership_topic.as_deref(), Some("own"));
     }
 
     #[test]
@@ -390,6 +434,15 @@ mod tests {
             ("[kafka.properties]\nx = [1]", "kafka.properties.x"),
             ("[http]\nlisten = \"everywhere\"", "http.listen"),
             ("[kafka]\nbrokerz = \"x\"", "brokerz"),
+            (
+                "[ownership]\nconfig = \"o.toml\"\ntopic = \"custody.ownership\"",
+                "give one",
+            ),
+            ("[ownership]\ntopic = \"a b\"", "ownership.topic"),
+            (
+                "[ownership]\ntopic = \"t\"\nwait_secs = 0",
+                "ownership.wait_secs",
+            ),
         ] {
             let err = Config::parse(text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");

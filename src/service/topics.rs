@@ -1,7 +1,8 @@
 //! Topics the service reads and writes: checked at start, and created when
 //! missing (`kafka.create_topics`, the default) with the right settings:
 //! the changelog compacted and with as many partitions as its reports
-//! topic. Otherwise the error names every missing topic.
+//! topic, the ownership topic compacted with one. Otherwise the error
+//! names every missing topic.
 
 use super::worker::client_config;
 use crate::config::Config;
@@ -26,6 +27,9 @@ pub fn wanted(config: &Config) -> Vec<(String, &'static str)> {
     }
     for t in &s.reports_topics {
         out.push((s.changelog_for(t), "changelog"));
+    }
+    if let Some(t) = &s.ownership_topic {
+        out.push((t.clone(), "ownership"));
     }
     let mut seen = BTreeSet::new();
     out.retain(|(t, _)| seen.insert(t.clone()));
@@ -73,10 +77,13 @@ pub fn ensure(config: &Config) -> Result<(), String> {
         }
         let mut plan: Vec<(String, i32, bool)> = Vec::new();
         for (t, role) in &missing {
-            if *role == "changelog" {
-                continue;
+            match *role {
+                "changelog" => {}
+                // One partition, compacted: the newest version of each
+                // file is kept.
+                "ownership" => plan.push((t.clone(), 1, true)),
+                _ => plan.push((t.clone(), s.partitions, false)),
             }
-            plan.push((t.clone(), s.partitions, false));
         }
         create(config, &plan)?;
         have = existing(config)?;

@@ -52,6 +52,9 @@ pub struct Health {
     pub stop: AtomicBool,
     /// Set to reload the ownership configuration.
     pub reload: AtomicBool,
+    /// Set when a new ownership version was put in force (read from the
+    /// ownership topic): what is known is re-attributed.
+    pub ownership_changed: AtomicBool,
     /// Report messages fully processed (offsets stored).
     pub done_messages: AtomicUsize,
     /// Set when an event could not be delivered: the loop stops without
@@ -2117,24 +2120,28 @@ impl Worker {
                     last_commit = Instant::now();
                     core.commit_txn(&self.consumer);
                 }
+                let mut changed = self.health.ownership_changed.swap(false, Ordering::Relaxed);
                 if self.health.reload.swap(false, Ordering::Relaxed) {
                     if let Some(own) = &self.ownership {
                         match own.reload() {
-                            Ok(_) => {
-                                // The engine attributes through the same
-                                // Reloadable, so only re-attribution is left.
-                                self.metrics.ownership_reload(true);
-                                self.metrics.set_teams(
-                                    own.current().ownership().teams.iter().map(String::as_str),
-                                    self.settings.max_teams,
-                                );
-                                core.reattribute(Utc::now());
-                            }
+                            Ok(reloaded) => changed |= reloaded,
                             Err(e) => {
                                 self.metrics.ownership_reload(false);
                                 tracing_warn(&format!("ownership reload refused: {e}"));
                             }
                         }
+                    }
+                }
+                if changed {
+                    if let Some(own) = &self.ownership {
+                        // The engine attributes through the same
+                        // Reloadable, so only re-attribution is left.
+                        self.metrics.ownership_reload(true);
+                        self.metrics.set_teams(
+                            own.current().ownership().teams.iter().map(String::as_str),
+                            self.settings.max_teams,
+                        );
+                        core.reattribute(Utc::now());
                     }
                 }
                 if last_tick.elapsed() >= self.settings.tick_interval {
