@@ -68,7 +68,11 @@ pub struct PublishOwnershipArgs {
     /// Ownership topic.
     #[arg(long, default_value = "custody.ownership")]
     pub topic: String,
-    /// Seconds to wait for delivery.
+    /// Replication factor when the topic is created (compacted, one
+    /// partition); -1: the broker's default.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub replication_factor: i32,
+    /// Seconds to wait for the topic to be read and for delivery.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
 }

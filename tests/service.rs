@@ -1107,13 +1107,16 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
     );
 
     let p = h.publisher();
+    let brokers = h.cluster.bootstrap_servers();
+    let publish =
+        |dir: &Path| ownership_topic::publish(&brokers, topic, dir, 1, Duration::from_secs(10));
     let networking = ownership_dir("@acme/networking");
-    let v1 = ownership_topic::publish(&p, topic, networking.path()).unwrap();
-    p.flush(Duration::from_secs(10)).unwrap();
+    let v1 = publish(networking.path()).unwrap();
     assert_eq!(
         v1.files,
         ["owners.toml", "tornado.CODEOWNERS", "catalog-info.yaml"]
     );
+    assert_eq!((v1.sent, v1.pruned), (3, 0));
     let service = Service::start(&h.config, None).expect("service starts");
     let (old, _) = old_new("bandit");
     let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
@@ -1138,8 +1141,9 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
 
     // A new version while running: iostream.py's findings move to qa.
     let qa = ownership_dir("@acme/qa");
-    ownership_topic::publish(&p, topic, qa.path()).unwrap();
-    p.flush(Duration::from_secs(10)).unwrap();
+    let v2 = publish(qa.path()).unwrap();
+    // Only the CODEOWNERS file changed; v1's stays, as the version before.
+    assert_eq!((v2.sent, v2.pruned), (1, 0));
     let moved = new_findings(&h, &seen, moving.len());
     assert_eq!(
         moved.len(),
@@ -1161,11 +1165,16 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
     )];
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("owners.toml"), &broken[0].1).unwrap();
-    let e = ownership_topic::publish(&p, topic, dir.path()).unwrap_err();
-    assert!(e.contains("teams[0].id"), "{e}");
-    let manifest = serde_json::to_vec(&ownership_topic::manifest_of(&broken)).unwrap();
-    p.send_keyed(topic, "owners.toml", Some(&broken[0].1))
-        .unwrap();
+    let e = publish(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, ownership_topic::PublishError::Invalid(_))
+            && e.to_string().contains("teams[0].id"),
+        "{e}"
+    );
+    let bad = ownership_topic::manifest_of(&broken);
+    let manifest = serde_json::to_vec(&bad).unwrap();
+    let key = ownership_topic::file_key("owners.toml", &bad.files["owners.toml"]);
+    p.send_keyed(topic, &key, Some(&broken[0].1)).unwrap();
     p.send_keyed(topic, MANIFEST_KEY, Some(&manifest)).unwrap();
     p.flush(Duration::from_secs(10)).unwrap();
     wait_metric(
@@ -1190,8 +1199,19 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
         .expect("refused")
         .to_string();
     assert!(err.contains("teams[0].id"), "{err}");
-    // Published again whole, qa is what a restart reads: nothing moves.
-    ownership_topic::publish(&p, topic, qa.path()).unwrap();
+    // Published again, qa is what a restart reads: nothing moves. Its files
+    // are all on the topic already; networking's CODEOWNERS, named by
+    // neither qa nor the broken version, is deleted.
+    let v3 = publish(qa.path()).unwrap();
+    assert_eq!((v3.id.as_str(), v3.sent, v3.pruned), (v2.id.as_str(), 0, 1));
+    // A publish that died before its manifest left a file behind: the
+    // version in force is untouched by it.
+    p.send_keyed(
+        topic,
+        "tornado.CODEOWNERS@0000",
+        Some(b"* @acme/payments\n"),
+    )
+    .unwrap();
     p.flush(Duration::from_secs(10)).unwrap();
     let service = Service::start(&h.config, None).expect("service starts");
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);

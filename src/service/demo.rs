@@ -148,9 +148,14 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     create_mock_topics(&cluster, &config)?;
     // The ownership example goes through `custody publish-ownership`'s
     // path to the ownership topic, which the service reads at its start.
-    let publisher = Publisher::new(&brokers, std::iter::empty())?;
-    let sent = super::ownership_topic::publish(&publisher, "custody.ownership", &dir)?;
-    publisher.flush(Duration::from_secs(30))?;
+    let sent = super::ownership_topic::publish(
+        &brokers,
+        "custody.ownership",
+        &dir,
+        1,
+        Duration::from_secs(30),
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!(
         "custody demo: ownership version {} published to custody.ownership ({})",
         sent.id,
@@ -177,9 +182,15 @@ pub fn create_mock_topics<C: rdkafka::ClientContext>(
     cluster: &MockCluster<'_, C>,
     config: &Config,
 ) -> Result<(), String> {
-    for (topic, _role) in super::topics::wanted(config) {
+    for (topic, role) in super::topics::wanted(config) {
+        // As topics::ensure creates them (the mock has no compaction).
+        let partitions = if role == "ownership" {
+            1
+        } else {
+            config.service.partitions
+        };
         cluster
-            .create_topic(&topic, config.service.partitions, 1)
+            .create_topic(&topic, partitions, 1)
             .map_err(|e| format!("cannot create topic {topic} on the mock cluster: {e}"))?;
     }
     Ok(())

@@ -68,18 +68,31 @@ impl Service {
         if let Some(own) = &ownership {
             engine.set_attribution(Box::new(Arc::clone(own)));
         }
-        let worker = Worker::new(
+        let started = Worker::new(
             settings,
             engine,
             config.max_report_bytes,
             Arc::clone(&metrics),
             Arc::clone(&health),
             ownership,
-        )?;
-        let handle = std::thread::Builder::new()
-            .name("custody-consumer".into())
-            .spawn(move || worker.run())
-            .map_err(|e| RunError::Kafka(format!("cannot start the consumer thread: {e}")))?;
+        )
+        .and_then(|worker| {
+            std::thread::Builder::new()
+                .name("custody-consumer".into())
+                .spawn(move || worker.run())
+                .map_err(|e| RunError::Kafka(format!("cannot start the consumer thread: {e}")))
+        });
+        let handle = match started {
+            Ok(h) => h,
+            Err(e) => {
+                // The ownership follower, if any, stops with the start.
+                health.stop.store(true, Ordering::Relaxed);
+                if let Some(f) = follower {
+                    let _ = f.join();
+                }
+                return Err(e);
+            }
+        };
         Ok(Service {
             health,
             metrics,
@@ -131,7 +144,7 @@ fn follow_ownership(
 ) -> Result<(Arc<Reloadable>, std::thread::JoinHandle<()>), RunError> {
     let warn = |m: &str| eprintln!("custody run: {m}");
     let mut feed = ownership_topic::Feed::open(&worker::client_config(settings), topic)
-        .map_err(RunError::Kafka)?;
+        .map_err(|e| RunError::Kafka(e.to_string()))?;
     let own = feed
         .load(settings.ownership_wait, &warn)
         .map_err(RunError::Kafka)?;

@@ -2,20 +2,24 @@
 //! of a cluster attributes with the same configuration, and a change
 //! reaches all of them without files to deploy or signals to send.
 //!
-//! The topic holds a set of files: each message is keyed by a file's path
-//! relative to the configuration (`owners.toml`, `repos/tornado.CODEOWNERS`,
-//! `catalog-info.yaml`), its value the file's bytes. A manifest, keyed
-//! [`MANIFEST_KEY`], names every file of one version with its SHA-256. A
-//! version is put in force once its manifest and every file it names, with
-//! those hashes, have been read, so a reader never mixes two versions
-//! however their messages interleave across partitions. Compaction keeps
-//! the newest value of each key: the newest version survives whole.
+//! The topic holds files by content: each message is keyed by a file's
+//! path relative to the configuration and its SHA-256
+//! (`repos/tornado.CODEOWNERS@<sha256>`), its value the file's bytes. A
+//! manifest, keyed [`MANIFEST_KEY`], names every file of one version with
+//! its SHA-256. A version is put in force once its manifest and every file
+//! it names have been read, so a reader never mixes two versions however
+//! their messages interleave. A new version's files never overwrite the
+//! version in force (their keys differ), so a publish that dies midway, or
+//! two that race, leave the topic with a complete version; compaction keeps
+//! every key's newest value.
 //!
 //! `custody publish-ownership` validates a configuration as `custody run`
-//! would, then publishes it: each file the configuration read, then the
-//! manifest. The service reads the topic to its end before it starts
-//! consuming reports, then follows it; a version that fails validation is
-//! refused (logged and counted) and the one in force stays.
+//! would, reads the topic, sends the files it does not hold yet, then the
+//! manifest, and then deletes (tombstones) the files that neither the new
+//! version nor the one before it names. The service reads the topic to its
+//! end before it starts consuming reports, then follows it; a version that
+//! fails validation is refused (logged and counted) and the one in force
+//! stays.
 
 use crate::ownership::{Ownership, OwnershipError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -82,11 +86,18 @@ pub fn key_of(path: &Path) -> String {
     parts.join("/")
 }
 
+/// The key of a file: its path and its content's SHA-256.
+pub fn file_key(path: &str, sha256: &str) -> String {
+    format!("{path}@{sha256}")
+}
+
 /// The files read from the topic so far, and the newest manifest.
 #[derive(Debug, Default)]
 pub struct FileSet {
     files: BTreeMap<String, Vec<u8>>,
     manifest: Option<Manifest>,
+    /// Why the newest manifest message was refused, if it was.
+    refused: Option<String>,
 }
 
 impl FileSet {
@@ -98,24 +109,21 @@ impl FileSet {
         let key = std::str::from_utf8(key)
             .map_err(|_| "a message whose key is not UTF-8 (keys are file paths)".to_string())?;
         if key == MANIFEST_KEY {
-            self.manifest = match value {
-                None => None,
-                Some(v) => {
-                    let m: Manifest = serde_json::from_slice(v)
-                        .map_err(|e| format!("the manifest is not a manifest: {e}"))?;
-                    if m.version != 1 {
-                        return Err(format!(
-                            "manifest version {} is not supported (1 is)",
-                            m.version
-                        ));
-                    }
-                    if !m.files.contains_key(ENTRY) {
-                        return Err(format!("the manifest names no {ENTRY}"));
-                    }
-                    Some(m)
+            let parsed = match value {
+                None => Ok(None),
+                Some(v) => parse_manifest(v).map(Some),
+            };
+            return match parsed {
+                Ok(m) => {
+                    self.manifest = m;
+                    self.refused = None;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.refused = Some(e.clone());
+                    Err(e)
                 }
             };
-            return Ok(());
         }
         match value {
             None => {
@@ -141,7 +149,7 @@ impl FileSet {
         let m = self.manifest.as_ref()?;
         let mut files = BTreeMap::new();
         for (path, hash) in &m.files {
-            let bytes = self.files.get(path)?;
+            let bytes = self.files.get(&file_key(path, hash))?;
             if sha256_hex(bytes) != *hash {
                 return None;
             }
@@ -154,6 +162,37 @@ impl FileSet {
     pub fn has_manifest(&self) -> bool {
         self.manifest.is_some()
     }
+
+    /// The newest manifest.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Keys of the files held.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// Why the newest manifest message was refused, if it was (the one
+    /// before it, if any, is the newest then).
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+}
+
+fn parse_manifest(v: &[u8]) -> Result<Manifest, String> {
+    let m: Manifest =
+        serde_json::from_slice(v).map_err(|e| format!("the manifest is not a manifest: {e}"))?;
+    if m.version != 1 {
+        return Err(format!(
+            "manifest version {} is not supported (1 is)",
+            m.version
+        ));
+    }
+    if !m.files.contains_key(ENTRY) {
+        return Err(format!("the manifest names no {ENTRY}"));
+    }
+    Ok(m)
 }
 
 /// Builds and validates the ownership of one version's files.
@@ -199,18 +238,29 @@ pub fn files_of(path: &Path) -> Result<(Ownership, Files), OwnershipError> {
         source,
     })?;
     let base = entry.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Parsed against an empty base, as the service parses the published
+    // files: the paths the configuration names are the keys, the same on
+    // both sides (an absolute one too).
     let read: RefCell<Files> = RefCell::new(Vec::new());
-    let own = Ownership::parse(&text, &shown, &base, &|p| {
-        let t = std::fs::read_to_string(p)?;
-        let rel = p.strip_prefix(&base).unwrap_or(p);
-        read.borrow_mut()
-            .push((key_of(rel), t.clone().into_bytes()));
+    let own = Ownership::parse(&text, &shown, Path::new(""), &|p| {
+        let t = std::fs::read_to_string(base.join(p))?;
+        read.borrow_mut().push((key_of(p), t.clone().into_bytes()));
         Ok(t)
     })?;
     let mut files = vec![(ENTRY.to_string(), text.into_bytes())];
     for (k, v) in read.into_inner() {
-        if !files.iter().any(|(have, _)| *have == k) {
-            files.push((k, v));
+        match files.iter().find(|(have, _)| *have == k) {
+            None => files.push((k, v)),
+            Some((_, same)) if *same == v => {}
+            Some(_) => {
+                return Err(OwnershipError::Invalid {
+                    path: shown,
+                    key: "ownership".into(),
+                    message: format!(
+                        "it names a file {k} that is not itself; on the ownership topic the configuration is {ENTRY}, so rename that file"
+                    ),
+                })
+            }
         }
     }
     Ok((own, files))
@@ -227,72 +277,154 @@ pub fn manifest_of(files: &[(String, Vec<u8>)]) -> Manifest {
     }
 }
 
-/// What [`publish`] sent.
+/// What [`publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedOwnership {
     /// The version's id (as the service logs it).
     pub id: String,
-    /// The files sent, by key.
+    /// Its files, by path.
     pub files: Vec<String>,
+    /// Files sent (the others were on the topic already).
+    pub sent: usize,
+    /// Files of older versions deleted.
+    pub pruned: usize,
 }
 
-/// Validates the configuration at `path` (file or directory) and queues
-/// each file it read, then the manifest, on `topic` (call
-/// [`super::publish::Publisher::flush`] to wait for delivery). Nothing is
-/// sent when the configuration is invalid or a file is too large.
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The configuration is invalid: nothing was sent.
+    #[error("{0}; nothing was published")]
+    Invalid(String),
+    /// Kafka failed: some messages may have been sent, but a version is
+    /// in force only once its manifest is, and it is sent last.
+    #[error("{0}")]
+    Kafka(String),
+}
+
+/// Validates the configuration at `path` (file or directory) and publishes
+/// it on `topic` (created compacted with one partition when missing, with
+/// `replication_factor`, -1 for the broker's default): the files the topic
+/// does not hold yet, then the manifest; once that is delivered, the files
+/// neither this version nor the one before it names are deleted.
 pub fn publish(
-    p: &super::publish::Publisher,
+    brokers: &str,
     topic: &str,
     path: &Path,
-) -> Result<PublishedOwnership, String> {
-    let (_, files) = files_of(path).map_err(|e| e.to_string())?;
+    replication_factor: i32,
+    timeout: Duration,
+) -> Result<PublishedOwnership, PublishError> {
+    let (_, files) = files_of(path).map_err(|e| PublishError::Invalid(e.to_string()))?;
     if let Some((k, v)) = files.iter().find(|(_, v)| v.len() > MAX_FILE_BYTES) {
-        return Err(format!(
+        return Err(PublishError::Invalid(format!(
             "{k} is {} bytes, over the limit of {MAX_FILE_BYTES} for one ownership file",
             v.len()
-        ));
+        )));
     }
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    let kafka = PublishError::Kafka;
+    let mut feed = match Feed::open(&client, topic) {
+        Ok(f) => f,
+        Err(FeedError::Missing(_)) => {
+            super::topics::create_with(
+                &client,
+                replication_factor,
+                &[(topic.to_string(), 1, true)],
+            )
+            .map_err(kafka)?;
+            let until = Instant::now() + timeout;
+            loop {
+                match Feed::open(&client, topic) {
+                    Ok(f) => break f,
+                    Err(FeedError::Missing(e)) if Instant::now() < until => {
+                        let _ = e;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(kafka(e.to_string())),
+                }
+            }
+        }
+        Err(e) => return Err(kafka(e.to_string())),
+    };
+    feed.read_to_end(timeout, &|m| eprintln!("custody publish-ownership: {m}"))
+        .map_err(kafka)?;
+    let held: std::collections::BTreeSet<String> = feed.set.keys().map(str::to_string).collect();
+    let before = feed.set.manifest().cloned();
+    let p = super::publish::Publisher::new(brokers, std::iter::empty()).map_err(kafka)?;
     let manifest = manifest_of(&files);
-    for (k, v) in &files {
-        p.send_keyed(topic, k, Some(v))?;
+    let mut sent = 0;
+    for (path, bytes) in &files {
+        let key = file_key(path, &manifest.files[path]);
+        if !held.contains(&key) {
+            p.send_keyed(topic, &key, Some(bytes)).map_err(kafka)?;
+            sent += 1;
+        }
     }
-    let m = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
-    p.send_keyed(topic, MANIFEST_KEY, Some(&m))?;
+    let m = serde_json::to_vec(&manifest).map_err(|e| kafka(e.to_string()))?;
+    p.send_keyed(topic, MANIFEST_KEY, Some(&m)).map_err(kafka)?;
+    p.flush(timeout).map_err(kafka)?;
+    // Delivered: the files of older versions can go.
+    let keep: std::collections::BTreeSet<String> = [Some(&manifest), before.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.files.iter().map(|(p, h)| file_key(p, h)))
+        .collect();
+    let mut pruned = 0;
+    for key in held.difference(&keep) {
+        p.send_keyed(topic, key, None).map_err(kafka)?;
+        pruned += 1;
+    }
+    p.flush(timeout).map_err(kafka)?;
     Ok(PublishedOwnership {
         id: manifest.id(),
         files: files.into_iter().map(|(k, _)| k).collect(),
+        sent,
+        pruned,
     })
 }
 
 /// `custody publish-ownership`: exit 0 when the configuration was valid
-/// and delivered, 1 when it is invalid (nothing sent), 2 when delivery
-/// failed.
+/// and its version delivered, 1 when it is invalid (nothing sent), 2 when
+/// Kafka failed.
 pub fn command(args: crate::cli::PublishOwnershipArgs) -> u8 {
-    let publisher = match super::publish::Publisher::new(&args.brokers, std::iter::empty()) {
-        Ok(p) => p,
+    match publish(
+        &args.brokers,
+        &args.topic,
+        &args.path,
+        args.replication_factor,
+        Duration::from_secs(args.timeout_secs),
+    ) {
+        Ok(p) => {
+            println!(
+                "ownership version {} published to {}: {} ({} file(s) sent, {} of older versions deleted)",
+                p.id,
+                args.topic,
+                p.files.join(", "),
+                p.sent,
+                p.pruned
+            );
+            0
+        }
         Err(e) => {
             eprintln!("custody publish-ownership: {e}");
-            return 2;
+            match e {
+                PublishError::Invalid(_) => 1,
+                PublishError::Kafka(_) => 2,
+            }
         }
-    };
-    let sent = match publish(&publisher, &args.topic, &args.path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("custody publish-ownership: {e}; nothing was published");
-            return 1;
-        }
-    };
-    if let Err(e) = publisher.flush(Duration::from_secs(args.timeout_secs)) {
-        eprintln!("custody publish-ownership: {e}");
-        return 2;
     }
-    println!(
-        "ownership version {} published to {}: {}",
-        sent.id,
-        args.topic,
-        sent.files.join(", ")
-    );
-    0
+}
+
+/// Why the topic could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// It does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// Anything else.
+    #[error("{0}")]
+    Kafka(String),
 }
 
 /// A reader of the ownership topic: every partition from the beginning,
@@ -307,19 +439,26 @@ pub struct Feed {
 
 impl Feed {
     /// Opens the topic.
-    pub fn open(base: &ClientConfig, topic: &str) -> Result<Feed, String> {
+    pub fn open(base: &ClientConfig, topic: &str) -> Result<Feed, FeedError> {
+        let k = FeedError::Kafka;
         let mut cfg = base.clone();
         cfg.set("group.id", "custody-ownership-reader")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = cfg
-            .create()
-            .map_err(|e| format!("ownership topic {topic}: cannot create a consumer: {e}"))?;
+        let consumer: BaseConsumer = cfg.create().map_err(|e| {
+            k(format!(
+                "ownership topic {topic}: cannot create a consumer: {e}"
+            ))
+        })?;
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .map_err(|e| format!("ownership topic {topic}: cannot read its metadata: {e}"))?;
+            .map_err(|e| {
+                k(format!(
+                    "ownership topic {topic}: cannot read its metadata: {e}"
+                ))
+            })?;
         let parts: Vec<i32> = md
             .topics()
             .iter()
@@ -327,16 +466,18 @@ impl Feed {
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if parts.is_empty() {
-            return Err(format!("ownership topic {topic} does not exist"));
+            return Err(FeedError::Missing(format!(
+                "ownership topic {topic} does not exist"
+            )));
         }
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
             tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .map_err(|e| format!("ownership topic {topic}: {e}"))?;
+                .map_err(|e| k(format!("ownership topic {topic}: {e}")))?;
         }
         consumer
             .assign(&tpl)
-            .map_err(|e| format!("ownership topic {topic}: cannot assign it: {e}"))?;
+            .map_err(|e| k(format!("ownership topic {topic}: cannot assign it: {e}")))?;
         Ok(Feed {
             consumer,
             topic: topic.to_string(),
@@ -398,6 +539,24 @@ impl Feed {
         Ok(true)
     }
 
+    /// Reads the topic to the end it has now, within `wait`.
+    pub fn read_to_end(&mut self, wait: Duration, warn: &dyn Fn(&str)) -> Result<(), String> {
+        let until = Instant::now() + wait;
+        loop {
+            self.read(Duration::from_millis(100), warn);
+            if self.at_end()? {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "ownership topic {}: not read to its end within {} s",
+                    self.topic,
+                    wait.as_secs()
+                ));
+            }
+        }
+    }
+
     /// Reads the topic to its end and builds the newest complete version;
     /// waits for one (a publisher may be midway) until `deadline`.
     pub fn load(&mut self, deadline: Duration, warn: &dyn Fn(&str)) -> Result<Ownership, String> {
@@ -415,10 +574,16 @@ impl Feed {
                 }
             }
             if Instant::now() >= until {
-                let why = if self.set.has_manifest() {
-                    "its newest version is incomplete (a file it names is missing or differs)"
-                } else {
-                    "it holds no ownership (publish one with `custody publish-ownership`)"
+                let why = match (self.set.refused(), self.set.has_manifest()) {
+                    (Some(e), _) => format!("its newest manifest was refused: {e}"),
+                    (None, true) => {
+                        "its newest version is incomplete (a file it names is missing or differs)"
+                            .to_string()
+                    }
+                    (None, false) => {
+                        "it holds no ownership (publish one with `custody publish-ownership`)"
+                            .to_string()
+                    }
                 };
                 return Err(format!(
                     "ownership topic {}: {why}, after waiting {} s",
@@ -467,7 +632,8 @@ mod tests {
 
     fn put_all(set: &mut FileSet, files: &[(String, Vec<u8>)]) {
         for (k, v) in files {
-            set.put(Some(k.as_bytes()), Some(v)).unwrap();
+            let key = file_key(k, &sha256_hex(v));
+            set.put(Some(key.as_bytes()), Some(v)).unwrap();
         }
     }
 
@@ -487,13 +653,26 @@ mod tests {
         assert_eq!(id, manifest_of(&files).id());
         let own = ownership_of(&got, "t").unwrap();
         assert_eq!(own.teams, vec!["web".to_string()]);
-        // A file of the next version, not yet its manifest: the version in
-        // the set no longer matches its hashes, so nothing is complete.
-        set.put(Some(b"co/b.CODEOWNERS"), Some(b"* @other\n"))
-            .unwrap();
+        // A file of the next version, without its manifest yet: the
+        // version in force is untouched (the new file has its own key).
+        let next = vec![("co/b.CODEOWNERS".to_string(), b"* @other\n".to_vec())];
+        put_all(&mut set, &next);
+        assert_eq!(set.complete().unwrap().0, id);
+        // Its manifest: the next version is complete, and in it only.
+        let mut v2 = files.clone();
+        v2[1] = next[0].clone();
+        let m2 = serde_json::to_vec(&manifest_of(&v2)).unwrap();
+        set.put(Some(MANIFEST_KEY.as_bytes()), Some(&m2)).unwrap();
+        let (id2, got) = set.complete().unwrap();
+        assert_ne!(id2, id);
+        assert_eq!(got["co/b.CODEOWNERS"], b"* @other\n");
+        // A tombstone removes a file, and the version is incomplete.
+        let gone = file_key("co/b.CODEOWNERS", &sha256_hex(b"* @other\n"));
+        set.put(Some(gone.as_bytes()), None).unwrap();
         assert!(set.complete().is_none());
-        // A tombstone removes a file.
-        set.put(Some(b"co/b.CODEOWNERS"), None).unwrap();
+        // A file whose bytes do not match its key's hash does not count.
+        set.put(Some(gone.as_bytes()), Some(b"* @forged\n"))
+            .unwrap();
         assert!(set.complete().is_none());
     }
 
@@ -506,6 +685,7 @@ mod tests {
             .put(Some(MANIFEST_KEY.as_bytes()), Some(b"{\"version\": 1}"))
             .unwrap_err();
         assert!(e.contains("not a manifest"), "{e}");
+        assert_eq!(set.refused(), Some(e.as_str()));
         let e = set
             .put(
                 Some(MANIFEST_KEY.as_bytes()),
@@ -542,5 +722,32 @@ mod tests {
         assert_eq!(back.teams, own.teams);
         assert_eq!(back.repos.len(), own.repos.len());
         assert_eq!(back.fallback, own.fallback);
+    }
+
+    #[test]
+    fn files_named_by_absolute_or_parent_paths_are_found_by_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(dir.path().join("a.CODEOWNERS"), "* @web\n").unwrap();
+        let abs = dir.path().join("b.CODEOWNERS");
+        std::fs::write(&abs, "* @web\n").unwrap();
+        std::fs::write(
+            conf.join(ENTRY),
+            format!(
+                "[[teams]]\nid = \"web\"\n\n[[repos]]\ntarget = \"repo:github.com/a/a\"\ncodeowners = \"../a.CODEOWNERS\"\n\n[[repos]]\ntarget = \"repo:github.com/a/b\"\ncodeowners = {:?}\n",
+                abs.display().to_string()
+            ),
+        )
+        .unwrap();
+        let (_, files) = files_of(&conf).unwrap();
+        let map: BTreeMap<&str, &[u8]> = files
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert!(map.contains_key("../a.CODEOWNERS"), "{:?}", map.keys());
+        let back = ownership_of(&map, "topic").unwrap();
+        assert_eq!(back.repos.len(), 2);
+        assert!(back.repos.values().all(|r| r.codeowners.is_some()));
     }
 }

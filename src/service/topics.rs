@@ -120,17 +120,27 @@ pub fn ensure(config: &Config) -> Result<(), String> {
 }
 
 fn create(config: &Config, plan: &[(String, i32, bool)]) -> Result<(), String> {
+    let s = &config.service;
+    create_with(&client_config(s), s.replication_factor, plan)
+}
+
+/// Creates topics `(name, partitions, compacted)` with a replication
+/// factor (-1: the broker's default); one that exists already is fine.
+pub fn create_with(
+    client: &rdkafka::ClientConfig,
+    replication_factor: i32,
+    plan: &[(String, i32, bool)],
+) -> Result<(), String> {
     if plan.is_empty() {
         return Ok(());
     }
-    let s = &config.service;
-    let admin: AdminClient<DefaultClientContext> = client_config(s)
+    let admin: AdminClient<DefaultClientContext> = client
         .create()
         .map_err(|e| format!("cannot create an admin client: {e}"))?;
     let topics: Vec<NewTopic<'_>> = plan
         .iter()
         .map(|(name, parts, compact)| {
-            let t = NewTopic::new(name, *parts, TopicReplication::Fixed(s.replication_factor));
+            let t = NewTopic::new(name, *parts, TopicReplication::Fixed(replication_factor));
             if *compact {
                 t.set("cleanup.policy", "compact")
             } else {

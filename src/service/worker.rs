@@ -560,7 +560,7 @@ impl Core {
                 if !busy {
                     break;
                 }
-                self.step_partition(consumer, tp, true);
+                self.step_partition(consumer, tp, true, None);
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.commit_partition(consumer, tp);
@@ -780,17 +780,25 @@ impl Core {
 
     /// Applies decoded jobs in order, produces, settles acks, stores
     /// offsets. `block` waits for the decode at the head of the queue.
-    fn step_partition(&mut self, consumer: &Cons, tp: &(String, i32), block: bool) {
+    fn step_partition(
+        &mut self,
+        consumer: &Cons,
+        tp: &(String, i32),
+        block: bool,
+        until: Option<Instant>,
+    ) {
         let Some(mut part) = self.parts.remove(tp) else {
             return;
         };
-        self.step(consumer, &mut part, block);
+        self.step(consumer, &mut part, block, until);
         self.parts.insert(tp.clone(), part);
     }
 
-    fn step(&self, consumer: &Cons, part: &mut Part, block: bool) {
+    /// One step of a partition; decodes it runs itself (see [`Decode`])
+    /// start only until `until`, past the first.
+    fn step(&self, consumer: &Cons, part: &mut Part, block: bool, until: Option<Instant>) {
         if part.state.is_some() {
-            self.apply_ready(part, block);
+            self.apply_ready(part, block, until);
             self.expire_chunks(part);
             self.settle(consumer, part);
             self.backpressure(consumer, part);
@@ -820,24 +828,29 @@ impl Core {
                 }
             }
         }
+        // The loop must come back to polling (rebalances, the stop): each
+        // partition decodes at least one message per step, then no more
+        // once the step has lasted STEP_BUDGET.
+        let until = Some(Instant::now() + STEP_BUDGET);
         if busy < 2 {
             let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
             for tp in &keys {
-                self.step_partition(consumer, tp, false);
+                self.step_partition(consumer, tp, false, until);
             }
         } else {
             let mut parts: Vec<((String, i32), Part)> = self.parts.drain().collect();
             let this = &*self;
             parts
                 .par_iter_mut()
-                .for_each(|(_, part)| this.step(consumer, part, false));
+                .for_each(|(_, part)| this.step(consumer, part, false, until));
             self.parts.extend(parts);
         }
         // Backpressure may have paused or resumed partitions.
         self.update_gauges();
     }
 
-    fn apply_ready(&self, part: &mut Part, block: bool) {
+    fn apply_ready(&self, part: &mut Part, block: bool, until: Option<Instant>) {
+        let mut inline = 0;
         while let Some(job) = part.jobs.front_mut() {
             let decoded = match job {
                 Job::Decoding { decode, .. } => {
@@ -847,10 +860,16 @@ impl Core {
                             rx.recv().map_err(|_| TryRecvError::Disconnected)
                         }
                         Decode::Spawned(rx) => rx.try_recv(),
-                        Decode::Lazy(_) => match std::mem::replace(&mut *slot, Decode::Taken) {
-                            Decode::Lazy(input) => Ok(input.run()),
-                            _ => Err(TryRecvError::Disconnected),
-                        },
+                        Decode::Lazy(_) => {
+                            if inline > 0 && until.is_some_and(|u| Instant::now() >= u) {
+                                return;
+                            }
+                            inline += 1;
+                            match std::mem::replace(&mut *slot, Decode::Taken) {
+                                Decode::Lazy(input) => Ok(input.run()),
+                                _ => Err(TryRecvError::Disconnected),
+                            }
+                        }
                         Decode::Taken => Err(TryRecvError::Disconnected),
                     };
                     match r {
@@ -1612,7 +1631,8 @@ fn decode_job(
 ) -> Job {
     let input = DecodeInput {
         format: meta.format,
-        scan_id,
+        // An empty id (`"scan_id": ""` in an envelope) is none.
+        scan_id: scan_id.filter(|id| !id.is_empty()),
         bytes,
         ctx: ctx.clone(),
     };
@@ -1628,6 +1648,10 @@ fn decode_job(
 /// that a partition keeps per message of `max_in_flight_messages` before it
 /// pauses: each holds a few hundred bytes, its payload gone.
 const WAITING_PER_MESSAGE: usize = 256;
+
+/// How long a step of every partition may go on decoding (see
+/// [`Core::step`]) before the loop polls again.
+const STEP_BUDGET: Duration = Duration::from_millis(20);
 
 /// Restoring clients per assignment.
 const RESTORE_CLIENTS: usize = 4;
@@ -2124,7 +2148,10 @@ impl Worker {
                 if self.health.reload.swap(false, Ordering::Relaxed) {
                     if let Some(own) = &self.ownership {
                         match own.reload() {
-                            Ok(reloaded) => changed |= reloaded,
+                            Ok(true) => changed = true,
+                            Ok(false) => tracing_warn(
+                                "SIGHUP: ownership comes from the ownership topic; there are no files to reload",
+                            ),
                             Err(e) => {
                                 self.metrics.ownership_reload(false);
                                 tracing_warn(&format!("ownership reload refused: {e}"));
@@ -2183,7 +2210,7 @@ impl Worker {
                 let mut core = lock(&self.core);
                 let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
                 for tp in &keys {
-                    core.step_partition(&self.consumer, tp, false);
+                    core.step_partition(&self.consumer, tp, false, None);
                 }
                 let busy = core
                     .parts
