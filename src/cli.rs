@@ -75,6 +75,9 @@ pub struct PublishOwnershipArgs {
     /// Seconds to wait for the topic to be read and for delivery.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// A librdkafka setting, name=value (repeatable): TLS, SASL, ...
+    #[arg(short = 'X', long = "property")]
+    pub property: Vec<String>,
 }
 
 /// Flags of `custody publish`.

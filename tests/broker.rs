@@ -277,3 +277,43 @@ fn sigkill_mid_stream_loses_nothing() {
         assert_eq!(resolved.len(), 17, "{t}: every gone finding resolved");
     }
 }
+
+/// `custody publish-ownership` on a broker without its topic creates it,
+/// publishes every file, and a second run sends nothing new.
+#[test]
+fn publish_ownership_creates_its_topic_and_sends_only_what_changed() {
+    let Some(brokers) = broker() else {
+        return;
+    };
+    let topic = format!("ownership-{}", std::process::id());
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(["publish-ownership", "--brokers", &brokers])
+            .args(["--topic", &topic, "--replication-factor", "1"])
+            .arg("tests/fixtures/ownership")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("(3 file(s) sent, 0 of older versions deleted)"),
+        "{stdout}"
+    );
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("(0 file(s) sent, 0 of older versions deleted)"),
+        "{stdout}"
+    );
+}

@@ -464,4 +464,17 @@ fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() 
             .len(),
         4
     );
+
+    // (Creating a missing topic needs a broker that creates topics: the
+    // mock does not; tests/broker.rs runs it against Tansu.)
+    // No broker: a Kafka failure, exit 2, within the timeout.
+    let out = custody()
+        .args(["publish-ownership", "--brokers", "127.0.0.1:1"])
+        .args(["--timeout-secs", "2"])
+        .arg("tests/fixtures/ownership")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("custody.ownership"), "{stderr}");
 }

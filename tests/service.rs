@@ -1108,8 +1108,9 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
 
     let p = h.publisher();
     let brokers = h.cluster.bootstrap_servers();
-    let publish =
-        |dir: &Path| ownership_topic::publish(&brokers, topic, dir, 1, Duration::from_secs(10));
+    let publish = |dir: &Path| {
+        ownership_topic::publish(&brokers, &[], topic, dir, 1, Duration::from_secs(10))
+    };
     let networking = ownership_dir("@acme/networking");
     let v1 = publish(networking.path()).unwrap();
     assert_eq!(
@@ -1206,12 +1207,12 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
     assert_eq!((v3.id.as_str(), v3.sent, v3.pruned), (v2.id.as_str(), 0, 1));
     // A publish that died before its manifest left a file behind: the
     // version in force is untouched by it.
-    p.send_keyed(
-        topic,
-        "tornado.CODEOWNERS@0000",
-        Some(b"* @acme/payments\n"),
-    )
-    .unwrap();
+    let stray: &[u8] = b"* @acme/payments\n";
+    let stray_key = ownership_topic::file_key(
+        "tornado.CODEOWNERS",
+        &custody::fingerprint::hex(&<sha2::Sha256 as sha2::Digest>::digest(stray)),
+    );
+    p.send_keyed(topic, &stray_key, Some(stray)).unwrap();
     p.flush(Duration::from_secs(10)).unwrap();
     let service = Service::start(&h.config, None).expect("service starts");
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);

@@ -150,6 +150,7 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     // path to the ownership topic, which the service reads at its start.
     let sent = super::ownership_topic::publish(
         &brokers,
+        &[],
         "custody.ownership",
         &dir,
         1,

@@ -143,8 +143,12 @@ fn follow_ownership(
     metrics: &Arc<Metrics>,
 ) -> Result<(Arc<Reloadable>, std::thread::JoinHandle<()>), RunError> {
     let warn = |m: &str| eprintln!("custody run: {m}");
-    let mut feed = ownership_topic::Feed::open(&worker::client_config(settings), topic)
-        .map_err(|e| RunError::Kafka(e.to_string()))?;
+    let mut feed = ownership_topic::Feed::open(
+        &worker::client_config(settings),
+        topic,
+        settings.ownership_wait,
+    )
+    .map_err(|e| RunError::Kafka(e.to_string()))?;
     let own = feed
         .load(settings.ownership_wait, &warn)
         .map_err(RunError::Kafka)?;
@@ -154,13 +158,21 @@ fn follow_ownership(
     let follower = std::thread::Builder::new()
         .name("custody-ownership".into())
         .spawn(move || {
+            let mut refusals = feed.refusals;
             while !h.stop.load(Ordering::Relaxed) {
                 let warn = |m: &str| eprintln!("custody run: {m}");
-                match feed.next(std::time::Duration::from_millis(200), &warn) {
+                let next = feed.next(std::time::Duration::from_millis(200), &warn);
+                // Messages refused on the way (a bad manifest, a file too
+                // large) are refusals too.
+                for _ in refusals..feed.refusals {
+                    m.ownership_reload(false);
+                }
+                refusals = feed.refusals;
+                match next {
                     Some((id, Ok(own))) => {
                         eprintln!("custody run: ownership version {id} in force");
                         r.set(own);
-                        h.ownership_changed.store(true, Ordering::Relaxed);
+                        h.ownership_changed.store(true, Ordering::Release);
                     }
                     Some((id, Err(e))) => {
                         m.ownership_reload(false);

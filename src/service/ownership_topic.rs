@@ -91,11 +91,14 @@ pub fn file_key(path: &str, sha256: &str) -> String {
     format!("{path}@{sha256}")
 }
 
+/// Where a message was: partition and offset.
+pub type At = (i32, i64);
+
 /// The files read from the topic so far, and the newest manifest.
 #[derive(Debug, Default)]
 pub struct FileSet {
-    files: BTreeMap<String, Vec<u8>>,
-    manifest: Option<Manifest>,
+    files: BTreeMap<String, (At, Vec<u8>)>,
+    manifest: Option<(At, Manifest)>,
     /// Why the newest manifest message was refused, if it was.
     refused: Option<String>,
 }
@@ -104,7 +107,7 @@ impl FileSet {
     /// Takes one message: a file, a manifest, or a tombstone (no value)
     /// that deletes its key. A message that is not one of those is an
     /// error naming what is wrong with it; the set is then unchanged.
-    pub fn put(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
+    pub fn put(&mut self, at: At, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
         let key = key.ok_or("a message without a key (keys are file paths)")?;
         let key = std::str::from_utf8(key)
             .map_err(|_| "a message whose key is not UTF-8 (keys are file paths)".to_string())?;
@@ -115,7 +118,7 @@ impl FileSet {
             };
             return match parsed {
                 Ok(m) => {
-                    self.manifest = m;
+                    self.manifest = m.map(|m| (at, m));
                     self.refused = None;
                     Ok(())
                 }
@@ -136,7 +139,7 @@ impl FileSet {
                 ));
             }
             Some(v) => {
-                self.files.insert(key.to_string(), v.to_vec());
+                self.files.insert(key.to_string(), (at, v.to_vec()));
             }
         }
         Ok(())
@@ -146,10 +149,10 @@ impl FileSet {
     /// (with its hash) are here: its id and files. `None` while a version
     /// is still arriving (or none was published).
     pub fn complete(&self) -> Option<(String, BTreeMap<&str, &[u8]>)> {
-        let m = self.manifest.as_ref()?;
+        let (_, m) = self.manifest.as_ref()?;
         let mut files = BTreeMap::new();
         for (path, hash) in &m.files {
-            let bytes = self.files.get(&file_key(path, hash))?;
+            let (_, bytes) = self.files.get(&file_key(path, hash))?;
             if sha256_hex(bytes) != *hash {
                 return None;
             }
@@ -165,12 +168,31 @@ impl FileSet {
 
     /// The newest manifest.
     pub fn manifest(&self) -> Option<&Manifest> {
-        self.manifest.as_ref()
+        self.manifest.as_ref().map(|(_, m)| m)
     }
 
     /// Keys of the files held.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
+    }
+
+    /// Keys a publisher of the next version may delete: files written
+    /// before the newest manifest (on its partition) that it does not
+    /// name. Files after it may belong to a publish under way, and are
+    /// kept.
+    pub fn stale(&self, keep: &std::collections::BTreeSet<String>) -> Vec<String> {
+        let Some(((mp, mo), m)) = &self.manifest else {
+            return Vec::new();
+        };
+        let named: std::collections::BTreeSet<String> =
+            m.files.iter().map(|(p, h)| file_key(p, h)).collect();
+        self.files
+            .iter()
+            .filter(|(k, ((p, o), _))| {
+                p == mp && o < mo && !named.contains(*k) && !keep.contains(*k)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Why the newest manifest message was refused, if it was (the one
@@ -257,7 +279,7 @@ pub fn files_of(path: &Path) -> Result<(Ownership, Files), OwnershipError> {
                     path: shown,
                     key: "ownership".into(),
                     message: format!(
-                        "it names a file {k} that is not itself; on the ownership topic the configuration is {ENTRY}, so rename that file"
+                        "two different files are both {k} on the ownership topic (the configuration itself is {ENTRY} there, and a path is keyed without its leading /); rename one"
                     ),
                 })
             }
@@ -309,6 +331,7 @@ pub enum PublishError {
 /// neither this version nor the one before it names are deleted.
 pub fn publish(
     brokers: &str,
+    properties: &[(String, String)],
     topic: &str,
     path: &Path,
     replication_factor: i32,
@@ -323,8 +346,11 @@ pub fn publish(
     }
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        client.set(k, v);
+    }
     let kafka = PublishError::Kafka;
-    let mut feed = match Feed::open(&client, topic) {
+    let mut feed = match Feed::open(&client, topic, timeout) {
         Ok(f) => f,
         Err(FeedError::Missing(_)) => {
             super::topics::create_with(
@@ -335,7 +361,7 @@ pub fn publish(
             .map_err(kafka)?;
             let until = Instant::now() + timeout;
             loop {
-                match Feed::open(&client, topic) {
+                match Feed::open(&client, topic, timeout) {
                     Ok(f) => break f,
                     Err(FeedError::Missing(e)) if Instant::now() < until => {
                         let _ = e;
@@ -350,8 +376,11 @@ pub fn publish(
     feed.read_to_end(timeout, &|m| eprintln!("custody publish-ownership: {m}"))
         .map_err(kafka)?;
     let held: std::collections::BTreeSet<String> = feed.set.keys().map(str::to_string).collect();
-    let before = feed.set.manifest().cloned();
-    let p = super::publish::Publisher::new(brokers, std::iter::empty()).map_err(kafka)?;
+    let p = super::publish::Publisher::new(
+        brokers,
+        properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(kafka)?;
     let manifest = manifest_of(&files);
     let mut sent = 0;
     for (path, bytes) in &files {
@@ -364,17 +393,16 @@ pub fn publish(
     let m = serde_json::to_vec(&manifest).map_err(|e| kafka(e.to_string()))?;
     p.send_keyed(topic, MANIFEST_KEY, Some(&m)).map_err(kafka)?;
     p.flush(timeout).map_err(kafka)?;
-    // Delivered: the files of older versions can go.
-    let keep: std::collections::BTreeSet<String> = [Some(&manifest), before.as_ref()]
-        .into_iter()
-        .flatten()
-        .flat_map(|m| m.files.iter().map(|(p, h)| file_key(p, h)))
-        .collect();
-    let mut pruned = 0;
-    for key in held.difference(&keep) {
+    // Delivered: the files of older versions can go, those written before
+    // the version before this one and named by neither (a file written
+    // after it may belong to another publish under way).
+    let keep: std::collections::BTreeSet<String> =
+        manifest.files.iter().map(|(p, h)| file_key(p, h)).collect();
+    let stale = feed.set.stale(&keep);
+    for key in &stale {
         p.send_keyed(topic, key, None).map_err(kafka)?;
-        pruned += 1;
     }
+    let pruned = stale.len();
     p.flush(timeout).map_err(kafka)?;
     Ok(PublishedOwnership {
         id: manifest.id(),
@@ -388,8 +416,19 @@ pub fn publish(
 /// and its version delivered, 1 when it is invalid (nothing sent), 2 when
 /// Kafka failed.
 pub fn command(args: crate::cli::PublishOwnershipArgs) -> u8 {
+    let mut props = Vec::new();
+    for p in &args.property {
+        match p.split_once('=') {
+            Some((k, v)) => props.push((k.to_string(), v.to_string())),
+            None => {
+                eprintln!("custody publish-ownership: -X {p:?}: expected name=value");
+                return 2;
+            }
+        }
+    }
     match publish(
         &args.brokers,
+        &props,
         &args.topic,
         &args.path,
         args.replication_factor,
@@ -432,39 +471,51 @@ pub enum FeedError {
 pub struct Feed {
     consumer: BaseConsumer,
     topic: String,
+    partitions: usize,
+    /// Partitions read to their end (and nothing newer since).
+    eof: std::collections::HashSet<i32>,
     set: FileSet,
     /// The version in force.
     applied: Option<String>,
+    /// Messages refused so far (a bad manifest, an oversized file, ...).
+    pub refusals: usize,
 }
 
 impl Feed {
     /// Opens the topic.
-    pub fn open(base: &ClientConfig, topic: &str) -> Result<Feed, FeedError> {
+    pub fn open(base: &ClientConfig, topic: &str, wait: Duration) -> Result<Feed, FeedError> {
         let k = FeedError::Kafka;
         let mut cfg = base.clone();
         cfg.set("group.id", "custody-ownership-reader")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "true");
         let consumer: BaseConsumer = cfg.create().map_err(|e| {
             k(format!(
                 "ownership topic {topic}: cannot create a consumer: {e}"
             ))
         })?;
         let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .fetch_metadata(Some(topic), wait.min(Duration::from_secs(30)))
             .map_err(|e| {
                 k(format!(
                     "ownership topic {topic}: cannot read its metadata: {e}"
                 ))
             })?;
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let mut parts: Vec<i32> = Vec::new();
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            match t.error() {
+                None => parts.extend(t.partitions().iter().map(|p| p.id())),
+                Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {}
+                Some(e) => {
+                    return Err(k(format!(
+                        "ownership topic {topic}: {}",
+                        rdkafka::types::RDKafkaErrorCode::from(e)
+                    )))
+                }
+            }
+        }
         if parts.is_empty() {
             return Err(FeedError::Missing(format!(
                 "ownership topic {topic} does not exist"
@@ -481,8 +532,11 @@ impl Feed {
         Ok(Feed {
             consumer,
             topic: topic.to_string(),
+            partitions: parts.len(),
+            eof: std::collections::HashSet::new(),
             set: FileSet::default(),
             applied: None,
+            refusals: 0,
         })
     }
 
@@ -496,7 +550,10 @@ impl Feed {
             match r {
                 Ok(m) => {
                     n += 1;
-                    if let Err(e) = self.set.put(m.key(), m.payload()) {
+                    self.eof.remove(&m.partition());
+                    let at = (m.partition(), m.offset());
+                    if let Err(e) = self.set.put(at, m.key(), m.payload()) {
+                        self.refusals += 1;
                         warn(&format!(
                             "ownership topic {} partition {} offset {}: {e}; skipped",
                             self.topic,
@@ -504,6 +561,9 @@ impl Feed {
                             m.offset()
                         ));
                     }
+                }
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                    self.eof.insert(p);
                 }
                 Err(e) => {
                     warn(&format!("ownership topic {}: {e}", self.topic));
@@ -517,8 +577,13 @@ impl Feed {
         n
     }
 
-    /// Whether every partition has been read to the end it had when asked.
+    /// Whether every partition has been read to its end: librdkafka said so
+    /// (end-of-partition events), or the position is at the high
+    /// watermark.
     fn at_end(&self) -> Result<bool, String> {
+        if self.eof.len() >= self.partitions {
+            return Ok(true);
+        }
         let pos = self
             .consumer
             .position()
@@ -633,7 +698,7 @@ mod tests {
     fn put_all(set: &mut FileSet, files: &[(String, Vec<u8>)]) {
         for (k, v) in files {
             let key = file_key(k, &sha256_hex(v));
-            set.put(Some(key.as_bytes()), Some(v)).unwrap();
+            set.put((0, 0), Some(key.as_bytes()), Some(v)).unwrap();
         }
     }
 
@@ -643,7 +708,7 @@ mod tests {
         let manifest = serde_json::to_vec(&manifest_of(&files)).unwrap();
         let mut set = FileSet::default();
         // The manifest first (another partition may deliver it first).
-        set.put(Some(MANIFEST_KEY.as_bytes()), Some(&manifest))
+        set.put((0, 0), Some(MANIFEST_KEY.as_bytes()), Some(&manifest))
             .unwrap();
         assert!(set.complete().is_none());
         put_all(&mut set, &files[..1]);
@@ -662,16 +727,17 @@ mod tests {
         let mut v2 = files.clone();
         v2[1] = next[0].clone();
         let m2 = serde_json::to_vec(&manifest_of(&v2)).unwrap();
-        set.put(Some(MANIFEST_KEY.as_bytes()), Some(&m2)).unwrap();
+        set.put((0, 0), Some(MANIFEST_KEY.as_bytes()), Some(&m2))
+            .unwrap();
         let (id2, got) = set.complete().unwrap();
         assert_ne!(id2, id);
         assert_eq!(got["co/b.CODEOWNERS"], b"* @other\n");
         // A tombstone removes a file, and the version is incomplete.
         let gone = file_key("co/b.CODEOWNERS", &sha256_hex(b"* @other\n"));
-        set.put(Some(gone.as_bytes()), None).unwrap();
+        set.put((0, 0), Some(gone.as_bytes()), None).unwrap();
         assert!(set.complete().is_none());
         // A file whose bytes do not match its key's hash does not count.
-        set.put(Some(gone.as_bytes()), Some(b"* @forged\n"))
+        set.put((0, 0), Some(gone.as_bytes()), Some(b"* @forged\n"))
             .unwrap();
         assert!(set.complete().is_none());
     }
@@ -679,15 +745,20 @@ mod tests {
     #[test]
     fn bad_messages_are_refused_with_what_is_wrong() {
         let mut set = FileSet::default();
-        let e = set.put(None, Some(b"x")).unwrap_err();
+        let e = set.put((0, 0), None, Some(b"x")).unwrap_err();
         assert!(e.contains("without a key"), "{e}");
         let e = set
-            .put(Some(MANIFEST_KEY.as_bytes()), Some(b"{\"version\": 1}"))
+            .put(
+                (0, 0),
+                Some(MANIFEST_KEY.as_bytes()),
+                Some(b"{\"version\": 1}"),
+            )
             .unwrap_err();
         assert!(e.contains("not a manifest"), "{e}");
         assert_eq!(set.refused(), Some(e.as_str()));
         let e = set
             .put(
+                (0, 0),
                 Some(MANIFEST_KEY.as_bytes()),
                 Some(b"{\"version\": 2, \"files\": {}}"),
             )
@@ -695,13 +766,14 @@ mod tests {
         assert!(e.contains("version 2"), "{e}");
         let e = set
             .put(
+                (0, 0),
                 Some(MANIFEST_KEY.as_bytes()),
                 Some(b"{\"version\": 1, \"files\": {\"x\": \"00\"}}"),
             )
             .unwrap_err();
         assert!(e.contains("names no owners.toml"), "{e}");
         let big = vec![b'a'; MAX_FILE_BYTES + 1];
-        let e = set.put(Some(b"big"), Some(&big)).unwrap_err();
+        let e = set.put((0, 0), Some(b"big"), Some(&big)).unwrap_err();
         assert!(e.contains("over the limit"), "{e}");
         assert!(!set.has_manifest());
     }

@@ -2144,7 +2144,7 @@ impl Worker {
                     last_commit = Instant::now();
                     core.commit_txn(&self.consumer);
                 }
-                let mut changed = self.health.ownership_changed.swap(false, Ordering::Relaxed);
+                let mut changed = self.health.ownership_changed.swap(false, Ordering::Acquire);
                 if self.health.reload.swap(false, Ordering::Relaxed) {
                     if let Some(own) = &self.ownership {
                         match own.reload() {
