@@ -1651,7 +1651,7 @@ const WAITING_PER_MESSAGE: usize = 256;
 
 /// How long a step of every partition may go on decoding (see
 /// [`Core::step`]) before the loop polls again.
-const STEP_BUDGET: Duration = Duration::from_millis(20);
+const STEP_BUDGET: Duration = Duration::from_millis(100);
 
 /// Restoring clients per assignment.
 const RESTORE_CLIENTS: usize = 4;
