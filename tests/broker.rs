@@ -286,32 +286,28 @@ fn publish_ownership_creates_its_topic_and_sends_only_what_changed() {
         return;
     };
     let topic = format!("ownership-{}", std::process::id());
+    // Runs it; its stdout, once it succeeded.
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_custody"))
+        let out = Command::new(env!("CARGO_BIN_EXE_custody"))
             .args(["publish-ownership", "--brokers", &brokers])
             .args(["--topic", &topic, "--replication-factor", "1"])
             .arg("tests/fixtures/ownership")
             .output()
-            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     };
-    let out = run();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run();
     assert!(
         stdout.contains("(3 file(s) sent, 0 of older versions deleted)"),
         "{stdout}"
     );
-    let out = run();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run();
     assert!(
         stdout.contains("(0 file(s) sent, 0 of older versions deleted)"),
         "{stdout}"

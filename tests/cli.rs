@@ -21,6 +21,18 @@ fn process(args: &[&str], files: &[&Path]) -> Output {
     cmd.output().expect("run custody")
 }
 
+/// The stdout of a run that must have succeeded (its output in the
+/// failure otherwise).
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn events(out: &Output) -> Vec<Value> {
     String::from_utf8(out.stdout.clone())
         .expect("utf-8 stdout")
@@ -399,16 +411,7 @@ fn decisions_file_accepts_risk() {
 
 #[test]
 fn demo_runs_the_pipeline_and_prints_the_team_table() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
-        .arg("demo")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&custody().arg("demo").output().unwrap());
     for team in ["appsec", "networking", "qa", "web-platform", "total"] {
         assert!(stdout.lines().any(|l| l.starts_with(team)), "{stdout}");
     }
@@ -426,16 +429,12 @@ fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() 
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("custody.ownership", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let out = custody()
-        .args(["publish-ownership", "--brokers", &brokers])
-        .arg("tests/fixtures/ownership")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeded(
+        &custody()
+            .args(["publish-ownership", "--brokers", &brokers])
+            .arg("tests/fixtures/ownership")
+            .output()
+            .unwrap(),
     );
     assert!(
         stdout.contains(

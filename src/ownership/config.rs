@@ -118,6 +118,35 @@ pub struct Ownership {
     pub warnings: Vec<String>,
 }
 
+/// A configuration's entry file, read: `path` itself, or `owners.toml` in
+/// it when it is a directory.
+pub struct Entry {
+    /// Its text.
+    pub text: String,
+    /// Its path, as errors name it.
+    pub shown: String,
+    /// The directory the files it names are relative to.
+    pub base: std::path::PathBuf,
+}
+
+impl Entry {
+    /// Reads the entry file of `path`.
+    pub fn read(path: &Path) -> Result<Entry, OwnershipError> {
+        let file = if path.is_dir() {
+            path.join("owners.toml")
+        } else {
+            path.to_path_buf()
+        };
+        let shown = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|source| OwnershipError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Entry { text, shown, base })
+    }
+}
+
 /// How owner handles are compared: case-insensitively (GitHub handles and
 /// e-mail addresses are), without a leading `@`, and Backstage's
 /// `group:default/x` read as `group:x`.
@@ -132,18 +161,8 @@ pub fn normalize_alias(handle: &str) -> String {
 impl Ownership {
     /// Loads a configuration file, or `owners.toml` in a directory.
     pub fn load(path: &Path) -> Result<Ownership, OwnershipError> {
-        let file = if path.is_dir() {
-            path.join("owners.toml")
-        } else {
-            path.to_path_buf()
-        };
-        let shown = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|source| OwnershipError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ownership::parse(&text, &shown, &base, &|p| std::fs::read_to_string(p))
+        let e = Entry::read(path)?;
+        Ownership::parse(&e.text, &e.shown, &e.base, &|p| std::fs::read_to_string(p))
     }
 
     /// Parses and validates configuration text; `read` loads the files it

@@ -249,17 +249,8 @@ pub type Files = Vec<(String, Vec<u8>)>;
 /// The configuration is validated as the service would: a broken one is
 /// an error, and nothing is returned to publish.
 pub fn files_of(path: &Path) -> Result<(Ownership, Files), OwnershipError> {
-    let entry = if path.is_dir() {
-        path.join(ENTRY)
-    } else {
-        path.to_path_buf()
-    };
-    let shown = entry.display().to_string();
-    let text = std::fs::read_to_string(&entry).map_err(|source| OwnershipError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let base = entry.parent().map(Path::to_path_buf).unwrap_or_default();
+    let crate::ownership::config::Entry { text, shown, base } =
+        crate::ownership::config::Entry::read(path)?;
     // Parsed against an empty base, as the service parses the published
     // files: the paths the configuration names are the keys, the same on
     // both sides (an absolute one too).
@@ -363,8 +354,7 @@ pub fn publish(
             loop {
                 match Feed::open(&client, topic, timeout) {
                     Ok(f) => break f,
-                    Err(FeedError::Missing(e)) if Instant::now() < until => {
-                        let _ = e;
+                    Err(FeedError::Missing(_)) if Instant::now() < until => {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                     Err(e) => return Err(kafka(e.to_string())),
@@ -416,16 +406,13 @@ pub fn publish(
 /// and its version delivered, 1 when it is invalid (nothing sent), 2 when
 /// Kafka failed.
 pub fn command(args: crate::cli::PublishOwnershipArgs) -> u8 {
-    let mut props = Vec::new();
-    for p in &args.property {
-        match p.split_once('=') {
-            Some((k, v)) => props.push((k.to_string(), v.to_string())),
-            None => {
-                eprintln!("custody publish-ownership: -X {p:?}: expected name=value");
-                return 2;
-            }
+    let props = match super::publish::properties(&args.property) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("custody publish-ownership: {e}");
+            return 2;
         }
-    }
+    };
     match publish(
         &args.brokers,
         &props,
@@ -747,31 +734,20 @@ mod tests {
         let mut set = FileSet::default();
         let e = set.put((0, 0), None, Some(b"x")).unwrap_err();
         assert!(e.contains("without a key"), "{e}");
-        let e = set
-            .put(
-                (0, 0),
-                Some(MANIFEST_KEY.as_bytes()),
-                Some(b"{\"version\": 1}"),
-            )
-            .unwrap_err();
-        assert!(e.contains("not a manifest"), "{e}");
-        assert_eq!(set.refused(), Some(e.as_str()));
-        let e = set
-            .put(
-                (0, 0),
-                Some(MANIFEST_KEY.as_bytes()),
-                Some(b"{\"version\": 2, \"files\": {}}"),
-            )
-            .unwrap_err();
-        assert!(e.contains("version 2"), "{e}");
-        let e = set
-            .put(
-                (0, 0),
-                Some(MANIFEST_KEY.as_bytes()),
-                Some(b"{\"version\": 1, \"files\": {\"x\": \"00\"}}"),
-            )
-            .unwrap_err();
-        assert!(e.contains("names no owners.toml"), "{e}");
+        for (manifest, want) in [
+            (&b"{\"version\": 1}"[..], "not a manifest"),
+            (b"{\"version\": 2, \"files\": {}}", "version 2"),
+            (
+                b"{\"version\": 1, \"files\": {\"x\": \"00\"}}",
+                "names no owners.toml",
+            ),
+        ] {
+            let e = set
+                .put((0, 0), Some(MANIFEST_KEY.as_bytes()), Some(manifest))
+                .unwrap_err();
+            assert!(e.contains(want), "{e}");
+            assert_eq!(set.refused(), Some(e.as_str()));
+        }
         let big = vec![b'a'; MAX_FILE_BYTES + 1];
         let e = set.put((0, 0), Some(b"big"), Some(&big)).unwrap_err();
         assert!(e.contains("over the limit"), "{e}");

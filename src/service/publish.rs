@@ -257,6 +257,17 @@ impl Publisher {
     }
 }
 
+/// `-X name=value` flags as pairs; the first one without `=` is an error.
+pub fn properties(flags: &[String]) -> Result<Vec<(String, String)>, String> {
+    flags
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(format!("-X {p:?}: expected name=value")),
+        })
+        .collect()
+}
+
 /// `custody publish`: exit 0 when every file was delivered, 1 when some
 /// file could not be read, 2 when delivery failed.
 pub fn command(args: crate::cli::PublishArgs) -> u8 {
@@ -278,16 +289,13 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
         },
         None => None,
     };
-    let mut props = Vec::new();
-    for p in &args.property {
-        match p.split_once('=') {
-            Some((k, v)) => props.push((k.to_string(), v.to_string())),
-            None => {
-                eprintln!("custody publish: -X {p:?}: expected name=value");
-                return 2;
-            }
+    let props = match properties(&args.property) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("custody publish: {e}");
+            return 2;
         }
-    }
+    };
     let publisher = match Publisher::new(
         &args.brokers,
         props.iter().map(|(k, v)| (k.as_str(), v.as_str())),

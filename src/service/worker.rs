@@ -265,16 +265,25 @@ enum Decode {
 }
 
 impl Decode {
+    /// The input of a decode not started yet, which is then taken.
+    fn take_lazy(&mut self) -> Option<Box<DecodeInput>> {
+        match std::mem::replace(self, Decode::Taken) {
+            Decode::Lazy(input) => Some(input),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
     /// Starts a lazy decode on the rayon pool.
     fn spawn(&mut self) {
-        if let Decode::Lazy(_) = self {
-            if let Decode::Lazy(input) = std::mem::replace(self, Decode::Taken) {
-                let (tx, rx) = mpsc::sync_channel(1);
-                rayon::spawn(move || {
-                    let _ = tx.send(input.run());
-                });
-                *self = Decode::Spawned(rx);
-            }
+        if let Some(input) = self.take_lazy() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            rayon::spawn(move || {
+                let _ = tx.send(input.run());
+            });
+            *self = Decode::Spawned(rx);
         }
     }
 }
@@ -865,10 +874,9 @@ impl Core {
                                 return;
                             }
                             inline += 1;
-                            match std::mem::replace(&mut *slot, Decode::Taken) {
-                                Decode::Lazy(input) => Ok(input.run()),
-                                _ => Err(TryRecvError::Disconnected),
-                            }
+                            slot.take_lazy()
+                                .map(|input| input.run())
+                                .ok_or(TryRecvError::Disconnected)
                         }
                         Decode::Taken => Err(TryRecvError::Disconnected),
                     };
