@@ -166,6 +166,7 @@ impl Engine {
         Touched {
             findings,
             tickets: tickets.into_iter().collect(),
+            observed: Vec::new(),
         }
     }
 
@@ -248,14 +249,57 @@ impl Engine {
             seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
             changed: Vec::new(),
         };
-        let tickets = self.scan_step(state, scan, findings, now, sink, Some(&mut changes));
+        let mut observed = Vec::new();
+        let tickets = self.scan_step(
+            state,
+            scan,
+            findings,
+            now,
+            sink,
+            Some((&mut changes, &mut observed)),
+        );
         let mut findings = changes.changed;
         findings.sort_unstable();
         findings.dedup();
         Touched {
             findings,
             tickets: tickets.into_iter().collect(),
+            observed,
         }
+    }
+
+    /// A rescan of `target` that reports exactly what its last scan did,
+    /// nothing else having changed the target since (see
+    /// [`lifecycle::observe_unchanged`]): it changes only `last_seen` of the
+    /// findings that scan `observed`, so it is applied without decoding
+    /// the report again. Returns what [`Engine::scan_touched`] would (no
+    /// events, only the records whose `last_seen` entered a new period),
+    /// or `None`, changing nothing, when the state is not as that scan
+    /// left it; the report must then be applied in full.
+    pub fn rescan_unchanged(
+        &self,
+        state: &mut State,
+        target: &Target,
+        observed: &[String],
+        now: DateTime<Utc>,
+        seen_resolution: std::time::Duration,
+    ) -> Option<Touched> {
+        let ts = state.targets.get_mut(&target.to_string())?;
+        let mut changes = lifecycle::Changes {
+            seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
+            changed: Vec::new(),
+        };
+        if !lifecycle::observe_unchanged(ts, observed, now, Some(&mut changes)) {
+            return None;
+        }
+        let mut findings = changes.changed;
+        findings.sort_unstable();
+        findings.dedup();
+        Some(Touched {
+            findings,
+            tickets: Vec::new(),
+            observed: Vec::new(),
+        })
     }
 
     /// Applies a scan; returns the keys of the tickets it refreshed, and
@@ -267,12 +311,19 @@ impl Engine {
         findings: Vec<Finding>,
         now: DateTime<Utc>,
         sink: &mut dyn Sink,
-        mut changes: Option<&mut lifecycle::Changes>,
+        touched: Option<(&mut lifecycle::Changes, &mut Vec<String>)>,
     ) -> BTreeSet<String> {
         let target = &scan.target;
         let spec = target.to_string();
         let mut findings = findings;
         let mut fps = fingerprint::assign_in_place(&mut findings, target);
+        let mut changes = match touched {
+            Some((changes, observed)) => {
+                observed.clone_from(&fps);
+                Some(changes)
+            }
+            None => None,
+        };
         // Hand findings over one at a time from the back of a reversed
         // vector, shrinking it as it empties, so the report's findings and
         // the state built from them are not both held in full.
@@ -374,6 +425,9 @@ pub struct Touched {
     pub findings: Vec<String>,
     /// Keys of the ticket records, sorted.
     pub tickets: Vec<String>,
+    /// For a scan: the fingerprints it observed, in report order, each
+    /// once (what [`Engine::rescan_unchanged`] takes). Empty otherwise.
+    pub observed: Vec<String>,
 }
 
 /// A deterministic event id: the same transition of the same finding or

@@ -356,6 +356,42 @@ pub fn apply_scan(
     out
 }
 
+/// A scan known to report exactly what the target's last scan reported,
+/// nothing having changed the target's state since: the same report, byte
+/// for byte, with the same metadata. Applying it in full would change only
+/// `last_seen` (every observation finds its record as that scan left it,
+/// and that scan already resolved what it did not report), so only that
+/// is done, on the records of `observed`, the fingerprints that scan
+/// observed. Returns `false`, changing nothing, when a record is missing
+/// or resolved: the state is not what that scan left, and the scan must be
+/// applied in full.
+pub fn observe_unchanged(
+    ts: &mut TargetState,
+    observed: &[String],
+    now: DateTime<Utc>,
+    mut changes: Option<&mut Changes>,
+) -> bool {
+    let as_left = observed.iter().all(|fp| {
+        ts.findings
+            .get(fp)
+            .is_some_and(|rec| rec.status != Status::Resolved)
+    });
+    if !as_left {
+        return false;
+    }
+    for fp in observed {
+        if let Some(rec) = ts.findings.get_mut(fp) {
+            let before = std::mem::replace(&mut rec.last_seen, now);
+            if let Some(c) = changes.as_deref_mut() {
+                if c.seen_moved(before, now) {
+                    c.changed.push(fp.clone());
+                }
+            }
+        }
+    }
+    true
+}
+
 /// A known finding reported again: updates its record, pushing what
 /// happened to it (reopened, reassigned, updated). Returns whether the
 /// record changed in a way no transition tells of (see [`Changes`]).

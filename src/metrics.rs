@@ -41,6 +41,7 @@ pub struct Metrics {
     registry: Registry,
     messages: IntCounterVec,
     findings: IntCounter,
+    unchanged: IntCounter,
     decode_errors: IntCounterVec,
     dead_letters: IntCounterVec,
     events: IntCounterVec,
@@ -139,10 +140,17 @@ impl Metrics {
         );
         let findings = IntCounter::new(
             "custody_findings_consumed_total",
-            "Findings decoded from consumed reports.",
+            "Findings in consumed reports (a report identical to its target's last scan counts that scan's).",
         )
         .expect("valid metric");
         r.register(Box::new(findings.clone()))
+            .expect("unique metric");
+        let unchanged = IntCounter::new(
+            "custody_reports_unchanged_total",
+            "Reports identical to their target's last scan, with nothing else changed since, applied without decoding them again.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(unchanged.clone()))
             .expect("unique metric");
         let decode_errors = counter_vec(
             &r,
@@ -298,6 +306,7 @@ impl Metrics {
             scorecard: Mutex::new(Scorecard::default()),
             messages,
             findings,
+            unchanged,
             decode_errors,
             dead_letters,
             events,
@@ -329,6 +338,11 @@ impl Metrics {
     /// Findings decoded.
     pub fn findings_consumed(&self, n: usize) {
         self.findings.inc_by(n as u64);
+    }
+
+    /// A report applied as its target's last scan again, not decoded.
+    pub fn report_unchanged(&self) {
+        self.unchanged.inc();
     }
 
     /// A report that failed to decode.

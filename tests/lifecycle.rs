@@ -615,6 +615,91 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A scan sent again with nothing applied in between, applied by
+    /// `rescan_unchanged` from the fingerprints its first application
+    /// observed (what the service does instead of decoding the same report
+    /// twice), leaves the very state, events and changelog records that
+    /// applying it in full does; after scans of other scanners, moves,
+    /// resolutions and reopenings alike.
+    #[test]
+    fn an_unchanged_rescan_is_the_same_as_a_full_one(
+        steps in proptest::collection::vec(step(), 1..12),
+        later in 0i64..150,
+        hourly in any::<bool>(),
+    ) {
+        let engine = Engine::new(&Config::default());
+        let resolution = if hourly {
+            std::time::Duration::from_secs(3600)
+        } else {
+            std::time::Duration::ZERO
+        };
+        let mut full = State::new();
+        let mut skipped = State::new();
+        let mut at = t0();
+        for s in &steps {
+            at += Duration::minutes(s.minutes);
+            let (meta, findings) = step_findings(s);
+            let mut out = Output::default();
+            let first = engine.scan_touched(&mut full, &meta, findings.clone(), at, &mut out, resolution);
+            let mut out2 = Output::default();
+            let first2 = engine.scan_touched(&mut skipped, &meta, findings.clone(), at, &mut out2, resolution);
+            prop_assert_eq!(&first, &first2);
+            let again = at + Duration::minutes(later);
+            let mut out = Output::default();
+            let whole = engine.scan_touched(&mut full, &meta, findings, again, &mut out, resolution);
+            prop_assert!(out.findings.is_empty() && out.tickets.is_empty());
+            let quick = engine
+                .rescan_unchanged(&mut skipped, &meta.target, &first.observed, again, resolution);
+            prop_assert!(quick.is_some(), "the state is as the first application left it");
+            let quick = quick.unwrap_or_default();
+            prop_assert_eq!(&quick.findings, &whole.findings);
+            prop_assert_eq!(&quick.tickets, &whole.tickets);
+            prop_assert_eq!(&skipped, &full);
+            at = again;
+        }
+    }
+}
+
+#[test]
+fn an_unchanged_rescan_refuses_a_state_changed_since() {
+    let engine = Engine::new(&Config::default());
+    let sast = scan("bandit", true, &[Category::Sast]);
+    let report = |n: u32| -> Vec<Finding> {
+        (0..n)
+            .map(|i| {
+                code(
+                    "bandit",
+                    "B101",
+                    "app/views.py",
+                    10 + i * 3,
+                    &format!("call_{i}()"),
+                )
+            })
+            .collect()
+    };
+    let mut state = State::new();
+    let mut out = Output::default();
+    let hour = std::time::Duration::from_secs(3600);
+    let first = engine.scan_touched(&mut state, &sast, report(3), t0(), &mut out, hour);
+    assert_eq!(first.observed.len(), 3);
+    // A complete scan reporting two of the three resolves the third: the
+    // first report sent again must reopen it, which only a full
+    // application does.
+    let _ = engine.scan_touched(&mut state, &sast, report(2), t0(), &mut out, hour);
+    let before = state.clone();
+    let at = t0() + Duration::minutes(1);
+    assert!(engine
+        .rescan_unchanged(&mut state, &sast.target, &first.observed, at, hour)
+        .is_none());
+    assert_eq!(state, before, "a refused rescan changes nothing");
+    // An unknown target is refused too.
+    let other = "repo:github.com/acme/other".parse::<Target>().unwrap();
+    assert!(engine
+        .rescan_unchanged(&mut state, &other, &first.observed, at, hour)
+        .is_none());
+}
+
 #[test]
 fn a_rescan_writes_nothing_until_last_seen_enters_a_new_hour() {
     use custody::service::changelog;

@@ -233,6 +233,54 @@ fn publish_run_consume_matches_the_real_change() {
     service.stop().unwrap();
 }
 
+/// A rescan that sends its target's last report again is applied without
+/// decoding it, and changes nothing an event tells of; a report that
+/// differs, or the old one after it, is decoded and applied in full.
+#[test]
+fn a_report_sent_again_is_applied_without_decoding_it() {
+    let h = Harness::new(2);
+    let service = h.start();
+    let (old, new) = old_new("bandit");
+    let unchanged = |n: usize| format!("custody_reports_unchanged_total {n}\n");
+    let mut n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    assert_eq!(h.findings().len(), 272, "only the first opened anything");
+    assert!(service.metrics.render().contains(&unchanged(1)));
+    // The real change, then the old report again: the memory of the last
+    // scan is the new report's, so the old one is decoded and reopens what
+    // the new one resolved.
+    n += h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
+    n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let all = h.findings();
+    assert_eq!(count(&all, FindingEventKind::Resolved), 17 + 14);
+    assert_eq!(count(&all, FindingEventKind::Reopened), 17);
+    assert!(service.metrics.render().contains(&unchanged(1)));
+    // Sent again in chunks: the joined report is the same one.
+    n += h.publish(TORNADO, "bandit", &old, 64 * 1024);
+    assert!(n > 5, "the report went in several chunks");
+    wait_done(&service, n);
+    assert!(service.metrics.render().contains(&unchanged(2)));
+    assert_eq!(h.findings().len(), all.len(), "no event from the rescan");
+    // Under another target the same bytes are a first scan.
+    n += h.publish(
+        "repo:github.com/other/tornado",
+        "bandit",
+        &old,
+        DEFAULT_CHUNK_BYTES,
+    );
+    wait_done(&service, n);
+    assert_eq!(h.findings().len(), all.len() + 272);
+    let text = service.metrics.render();
+    assert!(text.contains(&unchanged(2)), "{text}");
+    assert!(
+        text.contains("custody_findings_consumed_total 1629\n"),
+        "five old reports of 272 findings and the new one of 269, unchanged ones included: {text}"
+    );
+    service.stop().unwrap();
+}
+
 #[test]
 fn chunked_and_enveloped_reports_give_the_same_events() {
     let h = Harness::new(2);

@@ -33,7 +33,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -237,16 +238,76 @@ impl Incoming {
     }
 }
 
-/// A decoded report and its scan id.
-type Decoded = Result<(Format, Report, ScanId), DecodeError>;
+/// SHA-256 of a report's bytes (of the joined chunks, for a chunked scan).
+type Digest = [u8; 32];
+
+/// A decoded report, its scan id and its digest.
+struct DecodedReport {
+    report: Report,
+    scan_id: ScanId,
+    digest: Digest,
+}
+
+type Decoded = Result<DecodedReport, DecodeError>;
+
+/// What a decode gives: the report decoded, or its input undecoded, with
+/// its digest, when the digest is the one the decode was told its target's
+/// last scan had (see [`LastScan`]), or when the decode was told to leave
+/// that question to the apply.
+enum Prepared {
+    Decoded(Decoded),
+    Undecoded(Box<DecodeInput>, Digest),
+}
+
+/// What a decode knows of its target's last scan.
+#[derive(Clone, Copy)]
+enum Known {
+    /// The digest of its report, if any.
+    Last(Option<Digest>),
+    /// Not yet: a message before this one, not applied yet, scans the same
+    /// target. The decode only hashes, and the apply decides.
+    Pending,
+}
 
 /// A scan's id: the publisher's, or, when it gave none, derived from the
-/// report's bytes. Deriving hashes the whole report, so it is done only
-/// when an event carries the id: a rescan that changes nothing never needs
-/// it.
+/// report's digest.
 enum ScanId {
     Given(String),
-    Content(Arc<[u8]>),
+    Content(Digest),
+}
+
+/// What a partition remembers of a target's last scan, so that a rescan
+/// sending the same report again is applied without decoding it (see
+/// [`Engine::rescan_unchanged`]): the report's digest and the metadata that
+/// shapes how it is applied. It is forgotten when anything else changes
+/// the target's state (another scan, a decision, an SLA or ownership
+/// change), and it is not kept in the changelog: after a restore, the
+/// first rescan of each target is decoded.
+struct LastScan {
+    digest: Digest,
+    format: Option<Format>,
+    scanner: Option<String>,
+    complete: bool,
+    /// Findings the report held (for the findings-consumed count).
+    findings: usize,
+    /// The fingerprints it observed.
+    observed: Vec<String>,
+}
+
+impl LastScan {
+    /// Whether a message with `meta` applies its report the same way.
+    fn same_meta(&self, meta: &MessageMeta) -> bool {
+        self.format == meta.format && self.scanner == meta.scanner && self.complete == meta.complete
+    }
+}
+
+/// The digest of the last scan of `meta`'s target, if a report with that
+/// digest would be applied the same way.
+fn known_digest(last: &HashMap<String, LastScan>, meta: &MessageMeta) -> Option<Digest> {
+    let target = meta.target.as_ref()?;
+    last.get(&target.to_string())
+        .filter(|l| l.same_meta(meta))
+        .map(|l| l.digest)
 }
 
 /// A report's decode. It normally runs when its partition is stepped, on
@@ -259,7 +320,7 @@ enum Decode {
     /// Not started.
     Lazy(Box<DecodeInput>),
     /// Running on the rayon pool.
-    Spawned(Receiver<Decoded>),
+    Spawned(Receiver<Prepared>),
     /// Taken by the step.
     Taken,
 }
@@ -277,11 +338,11 @@ impl Decode {
     }
 
     /// Starts a lazy decode on the rayon pool.
-    fn spawn(&mut self) {
+    fn spawn(&mut self, known: Known) {
         if let Some(input) = self.take_lazy() {
             let (tx, rx) = mpsc::sync_channel(1);
             rayon::spawn(move || {
-                let _ = tx.send(input.run());
+                let _ = tx.send(input.run(known));
             });
             *self = Decode::Spawned(rx);
         }
@@ -297,13 +358,28 @@ struct DecodeInput {
 }
 
 impl DecodeInput {
-    fn run(self) -> Decoded {
-        let (format, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
-        let id = match self.scan_id {
+    /// Hashes the report and decodes it, unless its digest is that of the
+    /// target's last scan or that is not known yet.
+    fn run(self: Box<Self>, known: Known) -> Prepared {
+        let digest: Digest = Sha256::digest(&self.bytes).into();
+        match known {
+            Known::Last(Some(d)) if d == digest => Prepared::Undecoded(self, digest),
+            Known::Pending => Prepared::Undecoded(self, digest),
+            Known::Last(_) => Prepared::Decoded(self.decode(digest)),
+        }
+    }
+
+    fn decode(self: Box<Self>, digest: Digest) -> Decoded {
+        let (_, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
+        let scan_id = match self.scan_id {
             Some(id) => ScanId::Given(id),
-            None => ScanId::Content(self.bytes),
+            None => ScanId::Content(digest),
         };
-        Ok((format, report, id))
+        Ok(DecodedReport {
+            report,
+            scan_id,
+            digest,
+        })
     }
 }
 
@@ -396,6 +472,8 @@ struct Part {
     jobs: VecDeque<Job>,
     pending: VecDeque<Pending>,
     chunks: HashMap<(String, String), ChunkBuf>,
+    /// By target spec.
+    last_scans: HashMap<String, LastScan>,
     bytes: usize,
     paused: bool,
     /// Offset of the next message to process (for commits and lag).
@@ -413,9 +491,22 @@ impl Part {
 
     /// Starts every waiting decode on the rayon pool.
     fn decode_ahead(&mut self) {
+        // Targets of the messages before, whose scans will have changed
+        // what is known of the last scan by the time a message is applied.
+        let mut before: HashSet<String> = HashSet::new();
         for job in &mut self.jobs {
-            if let Job::Decoding { decode, .. } = job {
-                lock(decode).spawn();
+            if let Job::Decoding { decode, meta, .. } = job {
+                let Some(target) = meta.target.as_ref().map(ToString::to_string) else {
+                    lock(decode).spawn(Known::Last(None));
+                    continue;
+                };
+                let known = if before.contains(&target) {
+                    Known::Pending
+                } else {
+                    Known::Last(known_digest(&self.last_scans, meta))
+                };
+                lock(decode).spawn(known);
+                before.insert(target);
             }
         }
     }
@@ -466,6 +557,7 @@ impl Core {
                 jobs: VecDeque::new(),
                 pending: VecDeque::new(),
                 chunks: HashMap::new(),
+                last_scans: HashMap::new(),
                 bytes: 0,
                 paused: true,
                 next_offset: None,
@@ -631,6 +723,7 @@ impl Core {
         if touched.findings.is_empty() && touched.tickets.is_empty() {
             return;
         }
+        part.last_scans.remove(spec);
         let records = changelog::records(state, spec, &touched.findings, Some(&touched.tickets));
         self.emit(part, None, out, records, Vec::new(), 0);
     }
@@ -862,7 +955,7 @@ impl Core {
         let mut inline = 0;
         while let Some(job) = part.jobs.front_mut() {
             let decoded = match job {
-                Job::Decoding { decode, .. } => {
+                Job::Decoding { decode, meta, .. } => {
                     let mut slot = lock(decode);
                     let r = match &mut *slot {
                         Decode::Spawned(rx) if block => {
@@ -874,8 +967,9 @@ impl Core {
                                 return;
                             }
                             inline += 1;
+                            let known = Known::Last(known_digest(&part.last_scans, meta));
                             slot.take_lazy()
-                                .map(|input| input.run())
+                                .map(|input| input.run(known))
                                 .ok_or(TryRecvError::Disconnected)
                         }
                         Decode::Taken => Err(TryRecvError::Disconnected),
@@ -883,8 +977,8 @@ impl Core {
                     match r {
                         Ok(d) => Some(d),
                         Err(TryRecvError::Empty) => return,
-                        Err(TryRecvError::Disconnected) => Some(Err(DecodeError::Syntax(
-                            "decoder stopped unexpectedly".into(),
+                        Err(TryRecvError::Disconnected) => Some(Prepared::Decoded(Err(
+                            DecodeError::Syntax("decoder stopped unexpectedly".into()),
                         ))),
                     }
                 }
@@ -898,17 +992,8 @@ impl Core {
                     Job::Decoding {
                         msg, meta, held, ..
                     },
-                    Some(d),
-                ) => match d {
-                    Ok((format, report, scan_id)) => {
-                        self.apply_scan(part, msg, meta, scan_id, format, report, held)
-                    }
-                    Err(e) => {
-                        let format = meta.format.map_or("unknown", Format::name);
-                        self.metrics.decode_error(format, e.reason());
-                        self.dead_letter(part, msg, e.reason(), &e.to_string(), held);
-                    }
-                },
+                    Some(prepared),
+                ) => self.apply_prepared(part, msg, meta, prepared, held),
                 (
                     Job::Poison {
                         msg,
@@ -938,17 +1023,55 @@ impl Core {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Applies a report: decoded, or the same as its target's last scan.
+    fn apply_prepared(
+        &self,
+        part: &mut Part,
+        msg: Incoming,
+        meta: MessageMeta,
+        prepared: Prepared,
+        held: Vec<HeldChunk>,
+    ) {
+        let decoded = match prepared {
+            Prepared::Decoded(d) => d,
+            Prepared::Undecoded(input, digest) => {
+                // Decoded now after all if the report is not its target's
+                // last scan (the decode compared digests before earlier
+                // messages were applied, or did not compare them).
+                if known_digest(&part.last_scans, &meta) == Some(digest) {
+                    if let Some(records) = self.rescan_unchanged(part, &msg, &meta) {
+                        let bytes = msg.len();
+                        let held = held.into_iter().map(|h| h.ack).collect();
+                        self.emit(part, Some(&msg), Output::default(), records, held, bytes);
+                        return;
+                    }
+                }
+                input.decode(digest)
+            }
+        };
+        match decoded {
+            Ok(d) => self.apply_scan(part, msg, meta, d, held),
+            Err(e) => {
+                let format = meta.format.map_or("unknown", Format::name);
+                self.metrics.decode_error(format, e.reason());
+                self.dead_letter(part, msg, e.reason(), &e.to_string(), held);
+            }
+        }
+    }
+
     fn apply_scan(
         &self,
         part: &mut Part,
         msg: Incoming,
         meta: MessageMeta,
-        scan_id: ScanId,
-        _format: Format,
-        mut report: Report,
+        decoded: DecodedReport,
         held: Vec<HeldChunk>,
     ) {
+        let DecodedReport {
+            mut report,
+            scan_id,
+            digest,
+        } = decoded;
         let Some(target) = meta.target.clone().or(report.target.take()) else {
             let err = meta::MetaError::NoTarget;
             self.dead_letter(part, msg, "no_target", &err.to_string(), held);
@@ -961,7 +1084,7 @@ impl Core {
         self.metrics.message("processed");
         let (scan_id, content) = match scan_id {
             ScanId::Given(id) => (id, None),
-            ScanId::Content(bytes) => (String::new(), Some(bytes)),
+            ScanId::Content(digest) => (String::new(), Some(digest)),
         };
         let scan = ScanMeta {
             scan_id,
@@ -984,7 +1107,8 @@ impl Core {
             return;
         };
         let mut out = Output::default();
-        let touched = self.engine.scan_touched(
+        let findings = report.findings.len();
+        let mut touched = self.engine.scan_touched(
             state,
             &scan,
             report.findings,
@@ -992,20 +1116,69 @@ impl Core {
             &mut out,
             self.settings.last_seen_resolution,
         );
-        if let (Some(bytes), false) = (content, out.findings.is_empty()) {
-            let id = ScanMeta::content_id(&bytes);
+        if let (Some(digest), false) = (content, out.findings.is_empty()) {
+            let id = ScanMeta::content_id_of_digest(&digest);
             for e in &mut out.findings {
                 e.scan_id = Some(id.clone());
             }
         }
         let records = changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
+        // What the next rescan of the target needs to skip its decode when
+        // it sends this report again (only a target named by the message:
+        // the check comes before the report is read).
+        part.last_scans.remove(&spec);
+        if meta.target.is_some() {
+            let last = LastScan {
+                digest,
+                format: meta.format,
+                scanner: meta.scanner.clone(),
+                complete: meta.complete,
+                findings,
+                observed: std::mem::take(&mut touched.observed),
+            };
+            part.last_scans.insert(spec, last);
+        }
         let bytes = msg.len();
         let held = held.into_iter().map(|h| h.ack).collect();
         self.emit(part, Some(&msg), out, records, held, bytes);
     }
 
+    /// A report that is its target's last scan again (see [`LastScan`]):
+    /// only `last_seen` moves. Returns the changelog records to write, or
+    /// `None` when the state is not as that scan left it.
+    fn rescan_unchanged(
+        &self,
+        part: &mut Part,
+        msg: &Incoming,
+        meta: &MessageMeta,
+    ) -> Option<Vec<changelog::Record>> {
+        let target = meta.target.as_ref()?;
+        let spec = target.to_string();
+        let last = part.last_scans.get(&spec)?;
+        let state = part.state.as_mut()?;
+        let now = msg
+            .timestamp
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or_else(Utc::now);
+        let Some(touched) = self.engine.rescan_unchanged(
+            state,
+            target,
+            &last.observed,
+            now,
+            self.settings.last_seen_resolution,
+        ) else {
+            part.last_scans.remove(&spec);
+            return None;
+        };
+        self.metrics.findings_consumed(last.findings);
+        self.metrics.message("processed");
+        self.metrics.report_unchanged();
+        Some(changelog::records(state, &spec, &touched.findings, None))
+    }
+
     fn apply_decision(&self, part: &mut Part, msg: Incoming, d: &crate::lifecycle::DecisionRecord) {
         let spec = d.target.to_string();
+        part.last_scans.remove(&spec);
         if let Err(e) = self.materialize(part, &spec) {
             self.fail(e);
             return;
@@ -1402,6 +1575,11 @@ impl Core {
         self.each_part(|core, part| {
             if let Some(state) = part.state.as_mut() {
                 let out = core.engine.tick(state, now);
+                if !out.findings.is_empty() || !out.tickets.is_empty() {
+                    // A rescan would find these records as the tick left
+                    // them, which no rescan decoded yet has seen.
+                    part.last_scans.clear();
+                }
                 core.emit_step(part, out);
             }
         });
