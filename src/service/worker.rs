@@ -365,11 +365,11 @@ impl DecodeInput {
         match known {
             Known::Last(Some(d)) if d == digest => Prepared::Undecoded(self, digest),
             Known::Pending => Prepared::Undecoded(self, digest),
-            Known::Last(_) => Prepared::Decoded(self.decode(digest)),
+            Known::Last(_) => Prepared::Decoded((*self).decode(digest)),
         }
     }
 
-    fn decode(self: Box<Self>, digest: Digest) -> Decoded {
+    fn decode(self, digest: Digest) -> Decoded {
         let (_, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
         let scan_id = match self.scan_id {
             Some(id) => ScanId::Given(id),
@@ -1046,7 +1046,7 @@ impl Core {
                         return;
                     }
                 }
-                input.decode(digest)
+                (*input).decode(digest)
             }
         };
         match decoded {
