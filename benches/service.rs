@@ -107,30 +107,48 @@ fn send_record(p: &BaseProducer, mut rec: BaseRecord<'_, str, [u8]>) {
 }
 
 /// Reports topic filled with `per_partition` reports of `findings` 1 KB
-/// findings on each of `partitions` partitions: with `rescans`, every
-/// report of a partition scans one target (the first opens its findings,
-/// the others find them unchanged); else each report its own target.
+/// findings on each of `partitions` partitions: for rescans, every report
+/// of a partition scans one target (the first opens its findings, the
+/// others find them unchanged); else each report its own target.
 fn fill_reports(
     cluster: &Cluster,
     config: &Config,
     per_partition: usize,
     findings: usize,
-    rescans: bool,
+    workload: Workload,
 ) -> (usize, usize) {
     let report = common::sarif_padded(findings, 400);
     let p = producer(&cluster.bootstrap_servers(), "none");
     let topic = &config.service.reports_topics[0];
     let mut n = 0;
+    let mut bytes = 0;
     for part in 0..config.service.partitions {
         for i in 0..per_partition {
-            let i = if rescans { 0 } else { i };
-            let target = format!("repo:github.com/acme/svc-{part}-{i}");
+            let target = match workload {
+                Workload::New => format!("repo:github.com/acme/svc-{part}-{i}"),
+                _ => format!("repo:github.com/acme/svc-{part}-0"),
+            };
+            // A real scanner's rescan differs in its run's metadata (here
+            // the time it ended) even when its findings do not.
+            let report = match workload {
+                Workload::RescansRestamped => report.replacen(
+                    r#""runs":[{"#,
+                    &format!(
+                        r#""runs":[{{"invocations":[{{"executionSuccessful":true,"endTimeUtc":"2026-11-29T10:{:02}:{:02}Z"}}],"#,
+                        i / 60,
+                        i % 60
+                    ),
+                    1,
+                ),
+                _ => report.clone(),
+            };
             send(&p, topic, part, &target, report.as_bytes());
             n += 1;
+            bytes += report.len();
         }
     }
     p.flush(Duration::from_secs(60)).expect("flush");
-    (n, n * report.len())
+    (n, bytes)
 }
 
 /// A plain rdkafka consumer reading every message of the topic, three
@@ -138,9 +156,9 @@ fn fill_reports(
 /// messages per second from the first message to the last. One pass lasts
 /// a tenth of a second, so a single one swings with whatever else the
 /// machine does.
-fn raw_consume(config: &Config, topic: &str, expect: usize) -> f64 {
+fn raw_consume(config: &Config, topic: &str, expect: usize, findings: usize) -> f64 {
     let mut rates: Vec<f64> = (0..3)
-        .map(|i| raw_consume_once(config, topic, expect, i))
+        .map(|i| raw_consume_once(config, topic, expect, findings, i))
         .collect();
     rates.sort_by(f64::total_cmp);
     eprintln!(
@@ -150,7 +168,14 @@ fn raw_consume(config: &Config, topic: &str, expect: usize) -> f64 {
     rates[1]
 }
 
-fn raw_consume_once(config: &Config, topic: &str, expect: usize, pass: usize) -> f64 {
+fn raw_consume_once(
+    config: &Config,
+    topic: &str,
+    expect: usize,
+    findings: usize,
+    pass: usize,
+) -> f64 {
+    let threads0 = thread_cpu_secs();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.service.brokers)
         .set("group.id", format!("raw-consumer-{pass}"))
@@ -172,9 +197,13 @@ fn raw_consume_once(config: &Config, topic: &str, expect: usize, pass: usize) ->
         }
     }
     let secs = (last - first.unwrap_or(last)).as_secs_f64().max(1e-9);
+    // What fetching alone costs, to set beside custody's figures (coarse:
+    // the kernel counts in hundredths of a second).
+    let threads = thread_cpu_secs();
     eprintln!(
-        "  raw consumer: {n} messages, {:.1} MB in {secs:.3} s",
-        bytes as f64 / 1e6
+        "  raw consumer: {n} messages, {:.1} MB in {secs:.3} s; CPU by thread, us per finding: {}",
+        bytes as f64 / 1e6,
+        cpu_by_thread(&threads0, &threads, (n * findings) as f64)
     );
     (n - 1) as f64 / secs
 }
@@ -321,14 +350,23 @@ enum Workload {
     New,
     /// Each partition's reports scan one target: the first opens its
     /// findings, the next 17 find them unchanged (the steady state of a
-    /// service whose targets are scanned again and again).
+    /// service whose targets are scanned again and again). The reports are
+    /// the same bytes, so custody applies all but the first without
+    /// decoding them.
     Rescans,
+    /// As `Rescans`, but each report carries another end time in its run's
+    /// `invocations`, as a real scanner's would: every one is decoded.
+    RescansRestamped,
 }
 
 fn throughput(workload: Workload) -> f64 {
     let (name, tag) = match workload {
         Workload::New => ("every report a new target", "tp"),
         Workload::Rescans => ("one target per partition, rescanned", "tp-rescan"),
+        Workload::RescansRestamped => (
+            "one target per partition, rescanned, each report restamped",
+            "tp-restamp",
+        ),
     };
     eprintln!("== throughput ({name}): custody vs a plain consumer, 1 KB findings");
     // 96 partitions of 18 reports (4 MB each, under the mock's cap), 380
@@ -338,18 +376,12 @@ fn throughput(workload: Workload) -> f64 {
     let partitions = 96;
     let (cluster, config) = cluster_and_config(partitions, tag);
     let findings = 200;
-    let (n, bytes) = fill_reports(
-        &cluster,
-        &config,
-        18,
-        findings,
-        workload == Workload::Rescans,
-    );
+    let (n, bytes) = fill_reports(&cluster, &config, 18, findings, workload);
     eprintln!(
         "  topic: {n} reports of {findings} findings, {:.1} MB over {partitions} partitions",
         bytes as f64 / 1e6
     );
-    let raw = raw_consume(&config, &config.service.reports_topics[0], n);
+    let raw = raw_consume(&config, &config.service.reports_topics[0], n, findings);
     let custody = custody_consume(&config, n, findings);
     let ratio = custody / raw;
     println!(
@@ -534,7 +566,7 @@ fn restore() {
     );
     service.stop().expect("clean stop");
     // For scale: a plain consumer reading the same changelog, one client.
-    let raw = raw_consume(&config, &config.service.changelog_topic, total);
+    let raw = raw_consume(&config, &config.service.changelog_topic, total, 1);
     println!("restore: a plain consumer reads the same changelog at {raw:.0} records/s");
 }
 
@@ -548,6 +580,9 @@ fn main() {
     }
     if want("throughput") || want("rescans") {
         throughput(Workload::Rescans);
+    }
+    if want("throughput") || want("restamped") {
+        throughput(Workload::RescansRestamped);
     }
     if want("latency") {
         // CUSTODY_BENCH_LATENCY_RATE=<reports/s> measures at a given rate

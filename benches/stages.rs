@@ -194,6 +194,12 @@ fn service_step(c: &mut Criterion) {
     g.bench_function("decode", |b| {
         b.iter(|| Format::Sarif.decode(&bytes, &ctx).map(|r| r.findings.len()))
     });
+    // What the service pays to recognize a report sent again (BLAKE3),
+    // and what the same check with SHA-256 would cost.
+    g.bench_function("digest-blake3", |b| b.iter(|| blake3::hash(&bytes)));
+    g.bench_function("digest-sha256", |b| {
+        b.iter(|| <sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    });
     g.bench_function("first-scan", |b| {
         b.iter(|| {
             let mut state = State::new();

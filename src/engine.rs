@@ -320,6 +320,8 @@ impl Engine {
         let mut changes = match touched {
             Some((changes, observed)) => {
                 observed.clone_from(&fps);
+                observed.sort_unstable();
+                observed.dedup();
                 Some(changes)
             }
             None => None,
@@ -425,8 +427,8 @@ pub struct Touched {
     pub findings: Vec<String>,
     /// Keys of the ticket records, sorted.
     pub tickets: Vec<String>,
-    /// For a scan: the fingerprints it observed, in report order, each
-    /// once (what [`Engine::rescan_unchanged`] takes). Empty otherwise.
+    /// For a scan: the fingerprints it observed, sorted, each once (what
+    /// [`Engine::rescan_unchanged`] takes). Empty otherwise.
     pub observed: Vec<String>,
 }
 

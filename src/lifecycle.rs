@@ -362,25 +362,32 @@ pub fn apply_scan(
 /// `last_seen` (every observation finds its record as that scan left it,
 /// and that scan already resolved what it did not report), so only that
 /// is done, on the records of `observed`, the fingerprints that scan
-/// observed. Returns `false`, changing nothing, when a record is missing
-/// or resolved: the state is not what that scan left, and the scan must be
-/// applied in full.
+/// observed, sorted and each once. Returns `false`, changing nothing, when
+/// `observed` is not sorted or a record is missing or resolved: the state
+/// is not what that scan left, and the scan must be applied in full.
 pub fn observe_unchanged(
     ts: &mut TargetState,
     observed: &[String],
     now: DateTime<Utc>,
     mut changes: Option<&mut Changes>,
 ) -> bool {
-    let as_left = observed.iter().all(|fp| {
-        ts.findings
-            .get(fp)
-            .is_some_and(|rec| rec.status != Status::Resolved)
-    });
-    if !as_left {
-        return false;
-    }
+    // Both sides sorted: one walk through the target's records, rather
+    // than a search of the tree for each fingerprint.
+    let mut records = ts.findings.iter();
+    let mut prev: Option<&String> = None;
     for fp in observed {
-        if let Some(rec) = ts.findings.get_mut(fp) {
+        if prev.is_some_and(|p| p >= fp) {
+            return false;
+        }
+        prev = Some(fp);
+        let found = records.find(|(k, _)| *k >= fp);
+        if !found.is_some_and(|(k, rec)| k == fp && rec.status != Status::Resolved) {
+            return false;
+        }
+    }
+    let mut records = ts.findings.iter_mut();
+    for fp in observed {
+        if let Some((_, rec)) = records.find(|(k, _)| *k == fp) {
             let before = std::mem::replace(&mut rec.last_seen, now);
             if let Some(c) = changes.as_deref_mut() {
                 if c.seen_moved(before, now) {

@@ -693,6 +693,17 @@ fn an_unchanged_rescan_refuses_a_state_changed_since() {
         .rescan_unchanged(&mut state, &sast.target, &first.observed, at, hour)
         .is_none());
     assert_eq!(state, before, "a refused rescan changes nothing");
+    // So is a list of fingerprints out of order, even on the state the
+    // scan left.
+    let mut fresh = State::new();
+    let first = engine.scan_touched(&mut fresh, &sast, report(3), t0(), &mut out, hour);
+    let reversed: Vec<String> = first.observed.iter().rev().cloned().collect();
+    assert!(engine
+        .rescan_unchanged(&mut fresh, &sast.target, &reversed, at, hour)
+        .is_none());
+    assert!(engine
+        .rescan_unchanged(&mut fresh, &sast.target, &first.observed, at, hour)
+        .is_some());
     // An unknown target is refused too.
     let other = "repo:github.com/acme/other".parse::<Target>().unwrap();
     assert!(engine

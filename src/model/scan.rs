@@ -31,12 +31,7 @@ impl ScanMeta {
     /// none: the same report always gets the same id.
     pub fn content_id(report: &[u8]) -> String {
         use sha2::{Digest, Sha256};
-        ScanMeta::content_id_of_digest(&Sha256::digest(report))
-    }
-
-    /// [`ScanMeta::content_id`] from the report's SHA-256 digest.
-    pub fn content_id_of_digest(sha256: &[u8]) -> String {
-        crate::fingerprint::hex(&sha256[..12.min(sha256.len())])
+        crate::fingerprint::hex(&Sha256::digest(report)[..12])
     }
 }
 
