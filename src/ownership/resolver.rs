@@ -228,6 +228,8 @@ pub struct Reloadable {
     /// The files it was loaded from (none when it came from a topic).
     path: Option<std::path::PathBuf>,
     current: std::sync::RwLock<Arc<Resolver>>,
+    /// Counts the configurations put in force (see [`Reloadable::generation`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Reloadable {
@@ -237,6 +239,7 @@ impl Reloadable {
         Ok(Reloadable {
             path: Some(path.to_path_buf()),
             current: std::sync::RwLock::new(Arc::new(Resolver::new(Arc::new(own)))),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -246,6 +249,7 @@ impl Reloadable {
         Reloadable {
             path: None,
             current: std::sync::RwLock::new(Arc::new(Resolver::new(Arc::new(own)))),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -271,6 +275,18 @@ impl Reloadable {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = next;
+        drop(slot);
+        // After the swap: whoever reads the new generation attributes with
+        // the new configuration.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many configurations were put in force after the first. Read
+    /// before attributing, it tells whether what was attributed may be
+    /// out of date: if it changed since, it may.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The resolver in force.

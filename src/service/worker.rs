@@ -294,6 +294,10 @@ struct LastScan {
     complete: bool,
     /// Findings the report held (for the findings-consumed count).
     findings: usize,
+    /// The ownership generation read before the scan was applied: a
+    /// report sent again under another ownership is applied in full, as
+    /// its findings may be attributed otherwise.
+    ownership: u64,
     /// The fingerprints it observed.
     observed: Vec<String>,
 }
@@ -520,6 +524,8 @@ impl Part {
 pub struct Core {
     settings: ServiceSettings,
     engine: Engine,
+    /// The ownership the engine attributes with, when it can change.
+    ownership: Option<Arc<crate::ownership::Reloadable>>,
     producer: Prod,
     parts: HashMap<(String, i32), Part>,
     metrics: Arc<Metrics>,
@@ -1110,6 +1116,7 @@ impl Core {
         let Some(state) = part.state.as_mut() else {
             return;
         };
+        let ownership = self.ownership_generation();
         let mut out = Output::default();
         let findings = report.findings.len();
         let mut touched = self.engine.scan_touched(
@@ -1138,6 +1145,7 @@ impl Core {
                 scanner: meta.scanner.clone(),
                 complete: meta.complete,
                 findings,
+                ownership,
                 observed: std::mem::take(&mut touched.observed),
             };
             part.last_scans.insert(spec, last);
@@ -1159,6 +1167,10 @@ impl Core {
         let target = meta.target.as_ref()?;
         let spec = target.to_string();
         let last = part.last_scans.get(&spec)?;
+        if last.ownership != self.ownership_generation() {
+            part.last_scans.remove(&spec);
+            return None;
+        }
         let state = part.state.as_mut()?;
         let now = msg
             .timestamp
@@ -1177,7 +1189,19 @@ impl Core {
         self.metrics.findings_consumed(last.findings);
         self.metrics.message("processed");
         self.metrics.report_unchanged();
-        Some(changelog::records(state, &spec, &touched.findings, None))
+        // No ticket changed (`None` would write every ticket of the target).
+        Some(changelog::records(
+            state,
+            &spec,
+            &touched.findings,
+            Some(&[]),
+        ))
+    }
+
+    /// See [`crate::ownership::Reloadable::generation`]; 0 when the
+    /// ownership cannot change.
+    fn ownership_generation(&self) -> u64 {
+        self.ownership.as_ref().map_or(0, |o| o.generation())
     }
 
     fn apply_decision(&self, part: &mut Part, msg: Incoming, d: &crate::lifecycle::DecisionRecord) {
@@ -1592,6 +1616,10 @@ impl Core {
     /// Re-attributes every restored partition after an ownership reload.
     fn reattribute(&mut self, now: DateTime<Utc>) {
         self.each_part(|core, part| {
+            // Also covered by the ownership generation; re-attribution
+            // skips records a rescan would still re-attribute (false
+            // positives), so nothing remembered survives it.
+            part.last_scans.clear();
             let targets: Vec<String> = part
                 .state
                 .as_ref()
@@ -2223,6 +2251,7 @@ impl Worker {
         let core = Arc::new(Mutex::new(Core {
             settings: settings.clone(),
             engine,
+            ownership: ownership.clone(),
             producer,
             parts: HashMap::new(),
             metrics: Arc::clone(&metrics),
