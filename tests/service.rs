@@ -389,6 +389,100 @@ fn ownership_dir(owner: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A rescan whose SARIF differs only in what the decoder skips (Bandit
+/// writes when its run ended) is recognized too, once the target's last
+/// scan was itself a rescan (the first report's content is not hashed).
+#[test]
+fn a_restamped_sarif_rescan_is_applied_without_decoding_it() {
+    let h = Harness::new(1);
+    let service = h.start();
+    let (old, _) = old_new("bandit");
+    let text = std::fs::read_to_string(&old).unwrap();
+    let stamp = "2026-11-24T16:25:14Z";
+    assert!(text.contains(stamp), "the fixture's run says when it ended");
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for hour in 16..20 {
+        let path = dir.path().join(format!("bandit-{hour}.sarif"));
+        std::fs::write(
+            &path,
+            text.replace(stamp, &format!("2026-11-24T{hour}:25:14Z")),
+        )
+        .unwrap();
+        n += h.publish(
+            TORNADO,
+            "bandit",
+            path.to_str().unwrap(),
+            DEFAULT_CHUNK_BYTES,
+        );
+    }
+    wait_done(&service, n);
+    assert_eq!(h.findings().len(), 272, "only the first opened anything");
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_reports_unchanged_total 2\n"),
+        "the third and fourth are recognized: {text}"
+    );
+    service.stop().unwrap();
+}
+
+/// A report remembered under one ownership is applied in full under
+/// another, even before the re-attribution a reload starts has run (the
+/// ownership topic's follower puts a version in force at any moment): its
+/// scan gives the `reassigned` events.
+#[test]
+fn a_report_sent_again_under_new_ownership_is_decoded_again() {
+    let h = Harness::new(1);
+    let (old, _) = old_new("bandit");
+    let networking = ownership_dir("@acme/networking");
+    let own = Arc::new(Reloadable::load(&networking.path().join("owners.toml")).unwrap());
+    let service = Service::start(&h.config, Some(Arc::clone(&own))).expect("service starts");
+    let mut n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let first = h.findings();
+    let moving = first
+        .iter()
+        .filter(|e| {
+            e.location
+                .as_ref()
+                .is_some_and(|l| l.path == "tornado/iostream.py")
+        })
+        .count();
+    assert!(moving > 0);
+    // iostream.py now belongs to qa, put in force without telling the
+    // service's loop (no re-attribution runs).
+    let qa = ownership_dir("@acme/qa");
+    own.set(custody::ownership::Ownership::load(&qa.path().join("owners.toml")).unwrap());
+    n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let all = h.findings();
+    let reassigned: Vec<&FindingEvent> = all
+        .iter()
+        .filter(|e| e.event == FindingEventKind::Reassigned)
+        .collect();
+    assert_eq!(
+        reassigned.len(),
+        moving,
+        "the rescan moved iostream.py's findings"
+    );
+    assert!(reassigned.iter().all(|e| e.team.as_deref() == Some("qa")));
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_reports_unchanged_total 0\n"),
+        "{text}"
+    );
+    // Sent once more under the same ownership, it is recognized.
+    n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    assert_eq!(h.findings().len(), all.len());
+    let text = service.metrics.render();
+    assert!(
+        text.contains("custody_reports_unchanged_total 1\n"),
+        "{text}"
+    );
+    service.stop().unwrap();
+}
+
 #[test]
 fn ownership_changed_while_down_reassigns_the_restored_state() {
     let h = Harness::new(3);

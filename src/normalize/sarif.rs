@@ -293,6 +293,151 @@ impl Decoder for SarifDecoder {
     }
 }
 
+/// The members of a run the decoder reads (see `RunSeed`); everything else
+/// in a run (`invocations`, `automationDetails`, `properties`, ...) and
+/// everything in the log but `runs` is skipped. Keep in step with
+/// `RunSeed::visit_map`.
+const RUN_KEYS: [&str; 5] = [
+    "tool",
+    "results",
+    "originalUriBaseIds",
+    "artifacts",
+    "versionControlProvenance",
+];
+
+/// A BLAKE3 digest of what the decoder reads of a SARIF log: each run's
+/// [`RUN_KEYS`] members, as they are written, in order. Two logs with the
+/// same digest decode to the same report, however their invocations,
+/// timestamps and other run metadata differ, so a rescan that only
+/// restamps them can be recognized as unchanged. `None` when the bytes are
+/// not a SARIF log the decoder would read (the decode then says why).
+///
+/// It costs a pass of serde_json over the bytes that checks and skips
+/// them, and the hash of the members kept: about a quarter of a decode.
+pub fn content_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"custody sarif content v1\0");
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    DigestLog {
+        hasher: &mut hasher,
+    }
+    .deserialize(&mut de)
+    .and_then(|runs| {
+        if runs {
+            de.end()
+        } else {
+            Err(serde_json::Error::missing_field("runs"))
+        }
+    })
+    .ok()?;
+    Some(hasher.finalize().into())
+}
+
+/// The log object, for [`content_digest`]: true when it had `runs`.
+struct DigestLog<'h> {
+    hasher: &'h mut blake3::Hasher,
+}
+
+impl<'de> DeserializeSeed<'de> for DigestLog<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DigestLog<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a SARIF log object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut runs = false;
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            if key == "runs" {
+                self.hasher.update(b"runs\0");
+                map.next_value_seed(DigestRuns {
+                    hasher: &mut *self.hasher,
+                })?;
+                runs = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(runs)
+    }
+}
+
+struct DigestRuns<'h> {
+    hasher: &'h mut blake3::Hasher,
+}
+
+impl<'de> DeserializeSeed<'de> for DigestRuns<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DigestRuns<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of runs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            self.hasher.update(b"run\0");
+            let more = seq.next_element_seed(DigestRun {
+                hasher: &mut *self.hasher,
+            })?;
+            if more.is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+struct DigestRun<'h> {
+    hasher: &'h mut blake3::Hasher,
+}
+
+impl<'de> DeserializeSeed<'de> for DigestRun<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DigestRun<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a SARIF run object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            if RUN_KEYS.contains(&key.as_ref()) {
+                let raw: &'de RawValue = map.next_value()?;
+                let raw = raw.get().as_bytes();
+                self.hasher.update(key.as_bytes());
+                self.hasher.update(b"\0");
+                self.hasher.update(&(raw.len() as u64).to_le_bytes());
+                self.hasher.update(raw);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The scanner name custody uses for a SARIF driver: lowercase, words
 /// joined by `-`, a trailing " OSS" edition dropped (so Semgrep's SARIF and
 /// JSON reports name the same scanner).
@@ -605,6 +750,7 @@ impl<'de> Visitor<'de> for RunSeed<'_> {
         let mut artifacts: Option<Vec<Artifact<'de>>> = None;
         let mut provenance: Option<Vec<Provenance<'de>>> = None;
         let mut deferred: Option<&'de RawValue> = None;
+        // The members read here are RUN_KEYS (content_digest hashes them).
         while let Some(key) = map.next_key::<Str<'de>>()? {
             match key.as_ref() {
                 "tool" => {
@@ -984,6 +1130,48 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
         SarifDecoder.decode(bytes, &DecodeContext::default())
+    }
+
+    /// The content digest covers what the decoder reads and nothing else:
+    /// a rescan that only restamps the run (Bandit writes when it ended)
+    /// or changes skipped metadata keeps it, and decodes to the same
+    /// findings; a moved result or a changed rule does not keep it.
+    #[test]
+    fn content_digest_ignores_what_the_decoder_skips() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/churn/bandit-6.4.2.sarif"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let base = content_digest(text.as_bytes()).expect("a SARIF log");
+        let findings =
+            |t: &str| serde_json::to_string(&decode(t.as_bytes()).unwrap().findings).unwrap();
+        for (what, from, to) in [
+            ("end time", "2026-11-24T16:25:14Z", "2026-11-24T17:25:14Z"),
+            ("run metrics", "\"loc\": 32329", "\"loc\": 32330"),
+            (
+                "log version",
+                "\"version\": \"2.1.0\"",
+                "\"version\": \"2.1.0\", \"x\": [1]",
+            ),
+        ] {
+            let other = text.replacen(from, to, 1);
+            assert_ne!(other, text, "{what}: the fixture has {from}");
+            assert_eq!(content_digest(other.as_bytes()), Some(base), "{what}");
+            assert_eq!(findings(&other), findings(&text), "{what}");
+        }
+        for (what, from, to) in [
+            ("a result's line", "\"startLine\": ", "\"startLine\": 1"),
+            ("a rule's name", "\"assert_used\"", "\"assert\""),
+        ] {
+            let other = text.replacen(from, to, 1);
+            assert_ne!(other, text, "{what}: the fixture has {from}");
+            assert_ne!(content_digest(other.as_bytes()), Some(base), "{what}");
+            assert_ne!(findings(&other), findings(&text), "{what}");
+        }
+        assert_eq!(content_digest(br#"{"version":"2.1.0"}"#), None, "no runs");
+        assert_eq!(content_digest(format!("{text} x").as_bytes()), None);
+        assert_eq!(content_digest(b"[1, 2"), None);
     }
 
     /// Counts of `MANIFEST.tsv` (raw results), less the results SARIF itself

@@ -243,11 +243,22 @@ impl Incoming {
 /// time on this project's machines).
 type Digest = [u8; 32];
 
-/// A decoded report, its scan id and its digest.
+/// What a report is recognized by: the digest of its bytes and, for a
+/// format that has one, the digest of what its decoder reads
+/// ([`normalize::sarif::content_digest`]: a SARIF log restamped with a new
+/// run time is the same report). The content digest is computed only
+/// when a report's bytes differ from its target's last scan's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Digests {
+    bytes: Digest,
+    content: Option<Digest>,
+}
+
+/// A decoded report, its scan id and its digests.
 struct DecodedReport {
     report: Report,
     scan_id: ScanId,
-    digest: Digest,
+    digests: Digests,
 }
 
 type Decoded = Result<DecodedReport, DecodeError>;
@@ -258,14 +269,16 @@ type Decoded = Result<DecodedReport, DecodeError>;
 /// that question to the apply.
 enum Prepared {
     Decoded(Decoded),
-    Undecoded(Box<DecodeInput>, Digest),
+    Undecoded(Box<DecodeInput>, Digests),
 }
 
 /// What a decode knows of its target's last scan.
 #[derive(Clone, Copy)]
 enum Known {
-    /// The digest of its report, if any.
-    Last(Option<Digest>),
+    /// Nothing remembered: the report is decoded.
+    Nothing,
+    /// The digests of its report.
+    Last(Digests),
     /// Not yet: a message before this one, not applied yet, scans the same
     /// target. The decode only hashes, and the apply decides.
     Pending,
@@ -288,7 +301,7 @@ enum ScanId {
 /// change), and it is not kept in the changelog: after a restore, the
 /// first rescan of each target is decoded.
 struct LastScan {
-    digest: Digest,
+    digests: Digests,
     format: Option<Format>,
     scanner: Option<String>,
     complete: bool,
@@ -307,15 +320,35 @@ impl LastScan {
     fn same_meta(&self, meta: &MessageMeta) -> bool {
         self.format == meta.format && self.scanner == meta.scanner && self.complete == meta.complete
     }
+
+    /// Whether a report with `digests` is this scan's report again.
+    fn same_report(&self, digests: &Digests) -> bool {
+        self.digests.bytes == digests.bytes
+            || digests
+                .content
+                .is_some_and(|c| self.digests.content == Some(c))
+    }
 }
 
-/// The digest of the last scan of `meta`'s target, if a report with that
-/// digest would be applied the same way.
-fn known_digest(last: &HashMap<String, LastScan>, meta: &MessageMeta) -> Option<Digest> {
-    let target = meta.target.as_ref()?;
-    last.get(&target.to_string())
-        .filter(|l| l.same_meta(meta))
-        .map(|l| l.digest)
+/// What is remembered of the last scan of `meta`'s target, if a report
+/// sent again would be applied the same way.
+fn known(last: &HashMap<String, LastScan>, meta: &MessageMeta) -> Known {
+    let Some(target) = meta.target.as_ref() else {
+        return Known::Nothing;
+    };
+    match last.get(&target.to_string()).filter(|l| l.same_meta(meta)) {
+        Some(l) => Known::Last(l.digests),
+        None => Known::Nothing,
+    }
+}
+
+/// Whether a message with `meta` and `digests` sends its target's last
+/// scan again.
+fn remembered(last: &HashMap<String, LastScan>, meta: &MessageMeta, digests: &Digests) -> bool {
+    meta.target.as_ref().is_some_and(|t| {
+        last.get(&t.to_string())
+            .is_some_and(|l| l.same_meta(meta) && l.same_report(digests))
+    })
 }
 
 /// A report's decode. It normally runs when its partition is stepped, on
@@ -366,18 +399,45 @@ struct DecodeInput {
 }
 
 impl DecodeInput {
-    /// Hashes the report and decodes it, unless its digest is that of the
-    /// target's last scan or that is not known yet.
+    /// Hashes the report and decodes it, unless it is the target's last
+    /// scan again or that is not known yet.
     fn run(self: Box<Self>, known: Known) -> Prepared {
-        let digest: Digest = blake3::hash(&self.bytes).into();
+        let bytes: Digest = blake3::hash(&self.bytes).into();
+        let mut digests = Digests {
+            bytes,
+            content: None,
+        };
         match known {
-            Known::Last(Some(d)) if d == digest => Prepared::Undecoded(self, digest),
-            Known::Pending => Prepared::Undecoded(self, digest),
-            Known::Last(_) => Prepared::Decoded((*self).decode(digest)),
+            Known::Nothing => Prepared::Decoded((*self).decode(digests)),
+            Known::Last(d) if d.bytes == bytes => Prepared::Undecoded(self, digests),
+            Known::Last(d) => {
+                digests.content = self.content_digest();
+                if digests.content.is_some() && digests.content == d.content {
+                    Prepared::Undecoded(self, digests)
+                } else {
+                    Prepared::Decoded((*self).decode(digests))
+                }
+            }
+            Known::Pending => {
+                digests.content = self.content_digest();
+                Prepared::Undecoded(self, digests)
+            }
         }
     }
 
-    fn decode(self, digest: Digest) -> Decoded {
+    /// The digest of what the decoder reads, for a format that has one.
+    fn content_digest(&self) -> Option<Digest> {
+        let format = match self.format {
+            Some(f) => f,
+            None => normalize::sniff::sniff(&self.bytes).ok()?,
+        };
+        match format {
+            Format::Sarif => normalize::sarif::content_digest(&self.bytes),
+            _ => None,
+        }
+    }
+
+    fn decode(self, digests: Digests) -> Decoded {
         let (_, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
         let scan_id = match self.scan_id {
             Some(id) => ScanId::Given(id),
@@ -386,7 +446,7 @@ impl DecodeInput {
         Ok(DecodedReport {
             report,
             scan_id,
-            digest,
+            digests,
         })
     }
 }
@@ -505,13 +565,13 @@ impl Part {
         for job in &mut self.jobs {
             if let Job::Decoding { decode, meta, .. } = job {
                 let Some(target) = meta.target.as_ref().map(ToString::to_string) else {
-                    lock(decode).spawn(Known::Last(None));
+                    lock(decode).spawn(Known::Nothing);
                     continue;
                 };
                 let known = if before.contains(&target) {
                     Known::Pending
                 } else {
-                    Known::Last(known_digest(&self.last_scans, meta))
+                    known(&self.last_scans, meta)
                 };
                 lock(decode).spawn(known);
                 before.insert(target);
@@ -977,7 +1037,7 @@ impl Core {
                                 return;
                             }
                             inline += 1;
-                            let known = Known::Last(known_digest(&part.last_scans, meta));
+                            let known = known(&part.last_scans, meta);
                             slot.take_lazy()
                                 .map(|input| input.run(known))
                                 .ok_or(TryRecvError::Disconnected)
@@ -1044,11 +1104,11 @@ impl Core {
     ) {
         let decoded = match prepared {
             Prepared::Decoded(d) => d,
-            Prepared::Undecoded(input, digest) => {
+            Prepared::Undecoded(input, digests) => {
                 // Decoded now after all if the report is not its target's
                 // last scan (the decode compared digests before earlier
                 // messages were applied, or did not compare them).
-                if known_digest(&part.last_scans, &meta) == Some(digest) {
+                if remembered(&part.last_scans, &meta, &digests) {
                     if let Some(records) = self.rescan_unchanged(part, &msg, &meta) {
                         let bytes = msg.len();
                         let held = held.into_iter().map(|h| h.ack).collect();
@@ -1056,7 +1116,7 @@ impl Core {
                         return;
                     }
                 }
-                (*input).decode(digest)
+                (*input).decode(digests)
             }
         };
         match decoded {
@@ -1080,7 +1140,7 @@ impl Core {
         let DecodedReport {
             mut report,
             scan_id,
-            digest,
+            digests,
         } = decoded;
         let Some(target) = meta.target.clone().or(report.target.take()) else {
             let err = meta::MetaError::NoTarget;
@@ -1140,7 +1200,7 @@ impl Core {
         part.last_scans.remove(&spec);
         if meta.target.is_some() {
             let last = LastScan {
-                digest,
+                digests,
                 format: meta.format,
                 scanner: meta.scanner.clone(),
                 complete: meta.complete,
