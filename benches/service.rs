@@ -306,6 +306,9 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     let mut last = t0;
     let mut seen = 0;
     let mut all_restored = false;
+    // Partitions paused (backpressure, or not yet resumed), sampled.
+    let mut paused_samples: Vec<f64> = Vec::new();
+    let mut last_sample = t0;
     // Checked every millisecond: finer polling showed up as a tenth of the
     // process's CPU, taken from custody.
     while seen < expect {
@@ -317,6 +320,16 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
                 t0.elapsed().as_millis(),
                 service.health.done_messages.load(Ordering::Relaxed)
             );
+        }
+        if last_sample.elapsed() >= Duration::from_millis(20) {
+            last_sample = Instant::now();
+            let text = service.metrics.render();
+            let paused: f64 = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("custody_partitions_paused"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            paused_samples.push(paused);
         }
         let done = service.health.done_messages.load(Ordering::Relaxed);
         if done > seen {
@@ -353,6 +366,10 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
         .find_map(|l| l.strip_prefix("custody_reports_unchanged_total "))
         .unwrap_or("0");
     eprintln!("  custody: {unchanged} reports applied as unchanged, without a decode");
+    let most = paused_samples.iter().copied().fold(0.0, f64::max);
+    let mean = paused_samples.iter().sum::<f64>() / (paused_samples.len().max(1) as f64);
+    eprintln!("  custody: partitions paused, sampled every 20 ms: mean {mean:.1}, most {most}");
+
     service.stop().expect("clean stop");
     msgs / secs
 }

@@ -2378,6 +2378,7 @@ impl Worker {
         let mut last_tick = Instant::now();
         let mut last_gauges = Instant::now();
         let mut last_commit = Instant::now();
+        let mut last_background = Instant::now();
         let mut result = Ok(());
         while !self.health.stop.load(Ordering::Relaxed) {
             if let Some(e) = self.health.delivery_error() {
@@ -2392,9 +2393,11 @@ impl Worker {
             // Take what has arrived (up to a batch) before stepping, so
             // decodes of many messages run in parallel.
             let mut timeout = Duration::from_millis(wait);
+            let mut polled = false;
             for _ in 0..256 {
                 match self.consumer.poll(timeout) {
                     Some(Ok(m)) => {
+                        polled = true;
                         let topic = m.topic().to_string();
                         let partition = m.partition();
                         let incoming = Incoming::from(&m);
@@ -2418,7 +2421,22 @@ impl Worker {
             {
                 let mut core = lock(&self.core);
                 core.step_all(&self.consumer);
-                core.decode_some(Duration::from_millis(20));
+                // Restored records not needed yet are decoded while the
+                // loop has nothing else to do. While messages flow it would
+                // hold them up (the loop and the pool wait for it), and
+                // applying a message decodes its own target, so it then
+                // gets a short slice a few times a second.
+                let background = if !busy && !polled {
+                    Duration::from_millis(20)
+                } else if last_background.elapsed() >= Duration::from_millis(100) {
+                    Duration::from_millis(5)
+                } else {
+                    Duration::ZERO
+                };
+                if !background.is_zero() {
+                    last_background = Instant::now();
+                    core.decode_some(background);
+                }
                 if core.eos && last_commit.elapsed() >= Duration::from_millis(100) {
                     last_commit = Instant::now();
                     core.commit_txn(&self.consumer);
