@@ -641,6 +641,8 @@ fn main() {
     }
     if want("throughput") || want("rescans") {
         throughput(Workload::Rescans, false);
+    }
+    if want("throughput") || want("rescans") || want("primed") {
         throughput(Workload::Rescans, true);
     }
     if want("throughput") || want("restamped") {
