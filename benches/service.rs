@@ -323,6 +323,23 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
         }
         if last_sample.elapsed() >= Duration::from_millis(20) {
             last_sample = Instant::now();
+            if std::env::var_os("CUSTODY_BENCH_TIMELINE").is_some() {
+                let text = service.metrics.render();
+                let said: Vec<&str> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("custody_messages_consumed_total")
+                            || l.starts_with("custody_events_produced_total")
+                            || l.starts_with("custody_reports_unchanged_total")
+                    })
+                    .collect();
+                eprintln!(
+                    "  timeline {:5} ms: {} done; {}",
+                    t0.elapsed().as_millis(),
+                    service.health.done_messages.load(Ordering::Relaxed),
+                    said.join(" ")
+                );
+            }
             let text = service.metrics.render();
             let paused: f64 = text
                 .lines()

@@ -186,7 +186,7 @@ impl ConsumerContext for Rebalancer {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps: Vec<(String, i32)> = tpl
                 .elements()
@@ -195,7 +195,7 @@ impl ConsumerContext for Rebalancer {
                 .collect();
             let mut core = lock(&self.core);
             core.health.joined.store(true, Ordering::Relaxed);
-            core.assign(consumer, &tps);
+            core.assign(&tps);
         }
     }
 }
@@ -611,8 +611,7 @@ struct Restored {
 }
 
 impl Core {
-    fn assign(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
-        let mut tpl = TopicPartitionList::new();
+    fn assign(&mut self, tps: &[(String, i32)]) {
         let mut batch = Vec::new();
         for (topic, partition) in tps {
             self.generation += 1;
@@ -629,14 +628,13 @@ impl Core {
                 chunks: HashMap::new(),
                 last_scans: HashMap::new(),
                 bytes: 0,
-                paused: true,
+                paused: false,
                 next_offset: None,
                 last_applied: None,
                 assigned: Instant::now(),
             };
             self.parts.insert((topic.clone(), *partition), part);
             lock(&self.health.partitions).insert((topic.clone(), *partition), false);
-            tpl.add_partition(topic, *partition);
             batch.push((
                 (topic.clone(), *partition),
                 changelog_topic,
@@ -671,8 +669,12 @@ impl Core {
                 list_partitions(tps)
             ));
         }
-        // Nothing is fetched for a partition until its state is back.
-        let _ = consumer.pause(&tpl);
+        // Messages are fetched and held (not applied) while the state is
+        // restored, up to the in-flight bounds, past which the partition
+        // pauses like any other (see `step`). Pausing every partition at
+        // assignment instead held the first messages back for about a
+        // second after the resume (librdkafka looks the position up again
+        // when a partition the application never read from resumes).
         self.update_gauges();
     }
 
@@ -973,8 +975,9 @@ impl Core {
             self.apply_ready(part, block, until);
             self.expire_chunks(part);
             self.settle(consumer, part);
-            self.backpressure(consumer, part);
         }
+        // Restoring too: what it holds meanwhile is bounded.
+        self.backpressure(consumer, part);
     }
 
     /// Steps every partition, in parallel on the rayon pool: partitions
@@ -2105,6 +2108,10 @@ fn restore(
         }
     }
     metrics.restored(total - reported);
+    // The client is kept for the next assignment, but must stop fetching:
+    // assigned, librdkafka would go on asking for the changelog's new
+    // records (there are none it needs) as long as the service runs.
+    let _ = consumer.unassign();
 }
 
 /// How often a restore that has not finished says where it stands.
