@@ -365,6 +365,32 @@ fn restart_restores_state_from_the_changelog() {
     assert_eq!(h.committed(), 3);
 }
 
+/// Reports published while custody was down wait, fetched, while the
+/// restarted instance restores its state, and are then applied against it:
+/// the old report again changes nothing, the new one exactly the real
+/// change.
+#[test]
+fn a_backlog_from_while_down_is_applied_against_the_restored_state() {
+    let h = Harness::new(2);
+    let (old, new) = old_new("bandit");
+    let service = h.start_owned();
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    assert_eq!(h.findings().len(), 272);
+    let mut m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    m += h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
+    let service = h.start_owned();
+    wait_done(&service, m);
+    let all = h.findings();
+    assert_eq!(count(&all, FindingEventKind::Opened), 272 + 14);
+    assert_eq!(count(&all, FindingEventKind::Resolved), 17);
+    assert_eq!(count(&all, FindingEventKind::Reopened), 0);
+    assert_eq!(all.len(), 272 + 14 + 17);
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 3);
+}
+
 /// The ownership example in a folder of its own, with `iostream.py` owned
 /// by `owner`.
 fn ownership_dir(owner: &str) -> tempfile::TempDir {

@@ -186,7 +186,7 @@ impl ConsumerContext for Rebalancer {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps: Vec<(String, i32)> = tpl
                 .elements()
@@ -195,7 +195,7 @@ impl ConsumerContext for Rebalancer {
                 .collect();
             let mut core = lock(&self.core);
             core.health.joined.store(true, Ordering::Relaxed);
-            core.assign(&tps);
+            core.assign(consumer, &tps);
         }
     }
 }
@@ -611,7 +611,8 @@ struct Restored {
 }
 
 impl Core {
-    fn assign(&mut self, tps: &[(String, i32)]) {
+    fn assign(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
+        let mut tpl = TopicPartitionList::new();
         let mut batch = Vec::new();
         for (topic, partition) in tps {
             self.generation += 1;
@@ -635,6 +636,7 @@ impl Core {
             };
             self.parts.insert((topic.clone(), *partition), part);
             lock(&self.health.partitions).insert((topic.clone(), *partition), false);
+            tpl.add_partition(topic, *partition);
             batch.push((
                 (topic.clone(), *partition),
                 changelog_topic,
@@ -674,7 +676,11 @@ impl Core {
         // pauses like any other (see `step`). Pausing every partition at
         // assignment and resuming it after its restore held the first
         // messages back for about a second after a restart (measured; the
-        // cause inside librdkafka is not pinned down).
+        // cause inside librdkafka is not pinned down). A pause from an
+        // earlier assignment of the same partition (backpressure while it
+        // restored, then a revoke) outlives the revoke in librdkafka: lift
+        // it, so `paused` says what is true (a no-op otherwise).
+        let _ = consumer.resume(&tpl);
         self.update_gauges();
     }
 
@@ -2108,10 +2114,6 @@ fn restore(
         }
     }
     metrics.restored(total - reported);
-    // The client is kept for the next assignment, but must stop fetching:
-    // assigned, librdkafka would go on asking for the changelog's new
-    // records (there are none it needs) as long as the service runs.
-    let _ = consumer.unassign();
 }
 
 /// How often a restore that has not finished says where it stands.
