@@ -306,8 +306,9 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
     let mut last = t0;
     let mut seen = 0;
     let mut all_restored = false;
-    // Partitions paused (backpressure, or not yet resumed), sampled.
-    let mut paused_samples: Vec<f64> = Vec::new();
+    // CUSTODY_BENCH_TIMELINE: progress every 20 ms (rendering the metrics
+    // costs custody some CPU, so only when asked).
+    let timeline = std::env::var_os("CUSTODY_BENCH_TIMELINE").is_some();
     let mut last_sample = t0;
     // Checked every millisecond: finer polling showed up as a tenth of the
     // process's CPU, taken from custody.
@@ -321,32 +322,24 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
                 service.health.done_messages.load(Ordering::Relaxed)
             );
         }
-        if last_sample.elapsed() >= Duration::from_millis(20) {
+        if timeline && last_sample.elapsed() >= Duration::from_millis(20) {
             last_sample = Instant::now();
-            if std::env::var_os("CUSTODY_BENCH_TIMELINE").is_some() {
-                let text = service.metrics.render();
-                let said: Vec<&str> = text
-                    .lines()
-                    .filter(|l| {
-                        l.starts_with("custody_messages_consumed_total")
-                            || l.starts_with("custody_events_produced_total")
-                            || l.starts_with("custody_reports_unchanged_total")
-                    })
-                    .collect();
-                eprintln!(
-                    "  timeline {:5} ms: {} done; {}",
-                    t0.elapsed().as_millis(),
-                    service.health.done_messages.load(Ordering::Relaxed),
-                    said.join(" ")
-                );
-            }
             let text = service.metrics.render();
-            let paused: f64 = text
+            let said: Vec<&str> = text
                 .lines()
-                .filter_map(|l| l.strip_prefix("custody_partitions_paused"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            paused_samples.push(paused);
+                .filter(|l| {
+                    l.starts_with("custody_messages_consumed_total")
+                        || l.starts_with("custody_events_produced_total")
+                        || l.starts_with("custody_reports_unchanged_total")
+                        || l.starts_with("custody_partitions_paused")
+                })
+                .collect();
+            eprintln!(
+                "  timeline {:5} ms: {} done; {}",
+                t0.elapsed().as_millis(),
+                service.health.done_messages.load(Ordering::Relaxed),
+                said.join(" ")
+            );
         }
         let done = service.health.done_messages.load(Ordering::Relaxed);
         if done > seen {
@@ -383,9 +376,6 @@ fn custody_consume(config: &Config, expect: usize, findings: usize) -> f64 {
         .find_map(|l| l.strip_prefix("custody_reports_unchanged_total "))
         .unwrap_or("0");
     eprintln!("  custody: {unchanged} reports applied as unchanged, without a decode");
-    let most = paused_samples.iter().copied().fold(0.0, f64::max);
-    let mean = paused_samples.iter().sum::<f64>() / (paused_samples.len().max(1) as f64);
-    eprintln!("  custody: partitions paused, sampled every 20 ms: mean {mean:.1}, most {most}");
 
     service.stop().expect("clean stop");
     msgs / secs

@@ -245,10 +245,7 @@ impl Engine {
         sink: &mut dyn Sink,
         seen_resolution: std::time::Duration,
     ) -> Touched {
-        let mut changes = lifecycle::Changes {
-            seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
-            changed: Vec::new(),
-        };
+        let mut changes = lifecycle::Changes::new(seen_resolution);
         let mut observed = Vec::new();
         let tickets = self.scan_step(
             state,
@@ -258,9 +255,7 @@ impl Engine {
             sink,
             Some((&mut changes, &mut observed)),
         );
-        let mut findings = changes.changed;
-        findings.sort_unstable();
-        findings.dedup();
+        let findings = changes.into_sorted();
         Touched {
             findings,
             tickets: tickets.into_iter().collect(),
@@ -285,16 +280,11 @@ impl Engine {
         seen_resolution: std::time::Duration,
     ) -> Option<Touched> {
         let ts = state.targets.get_mut(&target.to_string())?;
-        let mut changes = lifecycle::Changes {
-            seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
-            changed: Vec::new(),
-        };
+        let mut changes = lifecycle::Changes::new(seen_resolution);
         if !lifecycle::observe_unchanged(ts, observed, now, Some(&mut changes)) {
             return None;
         }
-        let mut findings = changes.changed;
-        findings.sort_unstable();
-        findings.dedup();
+        let findings = changes.into_sorted();
         Some(Touched {
             findings,
             tickets: Vec::new(),

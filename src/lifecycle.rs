@@ -275,6 +275,22 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Nothing changed yet; `last_seen` written once per `seen_resolution`.
+    pub fn new(seen_resolution: std::time::Duration) -> Changes {
+        Changes {
+            seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
+            changed: Vec::new(),
+        }
+    }
+
+    /// The fingerprints changed, sorted, each once.
+    pub fn into_sorted(self) -> Vec<String> {
+        let mut changed = self.changed;
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
     /// Whether moving `last_seen` from `before` to `now` must be written.
     fn seen_moved(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         let period = self.seen_resolution_ms.max(1);

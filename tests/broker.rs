@@ -294,13 +294,7 @@ fn publish_ownership_creates_its_topic_and_sends_only_what_changed() {
             .arg("tests/fixtures/ownership")
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        crate::cli::succeeded(&out)
     };
     let stdout = run();
     assert!(

@@ -23,7 +23,7 @@ fn process(args: &[&str], files: &[&Path]) -> Output {
 
 /// The stdout of a run that must have succeeded (its output in the
 /// failure otherwise).
-fn succeeded(out: &Output) -> String {
+pub fn succeeded(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -188,6 +188,23 @@ fn wait_metric(service: &Service, line: &str) {
     }
 }
 
+/// Whether an event is of a finding in `tornado/iostream.py`, the file the
+/// ownership tests move between teams.
+fn in_iostream(e: &FindingEvent) -> bool {
+    e.location
+        .as_ref()
+        .is_some_and(|l| l.path == "tornado/iostream.py")
+}
+
+/// Asserts how many reports the service applied as unchanged.
+fn assert_unchanged(service: &Service, n: usize) {
+    let text = service.metrics.render();
+    assert!(
+        text.contains(&format!("custody_reports_unchanged_total {n}\n")),
+        "{n} reports applied unchanged expected: {text}"
+    );
+}
+
 pub fn old_new(scanner: &str) -> (String, String) {
     let ext = if scanner == "semgrep" {
         "json"
@@ -241,12 +258,11 @@ fn a_report_sent_again_is_applied_without_decoding_it() {
     let h = Harness::new(2);
     let service = h.start();
     let (old, new) = old_new("bandit");
-    let unchanged = |n: usize| format!("custody_reports_unchanged_total {n}\n");
     let mut n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, n);
     assert_eq!(h.findings().len(), 272, "only the first opened anything");
-    assert!(service.metrics.render().contains(&unchanged(1)));
+    assert_unchanged(&service, 1);
     // The real change, then the old report again: the memory of the last
     // scan is the new report's, so the old one is decoded and reopens what
     // the new one resolved.
@@ -256,12 +272,12 @@ fn a_report_sent_again_is_applied_without_decoding_it() {
     let all = h.findings();
     assert_eq!(count(&all, FindingEventKind::Resolved), 17 + 14);
     assert_eq!(count(&all, FindingEventKind::Reopened), 17);
-    assert!(service.metrics.render().contains(&unchanged(1)));
+    assert_unchanged(&service, 1);
     // Sent again in chunks: the joined report is the same one.
     n += h.publish(TORNADO, "bandit", &old, 64 * 1024);
     assert!(n > 5, "the report went in several chunks");
     wait_done(&service, n);
-    assert!(service.metrics.render().contains(&unchanged(2)));
+    assert_unchanged(&service, 2);
     assert_eq!(h.findings().len(), all.len(), "no event from the rescan");
     // Under another target the same bytes are a first scan.
     n += h.publish(
@@ -272,8 +288,8 @@ fn a_report_sent_again_is_applied_without_decoding_it() {
     );
     wait_done(&service, n);
     assert_eq!(h.findings().len(), all.len() + 272);
+    assert_unchanged(&service, 2);
     let text = service.metrics.render();
-    assert!(text.contains(&unchanged(2)), "{text}");
     assert!(
         text.contains("custody_findings_consumed_total 1629\n"),
         "five old reports of 272 findings and the new one of 269, unchanged ones included: {text}"
@@ -444,11 +460,8 @@ fn a_restamped_sarif_rescan_is_applied_without_decoding_it() {
     }
     wait_done(&service, n);
     assert_eq!(h.findings().len(), 272, "only the first opened anything");
-    let text = service.metrics.render();
-    assert!(
-        text.contains("custody_reports_unchanged_total 2\n"),
-        "the third and fourth are recognized: {text}"
-    );
+    // The third and fourth are recognized.
+    assert_unchanged(&service, 2);
     service.stop().unwrap();
 }
 
@@ -466,14 +479,7 @@ fn a_report_sent_again_under_new_ownership_is_decoded_again() {
     let mut n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, n);
     let first = h.findings();
-    let moving = first
-        .iter()
-        .filter(|e| {
-            e.location
-                .as_ref()
-                .is_some_and(|l| l.path == "tornado/iostream.py")
-        })
-        .count();
+    let moving = first.iter().filter(|e| in_iostream(e)).count();
     assert!(moving > 0);
     // iostream.py now belongs to qa, put in force without telling the
     // service's loop (no re-attribution runs).
@@ -492,20 +498,12 @@ fn a_report_sent_again_under_new_ownership_is_decoded_again() {
         "the rescan moved iostream.py's findings"
     );
     assert!(reassigned.iter().all(|e| e.team.as_deref() == Some("qa")));
-    let text = service.metrics.render();
-    assert!(
-        text.contains("custody_reports_unchanged_total 0\n"),
-        "{text}"
-    );
+    assert_unchanged(&service, 0);
     // Sent once more under the same ownership, it is recognized.
     n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, n);
     assert_eq!(h.findings().len(), all.len());
-    let text = service.metrics.render();
-    assert!(
-        text.contains("custody_reports_unchanged_total 1\n"),
-        "{text}"
-    );
+    assert_unchanged(&service, 1);
     service.stop().unwrap();
 }
 
@@ -525,11 +523,7 @@ fn ownership_changed_while_down_reassigns_the_restored_state() {
     let first = h.findings();
     let moving: HashSet<String> = first
         .iter()
-        .filter(|e| {
-            e.location
-                .as_ref()
-                .is_some_and(|l| l.path == "tornado/iostream.py")
-        })
+        .filter(|e| in_iostream(e))
         .map(|e| e.fingerprint.clone())
         .collect();
     assert!(!moving.is_empty(), "bandit reports findings in iostream.py");
@@ -1294,11 +1288,7 @@ fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
     assert_eq!(count(&first, FindingEventKind::Opened), 272);
     let moving: HashSet<String> = first
         .iter()
-        .filter(|e| {
-            e.location
-                .as_ref()
-                .is_some_and(|l| l.path == "tornado/iostream.py")
-        })
+        .filter(|e| in_iostream(e))
         .map(|e| e.fingerprint.clone())
         .collect();
     assert!(!moving.is_empty());

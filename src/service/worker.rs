@@ -235,6 +235,14 @@ impl Incoming {
     fn len(&self) -> usize {
         self.payload.as_ref().map_or(0, |p| p.len()) + self.key.as_ref().map_or(0, Vec::len)
     }
+
+    /// The message's time (the time of its processing when it has none):
+    /// the time its scan or decision is applied at.
+    fn time(&self) -> DateTime<Utc> {
+        self.timestamp
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or_else(Utc::now)
+    }
 }
 
 /// BLAKE3 hash of a report's bytes (of the joined chunks, for a chunked
@@ -252,6 +260,13 @@ type Digest = [u8; 32];
 struct Digests {
     bytes: Digest,
     content: Option<Digest>,
+}
+
+impl Digests {
+    /// Whether a report with `new` is the report these digests are of.
+    fn same_report(&self, new: &Digests) -> bool {
+        self.bytes == new.bytes || new.content.is_some_and(|c| self.content == Some(c))
+    }
 }
 
 /// A decoded report, its scan id and its digests.
@@ -320,35 +335,25 @@ impl LastScan {
     fn same_meta(&self, meta: &MessageMeta) -> bool {
         self.format == meta.format && self.scanner == meta.scanner && self.complete == meta.complete
     }
-
-    /// Whether a report with `digests` is this scan's report again.
-    fn same_report(&self, digests: &Digests) -> bool {
-        self.digests.bytes == digests.bytes
-            || digests
-                .content
-                .is_some_and(|c| self.digests.content == Some(c))
-    }
 }
 
 /// What is remembered of the last scan of `meta`'s target, if a report
 /// sent again would be applied the same way.
 fn known(last: &HashMap<String, LastScan>, meta: &MessageMeta) -> Known {
-    let Some(target) = meta.target.as_ref() else {
-        return Known::Nothing;
-    };
-    match last.get(&target.to_string()).filter(|l| l.same_meta(meta)) {
-        Some(l) => Known::Last(l.digests),
-        None => Known::Nothing,
-    }
+    last_scan(last, meta).map_or(Known::Nothing, |l| Known::Last(l.digests))
 }
 
 /// Whether a message with `meta` and `digests` sends its target's last
 /// scan again.
 fn remembered(last: &HashMap<String, LastScan>, meta: &MessageMeta, digests: &Digests) -> bool {
-    meta.target.as_ref().is_some_and(|t| {
-        last.get(&t.to_string())
-            .is_some_and(|l| l.same_meta(meta) && l.same_report(digests))
-    })
+    last_scan(last, meta).is_some_and(|l| l.digests.same_report(digests))
+}
+
+/// The last scan of the target `meta` names, if its report sent again
+/// would be applied the same way.
+fn last_scan<'a>(last: &'a HashMap<String, LastScan>, meta: &MessageMeta) -> Option<&'a LastScan> {
+    let target = meta.target.as_ref()?;
+    last.get(&target.to_string()).filter(|l| l.same_meta(meta))
 }
 
 /// A report's decode. It normally runs when its partition is stepped, on
@@ -412,7 +417,7 @@ impl DecodeInput {
             Known::Last(d) if d.bytes == bytes => Prepared::Undecoded(self, digests),
             Known::Last(d) => {
                 digests.content = self.content_digest();
-                if digests.content.is_some() && digests.content == d.content {
+                if d.same_report(&digests) {
                     Prepared::Undecoded(self, digests)
                 } else {
                     Prepared::Decoded((*self).decode(digests))
@@ -1173,10 +1178,7 @@ impl Core {
             complete: meta.complete,
             coverage: std::mem::take(&mut report.coverage),
         };
-        let now = msg
-            .timestamp
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            .unwrap_or_else(Utc::now);
+        let now = msg.time();
         let spec = target.to_string();
         if let Err(e) = self.materialize(part, &spec) {
             self.fail(e);
@@ -1241,10 +1243,7 @@ impl Core {
             return None;
         }
         let state = part.state.as_mut()?;
-        let now = msg
-            .timestamp
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            .unwrap_or_else(Utc::now);
+        let now = msg.time();
         let Some(touched) = self.engine.rescan_unchanged(
             state,
             target,
@@ -1280,10 +1279,7 @@ impl Core {
             self.fail(e);
             return;
         }
-        let now = msg
-            .timestamp
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            .unwrap_or_else(Utc::now);
+        let now = msg.time();
         let Some(state) = part.state.as_mut() else {
             return;
         };
