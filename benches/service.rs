@@ -58,7 +58,7 @@ fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
             config.service.properties.insert(k.into(), v.into());
         }
     }
-    create_mock_topics(&cluster, &config).expect("topics");
+    create_mock_topics(&cluster, &mut config).expect("topics");
     (cluster, config)
 }
 
@@ -643,7 +643,7 @@ fn main() {
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut max_rate = 20.0;
-    if want("throughput") || want("latency") {
+    if want("throughput") || want("latency") || want("new") {
         max_rate = throughput(Workload::New, false);
     }
     if want("throughput") || want("rescans") {

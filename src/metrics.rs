@@ -52,6 +52,7 @@ pub struct Metrics {
     latency: Histogram,
     lag: IntGaugeVec,
     paused: IntGauge,
+    in_flight_bytes: IntGauge,
     ownership_reloads: IntCounterVec,
     open: IntGaugeVec,
     unattributed: IntGaugeVec,
@@ -216,6 +217,11 @@ impl Metrics {
             "custody_partitions_paused",
             "Partitions paused for backpressure.",
         );
+        let in_flight_bytes = gauge(
+            &r,
+            "custody_in_flight_bytes",
+            "Bytes of consumed report messages not done yet: held while their partition restores, waiting for missing chunks, being decoded and applied, or waiting for their events to be acknowledged.",
+        );
         let ownership_reloads = counter_vec(
             &r,
             "custody_ownership_reloads_total",
@@ -317,6 +323,7 @@ impl Metrics {
             latency,
             lag,
             paused,
+            in_flight_bytes,
             ownership_reloads,
         }
     }
@@ -372,6 +379,12 @@ impl Metrics {
         self.partitions_assigned.set(assigned as i64);
         self.partitions_restoring.set(restoring as i64);
         self.paused.set(paused as i64);
+    }
+
+    /// Bytes of consumed messages not done yet, over every partition.
+    pub fn in_flight_bytes(&self, bytes: usize) {
+        self.in_flight_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Processing latency of one message.

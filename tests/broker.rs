@@ -307,3 +307,60 @@ fn publish_ownership_creates_its_topic_and_sends_only_what_changed() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
+    let Some(brokers) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("{}-{}", std::process::id(), line!());
+    let names = Names {
+        reports: format!("kept-{id}.reports"),
+        findings: format!("kept-{id}.findings"),
+        tickets: format!("kept-{id}.tickets"),
+        group: format!("custody-kept-{id}"),
+    };
+    let cfg = config(dir.path(), &brokers, &names);
+    let ownership = format!("kept-{id}.ownership");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("\n[ownership]\ntopic = \"{ownership}\"\n"));
+    std::fs::write(&cfg, text).unwrap();
+    // Made by hand with Kafka's default policy, as an operator's script or
+    // a broker's auto-creation would make them.
+    let changelog = format!("{}.state", names.reports);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+    fn topic(name: &str, partitions: i32) -> rdkafka::admin::NewTopic<'_> {
+        rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1))
+            .set("cleanup.policy", "delete")
+    }
+    let made = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(admin.create_topics(
+            &[topic(&changelog, 4), topic(&ownership, 1)],
+            &rdkafka::admin::AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for t in [&changelog, &ownership] {
+        assert!(
+            stderr.contains(&format!("topic {t}: cleanup.policy=delete deletes")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("set kafka.check_topic_configs = false"),
+        "{stderr}"
+    );
+}

@@ -28,7 +28,44 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(partitions: i32) -> Harness {
-        let cluster = MockCluster::new(1).expect("mock cluster");
+        Harness::with_brokers(partitions, 1)
+    }
+
+    /// Two brokers: the reports, the outputs and the group on broker 1, the
+    /// changelog on broker 2, which [`Harness::slow_changelog`] slows
+    /// down: a restore then lasts seconds, while messages are there to
+    /// fetch from broker 1 at once.
+    pub fn with_slow_changelog(partitions: i32) -> Harness {
+        let h = Harness::with_brokers(partitions, 2);
+        let s = &h.config.service;
+        let changelog = s.changelog_for(&s.reports_topics[0]);
+        for (topic, _) in custody::service::topics::wanted(&h.config) {
+            let leader = if topic == changelog { 2 } else { 1 };
+            for p in 0..partitions {
+                h.cluster.partition_leader(&topic, p, Some(leader)).unwrap();
+            }
+        }
+        h.cluster
+            .coordinator(
+                rdkafka::mocking::MockCoordinator::Group(s.group_id.clone()),
+                1,
+            )
+            .unwrap();
+        h
+    }
+
+    /// Every answer of the changelog's broker 1.5 s late (`true`), or
+    /// none (`false`).
+    pub fn slow_changelog(&self, slow: bool) {
+        let rtt = if slow { 1500 } else { 0 };
+        self.cluster
+            .broker_round_trip_time(2, Duration::from_millis(rtt))
+            .unwrap();
+    }
+
+    /// A cluster of `brokers` brokers (ids 1 to `brokers`).
+    pub fn with_brokers(partitions: i32, brokers: i32) -> Harness {
+        let cluster = MockCluster::new(brokers).expect("mock cluster");
         let mut config = Config::default();
         config.service.brokers = cluster.bootstrap_servers();
         config.service.partitions = partitions;
@@ -41,7 +78,7 @@ impl Harness {
             .service
             .properties
             .insert("session.timeout.ms".into(), "6000".into());
-        create_mock_topics(&cluster, &config).expect("topics");
+        create_mock_topics(&cluster, &mut config).expect("topics");
         Harness { cluster, config }
     }
 
@@ -1002,6 +1039,141 @@ fn backpressure_pauses_without_losing_messages() {
     assert_eq!(count(&events, FindingEventKind::Reopened), 17 * 4 + 14 * 4);
     service.stop().unwrap();
     assert_eq!(h.committed(), 10);
+}
+
+/// The value of a gauge or counter without labels in rendered metrics.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Partitions still restoring share one in-flight bound: a replica that
+/// takes over partitions with backlogs, while it reads their changelogs,
+/// holds about `max_in_flight_bytes` of their messages in all, not that
+/// much per partition. Nothing is lost: the held and the paused messages
+/// are all applied once the restore ends.
+#[test]
+fn partitions_restoring_hold_one_in_flight_bound_together() {
+    let mut h = Harness::with_slow_changelog(4);
+    let (old, _) = old_new("bandit");
+    let report = std::fs::metadata(&old).unwrap().len() as usize;
+    // Two and a half reports in all, where each partition alone may hold
+    // that much once restored.
+    h.config.service.max_in_flight_bytes = report * 5 / 2;
+    // A backlog of 24 reports over 8 targets, spread over the partitions.
+    let targets: Vec<String> = (0..8)
+        .map(|i| format!("repo:github.com/acme/backlog-{i}"))
+        .collect();
+    let mut n = 0;
+    for _ in 0..3 {
+        for t in &targets {
+            n += h.publish(t, "bandit", &old, DEFAULT_CHUNK_BYTES);
+        }
+    }
+    assert_eq!(n, 24, "one message per report");
+    h.slow_changelog(true);
+    let service = h.start();
+    wait_assigned(&service, 4);
+    // While every partition restores: the most they held (once one is
+    // restored, it holds up to the bound on its own).
+    let bound = h.config.service.max_in_flight_bytes as f64;
+    let mut most = 0.0f64;
+    let mut paused = 0.0f64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while service.health.ready().is_err() {
+        assert!(Instant::now() < deadline, "never restored");
+        // One rendering: the gauges are set together.
+        let text = service.metrics.render();
+        if metric(&text, "custody_partitions_restoring") == 4.0 {
+            most = most.max(metric(&text, "custody_in_flight_bytes"));
+            paused = paused.max(metric(&text, "custody_partitions_paused"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    h.slow_changelog(false);
+    assert!(
+        most >= bound,
+        "the backlog was held while restoring: {most} of {bound}"
+    );
+    // Passed by one message at most (the one that went over pauses every
+    // partition still restoring; a message's bytes are its payload, key
+    // and headers).
+    assert!(
+        most <= bound + report as f64 + 4096.0,
+        "{most} bytes held while restoring, over the bound of {bound}"
+    );
+    assert_eq!(paused, 4.0, "the bound paused every partition");
+    wait_done(&service, n);
+    let events = h.findings();
+    // Each target's first report opens its 272 findings; the two after it
+    // find them unchanged.
+    assert_eq!(count(&events, FindingEventKind::Opened), 8 * 272);
+    assert_eq!(events.len(), 8 * 272);
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 24);
+}
+
+/// Waits until the service holds `n` partitions (restored or not): before
+/// its first assignment it has none to wait for, and is ready.
+fn wait_assigned(service: &Service, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while service.health.partitions.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "never assigned {n} partitions");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A chunked scan's clock starts when its partition's restore ends: a
+/// chunk held through a restore longer than the chunk timeout is still
+/// completed by a chunk that comes right after it.
+#[test]
+fn a_chunk_held_through_a_long_restore_is_not_expired_by_it() {
+    let mut h = Harness::with_slow_changelog(1);
+    let timeout = Duration::from_secs(2);
+    h.config.service.chunk_timeout = timeout;
+    let (old, _) = old_new("semgrep");
+    let good = std::fs::read(&old).unwrap();
+    let (head, tail) = good.split_at(good.len() / 2);
+    let chunk = |i: &'static str| {
+        [
+            ("custody-chunk", i),
+            ("custody-scan-id", "nightly-9"),
+            ("custody-scanner", "semgrep"),
+            ("custody-target", TORNADO),
+        ]
+    };
+    h.send_raw(Some(TORNADO), &chunk("1/2"), head);
+    h.slow_changelog(true);
+    let started = Instant::now();
+    let service = h.start();
+    wait_assigned(&service, 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while service.health.ready().is_err() {
+        assert!(Instant::now() < deadline, "never restored");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.slow_changelog(false);
+    assert!(
+        started.elapsed() > timeout * 2,
+        "the restore outlasted the chunk timeout"
+    );
+    h.send_raw(Some(TORNADO), &chunk("2/2"), tail);
+    wait_done(&service, 2);
+    let events = h.findings();
+    assert_eq!(
+        count(&events, FindingEventKind::Opened),
+        10,
+        "the scan applied"
+    );
+    let dead = read_all(
+        &h.cluster.bootstrap_servers(),
+        &h.config.service.dead_letter_topic,
+    )
+    .unwrap();
+    assert!(dead.is_empty(), "the first chunk was not dead-lettered");
+    service.stop().unwrap();
+    assert_eq!(h.committed(), 2);
 }
 
 /// Chunks held for a scan's missing chunks are not work in flight: limits

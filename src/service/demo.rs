@@ -145,7 +145,7 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     config.service.replication_factor = 1;
     config.service.group_id = "custody-demo".into();
     config.service.ownership_topic = Some("custody.ownership".into());
-    create_mock_topics(&cluster, &config)?;
+    create_mock_topics(&cluster, &mut config)?;
     // The ownership example goes through `custody publish-ownership`'s
     // path to the ownership topic, which the service reads at its start.
     let sent = super::ownership_topic::publish(
@@ -177,12 +177,16 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
 }
 
 /// Creates every topic `config` names on a mock cluster (the mock does
-/// not implement CreateTopics; it has its own call). The mock has no
-/// compaction, so the changelog is a plain topic there.
+/// not implement CreateTopics; it has its own call), and turns the check
+/// of their settings off. The mock has no compaction, so the changelog is
+/// a plain topic there.
 pub fn create_mock_topics<C: rdkafka::ClientContext>(
     cluster: &MockCluster<'_, C>,
-    config: &Config,
+    config: &mut Config,
 ) -> Result<(), String> {
+    // The mock answers no DescribeConfigs (a request waits for its
+    // timeout), and has no compaction to check for anyway.
+    config.service.check_topic_configs = false;
     for (topic, role) in super::topics::wanted(config) {
         // As topics::ensure creates them (the mock has no compaction).
         let partitions = if role == "ownership" {

@@ -22,6 +22,7 @@ pub(crate) struct RawKafka {
     dead_letter_topic: Option<String>,
     delivery: Option<Delivery>,
     create_topics: Option<bool>,
+    check_topic_configs: Option<bool>,
     partitions: Option<i32>,
     replication_factor: Option<i32>,
     max_in_flight_messages: Option<usize>,
@@ -85,6 +86,10 @@ pub struct ServiceSettings {
     pub delivery: Delivery,
     /// Create missing topics (else fail naming them).
     pub create_topics: bool,
+    /// Check at start that the changelog and ownership topics keep every
+    /// key's newest record (compacted, nothing deleted by retention); a
+    /// broker that cannot answer gets a warning.
+    pub check_topic_configs: bool,
     /// Partitions of topics custody creates (the changelog always gets as
     /// many as its reports topic).
     pub partitions: i32,
@@ -132,6 +137,7 @@ impl Default for ServiceSettings {
             dead_letter_topic: "custody.dlq".into(),
             delivery: Delivery::AtLeastOnce,
             create_topics: true,
+            check_topic_configs: true,
             partitions: 12,
             replication_factor: -1,
             max_in_flight_messages: 256,
@@ -235,6 +241,9 @@ pub(crate) fn validate(
     }
     if let Some(c) = kafka.create_topics {
         s.create_topics = c;
+    }
+    if let Some(c) = kafka.check_topic_configs {
+        s.check_topic_configs = c;
     }
     if let Some(p) = kafka.partitions {
         if !(1..=10_000).contains(&p) {

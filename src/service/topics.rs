@@ -2,11 +2,14 @@
 //! missing (`kafka.create_topics`, the default) with the right settings:
 //! the changelog compacted and with as many partitions as its reports
 //! topic, the ownership topic compacted with one. Otherwise the error
-//! names every missing topic.
+//! names every missing topic. The changelog and ownership topics that
+//! exist must keep every key's newest record (`kafka.check_topic_configs`):
+//! a changelog with `cleanup.policy=delete`, say, would lose the state of
+//! every finding unchanged for longer than its retention.
 
 use super::worker::client_config;
 use crate::config::Config;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,7 +119,165 @@ pub fn ensure(config: &Config) -> Result<(), String> {
             }
         }
     }
+    if s.check_topic_configs {
+        check_kept(config, &|m| eprintln!("custody run: {m}"))?;
+    }
     Ok(())
+}
+
+/// What a topic's configuration means for the records custody keeps on
+/// it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keeping {
+    /// Compacted, and nothing deleted by retention: every key's newest
+    /// record stays.
+    Kept,
+    /// Records can be deleted: why, and what to set.
+    Lost(String),
+    /// The broker did not say (no `cleanup.policy` among the entries).
+    Unknown,
+}
+
+/// Judges a topic's configuration entries (name -> value, as
+/// DescribeConfigs gives them, defaults included) for a topic whose every
+/// key's newest record must stay: the changelog (the state of a finding
+/// unchanged for months is its one record) and the ownership topic (a
+/// version in force for months is its files and manifest).
+pub fn keeping(entries: &BTreeMap<String, Option<String>>) -> Keeping {
+    let Some(Some(policy)) = entries.get("cleanup.policy") else {
+        return Keeping::Unknown;
+    };
+    let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
+    if !policies.contains(&"compact") {
+        return Keeping::Lost(format!(
+            "cleanup.policy={policy} deletes records older than retention.ms, a key's newest among them; set cleanup.policy=compact"
+        ));
+    }
+    if policies.contains(&"delete") {
+        for limit in ["retention.ms", "retention.bytes"] {
+            match entries.get(limit) {
+                Some(Some(v)) if v.trim() == "-1" => {}
+                Some(Some(v)) => {
+                    return Keeping::Lost(format!(
+                        "cleanup.policy={policy} with {limit}={v} deletes old records, a key's newest among them; set cleanup.policy=compact (or {limit}=-1)"
+                    ))
+                }
+                // Kafka's default retention.bytes is -1, retention.ms
+                // seven days.
+                _ if limit == "retention.bytes" => {}
+                _ => {
+                    return Keeping::Lost(format!(
+                        "cleanup.policy={policy} without retention.ms=-1 deletes old records, a key's newest among them; set cleanup.policy=compact"
+                    ))
+                }
+            }
+        }
+    }
+    Keeping::Kept
+}
+
+/// Checks that the changelog topics and the ownership topic keep every
+/// key's newest record: an error names each that does not; a broker that
+/// does not answer (or does not say) gets a warning through `warn`, and the
+/// start goes on.
+pub fn check_kept(config: &Config, warn: &dyn Fn(&str)) -> Result<(), String> {
+    let s = &config.service;
+    let mut topics: Vec<(String, &'static str)> = s
+        .reports_topics
+        .iter()
+        .map(|t| (s.changelog_for(t), "changelog"))
+        .collect();
+    if let Some(t) = &s.ownership_topic {
+        topics.push((t.clone(), "ownership"));
+    }
+    check_kept_with(&client_config(s), &topics, warn)
+        .map_err(|e| format!("{e} (to start anyway, set kafka.check_topic_configs = false)"))
+}
+
+/// Checks that each topic `(name, role)` keeps every key's newest record
+/// (see [`keeping`]): an error names each that does not; a broker that
+/// does not answer, or does not say, gets a warning through `warn`.
+pub fn check_kept_with(
+    client: &rdkafka::ClientConfig,
+    topics: &[(String, &str)],
+    warn: &dyn Fn(&str),
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client
+        .create()
+        .map_err(|e| format!("cannot create an admin client: {e}"))?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(15)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let specs: Vec<ResourceSpecifier<'_>> = topics
+        .iter()
+        .map(|(t, _)| ResourceSpecifier::Topic(t))
+        .collect();
+    let unchecked = |why: &str| {
+        let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+        warn(&format!(
+            "cannot check that {} keep every record (DescribeConfigs: {why}); make sure they are compacted (cleanup.policy=compact), or state and ownership are lost to retention",
+            names.join(", ")
+        ));
+    };
+    let results = match block_on(admin.describe_configs(specs.iter(), &opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            unchecked(&e);
+            return Ok(());
+        }
+    };
+    let mut lost = Vec::new();
+    for ((topic, role), r) in topics.iter().zip(results) {
+        match r {
+            Err(code) => unchecked(&format!("{topic}: {code}")),
+            Ok(resource) => {
+                let entries: BTreeMap<String, Option<String>> = resource
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect();
+                match keeping(&entries) {
+                    Keeping::Kept => {}
+                    Keeping::Lost(why) => lost.push(format!(
+                        "{role} topic {topic}: {why} ({})",
+                        match *role {
+                            "changelog" => "a restart would forget the findings unchanged for longer, and open them again",
+                            "ownership" => "a version in force for longer would be gone at the next start",
+                            _ => "records custody needs would be gone",
+                        }
+                    )),
+                    Keeping::Unknown => warn(&format!(
+                        "the broker gives no cleanup.policy for {role} topic {topic}; make sure it is compacted"
+                    )),
+                }
+            }
+        }
+    }
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(lost.join("; "))
+    }
+}
+
+/// Runs an admin client's future to its end. The admin client answers
+/// through futures; they run on a private runtime on a thread of their own,
+/// so callers inside a runtime are fine too.
+fn block_on<T: Send, F: std::future::Future<Output = rdkafka::error::KafkaResult<T>> + Send>(
+    f: F,
+) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(f).map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the admin request panicked".into()))
+    })
 }
 
 fn create(config: &Config, plan: &[(String, i32, bool)]) -> Result<(), String> {
@@ -149,21 +310,7 @@ pub fn create_with(
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    // The admin client answers through futures; run them on a private
-    // runtime on its own thread so callers inside a runtime are fine too.
-    let results = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                rt.block_on(admin.create_topics(topics.iter(), &opts))
-                    .map_err(|e| e.to_string())
-            })
-            .join()
-            .unwrap_or_else(|_| Err("topic creation panicked".into()))
-    })?;
+    let results = block_on(admin.create_topics(topics.iter(), &opts))?;
     for r in results {
         if let Err((name, code)) = r {
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
@@ -172,4 +319,66 @@ pub fn create_with(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(kv: &[(&str, &str)]) -> BTreeMap<String, Option<String>> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_topic_that_keeps_every_newest_record_is_kept() {
+        let kept = |kv: &[(&str, &str)]| keeping(&entries(kv));
+        assert_eq!(
+            kept(&[("cleanup.policy", "compact"), ("retention.ms", "604800000")]),
+            Keeping::Kept,
+            "compaction alone ignores retention.ms"
+        );
+        assert_eq!(
+            kept(&[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1")
+            ]),
+            Keeping::Kept
+        );
+        let lost = |kv: &[(&str, &str)], says: &str| match kept(kv) {
+            Keeping::Lost(why) => assert!(why.contains(says), "{why}"),
+            other => panic!("{kv:?}: {other:?}"),
+        };
+        // Kafka's default for a topic created without settings.
+        lost(
+            &[("cleanup.policy", "delete"), ("retention.ms", "604800000")],
+            "cleanup.policy=delete",
+        );
+        lost(
+            &[
+                ("cleanup.policy", "compact, delete"),
+                ("retention.ms", "86400000"),
+            ],
+            "retention.ms=86400000",
+        );
+        lost(
+            &[
+                ("cleanup.policy", "delete,compact"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "1073741824"),
+            ],
+            "retention.bytes=1073741824",
+        );
+        lost(
+            &[("cleanup.policy", "compact,delete")],
+            "without retention.ms=-1",
+        );
+        assert_eq!(kept(&[("retention.ms", "-1")]), Keeping::Unknown);
+        assert_eq!(
+            keeping(&[("cleanup.policy".to_string(), None)].into_iter().collect()),
+            Keeping::Unknown
+        );
+    }
 }

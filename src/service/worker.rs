@@ -705,6 +705,12 @@ impl Core {
         part.state = Some(State::new());
         part.raw = raw;
         part.paused = false;
+        // A chunked scan's clock starts now: its missing chunks could not
+        // come while the partition was paused for what the restore held.
+        let now = Instant::now();
+        for c in part.chunks.values_mut() {
+            c.first = now;
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&r.tp.0, r.tp.1);
         let _ = consumer.resume(&tpl);
@@ -950,10 +956,19 @@ impl Core {
         let restoring = self.parts.values().filter(|p| p.state.is_none()).count();
         let paused = self.parts.values().filter(|p| p.paused).count();
         self.metrics.partitions(self.parts.len(), restoring, paused);
+        self.metrics
+            .in_flight_bytes(self.parts.values().map(|p| p.bytes).sum());
     }
 
-    /// Takes a consumed message into its partition's queue.
-    fn take(&mut self, topic: &str, partition: i32, msg: Incoming) {
+    /// Takes a consumed message into its partition's queue. Partitions
+    /// still restoring share one bound, `max_in_flight_bytes` in all (each
+    /// restored partition has that bound of its own): a replica taking
+    /// over many partitions with backlogs holds no more than one
+    /// partition's worth, and a message more, while it reads their
+    /// changelogs. Once it is reached, every partition still restoring is
+    /// paused at once (librdkafka drops what it fetched for them beyond and
+    /// fetches it again on resume), until its restore ends.
+    fn take(&mut self, consumer: &Cons, topic: &str, partition: i32, msg: Incoming) {
         let max_report = self.max_report_bytes;
         let Some(part) = self.parts.get_mut(&(topic.to_string(), partition)) else {
             return;
@@ -961,6 +976,24 @@ impl Core {
         part.bytes += msg.len();
         let job = classify(part, msg, max_report, self.engine.decode_context());
         part.jobs.push_back(job);
+        if part.state.is_some() {
+            return;
+        }
+        let restoring = || self.parts.values().filter(|p| p.state.is_none());
+        if restoring().map(|p| p.bytes).sum::<usize>() < self.settings.max_in_flight_bytes
+            || restoring().all(|p| p.paused)
+        {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in restoring().filter(|p| !p.paused) {
+            tpl.add_partition(&p.topic, p.partition);
+        }
+        if consumer.pause(&tpl).is_ok() {
+            for p in self.parts.values_mut().filter(|p| p.state.is_none()) {
+                p.paused = true;
+            }
+        }
     }
 
     /// Applies decoded jobs in order, produces, settles acks, stores
@@ -2407,7 +2440,7 @@ impl Worker {
                         let partition = m.partition();
                         let incoming = Incoming::from(&m);
                         drop(m);
-                        lock(&self.core).take(&topic, partition, incoming);
+                        lock(&self.core).take(&self.consumer, &topic, partition, incoming);
                     }
                     Some(Err(e)) => {
                         tracing_warn(&format!("consumer: {e}"));
