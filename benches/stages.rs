@@ -139,6 +139,24 @@ fn lifecycle(c: &mut Criterion) {
             })
         });
     }
+    // The per-team gauges, counted from a state of 100,000 findings (10
+    // targets of 10,000), as the service does every second.
+    let fs = findings(10_000);
+    let mut state = State::new();
+    for i in 0..10 {
+        let meta = ScanMeta {
+            target: format!("repo:github.com/acme/bench-{i}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            ..meta.clone()
+        };
+        engine.scan(&mut state, &meta, fs.clone(), now);
+    }
+    let metrics = custody::metrics::Metrics::new();
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("state-gauges-100000", |b| {
+        b.iter(|| metrics.set_state([&state], now))
+    });
     g.finish();
 }
 

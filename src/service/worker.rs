@@ -2415,6 +2415,7 @@ impl Worker {
         self.health.alive.store(true, Ordering::Relaxed);
         let mut last_tick = Instant::now();
         let mut last_gauges = Instant::now();
+        let mut gauges_every = Duration::from_secs(1);
         let mut last_commit = Instant::now();
         let mut last_background = Instant::now();
         let mut result = Ok(());
@@ -2510,9 +2511,13 @@ impl Worker {
                     last_tick = Instant::now();
                     core.tick(Utc::now());
                 }
-                if last_gauges.elapsed() >= Duration::from_secs(1) {
+                // Every second; a state so large that counting it takes
+                // longer than 50 ms is counted less often, so the count
+                // never takes more than a twentieth of the loop.
+                if last_gauges.elapsed() >= gauges_every {
                     last_gauges = Instant::now();
                     core.state_gauges();
+                    gauges_every = (last_gauges.elapsed() * 20).max(Duration::from_secs(1));
                 }
             }
         }
