@@ -1114,8 +1114,7 @@ fn partitions_restoring_hold_one_in_flight_bound_together() {
     assert_eq!(h.committed(), 24);
 }
 
-/// Waits until the service holds `n` partitions (restored or not): before
-/// its first assignment it has none to wait for, and is ready.
+/// Waits until the service holds `n` partitions, restored or not.
 fn wait_assigned(service: &Service, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while service.health.partitions.lock().unwrap().len() < n {

@@ -79,7 +79,7 @@ impl Health {
         if self.failed.load(Ordering::Relaxed) {
             return Err("event delivery failed".into());
         }
-        if !self.joined.load(Ordering::Relaxed) {
+        if !self.joined.load(Ordering::Acquire) {
             return Err("not yet joined the consumer group".into());
         }
         let parts = lock(&self.partitions);
@@ -194,8 +194,10 @@ impl ConsumerContext for Rebalancer {
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
             let mut core = lock(&self.core);
-            core.health.joined.store(true, Ordering::Relaxed);
             core.assign(consumer, &tps);
+            // After the partitions are listed as restoring: readiness must
+            // not see the group joined and nothing to restore.
+            core.health.joined.store(true, Ordering::Release);
         }
     }
 }
