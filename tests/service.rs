@@ -1418,6 +1418,48 @@ fn new_findings(h: &Harness, seen: &HashSet<String>, n: usize) -> Vec<FindingEve
     }
 }
 
+/// A publish whose files are not all delivered sends no manifest: the
+/// version in force stays the newest, and an instance starting later still
+/// loads it.
+#[test]
+fn a_publish_whose_files_fail_leaves_the_version_in_force() {
+    use custody::service::ownership_topic;
+    let mut h = Harness::new(1);
+    let topic = "custody.ownership";
+    h.cluster.create_topic(topic, 1, 1).unwrap();
+    h.config.service.ownership_topic = Some(topic.into());
+    h.config.service.ownership_wait = Duration::from_secs(2);
+    let brokers = h.cluster.bootstrap_servers();
+    // A message per produce request, so a failed file does not take the
+    // messages after it down with it.
+    let one = [("batch.num.messages".to_string(), "1".to_string())];
+    let publish = |dir: &Path| {
+        ownership_topic::publish(&brokers, &one, topic, dir, 1, Duration::from_secs(10))
+    };
+    let v1 = publish(ownership_dir("@acme/networking").path()).unwrap();
+    // The next produce request fails for good: the one file the new
+    // version changes is refused.
+    h.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let err = publish(ownership_dir("@acme/web").path()).expect_err("files refused");
+    h.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    // What an instance starting now loads: the first version.
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", &brokers);
+    let mut feed = ownership_topic::Feed::open(&base, topic, Duration::from_secs(10)).unwrap();
+    let own = feed
+        .load(Duration::from_secs(3), &|m| eprintln!("{m}"))
+        .expect("the version in force loads");
+    assert_eq!(own.origin, format!("{topic}@{}/owners.toml", v1.id));
+    assert!(Service::start(&h.config, None).is_ok(), "custody starts");
+    assert!(
+        err.to_string().contains("the manifest was not sent"),
+        "{err}"
+    );
+}
+
 /// Ownership published on its topic: the start waits for a version, each
 /// newer version is put in force (the state re-attributed), a broken one
 /// is refused while the one in force stays, and a restart reads the newest.

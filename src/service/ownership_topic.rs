@@ -318,8 +318,9 @@ pub enum PublishError {
 /// Validates the configuration at `path` (file or directory) and publishes
 /// it on `topic` (created compacted with one partition when missing, with
 /// `replication_factor`, -1 for the broker's default): the files the topic
-/// does not hold yet, then the manifest; once that is delivered, the files
-/// neither this version nor the one before it names are deleted.
+/// does not hold yet, then, once they are all delivered, the manifest; once
+/// that is delivered, the files neither this version nor the one before it
+/// names are deleted.
 pub fn publish(
     brokers: &str,
     properties: &[(String, String)],
@@ -380,6 +381,14 @@ pub fn publish(
             sent += 1;
         }
     }
+    // Every file delivered before the manifest goes: a manifest naming a
+    // file that never arrived would be a version no instance starting
+    // later could load, and it would hide the one in force.
+    p.flush(timeout).map_err(|e| {
+        kafka(format!(
+            "{e}; the manifest was not sent, the version in force stays"
+        ))
+    })?;
     let m = serde_json::to_vec(&manifest).map_err(|e| kafka(e.to_string()))?;
     p.send_keyed(topic, MANIFEST_KEY, Some(&m)).map_err(kafka)?;
     p.flush(timeout).map_err(kafka)?;
