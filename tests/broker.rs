@@ -335,6 +335,7 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
     fn topic(name: &str, partitions: i32) -> rdkafka::admin::NewTopic<'_> {
         rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1))
             .set("cleanup.policy", "delete")
+            .set("retention.ms", "604800000")
     }
     let made = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -355,7 +356,9 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for t in [&changelog, &ownership] {
         assert!(
-            stderr.contains(&format!("topic {t}: cleanup.policy=delete deletes")),
+            stderr.contains(&format!(
+                "topic {t}: cleanup.policy=delete with retention.ms=604800000 deletes records"
+            )),
             "{stderr}"
         );
     }

@@ -54,13 +54,10 @@ impl Harness {
         h
     }
 
-    /// Every answer of the changelog's broker 1.5 s late (`true`), or
-    /// none (`false`).
-    pub fn slow_changelog(&self, slow: bool) {
-        let rtt = if slow { 1500 } else { 0 };
-        self.cluster
-            .broker_round_trip_time(2, Duration::from_millis(rtt))
-            .unwrap();
+    /// Every answer of the changelog's broker `late` late (a restore asks
+    /// four times).
+    pub fn slow_changelog(&self, late: Duration) {
+        self.cluster.broker_round_trip_time(2, late).unwrap();
     }
 
     /// A cluster of `brokers` brokers (ids 1 to `brokers`).
@@ -1072,7 +1069,7 @@ fn partitions_restoring_hold_one_in_flight_bound_together() {
         }
     }
     assert_eq!(n, 24, "one message per report");
-    h.slow_changelog(true);
+    h.slow_changelog(Duration::from_millis(1500));
     let service = h.start();
     wait_assigned(&service, 4);
     // While every partition restores: the most they held (once one is
@@ -1091,7 +1088,7 @@ fn partitions_restoring_hold_one_in_flight_bound_together() {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    h.slow_changelog(false);
+    h.slow_changelog(Duration::ZERO);
     assert!(
         most >= bound,
         "the backlog was held while restoring: {most} of {bound}"
@@ -1129,7 +1126,7 @@ fn wait_assigned(service: &Service, n: usize) {
 #[test]
 fn a_chunk_held_through_a_long_restore_is_not_expired_by_it() {
     let mut h = Harness::with_slow_changelog(1);
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_secs(3);
     h.config.service.chunk_timeout = timeout;
     let (old, _) = old_new("semgrep");
     let good = std::fs::read(&old).unwrap();
@@ -1143,19 +1140,29 @@ fn a_chunk_held_through_a_long_restore_is_not_expired_by_it() {
         ]
     };
     h.send_raw(Some(TORNADO), &chunk("1/2"), head);
-    h.slow_changelog(true);
-    let started = Instant::now();
+    h.slow_changelog(Duration::from_millis(2500));
     let service = h.start();
     wait_assigned(&service, 1);
+    let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut held = 0.0f64;
     while service.health.ready().is_err() {
         assert!(Instant::now() < deadline, "never restored");
+        let text = service.metrics.render();
+        if metric(&text, "custody_partitions_restoring") == 1.0 {
+            held = held.max(metric(&text, "custody_in_flight_bytes"));
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    h.slow_changelog(false);
+    let restore = started.elapsed();
     assert!(
-        started.elapsed() > timeout * 2,
-        "the restore outlasted the chunk timeout"
+        held >= head.len() as f64,
+        "the first chunk was held while restoring: {held} bytes"
+    );
+    h.slow_changelog(Duration::ZERO);
+    assert!(
+        restore > timeout * 2,
+        "the restore outlasts the chunk timeout twice: {restore:?}"
     );
     h.send_raw(Some(TORNADO), &chunk("2/2"), tail);
     wait_done(&service, 2);

@@ -142,35 +142,36 @@ pub enum Keeping {
 /// DescribeConfigs gives them, defaults included) for a topic whose every
 /// key's newest record must stay: the changelog (the state of a finding
 /// unchanged for months is its one record) and the ownership topic (a
-/// version in force for months is its files and manifest).
+/// version in force for months is its files and manifest). Records are
+/// lost only to a `delete` policy (alone or with `compact`) with a finite
+/// `retention.ms` or `retention.bytes`; an empty policy keeps everything
+/// (Kafka 4.2 and later).
 pub fn keeping(entries: &BTreeMap<String, Option<String>>) -> Keeping {
     let Some(Some(policy)) = entries.get("cleanup.policy") else {
         return Keeping::Unknown;
     };
-    let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
-    if !policies.contains(&"compact") {
-        return Keeping::Lost(format!(
-            "cleanup.policy={policy} deletes records older than retention.ms, a key's newest among them; set cleanup.policy=compact"
-        ));
+    let deletes = policy.split(',').any(|p| p.trim() == "delete");
+    if !deletes {
+        return Keeping::Kept;
     }
-    if policies.contains(&"delete") {
-        for limit in ["retention.ms", "retention.bytes"] {
-            match entries.get(limit) {
-                Some(Some(v)) if v.trim() == "-1" => {}
-                Some(Some(v)) => {
-                    return Keeping::Lost(format!(
-                        "cleanup.policy={policy} with {limit}={v} deletes old records, a key's newest among them; set cleanup.policy=compact (or {limit}=-1)"
-                    ))
-                }
-                // Kafka's default retention.bytes is -1, retention.ms
-                // seven days.
-                _ if limit == "retention.bytes" => {}
-                _ => {
-                    return Keeping::Lost(format!(
-                        "cleanup.policy={policy} without retention.ms=-1 deletes old records, a key's newest among them; set cleanup.policy=compact"
-                    ))
-                }
+    let advice = if policy.split(',').any(|p| p.trim() == "compact") {
+        "set cleanup.policy=compact"
+    } else {
+        "set cleanup.policy=compact (the topic is not compacted either)"
+    };
+    for limit in ["retention.ms", "retention.bytes"] {
+        match entries.get(limit) {
+            Some(Some(v)) if v.trim() == "-1" => {}
+            Some(Some(v)) => {
+                return Keeping::Lost(format!(
+                    "cleanup.policy={policy} with {limit}={v} deletes records past that limit, a key's newest among them; {advice}"
+                ))
             }
+            // Kafka's default retention.bytes is -1 (none).
+            _ if limit == "retention.bytes" => {}
+            // Its default retention.ms is seven days: only the broker
+            // knows what applies.
+            _ => return Keeping::Unknown,
         }
     }
     Keeping::Kept
@@ -212,24 +213,30 @@ pub fn check_kept_with(
         .iter()
         .map(|(t, _)| ResourceSpecifier::Topic(t))
         .collect();
-    let unchecked = |why: &str| {
-        let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+    let unchecked = |names: &[&str], why: &str| {
         warn(&format!(
             "cannot check that {} keep every record (DescribeConfigs: {why}); make sure they are compacted (cleanup.policy=compact), or state and ownership are lost to retention",
             names.join(", ")
         ));
     };
+    let all: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
     let results = match block_on(admin.describe_configs(specs.iter(), &opts)) {
         Ok(r) => r,
         Err(e) => {
-            unchecked(&e);
+            unchecked(&all, &e);
             return Ok(());
         }
     };
+    if results.len() != topics.len() {
+        unchecked(
+            &all,
+            &format!("{} answers for {} topics", results.len(), topics.len()),
+        );
+    }
     let mut lost = Vec::new();
     for ((topic, role), r) in topics.iter().zip(results) {
         match r {
-            Err(code) => unchecked(&format!("{topic}: {code}")),
+            Err(code) => unchecked(&[topic.as_str()], &code.to_string()),
             Ok(resource) => {
                 let entries: BTreeMap<String, Option<String>> = resource
                     .entries
@@ -247,7 +254,7 @@ pub fn check_kept_with(
                         }
                     )),
                     Keeping::Unknown => warn(&format!(
-                        "the broker gives no cleanup.policy for {role} topic {topic}; make sure it is compacted"
+                        "the broker does not say whether {role} topic {topic} keeps every record (no cleanup.policy, or a delete policy without retention.ms); make sure it is compacted"
                     )),
                 }
             }
@@ -351,10 +358,28 @@ mod tests {
             Keeping::Lost(why) => assert!(why.contains(says), "{why}"),
             other => panic!("{kv:?}: {other:?}"),
         };
-        // Kafka's default for a topic created without settings.
+        assert_eq!(
+            kept(&[
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1")
+            ]),
+            Keeping::Kept,
+            "nothing is ever deleted"
+        );
+        assert_eq!(
+            kept(&[("cleanup.policy", ""), ("retention.ms", "604800000")]),
+            Keeping::Kept,
+            "an empty policy keeps everything"
+        );
+        // Kafka's defaults for a topic created without settings.
         lost(
-            &[("cleanup.policy", "delete"), ("retention.ms", "604800000")],
-            "cleanup.policy=delete",
+            &[
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "604800000"),
+                ("retention.bytes", "-1"),
+            ],
+            "cleanup.policy=delete with retention.ms=604800000 deletes records past that limit, a key's newest among them; set cleanup.policy=compact (the topic is not compacted either)",
         );
         lost(
             &[
@@ -371,9 +396,10 @@ mod tests {
             ],
             "retention.bytes=1073741824",
         );
-        lost(
-            &[("cleanup.policy", "compact,delete")],
-            "without retention.ms=-1",
+        // The broker did not say which retention applies.
+        assert_eq!(
+            kept(&[("cleanup.policy", "compact,delete")]),
+            Keeping::Unknown
         );
         assert_eq!(kept(&[("retention.ms", "-1")]), Keeping::Unknown);
         assert_eq!(

@@ -965,9 +965,9 @@ impl Core {
     /// Takes a consumed message into its partition's queue. Partitions
     /// still restoring share one bound, `max_in_flight_bytes` in all (each
     /// restored partition has that bound of its own): a replica taking
-    /// over many partitions with backlogs holds no more than one
-    /// partition's worth, and a message more, while it reads their
-    /// changelogs. Once it is reached, every partition still restoring is
+    /// over many partitions with backlogs holds about one partition's worth
+    /// while it reads their changelogs (a message more, and one more for
+    /// each partition assigned after the bound was reached). Once it is reached, every partition still restoring is
     /// paused at once (librdkafka drops what it fetched for them beyond and
     /// fetches it again on resume), until its restore ends.
     fn take(&mut self, consumer: &Cons, topic: &str, partition: i32, msg: Incoming) {
@@ -1784,6 +1784,9 @@ impl Core {
             self.parts.values().filter_map(|p| p.state.as_ref()),
             Utc::now(),
         );
+    }
+
+    fn lag_gauges(&self) {
         let highs = lock(&self.health.high_watermarks);
         for part in self.parts.values() {
             let tp = (part.topic.clone(), part.partition);
@@ -2418,6 +2421,7 @@ impl Worker {
         let mut last_tick = Instant::now();
         let mut last_gauges = Instant::now();
         let mut gauges_every = Duration::from_secs(1);
+        let mut last_lag = Instant::now();
         let mut last_commit = Instant::now();
         let mut last_background = Instant::now();
         let mut result = Ok(());
@@ -2513,9 +2517,14 @@ impl Worker {
                     last_tick = Instant::now();
                     core.tick(Utc::now());
                 }
-                // Every second; a state so large that counting it takes
-                // longer than 50 ms is counted less often, so the count
-                // never takes more than a twentieth of the loop.
+                // Lag every second. The state's gauges too, but a state so
+                // large that counting it takes longer than 50 ms is counted
+                // less often, so the count never takes more than a
+                // twentieth of the loop.
+                if last_lag.elapsed() >= Duration::from_secs(1) {
+                    last_lag = Instant::now();
+                    core.lag_gauges();
+                }
                 if last_gauges.elapsed() >= gauges_every {
                     last_gauges = Instant::now();
                     core.state_gauges();
