@@ -706,7 +706,6 @@ impl Core {
         })?;
         part.state = Some(State::new());
         part.raw = raw;
-        part.paused = false;
         // A chunked scan's clock starts now: its missing chunks could not
         // come while the partition was paused for what the restore held.
         let now = Instant::now();
@@ -715,7 +714,9 @@ impl Core {
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&r.tp.0, r.tp.1);
-        let _ = consumer.resume(&tpl);
+        // A resume that fails leaves the partition paused, for backpressure
+        // to resume later (it resumes restored partitions only).
+        part.paused = consumer.resume(&tpl).is_err();
         lock(&self.health.partitions).insert(r.tp.clone(), true);
         if self.parts.values().all(|p| p.state.is_some()) {
             let records: usize = self.parts.values().map(|p| p.raw.len()).sum();
