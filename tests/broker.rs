@@ -37,6 +37,18 @@ struct Names {
     group: String,
 }
 
+impl Names {
+    /// Topics and group of one test run: `<test>-<id>.<role>`.
+    fn new(test: &str, id: &str) -> Names {
+        Names {
+            reports: format!("{test}-{id}.reports"),
+            findings: format!("{test}-{id}.findings"),
+            tickets: format!("{test}-{id}.tickets"),
+            group: format!("custody-{test}-{id}"),
+        }
+    }
+}
+
 fn config(dir: &Path, brokers: &str, n: &Names) -> std::path::PathBuf {
     let text = format!(
         r#"
@@ -145,12 +157,7 @@ fn sigkill_mid_stream_loses_nothing() {
             .unwrap()
             .as_millis()
     );
-    let names = Names {
-        reports: format!("kill-{id}.reports"),
-        findings: format!("kill-{id}.findings"),
-        tickets: format!("kill-{id}.tickets"),
-        group: format!("custody-kill-{id}"),
-    };
+    let names = Names::new("kill", &id);
     let cfg = config(dir.path(), &brokers, &names);
     let log1 = dir.path().join("run1.log");
     let mut run = spawn_run(&cfg, &log1);
@@ -313,12 +320,7 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
     let Some(brokers) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
     let id = format!("{}-{}", std::process::id(), line!());
-    let names = Names {
-        reports: format!("kept-{id}.reports"),
-        findings: format!("kept-{id}.findings"),
-        tickets: format!("kept-{id}.tickets"),
-        group: format!("custody-kept-{id}"),
-    };
+    let names = Names::new("kept", &id);
     let cfg = config(dir.path(), &brokers, &names);
     let ownership = format!("kept-{id}.ownership");
     let mut text = std::fs::read_to_string(&cfg).unwrap();

@@ -129,12 +129,13 @@ pub fn ensure(config: &Config) -> Result<(), String> {
 /// it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Keeping {
-    /// Compacted, and nothing deleted by retention: every key's newest
-    /// record stays.
+    /// Nothing deleted by retention (compacted, or no finite limit):
+    /// every key's newest record stays.
     Kept,
     /// Records can be deleted: why, and what to set.
     Lost(String),
-    /// The broker did not say (no `cleanup.policy` among the entries).
+    /// The broker did not say: no `cleanup.policy` among the entries, or
+    /// a `delete` policy without `retention.ms`.
     Unknown,
 }
 
@@ -178,9 +179,9 @@ pub fn keeping(entries: &BTreeMap<String, Option<String>>) -> Keeping {
 }
 
 /// Checks that the changelog topics and the ownership topic keep every
-/// key's newest record: an error names each that does not; a broker that
-/// does not answer (or does not say) gets a warning through `warn`, and the
-/// start goes on.
+/// key's newest record (see [`keeping`]): an error names each that does
+/// not; a broker that does not answer, or does not say, gets a warning
+/// through `warn`, and the start goes on.
 pub fn check_kept(config: &Config, warn: &dyn Fn(&str)) -> Result<(), String> {
     let s = &config.service;
     let mut topics: Vec<(String, &'static str)> = s
@@ -191,19 +192,7 @@ pub fn check_kept(config: &Config, warn: &dyn Fn(&str)) -> Result<(), String> {
     if let Some(t) = &s.ownership_topic {
         topics.push((t.clone(), "ownership"));
     }
-    check_kept_with(&client_config(s), &topics, warn)
-        .map_err(|e| format!("{e} (to start anyway, set kafka.check_topic_configs = false)"))
-}
-
-/// Checks that each topic `(name, role)` keeps every key's newest record
-/// (see [`keeping`]): an error names each that does not; a broker that
-/// does not answer, or does not say, gets a warning through `warn`.
-pub fn check_kept_with(
-    client: &rdkafka::ClientConfig,
-    topics: &[(String, &str)],
-    warn: &dyn Fn(&str),
-) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client
+    let admin: AdminClient<DefaultClientContext> = client_config(s)
         .create()
         .map_err(|e| format!("cannot create an admin client: {e}"))?;
     let opts = AdminOptions::new()
@@ -263,7 +252,10 @@ pub fn check_kept_with(
     if lost.is_empty() {
         Ok(())
     } else {
-        Err(lost.join("; "))
+        Err(format!(
+            "{} (to start anyway, set kafka.check_topic_configs = false)",
+            lost.join("; ")
+        ))
     }
 }
 

@@ -968,9 +968,10 @@ impl Core {
     /// restored partition has that bound of its own): a replica taking
     /// over many partitions with backlogs holds about one partition's worth
     /// while it reads their changelogs (a message more, and one more for
-    /// each partition assigned after the bound was reached). Once it is reached, every partition still restoring is
-    /// paused at once (librdkafka drops what it fetched for them beyond and
-    /// fetches it again on resume), until its restore ends.
+    /// each partition assigned after the bound was reached). Once it is
+    /// reached, every partition still restoring is paused at once
+    /// (librdkafka drops what it fetched for them beyond and fetches it
+    /// again on resume), until its restore ends.
     fn take(&mut self, consumer: &Cons, topic: &str, partition: i32, msg: Incoming) {
         let max_report = self.max_report_bytes;
         let Some(part) = self.parts.get_mut(&(topic.to_string(), partition)) else {
@@ -982,15 +983,16 @@ impl Core {
         if part.state.is_some() {
             return;
         }
-        let restoring = || self.parts.values().filter(|p| p.state.is_none());
-        if restoring().map(|p| p.bytes).sum::<usize>() < self.settings.max_in_flight_bytes
-            || restoring().all(|p| p.paused)
-        {
-            return;
-        }
+        let mut held = 0;
         let mut tpl = TopicPartitionList::new();
-        for p in restoring().filter(|p| !p.paused) {
-            tpl.add_partition(&p.topic, p.partition);
+        for p in self.parts.values().filter(|p| p.state.is_none()) {
+            held += p.bytes;
+            if !p.paused {
+                tpl.add_partition(&p.topic, p.partition);
+            }
+        }
+        if held < self.settings.max_in_flight_bytes || tpl.count() == 0 {
+            return;
         }
         if consumer.pause(&tpl).is_ok() {
             for p in self.parts.values_mut().filter(|p| p.state.is_none()) {
