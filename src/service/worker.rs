@@ -2721,10 +2721,6 @@ impl Worker {
                 undone.get_or_insert(e);
             }
         }
-        // The messages still held keep the consumer (see [`Payload`]),
-        // which keeps the core through its context: dropped here, so the
-        // consumer closes when the worker goes.
-        core.parts.clear();
         drop(core);
         self.health.alive.store(false, Ordering::Relaxed);
         // Leaving the group runs the revoke callback, which finds nothing
@@ -2736,6 +2732,23 @@ impl Worker {
         match undone {
             Some(e) => Err(RunError::Delivery(e)),
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// The messages still held keep the consumer (see [`Payload`]), which
+    /// keeps the core through its context: they are dropped here, after a
+    /// clean stop and after a panic alike, so the consumer closes (and
+    /// leaves the group) with the worker. A decode still running on the
+    /// pool holds its report too; it is waited for, briefly, so the close
+    /// happens here rather than on a pool thread after the service is
+    /// reported stopped.
+    fn drop(&mut self) {
+        lock(&self.core).parts.clear();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.consumer) > 1 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
