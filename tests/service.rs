@@ -496,6 +496,34 @@ fn a_restamped_sarif_rescan_is_applied_without_decoding_it() {
     assert_eq!(h.findings().len(), 272, "only the first opened anything");
     // The third and fourth are recognized.
     assert_unchanged(&service, 2);
+    // A scan whose findings changed, its run stamped too, is decoded and
+    // applied in full: the target is recognized by content alone by now,
+    // so the content digest is all that tells the change.
+    let (_, changed) = old_new("bandit");
+    let changed_text = std::fs::read_to_string(&changed).unwrap();
+    let changed_stamp = "2026-11-24T16:25:28Z";
+    assert!(changed_text.contains(changed_stamp));
+    for hour in 20..22 {
+        let path = dir.path().join(format!("bandit-changed-{hour}.sarif"));
+        std::fs::write(
+            &path,
+            changed_text.replace(changed_stamp, &format!("2026-11-24T{hour}:25:28Z")),
+        )
+        .unwrap();
+        n += h.publish(
+            TORNADO,
+            "bandit",
+            path.to_str().unwrap(),
+            DEFAULT_CHUNK_BYTES,
+        );
+    }
+    wait_done(&service, n);
+    let all = h.findings();
+    assert_eq!(count(&all, FindingEventKind::Opened), 272 + 14);
+    assert_eq!(count(&all, FindingEventKind::Resolved), 17);
+    assert_eq!(all.len(), 272 + 14 + 17, "the change's events, once");
+    // The second of them is recognized.
+    assert_unchanged(&service, 3);
     service.stop().unwrap();
 }
 
