@@ -2761,12 +2761,12 @@ impl Drop for Worker {
     /// keeps the core through its context: they are dropped here, after a
     /// clean stop and after a panic alike, so the consumer closes (and
     /// leaves the group) with the worker. A decode still running on the
-    /// pool holds its report too; it is waited for, briefly, so the close
-    /// happens here rather than on a pool thread after the service is
-    /// reported stopped.
+    /// pool holds its report too; it is waited for (up to the shutdown
+    /// timeout, at most 5 s), so the close happens here rather than on a
+    /// pool thread after the service is reported stopped.
     fn drop(&mut self) {
         lock(&self.core).parts.clear();
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + self.settings.shutdown_timeout.min(Duration::from_secs(5));
         while Arc::strong_count(&self.consumer) > 1 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
