@@ -303,9 +303,10 @@ impl Incoming {
     }
 
     /// The message with its payload copied out of the fetch buffer, for a
-    /// message kept until other messages come (a chunk waiting for the
-    /// rest of its scan): read in place, it would keep a whole fetch
-    /// response in memory, out of the in-flight bounds' sight.
+    /// message that may wait long (a chunk waiting for the rest of its
+    /// scan, a message of a partition still restoring): read in place, it
+    /// would keep a whole fetch response in memory, out of the in-flight
+    /// bounds' sight.
     fn owned(mut self) -> Incoming {
         if let Some(p) = &self.payload {
             if matches!(**p, Payload::Fetched(_)) {
