@@ -57,6 +57,9 @@ pub struct Health {
     pub ownership_changed: AtomicBool,
     /// Report messages fully processed (offsets stored).
     pub done_messages: AtomicUsize,
+    /// Report messages applied to the state, or dead-lettered: counted
+    /// when their events are sent, before they are acknowledged.
+    pub applied_messages: AtomicUsize,
     /// Set when an event could not be delivered: the loop stops without
     /// storing further offsets.
     pub failed: AtomicBool,
@@ -1236,7 +1239,7 @@ impl Core {
                 ) => self.dead_letter(part, msg, reason, &error, held),
                 (Job::Decision { msg, decision }, _) => self.apply_decision(part, msg, &decision),
                 (Job::Held { msg, ack }, _) => {
-                    self.metrics.message("chunk");
+                    self.count_message("chunk");
                     let bytes = msg.len();
                     part.pending.push_back(Pending {
                         offset: Some(msg.offset),
@@ -1312,7 +1315,7 @@ impl Core {
             report.set_scanner(name);
         }
         self.metrics.findings_consumed(report.findings.len());
-        self.metrics.message("processed");
+        self.count_message("processed");
         let (scan_id, content) = match scan_id {
             ScanId::Given(id) => (id, None),
             ScanId::Content(bytes) => (String::new(), Some(bytes)),
@@ -1402,7 +1405,7 @@ impl Core {
             return None;
         };
         self.metrics.findings_consumed(last.findings);
-        self.metrics.message("processed");
+        self.count_message("processed");
         self.metrics.report_unchanged();
         // No ticket changed (`None` would write every ticket of the target).
         Some(changelog::records(
@@ -1432,7 +1435,7 @@ impl Core {
         };
         match self.engine.decide(state, d, now) {
             Ok(out) => {
-                self.metrics.message("decision");
+                self.count_message("decision");
                 let records =
                     changelog::records(state, &spec, std::slice::from_ref(&d.fingerprint), None);
                 let bytes = msg.len();
@@ -1440,6 +1443,12 @@ impl Core {
             }
             Err(e) => self.dead_letter(part, msg, "bad_decision", &e.to_string(), Vec::new()),
         }
+    }
+
+    /// Counts a message taken through, by its outcome.
+    fn count_message(&self, outcome: &str) {
+        self.metrics.message(outcome);
+        self.health.applied_messages.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Produces a step's events now and queues its changelog records.
@@ -1586,7 +1595,7 @@ impl Core {
         // The earlier chunks of a failed scan go first, so the whole scan
         // can be replayed from the dead-letter topic.
         self.dead_letter_held(part, held, reason, error);
-        self.metrics.message("dead_lettered");
+        self.count_message("dead_lettered");
         self.metrics.dead_letter(reason);
         let ack = Arc::new(Ack::default());
         ack.add(1);
