@@ -672,6 +672,9 @@ fn poison_messages_are_dead_lettered_while_good_ones_flow() {
     h.send_raw(Some(TORNADO), &[], &"[".repeat(100_000).into_bytes());
     h.send_raw(Some(TORNADO), &[("custody-scanner", "semgrep")], &good);
     wait_done(&service, 8);
+    // Every message is counted as applied once: the good ones and the
+    // dead-lettered alike.
+    assert_eq!(service.health.applied_messages.load(Ordering::Relaxed), 8);
     let letters = dead_letters(&h, 6);
     for l in &letters {
         assert_eq!(l.header("custody-dlq-topic"), Some("custody.reports"));
