@@ -181,24 +181,30 @@ fn sigkill_mid_stream_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Two releases of tornado for each of 12 targets: 24 reports.
+    // Two releases of tornado for each of 12 targets: 24 reports, published
+    // while custody runs, as CI jobs would.
     let targets: Vec<String> = (0..TARGETS)
         .map(|i| format!("repo:github.com/acme/tornado-{i}"))
         .collect();
-    for release in ["6.4.2", "6.5"] {
-        for t in &targets {
-            let status = Command::new(env!("CARGO_BIN_EXE_custody"))
-                .args(["publish", "--brokers", &brokers, "--topic", &names.reports])
-                .args(["--target", t, "--scanner", "bandit"])
-                .args(["-X", "batch.num.messages=1"])
-                .arg(format!("tests/fixtures/churn/bandit-{release}.sarif"))
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "publish failed");
-        }
-    }
-    // Kill as soon as events flow, before the backlog is through.
+    let publisher = {
+        let (brokers, topic) = (brokers.clone(), names.reports.clone());
+        std::thread::spawn(move || {
+            for release in ["6.4.2", "6.5"] {
+                for t in &targets {
+                    let status = Command::new(env!("CARGO_BIN_EXE_custody"))
+                        .args(["publish", "--brokers", &brokers, "--topic", &topic])
+                        .args(["--target", t, "--scanner", "bandit"])
+                        .args(["-X", "batch.num.messages=1"])
+                        .arg(format!("tests/fixtures/churn/bandit-{release}.sarif"))
+                        .stdout(Stdio::null())
+                        .status()
+                        .unwrap();
+                    assert!(status.success(), "publish failed");
+                }
+            }
+        })
+    };
+    // Kill as soon as events flow: mid-stream, with reports still coming.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n = read_all(&brokers, &names.findings).unwrap().len();
@@ -210,6 +216,7 @@ fn sigkill_mid_stream_loses_nothing() {
     }
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
+    publisher.join().expect("every report published");
     // Tansu 0.6's group coordinator: a member that joins while the killed
     // leader's session is still open is given an empty assignment and the
     // group never rebalances again once the leader expires (seen in the
@@ -219,6 +226,11 @@ fn sigkill_mid_stream_loses_nothing() {
     std::thread::sleep(Duration::from_secs(12));
     let at_kill = committed(&brokers, &names.group, &names.reports, 4);
     eprintln!("killed with {at_kill} of {} reports committed", 2 * TARGETS);
+
+    assert!(
+        at_kill < (2 * TARGETS) as i64,
+        "the kill came after the stream was through"
+    );
 
     let log2 = dir.path().join("run2.log");
     let mut run = spawn_run(&cfg, &log2);
