@@ -460,7 +460,9 @@ enum Workload {
     /// decoding them.
     Rescans,
     /// As `Rescans`, but each report carries another end time in its run's
-    /// `invocations`, as a real scanner's would: every one is decoded.
+    /// `invocations`, as a real scanner's would: each is skimmed for the
+    /// digest of what the decoder reads, which recognizes all but the
+    /// first.
     RescansRestamped,
 }
 
