@@ -188,12 +188,12 @@ fn raw_consume(config: &Config, topic: &str, expect: usize, findings: usize) -> 
     let passes: Vec<Rates> = (0..3)
         .map(|i| raw_consume_once(config, topic, expect, findings, i))
         .collect();
-    let median = |f: fn(&Rates) -> f64| {
+    let sorted = |f: fn(&Rates) -> f64| {
         let mut v: Vec<f64> = passes.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v
     };
-    let (whole, sustained) = (median(|r| r.whole), median(|r| r.sustained));
+    let (whole, sustained) = (sorted(|r| r.whole), sorted(|r| r.sustained));
     eprintln!(
         "  raw consumer: {:.0}, {:.0}, {:.0} messages/s (sustained {:.0}, {:.0}, {:.0}); medians {:.0} ({:.0})",
         whole[0], whole[1], whole[2], sustained[0], sustained[1], sustained[2], whole[1], sustained[1]

@@ -466,32 +466,37 @@ fn ownership_dir(owner: &str) -> tempfile::TempDir {
 }
 
 /// A rescan whose SARIF differs only in what the decoder skips (Bandit
-/// writes when its run ended) is recognized too, once the target's last
-/// scan was itself a rescan (the first report's content is not hashed).
+/// writes when its run ended) is recognized too, from the second report on
+/// (the first report's content digest is taken with its decode).
 #[test]
 fn a_restamped_sarif_rescan_is_applied_without_decoding_it() {
     let h = Harness::new(1);
     let service = h.start();
-    let (old, _) = old_new("bandit");
-    let text = std::fs::read_to_string(&old).unwrap();
-    let stamp = "2026-11-24T16:25:14Z";
-    assert!(text.contains(stamp), "the fixture's run says when it ended");
     let dir = tempfile::tempdir().unwrap();
-    let mut n = 0;
-    for hour in 16..20 {
-        let path = dir.path().join(format!("bandit-{hour}.sarif"));
-        std::fs::write(
-            &path,
-            text.replace(stamp, &format!("2026-11-24T{hour}:25:14Z")),
-        )
-        .unwrap();
-        n += h.publish(
-            TORNADO,
-            "bandit",
-            path.to_str().unwrap(),
-            DEFAULT_CHUNK_BYTES,
-        );
-    }
+    // Publishes `file` once per hour in `hours`, its run's end time
+    // `stamp` moved to that hour; returns the messages sent.
+    let publish_restamped = |file: &str, stamp: &str, hours: std::ops::Range<u32>| {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains(stamp), "{file}: the run says when it ended");
+        let mut n = 0;
+        for hour in hours {
+            let path = dir.path().join(format!("{hour}.sarif"));
+            std::fs::write(
+                &path,
+                text.replace(stamp, &format!("{}{hour}{}", &stamp[..11], &stamp[13..])),
+            )
+            .unwrap();
+            n += h.publish(
+                TORNADO,
+                "bandit",
+                path.to_str().unwrap(),
+                DEFAULT_CHUNK_BYTES,
+            );
+        }
+        n
+    };
+    let (old, changed) = old_new("bandit");
+    let mut n = publish_restamped(&old, "2026-11-24T16:25:14Z", 16..20);
     wait_done(&service, n);
     assert_eq!(h.findings().len(), 272, "only the first opened anything");
     // The second, third and fourth are recognized: the first scan's
@@ -500,24 +505,7 @@ fn a_restamped_sarif_rescan_is_applied_without_decoding_it() {
     // A scan whose findings changed, its run stamped too, is decoded and
     // applied in full: the target is recognized by content alone by now,
     // so the content digest is all that tells the change.
-    let (_, changed) = old_new("bandit");
-    let changed_text = std::fs::read_to_string(&changed).unwrap();
-    let changed_stamp = "2026-11-24T16:25:28Z";
-    assert!(changed_text.contains(changed_stamp));
-    for hour in 20..22 {
-        let path = dir.path().join(format!("bandit-changed-{hour}.sarif"));
-        std::fs::write(
-            &path,
-            changed_text.replace(changed_stamp, &format!("2026-11-24T{hour}:25:28Z")),
-        )
-        .unwrap();
-        n += h.publish(
-            TORNADO,
-            "bandit",
-            path.to_str().unwrap(),
-            DEFAULT_CHUNK_BYTES,
-        );
-    }
+    n += publish_restamped(&changed, "2026-11-24T16:25:28Z", 20..22);
     wait_done(&service, n);
     let all = h.findings();
     assert_eq!(count(&all, FindingEventKind::Opened), 272 + 14);
