@@ -642,8 +642,34 @@ fn ownership_changed_while_down_reassigns_the_restored_state() {
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, m);
     service.stop().unwrap();
-    assert_eq!(h.findings().len(), first.len() + moving.len());
-    assert_eq!(h.tickets().len(), tickets.len());
+    // On failure, the events past those expected say what moved again.
+    let extra = |all: Vec<String>, expected: usize| all[expected.min(all.len())..].join("\n");
+    let findings = h.findings();
+    assert_eq!(
+        findings.len(),
+        first.len() + moving.len(),
+        "finding events after the rescan:\n{}",
+        extra(
+            findings
+                .iter()
+                .map(|e| format!("{:?} {} {:?}", e.event, e.fingerprint, e.team))
+                .collect(),
+            first.len() + moving.len()
+        )
+    );
+    let after = h.tickets();
+    assert_eq!(
+        after.len(),
+        tickets.len(),
+        "ticket events after the rescan:\n{}",
+        extra(
+            after
+                .iter()
+                .map(|t| format!("{:?} {} {:?}", t.event, t.ticket_key, t.team))
+                .collect(),
+            tickets.len()
+        )
+    );
 }
 
 #[test]
