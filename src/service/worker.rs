@@ -343,9 +343,10 @@ type Digest = [u8; 32];
 /// ([`normalize::sarif::content_digest`]: a SARIF log restamped with a new
 /// run time is the same report). The content digest is computed for a
 /// target's first scan and when a report's bytes differ from its target's
-/// last scan's, not for a report sent again byte for byte; once a target's
-/// last scan needed it, the next report goes by it alone and its bytes are
-/// not hashed (see [`DecodeInput::run`]).
+/// last scan's, not for a report sent again byte for byte; once a rescan
+/// of a target was recognized by it, its bytes differing, the target's
+/// next report goes by it alone and its bytes are not hashed (see
+/// [`Known::by_content`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Digests {
     bytes: Option<Digest>,
@@ -386,8 +387,24 @@ enum Known {
     /// The digests of its report.
     Last(Digests),
     /// Not yet: a message before this one, not applied yet, scans the same
-    /// target. The decode only hashes, and the apply decides.
-    Pending,
+    /// target. The decode only hashes, and the apply decides. With the
+    /// digests of the target's last scan as known when the decode started:
+    /// they say which digest the apply will most likely compare.
+    Pending(Option<Digests>),
+}
+
+impl Known {
+    /// Whether the report is to be recognized by its content digest alone:
+    /// the target's last scan was recognized by it, its bytes differing
+    /// (a scanner that restamps every report), so this report's bytes
+    /// would differ too, and hashing them would only add a fifth to the
+    /// content digest's cost (a 200 KB report: 30 us of 150).
+    fn by_content(self) -> bool {
+        match self {
+            Known::Last(d) | Known::Pending(Some(d)) => d.bytes.is_none() && d.content.is_some(),
+            Known::Nothing | Known::Pending(None) => false,
+        }
+    }
 }
 
 /// A scan's id: the publisher's, or, when it gave none, derived from the
@@ -498,21 +515,22 @@ impl DecodeInput {
     /// Hashes the report and decodes it, unless it is the target's last
     /// scan again or that is not known yet.
     fn run(self: Box<Self>, known: Known) -> Prepared {
-        // A target whose last scan was recognized by its content (a
-        // scanner that restamps every report): its next report's bytes
-        // would differ too, and hashing them would only add a fifth to the
-        // content digest's cost (a 200 KB report: 30 us of 150).
-        let by_content = matches!(known, Known::Last(d) if d.content.is_some());
+        let by_content = known.by_content();
         let bytes: Option<Digest> = (!by_content).then(|| blake3::hash(&self.bytes).into());
         let mut digests = Digests {
             bytes,
             content: None,
         };
-        // Sent again byte for byte: nothing else to compute.
-        if let Known::Last(d) = known {
-            if bytes.is_some() && d.bytes == bytes {
+        match known {
+            // Sent again byte for byte: nothing else to compute.
+            Known::Last(d) if bytes.is_some() && d.bytes == bytes => {
                 return Prepared::Undecoded(self, digests);
             }
+            // The apply compares; it takes the content digest itself
+            // should the bytes not be its target's last scan's (most often
+            // they are: a rescan sends the same report again).
+            Known::Pending(_) if !by_content => return Prepared::Undecoded(self, digests),
+            _ => {}
         }
         // Every other case needs the content digest. A target's first scan
         // here (a new target, or the first since a restart or a rebalance)
@@ -523,7 +541,7 @@ impl DecodeInput {
         match known {
             Known::Last(d) if d.same_report(&digests) => Prepared::Undecoded(self, digests),
             Known::Nothing | Known::Last(_) => Prepared::Decoded((*self).decode(digests)),
-            Known::Pending => Prepared::Undecoded(self, digests),
+            Known::Pending(_) => Prepared::Undecoded(self, digests),
         }
     }
 
@@ -671,7 +689,7 @@ impl Part {
                     continue;
                 };
                 let known = if before.contains(&target) {
-                    Known::Pending
+                    Known::Pending(last_scan(&self.last_scans, meta).map(|l| l.digests))
                 } else {
                     known(&self.last_scans, meta)
                 };
@@ -1258,17 +1276,33 @@ impl Core {
     ) {
         let decoded = match prepared {
             Prepared::Decoded(d) => d,
-            Prepared::Undecoded(input, digests) => {
+            Prepared::Undecoded(input, mut digests) => {
                 // Decoded now after all if the report is not its target's
                 // last scan (the decode compared digests before earlier
-                // messages were applied, or did not compare them).
+                // messages were applied, or did not compare them). A decode
+                // that left the comparing to the apply took only the
+                // digest of the bytes: the content digest is taken here
+                // when the bytes differ, for the comparison and for the
+                // next scan's.
+                let content_wanted = |d: &Digests| {
+                    d.content.is_none()
+                        && last_scan(&part.last_scans, &meta)
+                            .is_none_or(|l| !l.digests.same_report(d))
+                };
+                if content_wanted(&digests) {
+                    digests.content = input.content_digest();
+                }
                 if remembered(&part.last_scans, &meta, &digests) {
                     if let Some(records) = self.rescan_unchanged(part, &msg, &meta) {
+                        self.recognized_by(part, &meta, &digests);
                         let bytes = msg.len();
                         let held = held.into_iter().map(|h| h.ack).collect();
                         self.emit(part, Some(&msg), Output::default(), records, held, bytes);
                         return;
                     }
+                }
+                if digests.content.is_none() {
+                    digests.content = input.content_digest();
                 }
                 (*input).decode(digests)
             }
@@ -1404,6 +1438,21 @@ impl Core {
             &touched.findings,
             Some(&[]),
         ))
+    }
+
+    /// Remembers how a rescan was recognized: by its content digest, its
+    /// bytes differing, the target's scanner restamps its reports, and its
+    /// next report is judged by the content digest alone (see
+    /// [`Known::by_content`]). Recognized by its bytes, it changes nothing.
+    fn recognized_by(&self, part: &mut Part, meta: &MessageMeta, digests: &Digests) {
+        let Some(target) = meta.target.as_ref() else {
+            return;
+        };
+        if let Some(last) = part.last_scans.get_mut(&target.to_string()) {
+            if !(last.digests.bytes.is_some() && last.digests.bytes == digests.bytes) {
+                last.digests.bytes = None;
+            }
+        }
     }
 
     /// See [`crate::ownership::Reloadable::generation`]; 0 when the
