@@ -105,6 +105,21 @@ impl Engine {
         }
     }
 
+    /// A digest of the settings that shape how a report is applied (the
+    /// SLA policy, the routes, the secret salt) and of custody's version:
+    /// a record of how a scan was applied holds only under the same.
+    pub fn settings_digest(&self) -> String {
+        let said = format!(
+            "{}\0{:?}\0{:?}\0{:?}\0{}",
+            env!("CARGO_PKG_VERSION"),
+            self.sla,
+            self.router.routes,
+            self.router.default_topic,
+            self.decode.secret_salt
+        );
+        crate::fingerprint::hex(blake3::hash(said.as_bytes()).as_bytes())
+    }
+
     /// Replaces the attribution.
     pub fn with_attribution(mut self, attribute: Box<dyn Attribute>) -> Engine {
         self.attribute = attribute;

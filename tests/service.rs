@@ -384,7 +384,9 @@ fn restart_restores_state_from_the_changelog() {
     assert_eq!(before, 272);
     assert_eq!(h.committed(), 1, "the processed message is committed");
 
-    // A new instance restores, and a rescan of the same report is quiet.
+    // A new instance restores, and a rescan of the same report is quiet:
+    // the changelog remembers the last scan, so it is recognized without
+    // a decode.
     let service = h.start_owned();
     // Restored records are decoded in the background once every partition
     // is back: the state gauges then count them all.
@@ -396,6 +398,7 @@ fn restart_restores_state_from_the_changelog() {
         before,
         "no event for an unchanged rescan"
     );
+    assert_unchanged(&service, 1);
     assert_eq!(h.tickets().len(), tickets_before, "no ticket re-opened");
     // The new release: exactly the real change.
     let k = h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
@@ -432,6 +435,9 @@ fn a_backlog_from_while_down_is_applied_against_the_restored_state() {
     m += h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
     let service = h.start_owned();
     wait_done(&service, m);
+    // The old report again is recognized, its target not even decoded
+    // when it comes.
+    assert_unchanged(&service, 1);
     let all = h.findings();
     assert_eq!(count(&all, FindingEventKind::Opened), 272 + 14);
     assert_eq!(count(&all, FindingEventKind::Resolved), 17);
@@ -439,6 +445,41 @@ fn a_backlog_from_while_down_is_applied_against_the_restored_state() {
     assert_eq!(all.len(), 272 + 14 + 17);
     service.stop().unwrap();
     assert_eq!(h.committed(), 3);
+}
+
+/// The changelog's record of a target's last scan holds only under the
+/// settings that scan was applied with: restarted under another SLA
+/// policy, custody decodes the same report again, and remembers it anew.
+#[test]
+fn a_remembered_scan_is_decoded_again_under_other_settings() {
+    let h = Harness::new(1);
+    let (old, _) = old_new("bandit");
+    let service = h.start();
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    let mut config = h.config.clone();
+    config.sla.business_days = !config.sla.business_days;
+    let restart = || Service::start(&config, None).expect("service starts");
+    let service = restart();
+    let mut m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    assert_unchanged(&service, 0);
+    m += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    assert_unchanged(&service, 1);
+    service.stop().unwrap();
+    // Under the same settings again: recognized from the changelog.
+    let service = restart();
+    let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    assert_unchanged(&service, 1);
+    service.stop().unwrap();
+    assert_eq!(
+        h.findings().len(),
+        272,
+        "only the first scan opened anything"
+    );
 }
 
 /// The ownership example in a folder of its own, with `iostream.py` owned
@@ -637,10 +678,12 @@ fn ownership_changed_while_down_reassigns_the_restored_state() {
 
     // Restarted again under the same ownership, then rescanned: the
     // reassignment was kept in the changelog, so nothing moves again and
-    // the rescan is quiet.
+    // the rescan is quiet. It is decoded: the reassignment's records came
+    // after the changelog's record of the last scan, which they void.
     let service = start(&qa);
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, m);
+    assert_unchanged(&service, 0);
     service.stop().unwrap();
     // On failure, the events past those expected say what moved again.
     let extra = |all: Vec<String>, expected: usize| all[expected.min(all.len())..].join("\n");

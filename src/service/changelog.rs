@@ -6,11 +6,57 @@
 //! Keys: `f\0<target>\0<fingerprint>` for findings, `t\0<target>\0<ticket
 //! key>` for tickets. Values: the record as JSON; no value (a tombstone)
 //! removes it.
+//!
+//! One more key per target, `s\0<target>\0`, holds what is known of its
+//! last scan ([`ScanRecord`]), so that after a restart or a rebalance a
+//! rescan sending the same report again is recognized without decoding
+//! it. It is written after the records of the scan it describes, and it
+//! holds only while no record of its target comes after it in the log:
+//! anything else that changes the target (a decision, the SLA clock, a
+//! re-attribution, a scan that is not remembered) writes records of the
+//! target and so voids it, with no tombstone needed.
 
 use crate::lifecycle::{FindingRecord, State};
 use crate::ticket::TicketRecord;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// What is known of a target's last scan, as the changelog keeps it (see
+/// the module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    /// BLAKE3 of the report's bytes, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+    /// The digest of what the report's decoder reads, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The format the message named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The scanner the message named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<String>,
+    /// Whether the scan was complete.
+    pub complete: bool,
+    /// Findings the report held.
+    pub findings: usize,
+    /// The fingerprints the scan observed, sorted.
+    pub observed: Vec<String>,
+    /// The digest of the engine's settings and custody's version the scan
+    /// was applied under ([`crate::engine::Engine::settings_digest`]):
+    /// under others, the same report may be applied otherwise.
+    pub settings: String,
+}
+
+/// The record of `target`'s last scan.
+pub fn scan_record(target: &str, scan: &ScanRecord) -> Record {
+    Record {
+        key: key(b's', target, ""),
+        value: serde_json::to_vec(scan).ok(),
+    }
+}
 
 /// One changelog record ready to produce.
 #[derive(Debug, Clone)]
@@ -81,7 +127,7 @@ fn json(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<Vec<u8>> {
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// A key of an unknown shape.
-    #[error("changelog key {0:?} is not f\\0target\\0id or t\\0target\\0id")]
+    #[error("changelog key {0:?} is not f\\0target\\0id, t\\0target\\0id or s\\0target\\0")]
     Key(String),
     /// A value that does not decode.
     #[error("changelog record {key:?}: {message}")]
@@ -114,13 +160,15 @@ pub enum Parsed {
         /// The record; `None` deletes.
         record: Option<Box<TicketRecord>>,
     },
+    /// A target's last scan: not part of the state (see [`RawLog::take_scans`]).
+    Scan,
 }
 
 /// The target a changelog key belongs to, checking the key's shape.
 pub fn target_of(key: &[u8]) -> Result<&str, RestoreError> {
     let mut parts = key.splitn(3, |&b| b == 0);
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(b"f" | b"t"), Some(target), Some(_)) => std::str::from_utf8(target)
+        (Some(b"f" | b"t" | b"s"), Some(target), Some(_)) => std::str::from_utf8(target)
             .map_err(|_| RestoreError::Key(String::from_utf8_lossy(key).into_owned())),
         _ => Err(RestoreError::Key(String::from_utf8_lossy(key).into_owned())),
     }
@@ -156,6 +204,7 @@ pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
                 .map(|v| serde_json::from_slice(v).map_err(bad))
                 .transpose()?,
         }),
+        b"s" => Ok(Parsed::Scan),
         _ => Err(RestoreError::Key(shown())),
     }
 }
@@ -186,6 +235,8 @@ pub struct RawLog {
     recs: Vec<RawRec>,
     /// Per target, its runs in log order: `recs[start..end]`.
     runs: HashMap<Box<str>, Vec<(u32, u32)>>,
+    /// Per target, its last scan record read, undecoded, with its offset.
+    scans: HashMap<Box<str>, (i64, Option<Vec<u8>>)>,
 }
 
 /// A record taken out of a [`RawLog`].
@@ -212,6 +263,11 @@ impl RawLog {
         value: Option<&[u8]>,
     ) -> Result<(), RestoreError> {
         let target = target_of(key)?;
+        if key.first() == Some(&b's') {
+            self.scans
+                .insert(target.into(), (offset, value.map(<[u8]>::to_vec)));
+            return Ok(());
+        }
         let len = key.len() + value.map_or(0, <[u8]>::len);
         let (Ok(key_len), Ok(value_len)) = (
             u32::try_from(key.len()),
@@ -254,6 +310,28 @@ impl RawLog {
             }
         }
         Ok(())
+    }
+
+    /// Takes the last scan records that still hold: those no record of
+    /// their target follows in the log. One that does not decode is left
+    /// out (its target's next scan is then decoded, as without it).
+    pub fn take_scans(&mut self) -> Vec<(String, ScanRecord)> {
+        let scans = std::mem::take(&mut self.scans);
+        scans
+            .into_iter()
+            .filter_map(|(target, (offset, value))| {
+                let last = self
+                    .runs
+                    .get(&target)
+                    .and_then(|runs| runs.last())
+                    .map(|&(_, end)| self.recs[end as usize - 1].offset);
+                if last.is_some_and(|l| l > offset) {
+                    return None;
+                }
+                let scan = serde_json::from_slice(&value?).ok()?;
+                Some((target.into(), scan))
+            })
+            .collect()
     }
 
     /// Records held.
@@ -370,6 +448,7 @@ impl Restorer {
             } => {
                 self.target(target).tickets.insert(id, *rec);
             }
+            Parsed::Scan => {}
         }
     }
 
@@ -452,6 +531,71 @@ mod tests {
         assert!(r.apply(b"nonsense", Some(b"{}")).is_err());
         let err = r.apply(b"f\0repo:x/y\0abc", Some(b"{")).unwrap_err();
         assert!(err.to_string().contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn a_scan_record_holds_while_no_record_of_its_target_follows() {
+        let scan = |n: usize| ScanRecord {
+            bytes: Some("ab".repeat(32)),
+            content: None,
+            format: Some("sarif".into()),
+            scanner: Some("bandit".into()),
+            complete: true,
+            findings: n,
+            observed: vec!["one".into()],
+            settings: "s".into(),
+        };
+        let rec = |target: &str, n: usize| scan_record(target, &scan(n));
+        let mut log = RawLog::new();
+        let mut offset = 0;
+        let mut push = |log: &mut RawLog, key: &[u8], value: Option<&[u8]>| {
+            log.push(offset, key, value).unwrap();
+            offset += 1;
+        };
+        // a/b: its scan's records, then the scan record: it holds.
+        push(&mut log, b"f\0repo:a/b\0one", Some(b"{}"));
+        let r = rec("repo:a/b", 1);
+        push(&mut log, &r.key, r.value.as_deref());
+        // c/d: a scan record, then a record of c/d (a decision, say): void.
+        let r = rec("repo:c/d", 2);
+        push(&mut log, &r.key, r.value.as_deref());
+        push(&mut log, b"t\0repo:c/d\0tk", Some(b"{}"));
+        // e/f: void, then a later scan record: the later one holds.
+        let r = rec("repo:e/f", 3);
+        push(&mut log, &r.key, r.value.as_deref());
+        push(&mut log, b"f\0repo:e/f\0x", Some(b"{}"));
+        let r = rec("repo:e/f", 4);
+        push(&mut log, &r.key, r.value.as_deref());
+        // g/h: a record of another target after it changes nothing.
+        let r = rec("repo:g/h", 5);
+        push(&mut log, &r.key, r.value.as_deref());
+        push(&mut log, b"f\0repo:k/l\0two", Some(b"{}"));
+        // i/j: a value that does not decode is left out.
+        push(&mut log, b"s\0repo:i/j\0", Some(b"{\"bytes\":"));
+        // Scan records are not state records.
+        assert_eq!(log.len(), 4);
+        let mut got: Vec<(String, usize)> = log
+            .take_scans()
+            .into_iter()
+            .map(|(t, s)| (t, s.findings))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("repo:a/b".to_string(), 1),
+                ("repo:e/f".to_string(), 4),
+                ("repo:g/h".to_string(), 5)
+            ]
+        );
+        // The records round-trip.
+        let r = rec("repo:a/b", 7);
+        let back: ScanRecord = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(back, scan(7));
+        // A restorer passes over them.
+        let mut restorer = Restorer::new();
+        restorer.apply(&r.key, r.value.as_deref()).unwrap();
+        assert!(restorer.finish().targets.is_empty());
     }
 
     #[test]

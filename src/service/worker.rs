@@ -439,6 +439,50 @@ struct LastScan {
 }
 
 impl LastScan {
+    /// The changelog's record of this scan.
+    fn record(&self, settings: &str) -> changelog::ScanRecord {
+        let hex = |d: Option<Digest>| d.map(|d| crate::fingerprint::hex(&d));
+        changelog::ScanRecord {
+            bytes: hex(self.digests.bytes),
+            content: hex(self.digests.content),
+            format: self.format.map(|f| f.name().to_string()),
+            scanner: self.scanner.clone(),
+            complete: self.complete,
+            findings: self.findings,
+            observed: self.observed.clone(),
+            settings: settings.to_string(),
+        }
+    }
+
+    /// A scan as the changelog recorded it, under the ownership
+    /// `generation`; `None` when the record does not read back.
+    fn restored(scan: changelog::ScanRecord, ownership: u64) -> Option<LastScan> {
+        let digest = |h: Option<String>| -> Option<Option<Digest>> {
+            let Some(h) = h else {
+                return Some(None);
+            };
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h, &mut d).ok()?;
+            Some(Some(d))
+        };
+        let format = match scan.format {
+            Some(name) => Some(Format::from_name(&name)?),
+            None => None,
+        };
+        Some(LastScan {
+            digests: Digests {
+                bytes: digest(scan.bytes)?,
+                content: digest(scan.content)?,
+            },
+            format,
+            scanner: scan.scanner,
+            complete: scan.complete,
+            findings: scan.findings,
+            ownership,
+            observed: scan.observed,
+        })
+    }
+
     /// Whether a message with `meta` applies its report the same way.
     fn same_meta(&self, meta: &MessageMeta) -> bool {
         self.format == meta.format && self.scanner == meta.scanner && self.complete == meta.complete
@@ -718,6 +762,8 @@ pub struct Core {
     eos: bool,
     /// A transaction is open.
     txn_open: Mutex<bool>,
+    /// [`Engine::settings_digest`], for the changelog's last scan records.
+    settings_digest: String,
     /// When the stop was first seen: every shutdown step, a wait for room
     /// in the producer's queue included, ends by this plus the shutdown
     /// timeout.
@@ -727,7 +773,9 @@ pub struct Core {
 struct Restored {
     tp: (String, i32),
     generation: u64,
-    result: Result<changelog::RawLog, String>,
+    /// The records, and the last scan records that hold (parsed on the
+    /// restore's thread).
+    result: Result<(changelog::RawLog, Vec<(String, changelog::ScanRecord)>), String>,
 }
 
 impl Core {
@@ -805,13 +853,14 @@ impl Core {
     }
 
     fn restored(&mut self, consumer: &Cons, r: Restored) -> Result<(), String> {
+        let ownership = self.ownership_generation();
         let Some(part) = self.parts.get_mut(&r.tp) else {
             return Ok(());
         };
         if part.generation != r.generation {
             return Ok(());
         }
-        let raw = r.result.map_err(|e| {
+        let (raw, scans) = r.result.map_err(|e| {
             format!(
                 "restoring {}/{} from {}: {e}",
                 r.tp.0, r.tp.1, part.changelog_topic
@@ -819,6 +868,15 @@ impl Core {
         })?;
         part.state = Some(State::new());
         part.raw = raw;
+        // What the changelog knows of each target's last scan, when it was
+        // applied under the settings in force. The ownership may have
+        // changed since: the target's re-attribution, when it is decoded,
+        // forgets the scan if any finding moved.
+        part.last_scans = scans
+            .into_iter()
+            .filter(|(_, scan)| scan.settings == self.settings_digest)
+            .filter_map(|(target, scan)| Some((target, LastScan::restored(scan, ownership)?)))
+            .collect();
         // A chunked scan's clock starts now: its missing chunks could not
         // come while the partition was paused for what the restore held.
         let now = Instant::now();
@@ -1378,10 +1436,12 @@ impl Core {
                 e.scan_id = Some(id.clone());
             }
         }
-        let records = changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
+        let mut records =
+            changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
         // What the next rescan of the target needs to skip its decode when
         // it sends this report again (only a target named by the message:
-        // the check comes before the report is read).
+        // the check comes before the report is read), kept in the
+        // changelog too, after the scan's records.
         part.last_scans.remove(&spec);
         if meta.target.is_some() {
             let last = LastScan {
@@ -1393,6 +1453,10 @@ impl Core {
                 ownership,
                 observed: std::mem::take(&mut touched.observed),
             };
+            records.push(changelog::scan_record(
+                &spec,
+                &last.record(&self.settings_digest),
+            ));
             part.last_scans.insert(spec, last);
         }
         let bytes = msg.len();
@@ -1411,6 +1475,13 @@ impl Core {
     ) -> Option<Vec<changelog::Record>> {
         let target = meta.target.as_ref()?;
         let spec = target.to_string();
+        // A target known from the changelog's record of its last scan may
+        // not be decoded yet; decoding it re-attributes it, which forgets
+        // the scan should a finding move.
+        if let Err(e) = self.materialize(part, &spec) {
+            self.fail(e);
+            return None;
+        }
         let last = part.last_scans.get(&spec)?;
         if last.ownership != self.ownership_generation() {
             part.last_scans.remove(&spec);
@@ -1432,12 +1503,18 @@ impl Core {
         self.count_message("processed");
         self.metrics.report_unchanged();
         // No ticket changed (`None` would write every ticket of the target).
-        Some(changelog::records(
-            state,
-            &spec,
-            &touched.findings,
-            Some(&[]),
-        ))
+        let mut records = changelog::records(state, &spec, &touched.findings, Some(&[]));
+        // Records of the target void the changelog's record of its last
+        // scan unless it comes after them again.
+        if !records.is_empty() {
+            if let Some(last) = part.last_scans.get(&spec) {
+                records.push(changelog::scan_record(
+                    &spec,
+                    &last.record(&self.settings_digest),
+                ));
+            }
+        }
+        Some(records)
     }
 
     /// Remembers how a rescan was recognized: by its content digest, its
@@ -2182,11 +2259,12 @@ fn restore(
             });
         }
     };
-    let done = |r: Reading| {
+    let done = |mut r: Reading| {
+        let scans = r.raw.take_scans();
         let _ = tx.send(Restored {
             tp: r.tp,
             generation: r.generation,
-            result: Ok(r.raw),
+            result: Ok((r.raw, scans)),
         });
     };
     let mut cfg = cfg.clone();
@@ -2528,6 +2606,7 @@ impl Worker {
         let (tx, rx) = mpsc::channel();
         let core = Arc::new(Mutex::new(Core {
             settings: settings.clone(),
+            settings_digest: engine.settings_digest(),
             engine,
             ownership: ownership.clone(),
             producer,
