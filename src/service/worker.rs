@@ -421,8 +421,8 @@ enum ScanId {
 /// [`Engine::rescan_unchanged`]): the report's digest and the metadata that
 /// shapes how it is applied. It is forgotten when anything else changes
 /// the target's state (another scan, a decision, an SLA or ownership
-/// change), and it is not kept in the changelog: after a restore, the
-/// first rescan of each target is decoded.
+/// change). It is kept in the changelog too ([`changelog::ScanRecord`]),
+/// so a restore or a rebalance does not forget it.
 struct LastScan {
     digests: Digests,
     format: Option<Format>,
