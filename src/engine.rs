@@ -106,18 +106,41 @@ impl Engine {
     }
 
     /// A digest of the settings that shape how a report is applied (the
-    /// SLA policy, the routes, the secret salt) and of custody's version:
-    /// a record of how a scan was applied holds only under the same.
+    /// SLA policy, the routes) and of custody's version: a record of how a
+    /// scan was applied holds only under the same. The secret salt is left
+    /// out: with the rest known, a digest of it would let a weak salt be
+    /// found offline. (A new salt changes the fingerprints of secrets; a
+    /// report recognized as its target's last scan keeps the old ones until
+    /// the report changes.)
     pub fn settings_digest(&self) -> String {
         let said = format!(
-            "{}\0{:?}\0{:?}\0{:?}\0{}",
+            "{}\0{:?}\0{:?}\0{:?}",
             env!("CARGO_PKG_VERSION"),
             self.sla,
             self.router.routes,
             self.router.default_topic,
-            self.decode.secret_salt
         );
         crate::fingerprint::hex(blake3::hash(said.as_bytes()).as_bytes())
+    }
+
+    /// Whether each finding of `observed` (fingerprints of `target`) is
+    /// attributed, and ticketed, as the ownership in force would: what a
+    /// full apply of a scan observing them would leave as it is. Any
+    /// status counts (re-attribution passes over resolved and false
+    /// positive findings; an observation does not).
+    pub fn attribution_holds(&self, state: &State, target: &Target, observed: &[String]) -> bool {
+        let spec = target.to_string();
+        let Some(ts) = state.targets.get(&spec) else {
+            return false;
+        };
+        observed.iter().all(|fp| {
+            ts.findings.get(fp).is_some_and(|rec| {
+                let (attribution, key) = self.decide_owner(target, &spec, &rec.finding);
+                key == rec.ticket_key
+                    && (Arc::ptr_eq(&attribution, &rec.attribution)
+                        || attribution == rec.attribution)
+            })
+        })
     }
 
     /// Replaces the attribution.

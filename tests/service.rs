@@ -482,6 +482,161 @@ fn a_remembered_scan_is_decoded_again_under_other_settings() {
     );
 }
 
+/// A finding marked false positive is re-attributed by a scan that
+/// observes it, not by re-attribution (which passes over it). Its owner
+/// moving while custody was down, the rescan after the restart must still
+/// reassign it, though the changelog remembers the report as the last
+/// scan: the remembered scan's attributions are checked first.
+#[test]
+fn a_remembered_scan_does_not_hide_a_false_positives_new_owner() {
+    let h = Harness::new(1);
+    let (old, _) = old_new("bandit");
+    let networking = ownership_dir("@acme/networking");
+    let qa = ownership_dir("@acme/qa");
+    let start = |dir: &tempfile::TempDir| {
+        let own = Reloadable::load(&dir.path().join("owners.toml")).unwrap();
+        Service::start(&h.config, Some(Arc::new(own))).expect("service starts")
+    };
+    let service = start(&networking);
+    let mut n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    let moving: HashSet<String> = h
+        .findings()
+        .iter()
+        .filter(|e| in_iostream(e))
+        .map(|e| e.fingerprint.clone())
+        .collect();
+    assert!(!moving.is_empty());
+    for fp in &moving {
+        let d = serde_json::json!({
+            "target": TORNADO, "fingerprint": fp, "decision": "false_positive",
+            "reason": "test code", "author": "a@example.com",
+            "decided_at": "2026-01-01T00:00:00Z"
+        });
+        h.send_raw(
+            Some(TORNADO),
+            &[("custody-kind", "decision")],
+            d.to_string().as_bytes(),
+        );
+        n += 1;
+    }
+    wait_done(&service, n);
+    // Rescanned: applied in full after the decisions, so the changelog's
+    // record of the last scan comes after them and holds.
+    n += h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    let seen: HashSet<String> = h.findings().into_iter().map(|e| e.event_id).collect();
+
+    let service = start(&qa);
+    let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, m);
+    assert_unchanged(&service, 0);
+    service.stop().unwrap();
+    let reassigned: Vec<FindingEvent> = h
+        .findings()
+        .into_iter()
+        .filter(|e| !seen.contains(&e.event_id))
+        .collect();
+    assert_eq!(reassigned.len(), moving.len());
+    assert!(reassigned
+        .iter()
+        .all(|e| e.event == FindingEventKind::Reassigned
+            && e.team.as_deref() == Some("qa")
+            && moving.contains(&e.fingerprint)));
+}
+
+/// A report so large that the record of its scan would not fit in a Kafka
+/// message is applied all the same; its scan is remembered in memory only.
+#[test]
+fn a_report_too_large_to_remember_in_the_changelog_is_applied() {
+    let h = Harness::new(1);
+    let service = h.start();
+    let dir = tempfile::tempdir().unwrap();
+    // 30,000 findings under 1,000 rules (so 1,000 tickets): the observed
+    // fingerprints alone are over 1 MB.
+    let results: Vec<serde_json::Value> = (0..30_000)
+        .map(|i| {
+            serde_json::json!({
+                "ruleId": format!("B{}", i % 1000), "level": "warning",
+                "message": {"text": "assert used"},
+                "locations": [{"physicalLocation": {
+                    "artifactLocation": {"uri": format!("pkg/f{i}.py")},
+                    "region": {"startLine": 1}}}]
+            })
+        })
+        .collect();
+    let log = serde_json::json!({"version": "2.1.0", "runs": [{
+        "tool": {"driver": {"name": "bandit", "rules": []}},
+        "results": results}]});
+    let path = dir.path().join("big.sarif");
+    std::fs::write(&path, log.to_string()).unwrap();
+    let path = path.to_str().unwrap();
+    let mut n = h.publish(TORNADO, "bandit", path, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    assert!(!service.health.failed.load(Ordering::Acquire));
+    assert_eq!(h.findings().len(), 30_000);
+    // Remembered in memory all the same.
+    n += h.publish(TORNADO, "bandit", path, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    assert_unchanged(&service, 1);
+    service.stop().unwrap();
+    assert_eq!(h.committed(), n as i64);
+}
+
+/// A changelog record of a target that does not decode stops the
+/// service when the target is needed, even when a rescan would be
+/// recognized as its last scan: nothing is applied to a state restored in
+/// part, and the message is not committed.
+#[test]
+fn a_target_whose_changelog_does_not_decode_is_never_applied_to() {
+    let h = Harness::new(1);
+    let (old, _) = old_new("bandit");
+    let service = h.start();
+    while service.health.ready().is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settings = &h.config.service;
+    let changelog = settings.changelog_for(&settings.reports_topics[0]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", h.cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let key = format!("f\0{TORNADO}\0zzz");
+    producer
+        .send(
+            BaseRecord::<'_, [u8], [u8]>::to(&changelog)
+                .partition(0)
+                .key(key.as_bytes())
+                .payload(&b"not json"[..]),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    // Applied in memory (the bad record is only read at a restore), and
+    // remembered in the changelog after the bad record.
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    let before = h.findings().len();
+    let committed = h.committed();
+    h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
+    let service = h.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service.finished() {
+        assert!(Instant::now() < deadline, "the service did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let error = service.health.last_error.lock().unwrap().clone();
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("zzz")),
+        "{error:?}"
+    );
+    let _ = service.stop();
+    assert_eq!(h.findings().len(), before, "nothing applied");
+    assert_eq!(h.committed(), committed, "nothing committed");
+}
+
 /// The ownership example in a folder of its own, with `iostream.py` owned
 /// by `owner`.
 fn ownership_dir(owner: &str) -> tempfile::TempDir {

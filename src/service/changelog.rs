@@ -50,11 +50,19 @@ pub struct ScanRecord {
     pub settings: String,
 }
 
-/// The record of `target`'s last scan.
+/// The largest last scan record written, in bytes (about 13,000 observed
+/// fingerprints): well under librdkafka's and brokers' default largest
+/// message of 1 MB.
+pub const MAX_SCAN_RECORD_BYTES: usize = 512 * 1024;
+
+/// The record of `target`'s last scan; a tombstone when it would be larger
+/// than [`MAX_SCAN_RECORD_BYTES`] (an older one must not hold either).
 pub fn scan_record(target: &str, scan: &ScanRecord) -> Record {
     Record {
         key: key(b's', target, ""),
-        value: serde_json::to_vec(scan).ok(),
+        value: serde_json::to_vec(scan)
+            .ok()
+            .filter(|v| v.len() <= MAX_SCAN_RECORD_BYTES),
     }
 }
 
@@ -592,6 +600,16 @@ mod tests {
         let r = rec("repo:a/b", 7);
         let back: ScanRecord = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
         assert_eq!(back, scan(7));
+        // Too large for a Kafka message: a tombstone, which voids an
+        // earlier record of the target too.
+        let mut big = scan(8);
+        big.observed = (0..20_000).map(|i| format!("{i:064x}")).collect();
+        let t = scan_record("repo:a/b", &big);
+        assert_eq!(t.value, None);
+        let mut log = RawLog::new();
+        log.push(0, &r.key, r.value.as_deref()).unwrap();
+        log.push(1, &t.key, None).unwrap();
+        assert!(log.take_scans().is_empty());
         // A restorer passes over them.
         let mut restorer = Restorer::new();
         restorer.apply(&r.key, r.value.as_deref()).unwrap();

@@ -398,7 +398,8 @@ impl Known {
     /// the target's last scan was recognized by it, its bytes differing
     /// (a scanner that restamps every report), so this report's bytes
     /// would differ too, and hashing them would only add a fifth to the
-    /// content digest's cost (a 200 KB report: 30 us of 150).
+    /// content digest's cost (a 200 KB report: 30 us of 150). The target
+    /// stays so: a report decoded in this mode has no digest of its bytes.
     fn by_content(self) -> bool {
         match self {
             Known::Last(d) | Known::Pending(Some(d)) => d.bytes.is_none() && d.content.is_some(),
@@ -436,9 +437,22 @@ struct LastScan {
     ownership: u64,
     /// The fingerprints it observed.
     observed: Vec<String>,
+    /// Read from the changelog, and its attributions not yet checked
+    /// against the ownership in force.
+    restored: bool,
 }
 
 impl LastScan {
+    /// Remembers how a rescan was recognized: by its content digest, its
+    /// bytes differing, the target's scanner restamps its reports, and its
+    /// next report is judged by the content digest alone (see
+    /// [`Known::by_content`]). Recognized by its bytes, it changes nothing.
+    fn recognized_by(&mut self, digests: &Digests) {
+        if !(self.digests.bytes.is_some() && self.digests.bytes == digests.bytes) {
+            self.digests.bytes = None;
+        }
+    }
+
     /// The changelog's record of this scan.
     fn record(&self, settings: &str) -> changelog::ScanRecord {
         let hex = |d: Option<Digest>| d.map(|d| crate::fingerprint::hex(&d));
@@ -480,6 +494,7 @@ impl LastScan {
             findings: scan.findings,
             ownership,
             observed: scan.observed,
+            restored: true,
         })
     }
 
@@ -706,6 +721,8 @@ struct Part {
     chunks: HashMap<(String, String), ChunkBuf>,
     /// By target spec.
     last_scans: HashMap<String, LastScan>,
+    /// Targets whose restored records did not decode, with the error.
+    broken: HashMap<String, String>,
     bytes: usize,
     paused: bool,
     /// Offset of the next message to process (for commits and lag).
@@ -796,6 +813,7 @@ impl Core {
                 pending: VecDeque::new(),
                 chunks: HashMap::new(),
                 last_scans: HashMap::new(),
+                broken: HashMap::new(),
                 bytes: 0,
                 paused: false,
                 next_offset: None,
@@ -935,8 +953,13 @@ impl Core {
         self.update_gauges();
     }
 
-    /// Decodes the restored records of `target`, if any are left.
+    /// Decodes the restored records of `target`, if any are left. A
+    /// target whose records did not decode stays an error: its state is
+    /// incomplete, and nothing may be applied to it.
     fn materialize(&self, part: &mut Part, target: &str) -> Result<(), String> {
+        if let Some(e) = part.broken.get(target) {
+            return Err(e.clone());
+        }
         let topic = &part.changelog_topic;
         let Some(parsed) = part.raw.take(target, |recs| {
             let parse = |r: &changelog::RawRecord<'_>| {
@@ -958,6 +981,7 @@ impl Core {
                 Ok(p) => r.apply_parsed(p),
                 Err(e) => {
                     part.state = Some(r.finish());
+                    part.broken.insert(target.to_string(), e.clone());
                     return Err(e);
                 }
             }
@@ -1351,12 +1375,18 @@ impl Core {
                     digests.content = input.content_digest();
                 }
                 if remembered(&part.last_scans, &meta, &digests) {
-                    if let Some(records) = self.rescan_unchanged(part, &msg, &meta) {
-                        self.recognized_by(part, &meta, &digests);
-                        let bytes = msg.len();
-                        let held = held.into_iter().map(|h| h.ack).collect();
-                        self.emit(part, Some(&msg), Output::default(), records, held, bytes);
-                        return;
+                    match self.rescan_unchanged(part, &msg, &meta, &digests) {
+                        Ok(Some(records)) => {
+                            let bytes = msg.len();
+                            let held = held.into_iter().map(|h| h.ack).collect();
+                            self.emit(part, Some(&msg), Output::default(), records, held, bytes);
+                            return;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.fail(e);
+                            return;
+                        }
                     }
                 }
                 if digests.content.is_none() {
@@ -1452,6 +1482,7 @@ impl Core {
                 findings,
                 ownership,
                 observed: std::mem::take(&mut touched.observed),
+                restored: false,
             };
             records.push(changelog::scan_record(
                 &spec,
@@ -1465,29 +1496,44 @@ impl Core {
     }
 
     /// A report that is its target's last scan again (see [`LastScan`]):
-    /// only `last_seen` moves. Returns the changelog records to write, or
-    /// `None` when the state is not as that scan left it.
+    /// only `last_seen` moves. Returns the changelog records to write;
+    /// `Ok(None)` when the state is not as that scan left it (the report
+    /// is then applied in full); an error when the target's state could
+    /// not be restored (nothing may be applied to it).
     fn rescan_unchanged(
         &self,
         part: &mut Part,
         msg: &Incoming,
         meta: &MessageMeta,
-    ) -> Option<Vec<changelog::Record>> {
-        let target = meta.target.as_ref()?;
+        digests: &Digests,
+    ) -> Result<Option<Vec<changelog::Record>>, String> {
+        let Some(target) = meta.target.as_ref() else {
+            return Ok(None);
+        };
         let spec = target.to_string();
         // A target known from the changelog's record of its last scan may
         // not be decoded yet; decoding it re-attributes it, which forgets
         // the scan should a finding move.
-        if let Err(e) = self.materialize(part, &spec) {
-            self.fail(e);
-            return None;
-        }
-        let last = part.last_scans.get(&spec)?;
+        self.materialize(part, &spec)?;
+        let (Some(last), Some(state)) = (part.last_scans.get_mut(&spec), part.state.as_mut())
+        else {
+            return Ok(None);
+        };
         if last.ownership != self.ownership_generation() {
             part.last_scans.remove(&spec);
-            return None;
+            return Ok(None);
         }
-        let state = part.state.as_mut()?;
+        // A scan known from the changelog: the ownership may have changed
+        // since. Re-attribution covers open and accepted findings; a full
+        // apply would re-attribute the others it observes too (false
+        // positives), so each of those must be attributed as it would be.
+        if last.restored {
+            if !self.engine.attribution_holds(state, target, &last.observed) {
+                part.last_scans.remove(&spec);
+                return Ok(None);
+            }
+            last.restored = false;
+        }
         let now = msg.time();
         let Some(touched) = self.engine.rescan_unchanged(
             state,
@@ -1497,39 +1543,23 @@ impl Core {
             self.settings.last_seen_resolution,
         ) else {
             part.last_scans.remove(&spec);
-            return None;
+            return Ok(None);
         };
         self.metrics.findings_consumed(last.findings);
         self.count_message("processed");
         self.metrics.report_unchanged();
+        last.recognized_by(digests);
         // No ticket changed (`None` would write every ticket of the target).
         let mut records = changelog::records(state, &spec, &touched.findings, Some(&[]));
         // Records of the target void the changelog's record of its last
         // scan unless it comes after them again.
         if !records.is_empty() {
-            if let Some(last) = part.last_scans.get(&spec) {
-                records.push(changelog::scan_record(
-                    &spec,
-                    &last.record(&self.settings_digest),
-                ));
-            }
+            records.push(changelog::scan_record(
+                &spec,
+                &last.record(&self.settings_digest),
+            ));
         }
-        Some(records)
-    }
-
-    /// Remembers how a rescan was recognized: by its content digest, its
-    /// bytes differing, the target's scanner restamps its reports, and its
-    /// next report is judged by the content digest alone (see
-    /// [`Known::by_content`]). Recognized by its bytes, it changes nothing.
-    fn recognized_by(&self, part: &mut Part, meta: &MessageMeta, digests: &Digests) {
-        let Some(target) = meta.target.as_ref() else {
-            return;
-        };
-        if let Some(last) = part.last_scans.get_mut(&target.to_string()) {
-            if !(last.digests.bytes.is_some() && last.digests.bytes == digests.bytes) {
-                last.digests.bytes = None;
-            }
-        }
+        Ok(Some(records))
     }
 
     /// See [`crate::ownership::Reloadable::generation`]; 0 when the
