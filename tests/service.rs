@@ -548,17 +548,25 @@ fn a_remembered_scan_does_not_hide_a_false_positives_new_owner() {
 
 /// A report so large that the record of its scan would not fit in a Kafka
 /// message is applied all the same; its scan is remembered in memory only.
+/// A ticket of 29,000 findings is produced whole (its event and its
+/// changelog record are larger than librdkafka's default largest message).
 #[test]
 fn a_report_too_large_to_remember_in_the_changelog_is_applied() {
     let h = Harness::new(1);
     let service = h.start();
     let dir = tempfile::tempdir().unwrap();
-    // 30,000 findings under 1,000 rules (so 1,000 tickets): the observed
-    // fingerprints alone are over 1 MB.
+    // 30,000 findings: the observed fingerprints alone are over 1 MB, and
+    // so are the event and the changelog record of the ticket that 29,000
+    // of them share (one rule); the others make 1,000 tickets.
     let results: Vec<serde_json::Value> = (0..30_000)
         .map(|i| {
+            let rule = if i < 29_000 {
+                "B101".to_string()
+            } else {
+                format!("B{i}")
+            };
             serde_json::json!({
-                "ruleId": format!("B{}", i % 1000), "level": "warning",
+                "ruleId": rule, "level": "warning",
                 "message": {"text": "assert used"},
                 "locations": [{"physicalLocation": {
                     "artifactLocation": {"uri": format!("pkg/f{i}.py")},
@@ -576,6 +584,12 @@ fn a_report_too_large_to_remember_in_the_changelog_is_applied() {
     wait_done(&service, n);
     assert!(!service.health.failed.load(Ordering::Acquire));
     assert_eq!(h.findings().len(), 30_000);
+    let big = h
+        .tickets()
+        .into_iter()
+        .find(|t| t.group == "B101")
+        .expect("the ticket of rule B101");
+    assert_eq!(big.fingerprints.len(), 29_000);
     // Remembered in memory all the same.
     n += h.publish(TORNADO, "bandit", path, DEFAULT_CHUNK_BYTES);
     wait_done(&service, n);

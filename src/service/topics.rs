@@ -284,8 +284,14 @@ fn create(config: &Config, plan: &[(String, i32, bool)]) -> Result<(), String> {
     create_with(&client_config(s), s.replication_factor, plan)
 }
 
+/// The largest message custody produces, and the largest its topics take
+/// (`max.message.bytes`): 16 MiB. A broker's default is about 1 MB; a
+/// topic created beforehand needs as much for tickets of many findings.
+pub const LARGEST_MESSAGE: &str = "16777216";
+
 /// Creates topics `(name, partitions, compacted)` with a replication
-/// factor (-1: the broker's default); one that exists already is fine.
+/// factor (-1: the broker's default), taking messages of up to
+/// [`LARGEST_MESSAGE`]; one that exists already is fine.
 pub fn create_with(
     client: &rdkafka::ClientConfig,
     replication_factor: i32,
@@ -300,7 +306,8 @@ pub fn create_with(
     let topics: Vec<NewTopic<'_>> = plan
         .iter()
         .map(|(name, parts, compact)| {
-            let t = NewTopic::new(name, *parts, TopicReplication::Fixed(replication_factor));
+            let t = NewTopic::new(name, *parts, TopicReplication::Fixed(replication_factor))
+                .set("max.message.bytes", LARGEST_MESSAGE);
             if *compact {
                 t.set("cleanup.policy", "compact")
             } else {

@@ -2602,6 +2602,11 @@ impl Worker {
             // what the broker stores and what a restore reads several
             // times over, for little CPU.
             ("compression.type", "lz4"),
+            // A ticket of many findings (one rule matching tens of
+            // thousands of lines) lists them all, in its event and in its
+            // changelog record: well past librdkafka's 1 MB default. The
+            // topics custody creates take as much (see `topics`).
+            ("message.max.bytes", super::topics::LARGEST_MESSAGE),
         ] {
             if !settings.properties.contains_key(k) {
                 pcfg.set(k, v);
