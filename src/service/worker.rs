@@ -592,7 +592,7 @@ impl DecodeInput {
             _ => {}
         }
         // Every other case needs the content digest. A target's first scan
-        // here (a new target, or the first since a restart or a rebalance)
+        // (or the first after one whose record did not hold at a restore)
         // takes it too, so that a second scan restamped is recognized
         // rather than decoded again (a fourth of a SARIF decode's cost,
         // against a whole decode).
