@@ -398,8 +398,9 @@ impl Known {
     /// the target's last scan was recognized by it, its bytes differing
     /// (a scanner that restamps every report), so this report's bytes
     /// would differ too, and hashing them would only add a fifth to the
-    /// content digest's cost (a 200 KB report: 30 us of 150). The target
-    /// stays so: a report decoded in this mode has no digest of its bytes.
+    /// content digest's cost (a 200 KB report: 30 us of 150). A report
+    /// decoded (its content changed) has both digests taken, and the
+    /// target's next report is compared by its bytes first again.
     fn by_content(self) -> bool {
         match self {
             Known::Last(d) | Known::Pending(Some(d)) => d.bytes.is_none() && d.content.is_some(),
@@ -599,7 +600,16 @@ impl DecodeInput {
         digests.content = self.content_digest();
         match known {
             Known::Last(d) if d.same_report(&digests) => Prepared::Undecoded(self, digests),
-            Known::Nothing | Known::Last(_) => Prepared::Decoded((*self).decode(digests)),
+            Known::Nothing | Known::Last(_) => {
+                // Decoded: the report is the target's new last scan, and
+                // the next one is compared by its bytes first (a target
+                // goes by content alone only once a rescan was recognized
+                // by it, its bytes differing).
+                if digests.bytes.is_none() {
+                    digests.bytes = Some(blake3::hash(&self.bytes).into());
+                }
+                Prepared::Decoded((*self).decode(digests))
+            }
             Known::Pending(_) => Prepared::Undecoded(self, digests),
         }
     }
@@ -1391,6 +1401,9 @@ impl Core {
                 }
                 if digests.content.is_none() {
                     digests.content = input.content_digest();
+                }
+                if digests.bytes.is_none() {
+                    digests.bytes = Some(blake3::hash(&input.bytes).into());
                 }
                 (*input).decode(digests)
             }
