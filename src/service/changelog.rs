@@ -554,32 +554,35 @@ mod tests {
             settings: "s".into(),
         };
         let rec = |target: &str, n: usize| scan_record(target, &scan(n));
-        let mut log = RawLog::new();
-        let mut offset = 0;
-        let mut push = |log: &mut RawLog, key: &[u8], value: Option<&[u8]>| {
-            log.push(offset, key, value).unwrap();
-            offset += 1;
+        let state = |key: &[u8]| Record {
+            key: key.to_vec(),
+            value: Some(b"{}".to_vec()),
         };
-        // a/b: its scan's records, then the scan record: it holds.
-        push(&mut log, b"f\0repo:a/b\0one", Some(b"{}"));
-        let r = rec("repo:a/b", 1);
-        push(&mut log, &r.key, r.value.as_deref());
-        // c/d: a scan record, then a record of c/d (a decision, say): void.
-        let r = rec("repo:c/d", 2);
-        push(&mut log, &r.key, r.value.as_deref());
-        push(&mut log, b"t\0repo:c/d\0tk", Some(b"{}"));
-        // e/f: void, then a later scan record: the later one holds.
-        let r = rec("repo:e/f", 3);
-        push(&mut log, &r.key, r.value.as_deref());
-        push(&mut log, b"f\0repo:e/f\0x", Some(b"{}"));
-        let r = rec("repo:e/f", 4);
-        push(&mut log, &r.key, r.value.as_deref());
-        // g/h: a record of another target after it changes nothing.
-        let r = rec("repo:g/h", 5);
-        push(&mut log, &r.key, r.value.as_deref());
-        push(&mut log, b"f\0repo:k/l\0two", Some(b"{}"));
-        // i/j: a value that does not decode is left out.
-        push(&mut log, b"s\0repo:i/j\0", Some(b"{\"bytes\":"));
+        let in_log_order = [
+            // a/b: its scan's records, then the scan record: it holds.
+            state(b"f\0repo:a/b\0one"),
+            rec("repo:a/b", 1),
+            // c/d: a scan record, then a record of c/d (a decision, say):
+            // void.
+            rec("repo:c/d", 2),
+            state(b"t\0repo:c/d\0tk"),
+            // e/f: void, then a later scan record: the later one holds.
+            rec("repo:e/f", 3),
+            state(b"f\0repo:e/f\0x"),
+            rec("repo:e/f", 4),
+            // g/h: a record of another target after it changes nothing.
+            rec("repo:g/h", 5),
+            state(b"f\0repo:k/l\0two"),
+            // i/j: a value that does not decode is left out.
+            Record {
+                key: b"s\0repo:i/j\0".to_vec(),
+                value: Some(b"{\"bytes\":".to_vec()),
+            },
+        ];
+        let mut log = RawLog::new();
+        for (offset, r) in in_log_order.iter().enumerate() {
+            log.push(offset as i64, &r.key, r.value.as_deref()).unwrap();
+        }
         // Scan records are not state records.
         assert_eq!(log.len(), 4);
         let mut got: Vec<(String, usize)> = log

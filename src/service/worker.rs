@@ -600,16 +600,7 @@ impl DecodeInput {
         digests.content = self.content_digest();
         match known {
             Known::Last(d) if d.same_report(&digests) => Prepared::Undecoded(self, digests),
-            Known::Nothing | Known::Last(_) => {
-                // Decoded: the report is the target's new last scan, and
-                // the next one is compared by its bytes first (a target
-                // goes by content alone only once a rescan was recognized
-                // by it, its bytes differing).
-                if digests.bytes.is_none() {
-                    digests.bytes = Some(blake3::hash(&self.bytes).into());
-                }
-                Prepared::Decoded((*self).decode(digests))
-            }
+            Known::Nothing | Known::Last(_) => Prepared::Decoded((*self).decode(digests)),
             Known::Pending(_) => Prepared::Undecoded(self, digests),
         }
     }
@@ -626,7 +617,14 @@ impl DecodeInput {
         }
     }
 
-    fn decode(self, digests: Digests) -> Decoded {
+    /// Decodes the report. A report decoded becomes its target's last
+    /// scan, and the next report is compared by its bytes first (a target
+    /// goes by content alone only once a rescan was recognized by it, its
+    /// bytes differing): the digest of the bytes is taken if it was not.
+    fn decode(self, mut digests: Digests) -> Decoded {
+        if digests.bytes.is_none() {
+            digests.bytes = Some(blake3::hash(&self.bytes).into());
+        }
         let (_, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
         let scan_id = match self.scan_id {
             Some(id) => ScanId::Given(id),
@@ -1401,9 +1399,6 @@ impl Core {
                 }
                 if digests.content.is_none() {
                     digests.content = input.content_digest();
-                }
-                if digests.bytes.is_none() {
-                    digests.bytes = Some(blake3::hash(&input.bytes).into());
                 }
                 (*input).decode(digests)
             }
