@@ -111,10 +111,13 @@ fn lookups(c: &mut Criterion) {
         });
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = dir.join("../shared/corpus/codeowners/home-assistant__core.CODEOWNERS");
+    let file = custody::testing::shared_corpus(
+        "codeowners/home-assistant__core.CODEOWNERS",
+        "lookup/corpus",
+    );
     let fixture = dir.join("tests/fixtures/codeowners/home-assistant__core.oracle.jsonl");
-    if let (Ok(text), Ok(answers)) = (
-        std::fs::read_to_string(file),
+    if let (Some(Ok(text)), Ok(answers)) = (
+        file.map(std::fs::read_to_string),
         std::fs::read_to_string(fixture),
     ) {
         let co = CodeOwners::parse(&text, Flavor::GitHub);

@@ -10,20 +10,18 @@ use custody::engine::Engine;
 use custody::lifecycle::State;
 use custody::model::{Finding, ScanMeta, Target};
 use custody::normalize::{DecodeContext, Format};
-use std::path::Path;
 
-fn corpus(rel: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus/scans")
-        .join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+/// A report of the shared corpus; `None` (that case is left out, saying so)
+/// without it.
+fn corpus(rel: &str) -> Option<Vec<u8>> {
+    custody::testing::shared_bytes(&format!("scans/{rel}"), rel)
 }
 
 fn decoders(c: &mut Criterion) {
     let ctx = DecodeContext::default();
     let synthetic = common::sarif(10_000).into_bytes();
-    let cases: Vec<(&str, Format, Vec<u8>)> = vec![
-        ("sarif-synthetic-10k", Format::Sarif, synthetic),
+    let cases: Vec<(&str, Format, Vec<u8>)> = [
+        ("sarif-synthetic-10k", Format::Sarif, Some(synthetic)),
         (
             "sarif-semgrep",
             Format::Sarif,
@@ -55,7 +53,10 @@ fn decoders(c: &mut Criterion) {
             Format::Semgrep,
             corpus("semgrep/many_findings.json"),
         ),
-    ];
+    ]
+    .into_iter()
+    .filter_map(|(name, format, bytes)| Some((name, format, bytes?)))
+    .collect();
     let mut g = c.benchmark_group("decode");
     for (name, format, bytes) in &cases {
         let n = format

@@ -28,6 +28,7 @@
 //! - [`service`]: the Kafka service (`custody run`), `custody publish` and
 //!   `custody demo`.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`testing`]: test support: the shared corpus, skipped without it.
 
 pub mod cli;
 pub mod config;
@@ -41,4 +42,6 @@ pub mod ownership;
 pub mod process;
 pub mod schema;
 pub mod service;
+#[doc(hidden)]
+pub mod testing;
 pub mod ticket;

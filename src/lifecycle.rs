@@ -599,8 +599,8 @@ pub fn read_decisions(path: &std::path::Path) -> Result<Vec<(usize, DecisionReco
         if line.trim().is_empty() {
             continue;
         }
-        let d: DecisionRecord =
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let d: DecisionRecord = serde_json::from_str(line)
+            .map_err(|e| format!("line {}: {}", i + 1, crate::normalize::json_error(&e)))?;
         out.push((i + 1, d));
     }
     Ok(out)

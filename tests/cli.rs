@@ -9,11 +9,14 @@ fn custody() -> Command {
     Command::new(env!("CARGO_BIN_EXE_custody"))
 }
 
-fn corpus(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus/scans")
-        .join(rel)
+/// A real report in the repository: bandit 1.8's SARIF over paramiko 4.0.0
+/// (25 results; see `fixtures/bandit/README.md`). It names no target.
+fn bandit_sarif() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bandit/bandit-paramiko-4.0.0.sarif")
 }
+
+/// Findings in [`bandit_sarif`].
+const BANDIT_FINDINGS: usize = 25;
 
 fn process(args: &[&str], files: &[&Path]) -> Output {
     let mut cmd = custody();
@@ -51,13 +54,13 @@ const AT: [&str; 2] = ["--at", "2026-06-01T00:00:00Z"];
 fn events_carry_the_documented_fields() {
     let out = process(
         &["--target", "repo:github.com/acme/app", AT[0], AT[1]],
-        &[&corpus("sarif/codeQL-output.sarif")],
+        &[&bandit_sarif()],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let evs = events(&out);
     let findings: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "finding").collect();
     let tickets: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "ticket").collect();
-    assert_eq!(findings.len(), 72);
+    assert_eq!(findings.len(), BANDIT_FINDINGS);
     assert!(!tickets.is_empty());
     for e in &evs {
         for key in ["kind", "event", "event_id", "severity", "target", "team"] {
@@ -76,10 +79,13 @@ fn events_carry_the_documented_fields() {
         .iter()
         .map(|t| t["fingerprints"].as_array().unwrap().len())
         .sum();
-    assert_eq!(members, 72, "every finding is in exactly one ticket");
+    assert_eq!(
+        members, BANDIT_FINDINGS,
+        "every finding is in exactly one ticket"
+    );
     let err = stderr(&out);
     assert!(
-        err.contains("(unattributed)") && err.contains("72"),
+        err.contains("(unattributed)") && err.contains(&BANDIT_FINDINGS.to_string()),
         "{err}"
     );
 }
@@ -97,15 +103,16 @@ fn state_file_makes_runs_successive_scans() {
         AT[0],
         AT[1],
     ];
-    let report = corpus("sarif/codeQL-output.sarif");
+    let report = bandit_sarif();
     let first = process(&args, &[&report]);
     assert_eq!(first.status.code(), Some(0));
     assert_eq!(
         events(&first).len(),
-        72 + events(&first)
-            .iter()
-            .filter(|e| e["kind"] == "ticket")
-            .count()
+        BANDIT_FINDINGS
+            + events(&first)
+                .iter()
+                .filter(|e| e["kind"] == "ticket")
+                .count()
     );
     // The same scan again: no events at all.
     let second = process(&args, &[&report]);
@@ -115,11 +122,11 @@ fn state_file_makes_runs_successive_scans() {
         "{}",
         String::from_utf8_lossy(&second.stdout)
     );
-    // A complete CodeQL scan with no results resolves every finding.
+    // A complete Bandit scan with no results resolves every finding.
     let empty = dir.path().join("empty.sarif");
     std::fs::write(
         &empty,
-        r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL"}},"results":[]}]}"#,
+        r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"Bandit"}},"results":[]}]}"#,
     )
     .unwrap();
     let third = process(&args, &[&empty]);
@@ -128,7 +135,7 @@ fn state_file_makes_runs_successive_scans() {
         evs.iter()
             .filter(|e| e["kind"] == "finding" && e["event"] == "resolved")
             .count(),
-        72
+        BANDIT_FINDINGS
     );
     assert!(evs
         .iter()
@@ -164,7 +171,7 @@ fn rejected_inputs_are_named_and_the_rest_processed() {
         (write("unknown.json", br#"{"hello": "world"}"#), "unknown report format"),
         (dir.path().join("missing.sarif"), "cannot read"),
     ];
-    let good = corpus("sarif/codeQL-output.sarif");
+    let good = bandit_sarif();
     let mut files: Vec<&Path> = bad.iter().map(|(p, _)| p.as_path()).collect();
     files.insert(3, &good);
     let out = process(
@@ -189,7 +196,7 @@ fn rejected_inputs_are_named_and_the_rest_processed() {
             .iter()
             .filter(|e| e["kind"] == "finding")
             .count(),
-        72
+        BANDIT_FINDINGS
     );
 }
 
@@ -255,7 +262,7 @@ fn oversized_and_endless_input_is_refused_with_bounded_reads() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2() {
-    let report = corpus("sarif/codeQL-output.sarif");
+    let report = bandit_sarif();
     let dir = tempfile::tempdir().unwrap();
     let bad_cfg = dir.path().join("bad.toml");
     std::fs::write(&bad_cfg, "[sla]\ncritical = \"soon\"\n").unwrap();
@@ -304,7 +311,7 @@ fn usage_and_configuration_errors_exit_2() {
 #[test]
 fn stdin_emit_filter_and_report_target() {
     // A report that names no target needs --target.
-    let report = corpus("sarif/codeQL-output.sarif");
+    let report = bandit_sarif();
     let out = process(&[], &[&report]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("pass --target"), "{}", stderr(&out));
@@ -340,7 +347,7 @@ fn decisions_file_accepts_risk() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.json");
     let st = state.to_str().unwrap();
-    let report = corpus("sarif/codeQL-output.sarif");
+    let report = bandit_sarif();
     let first = process(
         &[
             "--target",

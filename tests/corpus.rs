@@ -3,11 +3,15 @@
 //! a clear error for the formats custody does not read; never a panic.
 
 use custody::normalize::{self, DecodeContext, DecodeError, Format};
-use std::path::Path;
 
 #[test]
 fn every_corpus_report_decodes_or_is_refused_clearly() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/scans");
+    let Some(root) = custody::testing::shared_corpus(
+        "scans",
+        "every_corpus_report_decodes_or_is_refused_clearly",
+    ) else {
+        return;
+    };
     let manifest = std::fs::read_to_string(root.join("MANIFEST.tsv")).expect("corpus manifest");
     let ctx = DecodeContext::default();
     let mut decoded = 0;

@@ -202,11 +202,45 @@ impl DecodeError {
         match err.classify() {
             C::Data => DecodeError::Shape {
                 format,
-                detail: err.to_string(),
+                detail: json_error(&err),
             },
-            C::Syntax | C::Eof | C::Io => DecodeError::Syntax(err.to_string()),
+            C::Syntax | C::Eof | C::Io => DecodeError::Syntax(json_error(&err)),
         }
     }
+}
+
+/// What a serde_json error says was wrong and where, without any value of
+/// the input: serde quotes the value it did not expect (`invalid type:
+/// string "AKIA..."`), and a report's values can be secrets, which must not
+/// reach a dead-letter header, a log line or a metric. The kind of value,
+/// what was expected, the field names of the format and the line and
+/// column are kept.
+pub fn json_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    // serde_json appends " at line L column C"; the rest is serde's.
+    let (message, at) = match text.rfind(" at line ") {
+        Some(i) => text.split_at(i),
+        None => (text.as_str(), ""),
+    };
+    // "<what it got>, expected <what the format says>": only the first part
+    // can hold input, and serde puts it in quotes or backticks, after the
+    // kind of value. "missing field `x`" and "duplicate field `x`" name
+    // fields of the format and are kept whole.
+    let kept = if message.starts_with("missing field") || message.starts_with("duplicate field") {
+        message.to_string()
+    } else {
+        let (got, expected) = match message.rfind(", expected ") {
+            Some(i) => message.split_at(i),
+            None => (message, ""),
+        };
+        let got = got
+            .find(['"', '`', '\''])
+            .map_or(got, |i| got[..i].trim_end());
+        // A bare message with no kind of value (a syntax error) keeps only
+        // what serde_json wrote before any quote.
+        format!("{got}{expected}")
+    };
+    format!("{kept}{at}")
 }
 
 /// Hashes a secret value with the salt: the only form in which a secret may
@@ -233,4 +267,96 @@ pub fn decode(
     };
     let report = format.decode(bytes, ctx)?;
     Ok((format, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (chaos run, 2026-12-06): a Gitleaks report whose
+    /// `StartLine` held the secret was dead-lettered with
+    /// `invalid type: string "AKIA..."` in its error header.
+    #[test]
+    fn decode_errors_never_quote_the_reports_values() {
+        let secret = "AKIAIOSFODNN7EXAMPLE";
+        let cases: [(Format, String); 5] = [
+            (
+                Format::Gitleaks,
+                format!(
+                    r#"[{{"Description":"AWS","StartLine":"{secret}","File":"a.py","RuleID":"aws-access-token","Secret":"{secret}","Match":"{secret}"}}]"#
+                ),
+            ),
+            (
+                Format::Trivy,
+                format!(
+                    r#"{{"SchemaVersion":2,"ArtifactName":"x","Results":[{{"Target":"x","Vulnerabilities":"{secret}"}}]}}"#
+                ),
+            ),
+            (
+                Format::Sarif,
+                format!(
+                    r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"x"}}}},"results":"{secret}"}}]}}"#
+                ),
+            ),
+            (Format::Native, format!(r#"[{{"severity":"{secret}"}}]"#)),
+            (
+                Format::Native,
+                format!(r#"{{"severity":7, "{secret}": 1}}"#),
+            ),
+        ];
+        for (format, report) in cases {
+            let err = format
+                .decode(report.as_bytes(), &DecodeContext::default())
+                .expect_err(&report);
+            let text = err.to_string();
+            assert!(!text.contains(secret), "{format:?}: {text}");
+            assert!(text.contains("line 1 column"), "{format:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn json_errors_keep_the_kind_the_expectation_and_the_place() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct S {
+            line: u32,
+            level: Option<Level>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Level {
+            Low,
+        }
+        let table = [
+            (
+                r#"{"line": "s3cr3t"}"#,
+                "invalid type: string, expected u32 at line 1 column 17",
+            ),
+            (
+                r#"{"line": 1, "level": "s3cr3t"}"#,
+                "unknown variant, expected `low` at line 1 column 29",
+            ),
+            (
+                r#"{"line": 1, "s3cr3t": 2}"#,
+                "unknown field, expected `line` or `level` at line 1 column 20",
+            ),
+            (
+                r#"{"level": "low"}"#,
+                "missing field `line` at line 1 column 16",
+            ),
+            (
+                r#"{"line": 1, "line": 2}"#,
+                "duplicate field `line` at line 1 column 18",
+            ),
+            (
+                r#"{"line": 1"#,
+                "EOF while parsing an object at line 1 column 10",
+            ),
+        ];
+        for (json, want) in table {
+            let err = serde_json::from_str::<S>(json).expect_err(json);
+            assert_eq!(json_error(&err), want, "{json}: serde said {err}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ impl Decoder for NativeDecoder {
             report.findings = serde_json::from_slice(bytes).map_err(|e| match e.is_data() {
                 true => DecodeError::Shape {
                     format: Format::Native,
-                    detail: format!("array element: {e}"),
+                    detail: format!("array element: {}", super::json_error(&e)),
                 },
                 false => DecodeError::from_json(Format::Native, e),
             })?;
@@ -37,7 +37,7 @@ impl Decoder for NativeDecoder {
                     Err(e) if e.is_data() => {
                         return Err(DecodeError::Shape {
                             format: Format::Native,
-                            detail: format!("record {}: {e}", record + 1),
+                            detail: format!("record {}: {}", record + 1, super::json_error(&e)),
                         })
                     }
                     Err(e) => return Err(DecodeError::from_json(Format::Native, e)),

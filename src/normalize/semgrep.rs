@@ -652,20 +652,17 @@ fn severity(label: Option<&str>) -> (Severity, String) {
 mod tests {
     use super::*;
 
-    fn corpus(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../shared/corpus/scans/semgrep/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    /// A report of the shared corpus; `None` (the test skips) without it.
+    fn corpus(name: &str) -> Option<Vec<u8>> {
+        crate::testing::shared_bytes(&format!("scans/semgrep/{name}"), name)
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
         SemgrepDecoder.decode(bytes, &DecodeContext::default())
     }
 
-    fn decode_corpus(name: &str) -> Report {
-        decode(&corpus(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    fn decode_corpus(name: &str) -> Option<Report> {
+        Some(decode(&corpus(name)?).unwrap_or_else(|e| panic!("{name}: {e}")))
     }
 
     /// Every Semgrep file of `MANIFEST.tsv`: raw count, records skipped.
@@ -696,7 +693,9 @@ mod tests {
     #[test]
     fn corpus_counts() {
         for &(name, raw, skipped) in TABLE {
-            let r = decode_corpus(name);
+            let Some(r) = decode_corpus(name) else {
+                return;
+            };
             assert_eq!(r.skipped.len(), skipped, "{name}: {:?}", r.skipped);
             assert_eq!(r.findings.len() + r.skipped.len(), raw, "{name}");
             if name == "sca-deployments-vulns.json" {
@@ -718,7 +717,9 @@ mod tests {
 
     #[test]
     fn one_finding_fields() {
-        let r = decode_corpus("one_finding.json");
+        let Some(r) = decode_corpus("one_finding.json") else {
+            return;
+        };
         let f = &r.findings[0];
         assert_eq!(f.category, Category::Sast);
         assert_eq!(
@@ -748,8 +749,12 @@ mod tests {
 
     #[test]
     fn severities_and_cwe_lists() {
+        if crate::testing::shared_corpus("scans/semgrep", "severities_and_cwe_lists").is_none() {
+            return;
+        }
         let sev = |name: &str| -> Vec<Severity> {
             decode_corpus(name)
+                .expect("the shared corpus is there")
                 .findings
                 .iter()
                 .map(|f| f.severity)
@@ -761,9 +766,13 @@ mod tests {
             sev("fingerprint_test.json"),
             [Severity::High, Severity::Medium]
         );
-        let r = decode_corpus("multiple_cwes_fabricated.json");
+        let Some(r) = decode_corpus("multiple_cwes_fabricated.json") else {
+            return;
+        };
         assert!(r.findings[0].cwe.len() > 1, "{:?}", r.findings[0].cwe);
-        let r = decode_corpus("cwe_list.json");
+        let Some(r) = decode_corpus("cwe_list.json") else {
+            return;
+        };
         assert_eq!(r.findings[0].cwe, vec!["CWE-352"]);
         assert_eq!(
             r.findings[0].tool_fingerprint.as_deref(),
@@ -773,7 +782,9 @@ mod tests {
 
     #[test]
     fn placeholders_are_dropped() {
-        let r = decode_corpus("fingerprint_test.json");
+        let Some(r) = decode_corpus("fingerprint_test.json") else {
+            return;
+        };
         for f in &r.findings {
             assert!(f.tool_fingerprint.is_none());
             assert!(f.content_hash.is_none());
@@ -783,9 +794,16 @@ mod tests {
 
     #[test]
     fn rescans_keep_the_tool_fingerprint() {
-        let a = decode_corpus("close_old_findings_report_line31.json");
-        let b = decode_corpus("close_old_findings_report_second_run_line24.json");
-        let c = decode_corpus("close_old_findings_report_third_run_different_unique_id.json");
+        let Some(a) = decode_corpus("close_old_findings_report_line31.json") else {
+            return;
+        };
+        let Some(b) = decode_corpus("close_old_findings_report_second_run_line24.json") else {
+            return;
+        };
+        let Some(c) = decode_corpus("close_old_findings_report_third_run_different_unique_id.json")
+        else {
+            return;
+        };
         assert_eq!(a.findings[0].start_line(), Some(31));
         assert_eq!(b.findings[0].start_line(), Some(24));
         assert_eq!(
@@ -800,7 +818,9 @@ mod tests {
 
     #[test]
     fn app_supply_chain_listing() {
-        let r = decode_corpus("sca-deployments-vulns.json");
+        let Some(r) = decode_corpus("sca-deployments-vulns.json") else {
+            return;
+        };
         assert!(r.skipped[0].contains("CLOSED"));
         let f = &r.findings[0];
         assert_eq!(f.category, Category::Sca);
@@ -888,7 +908,9 @@ mod tests {
         assert!(decode(doc.as_bytes()).unwrap().coverage.is_empty());
         let doc = r#"{"results":[],"errors":[{"code":3,"level":"warn","type":["PartialParsing",[]],"path":"x.py"}]}"#;
         assert_eq!(decode(doc.as_bytes()).unwrap().coverage.len(), 1);
-        let r = decode_corpus("empty.json");
+        let Some(r) = decode_corpus("empty.json") else {
+            return;
+        };
         assert!(r.coverage.contains(&("semgrep".into(), Category::Sast)));
     }
 
@@ -920,7 +942,9 @@ mod tests {
             "empty.json",
             "sca-deployments-vulns.json",
         ] {
-            let bytes = corpus(name);
+            let Some(bytes) = corpus(name) else {
+                return;
+            };
             let end = bytes.trim_ascii_end().len();
             for cut in [1, end / 3, end / 2, end - 1] {
                 let err = decode(&bytes[..cut]).unwrap_err();

@@ -231,8 +231,8 @@ pub fn unwrap_envelope<'p>(
     if meta.chunk.is_some() || !looks_like_envelope(payload) {
         return Ok(None);
     }
-    let env: Envelope<&'p RawValue> =
-        serde_json::from_slice(payload).map_err(|e| bad("envelope", e.to_string()))?;
+    let env: Envelope<&'p RawValue> = serde_json::from_slice(payload)
+        .map_err(|e| bad("envelope", crate::normalize::json_error(&e)))?;
     if env.custody_envelope != 1 {
         return Err(bad(
             "envelope.custody_envelope",

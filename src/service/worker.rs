@@ -2148,7 +2148,11 @@ fn classify(
                 msg,
                 decision: Box::new(d),
             },
-            Err(e) => poison(msg, "bad_decision", format!("not a decision record: {e}")),
+            Err(e) => poison(
+                msg,
+                "bad_decision",
+                format!("not a decision record: {}", normalize::json_error(&e)),
+            ),
         };
     }
     if payload.len() as u64 > max_report {
