@@ -136,7 +136,7 @@ impl Metrics {
         let messages = counter_vec(
             &r,
             "custody_messages_consumed_total",
-            "Report messages consumed, by outcome (processed, chunk, dead_lettered).",
+            "Report messages consumed, by outcome (processed, chunk, dead_lettered, already_applied: redelivered after a crash and passed over, as the changelog says it was applied).",
             &["outcome"],
         );
         let findings = IntCounter::new(

@@ -160,6 +160,37 @@ impl Harness {
         .collect()
     }
 
+    /// Commits `offset` for the group on every reports partition, as a
+    /// crash before the last commit leaves it.
+    fn commit_at(&self, offset: i64) {
+        let s = &self.config.service;
+        // A member of the group: the mock refuses commits from outside it.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .set("group.id", &s.group_id)
+            .set("enable.auto.commit", "false")
+            // The mock holds the next member's join for the session
+            // timeout of the one that left (see `with_brokers`).
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&s.reports_topics[0]]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumer.assignment().unwrap().count() < s.partitions as usize {
+            assert!(Instant::now() < deadline, "not assigned");
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..s.partitions {
+            tpl.add_partition_offset(&s.reports_topics[0], p, rdkafka::Offset::Offset(offset))
+                .unwrap();
+        }
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .unwrap();
+        consumer.unsubscribe();
+    }
+
     /// Committed offset sum of the group over the reports topic.
     fn committed(&self) -> i64 {
         crate::broker::committed(
@@ -416,6 +447,55 @@ fn restart_restores_state_from_the_changelog() {
     assert!(all.iter().all(|e| e.team.is_some()));
     service.stop().unwrap();
     assert_eq!(h.committed(), 3);
+}
+
+/// Regression (chaos run, 2026-12-06): the changelog can be ahead of the
+/// committed offsets (offsets are committed after the changelog is
+/// acknowledged, by auto-commit every 5 s), so a crash redelivered
+/// messages already in the restored state, and applying the old release
+/// again on top of the new one reopened and resolved findings that had
+/// not changed. Here the group's offsets are moved back to the start, as
+/// a crash before the commit leaves them: the redelivered messages
+/// produce no event at all, and are committed.
+#[test]
+fn messages_redelivered_behind_the_changelog_produce_no_other_events() {
+    let h = Harness::new(3);
+    let (old, new) = old_new("bandit");
+    let service = h.start_owned();
+    let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES)
+        + h.publish(TORNADO, "bandit", &new, DEFAULT_CHUNK_BYTES);
+    wait_done(&service, n);
+    service.stop().unwrap();
+    let (findings, tickets) = (h.findings().len(), h.tickets().len());
+    assert_eq!(h.committed(), 2);
+    h.commit_at(0);
+    assert_eq!(h.committed(), 0);
+
+    let service = h.start_owned();
+    wait_done(&service, n);
+    let text = service.metrics.render();
+    service.stop().unwrap();
+    let after = h.findings();
+    assert_eq!(
+        after.len(),
+        findings,
+        "events of redelivered messages: {:?}",
+        after[findings..]
+            .iter()
+            .map(|e| (&e.event, &e.fingerprint))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(h.tickets().len(), tickets);
+    assert_eq!(h.committed(), 2, "the redelivered messages are committed");
+    // The older one passed over; the one the changelog names applied
+    // again quietly (its records were all there: it was recognized).
+    assert_eq!(
+        metric(
+            &text,
+            "custody_messages_consumed_total{outcome=\"already_applied\"}"
+        ),
+        1.0
+    );
 }
 
 /// Reports published while custody was down wait, fetched, while the

@@ -15,6 +15,19 @@
 //! anything else that changes the target (a decision, the SLA clock, a
 //! re-attribution, a scan that is not remembered) writes records of the
 //! target and so voids it, with no tombstone needed.
+//!
+//! One key per partition, `o\0<reports topic>\0<partition>`, holds the
+//! offset of the last reports message whose records were written
+//! ([`Applied`]). It is written *before* that message's records, which go
+//! out only once all its events and those of every message before it are
+//! acknowledged. So at a restore it says: every message before it is in
+//! the state, whole; this one's events were all delivered, and its
+//! records may be there in part. The offset committed to the group may
+//! lag behind (it is committed after the records are acknowledged, and
+//! auto-commit runs every few seconds): a redelivered message before the
+//! applied one is passed over, and the applied one is applied again with
+//! its events dropped, which completes its records. A redelivered message
+//! produces the same events or none, whatever the moment of a crash.
 
 use crate::lifecycle::{FindingRecord, State};
 use crate::ticket::TicketRecord;
@@ -63,6 +76,23 @@ pub fn scan_record(target: &str, scan: &ScanRecord) -> Record {
         value: serde_json::to_vec(scan)
             .ok()
             .filter(|v| v.len() <= MAX_SCAN_RECORD_BYTES),
+    }
+}
+
+/// The value under the `o` key: the last reports message whose records
+/// were written (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Its offset in the reports partition.
+    pub offset: i64,
+}
+
+/// The record saying that `offset` of `topic`'s `partition` is applied:
+/// written before the records of that message.
+pub fn applied_record(topic: &str, partition: i32, offset: i64) -> Record {
+    Record {
+        key: key(b'o', topic, &partition.to_string()),
+        value: serde_json::to_vec(&Applied { offset }).ok(),
     }
 }
 
@@ -135,7 +165,7 @@ fn json(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<Vec<u8>> {
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// A key of an unknown shape.
-    #[error("changelog key {0:?} is not f\\0target\\0id, t\\0target\\0id or s\\0target\\0")]
+    #[error("changelog key {0:?} is not f\\0target\\0id, t\\0target\\0id, s\\0target\\0 or o\\0topic\\0partition")]
     Key(String),
     /// A value that does not decode.
     #[error("changelog record {key:?}: {message}")]
@@ -170,6 +200,9 @@ pub enum Parsed {
     },
     /// A target's last scan: not part of the state (see [`RawLog::take_scans`]).
     Scan,
+    /// The partition's applied offset: not part of the state (see
+    /// [`RawLog::applied`]).
+    Applied,
 }
 
 /// The target a changelog key belongs to, checking the key's shape.
@@ -213,6 +246,7 @@ pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
                 .transpose()?,
         }),
         b"s" => Ok(Parsed::Scan),
+        b"o" => Ok(Parsed::Applied),
         _ => Err(RestoreError::Key(shown())),
     }
 }
@@ -245,6 +279,8 @@ pub struct RawLog {
     runs: HashMap<Box<str>, Vec<(u32, u32)>>,
     /// Per target, its last scan record read, undecoded, with its offset.
     scans: HashMap<Box<str>, (i64, Option<Vec<u8>>)>,
+    /// The last applied offset read.
+    applied: Option<i64>,
 }
 
 /// A record taken out of a [`RawLog`].
@@ -270,6 +306,21 @@ impl RawLog {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), RestoreError> {
+        if key.first() == Some(&b'o') && key.get(1) == Some(&0) {
+            // A tombstone (none is written) forgets it.
+            self.applied = match value {
+                Some(v) => Some(
+                    serde_json::from_slice::<Applied>(v)
+                        .map_err(|e| RestoreError::Value {
+                            key: String::from_utf8_lossy(key).into_owned(),
+                            message: e.to_string(),
+                        })?
+                        .offset,
+                ),
+                None => None,
+            };
+            return Ok(());
+        }
         let target = target_of(key)?;
         if key.first() == Some(&b's') {
             self.scans
@@ -342,6 +393,12 @@ impl RawLog {
             .collect()
     }
 
+    /// The offset of the last reports message whose records were written,
+    /// if the log says.
+    pub fn applied(&self) -> Option<i64> {
+        self.applied
+    }
+
     /// Records held.
     pub fn len(&self) -> usize {
         self.recs.len()
@@ -377,7 +434,10 @@ impl RawLog {
             .collect();
         let out = f(recs);
         if self.runs.is_empty() {
-            *self = RawLog::default();
+            *self = RawLog {
+                applied: self.applied,
+                ..RawLog::default()
+            };
         }
         Some(out)
     }
@@ -456,7 +516,7 @@ impl Restorer {
             } => {
                 self.target(target).tickets.insert(id, *rec);
             }
-            Parsed::Scan => {}
+            Parsed::Scan | Parsed::Applied => {}
         }
     }
 
@@ -617,6 +677,31 @@ mod tests {
         let mut restorer = Restorer::new();
         restorer.apply(&r.key, r.value.as_deref()).unwrap();
         assert!(restorer.finish().targets.is_empty());
+    }
+
+    #[test]
+    fn the_applied_offset_is_the_last_one_written_and_outlives_the_decode() {
+        let mut log = RawLog::new();
+        assert_eq!(log.applied(), None);
+        let a = applied_record("custody.reports", 3, 41);
+        assert_eq!(a.key, b"o\0custody.reports\x003");
+        log.push(0, &a.key, a.value.as_deref()).unwrap();
+        log.push(1, b"f\0repo:x/y/z\0v1:aa", None).unwrap();
+        let b = applied_record("custody.reports", 3, 42);
+        log.push(2, &b.key, b.value.as_deref()).unwrap();
+        assert_eq!(log.applied(), Some(42));
+        // Not a record of any target, and not state.
+        assert_eq!(log.len(), 1);
+        assert!(matches!(
+            parse(&b.key, b.value.as_deref()),
+            Ok(Parsed::Applied)
+        ));
+        // Decoding every target leaves it.
+        log.take("repo:x/y/z", |_| ()).unwrap();
+        assert_eq!(log.applied(), Some(42));
+        // A value that does not decode is an error naming the key.
+        let err = log.push(3, &b.key, Some(b"{")).unwrap_err().to_string();
+        assert!(err.contains("custody.reports"), "{err}");
     }
 
     #[test]

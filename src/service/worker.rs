@@ -737,6 +737,15 @@ struct Part {
     next_offset: Option<i64>,
     /// Offset of the last message applied (exactly-once commits).
     last_applied: Option<i64>,
+    /// The offset the changelog said was applied last, at restore, while
+    /// no later message has come: a redelivered message before it is
+    /// passed over, and this one is applied again without its events (see
+    /// [`changelog::Applied`]).
+    replay: Option<i64>,
+    /// The message being applied is the one [`Part::replay`] names: its
+    /// events were delivered before the crash, only its records are
+    /// written.
+    quiet: bool,
     /// When the partition was assigned (the restore's duration).
     assigned: Instant,
 }
@@ -826,6 +835,8 @@ impl Core {
                 paused: false,
                 next_offset: None,
                 last_applied: None,
+                replay: None,
+                quiet: false,
                 assigned: Instant::now(),
             };
             self.parts.insert((topic.clone(), *partition), part);
@@ -893,6 +904,7 @@ impl Core {
             )
         })?;
         part.state = Some(State::new());
+        part.replay = raw.applied();
         part.raw = raw;
         // What the changelog knows of each target's last scan, when it was
         // applied under the settings in force. The ownership may have
@@ -1319,6 +1331,10 @@ impl Core {
             let Some(job) = part.jobs.pop_front() else {
                 return;
             };
+            let job = match self.replayed(part, job) {
+                Some(job) => job,
+                None => continue,
+            };
             match (job, decoded) {
                 (
                     Job::Decoding {
@@ -1352,7 +1368,56 @@ impl Core {
                 }
                 (Job::Decoding { .. }, None) => {}
             }
+            part.quiet = false;
         }
+    }
+
+    /// A message redelivered after a crash, as the changelog's applied
+    /// offset says (see [`changelog::Applied`]): one before it was applied
+    /// whole, and is passed over (`None`); the one it names is applied
+    /// again quietly (its events were delivered, its records maybe not
+    /// all written). A chunk is held as ever: the scan it belongs to is
+    /// judged by its last chunk.
+    fn replayed(&self, part: &mut Part, job: Job) -> Option<Job> {
+        let Some(applied) = part.replay else {
+            return Some(job);
+        };
+        let offset = match &job {
+            Job::Held { .. } => return Some(job),
+            Job::Decoding { msg, .. } | Job::Poison { msg, .. } | Job::Decision { msg, .. } => {
+                msg.offset
+            }
+        };
+        if offset >= applied {
+            part.replay = None;
+            part.quiet = offset == applied;
+            return Some(job);
+        }
+        let (msg, held) = match job {
+            Job::Decoding { msg, held, .. } | Job::Poison { msg, held, .. } => (msg, held),
+            Job::Decision { msg, .. } | Job::Held { msg, .. } => (msg, Vec::new()),
+        };
+        self.pass_over(part, msg, held);
+        None
+    }
+
+    /// A redelivered message applied before the crash: done once the
+    /// messages before it are, with nothing produced; the earlier chunks of
+    /// its scan are released with it.
+    fn pass_over(&self, part: &mut Part, msg: Incoming, held: Vec<HeldChunk>) {
+        let offset = msg.offset;
+        self.count_message("already_applied");
+        part.last_applied = Some(offset);
+        part.pending.push_back(Pending {
+            offset: Some(offset),
+            timestamp: msg.timestamp,
+            events: Arc::new(Ack::default()),
+            changelog: Some(Vec::new()),
+            changelog_ack: Arc::new(Ack::default()),
+            held: held.into_iter().map(|h| h.ack).collect(),
+            hold: false,
+            bytes: msg.len(),
+        });
     }
 
     /// Applies a report: decoded, or the same as its target's last scan.
@@ -1610,11 +1675,22 @@ impl Core {
         &self,
         part: &mut Part,
         msg: Option<&Incoming>,
-        out: Output,
-        records: Vec<changelog::Record>,
+        mut out: Output,
+        mut records: Vec<changelog::Record>,
         held: Vec<Arc<Ack>>,
         bytes: usize,
     ) {
+        if let (Some(m), false) = (msg, records.is_empty()) {
+            records.insert(
+                0,
+                changelog::applied_record(&part.topic, part.partition, m.offset),
+            );
+        }
+        if part.quiet {
+            // Delivered before the crash (see `replayed`).
+            out.findings.clear();
+            out.tickets.clear();
+        }
         let ack = Arc::new(Ack::default());
         // A guard, so the count cannot reach zero while records are sent.
         ack.add(1);
@@ -1746,6 +1822,11 @@ impl Core {
         error: &str,
         held: Vec<HeldChunk>,
     ) {
+        if part.quiet {
+            // Dead-lettered before the crash (see `replayed`).
+            self.pass_over(part, msg, held);
+            return;
+        }
         // The earlier chunks of a failed scan go first, so the whole scan
         // can be replayed from the dead-letter topic.
         self.dead_letter_held(part, held, reason, error);
