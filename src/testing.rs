@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const REQUIRE_SHARED: &str = "CUSTODY_REQUIRE_SHARED";
 
 /// `rel` under `../shared/corpus`, or `None` (said on the terminal, naming
-/// `test`) when the corpus is absent.
+/// `test`, the test or the case that skips) when the corpus is absent.
 ///
 /// # Panics
 /// When the corpus is absent and [`REQUIRE_SHARED`] is set.
@@ -33,7 +33,7 @@ pub fn shared_corpus(rel: &str, test: &str) -> Option<PathBuf> {
     // test prints through `eprintln!` to itself.
     let _ = writeln!(
         std::io::stderr(),
-        "skipped {test}: it needs the shared corpus at ../shared/corpus, absent beside this clone"
+        "skipped {test}: it reads ../shared/corpus/{rel}, absent beside this clone"
     );
     None
 }
