@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # System packages the build needs beyond the Rust toolchain and gcc:
 # OpenSSL headers and pkg-config for rdkafka's `ssl` feature (TLS, SASL),
-# and make for building librdkafka. Installed with apt-get when missing
-# (as root); otherwise says what to install.
+# and make for building librdkafka; and for the broker tests, a Java
+# runtime (17 or later) and Maven, which scripts/kafka.sh uses to resolve
+# and run Apache Kafka. Installed with apt-get when missing (as root);
+# otherwise says what to install.
 set -euo pipefail
 missing=()
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then missing+=(libssl-dev); fi
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "setup.sh: installing Debian packages: ${missing[*]}" >&2

@@ -472,7 +472,7 @@ fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() 
     );
 
     // (Creating a missing topic needs a broker that creates topics: the
-    // mock does not; tests/broker.rs runs it against Tansu.)
+    // mock does not; tests/broker.rs runs it against Apache Kafka.)
     // No broker: a Kafka failure, exit 2, within the timeout.
     let out = custody()
         .args(["publish-ownership", "--brokers", "127.0.0.1:1"])
