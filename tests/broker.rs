@@ -6,7 +6,6 @@
 //! redelivered duplicates (same event id, same content) every event is
 //! unique.
 
-use custody::model::{FindingEvent, FindingEventKind};
 use custody::service::demo::read_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
@@ -33,8 +32,6 @@ fn broker() -> Option<String> {
         }
     }
 }
-
-const TARGETS: usize = 12;
 
 struct Names {
     reports: String,
@@ -123,6 +120,80 @@ fn spawn_run(config: &Path, log: &Path) -> Child {
         .expect("custody run starts")
 }
 
+/// Waits until custody has created its topics (before publishing: the
+/// broker creates none by itself).
+fn wait_for_topics(brokers: &str, names: &Names, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    loop {
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        let have = |name: &str| md.topics().iter().any(|t| t.name() == name);
+        if have(&names.findings) && have(&names.tickets) && have(&names.reports) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "custody did not create its topics: {}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every message of `topic`, asked again while the broker is not ready
+/// to say (a topic just created has no leader for a moment).
+fn read(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match read_all(brokers, topic) {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading {topic}: {e}; again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("reading {topic}: {e}"),
+        }
+    }
+}
+
+/// `custody publish` of one report, as a CI job runs it.
+fn publish(brokers: &str, topic: &str, target: &str, file: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["publish", "--brokers", brokers, "--topic", topic])
+        .args(["--target", target, "--scanner", "bandit"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "publish failed");
+}
+
+/// A run id unique to this process and moment.
+fn run_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    )
+}
+
+/// SIGTERM to a child, and its exit status.
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    child.wait().unwrap()
+}
+
 /// The sum of `group`'s committed offsets over partitions 0..`partitions`
 /// of `topic` (0 when it has none).
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
@@ -148,147 +219,204 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> i6
     }
 }
 
-#[test]
-fn sigkill_mid_stream_loses_nothing() {
-    let Some(brokers) = broker() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
-    let names = Names::new("kill", &id);
-    let cfg = config(dir.path(), &brokers, &names);
-    let log1 = dir.path().join("run1.log");
-    let mut run = spawn_run(&cfg, &log1);
-    // custody creates the topics; wait for them before publishing.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        let md = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .unwrap();
-        if md.topics().iter().any(|t| t.name() == names.findings) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "custody did not create its topics: {}",
-            tail(&log1)
-        );
-        std::thread::sleep(Duration::from_millis(200));
+/// A small random number generator for kill moments (xorshift), seeded
+/// from the clock; the seed is printed so a failing run can be replayed.
+struct Moments(u64);
+
+impl Moments {
+    fn new() -> Moments {
+        let seed = match std::env::var("CUSTODY_TEST_SEED") {
+            Ok(s) => s.parse().expect("CUSTODY_TEST_SEED is a number"),
+            Err(_) => {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            }
+        };
+        eprintln!("kill moments from seed {seed} (CUSTODY_TEST_SEED={seed} replays them)");
+        Moments(seed)
     }
-    // Two releases of tornado for each of 12 targets: 24 reports, published
-    // while custody runs, as CI jobs would.
-    let targets: Vec<String> = (0..TARGETS)
-        .map(|i| format!("repo:github.com/acme/tornado-{i}"))
-        .collect();
-    let publisher = {
-        let (brokers, topic) = (brokers.clone(), names.reports.clone());
-        std::thread::spawn(move || {
-            for release in ["6.4.2", "6.5"] {
-                for t in &targets {
-                    let status = Command::new(env!("CARGO_BIN_EXE_custody"))
-                        .args(["publish", "--brokers", &brokers, "--topic", &topic])
-                        .args(["--target", t, "--scanner", "bandit"])
-                        .arg(format!("tests/fixtures/churn/bandit-{release}.sarif"))
-                        .stdout(Stdio::null())
-                        .status()
-                        .unwrap();
-                    assert!(status.success(), "publish failed");
+
+    /// A duration up to `max_ms`.
+    fn next(&mut self, max_ms: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(self.0 % (max_ms + 1))
+    }
+}
+
+/// What one event says, for comparing custody's stream with `custody
+/// process`: its kind, its subject (fingerprint or ticket key), what
+/// happened and its target.
+type Said = (String, String, String, String);
+
+fn said(v: &serde_json::Value) -> Said {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let subject = if s("kind") == "ticket" {
+        s("ticket_key")
+    } else {
+        s("fingerprint")
+    };
+    (s("target"), s("kind"), subject, s("event"))
+}
+
+/// Every event of `topics`, redelivered copies (same event id) dropped
+/// once checked to be the same event byte for byte; with the number of
+/// copies dropped.
+fn unique_events(brokers: &str, topics: &[&str]) -> (Vec<serde_json::Value>, usize) {
+    let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut out = Vec::new();
+    let mut copies = 0;
+    for topic in topics {
+        for b in read(brokers, topic) {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            let id = v["event_id"].as_str().expect("event_id").to_string();
+            match by_id.get(&id) {
+                Some(prev) => {
+                    assert_eq!(
+                        String::from_utf8_lossy(prev),
+                        String::from_utf8_lossy(&b),
+                        "two different events share the id {id}"
+                    );
+                    copies += 1;
+                }
+                None => {
+                    by_id.insert(id, b);
+                    out.push(v);
                 }
             }
-        })
-    };
-    // Kill as soon as events flow: mid-stream, with reports still coming.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = read_all(&brokers, &names.findings).unwrap().len();
-        if n > 0 {
-            break;
         }
-        assert!(Instant::now() < deadline, "no events: {}", tail(&log1));
-        std::thread::sleep(Duration::from_millis(10));
     }
-    run.kill().unwrap(); // SIGKILL
-    run.wait().unwrap();
-    publisher.join().expect("every report published");
-    let at_kill = committed(&brokers, &names.group, &names.reports, 4);
-    eprintln!("killed with {at_kill} of {} reports committed", 2 * TARGETS);
+    (out, copies)
+}
 
+/// Real rescans in order (tornado 6.4.2, 6.5, 6.4.2, 6.5 under bandit, for
+/// each of 10 targets: 40 reports), published in five waves, one per run
+/// of `custody run`, each run SIGKILLed at a random moment once it has
+/// produced events; a sixth run finishes and is stopped with SIGTERM. Per
+/// target, the events are those `custody process` gives for the same
+/// reports in the same order: none missing, none extra once redelivered
+/// copies (same event id, byte for byte the same) are dropped; every
+/// ticket a finding names has events; the offsets are committed to the end.
+#[test]
+fn sigkill_at_random_moments_gives_the_events_process_gives() {
+    let Some(brokers) = broker() else { return };
+    const SCANS: [&str; 4] = ["6.4.2", "6.5", "6.4.2", "6.5"];
+    const CHAOS_TARGETS: usize = 10;
+    const KILLS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::new("chaos", &run_id());
+    let cfg = config(dir.path(), &brokers, &names);
+    let targets: Vec<String> = (0..CHAOS_TARGETS)
+        .map(|i| format!("repo:github.com/acme/chaos-{i}"))
+        .collect();
+    let file = |release: &str| format!("tests/fixtures/churn/bandit-{release}.sarif");
+    // In publish order: every target's first scan, then every second...
+    let reports: Vec<(&str, String)> = SCANS
+        .iter()
+        .flat_map(|r| targets.iter().map(move |t| (t.as_str(), file(r))))
+        .collect();
+    let total = reports.len() as i64;
+    let mut waves = reports.chunks(reports.len().div_ceil(KILLS));
+    let mut moments = Moments::new();
+    let mut at_kill = Vec::new();
+    for run in 0..KILLS {
+        let log = dir.path().join(format!("run{run}.log"));
+        let mut child = spawn_run(&cfg, &log);
+        wait_for_topics(&brokers, &names, &log);
+        let before = read(&brokers, &names.findings).len();
+        for (target, report) in waves.next().unwrap_or_default() {
+            publish(&brokers, &names.reports, target, report);
+        }
+        // Once this run has produced events, a random moment later.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while read(&brokers, &names.findings).len() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: no events: {}",
+                tail(&log)
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "run {run} exited: {}",
+                tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(moments.next(400));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
+    }
+    eprintln!("offsets committed at each kill: {at_kill:?} of {total}");
     assert!(
-        at_kill < (2 * TARGETS) as i64,
-        "the kill came after the stream was through"
+        at_kill.iter().filter(|&&c| c < total).count() >= 3,
+        "most kills must come with work not yet committed: {at_kill:?}"
     );
 
-    let log2 = dir.path().join("run2.log");
-    let mut run = spawn_run(&cfg, &log2);
+    let log = dir.path().join("last.log");
+    let child = spawn_run(&cfg, &log);
     let deadline = Instant::now() + Duration::from_secs(240);
-    while committed(&brokers, &names.group, &names.reports, 4) < (2 * TARGETS) as i64 {
+    while committed(&brokers, &names.group, &names.reports, 4) < total {
         assert!(
             Instant::now() < deadline,
-            "restarted custody did not finish: {}",
-            tail(&log2)
+            "the last run did not finish: {}",
+            tail(&log)
         );
-        assert!(run.try_wait().unwrap().is_none(), "custody exited");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // SIGTERM: a clean shutdown exits 0.
-    let pid = run.id() as libc::pid_t;
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let status = run.wait().unwrap();
-    assert!(status.success(), "exit {status}: {}", tail(&log2));
+    let status = terminate(child);
+    assert!(status.success(), "exit {status}: {}", tail(&log));
+    assert_eq!(committed(&brokers, &names.group, &names.reports, 4), total);
 
-    let raw = read_all(&brokers, &names.findings).unwrap();
-    let mut by_id: HashMap<String, serde_json::Value> = HashMap::new();
-    let mut events: Vec<FindingEvent> = Vec::new();
-    for b in &raw {
-        let v: serde_json::Value = serde_json::from_slice(b).unwrap();
-        let e: FindingEvent = serde_json::from_value(v.clone()).unwrap();
-        match by_id.get(&e.event_id) {
-            // A redelivered duplicate is the same event, byte for byte.
-            Some(prev) => assert_eq!(prev, &v, "two different events share an id"),
-            None => {
-                by_id.insert(e.event_id.clone(), v);
-                events.push(e);
-            }
+    let (events, copies) = unique_events(&brokers, &[&names.findings, &names.tickets]);
+    let mut got: BTreeMap<Said, usize> = BTreeMap::new();
+    for e in &events {
+        *got.entry(said(e)).or_default() += 1;
+    }
+    // What `custody process` says of the same reports in the same order.
+    let mut want: BTreeMap<Said, usize> = BTreeMap::new();
+    for t in &targets {
+        let out = Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(["process", "--target", t, "--scanner", "bandit"])
+            .args(SCANS.iter().map(|r| file(r)))
+            .output()
+            .unwrap();
+        for line in crate::cli::succeeded(&out).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *want.entry(said(&v)).or_default() += 1;
         }
     }
+    let diff: Vec<(&Said, usize, usize)> = want
+        .keys()
+        .chain(got.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|k| (k, *want.get(k).unwrap_or(&0), *got.get(k).unwrap_or(&0)))
+        .filter(|(_, w, g)| w != g)
+        .collect();
     eprintln!(
-        "{} finding events read, {} after dropping redelivered duplicates",
-        raw.len(),
+        "{KILLS} kills survived; {} events compared, {copies} redelivered copies dropped",
         events.len()
     );
-    let mut per_target: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    for e in &events {
-        let slot = per_target.entry(e.target.to_string()).or_default();
-        match e.event {
-            FindingEventKind::Opened => {
-                assert!(
-                    slot.0.insert(e.fingerprint.clone()),
-                    "{} opened twice with different ids",
-                    e.fingerprint
-                );
-            }
-            FindingEventKind::Resolved => {
-                slot.1.insert(e.fingerprint.clone());
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(per_target.len(), TARGETS);
-    for (t, (opened, resolved)) in &per_target {
-        assert_eq!(opened.len(), 272 + 14, "{t}: every finding opened once");
-        assert_eq!(resolved.len(), 17, "{t}: every gone finding resolved");
+    assert!(
+        diff.is_empty(),
+        "{} events differ from custody process (event, want, got): {:?}",
+        diff.len(),
+        &diff[..diff.len().min(20)]
+    );
+    // Every ticket a finding event names has ticket events.
+    let tickets: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "ticket")
+        .filter_map(|e| e["ticket_key"].as_str())
+        .collect();
+    for e in events.iter().filter(|e| e["kind"] == "finding") {
+        let key = e["ticket_key"].as_str().unwrap_or_default();
+        assert!(tickets.contains(key), "no ticket events for {key}");
     }
 }
 

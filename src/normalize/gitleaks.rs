@@ -301,7 +301,10 @@ mod tests {
     fn wrong_shapes_are_named() {
         for (doc, needle) in [
             (r#"{"matches": 5}"#, "expected a sequence"),
-            (r#"[{"RuleID": 5}]"#, "invalid type: integer, expected a string"),
+            (
+                r#"[{"RuleID": 5}]"#,
+                "invalid type: integer, expected a string",
+            ),
             (r#"[{"StartLine": "x"}]"#, "invalid type: string"),
             ("5", "invalid type"),
         ] {
