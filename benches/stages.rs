@@ -17,6 +17,14 @@ fn corpus(rel: &str) -> Option<Vec<u8>> {
     custody::testing::shared_bytes(&format!("scans/{rel}"), rel)
 }
 
+/// A report of this repository's own fixtures (`tests/fixtures`, written
+/// by hand after each tool's format): always present, so the bench has
+/// these formats without the shared corpus.
+fn fixture(rel: &str) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/").to_string() + rel;
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 fn decoders(c: &mut Criterion) {
     let ctx = DecodeContext::default();
     let synthetic = common::sarif(10_000).into_bytes();
@@ -52,6 +60,22 @@ fn decoders(c: &mut Criterion) {
             "semgrep",
             Format::Semgrep,
             corpus("semgrep/many_findings.json"),
+        ),
+        // Vulnerabilities, misconfigurations and secrets in one report.
+        (
+            "trivy-fixture",
+            Format::Trivy,
+            Some(fixture("trivy/trivy-fs-web-api.json")),
+        ),
+        (
+            "grype-fixture",
+            Format::Grype,
+            Some(fixture("grype/grype-image-web-api-1.4.json")),
+        ),
+        (
+            "gitleaks-fixture",
+            Format::Gitleaks,
+            Some(fixture("gitleaks/gitleaks-web-api.json")),
         ),
     ]
     .into_iter()

@@ -420,6 +420,98 @@ fn sigkill_at_random_moments_gives_the_events_process_gives() {
     }
 }
 
+/// Regression (chaos run, 2026-12-06): a SIGTERM with a backlog consumed
+/// and not yet applied (about 150 MB there) waited out the shutdown
+/// timeout, then exited 2 ("in-flight messages not finished"), which a
+/// rolling deploy would log every time. Now what is not applied is left
+/// to be redelivered: the stop exits 0, and the next run applies the
+/// rest, each finding opened once.
+#[test]
+fn sigterm_under_a_backlog_exits_cleanly_and_loses_nothing() {
+    let Some(brokers) = broker() else { return };
+    const REPORTS: usize = 30;
+    const FINDINGS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::new("backlog", &run_id());
+    let cfg = config(dir.path(), &brokers, &names);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("shutdown_timeout_secs = 10", "shutdown_timeout_secs = 1"),
+    )
+    .unwrap();
+    // Reports of 3,000 findings (about 1.9 MB, three chunks each): 57 MB
+    // in all, seconds of work.
+    let report = dir.path().join("report.sarif");
+    std::fs::write(&report, crate::common::sarif(FINDINGS)).unwrap();
+    let report = report.to_str().unwrap();
+    let log = dir.path().join("run1.log");
+    let child = spawn_run(&cfg, &log);
+    wait_for_topics(&brokers, &names, &log);
+    for i in 0..REPORTS {
+        let target = format!("repo:github.com/acme/backlog-{i}");
+        publish(&brokers, &names.reports, &target, report);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read(&brokers, &names.findings).is_empty() {
+        assert!(Instant::now() < deadline, "no events: {}", tail(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = terminate(child);
+    let said = tail(&log);
+    assert!(status.success(), "exit {status}: {said}");
+    assert!(
+        said.contains("left to be redelivered"),
+        "the stop came with nothing consumed and not applied: {said}"
+    );
+    let messages = {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        (0..4)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&names.reports, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
+            .sum::<i64>()
+    };
+    let at_stop = committed(&brokers, &names.group, &names.reports, 4);
+    assert!(at_stop < messages, "{at_stop} of {messages} committed");
+
+    let log = dir.path().join("run2.log");
+    let child = spawn_run(&cfg, &log);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while committed(&brokers, &names.group, &names.reports, 4) < messages {
+        assert!(
+            Instant::now() < deadline,
+            "the rest was not applied: {}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = terminate(child);
+    assert!(status.success(), "exit {status}: {}", tail(&log));
+    let (events, copies) = unique_events(&brokers, &[&names.findings]);
+    let opened: BTreeSet<(String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "opened")
+        .map(|e| (e["target"].to_string(), e["fingerprint"].to_string()))
+        .collect();
+    eprintln!(
+        "stopped with {at_stop} of {messages} messages committed; {} events, {copies} redelivered copies",
+        events.len()
+    );
+    assert_eq!(
+        events.len(),
+        REPORTS * FINDINGS,
+        "each finding opened once, nothing else"
+    );
+    assert_eq!(opened.len(), REPORTS * FINDINGS);
+}
+
 /// `custody publish-ownership` on a broker without its topic creates it,
 /// publishes every file, and a second run sends nothing new.
 #[test]

@@ -137,6 +137,7 @@ fn non_empty<'s>(s: &'s Option<Str<'_>>) -> Option<&'s str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     /// A report of the shared corpus; `None` (the test skips) without it.
     fn corpus(name: &str) -> Option<Vec<u8>> {
@@ -287,6 +288,289 @@ mod tests {
             .evidence
             .secret_hash
             .is_none());
+    }
+
+    /// A report of this repository's own fixtures (`tests/fixtures/gitleaks`,
+    /// hand-written after Gitleaks v8's report; every secret in them is
+    /// fake): always present, so the tests below run on any clone.
+    fn fixture(name: &str) -> Vec<u8> {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gitleaks/").to_string() + name;
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode_fixture(name: &str) -> Report {
+        decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Every fixture with its count.
+    const FIXTURES: &[(&str, usize)] = &[
+        ("gitleaks-web-api.json", 7),
+        ("gitleaks-web-api-redacted.json", 7),
+        ("gitleaks-empty.json", 0),
+    ];
+
+    /// The fixtures' (fake) secrets, matched lines, authors, e-mails and
+    /// commit messages, none of which may leave the decoder.
+    const FIXTURE_NEVER: &[&str] = &[
+        "hooks.slack.com",
+        "Fak3W3bh00kT0k3nF0rT3sts",
+        "ghp_CustodyFixtureFakeToken",
+        "BEGIN OPENSSH PRIVATE KEY",
+        "b3BlbnNzaC1rZXktdjE",
+        "custodyfx",
+        "7Hq2Lm9Vz4Rt6Wb1Kd8S",
+        "s3Np5Yg0Jc7Xa2Ue9Fo4",
+        "AKIACUSTODYEXAMPLE23",
+        "API_KEY",
+        "API_TOKEN",
+        "REDACTED",
+        "Mei Chen",
+        "Ravi Menon",
+        "Dana Whitfield",
+        "example.com",
+        "mei.chen",
+        "ravi.menon",
+        "dana.whitfield",
+        "payments and search clients",
+        "deploy key for the release job",
+    ];
+
+    #[test]
+    fn fixture_counts_and_no_secret_leaves() {
+        for &(name, raw) in FIXTURES {
+            let r = decode_fixture(name);
+            assert_eq!(r.findings.len(), raw, "{name}");
+            assert!(r.skipped.is_empty());
+            assert!(r.target.is_none() && r.commit.is_none() && r.git_ref.is_none());
+            assert_eq!(
+                r.coverage.iter().collect::<Vec<_>>(),
+                vec![&("gitleaks".to_string(), Category::Secret)],
+                "{name}"
+            );
+            let dbg = format!("{r:?}");
+            for s in FIXTURE_NEVER {
+                assert!(!dbg.contains(s), "{name}: {s} in {dbg}");
+            }
+            for f in &r.findings {
+                assert_eq!(f.scanner, "gitleaks");
+                assert_eq!(f.category, Category::Secret);
+                assert_eq!(f.severity, Severity::High);
+                assert_eq!(f.severity_source.as_deref(), Some("gitleaks:default"));
+                assert!(f.evidence.snippet.is_none());
+                assert!(f.tool_fingerprint.is_none(), "Gitleaks' own is not used");
+                assert!(f.content_hash.is_some());
+                assert!(f.path().is_some(), "{name}");
+            }
+        }
+        for name in ["gitleaks-web-api.json", "gitleaks-web-api-redacted.json"] {
+            assert_eq!(
+                super::super::sniff(&fixture(name)).unwrap(),
+                Format::Gitleaks
+            );
+        }
+    }
+
+    #[test]
+    fn fixture_v8_fields() {
+        let r = decode_fixture("gitleaks-web-api.json");
+        let salt = DecodeContext::default().secret_salt;
+        type Row<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<u32>,
+            Option<u32>,
+            Option<u32>,
+            Option<u32>,
+        );
+        let rows: Vec<Row<'_>> = r
+            .findings
+            .iter()
+            .map(|f| {
+                let l = f.location.as_ref().unwrap();
+                (
+                    f.rule_id.as_str(),
+                    f.path(),
+                    l.start_line,
+                    l.end_line,
+                    l.start_column,
+                    l.end_column,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "slack-webhook-url",
+                    Some("scripts/notify.sh"),
+                    Some(5),
+                    Some(5),
+                    Some(15),
+                    Some(92)
+                ),
+                (
+                    "github-pat",
+                    Some(".github/workflows/release.yml"),
+                    Some(27),
+                    Some(27),
+                    Some(22),
+                    Some(61)
+                ),
+                (
+                    "private-key",
+                    Some("deploy/keys/deploy_ed25519"),
+                    Some(1),
+                    Some(5),
+                    Some(1),
+                    Some(33)
+                ),
+                (
+                    "generic-api-key",
+                    Some("app/settings.py"),
+                    Some(22),
+                    Some(22),
+                    Some(11),
+                    Some(52)
+                ),
+                (
+                    "generic-api-key",
+                    Some("app/settings.py"),
+                    Some(23),
+                    Some(23),
+                    Some(9),
+                    Some(52)
+                ),
+                (
+                    "aws-access-token",
+                    Some("scripts/bootstrap.sh"),
+                    Some(15),
+                    Some(15),
+                    Some(27),
+                    Some(46)
+                ),
+                (
+                    "aws-access-token",
+                    Some("deploy/terraform.tfvars"),
+                    Some(7),
+                    Some(7),
+                    Some(20),
+                    Some(39)
+                ),
+            ]
+        );
+        let f = &r.findings[3];
+        assert_eq!(f.title.as_deref(), Some("Generic API Key"));
+        assert_eq!(f.message, "Generic API Key");
+        assert_eq!(
+            f.evidence.secret_hash,
+            Some(secret_hash(&salt, "custodyfx-7Hq2Lm9Vz4Rt6Wb1Kd8S"))
+        );
+        // `Match` is longer than `Secret`: the line hash is of `Match`.
+        assert_eq!(
+            f.content_hash,
+            Some(crate::fingerprint::line_hash_salted(
+                "API_KEY = \"custodyfx-7Hq2Lm9Vz4Rt6Wb1Kd8S\"",
+                &salt
+            ))
+        );
+        // A multi-line match: the line hash is of its first line.
+        assert_eq!(
+            r.findings[2].content_hash,
+            Some(crate::fingerprint::line_hash_salted(
+                "-----BEGIN OPENSSH PRIVATE KEY-----",
+                &salt
+            ))
+        );
+        assert_eq!(
+            r.findings[5].evidence.secret_hash,
+            Some(secret_hash(&salt, "AKIACUSTODYEXAMPLE23"))
+        );
+    }
+
+    #[test]
+    fn fixture_salted_secret_hashes() {
+        let r = decode_fixture("gitleaks-web-api.json");
+        let hashes: Vec<&str> = r
+            .findings
+            .iter()
+            .map(|f| f.evidence.secret_hash.as_deref().expect("secret hash"))
+            .collect();
+        // The same secret in two files: equal hashes (and equal line
+        // hashes, `Match` being the key alone).
+        assert_eq!(hashes[5], hashes[6]);
+        assert_eq!(r.findings[5].content_hash, r.findings[6].content_hash);
+        assert_ne!(r.findings[5].path(), r.findings[6].path());
+        // The same rule twice in one file, different secrets.
+        assert_ne!(hashes[3], hashes[4]);
+        let distinct: BTreeSet<&str> = hashes.iter().copied().collect();
+        assert_eq!(distinct.len(), 6);
+        // Another salt, other hashes.
+        let other = GitleaksDecoder
+            .decode(
+                &fixture("gitleaks-web-api.json"),
+                &DecodeContext {
+                    secret_salt: "another-salt".into(),
+                },
+            )
+            .unwrap();
+        for (a, b) in r.findings.iter().zip(&other.findings) {
+            assert_ne!(a.evidence.secret_hash, b.evidence.secret_hash);
+            assert_ne!(a.content_hash, b.content_hash);
+        }
+        // Seven fingerprints: #5 and #6 differ by path, #3 and #4 by secret.
+        let t: crate::model::Target = "repo:github.com/acme/web-api".parse().unwrap();
+        assert_eq!(crate::fingerprint::assign(r.findings, &t).len(), 7);
+    }
+
+    #[test]
+    fn fixture_redacted_report_keeps_only_line_hashes() {
+        let plain = decode_fixture("gitleaks-web-api.json");
+        let r = decode_fixture("gitleaks-web-api-redacted.json");
+        let salt = DecodeContext::default().secret_salt;
+        for (f, p) in r.findings.iter().zip(&plain.findings) {
+            assert!(f.evidence.secret_hash.is_none());
+            assert!(f.content_hash.is_some());
+            assert_ne!(f.content_hash, p.content_hash);
+            assert_eq!((&f.rule_id, &f.location), (&p.rule_id, &p.location));
+        }
+        assert_eq!(
+            r.findings[3].content_hash,
+            Some(crate::fingerprint::line_hash_salted(
+                "API_KEY = \"REDACTED\"",
+                &salt
+            ))
+        );
+        assert_eq!(
+            r.findings[5].content_hash,
+            Some(crate::fingerprint::line_hash_salted("REDACTED", &salt))
+        );
+        let t: crate::model::Target = "repo:github.com/acme/web-api".parse().unwrap();
+        assert_eq!(crate::fingerprint::assign(r.findings, &t).len(), 7);
+    }
+
+    #[test]
+    fn fixture_empty_report() {
+        let bytes = fixture("gitleaks-empty.json");
+        let r = decode(&bytes).unwrap();
+        assert!(r.findings.is_empty() && r.skipped.is_empty());
+        assert!(r.coverage.contains(&("gitleaks".into(), Category::Secret)));
+        // Sniffed, an empty array is an empty native report, covering nothing.
+        let (format, r) = super::super::decode(&bytes, None, &DecodeContext::default()).unwrap();
+        assert_eq!(format, Format::Native);
+        assert!(r.findings.is_empty() && r.coverage.is_empty());
+    }
+
+    #[test]
+    fn fixture_truncated_input_is_an_error() {
+        for &(name, _) in FIXTURES {
+            let bytes = fixture(name);
+            let end = bytes.trim_ascii_end().len();
+            for cut in [1, end / 3, end / 2, end - 1] {
+                let err = decode(&bytes[..cut]).unwrap_err();
+                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
+            }
+        }
     }
 
     #[test]

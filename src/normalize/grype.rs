@@ -572,6 +572,314 @@ mod tests {
         assert_eq!(r.coverage.len(), 1, "no source: SCA");
     }
 
+    /// A report of this repository's own fixtures (`tests/fixtures/grype`,
+    /// hand-written after Grype's JSON model; see its README): always
+    /// present, so the tests below run on any clone.
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grype/").to_string() + name;
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode_fixture(name: &str) -> Report {
+        decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// (fixture, findings, target, coverage).
+    const FIXTURES: &[(&str, usize, Option<&str>, Category)] = &[
+        (
+            "grype-image-web-api-1.4.json",
+            13,
+            Some("image:ghcr.io/acme/web-api"),
+            Category::Container,
+        ),
+        ("grype-dir-storefront.json", 9, None, Category::Sca),
+        (
+            "grype-image-static-site-clean.json",
+            0,
+            Some("image:ghcr.io/acme/static-site"),
+            Category::Container,
+        ),
+    ];
+
+    #[test]
+    fn fixture_counts() {
+        for &(name, found, target, category) in FIXTURES {
+            let bytes = fixture(name);
+            assert_eq!(
+                super::super::sniff(&bytes).unwrap(),
+                Format::Grype,
+                "{name}"
+            );
+            let r = decode_fixture(name);
+            assert!(r.skipped.is_empty(), "{name}: {:?}", r.skipped);
+            assert_eq!(r.findings.len(), found, "{name}");
+            assert_eq!(
+                r.target.as_ref().map(|t| t.to_string()).as_deref(),
+                target,
+                "{name}"
+            );
+            assert_eq!(
+                r.coverage.iter().collect::<Vec<_>>(),
+                vec![&("grype".to_string(), category)],
+                "{name}"
+            );
+            for f in &r.findings {
+                assert_eq!(f.scanner, "grype");
+                assert_eq!(f.category, category);
+                let p = f.package.as_ref().expect("package");
+                assert!(
+                    !p.name.is_empty() && !p.ecosystem.is_empty() && p.version.is_some(),
+                    "{name}: {p:?}"
+                );
+                assert!(
+                    f.path().is_some_and(|p| p.starts_with('/')),
+                    "{name}: {f:?}"
+                );
+                assert!(f.message.chars().count() <= MAX_MESSAGE, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn fixture_image_match_fields() {
+        let r = decode_fixture("grype-image-web-api-1.4.json");
+        let f = &r.findings[0];
+        assert_eq!(f.category, Category::Container);
+        assert_eq!(f.rule_id, "CVE-2011-3374");
+        assert!(f.aliases.is_empty(), "the related id is the same CVE");
+        assert_eq!(f.severity, Severity::Info);
+        assert_eq!(f.severity_source.as_deref(), Some("grype:Negligible"));
+        assert_eq!(f.path(), Some("/var/lib/dpkg/status"));
+        assert_eq!(
+            f.help_uri.as_deref(),
+            Some("https://security-tracker.debian.org/tracker/CVE-2011-3374")
+        );
+        assert_eq!(
+            f.package,
+            Some(Package {
+                ecosystem: "deb".into(),
+                name: "apt".into(),
+                version: Some("2.6.1".into()),
+                fixed_version: None,
+            })
+        );
+        // No description of its own (Debian record): the related NVD one's.
+        assert!(
+            f.message.starts_with("apt-key in apt does not"),
+            "{}",
+            f.message
+        );
+
+        // GHSA matches with a related CVE: the CVE is canonical, the GHSA an
+        // alias; a GHSA without CVE stays as it is.
+        let ids: Vec<(&str, Vec<&str>)> = r
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    f.rule_id.as_str(),
+                    f.aliases.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(ids[2], ("CVE-2023-50782", vec!["GHSA-3ww4-gg4f-jr7f"]));
+        assert_eq!(ids[3], ("GHSA-v8gr-m533-ghj9", vec![]));
+        assert_eq!(ids[9], ("CVE-2024-35195", vec!["GHSA-9wx4-h78v-vm56"]));
+        assert_eq!(ids[10], ("CVE-2024-37891", vec!["GHSA-34jh-p97f-mpxf"]));
+        let c = &r.findings[2];
+        assert_eq!(
+            c.help_uri.as_deref(),
+            Some("https://github.com/advisories/GHSA-3ww4-gg4f-jr7f")
+        );
+        assert_eq!(
+            c.package,
+            Some(Package {
+                ecosystem: "pypi".into(),
+                name: "cryptography".into(),
+                version: Some("41.0.3".into()),
+                fixed_version: Some("42.0.0".into()),
+            })
+        );
+        assert_eq!(
+            c.path(),
+            Some("/opt/venv/lib/python3.11/site-packages/cryptography-41.0.3.dist-info/METADATA")
+        );
+        // One CVE in two packages, matched through their source package.
+        for (i, name) in [(5, "libssl3"), (7, "openssl")] {
+            assert_eq!(r.findings[i].rule_id, "CVE-2024-0727");
+            assert_eq!(r.findings[i].package.as_ref().unwrap().name, name);
+        }
+        // A binary matched by CPE: the purl's type is the ecosystem.
+        let py = &r.findings[8];
+        assert_eq!(py.rule_id, "CVE-2024-4032");
+        let p = py.package.as_ref().unwrap();
+        assert_eq!(
+            (p.ecosystem.as_str(), p.name.as_str()),
+            ("generic", "python")
+        );
+        assert_eq!(py.path(), Some("/usr/local/bin/python3.11"));
+    }
+
+    #[test]
+    fn fixture_fix_states() {
+        let r = decode_fixture("grype-image-web-api-1.4.json");
+        let fixed: Vec<(&str, Option<&str>)> = r
+            .findings
+            .iter()
+            .map(|f| {
+                let p = f.package.as_ref().unwrap();
+                (p.name.as_str(), p.fixed_version.as_deref())
+            })
+            .collect();
+        assert_eq!(
+            fixed,
+            [
+                ("apt", None),                          // not-fixed
+                ("bsdutils", Some("2.38.1-5+deb12u1")), // fixed
+                ("cryptography", Some("42.0.0")),       // fixed
+                ("cryptography", Some("41.0.4")),       // fixed
+                ("libc6", Some("2.36-9+deb12u6")),      // fixed
+                ("libssl3", Some("3.0.13-1~deb12u1")),  // fixed
+                ("libtinfo6", None),                    // not-fixed
+                ("openssl", Some("3.0.13-1~deb12u1")),  // fixed
+                ("python", None),                       // unknown
+                ("requests", Some("2.32.0")),           // fixed
+                ("urllib3", Some("2.2.2")),             // fixed
+                ("urllib3", Some("2.2.2")),             // fixed
+                ("zlib1g", None),                       // wont-fix
+            ]
+        );
+        let r = decode_fixture("grype-dir-storefront.json");
+        let ip = r
+            .findings
+            .iter()
+            .find(|f| f.package.as_ref().unwrap().name == "ip")
+            .unwrap();
+        assert_eq!(
+            ip.package.as_ref().unwrap().fixed_version,
+            None,
+            "not-fixed"
+        );
+    }
+
+    #[test]
+    fn fixture_severity_fallbacks() {
+        let r = decode_fixture("grype-image-web-api-1.4.json");
+        let got: Vec<(Severity, &str)> = r
+            .findings
+            .iter()
+            .map(|f| (f.severity, f.severity_source.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Severity::Info, "grype:Negligible"),
+                // `Unknown`, no CVSS of its own: the related NVD record's word.
+                (Severity::Low, "grype:Low"),
+                (Severity::High, "grype:High"),
+                (Severity::Low, "grype:Low"),
+                (Severity::High, "grype:High"),
+                (Severity::Low, "grype:Low"),
+                (Severity::Info, "grype:Negligible"),
+                (Severity::Low, "grype:Low"),
+                // `Unknown`, no CVSS and no related record: stays unknown.
+                (Severity::Info, "grype:Unknown"),
+                (Severity::Medium, "grype:Medium"),
+                (Severity::Medium, "grype:Medium"),
+                (Severity::Medium, "grype:Medium"),
+                (Severity::Critical, "grype:Critical"),
+            ]
+        );
+    }
+
+    #[test]
+    fn fixture_directory_source_is_sca_without_target() {
+        let r = decode_fixture("grype-dir-storefront.json");
+        assert!(r.target.is_none());
+        let f = &r.findings[0];
+        assert_eq!(f.category, Category::Sca);
+        assert_eq!(f.rule_id, "CVE-2023-45857");
+        assert_eq!(f.aliases, vec!["GHSA-wf5p-g6vw-rhxx"]);
+        assert_eq!(
+            (f.severity, f.severity_source.as_deref()),
+            (Severity::Medium, Some("grype:Medium"))
+        );
+        assert_eq!(f.path(), Some("/package-lock.json"));
+        assert_eq!(
+            f.package,
+            Some(Package {
+                ecosystem: "npm".into(),
+                name: "axios".into(),
+                version: Some("1.5.1".into()),
+                fixed_version: Some("1.6.0".into()),
+            })
+        );
+        // Every match is a GHSA with its CVE related.
+        for f in &r.findings {
+            assert!(f.rule_id.starts_with("CVE-"), "{}", f.rule_id);
+            assert_eq!(f.aliases.len(), 1);
+            assert!(f.aliases[0].starts_with("GHSA-"));
+            assert_eq!(f.package.as_ref().unwrap().ecosystem, "npm");
+        }
+    }
+
+    #[test]
+    fn fixture_same_cve_at_two_paths_is_one_fingerprint() {
+        let r = decode_fixture("grype-image-web-api-1.4.json");
+        let (a, b) = (&r.findings[10], &r.findings[11]);
+        assert_eq!(a.rule_id, "CVE-2024-37891");
+        assert_eq!(a.rule_id, b.rule_id);
+        assert_eq!(a.package, b.package);
+        assert_eq!(
+            a.path(),
+            Some("/opt/venv/lib/python3.11/site-packages/urllib3-2.0.7.dist-info/METADATA")
+        );
+        assert_eq!(
+            b.path(),
+            Some("/usr/local/lib/python3.11/site-packages/urllib3-2.0.7.dist-info/METADATA")
+        );
+        let t = r.target.clone().unwrap();
+        let expected = crate::fingerprint::dependency_fingerprint(a, &t);
+        assert_eq!(expected, crate::fingerprint::dependency_fingerprint(b, &t));
+        // The two merge into the first, which keeps its own path.
+        let merged = crate::fingerprint::assign(r.findings, &t);
+        assert_eq!(merged.len(), 12);
+        let urllib3: Vec<&(String, Finding)> = merged
+            .iter()
+            .filter(|(_, f)| f.rule_id == "CVE-2024-37891")
+            .collect();
+        assert_eq!(urllib3.len(), 1);
+        assert_eq!(Some(&urllib3[0].0), expected.as_ref());
+        assert_eq!(
+            urllib3[0].1.path(),
+            Some("/opt/venv/lib/python3.11/site-packages/urllib3-2.0.7.dist-info/METADATA")
+        );
+
+        // lodash in two lockfiles of a directory scan: 9 findings, 8 names.
+        let r = decode_fixture("grype-dir-storefront.json");
+        let (a, b) = (&r.findings[5], &r.findings[6]);
+        assert_eq!(
+            (a.rule_id.as_str(), b.rule_id.as_str()),
+            ("CVE-2021-23337", "CVE-2021-23337")
+        );
+        assert_eq!(a.path(), Some("/package-lock.json"));
+        assert_eq!(b.path(), Some("/packages/admin/package-lock.json"));
+        let t: Target = "repo:github.com/acme/storefront".parse().unwrap();
+        assert_eq!(crate::fingerprint::assign(r.findings, &t).len(), 8);
+    }
+
+    #[test]
+    fn fixture_truncated_input_is_an_error() {
+        for &(name, ..) in FIXTURES {
+            let bytes = fixture(name);
+            let end = bytes.trim_ascii_end().len();
+            for cut in [1, end / 3, end / 2, end - 1] {
+                let err = decode(&bytes[..cut]).unwrap_err();
+                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
+            }
+        }
+    }
+
     #[test]
     fn maven_names() {
         assert_eq!(

@@ -630,6 +630,7 @@ fn label_severity(label: Option<&str>) -> (Severity, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     /// A report of the shared corpus; `None` (the test skips) without it.
     fn corpus(name: &str) -> Option<Vec<u8>> {
@@ -958,6 +959,517 @@ mod tests {
             }
         }
         assert_eq!(decode(b"").unwrap_err().reason(), "syntax");
+    }
+
+    /// A report of this repository's own fixtures (`tests/fixtures/trivy`,
+    /// hand-written after Trivy's JSON format; see its README): always
+    /// present, so the tests below run on any clone.
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/trivy/").to_string() + name;
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode_fixture(name: &str) -> Report {
+        decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// (fixture, findings, skipped, coverage).
+    const FIXTURES: &[(&str, usize, usize, &[Category])] = &[
+        (
+            "trivy-image-web-api-1.4.json",
+            12,
+            0,
+            &[Category::Container],
+        ),
+        ("trivy-image-web-api-1.5.json", 5, 0, &[Category::Container]),
+        (
+            "trivy-fs-web-api.json",
+            10,
+            0,
+            &[Category::Sca, Category::Iac, Category::Secret],
+        ),
+        (
+            "trivy-repo-web-api.json",
+            3,
+            2,
+            &[Category::Iac, Category::Secret],
+        ),
+        (
+            "trivy-image-static-site-clean.json",
+            0,
+            0,
+            &[Category::Container],
+        ),
+    ];
+
+    #[test]
+    fn fixture_counts() {
+        for &(name, found, skipped, covered) in FIXTURES {
+            let bytes = fixture(name);
+            assert_eq!(
+                super::super::sniff(&bytes).unwrap(),
+                Format::Trivy,
+                "{name}"
+            );
+            let r = decode_fixture(name);
+            assert_eq!(r.findings.len(), found, "{name}");
+            assert_eq!(r.skipped.len(), skipped, "{name}: {:?}", r.skipped);
+            let want: BTreeSet<(String, Category)> =
+                covered.iter().map(|&c| ("trivy".to_string(), c)).collect();
+            assert_eq!(r.coverage, want, "{name}");
+            for f in &r.findings {
+                assert_eq!(f.scanner, "trivy");
+                assert!(r.coverage.contains(&("trivy".into(), f.category)), "{name}");
+                assert!(f.target.is_none(), "{name}: {f:?}");
+                if f.category.is_dependency() {
+                    let p = f.package.as_ref().expect("package");
+                    assert!(!p.name.is_empty() && p.version.is_some(), "{name}: {p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fixture_image_vulnerability_fields() {
+        let r = decode_fixture("trivy-image-web-api-1.4.json");
+        let target = r.target.clone().expect("an image names its target");
+        assert_eq!(target.to_string(), "image:ghcr.io/acme/web-api");
+        assert_eq!((r.commit.as_deref(), r.git_ref.as_deref()), (None, None));
+        assert!(r.findings.iter().all(|f| f.category == Category::Container));
+        let count = |s: Severity| r.findings.iter().filter(|f| f.severity == s).count();
+        assert_eq!(
+            [
+                Severity::Critical,
+                Severity::High,
+                Severity::Medium,
+                Severity::Low
+            ]
+            .map(count),
+            [1, 2, 5, 4]
+        );
+        let pkg = |i: usize| r.findings[i].package.clone().unwrap();
+
+        let apt = &r.findings[0];
+        assert_eq!(apt.rule_id, "CVE-2011-3374");
+        assert_eq!(apt.severity_source.as_deref(), Some("trivy:LOW"));
+        assert_eq!(pkg(0).fixed_version, None, "status affected: no fix");
+
+        let glibc = &r.findings[2];
+        assert_eq!(glibc.rule_id, "CVE-2024-2961");
+        assert_eq!(glibc.aliases, vec!["DSA-5673-1"]);
+        assert_eq!(glibc.severity, Severity::High);
+        assert_eq!(glibc.severity_source.as_deref(), Some("trivy:HIGH"));
+        assert_eq!(glibc.cwe, vec!["CWE-787"]);
+        assert_eq!(
+            glibc.help_uri.as_deref(),
+            Some("https://avd.aquasec.com/nvd/cve-2024-2961")
+        );
+        assert_eq!(
+            glibc.title.as_deref(),
+            Some("glibc: iconv() may write past the output buffer when converting to ISO-2022-CN-EXT")
+        );
+        assert!(glibc
+            .message
+            .starts_with("When iconv() in the GNU C Library"));
+        // OS packages are located at the result's target.
+        assert_eq!(glibc.path(), Some("ghcr.io/acme/web-api:1.4 (debian 12.5)"));
+        assert_eq!(
+            pkg(2),
+            Package {
+                ecosystem: "deb".into(),
+                name: "libc6".into(),
+                version: Some("2.36-9+deb12u4".into()),
+                fixed_version: Some("2.36-9+deb12u6".into()),
+            }
+        );
+
+        // One CVE in two packages.
+        for (i, name) in [(3, "libssl3"), (5, "openssl")] {
+            assert_eq!(r.findings[i].rule_id, "CVE-2024-0727");
+            assert_eq!(pkg(i).name, name);
+            assert_eq!(pkg(i).fixed_version.as_deref(), Some("3.0.13-1~deb12u1"));
+        }
+
+        // will_not_fix: critical, no fixed version, epoch kept.
+        let zlib = &r.findings[6];
+        assert_eq!(zlib.rule_id, "CVE-2023-45853");
+        assert_eq!(zlib.severity, Severity::Critical);
+        assert_eq!(
+            pkg(6),
+            Package {
+                ecosystem: "deb".into(),
+                name: "zlib1g".into(),
+                version: Some("1:1.2.13.dfsg-1".into()),
+                fixed_version: None,
+            }
+        );
+
+        // A GHSA-only advisory keeps its GHSA id, without aliases.
+        let ghsa = &r.findings[8];
+        assert_eq!(ghsa.rule_id, "GHSA-v8gr-m533-ghj9");
+        assert!(ghsa.aliases.is_empty());
+        assert_eq!(
+            pkg(8),
+            Package {
+                ecosystem: "pypi".into(),
+                name: "cryptography".into(),
+                version: Some("41.0.3".into()),
+                fixed_version: Some("41.0.4".into()),
+            }
+        );
+        assert_eq!(
+            ghsa.path(),
+            Some("opt/venv/lib/python3.11/site-packages/cryptography-41.0.3.dist-info/METADATA")
+        );
+
+        // One CVE in one package at two paths: two findings, one fingerprint.
+        let (a, b) = (&r.findings[10], &r.findings[11]);
+        assert_eq!(
+            (a.rule_id.as_str(), pkg(10).name.as_str()),
+            ("CVE-2024-37891", "urllib3")
+        );
+        assert_eq!(
+            (b.rule_id.as_str(), pkg(11).name.as_str()),
+            ("CVE-2024-37891", "urllib3")
+        );
+        assert_ne!(a.path(), b.path());
+        assert_eq!(pkg(10).fixed_version.as_deref(), Some("1.26.19, 2.2.2"));
+        assert_eq!(crate::fingerprint::assign(r.findings, &target).len(), 11);
+    }
+
+    #[test]
+    fn fixture_filesystem_vulnerability_misconfiguration_and_secrets() {
+        let r = decode_fixture("trivy-fs-web-api.json");
+        assert!(r.target.is_none(), "ArtifactName `.` names no target");
+        let cats: Vec<Category> = r.findings.iter().map(|f| f.category).collect();
+        assert_eq!(
+            cats,
+            [
+                [Category::Sca; 4].as_slice(),
+                &[Category::Iac; 3],
+                &[Category::Secret; 3]
+            ]
+            .concat()
+        );
+
+        let v = &r.findings[0];
+        assert_eq!(v.rule_id, "CVE-2023-50782");
+        assert_eq!(v.path(), Some("requirements.txt"));
+        assert_eq!(
+            v.package,
+            Some(Package {
+                ecosystem: "pypi".into(),
+                name: "cryptography".into(),
+                version: Some("41.0.3".into()),
+                fixed_version: Some("42.0.0".into()),
+            })
+        );
+
+        // Misconfigurations are named by AVDID.
+        let rules: Vec<&str> = r.findings[4..7]
+            .iter()
+            .map(|f| f.rule_id.as_str())
+            .collect();
+        assert_eq!(rules, ["AVD-DS-0002", "AVD-DS-0013", "AVD-DS-0026"]);
+        let root = &r.findings[4];
+        assert_eq!(root.severity, Severity::High);
+        assert_eq!(root.path(), Some("Dockerfile"));
+        assert_eq!(root.start_line(), None);
+        assert_eq!(root.content_hash, None, "no line, no line hash");
+        let m = &r.findings[5];
+        assert_eq!(m.severity, Severity::Medium);
+        assert_eq!(m.start_line(), Some(11));
+        let line = "RUN cd /app && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt";
+        assert_eq!(m.content_hash, Some(crate::fingerprint::line_hash(line)));
+        assert_eq!(m.evidence.snippet.as_deref(), Some(line));
+
+        let salt = DecodeContext::default().secret_salt;
+        let secrets: Vec<(&str, Severity, Option<&str>, Option<u32>)> = r.findings[7..]
+            .iter()
+            .map(|f| (f.rule_id.as_str(), f.severity, f.path(), f.start_line()))
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                (
+                    "aws-access-key-id",
+                    Severity::Critical,
+                    Some("deploy/staging.env"),
+                    Some(3)
+                ),
+                (
+                    "aws-secret-access-key",
+                    Severity::Critical,
+                    Some("deploy/staging.env"),
+                    Some(4)
+                ),
+                (
+                    "github-pat",
+                    Severity::Critical,
+                    Some("scripts/release.sh"),
+                    Some(12)
+                ),
+            ]
+        );
+        let s = &r.findings[7];
+        assert_eq!(s.title.as_deref(), Some("AWS Access Key ID"));
+        assert_eq!(s.message, "AWS Access Key ID");
+        assert_eq!(
+            s.content_hash,
+            Some(crate::fingerprint::line_hash_salted(
+                "AWS_ACCESS_KEY_ID=********************",
+                &salt
+            ))
+        );
+        for f in &r.findings[7..] {
+            assert!(f.evidence.snippet.is_none() && f.evidence.secret_hash.is_none());
+            assert!(f.content_hash.is_some());
+        }
+        // Neither the secrets nor the (masked) lines leave the decoder.
+        let dbg = format!("{r:?}");
+        for never in [
+            "AKIACUSTODYEXAMPLE23",
+            "ghp_CustodyFixtureFakeToken",
+            "AWS_ACCESS_KEY_ID=",
+            "AWS_SECRET_ACCESS_KEY=",
+            "GH_TOKEN",
+            "****",
+        ] {
+            assert!(!dbg.contains(never), "{never} in {dbg}");
+        }
+    }
+
+    #[test]
+    fn fixture_repository_target_and_passed_checks() {
+        let r = decode_fixture("trivy-repo-web-api.json");
+        assert_eq!(
+            r.target.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("repo:github.com/acme/web-api")
+        );
+        assert_eq!(
+            r.commit.as_deref(),
+            Some("d2ac911d10e83c2bccadebfc77c20a5b8c70c73b")
+        );
+        assert_eq!(r.git_ref.as_deref(), Some("main"));
+        assert!(r.skipped[0].contains("AVD-AWS-0086") && r.skipped[0].contains("PASS"));
+        assert!(r.skipped[1].contains("AVD-AWS-0087") && r.skipped[1].contains("PASS"));
+
+        let rules: Vec<(&str, Category, Severity)> = r
+            .findings
+            .iter()
+            .map(|f| (f.rule_id.as_str(), f.category, f.severity))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("AVD-AWS-0088", Category::Iac, Severity::High),
+                ("AVD-AWS-0090", Category::Iac, Severity::Medium),
+                ("slack-web-hook", Category::Secret, Severity::Medium),
+            ]
+        );
+        let m = &r.findings[0];
+        assert_eq!(m.path(), Some("infra/s3.tf"));
+        let loc = m.location.as_ref().unwrap();
+        assert_eq!((loc.start_line, loc.end_line), (Some(1), Some(4)));
+        assert_eq!(
+            m.content_hash,
+            Some(crate::fingerprint::line_hash(
+                r#"resource "aws_s3_bucket" "uploads" {"#
+            ))
+        );
+        // Two checks on one block: same line hash, two fingerprints.
+        assert_eq!(m.content_hash, r.findings[1].content_hash);
+        let s = &r.findings[2];
+        assert_eq!(s.path(), Some(".github/workflows/notify.yml"));
+        assert_eq!(s.start_line(), Some(12));
+        assert!(s.content_hash.is_some() && s.evidence.snippet.is_none());
+        let target = r.target.clone().unwrap();
+        assert_eq!(
+            crate::fingerprint::assign(r.findings.clone(), &target).len(),
+            3
+        );
+        // Author, committer, the webhook and its masked line stay out.
+        let dbg = format!("{r:?}");
+        for never in [
+            "Dana",
+            "dana.whitfield",
+            "noreply",
+            "hooks.slack.com",
+            "SLACK_WEBHOOK_URL",
+            "****",
+        ] {
+            assert!(!dbg.contains(never), "{never} in {dbg}");
+        }
+    }
+
+    #[test]
+    fn fixture_clean_image_has_coverage_and_no_findings() {
+        let r = decode_fixture("trivy-image-static-site-clean.json");
+        assert!(r.findings.is_empty() && r.skipped.is_empty());
+        assert_eq!(
+            r.target.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("image:ghcr.io/acme/static-site")
+        );
+        assert_eq!(
+            r.coverage.iter().collect::<Vec<_>>(),
+            vec![&("trivy".to_string(), Category::Container)]
+        );
+    }
+
+    #[test]
+    fn fixture_truncated_input_is_an_error() {
+        for &(name, ..) in FIXTURES {
+            let bytes = fixture(name);
+            let end = bytes.trim_ascii_end().len();
+            for cut in [1, end / 3, end / 2, end - 1] {
+                let err = decode(&bytes[..cut]).unwrap_err();
+                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
+            }
+        }
+    }
+
+    /// A complete scan of the same image after a version bump resolves
+    /// what it no longer reports and opens what is new.
+    #[test]
+    fn fixture_rescan_resolves_and_opens() {
+        use crate::config::Config;
+        use crate::engine::Engine;
+        use crate::model::{FindingEventKind as K, ScanMeta};
+        use chrono::TimeZone;
+
+        let engine = Engine::new(&Config::default());
+        let mut state = crate::lifecycle::State::new();
+        let t0 = chrono::Utc.with_ymd_and_hms(2024, 6, 20, 0, 0, 0).unwrap();
+        let mut scan = |name: &str, days: i64| {
+            let r = decode_fixture(name);
+            let meta = ScanMeta {
+                scan_id: name.into(),
+                target: r.target.clone().unwrap(),
+                commit: None,
+                git_ref: None,
+                complete: true,
+                coverage: r.coverage,
+            };
+            engine.scan(
+                &mut state,
+                &meta,
+                r.findings,
+                t0 + chrono::Duration::days(days),
+            )
+        };
+        let first = scan("trivy-image-web-api-1.4.json", 0);
+        assert_eq!(first.findings.len(), 11);
+        assert!(first.findings.iter().all(|e| e.event == K::Opened));
+        let second = scan("trivy-image-web-api-1.5.json", 28);
+        let of = |k: K| -> BTreeSet<(String, String)> {
+            second
+                .findings
+                .iter()
+                .filter(|e| e.event == k)
+                .map(|e| (e.rule_id.clone(), e.package.as_ref().unwrap().name.clone()))
+                .collect()
+        };
+        let pair = |id: &str, name: &str| (id.to_string(), name.to_string());
+        assert_eq!(
+            of(K::Resolved),
+            [
+                pair("CVE-2024-28085", "bsdutils"),
+                pair("CVE-2024-2961", "libc6"),
+                pair("CVE-2024-0727", "libssl3"),
+                pair("CVE-2024-0727", "openssl"),
+                pair("CVE-2023-50782", "cryptography"),
+                pair("GHSA-v8gr-m533-ghj9", "cryptography"),
+                pair("CVE-2024-35195", "requests"),
+            ]
+            .into()
+        );
+        assert_eq!(of(K::Opened), [pair("CVE-2024-6345", "setuptools")].into());
+        assert_eq!(second.findings.len(), 8, "nothing updated");
+    }
+
+    /// Trivy and Grype scanning the same image: one finding per (CVE,
+    /// package) both report, with both tools as its sources.
+    #[test]
+    fn fixture_trivy_and_grype_of_one_image_agree() {
+        use crate::config::Config;
+        use crate::engine::Engine;
+        use crate::model::{FindingEventKind as K, ScanMeta};
+        use chrono::TimeZone;
+
+        let trivy = decode_fixture("trivy-image-web-api-1.4.json");
+        let grype_path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/grype/grype-image-web-api-1.4.json"
+        );
+        let grype_bytes = std::fs::read(grype_path).unwrap_or_else(|e| panic!("{grype_path}: {e}"));
+        let grype = Format::Grype
+            .decode(&grype_bytes, &DecodeContext::default())
+            .unwrap();
+        let target = trivy.target.clone().unwrap();
+        assert_eq!(grype.target.as_ref(), Some(&target));
+
+        // Fingerprints do not name the scanner: the two reports share 11.
+        let fps = |r: &Report| -> BTreeSet<String> {
+            crate::fingerprint::assign(r.findings.clone(), &target)
+                .into_iter()
+                .map(|(fp, _)| fp)
+                .collect()
+        };
+        let (t, g) = (fps(&trivy), fps(&grype));
+        assert_eq!((t.len(), g.len()), (11, 12));
+        assert_eq!(t.intersection(&g).count(), 11);
+        assert!(t.is_subset(&g));
+
+        // Applied one after the other, each shared finding has both sources.
+        let engine = Engine::new(&Config::default());
+        let mut state = crate::lifecycle::State::new();
+        let now = chrono::Utc.with_ymd_and_hms(2024, 6, 20, 12, 0, 0).unwrap();
+        let mut outs = Vec::new();
+        for r in [trivy.clone(), grype] {
+            let meta = ScanMeta {
+                scan_id: String::new(),
+                target: target.clone(),
+                commit: None,
+                git_ref: None,
+                complete: true,
+                coverage: r.coverage,
+            };
+            outs.push(engine.scan(&mut state, &meta, r.findings, now));
+        }
+        assert_eq!(outs[0].findings.len(), 11);
+        // Grype adds its one finding; no severity of a shared one rises.
+        let kinds: Vec<(K, &str, &[String])> = outs[1]
+            .findings
+            .iter()
+            .map(|e| (e.event, e.rule_id.as_str(), e.scanners.as_slice()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(K::Opened, "CVE-2024-4032", ["grype".to_string()].as_slice())]
+        );
+        let records = &state.targets[&target.to_string()].findings;
+        assert_eq!(records.len(), 12);
+        let key = |f: &Finding| (f.rule_id.clone(), f.package.as_ref().unwrap().name.clone());
+        let mut both = BTreeSet::new();
+        for (fp, rec) in records {
+            let names: Vec<&str> = rec.sources.names().collect();
+            if t.contains(fp) {
+                assert_eq!(names, ["grype", "trivy"], "{:?}", key(&rec.finding));
+                assert_eq!(rec.finding.scanner, "trivy", "the first to report it");
+                assert!(both.insert(key(&rec.finding)), "one record per pair");
+            } else {
+                assert_eq!(names, ["grype"]);
+                assert_eq!(
+                    rec.finding
+                        .package
+                        .as_ref()
+                        .map(|p| (p.ecosystem.as_str(), p.name.as_str())),
+                    Some(("generic", "python"))
+                );
+            }
+        }
+        let trivy_pairs: BTreeSet<_> = trivy.findings.iter().map(key).collect();
+        assert_eq!(both, trivy_pairs);
     }
 
     #[test]

@@ -755,6 +755,24 @@ impl Part {
         self.jobs.len() + self.pending.len()
     }
 
+    /// Forgets the messages consumed and not yet applied (a stop, a
+    /// revoke): they are redelivered to whoever consumes the partition
+    /// next, and nothing of them was produced. What is applied stays, to
+    /// be settled and committed. Returns how many were forgotten.
+    fn drop_unapplied(&mut self) -> usize {
+        let n = self.jobs.len();
+        for job in self.jobs.drain(..) {
+            let len = match &job {
+                Job::Decoding { msg, .. }
+                | Job::Poison { msg, .. }
+                | Job::Held { msg, .. }
+                | Job::Decision { msg, .. } => msg.len(),
+            };
+            self.bytes = self.bytes.saturating_sub(len);
+        }
+        n
+    }
+
     /// Starts every waiting decode on the rayon pool.
     fn decode_ahead(&mut self) {
         // Targets of the messages before, whose scans will have changed
@@ -945,14 +963,22 @@ impl Core {
             tracing_warn(&format!("revoked {}", list_partitions(tps)));
         }
         let deadline = Instant::now() + self.settings.shutdown_timeout;
-        // What is left to decode, decoded on every core at once.
+        // What is consumed and not applied is left to the next owner (it
+        // is redelivered to it), so a rebalance under a backlog does not
+        // wait for it.
+        let mut left = 0;
         for tp in tps {
-            if let Some(p) = self.parts.get_mut(tp).filter(|p| p.state.is_some()) {
-                p.decode_ahead();
+            if let Some(p) = self.parts.get_mut(tp) {
+                left += p.drop_unapplied();
             }
         }
+        if left > 0 {
+            tracing_warn(&format!(
+                "{left} consumed messages of the revoked partitions were not applied: their next owner applies them"
+            ));
+        }
         for tp in tps {
-            // Finish what was consumed, within the deadline; commit what is
+            // Settle what was applied, within the deadline; commit what is
             // done; then forget the partition.
             while Instant::now() < deadline {
                 let busy = match self.parts.get(tp) {
@@ -2917,10 +2943,13 @@ impl Worker {
         result.and(stopped)
     }
 
-    /// Stops: in-flight work is finished, the producer flushed and what is
-    /// done committed, each step within the shutdown timeout. Work left
-    /// undone (its messages are redelivered after the restart) makes the
-    /// stop an error, so the exit code says it was not clean.
+    /// Stops: fetching stops, what is consumed and not applied is dropped
+    /// (redelivered after the restart), what is applied is settled (its
+    /// events, then its changelog records acknowledged), the producer
+    /// flushed and the offsets of what is done committed, each step within
+    /// the shutdown timeout. Records of applied messages left
+    /// unacknowledged, or a commit that fails, make the stop an error, so
+    /// the exit code says it was not clean.
     fn shutdown(&self) -> Result<(), RunError> {
         let mut undone = None;
         let deadline =
@@ -2929,15 +2958,21 @@ impl Worker {
         if let Ok(tpl) = self.consumer.assignment() {
             let _ = self.consumer.pause(&tpl);
         }
-        // Finish in-flight work: what is left to decode is decoded on
-        // every core at once, and the loop below only applies what is done,
-        // so it sees the deadline.
+        // What is consumed and not applied is dropped: it is redelivered
+        // after the restart, and nothing of it was produced. Waiting for it
+        // under a backlog would outlast the deadline at every rolling
+        // restart. What is applied is settled below.
+        let left: usize = lock(&self.core)
+            .parts
+            .values_mut()
+            .map(Part::drop_unapplied)
+            .sum();
+        if left > 0 {
+            tracing_warn(&format!(
+                "stopping: {left} consumed messages not yet applied are left to be redelivered"
+            ));
+        }
         if !self.health.failed.load(Ordering::Acquire) {
-            for p in lock(&self.core).parts.values_mut() {
-                if p.state.is_some() {
-                    p.decode_ahead();
-                }
-            }
             loop {
                 let mut core = lock(&self.core);
                 let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
@@ -2954,7 +2989,7 @@ impl Worker {
                 }
                 if Instant::now() >= deadline {
                     undone = Some(format!(
-                        "in-flight messages not finished within the shutdown timeout of {} s; they are redelivered after the restart",
+                        "events or changelog records of applied messages not acknowledged within the shutdown timeout of {} s; those messages are redelivered after the restart",
                         self.settings.shutdown_timeout.as_secs()
                     ));
                     break;
