@@ -115,7 +115,7 @@ diff -u "$prom_rule" "$tmp/prometheusrule.yaml" \
 echo "ok"
 
 # --- the custody binary -----------------------------------------------------
-bin=${CUSTODY_BIN:-target/debug/custody}
+bin=${CUSTODY_BIN:-${CARGO_TARGET_DIR:-target}/debug/custody}
 if [[ ! -x $bin ]]; then
   if [[ -n ${CUSTODY_BIN:-} ]]; then
     fail "CUSTODY_BIN=$CUSTODY_BIN is not an executable"
