@@ -512,6 +512,176 @@ fn sigterm_under_a_backlog_exits_cleanly_and_loses_nothing() {
     assert_eq!(opened.len(), REPORTS * FINDINGS);
 }
 
+/// The `custody-dlq-reason` header of every message of `topic`.
+fn dead_letter_reasons(brokers: &str, topic: &str) -> Vec<String> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "custody-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (out.len() as i64) < high && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let reason = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "custody-dlq-reason"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            out.push(reason);
+        }
+    }
+    out
+}
+
+/// Regression (chaos run, 2026-12-06): a valid SARIF whose one result had
+/// a 64 MiB message made a finding event the broker refused
+/// (`MessageSizeTooLarge`), which stopped the service at every start.
+/// Now a finding's texts are bounded, saying so, and a record the broker
+/// refuses for good costs the report that caused it (dead-lettered with
+/// the reason), never the service. Here: a report with a 20 MiB message is
+/// applied, its message cut; a findings topic made beforehand taking
+/// records of at most 8,000 bytes refuses the event of a 12 KB message, so
+/// that report is dead-lettered; the next report is applied; the stop is
+/// clean.
+#[test]
+fn a_record_the_broker_refuses_costs_its_report_not_the_service() {
+    let Some(brokers) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::new("refused", &run_id());
+    let cfg = config(dir.path(), &brokers, &names);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+    let made = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            admin.create_topics(
+                &[rdkafka::admin::NewTopic::new(
+                    &names.findings,
+                    4,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                )
+                .set("max.message.bytes", "8000")],
+                &rdkafka::admin::AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    let sarif = |message: &str| {
+        format!(
+            r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"Bandit"}}}},"results":[{{"ruleId":"B101","level":"error","message":{{"text":"{message}"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"app/main.py"}},"region":{{"startLine":3,"snippet":{{"text":"assert user"}}}}}}}}]}}]}}]}}"#
+        )
+    };
+    let huge = dir.path().join("huge.sarif");
+    std::fs::write(&huge, sarif(&"x".repeat(20 << 20))).unwrap();
+    let long = dir.path().join("long.sarif");
+    // Text lz4 cannot shrink: the broker's limit is on compressed batches.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: String = (0..12_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    std::fs::write(&long, sarif(&noise)).unwrap();
+    let log = dir.path().join("run.log");
+    let child = spawn_run(&cfg, &log);
+    wait_for_topics(&brokers, &names, &log);
+    publish(
+        &brokers,
+        &names.reports,
+        "repo:github.com/acme/huge",
+        huge.to_str().unwrap(),
+    );
+    publish(
+        &brokers,
+        &names.reports,
+        "repo:github.com/acme/long",
+        long.to_str().unwrap(),
+    );
+    publish(
+        &brokers,
+        &names.reports,
+        "repo:github.com/acme/after",
+        "tests/fixtures/churn/bandit-6.4.2.sarif",
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut findings: Vec<serde_json::Value>;
+    loop {
+        findings = read(&brokers, &names.findings)
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect();
+        let after = findings
+            .iter()
+            .filter(|e| e["target"] == "repo:github.com/acme/after")
+            .count();
+        if after == 272 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{after} events of the last report: {}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let huge_events: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|e| e["target"] == "repo:github.com/acme/huge")
+        .collect();
+    assert_eq!(huge_events.len(), 1);
+    let message = huge_events[0]["message"].as_str().unwrap();
+    assert!(message.len() <= 16 * 1024, "{} bytes", message.len());
+    assert!(
+        message.ends_with(&format!("{} bytes in all]", 20 << 20)),
+        "{}",
+        &message[message.len() - 80..]
+    );
+    assert!(
+        !findings
+            .iter()
+            .any(|e| e["target"] == "repo:github.com/acme/long"),
+        "the refused event was not taken"
+    );
+    let reasons = dead_letter_reasons(&brokers, &format!("{}.dlq", names.reports));
+    assert_eq!(reasons, ["event_refused"], "{}", tail(&log));
+    let status = terminate(child);
+    assert!(status.success(), "exit {status}: {}", tail(&log));
+    assert_eq!(committed(&brokers, &names.group, &names.reports, 4), {
+        // Every message, the huge report's chunks included.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        (0..4)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&names.reports, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
+            .sum::<i64>()
+    });
+}
+
 /// `custody publish-ownership` on a broker without its topic creates it,
 /// publishes every file, and a second run sends nothing new.
 #[test]

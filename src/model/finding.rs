@@ -160,7 +160,93 @@ impl Evidence {
     }
 }
 
+/// The largest message a finding keeps, in bytes; longer ones are cut
+/// (see [`Finding::bound`]).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The largest snippet a finding keeps, in bytes.
+pub const MAX_SNIPPET_BYTES: usize = 4 * 1024;
+/// The largest path a finding keeps, in bytes.
+pub const MAX_PATH_BYTES: usize = 4 * 1024;
+/// The largest of any other text a finding keeps (rule id, title, package
+/// name and versions, aliases, links...), in bytes.
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// The most aliases and CWE ids a finding keeps.
+pub const MAX_LIST_ITEMS: usize = 64;
+
+/// Cuts `text` to at most `max` bytes (at a character boundary), saying so
+/// at its end. Returns whether it was cut.
+pub fn bound_text(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let total = text.len();
+    let note = format!(" [... cut by custody: {total} bytes in all]");
+    let mut end = max.saturating_sub(note.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&note);
+    true
+}
+
+fn bound_shared(text: &mut Arc<str>, max: usize) {
+    if text.len() > max {
+        let mut owned = text.to_string();
+        bound_text(&mut owned, max);
+        *text = owned.into();
+    }
+}
+
 impl Finding {
+    /// Bounds every text of the finding (a scanner's report may hold a
+    /// message of megabytes, or a hostile one anything): the message at
+    /// [`MAX_MESSAGE_BYTES`], the snippet at [`MAX_SNIPPET_BYTES`], the
+    /// path at [`MAX_PATH_BYTES`], other texts at [`MAX_FIELD_BYTES`],
+    /// each cut saying so; lists at [`MAX_LIST_ITEMS`]. So every event and
+    /// changelog record of a finding stays far below what a broker takes.
+    pub fn bound(&mut self) {
+        bound_text(&mut self.message, MAX_MESSAGE_BYTES);
+        if let Some(s) = &mut self.evidence.snippet {
+            bound_text(s, MAX_SNIPPET_BYTES);
+        }
+        if let Some(l) = &mut self.location {
+            bound_text(&mut l.path, MAX_PATH_BYTES);
+        }
+        for text in [&mut self.scanner, &mut self.rule_id]
+            .into_iter()
+            .chain(self.aliases.iter_mut())
+            .chain(self.cwe.iter_mut())
+            .chain(self.owner.iter_mut())
+            .chain(self.tool_fingerprint.iter_mut())
+            .chain(self.evidence.secret_hash.iter_mut())
+            .chain(self.content_hash.iter_mut())
+        {
+            bound_text(text, MAX_FIELD_BYTES);
+        }
+        if let Some(p) = &mut self.package {
+            for text in [&mut p.ecosystem, &mut p.name]
+                .into_iter()
+                .chain(p.version.iter_mut())
+                .chain(p.fixed_version.iter_mut())
+            {
+                bound_text(text, MAX_FIELD_BYTES);
+            }
+        }
+        for shared in [
+            &mut self.title,
+            &mut self.severity_source,
+            &mut self.help_uri,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            bound_shared(shared, MAX_FIELD_BYTES);
+        }
+        self.aliases.truncate(MAX_LIST_ITEMS);
+        self.cwe.truncate(MAX_LIST_ITEMS);
+    }
+
     /// A finding with the required fields set and everything else empty;
     /// decoders fill in the rest.
     pub fn new(
@@ -205,5 +291,56 @@ impl Finding {
     /// dependency findings, the rule id otherwise.
     pub fn group_id(&self) -> &str {
         &self.rule_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_and_say_so() {
+        let mut s = "é".repeat(10_000); // 20,000 bytes
+        assert!(bound_text(&mut s, 1000));
+        assert!(s.len() <= 1000, "{}", s.len());
+        assert!(
+            s.ends_with(" [... cut by custody: 20000 bytes in all]"),
+            "{s}"
+        );
+        assert!(s.starts_with("éé"));
+        let mut short = "short".to_string();
+        assert!(!bound_text(&mut short, 1000));
+        assert_eq!(short, "short");
+    }
+
+    /// Regression (chaos run, 2026-12-06): a valid SARIF result with a
+    /// 64 MiB message made a finding event the broker refused
+    /// (MessageSizeTooLarge), which stopped the service at every start.
+    #[test]
+    fn every_text_of_a_finding_is_bounded() {
+        let huge = "x".repeat(1 << 20);
+        let mut f = Finding::new(
+            "bandit",
+            Category::Sast,
+            huge.clone(),
+            Severity::High,
+            huge.clone(),
+        );
+        f.title = Some(huge.as_str().into());
+        f.evidence.snippet = Some(huge.clone());
+        f.location = Some(Location {
+            path: huge.clone(),
+            ..Location::default()
+        });
+        f.aliases = vec![huge.clone(); 1000];
+        f.bound();
+        let json = serde_json::to_vec(&f).unwrap();
+        assert!(json.len() < 200 * 1024, "{} bytes", json.len());
+        assert!(f.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(f.message.ends_with("1048576 bytes in all]"));
+        assert!(f.evidence.snippet.as_ref().unwrap().len() <= MAX_SNIPPET_BYTES);
+        assert!(f.path().unwrap().len() <= MAX_PATH_BYTES);
+        assert!(f.title.as_ref().unwrap().len() <= MAX_FIELD_BYTES);
+        assert_eq!(f.aliases.len(), MAX_LIST_ITEMS);
     }
 }

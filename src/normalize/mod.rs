@@ -75,8 +75,18 @@ impl Format {
             .find(|f| f.name().eq_ignore_ascii_case(name.trim()))
     }
 
-    /// Decodes `bytes` with this format's decoder.
+    /// Decodes `bytes` with this format's decoder; every finding's texts
+    /// are bounded ([`crate::model::Finding::bound`]).
     pub fn decode(self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
+        let mut report = self.decode_unbounded(bytes, ctx)?;
+        report
+            .findings
+            .iter_mut()
+            .for_each(crate::model::Finding::bound);
+        Ok(report)
+    }
+
+    fn decode_unbounded(self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
         match self {
             Format::Sarif => sarif::SarifDecoder.decode(bytes, ctx),
             Format::Trivy => trivy::TrivyDecoder.decode(bytes, ctx),

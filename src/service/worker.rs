@@ -108,6 +108,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Ack {
     remaining: AtomicI64,
     failed: AtomicBool,
+    /// Why a record was refused for good (see [`refused_for_good`]): the
+    /// first such refusal.
+    refused: Mutex<Option<String>>,
 }
 
 impl Ack {
@@ -117,6 +120,30 @@ impl Ack {
     fn done(&self) -> bool {
         self.remaining.load(Ordering::Acquire) <= 0
     }
+    fn refuse(&self, why: String) {
+        lock(&self.refused).get_or_insert(why);
+    }
+    fn refused(&self) -> Option<String> {
+        lock(&self.refused).clone()
+    }
+}
+
+/// A produce error that refuses the record for good (too large for the
+/// broker or the topic, invalid): sending it again can never succeed, so
+/// it costs the report that caused it, not the service. Any other error
+/// (brokers unreachable, a timeout, no authorization) stops the service,
+/// and the report is redelivered after the restart.
+fn refused_for_good(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::PolicyViolation
+        )
+    )
 }
 
 /// The producer's context: delivery reports settle [`Ack`]s.
@@ -139,6 +166,11 @@ impl ProducerContext for Delivery {
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
         if let Err((e, m)) = result {
+            if refused_for_good(e) {
+                ack.refuse(format!("{} refused a record: {e}", m.topic()));
+                ack.remaining.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
             ack.failed.store(true, Ordering::Release);
             self.health.failed.store(true, Ordering::Release);
             *lock(&self.health.last_error) = Some(format!("producing to {}: {e}", m.topic()));
@@ -682,15 +714,22 @@ struct Pending {
     /// A held chunk: done only when released.
     hold: bool,
     bytes: usize,
+    /// The report, kept until its events are acknowledged: should the
+    /// broker refuse one for good, the report is dead-lettered.
+    source: Option<Incoming>,
+    /// That dead letter, when one was sent.
+    dead_letter: Option<Arc<Ack>>,
 }
 
 impl Pending {
     /// Events and changelog records all acknowledged (for a held chunk:
-    /// released by its scan's last chunk).
+    /// released by its scan's last chunk), and a dead letter sent for a
+    /// refused event too.
     fn complete(&self) -> bool {
         self.changelog.is_none()
             && self.changelog_ack.done()
             && (self.hold || self.events.done())
+            && self.dead_letter.as_ref().is_none_or(|a| a.done())
             && !self.changelog_ack.failed.load(Ordering::Acquire)
     }
 }
@@ -1390,6 +1429,8 @@ impl Core {
                         held: Vec::new(),
                         hold: true,
                         bytes,
+                        source: None,
+                        dead_letter: None,
                     });
                 }
                 (Job::Decoding { .. }, None) => {}
@@ -1443,6 +1484,8 @@ impl Core {
             held: held.into_iter().map(|h| h.ack).collect(),
             hold: false,
             bytes: msg.len(),
+            source: None,
+            dead_letter: None,
         });
     }
 
@@ -1478,7 +1521,7 @@ impl Core {
                         Ok(Some(records)) => {
                             let bytes = msg.len();
                             let held = held.into_iter().map(|h| h.ack).collect();
-                            self.emit(part, Some(&msg), Output::default(), records, held, bytes);
+                            self.emit(part, Some(msg), Output::default(), records, held, bytes);
                             return;
                         }
                         Ok(None) => {}
@@ -1591,7 +1634,7 @@ impl Core {
         }
         let bytes = msg.len();
         let held = held.into_iter().map(|h| h.ack).collect();
-        self.emit(part, Some(&msg), out, records, held, bytes);
+        self.emit(part, Some(msg), out, records, held, bytes);
     }
 
     /// A report that is its target's last scan again (see [`LastScan`]):
@@ -1684,7 +1727,7 @@ impl Core {
                 let records =
                     changelog::records(state, &spec, std::slice::from_ref(&d.fingerprint), None);
                 let bytes = msg.len();
-                self.emit(part, Some(&msg), out, records, Vec::new(), bytes);
+                self.emit(part, Some(msg), out, records, Vec::new(), bytes);
             }
             Err(e) => self.dead_letter(part, msg, "bad_decision", &e.to_string(), Vec::new()),
         }
@@ -1700,13 +1743,13 @@ impl Core {
     fn emit(
         &self,
         part: &mut Part,
-        msg: Option<&Incoming>,
+        msg: Option<Incoming>,
         mut out: Output,
         mut records: Vec<changelog::Record>,
         held: Vec<Arc<Ack>>,
         bytes: usize,
     ) {
-        if let (Some(m), false) = (msg, records.is_empty()) {
+        if let (Some(m), false) = (&msg, records.is_empty()) {
             records.insert(
                 0,
                 changelog::applied_record(&part.topic, part.partition, m.offset),
@@ -1753,18 +1796,20 @@ impl Core {
             }
         }
         ack.add(-1);
-        if let Some(m) = msg {
+        if let Some(m) = &msg {
             part.last_applied = Some(m.offset);
         }
         part.pending.push_back(Pending {
-            offset: msg.map(|m| m.offset),
-            timestamp: msg.and_then(|m| m.timestamp),
+            offset: msg.as_ref().map(|m| m.offset),
+            timestamp: msg.as_ref().and_then(|m| m.timestamp),
             events: ack,
             changelog: Some(records),
             changelog_ack: Arc::new(Ack::default()),
             held,
             hold: false,
             bytes,
+            source: msg,
+            dead_letter: None,
         });
     }
 
@@ -1819,9 +1864,15 @@ impl Core {
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                Err((e, _)) if refused_for_good(&e) => {
+                    // Larger than the producer takes: as a broker's refusal.
+                    ack.refuse(format!("{topic} refused a record: {e}"));
+                    ack.add(-1);
+                    return;
+                }
                 Err((e, _)) => {
-                    // Not retriable (record too large, unknown topic...):
-                    // the run stops without storing this offset.
+                    // Not retriable otherwise (unknown topic...): the run
+                    // stops without storing this offset.
                     self.give_up(ack, Some(format!("producing to {topic}: {e}")));
                     return;
                 }
@@ -1872,6 +1923,8 @@ impl Core {
             held: Vec::new(),
             hold: false,
             bytes: msg.len(),
+            source: None,
+            dead_letter: None,
         });
     }
 
@@ -1970,6 +2023,13 @@ impl Core {
                 // Not stored: redelivered after the restart.
                 return;
             }
+            if p.events.done() && p.dead_letter.is_none() {
+                match p.events.refused() {
+                    Some(why) => self.dead_letter_refused(part, idx, &why),
+                    // Delivered: the report is not needed any more.
+                    None => part.pending[idx].source = None,
+                }
+            }
             if let Some(records) = part.pending[idx].changelog.take() {
                 let ack = Arc::clone(&part.pending[idx].changelog_ack);
                 ack.add(1);
@@ -1998,12 +2058,27 @@ impl Core {
         }
         let mut stored = None;
         while let Some(p) = part.pending.front() {
+            if let Some(why) = p.changelog_ack.refused() {
+                // The state cannot be kept: running on would lose it at the
+                // next restart.
+                self.fail(format!("changelog record refused for good: {why}"));
+                return;
+            }
             if !p.complete() {
                 break;
             }
             let Some(p) = part.pending.pop_front() else {
                 break;
             };
+            if let Some(why) = p.dead_letter.as_ref().and_then(|a| a.refused()) {
+                self.metrics.dead_letter("refused_unsaved");
+                tracing_warn(&format!(
+                    "{}/{} offset {}: the dead letter was refused too ({why}): the dead-letter topic must take messages as large as the reports topic",
+                    part.topic,
+                    part.partition,
+                    p.offset.unwrap_or(-1)
+                ));
+            }
             part.bytes = part.bytes.saturating_sub(p.bytes);
             if let Some(off) = p.offset {
                 stored = Some(off);
@@ -2020,6 +2095,40 @@ impl Core {
             }
             part.next_offset = Some(off + 1);
         }
+    }
+
+    /// An event (or a dead letter) of the work at `idx` that the broker
+    /// refused for good (see [`refused_for_good`]): the report that caused
+    /// it goes to the dead-letter topic with the reason, and the service
+    /// goes on. Its state and changelog records stay as applied: the
+    /// events that were taken are true, and only the refused one is
+    /// missing downstream, which the dead letter says. A clock tick or a
+    /// re-attribution has no report: the refusal is logged and counted.
+    fn dead_letter_refused(&self, part: &mut Part, idx: usize, why: &str) {
+        let ack = Arc::new(Ack::default());
+        let offset = part.pending[idx].offset;
+        match part.pending[idx].source.take() {
+            Some(msg) => {
+                self.metrics.dead_letter("event_refused");
+                tracing_warn(&format!(
+                    "{}/{} offset {}: {why}; the report is dead-lettered",
+                    part.topic, part.partition, msg.offset
+                ));
+                ack.add(1);
+                self.send_dead_letter(part, &msg, "event_refused", why, &ack);
+                ack.add(-1);
+            }
+            None => {
+                self.metrics.dead_letter("refused_unsaved");
+                tracing_warn(&format!(
+                    "{}/{}{}: {why}; nothing is left to dead-letter (a dead letter itself, a clock tick or a re-attribution)",
+                    part.topic,
+                    part.partition,
+                    offset.map_or(String::new(), |o| format!(" offset {o}")),
+                ));
+            }
+        }
+        part.pending[idx].dead_letter = Some(ack);
     }
 
     /// Pauses a partition whose work in flight reaches the limits, resumes
