@@ -6,7 +6,6 @@
 //! redelivered duplicates (same event id, same content) every event is
 //! unique.
 
-use custody::service::demo::read_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -145,19 +144,74 @@ fn wait_for_topics(brokers: &str, names: &Names, log: &Path) {
     }
 }
 
-/// Every message of `topic`, asked again while the broker is not ready
-/// to say (a topic just created has no leader for a moment).
+/// Every message of `topic` a `read_committed` consumer sees, to the end
+/// of each partition (a transactional topic's last offsets are markers no
+/// consumer receives, so the end is the end-of-partition event); asked
+/// again while the broker is not ready to say (a topic just created has no
+/// leader for a moment).
 fn read(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match read_all(brokers, topic) {
-            Ok(v) => return v,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("reading {topic}: {e}; again");
-                std::thread::sleep(Duration::from_millis(200));
+    use rdkafka::message::Message;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "custody-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let partitions = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(md) => {
+                let n = md.topics().first().map_or(0, |t| t.partitions().len());
+                if n > 0 && md.topics()[0].error().is_none() {
+                    break n as i32;
+                }
             }
-            Err(e) => panic!("reading {topic}: {e}"),
+            Err(e) => eprintln!("reading {topic}: {e}; again"),
         }
+        assert!(Instant::now() < deadline, "{topic} has no partitions");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut at_end = BTreeSet::new();
+    while (at_end.len() as i32) < partitions {
+        assert!(Instant::now() < deadline, "reading {topic}: not at its end");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => eprintln!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// What `custody run` logs once every assigned partition is restored.
+const RESTORED: &str = "partitions restored";
+
+/// Waits until `log` holds `line` (the child still running).
+fn wait_for_line(log: &Path, line: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(line)
+    {
+        assert!(Instant::now() < deadline, "no {line:?} in: {}", tail(log));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "custody exited: {}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -304,12 +358,45 @@ fn unique_events(brokers: &str, topics: &[&str]) -> (Vec<serde_json::Value>, usi
 #[test]
 fn sigkill_at_random_moments_gives_the_events_process_gives() {
     let Some(brokers) = broker() else { return };
+    let copies = sigkill_at_random_moments(&brokers, "at-least-once");
+    eprintln!("at-least-once: {copies} redelivered copies");
+}
+
+/// The same kills with `delivery = "exactly-once"`: a `read_committed`
+/// consumer sees every event exactly once (not one event id twice; nothing
+/// of the transactions the kills left open, which the broker aborts), and
+/// the same events as `custody process`.
+#[test]
+fn exactly_once_under_sigkill_gives_every_event_once() {
+    let Some(brokers) = broker() else { return };
+    let copies = sigkill_at_random_moments(&brokers, "exactly-once");
+    assert_eq!(copies, 0, "a read_committed consumer saw events twice");
+}
+
+/// The kill test under `delivery`; returns the redelivered copies seen.
+fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
     const SCANS: [&str; 4] = ["6.4.2", "6.5", "6.4.2", "6.5"];
     const CHAOS_TARGETS: usize = 10;
     const KILLS: usize = 5;
+    let brokers = brokers.to_string();
     let dir = tempfile::tempdir().unwrap();
-    let names = Names::new("chaos", &run_id());
+    let names = Names::new(&format!("chaos-{delivery}"), &run_id());
     let cfg = config(dir.path(), &brokers, &names);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "shutdown_timeout_secs = 10",
+            &format!("shutdown_timeout_secs = 10\ndelivery = \"{delivery}\""),
+        )
+        .replace(
+            "[kafka.properties]",
+            // A killed instance's open transaction blocks read_committed
+            // readers (the restore too) until the broker aborts it.
+            "[kafka.properties]\n\"transaction.timeout.ms\" = 10000",
+        ),
+    )
+    .unwrap();
     let targets: Vec<String> = (0..CHAOS_TARGETS)
         .map(|i| format!("repo:github.com/acme/chaos-{i}"))
         .collect();
@@ -331,7 +418,18 @@ fn sigkill_at_random_moments_gives_the_events_process_gives() {
         for (target, report) in waves.next().unwrap_or_default() {
             publish(&brokers, &names.reports, target, report);
         }
-        // Once this run has produced events, a random moment later.
+        // Once this run has produced events, a random moment later. Under
+        // exactly-once, events are seen only once their transaction
+        // commits: there the kill comes at a random moment once the run is
+        // restored, mid-transaction as often as not.
+        if delivery == "exactly-once" {
+            wait_for_line(&log, RESTORED, &mut child);
+            std::thread::sleep(moments.next(1500));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
+            continue;
+        }
         let deadline = Instant::now() + Duration::from_secs(120);
         while read(&brokers, &names.findings).len() <= before {
             assert!(
@@ -358,7 +456,9 @@ fn sigkill_at_random_moments_gives_the_events_process_gives() {
     );
 
     let log = dir.path().join("last.log");
-    let child = spawn_run(&cfg, &log);
+    let mut child = spawn_run(&cfg, &log);
+    // Started (its SIGTERM handler set) before it is stopped.
+    wait_for_line(&log, RESTORED, &mut child);
     let deadline = Instant::now() + Duration::from_secs(240);
     while committed(&brokers, &names.group, &names.reports, 4) < total {
         assert!(
@@ -418,6 +518,7 @@ fn sigkill_at_random_moments_gives_the_events_process_gives() {
         let key = e["ticket_key"].as_str().unwrap_or_default();
         assert!(tickets.contains(key), "no ticket events for {key}");
     }
+    copies
 }
 
 /// Regression (chaos run, 2026-12-06): a SIGTERM with a backlog consumed
