@@ -613,6 +613,290 @@ fn sigterm_under_a_backlog_exits_cleanly_and_loses_nothing() {
     assert_eq!(opened.len(), REPORTS * FINDINGS);
 }
 
+/// A port free on 127.0.0.1 now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every record of `topic`'s partitions: (partition, offset, key), in
+/// log order per partition (a compacted log keeps gaps where records were
+/// cleaned away).
+fn records(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, Vec<u8>)> {
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "custody-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut at_end = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (at_end.len() as i32) < partitions && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
+                m.partition(),
+                m.offset(),
+                m.key().unwrap_or_default().to_vec(),
+            )),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The high watermark of each of `topic`'s partitions.
+fn ends(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// A changelog the log cleaner has really compacted restores to the same
+/// state: the earliest records of each key are gone (shown: offsets
+/// missing from the log), a tombstone is gone after `delete.retention.ms`
+/// (the last-scan record of a target whose scan grew too large to
+/// remember); after the restart, a rescan with the target's last report
+/// is recognized without a decode and produces nothing, a changed one
+/// produces exactly what `custody process` gives, and the target whose
+/// last-scan record was tombstoned is decoded again (nothing to hold for
+/// it), producing nothing.
+#[test]
+fn a_compacted_changelog_restores_to_the_same_state() {
+    let Some(brokers) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::new("compact", &run_id());
+    let cfg = config(dir.path(), &brokers, &names);
+    let port = free_port();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let changelog = format!("{}.state", names.reports);
+    // A changelog that compacts within seconds: segments roll after a
+    // second, any dirt is worth cleaning, tombstones live two seconds.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+    let made = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            admin.create_topics(
+                &[rdkafka::admin::NewTopic::new(
+                    &changelog,
+                    4,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                )
+                .set("cleanup.policy", "compact")
+                .set("segment.ms", "1000")
+                .set("min.cleanable.dirty.ratio", "0.001")
+                .set("delete.retention.ms", "2000")
+                .set("max.message.bytes", "16777216")],
+                &rdkafka::admin::AdminOptions::new(),
+            ),
+        )
+        .unwrap();
+    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    let bandit = |r: &str| format!("tests/fixtures/churn/bandit-{r}.sarif");
+    let a = "repo:github.com/acme/compact-a";
+    let b = "repo:github.com/acme/compact-b";
+    // B: a small first scan, then one too large to remember (its last-scan
+    // record becomes a tombstone).
+    let small = dir.path().join("small.sarif");
+    std::fs::write(&small, crate::common::sarif(100)).unwrap();
+    let large = dir.path().join("large.sarif");
+    std::fs::write(&large, crate::common::sarif(16_000)).unwrap();
+    let (small, large) = (small.to_str().unwrap(), large.to_str().unwrap());
+    let mut sent: Vec<(&str, String)> = Vec::new();
+    let mut send = |target: &'static str, file: &str| {
+        publish(&brokers, &names.reports, target, file);
+        sent.push((target, file.to_string()));
+    };
+    let run = |name: &str| {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut child = spawn_run(&cfg, &log);
+        wait_for_line(&log, RESTORED, &mut child);
+        (child, log)
+    };
+    let finish = |child: Child, log: &Path, messages: i64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed(&brokers, &names.group, &names.reports, 4) < messages {
+            assert!(Instant::now() < deadline, "not done: {}", tail(log));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = terminate(child);
+        assert!(status.success(), "exit {status}: {}", tail(log));
+    };
+    let reports_end = || ends(&brokers, &names.reports, 4).iter().sum::<i64>();
+
+    let (child, log) = run("first");
+    wait_for_topics(&brokers, &names, &log);
+    send(a, &bandit("6.4.2"));
+    send(a, &bandit("6.5"));
+    send(a, &bandit("6.4.2"));
+    send(b, small);
+    send(b, large);
+    finish(child, &log, reports_end());
+    // Three more runs, each after the segments' time is up, writing to
+    // every changelog partition, so the segments written before roll and
+    // are cleaned (the active segment never is), more than once: a pass
+    // after delete.retention.ms removes the tombstones an earlier pass
+    // kept. Each run scans new targets until every partition has grown.
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(2500));
+        let (child, log) = run(&format!("roll{i}"));
+        let before = ends(&brokers, &changelog, 4);
+        let mut j = 0;
+        while ends(&brokers, &changelog, 4)
+            .iter()
+            .zip(&before)
+            .any(|(now, then)| now == then)
+        {
+            assert!(j < 60, "60 targets did not reach every partition");
+            publish(
+                &brokers,
+                &names.reports,
+                &format!("repo:github.com/acme/roll-{i}-{j}"),
+                "tests/fixtures/bandit/bandit-paramiko-4.0.0.sarif",
+            );
+            j += 1;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while committed(&brokers, &names.group, &names.reports, 4) < reports_end() {
+                assert!(Instant::now() < deadline, "not done: {}", tail(&log));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        finish(child, &log, reports_end());
+    }
+    // The cleaner has had its seconds: wait until the log shows it. B's
+    // last-scan key had a value, then a tombstone: once both are gone, the
+    // tombstone outlived delete.retention.ms and a second cleaning.
+    let written: i64 = ends(&brokers, &changelog, 4).iter().sum();
+    let scan_key_of_b = format!("s\0{b}\0").into_bytes();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let kept = loop {
+        let kept = records(&brokers, &changelog, 4);
+        if !kept.iter().any(|(_, _, k)| *k == scan_key_of_b) {
+            break kept;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the changelog was not compacted: {} of {written} records kept, B's last-scan key still there",
+            kept.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!((kept.len() as i64) < written);
+    let first: BTreeMap<i32, i64> = kept.iter().fold(BTreeMap::new(), |mut m, (p, o, _)| {
+        m.entry(*p).or_insert(*o);
+        m
+    });
+    assert!(
+        first.values().any(|&o| o > 0),
+        "the earliest offsets are gone: {first:?}"
+    );
+    eprintln!(
+        "changelog compacted: {} of {written} records kept; first offsets {first:?}",
+        kept.len()
+    );
+
+    // Restart on the compacted changelog.
+    let (child, log) = run("after");
+    let restored = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "{}",
+        restored
+            .lines()
+            .find(|l| l.contains(RESTORED))
+            .unwrap_or_default()
+    );
+    let before = read(&brokers, &names.findings).len();
+    let unchanged = || {
+        let (code, body) = crate::service::http_get(([127, 0, 0, 1], port).into(), "/metrics");
+        assert_eq!(code, 200);
+        crate::service::metric(&body, "custody_reports_unchanged_total")
+    };
+    let at_start = unchanged();
+    // A's last report again: recognized, nothing produced.
+    send(a, &bandit("6.4.2"));
+    // B's last (too large to remember) again: decoded, nothing produced.
+    send(b, large);
+    let messages = reports_end();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&brokers, &names.group, &names.reports, 4) < messages {
+        assert!(Instant::now() < deadline, "not done: {}", tail(&log));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        read(&brokers, &names.findings).len(),
+        before,
+        "a rescan after the restart produced events"
+    );
+    assert_eq!(unchanged() - at_start, 1.0, "A recognized, B decoded");
+    // A changed report: exactly the real change.
+    send(a, &bandit("6.5"));
+    finish(child, &log, reports_end());
+
+    // Every event of A and B, once, is what custody process gives for the
+    // same reports in the same order.
+    let (events, _) = unique_events(&brokers, &[&names.findings, &names.tickets]);
+    for target in [a, b] {
+        let files: Vec<&String> = sent
+            .iter()
+            .filter(|(t, _)| *t == target)
+            .map(|(_, f)| f)
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(["process", "--target", target, "--scanner", "bandit"])
+            .args(files)
+            .output()
+            .unwrap();
+        let mut want: BTreeMap<Said, usize> = BTreeMap::new();
+        for line in crate::cli::succeeded(&out).lines() {
+            *want
+                .entry(said(&serde_json::from_str(line).unwrap()))
+                .or_default() += 1;
+        }
+        let mut got: BTreeMap<Said, usize> = BTreeMap::new();
+        for e in events.iter().filter(|e| e["target"] == target) {
+            *got.entry(said(e)).or_default() += 1;
+        }
+        assert!(
+            want == got,
+            "{target}: the events differ from custody process"
+        );
+    }
+}
+
 /// The `custody-dlq-reason` header of every message of `topic`.
 fn dead_letter_reasons(brokers: &str, topic: &str) -> Vec<String> {
     use rdkafka::message::{Headers, Message};

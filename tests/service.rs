@@ -1377,7 +1377,7 @@ fn backpressure_pauses_without_losing_messages() {
 }
 
 /// The value of a gauge or counter without labels in rendered metrics.
-fn metric(text: &str, name: &str) -> f64 {
+pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -1603,7 +1603,7 @@ fn missing_topics_are_named_when_creation_is_off() {
     assert!(!text.contains("custody.reports"), "{text}");
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
