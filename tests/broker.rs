@@ -472,17 +472,34 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
     assert!(status.success(), "exit {status}: {}", tail(&log));
     assert_eq!(committed(&brokers, &names.group, &names.reports, 4), total);
 
-    let (events, copies) = unique_events(&brokers, &[&names.findings, &names.tickets]);
+    let files: Vec<String> = SCANS.iter().map(|r| file(r)).collect();
+    let (events, copies) = same_events_as_process(&brokers, &names, &targets, &files);
+    eprintln!(
+        "{KILLS} kills survived; {events} events compared, {copies} redelivered copies dropped"
+    );
+    copies
+}
+
+/// Checks that custody's events, redelivered copies (same id, byte for
+/// byte the same) dropped, are per target exactly those `custody process`
+/// gives for `files` in order, and that every ticket a finding event names
+/// has ticket events. Returns the events compared and the copies dropped.
+fn same_events_as_process(
+    brokers: &str,
+    names: &Names,
+    targets: &[String],
+    files: &[String],
+) -> (usize, usize) {
+    let (events, copies) = unique_events(brokers, &[&names.findings, &names.tickets]);
     let mut got: BTreeMap<Said, usize> = BTreeMap::new();
     for e in &events {
         *got.entry(said(e)).or_default() += 1;
     }
-    // What `custody process` says of the same reports in the same order.
     let mut want: BTreeMap<Said, usize> = BTreeMap::new();
-    for t in &targets {
+    for t in targets {
         let out = Command::new(env!("CARGO_BIN_EXE_custody"))
             .args(["process", "--target", t, "--scanner", "bandit"])
-            .args(SCANS.iter().map(|r| file(r)))
+            .args(files)
             .output()
             .unwrap();
         for line in crate::cli::succeeded(&out).lines() {
@@ -498,17 +515,12 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         .map(|k| (k, *want.get(k).unwrap_or(&0), *got.get(k).unwrap_or(&0)))
         .filter(|(_, w, g)| w != g)
         .collect();
-    eprintln!(
-        "{KILLS} kills survived; {} events compared, {copies} redelivered copies dropped",
-        events.len()
-    );
     assert!(
         diff.is_empty(),
         "{} events differ from custody process (event, want, got): {:?}",
         diff.len(),
         &diff[..diff.len().min(20)]
     );
-    // Every ticket a finding event names has ticket events.
     let tickets: BTreeSet<&str> = events
         .iter()
         .filter(|e| e["kind"] == "ticket")
@@ -518,7 +530,164 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         let key = e["ticket_key"].as_str().unwrap_or_default();
         assert!(tickets.contains(key), "no ticket events for {key}");
     }
-    copies
+    (events.len(), copies)
+}
+
+/// One `custody run` of a group, with its own HTTP port.
+struct Instance {
+    child: Child,
+    log: std::path::PathBuf,
+    port: u16,
+}
+
+impl Instance {
+    /// Starts an instance named `name` from the configuration `text`.
+    fn start(dir: &Path, text: &str, name: &str) -> Instance {
+        let port = free_port();
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        Instance {
+            child: spawn_run(&cfg, &log),
+            log,
+            port,
+        }
+    }
+
+    /// What `/readyz` answered, in order (each answer once when it
+    /// repeats), until it answered 200.
+    fn readiness(&mut self) -> Vec<(u16, String)> {
+        let mut seen: Vec<(u16, String)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "never ready: {:?}: {}",
+                seen,
+                tail(&self.log)
+            );
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "exited: {}",
+                tail(&self.log)
+            );
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                let (code, body) =
+                    crate::service::http_get(([127, 0, 0, 1], self.port).into(), "/readyz");
+                // What is restoring changes; the kind of answer is kept.
+                let kind = body.split(' ').take(3).collect::<Vec<_>>().join(" ");
+                if seen.last() != Some(&(code, kind.clone())) {
+                    seen.push((code, kind));
+                }
+                if code == 200 {
+                    return seen;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM; the exit must be clean.
+    fn stop(self) {
+        let status = terminate(self.child);
+        assert!(status.success(), "exit {status}: {}", tail(&self.log));
+    }
+}
+
+/// Three instances of one group while reports flow (the same 40 real
+/// rescans over 10 targets): one is SIGKILLed, one is added, then all
+/// three are restarted one after the other, each waited for until ready.
+/// `/readyz` says not ready until an instance has joined and restored its
+/// partitions; per target the events, redelivered copies dropped, are
+/// exactly `custody process`'s (two instances applying one partition at
+/// once would apply reports twice or out of order, and differ); every
+/// stop is clean; the offsets are committed to the end.
+#[test]
+fn three_instances_through_a_kill_an_addition_and_a_rolling_restart() {
+    let Some(brokers) = broker() else { return };
+    const SCANS: [&str; 4] = ["6.4.2", "6.5", "6.4.2", "6.5"];
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::new("group", &run_id());
+    let text = std::fs::read_to_string(config(dir.path(), &brokers, &names)).unwrap();
+    let targets: Vec<String> = (0..10)
+        .map(|i| format!("repo:github.com/acme/group-{i}"))
+        .collect();
+    let files: Vec<String> = SCANS
+        .iter()
+        .map(|r| format!("tests/fixtures/churn/bandit-{r}.sarif"))
+        .collect();
+    let reports: Vec<(&String, &String)> = files
+        .iter()
+        .flat_map(|f| targets.iter().map(move |t| (t, f)))
+        .collect();
+    let mut waves = reports.chunks(8);
+    let mut wave = |brokers: &str| {
+        for (t, f) in waves.next().unwrap_or_default() {
+            publish(brokers, &names.reports, t, f);
+        }
+    };
+    let mut readiness = Vec::new();
+    let mut group = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut i = Instance::start(dir.path(), &text, name);
+        readiness.push(i.readiness());
+        group.push(i);
+    }
+    let (a, mut b, c) = {
+        let mut g = group.into_iter();
+        (g.next().unwrap(), g.next().unwrap(), g.next().unwrap())
+    };
+    wait_for_topics(&brokers, &names, &a.log);
+    wave(&brokers);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read(&brokers, &names.findings).is_empty() {
+        assert!(Instant::now() < deadline, "no events");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.child.kill().unwrap(); // SIGKILL
+    b.child.wait().unwrap();
+    wave(&brokers);
+    let mut d = Instance::start(dir.path(), &text, "d");
+    readiness.push(d.readiness());
+    wave(&brokers);
+    // A rolling restart.
+    let mut running = Vec::new();
+    for (i, old) in [a, c, d].into_iter().enumerate() {
+        old.stop();
+        let mut new = Instance::start(dir.path(), &text, &format!("restarted-{i}"));
+        readiness.push(new.readiness());
+        if i < 2 {
+            wave(&brokers);
+        }
+        running.push(new);
+    }
+    let total = reports.len() as i64;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while committed(&brokers, &names.group, &names.reports, 4) < total {
+        assert!(
+            Instant::now() < deadline,
+            "not done: {}",
+            tail(&running[0].log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in running {
+        i.stop();
+    }
+    assert_eq!(committed(&brokers, &names.group, &names.reports, 4), total);
+    eprintln!("readiness seen: {readiness:?}");
+    for seen in &readiness {
+        assert!(
+            seen.len() >= 2 && seen[0].0 == 503,
+            "not ready before it joined and restored: {seen:?}"
+        );
+    }
+    let (events, copies) = same_events_as_process(&brokers, &names, &targets, &files);
+    eprintln!("three instances: {events} events compared, {copies} redelivered copies dropped");
 }
 
 /// Regression (chaos run, 2026-12-06): a SIGTERM with a backlog consumed
