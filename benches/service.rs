@@ -17,6 +17,13 @@
 //!
 //! The mock keeps only about 5 MiB per partition, so data is spread over
 //! enough partitions to stay under it. `cargo bench --bench service`.
+//!
+//! `CUSTODY_BENCH_BROKERS=host:port` runs the same on an external broker
+//! instead (Apache Kafka from `scripts/kafka.sh start`): the topics of each
+//! run are made there and deleted after it, the plain consumer reads the
+//! same topic from the same broker, and each partition gets 16 times the
+//! reports (`CUSTODY_BENCH_SCALE`) over 24 partitions
+//! (`CUSTODY_BENCH_PARTITIONS`), as a broker has no 5 MiB cap.
 
 mod common;
 
@@ -33,30 +40,114 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+/// The broker a run measures on: librdkafka's mock cluster (in-process,
+/// the default), or an external one (`CUSTODY_BENCH_BROKERS=host:port`,
+/// such as the Apache Kafka `scripts/kafka.sh` starts), whose topics for
+/// the run are made and, at the end, deleted.
+enum Cluster {
+    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    Kafka { brokers: String, topics: Vec<String> },
+}
+
+impl Cluster {
+    fn bootstrap_servers(&self) -> String {
+        match self {
+            Cluster::Mock(m) => m.bootstrap_servers(),
+            Cluster::Kafka { brokers, .. } => brokers.clone(),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Cluster::Kafka { brokers, topics } = self {
+            let admin: Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, _> =
+                ClientConfig::new().set("bootstrap.servers", &*brokers).create();
+            if let (Ok(admin), Ok(rt)) = (
+                admin,
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+            ) {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let _ = rt.block_on(
+                    admin.delete_topics(&names, &rdkafka::admin::AdminOptions::new()),
+                );
+            }
+        }
+    }
+}
+
+/// The external broker to measure on, if any.
+fn external_brokers() -> Option<String> {
+    std::env::var("CUSTODY_BENCH_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+/// How many times the mock's reports per partition an external broker
+/// gets (it has no 5 MiB cap per partition, and fewer partitions):
+/// `CUSTODY_BENCH_SCALE`, 16 by default there, 1 on the mock.
+fn scale() -> usize {
+    std::env::var("CUSTODY_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if external_brokers().is_some() { 16 } else { 1 })
+}
 
 fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
-    let cluster = MockCluster::new(1).expect("mock cluster");
     let mut config = Config::default();
-    config.service.brokers = cluster.bootstrap_servers();
     config.service.partitions = partitions;
     config.service.replication_factor = 1;
     config.service.group_id = format!("custody-bench-{tag}");
-    // The mock broker holds an empty fetch for the whole fetch.wait.max.ms
-    // (500 ms by default) even when data arrives meanwhile; a real broker
-    // answers as soon as fetch.min.bytes (1) is there. A short wait makes
-    // the mock behave like a broker here.
-    config
-        .service
-        .properties
-        .insert("fetch.wait.max.ms".into(), "5".into());
-    // The mock coordinator holds a restarted member's JoinGroup until the
-    // session timeout of the member that left (45 s by default), where a
-    // broker lets it in at once: the primed runs restart custody.
-    config
-        .service
-        .properties
-        .insert("session.timeout.ms".into(), "6000".into());
+    let cluster = match external_brokers() {
+        Some(brokers) => {
+            // Topics of this run only.
+            let run = format!(
+                "bench-{tag}-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            );
+            let s = &mut config.service;
+            s.brokers = brokers.clone();
+            s.group_id = format!("custody-{run}");
+            s.reports_topics = vec![format!("{run}.reports")];
+            s.changelog_topic = format!("{run}.state");
+            s.findings_topic = format!("{run}.findings");
+            s.dead_letter_topic = format!("{run}.dlq");
+            config.default_topic = format!("{run}.tickets");
+            let topics = custody::service::topics::wanted(&config)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+            custody::service::topics::ensure(&config).expect("topics");
+            Cluster::Kafka { brokers, topics }
+        }
+        None => {
+            let cluster = MockCluster::new(1).expect("mock cluster");
+            config.service.brokers = cluster.bootstrap_servers();
+            // The mock broker holds an empty fetch for the whole
+            // fetch.wait.max.ms (500 ms by default) even when data arrives
+            // meanwhile; a real broker answers as soon as fetch.min.bytes
+            // (1) is there. A short wait makes the mock behave like a
+            // broker here.
+            config
+                .service
+                .properties
+                .insert("fetch.wait.max.ms".into(), "5".into());
+            // The mock coordinator holds a restarted member's JoinGroup
+            // until the session timeout of the member that left (45 s by
+            // default), where a broker lets it in at once: the primed runs
+            // restart custody.
+            config
+                .service
+                .properties
+                .insert("session.timeout.ms".into(), "6000".into());
+            create_mock_topics(&cluster, &mut config).expect("topics");
+            Cluster::Mock(cluster)
+        }
+    };
     // CUSTODY_BENCH_PROPERTIES="k=v,k=v": librdkafka settings for custody's
     // clients, as [kafka.properties] would give them.
     for kv in std::env::var("CUSTODY_BENCH_PROPERTIES")
@@ -68,7 +159,6 @@ fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
             config.service.properties.insert(k.into(), v.into());
         }
     }
-    create_mock_topics(&cluster, &mut config).expect("topics");
     (cluster, config)
 }
 
@@ -496,7 +586,7 @@ fn throughput(workload: Workload, primed: bool) -> (Rates, Rates) {
     let partitions = std::env::var("CUSTODY_BENCH_PARTITIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(384);
+        .unwrap_or(if external_brokers().is_some() { 24 } else { 384 });
     let (cluster, config) = cluster_and_config(partitions, tag);
     let findings = 200;
     let (n, bytes, measured) = if primed {
@@ -509,10 +599,10 @@ fn throughput(workload: Workload, primed: bool) -> (Rates, Rates) {
         }
         service.stop().expect("clean stop");
         eprintln!("  primed: {first} first scans applied, custody stopped");
-        let (rest, bytes) = fill_reports(&cluster, &config, 17, findings, workload);
+        let (rest, bytes) = fill_reports(&cluster, &config, 17 * scale(), findings, workload);
         (first + rest, first_bytes + bytes, rest)
     } else {
-        let (n, bytes) = fill_reports(&cluster, &config, 18, findings, workload);
+        let (n, bytes) = fill_reports(&cluster, &config, 18 * scale(), findings, workload);
         (n, bytes, n)
     };
     eprintln!(
