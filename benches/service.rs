@@ -46,7 +46,10 @@ use std::time::{Duration, Instant};
 /// the run are made and, at the end, deleted.
 enum Cluster {
     Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
-    Kafka { brokers: String, topics: Vec<String> },
+    Kafka {
+        brokers: String,
+        topics: Vec<String>,
+    },
 }
 
 impl Cluster {
@@ -61,8 +64,12 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Cluster::Kafka { brokers, topics } = self {
-            let admin: Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, _> =
-                ClientConfig::new().set("bootstrap.servers", &*brokers).create();
+            let admin: Result<
+                rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+                _,
+            > = ClientConfig::new()
+                .set("bootstrap.servers", &*brokers)
+                .create();
             if let (Ok(admin), Ok(rt)) = (
                 admin,
                 tokio::runtime::Builder::new_current_thread()
@@ -70,9 +77,8 @@ impl Drop for Cluster {
                     .build(),
             ) {
                 let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                let _ = rt.block_on(
-                    admin.delete_topics(&names, &rdkafka::admin::AdminOptions::new()),
-                );
+                let _ =
+                    rt.block_on(admin.delete_topics(&names, &rdkafka::admin::AdminOptions::new()));
             }
         }
     }
@@ -586,7 +592,11 @@ fn throughput(workload: Workload, primed: bool) -> (Rates, Rates) {
     let partitions = std::env::var("CUSTODY_BENCH_PARTITIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if external_brokers().is_some() { 24 } else { 384 });
+        .unwrap_or(if external_brokers().is_some() {
+            24
+        } else {
+            384
+        });
     let (cluster, config) = cluster_and_config(partitions, tag);
     let findings = 200;
     let (n, bytes, measured) = if primed {

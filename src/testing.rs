@@ -47,3 +47,21 @@ pub fn shared_bytes(rel: &str, test: &str) -> Option<Vec<u8>> {
     let path = shared_corpus(rel, test)?;
     Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
+
+/// Asserts that `bytes` (a whole report, `name` in messages) cut short at
+/// four places is a syntax error for `decode`, never a report or a panic:
+/// what every decoder's truncation test checks.
+///
+/// # Panics
+/// When a cut decodes, or fails for another reason.
+pub fn assert_truncations_are_syntax_errors<T: std::fmt::Debug>(
+    name: &str,
+    bytes: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, crate::normalize::DecodeError>,
+) {
+    let end = bytes.trim_ascii_end().len();
+    for cut in [1, end / 3, end / 2, end - 1] {
+        let err = decode(&bytes[..cut]).expect_err(name);
+        assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
+    }
+}

@@ -734,20 +734,7 @@ fn sigterm_under_a_backlog_exits_cleanly_and_loses_nothing() {
         said.contains("left to be redelivered"),
         "the stop came with nothing consumed and not applied: {said}"
     );
-    let messages = {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        (0..4)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&names.reports, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1
-            })
-            .sum::<i64>()
-    };
+    let messages: i64 = ends(&brokers, &names.reports, 4).iter().sum();
     let at_stop = committed(&brokers, &names.group, &names.reports, 4);
     assert!(at_stop < messages, "{at_stop} of {messages} committed");
 
@@ -1221,18 +1208,7 @@ fn a_record_the_broker_refuses_costs_its_report_not_the_service() {
     assert!(status.success(), "exit {status}: {}", tail(&log));
     assert_eq!(committed(&brokers, &names.group, &names.reports, 4), {
         // Every message, the huge report's chunks included.
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        (0..4)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&names.reports, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1
-            })
-            .sum::<i64>()
+        ends(&brokers, &names.reports, 4).iter().sum::<i64>()
     });
 }
 

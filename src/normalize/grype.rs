@@ -872,11 +872,7 @@ mod tests {
     fn fixture_truncated_input_is_an_error() {
         for &(name, ..) in FIXTURES {
             let bytes = fixture(name);
-            let end = bytes.trim_ascii_end().len();
-            for cut in [1, end / 3, end / 2, end - 1] {
-                let err = decode(&bytes[..cut]).unwrap_err();
-                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
-            }
+            crate::testing::assert_truncations_are_syntax_errors(name, &bytes, decode);
         }
     }
 
@@ -917,11 +913,7 @@ mod tests {
             let Some(bytes) = corpus(name) else {
                 return;
             };
-            let end = bytes.trim_ascii_end().len();
-            for cut in [1, end / 3, end / 2, end - 1] {
-                let err = decode(&bytes[..cut]).unwrap_err();
-                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
-            }
+            crate::testing::assert_truncations_are_syntax_errors(name, &bytes, decode);
         }
     }
 }

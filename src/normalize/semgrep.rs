@@ -945,11 +945,7 @@ mod tests {
             let Some(bytes) = corpus(name) else {
                 return;
             };
-            let end = bytes.trim_ascii_end().len();
-            for cut in [1, end / 3, end / 2, end - 1] {
-                let err = decode(&bytes[..cut]).unwrap_err();
-                assert_eq!(err.reason(), "syntax", "{name} cut at {cut}: {err}");
-            }
+            crate::testing::assert_truncations_are_syntax_errors(name, &bytes, decode);
         }
     }
 }
