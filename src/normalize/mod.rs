@@ -227,6 +227,10 @@ impl DecodeError {
 /// column are kept.
 pub fn json_error(err: &serde_json::Error) -> String {
     let text = err.to_string();
+    // Syntax errors quote only JSON's own characters (expected `,` or `}`).
+    if !err.is_data() {
+        return text;
+    }
     // serde_json appends " at line L column C"; the rest is serde's.
     let (message, at) = match text.rfind(" at line ") {
         Some(i) => text.split_at(i),
