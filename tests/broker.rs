@@ -838,8 +838,8 @@ fn ends(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
 /// remember); after the restart, a rescan with the target's last report
 /// is recognized without a decode and produces nothing, a changed one
 /// produces exactly what `custody process` gives, and the target whose
-/// last-scan record was tombstoned is decoded again (nothing to hold for
-/// it), producing nothing.
+/// last-scan record was tombstoned, and one whose last-scan record a later
+/// record of it voids (a decision), are decoded again, producing nothing.
 #[test]
 fn a_compacted_changelog_restores_to_the_same_state() {
     let Some(brokers) = broker() else { return };
@@ -885,6 +885,8 @@ fn a_compacted_changelog_restores_to_the_same_state() {
     let bandit = |r: &str| format!("tests/fixtures/churn/bandit-{r}.sarif");
     let a = "repo:github.com/acme/compact-a";
     let b = "repo:github.com/acme/compact-b";
+    let v = "repo:github.com/acme/compact-v";
+    let paramiko = "tests/fixtures/bandit/bandit-paramiko-4.0.0.sarif";
     // B: a small first scan, then one too large to remember (its last-scan
     // record becomes a tombstone).
     let small = dir.path().join("small.sarif");
@@ -921,6 +923,40 @@ fn a_compacted_changelog_restores_to_the_same_state() {
     send(a, &bandit("6.4.2"));
     send(b, small);
     send(b, large);
+    // V: a scan, then a decision on one of its findings, whose record
+    // follows the scan's last-scan record and so voids it.
+    send(v, paramiko);
+    let out = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["process", "--target", v, "--scanner", "bandit", paramiko])
+        .output()
+        .unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(crate::cli::succeeded(&out).lines().next().unwrap()).unwrap();
+    let decisions = dir.path().join("decisions.jsonl");
+    std::fs::write(
+        &decisions,
+        serde_json::json!({
+            "target": v, "fingerprint": first["fingerprint"], "decision": "false_positive",
+            "reason": "test code", "author": "sec@example.com",
+            "decided_at": "2026-01-01T00:00:00Z"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args([
+            "publish",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &names.reports,
+            "--decisions",
+        ])
+        .arg(&decisions)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
     finish(child, &log, reports_end());
     // Three more runs, each after the segments' time is up, writing to
     // every changelog partition, so the segments written before roll and
@@ -1006,6 +1042,9 @@ fn a_compacted_changelog_restores_to_the_same_state() {
     send(a, &bandit("6.4.2"));
     // B's last (too large to remember) again: decoded, nothing produced.
     send(b, large);
+    // V's last scan, voided by the decision after it: decoded, nothing
+    // produced (the false positive stays one).
+    send(v, paramiko);
     let messages = reports_end();
     let deadline = Instant::now() + Duration::from_secs(120);
     while committed(&brokers, &names.group, &names.reports, 4) < messages {
@@ -1017,7 +1056,7 @@ fn a_compacted_changelog_restores_to_the_same_state() {
         before,
         "a rescan after the restart produced events"
     );
-    assert_eq!(unchanged() - at_start, 1.0, "A recognized, B decoded");
+    assert_eq!(unchanged() - at_start, 1.0, "A recognized, B and V decoded");
     // A changed report: exactly the real change.
     send(a, &bandit("6.5"));
     finish(child, &log, reports_end());
