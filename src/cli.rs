@@ -8,9 +8,23 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "custody", version, about, long_about = None)]
 pub struct Cli {
+    /// How the service logs to standard error: `text` (a line each) or
+    /// `json` (one JSON object a line, for Kubernetes). `RUST_LOG` filters
+    /// them (default `info`; e.g. `RUST_LOG=custody=debug`).
+    #[arg(long, global = true, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The log format (see [`Cli::log_format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// The subcommands.

@@ -28,6 +28,7 @@
 //! - [`service`]: the Kafka service (`custody run`), `custody publish` and
 //!   `custody demo`.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`logging`]: the service's logs through `tracing` (text or JSON lines).
 //! - [`testing`]: test support: the shared corpus, skipped without it.
 
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod fingerprint;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod normalize;

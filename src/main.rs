@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    custody::logging::init(cli.log_format);
     match cli.command {
         Command::Process(args) => {
             let stdin = std::io::stdin();

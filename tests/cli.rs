@@ -484,3 +484,44 @@ fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() 
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("custody.ownership"), "{stderr}");
 }
+
+/// `custody run`'s logs: text lines by default, one JSON object a line
+/// with `--log-format json` (for Kubernetes), filtered by `RUST_LOG`.
+#[test]
+fn service_logs_are_text_or_json_lines_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    // A configuration the start refuses at once, logging why.
+    let cfg = dir.path().join("custody.toml");
+    std::fs::write(
+        &cfg,
+        "[ownership]\nconfig = \"owners.toml\"\ntopic = \"custody.ownership\"\n",
+    )
+    .unwrap();
+    let run = |format: &str, filter: &str| {
+        let out = custody()
+            .args(["--log-format", format, "run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", filter)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        stderr(&out)
+    };
+    let text = run("text", "info");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("names both `config` and `topic`")),
+        "{text}"
+    );
+    let json = run("json", "info");
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().any(|v| v["level"] == "ERROR"
+        && v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("names both `config` and `topic`"))));
+    assert_eq!(run("json", "off"), "", "RUST_LOG=off logs nothing");
+}

@@ -127,9 +127,7 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     let started = Instant::now();
     let cluster = MockCluster::new(1).map_err(|e| format!("cannot start the mock cluster: {e}"))?;
     let brokers = cluster.bootstrap_servers();
-    eprintln!(
-        "custody demo: embedded Kafka-protocol broker (librdkafka mock cluster) at {brokers}"
-    );
+    tracing::info!("embedded Kafka-protocol broker (librdkafka mock cluster) at {brokers}");
     let dir = std::env::temp_dir().join(format!("custody-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (name, text) in [
@@ -157,8 +155,8 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
         Duration::from_secs(30),
     )
     .map_err(|e| e.to_string())?;
-    eprintln!(
-        "custody demo: ownership version {} published to custody.ownership ({})",
+    tracing::info!(
+        "ownership version {} published to custody.ownership ({})",
         sent.id,
         sent.files.join(", ")
     );
@@ -409,7 +407,7 @@ fn serve(listen: &str, service: &Service) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        eprintln!("custody demo: serving http://{listen}/metrics, /healthz, /readyz; Ctrl-C stops");
+        tracing::info!("serving http://{listen}/metrics, /healthz, /readyz; Ctrl-C stops");
         tokio::spawn(super::http::serve(listener, state));
         let _ = tokio::signal::ctrl_c().await;
         Ok::<(), String>(())

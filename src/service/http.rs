@@ -34,7 +34,7 @@ pub fn router(state: AppState) -> Router {
 /// Serves until the listener fails.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) {
     if let Err(e) = axum::serve(listener, router(state)).await {
-        eprintln!("custody: http server stopped: {e}");
+        tracing::error!("http server stopped: {e}");
     }
 }
 

@@ -142,7 +142,7 @@ fn follow_ownership(
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
 ) -> Result<(Arc<Reloadable>, std::thread::JoinHandle<()>), RunError> {
-    let warn = |m: &str| eprintln!("custody run: {m}");
+    let warn = |m: &str| tracing::warn!("{m}");
     let mut feed = ownership_topic::Feed::open(
         &worker::client_config(settings),
         topic,
@@ -152,7 +152,7 @@ fn follow_ownership(
     let own = feed
         .load(settings.ownership_wait, &warn)
         .map_err(RunError::Kafka)?;
-    eprintln!("custody run: ownership from topic {topic}: {}", own.origin);
+    tracing::info!("ownership from topic {topic}: {}", own.origin);
     let own = Arc::new(Reloadable::of(own));
     let (h, m, r) = (Arc::clone(health), Arc::clone(metrics), Arc::clone(&own));
     let follower = std::thread::Builder::new()
@@ -160,7 +160,7 @@ fn follow_ownership(
         .spawn(move || {
             let mut refusals = feed.refusals;
             while !h.stop.load(Ordering::Relaxed) {
-                let warn = |m: &str| eprintln!("custody run: {m}");
+                let warn = |m: &str| tracing::warn!("{m}");
                 let next = feed.next(std::time::Duration::from_millis(200), &warn);
                 // Messages refused on the way (a bad manifest, a file too
                 // large) are refusals too.
@@ -170,13 +170,13 @@ fn follow_ownership(
                 refusals = feed.refusals;
                 match next {
                     Some((id, Ok(own))) => {
-                        eprintln!("custody run: ownership version {id} in force");
+                        tracing::info!("ownership version {id} in force");
                         r.set(own);
                         h.ownership_changed.store(true, Ordering::Release);
                     }
                     Some((id, Err(e))) => {
                         m.ownership_reload(false);
-                        eprintln!("custody run: ownership version {id} refused: {e}");
+                        tracing::warn!("ownership version {id} refused: {e}");
                     }
                     None => {}
                 }
@@ -194,7 +194,7 @@ pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("custody run: {e}");
+                tracing::error!("{e}");
                 return 2;
             }
         },
@@ -202,8 +202,8 @@ pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
     };
     config.service.apply_env(std::env::vars());
     if config.service.ownership.is_some() && config.service.ownership_topic.is_some() {
-        eprintln!(
-            "custody run: ownership comes from both a file and a topic (ownership.config or CUSTODY_OWNERSHIP_CONFIG, and ownership.topic or CUSTODY_OWNERSHIP_TOPIC); give one"
+        tracing::error!(
+            "ownership comes from both a file and a topic (ownership.config or CUSTODY_OWNERSHIP_CONFIG, and ownership.topic or CUSTODY_OWNERSHIP_TOPIC); give one"
         );
         return 2;
     }
@@ -211,7 +211,7 @@ pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
         Some(p) => match Reloadable::load(p) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
-                eprintln!("custody run: ownership: {e}");
+                tracing::error!("ownership: {e}");
                 return 2;
             }
         },
@@ -224,14 +224,14 @@ pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("custody run: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return 2;
         }
     };
     let service = match Service::start(&config, ownership) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("custody run: {e}");
+            tracing::error!("{e}");
             return 2;
         }
     };
@@ -244,21 +244,21 @@ pub fn run_command(config_path: Option<&std::path::Path>) -> u8 {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        eprintln!("custody run: serving /metrics, /healthz, /readyz on {listen}");
+        tracing::info!("serving /metrics, /healthz, /readyz on {listen}");
         tokio::spawn(http::serve(listener, state));
         wait_for_signal(&service).await;
         Ok::<(), String>(())
     });
     if let Err(e) = served {
-        eprintln!("custody run: {e}");
+        tracing::error!("{e}");
         let _ = service.stop();
         return 2;
     }
-    eprintln!("custody run: shutting down");
+    tracing::info!("shutting down");
     match service.stop() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("custody run: {e}");
+            tracing::error!("{e}");
             2
         }
     }
@@ -276,7 +276,7 @@ async fn wait_for_signal(service: &Service) {
             _ = tokio::signal::ctrl_c() => return,
             Some(()) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return,
             Some(()) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                eprintln!("custody run: SIGHUP: reloading the ownership configuration");
+                tracing::info!("SIGHUP: reloading the ownership configuration");
                 service.health.reload.store(true, Ordering::Relaxed);
             }
             _ = tick.tick() => {

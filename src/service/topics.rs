@@ -120,7 +120,7 @@ pub fn ensure(config: &Config) -> Result<(), String> {
         }
     }
     if s.check_topic_configs {
-        check_kept(config, &|m| eprintln!("custody run: {m}"))?;
+        check_kept(config, &|m| tracing::warn!("{m}"))?;
     }
     Ok(())
 }

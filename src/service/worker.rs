@@ -157,7 +157,7 @@ impl ClientContext for Delivery {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing_warn(&format!("librdkafka: {error}: {reason}"));
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
     }
 }
 
@@ -192,7 +192,7 @@ impl ClientContext for Rebalancer {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing_warn(&format!("librdkafka: {error}: {reason}"));
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
     }
 
     fn stats(&self, stats: rdkafka::Statistics) {
@@ -928,10 +928,11 @@ impl Core {
             });
         }
         if !tps.is_empty() {
-            tracing_warn(&format!(
+            tracing::info!(
+                partitions = %list_partitions(tps),
                 "assigned {}: restoring their state",
                 list_partitions(tps)
-            ));
+            );
         }
         // Messages are fetched and held (not applied) while the state is
         // restored, up to the in-flight bounds, past which the partition
@@ -987,11 +988,14 @@ impl Core {
         if self.parts.values().all(|p| p.state.is_some()) {
             let records: usize = self.parts.values().map(|p| p.raw.len()).sum();
             let slowest = self.parts.values().map(|p| p.assigned.elapsed()).max();
-            tracing_warn(&format!(
+            tracing::info!(
+                partitions = self.parts.len(),
+                records,
+                ms = slowest.unwrap_or_default().as_millis() as u64,
                 "state of {} partitions restored ({records} changelog records), the last after {} ms",
                 self.parts.len(),
                 slowest.unwrap_or_default().as_millis()
-            ));
+            );
         }
         self.update_gauges();
         Ok(())
@@ -999,7 +1003,7 @@ impl Core {
 
     fn revoke(&mut self, consumer: &Cons, tps: &[(String, i32)]) {
         if !tps.is_empty() {
-            tracing_warn(&format!("revoked {}", list_partitions(tps)));
+            tracing::info!(partitions = %list_partitions(tps), "revoked {}", list_partitions(tps));
         }
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         // What is consumed and not applied is left to the next owner (it
@@ -1012,9 +1016,10 @@ impl Core {
             }
         }
         if left > 0 {
-            tracing_warn(&format!(
+            tracing::info!(
+                messages = left,
                 "{left} consumed messages of the revoked partitions were not applied: their next owner applies them"
-            ));
+            );
         }
         for tp in tps {
             // Settle what was applied, within the deadline; commit what is
@@ -1150,7 +1155,7 @@ impl Core {
 
     fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {
         if let Err(e) = self.commit_partitions(consumer, std::slice::from_ref(tp)) {
-            tracing_warn(&e);
+            tracing::warn!("{e}");
         }
     }
 
@@ -1396,6 +1401,16 @@ impl Core {
             let Some(job) = part.jobs.pop_front() else {
                 return;
             };
+            let offset = match &job {
+                Job::Decoding { msg, .. }
+                | Job::Poison { msg, .. }
+                | Job::Held { msg, .. }
+                | Job::Decision { msg, .. } => msg.offset,
+            };
+            // What is logged while the message is applied says which.
+            let _message =
+                tracing::info_span!("message", topic = %part.topic, partition = part.partition, offset)
+                    .entered();
             let job = match self.replayed(part, job) {
                 Some(job) => job,
                 None => continue,
@@ -2072,12 +2087,12 @@ impl Core {
             };
             if let Some(why) = p.dead_letter.as_ref().and_then(|a| a.refused()) {
                 self.metrics.dead_letter("refused_unsaved");
-                tracing_warn(&format!(
-                    "{}/{} offset {}: the dead letter was refused too ({why}): the dead-letter topic must take messages as large as the reports topic",
-                    part.topic,
-                    part.partition,
-                    p.offset.unwrap_or(-1)
-                ));
+                tracing::error!(
+                    topic = %part.topic,
+                    partition = part.partition,
+                    offset = p.offset.unwrap_or(-1),
+                    "the dead letter was refused too ({why}): the dead-letter topic must take messages as large as the reports topic"
+                );
             }
             part.bytes = part.bytes.saturating_sub(p.bytes);
             if let Some(off) = p.offset {
@@ -2110,22 +2125,24 @@ impl Core {
         match part.pending[idx].source.take() {
             Some(msg) => {
                 self.metrics.dead_letter("event_refused");
-                tracing_warn(&format!(
-                    "{}/{} offset {}: {why}; the report is dead-lettered",
-                    part.topic, part.partition, msg.offset
-                ));
+                tracing::warn!(
+                    topic = %part.topic,
+                    partition = part.partition,
+                    offset = msg.offset,
+                    "{why}; the report is dead-lettered"
+                );
                 ack.add(1);
                 self.send_dead_letter(part, &msg, "event_refused", why, &ack);
                 ack.add(-1);
             }
             None => {
                 self.metrics.dead_letter("refused_unsaved");
-                tracing_warn(&format!(
-                    "{}/{}{}: {why}; nothing is left to dead-letter (a dead letter itself, a clock tick or a re-attribution)",
-                    part.topic,
-                    part.partition,
-                    offset.map_or(String::new(), |o| format!(" offset {o}")),
-                ));
+                tracing::error!(
+                    topic = %part.topic,
+                    partition = part.partition,
+                    offset = offset.unwrap_or(-1),
+                    "{why}; nothing is left to dead-letter (a dead letter itself, a clock tick or a re-attribution)"
+                );
             }
         }
         part.pending[idx].dead_letter = Some(ack);
@@ -2589,11 +2606,11 @@ fn restore(
         }
         if last_word.elapsed() > RESTORE_WORD {
             last_word = Instant::now();
-            tracing_warn(&format!(
+            tracing::info!(
                 "still restoring after {}s: {}",
                 started.elapsed().as_secs(),
                 where_reading(consumer, &open)
-            ));
+            );
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -2693,9 +2710,9 @@ fn watermarks(
     let (low, high) = match (ask(Offset::Beginning), ask(Offset::End)) {
         (Ok(l), Ok(h)) => (l, h),
         (Err(e), _) | (_, Err(e)) => {
-            tracing_warn(&format!(
+            tracing::warn!(
                 "cannot ask where the changelog partitions end ({e}); reading each to its end-of-partition event"
-            ));
+            );
             return HashMap::new();
         }
     };
@@ -2801,7 +2818,18 @@ pub fn client_config(settings: &ServiceSettings) -> ClientConfig {
 
 /// A librdkafka log line on stderr.
 fn say_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
-    tracing_warn(&format!("librdkafka {level:?} {fac}: {message}"));
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", fac, "{message}")
+        }
+        // Only when its `debug` property asks for them: shown as asked.
+        RDKafkaLogLevel::Debug => tracing::info!(target: "librdkafka", fac, "{message}"),
+    }
 }
 
 impl Worker {
@@ -2966,7 +2994,7 @@ impl Worker {
                         lock(&self.core).take(&self.consumer, &topic, partition, incoming);
                     }
                     Some(Err(e)) => {
-                        tracing_warn(&format!("consumer: {e}"));
+                        tracing::warn!("consumer: {e}");
                         break;
                     }
                     None => break,
@@ -3007,12 +3035,12 @@ impl Worker {
                     if let Some(own) = &self.ownership {
                         match own.reload() {
                             Ok(true) => changed = true,
-                            Ok(false) => tracing_warn(
-                                "SIGHUP: ownership comes from the ownership topic; there are no files to reload",
+                            Ok(false) => tracing::warn!(
+                                "SIGHUP: ownership comes from the ownership topic; there are no files to reload"
                             ),
                             Err(e) => {
                                 self.metrics.ownership_reload(false);
-                                tracing_warn(&format!("ownership reload refused: {e}"));
+                                tracing::warn!("ownership reload refused: {e}");
                             }
                         }
                     }
@@ -3077,9 +3105,10 @@ impl Worker {
             .map(Part::drop_unapplied)
             .sum();
         if left > 0 {
-            tracing_warn(&format!(
+            tracing::info!(
+                messages = left,
                 "stopping: {left} consumed messages not yet applied are left to be redelivered"
-            ));
+            );
         }
         if !self.health.failed.load(Ordering::Acquire) {
             loop {
@@ -3210,8 +3239,4 @@ fn list_partitions(tps: &[(String, i32)]) -> String {
         .map(|(t, p)| format!("{t}/{p}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn tracing_warn(msg: &str) {
-    eprintln!("custody run: {msg}");
 }
