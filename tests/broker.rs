@@ -472,6 +472,14 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
     assert!(status.success(), "exit {status}: {}", tail(&log));
     assert_eq!(committed(&brokers, &names.group, &names.reports, 4), total);
 
+    // How many restores found a killed run's transaction still open and
+    // waited for the broker to abort it (exactly-once only).
+    let waited = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .filter(|text| text.contains("restoring waits for transactions still open"))
+        .count();
+    eprintln!("restores that waited for an open transaction: {waited}");
     let files: Vec<String> = SCANS.iter().map(|r| file(r)).collect();
     let (events, copies) = same_events_as_process(&brokers, &names, &targets, &files);
     eprintln!(

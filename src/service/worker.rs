@@ -2564,6 +2564,9 @@ fn restore(
     // explicit offset skips the lookup a logical one needs, which a new
     // client puts off by 500 ms until it knows the leader; and an empty
     // partition is not fetched at all.
+    if let Err(e) = no_open_transactions(&cfg, consumer, &open, started + deadline) {
+        return fail(open, e);
+    }
     let ends = watermarks(consumer, &open, Duration::from_secs(30));
     let mut from = TopicPartitionList::new();
     let mut i = 0;
@@ -2690,6 +2693,58 @@ struct Reading {
     /// The end of the changelog partition when the restore began.
     high: Option<i64>,
     raw: changelog::RawLog,
+}
+
+/// Waits until no transaction is open below the end of the changelog
+/// partitions in `open`. An instance killed mid-transaction (exactly-once)
+/// leaves it open until the broker aborts it, up to its
+/// `transaction.timeout.ms`; meanwhile a `read_committed` reader stops at
+/// the transaction's start (the last stable offset), short of what
+/// transactions committed after it, which the group's offsets already
+/// count as applied. A state restored that far would miss them, and apply
+/// later reports against an older state. So the restore waits until every
+/// partition's last stable offset reaches the end the partition had when
+/// the wait began (read uncommitted). Without transactions the two are
+/// the same and nothing waits.
+fn no_open_transactions(
+    cfg: &ClientConfig,
+    committed: &BaseConsumer,
+    open: &[Reading],
+    until: Instant,
+) -> Result<(), String> {
+    let mut probe_cfg = cfg.clone();
+    probe_cfg.set("isolation.level", "read_uncommitted");
+    let probe: BaseConsumer = probe_cfg.create().map_err(|e| e.to_string())?;
+    let ends = watermarks(&probe, open, Duration::from_secs(30));
+    let mut said = false;
+    loop {
+        let stable = watermarks(committed, open, Duration::from_secs(30));
+        let held: Vec<String> = ends
+            .iter()
+            .filter(|(at, &(_, end))| stable.get(*at).is_none_or(|&(_, lso)| lso < end))
+            .map(|((t, p), &(_, end))| {
+                let lso = stable.get(&(t.clone(), *p)).map_or(-1, |&(_, l)| l);
+                format!("{t}/{p} (stable to {lso} of {end})")
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "transactions still open in {} (their producer gone?); the broker aborts them after their transaction.timeout.ms",
+                held.join(", ")
+            ));
+        }
+        if !said {
+            said = true;
+            tracing::warn!(
+                "restoring waits for transactions still open in {}: a killed instance's, aborted by the broker after its transaction.timeout.ms",
+                held.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The low and high watermarks of the partitions in `open`, those the
