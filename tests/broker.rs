@@ -215,6 +215,23 @@ fn wait_for_line(log: &Path, line: &str, child: &mut Child) {
     }
 }
 
+/// Creates topics on the broker, as an operator's script would, before
+/// custody starts.
+fn create_topics(brokers: &str, topics: &[rdkafka::admin::NewTopic<'_>]) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+    let made = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(admin.create_topics(topics, &rdkafka::admin::AdminOptions::new()))
+        .unwrap();
+    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+}
+
 /// `custody publish` of one report, as a CI job runs it.
 fn publish(brokers: &str, topic: &str, target: &str, file: &str) {
     let status = Command::new(env!("CARGO_BIN_EXE_custody"))
@@ -864,32 +881,21 @@ fn a_compacted_changelog_restores_to_the_same_state() {
     let changelog = format!("{}.state", names.reports);
     // A changelog that compacts within seconds: segments roll after a
     // second, any dirt is worth cleaning, tombstones live two seconds.
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-    let made = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(
-            admin.create_topics(
-                &[rdkafka::admin::NewTopic::new(
-                    &changelog,
-                    4,
-                    rdkafka::admin::TopicReplication::Fixed(1),
-                )
-                .set("cleanup.policy", "compact")
-                .set("segment.ms", "1000")
-                .set("min.cleanable.dirty.ratio", "0.001")
-                .set("delete.retention.ms", "2000")
-                .set("max.message.bytes", "16777216")],
-                &rdkafka::admin::AdminOptions::new(),
-            ),
-        )
-        .unwrap();
-    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    create_topics(
+        &brokers,
+        &[
+            rdkafka::admin::NewTopic::new(
+                &changelog,
+                4,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "1000")
+            .set("min.cleanable.dirty.ratio", "0.001")
+            .set("delete.retention.ms", "2000")
+            .set("max.message.bytes", "16777216"),
+        ],
+    );
     let bandit = |r: &str| format!("tests/fixtures/churn/bandit-{r}.sarif");
     let a = "repo:github.com/acme/compact-a";
     let b = "repo:github.com/acme/compact-b";
@@ -1148,28 +1154,27 @@ fn a_record_the_broker_refuses_costs_its_report_not_the_service() {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::new("refused", &run_id());
     let cfg = config(dir.path(), &brokers, &names);
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-    let made = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(
-            admin.create_topics(
-                &[rdkafka::admin::NewTopic::new(
-                    &names.findings,
-                    4,
-                    rdkafka::admin::TopicReplication::Fixed(1),
-                )
-                .set("max.message.bytes", "8000")],
-                &rdkafka::admin::AdminOptions::new(),
-            ),
+    // The topic's limit is on record batches: custody's batches stay under
+    // it (7,000 bytes before compression), so only a record larger than
+    // that alone, in a batch of its own, is refused.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[kafka.properties]",
+            "[kafka.properties]\n\"batch.size\" = 7000",
+        ),
+    )
+    .unwrap();
+    create_topics(
+        &brokers,
+        &[rdkafka::admin::NewTopic::new(
+            &names.findings,
+            4,
+            rdkafka::admin::TopicReplication::Fixed(1),
         )
-        .unwrap();
-    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+        .set("max.message.bytes", "8000")],
+    );
     let sarif = |message: &str| {
         format!(
             r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"Bandit"}}}},"results":[{{"ruleId":"B101","level":"error","message":{{"text":"{message}"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"app/main.py"}},"region":{{"startLine":3,"snippet":{{"text":"assert user"}}}}}}}}]}}]}}]}}"#
@@ -1303,26 +1308,12 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
     // Made by hand with Kafka's default policy, as an operator's script or
     // a broker's auto-creation would make them.
     let changelog = format!("{}.state", names.reports);
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
     fn topic(name: &str, partitions: i32) -> rdkafka::admin::NewTopic<'_> {
         rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1))
             .set("cleanup.policy", "delete")
             .set("retention.ms", "604800000")
     }
-    let made = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(admin.create_topics(
-            &[topic(&changelog, 4), topic(&ownership, 1)],
-            &rdkafka::admin::AdminOptions::new(),
-        ))
-        .unwrap();
-    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    create_topics(&brokers, &[topic(&changelog, 4), topic(&ownership, 1)]);
     let out = Command::new(env!("CARGO_BIN_EXE_custody"))
         .args(["run", "--config"])
         .arg(&cfg)
