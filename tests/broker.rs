@@ -90,6 +90,12 @@ listen = "127.0.0.1:0"
     path
 }
 
+/// Rewrites the configuration file at `path` with `f`.
+fn edit(path: &Path, f: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, f(text)).unwrap();
+}
+
 /// The start and the end of a log, for a failure's message.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -399,9 +405,7 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::new(&format!("chaos-{delivery}"), &run_id());
     let cfg = config(dir.path(), &brokers, &names);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
+    edit(&cfg, |text| {
         text.replace(
             "shutdown_timeout_secs = 10",
             &format!("shutdown_timeout_secs = 10\ndelivery = \"{delivery}\""),
@@ -411,9 +415,8 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
             // A killed instance's open transaction blocks read_committed
             // readers (the restore too) until the broker aborts it.
             "[kafka.properties]\n\"transaction.timeout.ms\" = 10000",
-        ),
-    )
-    .unwrap();
+        )
+    });
     let targets: Vec<String> = (0..CHAOS_TARGETS)
         .map(|i| format!("repo:github.com/acme/chaos-{i}"))
         .collect();
@@ -729,12 +732,9 @@ fn sigterm_under_a_backlog_exits_cleanly_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::new("backlog", &run_id());
     let cfg = config(dir.path(), &brokers, &names);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace("shutdown_timeout_secs = 10", "shutdown_timeout_secs = 1"),
-    )
-    .unwrap();
+    edit(&cfg, |text| {
+        text.replace("shutdown_timeout_secs = 10", "shutdown_timeout_secs = 1")
+    });
     // Reports of 3,000 findings (about 1.9 MB, three chunks each): 57 MB
     // in all, seconds of work.
     let report = dir.path().join("report.sarif");
@@ -872,12 +872,9 @@ fn a_compacted_changelog_restores_to_the_same_state() {
     let names = Names::new("compact", &run_id());
     let cfg = config(dir.path(), &brokers, &names);
     let port = free_port();
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    edit(&cfg, |text| {
+        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    });
     let changelog = format!("{}.state", names.reports);
     // A changelog that compacts within seconds: segments roll after a
     // second, any dirt is worth cleaning, tombstones live two seconds.
@@ -1157,15 +1154,12 @@ fn a_record_the_broker_refuses_costs_its_report_not_the_service() {
     // The topic's limit is on record batches: custody's batches stay under
     // it (7,000 bytes before compression), so only a record larger than
     // that alone, in a batch of its own, is refused.
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
+    edit(&cfg, |text| {
         text.replace(
             "[kafka.properties]",
             "[kafka.properties]\n\"batch.size\" = 7000",
-        ),
-    )
-    .unwrap();
+        )
+    });
     create_topics(
         &brokers,
         &[rdkafka::admin::NewTopic::new(
@@ -1302,9 +1296,9 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
     let names = Names::new("kept", &id);
     let cfg = config(dir.path(), &brokers, &names);
     let ownership = format!("kept-{id}.ownership");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!("\n[ownership]\ntopic = \"{ownership}\"\n"));
-    std::fs::write(&cfg, text).unwrap();
+    edit(&cfg, |text| {
+        format!("{text}\n[ownership]\ntopic = \"{ownership}\"\n")
+    });
     // Made by hand with Kafka's default policy, as an operator's script or
     // a broker's auto-creation would make them.
     let changelog = format!("{}.state", names.reports);
