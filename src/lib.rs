@@ -25,8 +25,12 @@
 //! - [`engine`]: wires the stages into one step per scan, decision or tick.
 //! - [`process`]: `custody process`, the engine over report files.
 //! - [`schema`]: JSON Schemas of the native finding, events and decisions.
-//! - [`service`]: the Kafka service (`custody run`), `custody publish` and
-//!   `custody demo`.
+//! - [`service`]: the Kafka service (`custody run`): its partition
+//!   processor, a pure state machine, and its changelog, settings and
+//!   topics; `custody publish` and `custody demo`.
+//! - [`kafka`]: the Kafka edge of `custody run`: client settings, the
+//!   clients' contexts, the consumer loop that drives the partition
+//!   processors and carries out their effects, restores and transactions.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`logging`]: the service's logs through `tracing` (text or JSON lines).
 //! - [`testing`]: test support: the shared corpus, skipped without it.
@@ -35,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fingerprint;
+pub mod kafka;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -16,18 +16,29 @@
 //! re-attribution, a scan that is not remembered) writes records of the
 //! target and so voids it, with no tombstone needed.
 //!
-//! One key per partition, `o\0<reports topic>\0<partition>`, holds the
-//! offset of the last reports message whose records were written
-//! ([`Applied`]). It is written *before* that message's records, which go
-//! out only once all its events and those of every message before it are
-//! acknowledged. So at a restore it says: every message before it is in
-//! the state, whole; this one's events were all delivered, and its
-//! records may be there in part. The offset committed to the group may
-//! lag behind (it is committed after the records are acknowledged, and
-//! auto-commit runs every few seconds): a redelivered message before the
-//! applied one is passed over, and the applied one is applied again with
-//! its events dropped, which completes its records. A redelivered message
-//! produces the same events or none, whatever the moment of a crash.
+//! One key per partition, `o\0<reports topic>\0<partition>`, heads every
+//! group of records one step wrote ([`Applied`]): the offset of the last
+//! reports message applied (the one that caused the group, or the one
+//! before a step no message caused), and how many records follow. A
+//! group goes out only once all the events of its message and of every
+//! message before it are acknowledged. A restore keeps a group only when
+//! all its records follow its head; a group cut short by a crash is left
+//! out whole, as if its message had never been applied, and the message
+//! is applied again when it is redelivered (its events are sent again
+//! with the same ids). Applying the message on a state holding part of
+//! its records would not rewrite the rest (a ticket whose findings were
+//! already there would be lost). Compaction keeps only the last head, and
+//! nothing after the last head can be compacted away (each group writes
+//! a key once, and every later write has a head of its own), so the count
+//! holds. The offset committed to the group may lag behind (it is
+//! committed after the records are acknowledged, and auto-commit runs
+//! every few seconds): a redelivered message up to the applied one is
+//! passed over. A redelivered message produces the same events or none,
+//! whatever the moment of a crash.
+//!
+//! A head written by an earlier version has no count: its records were
+//! written after it and may be there in part. The message it names is
+//! then applied again with its events dropped, as that version did.
 
 use crate::lifecycle::{FindingRecord, State};
 use crate::ticket::TicketRecord;
@@ -83,16 +94,24 @@ pub fn scan_record(target: &str, scan: &ScanRecord) -> Record {
 /// were written (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// Its offset in the reports partition.
+    /// Its offset in the reports partition; -1 before any.
     pub offset: i64,
+    /// The records of the group this heads; absent in a head written by
+    /// an earlier version (see the module's documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
 }
 
-/// The record saying that `offset` of `topic`'s `partition` is applied:
-/// written before the records of that message.
-pub fn applied_record(topic: &str, partition: i32, offset: i64) -> Record {
+/// The head of a group of `records` records written when `offset` of
+/// `topic`'s `partition` was applied (see the module's documentation).
+pub fn applied_record(topic: &str, partition: i32, offset: i64, records: usize) -> Record {
     Record {
         key: key(b'o', topic, &partition.to_string()),
-        value: serde_json::to_vec(&Applied { offset }).ok(),
+        value: serde_json::to_vec(&Applied {
+            offset,
+            records: Some(records as u64),
+        })
+        .ok(),
     }
 }
 
@@ -279,8 +298,20 @@ pub struct RawLog {
     runs: HashMap<Box<str>, Vec<(u32, u32)>>,
     /// Per target, its last scan record read, undecoded, with its offset.
     scans: HashMap<Box<str>, (i64, Option<Vec<u8>>)>,
-    /// The last applied offset read.
-    applied: Option<i64>,
+    /// The head of the last group read whole.
+    applied: Option<Applied>,
+    /// The last group read while its records are not all there: the
+    /// head's offset, how many records it said, the records so far.
+    tail: Option<Tail>,
+    /// Records of groups cut short, left out.
+    cut: usize,
+}
+
+/// A group of records whose head was read, not all its records yet.
+#[derive(Debug)]
+struct Tail {
+    head: Applied,
+    records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// A record taken out of a [`RawLog`].
@@ -307,20 +338,54 @@ impl RawLog {
         value: Option<&[u8]>,
     ) -> Result<(), RestoreError> {
         if key.first() == Some(&b'o') && key.get(1) == Some(&0) {
+            // A group still short is left out: its message was applied
+            // again after the crash that cut it.
+            if let Some(t) = self.tail.take() {
+                self.cut += t.records.len();
+            }
             // A tombstone (none is written) forgets it.
-            self.applied = match value {
-                Some(v) => Some(
-                    serde_json::from_slice::<Applied>(v)
-                        .map_err(|e| RestoreError::Value {
-                            key: String::from_utf8_lossy(key).into_owned(),
-                            message: e.to_string(),
-                        })?
-                        .offset,
-                ),
-                None => None,
+            let Some(v) = value else {
+                self.applied = None;
+                return Ok(());
             };
+            let head = serde_json::from_slice::<Applied>(v).map_err(|e| RestoreError::Value {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: e.to_string(),
+            })?;
+            match head.records {
+                Some(n) if n > 0 => {
+                    self.tail = Some(Tail {
+                        head,
+                        records: Vec::new(),
+                    })
+                }
+                _ => self.applied = Some(head),
+            }
             return Ok(());
         }
+        if let Some(t) = &mut self.tail {
+            t.records
+                .push((offset, key.to_vec(), value.map(<[u8]>::to_vec)));
+            if t.records.len() as u64 >= t.head.records.unwrap_or(0) {
+                if let Some(t) = self.tail.take() {
+                    self.applied = Some(t.head);
+                    for (offset, key, value) in &t.records {
+                        self.push_record(*offset, key, value.as_deref())?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        self.push_record(offset, key, value)
+    }
+
+    /// Appends a record of a target.
+    fn push_record(
+        &mut self,
+        offset: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), RestoreError> {
         let target = target_of(key)?;
         if key.first() == Some(&b's') {
             self.scans
@@ -393,10 +458,16 @@ impl RawLog {
             .collect()
     }
 
-    /// The offset of the last reports message whose records were written,
-    /// if the log says.
-    pub fn applied(&self) -> Option<i64> {
+    /// The head of the last group read whole: the offset of the last
+    /// reports message whose records were all written, if the log says.
+    pub fn applied(&self) -> Option<Applied> {
         self.applied
+    }
+
+    /// Records of groups cut short by a crash, left out (so far: the last
+    /// group is left out only once the log is read to its end).
+    pub fn cut(&self) -> usize {
+        self.cut + self.tail.as_ref().map_or(0, |t| t.records.len())
     }
 
     /// Records held.
@@ -680,16 +751,16 @@ mod tests {
     }
 
     #[test]
-    fn the_applied_offset_is_the_last_one_written_and_outlives_the_decode() {
+    fn the_applied_offset_is_the_last_whole_groups_and_outlives_the_decode() {
         let mut log = RawLog::new();
         assert_eq!(log.applied(), None);
-        let a = applied_record("custody.reports", 3, 41);
+        let a = applied_record("custody.reports", 3, 41, 1);
         assert_eq!(a.key, b"o\0custody.reports\x003");
         log.push(0, &a.key, a.value.as_deref()).unwrap();
         log.push(1, b"f\0repo:x/y/z\0v1:aa", None).unwrap();
-        let b = applied_record("custody.reports", 3, 42);
+        let b = applied_record("custody.reports", 3, 42, 0);
         log.push(2, &b.key, b.value.as_deref()).unwrap();
-        assert_eq!(log.applied(), Some(42));
+        assert_eq!(log.applied().map(|a| a.offset), Some(42));
         // Not a record of any target, and not state.
         assert_eq!(log.len(), 1);
         assert!(matches!(
@@ -698,10 +769,55 @@ mod tests {
         ));
         // Decoding every target leaves it.
         log.take("repo:x/y/z", |_| ()).unwrap();
-        assert_eq!(log.applied(), Some(42));
+        assert_eq!(log.applied().map(|a| a.offset), Some(42));
         // A value that does not decode is an error naming the key.
         let err = log.push(3, &b.key, Some(b"{")).unwrap_err().to_string();
         assert!(err.contains("custody.reports"), "{err}");
+    }
+
+    #[test]
+    fn a_group_cut_short_by_a_crash_is_left_out_whole() {
+        let mut log = RawLog::new();
+        let whole = applied_record("custody.reports", 0, 7, 2);
+        log.push(0, &whole.key, whole.value.as_deref()).unwrap();
+        log.push(1, b"f\0repo:x/y/z\0v1:aa", Some(b"{}")).unwrap();
+        log.push(2, b"t\0repo:x/y/z\0tk", Some(b"{}")).unwrap();
+        // Message 8 wrote one record of its three before the crash.
+        let cut = applied_record("custody.reports", 0, 8, 3);
+        log.push(3, &cut.key, cut.value.as_deref()).unwrap();
+        log.push(4, b"f\0repo:x/y/z\0v1:bb", Some(b"{}")).unwrap();
+        assert_eq!(log.applied().map(|a| a.offset), Some(7));
+        assert_eq!(log.len(), 2, "the cut group's record is not state");
+        assert_eq!(log.cut(), 1);
+        // The next instance applied message 8 again, whole: the cut group
+        // stays out, the whole one is in.
+        log.push(5, &cut.key, cut.value.as_deref()).unwrap();
+        for (o, k) in [
+            (6, &b"f\0repo:x/y/z\0v1:bb"[..]),
+            (7, b"f\0repo:x/y/z\0v1:cc"),
+            (8, b"t\0repo:x/y/z\0tk"),
+        ] {
+            log.push(o, k, Some(b"{}")).unwrap();
+        }
+        assert_eq!(log.applied().map(|a| a.offset), Some(8));
+        assert_eq!(log.len(), 5);
+        assert_eq!(log.cut(), 1);
+        let offsets = log
+            .take("repo:x/y/z", |recs| {
+                recs.iter().map(|r| r.offset).collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert_eq!(offsets, [1, 2, 6, 7, 8]);
+        // A head an earlier version wrote (no count) stands as read.
+        let mut log = RawLog::new();
+        log.push(0, &whole.key, Some(br#"{"offset":9}"#)).unwrap();
+        assert_eq!(
+            log.applied(),
+            Some(Applied {
+                offset: 9,
+                records: None
+            })
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! loop runs), `/readyz` (every assigned partition restored), `/api/teams`
 //! (a JSON scorecard per team, for tools that do not speak PromQL).
 
-use super::worker::Health;
+use super::health::Health;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};

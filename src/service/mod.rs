@@ -5,7 +5,10 @@
 //!   overrides;
 //! - [`meta`]: scan metadata from headers or the JSON envelope;
 //! - [`changelog`]: the compacted state changelog and restore;
-//! - [`worker`]: the consumer loop, delivery and offsets;
+//! - [`partition`]: one partition's processing as a state machine
+//!   (messages in, effects out), which [`crate::kafka`] drives;
+//! - [`health`]: liveness, readiness and the stop flags the loop, the
+//!   HTTP endpoints and the front ends share;
 //! - [`topics`]: checking and creating topics;
 //! - [`ownership_topic`]: ownership published on a compacted topic;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
@@ -13,21 +16,23 @@
 
 pub mod changelog;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod meta;
 pub mod ownership_topic;
+pub mod partition;
 pub mod publish;
 pub mod settings;
 pub mod topics;
-pub mod worker;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::kafka::{RunError, Worker};
 use crate::metrics::Metrics;
 use crate::ownership::Reloadable;
+use health::Health;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use worker::{Health, RunError, Worker};
 
 /// A running service: the worker thread and what HTTP reads.
 pub struct Service {
@@ -144,7 +149,7 @@ fn follow_ownership(
 ) -> Result<(Arc<Reloadable>, std::thread::JoinHandle<()>), RunError> {
     let warn = |m: &str| tracing::warn!("{m}");
     let mut feed = ownership_topic::Feed::open(
-        &worker::client_config(settings),
+        &crate::kafka::client_config(settings),
         topic,
         settings.ownership_wait,
     )

@@ -7,8 +7,8 @@
 //! a changelog with `cleanup.policy=delete`, say, would lose the state of
 //! every finding unchanged for longer than its retention.
 
-use super::worker::client_config;
 use crate::config::Config;
+use crate::kafka::client_config;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -1,0 +1,777 @@
+//! One partition's processing, as a synchronous state machine: messages
+//! in, effects out, with no Kafka client, async runtime or clock inside.
+//! The Kafka edge ([`crate::kafka`]) feeds it what it consumes
+//! ([`PartitionProcessor::on_message`]), the changelog it restored
+//! ([`PartitionProcessor::on_restore`]), the acknowledgements of what it
+//! produced (through each record's [`Ack`]) and the time
+//! ([`PartitionProcessor::step`], [`PartitionProcessor::tick`]); it carries
+//! out the [`Effect`]s asked of it, in order.
+//!
+//! Ordering of writes for one partition, which keeps at-least-once honest
+//! when the process dies at any point:
+//!
+//! 1. a message's finding and ticket events are produced when it is
+//!    applied;
+//! 2. its changelog records (serialized when it was applied) are produced
+//!    only when the events of it and of every earlier message of the
+//!    partition are acknowledged, so the changelog never holds a change
+//!    whose events may be lost;
+//! 3. its offset is stored once its changelog records are acknowledged.
+//!
+//! A crash between 1 and 3 redelivers the message; the restored state does
+//! not have its change, so the same events (same ids) are produced again
+//! and consumers drop them. Under exactly-once the edge commits
+//! everything in transactions, up to [`PartitionProcessor::eos_frontier`].
+//!
+//! - `intake`: a message sorted into a job (metadata, envelopes, decisions)
+//!   and chunked scans put together;
+//! - `rescan`: what is remembered of each target's last scan, so a report
+//!   sent again is not decoded again, and the decode itself;
+//! - `apply`: jobs applied in offset order, events emitted, dead letters;
+//! - `settle`: changelog records behind acknowledged events, offsets behind
+//!   changelog records, backpressure, chunk timeouts.
+
+mod apply;
+mod intake;
+mod rescan;
+mod settle;
+#[cfg(test)]
+mod tests;
+
+use super::changelog::{self, Restorer};
+use super::health::{lock, Health};
+use super::meta::MessageMeta;
+use super::settings::ServiceSettings;
+use crate::engine::{Engine, Output};
+use crate::lifecycle::State;
+use crate::metrics::Metrics;
+use chrono::{DateTime, TimeZone, Utc};
+use rescan::{known, last_scan, Decode, Known, LastScan};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What every partition's processor reads and nothing changes while it
+/// runs: the engine, the settings, the metrics.
+pub struct Shared {
+    pub settings: ServiceSettings,
+    pub engine: Engine,
+    /// The ownership the engine attributes with, when it can change.
+    pub ownership: Option<Arc<crate::ownership::Reloadable>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub max_report_bytes: u64,
+    /// Exactly-once: everything goes through transactions, and offsets are
+    /// the edge's to commit ([`PartitionProcessor::eos_frontier`]).
+    pub eos: bool,
+    /// [`Engine::settings_digest`], for the changelog's last scan records.
+    pub settings_digest: String,
+}
+
+impl Shared {
+    /// See [`crate::ownership::Reloadable::generation`]; 0 when the
+    /// ownership cannot change.
+    pub fn ownership_generation(&self) -> u64 {
+        self.ownership.as_ref().map_or(0, |o| o.generation())
+    }
+}
+
+/// What the Kafka edge does for a processor, asked in order.
+#[derive(Debug)]
+pub enum Effect<'a> {
+    /// Produce a record. `ack` counts it already: the edge settles it when
+    /// the broker acknowledges or refuses the record ([`Ack::delivered`],
+    /// [`Ack::refused`], [`Ack::lost`]), or at once when it cannot be sent.
+    Produce {
+        topic: &'a str,
+        partition: Option<i32>,
+        key: &'a [u8],
+        payload: Option<&'a [u8]>,
+        headers: Vec<(&'a str, Option<&'a [u8]>)>,
+        ack: &'a Arc<Ack>,
+    },
+    /// Store the offset of the last message done, every message before it
+    /// done too (at-least-once; the edge commits stored offsets).
+    StoreOffset {
+        topic: &'a str,
+        partition: i32,
+        done: i64,
+    },
+    /// Stop fetching the partition.
+    Pause { topic: &'a str, partition: i32 },
+    /// Fetch the partition again.
+    Resume { topic: &'a str, partition: i32 },
+    /// The service cannot go on (a state that cannot be restored or kept):
+    /// it stops without storing further offsets.
+    Fail(String),
+}
+
+/// The Kafka edge, as a processor sees it: it carries out effects.
+pub trait Edge: Sync {
+    /// Carries out `effect`; for a pause or a resume, whether it took.
+    fn effect(&self, effect: Effect<'_>) -> bool;
+}
+
+/// What a processor's step is given: the shared parts, the edge, and the
+/// time.
+pub struct Env<'a> {
+    pub cx: &'a Shared,
+    pub edge: &'a dyn Edge,
+    /// The wall clock now: the time of a message that has none, and of
+    /// re-attributions.
+    pub wall: DateTime<Utc>,
+    /// The monotonic clock now: chunked scans time out by it.
+    pub now: Instant,
+}
+
+impl Env<'_> {
+    fn fail(&self, e: String) {
+        self.edge.effect(Effect::Fail(e));
+    }
+
+    /// Counts a message taken through, by its outcome.
+    fn count_message(&self, outcome: &str) {
+        self.cx.metrics.message(outcome);
+        self.cx
+            .health
+            .applied_messages
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Produces one record, counted in `ack`.
+    fn produce(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: Vec<(&str, Option<&[u8]>)>,
+        ack: &Arc<Ack>,
+    ) {
+        ack.add(1);
+        self.edge.effect(Effect::Produce {
+            topic,
+            partition,
+            key,
+            payload,
+            headers,
+            ack,
+        });
+    }
+}
+
+/// Counts the records a message caused that are not yet acknowledged: the
+/// processor counts each record it asks to produce, the edge settles it.
+#[derive(Debug, Default)]
+pub struct Ack {
+    remaining: AtomicI64,
+    failed: AtomicBool,
+    /// Why a record was refused for good: the first such refusal.
+    refused: Mutex<Option<String>>,
+}
+
+impl Ack {
+    fn add(&self, n: i64) {
+        self.remaining.fetch_add(n, Ordering::AcqRel);
+    }
+    fn done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) <= 0
+    }
+    fn refusal(&self) -> Option<String> {
+        lock(&self.refused).clone()
+    }
+    fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// A record acknowledged by the broker.
+    pub fn delivered(&self) {
+        self.add(-1);
+    }
+
+    /// A record the broker refused for good (too large, invalid): sending
+    /// it again can never succeed, so it costs the report that caused it
+    /// (dead-lettered), not the service.
+    pub fn refused(&self, why: String) {
+        lock(&self.refused).get_or_insert(why);
+        self.add(-1);
+    }
+
+    /// A record lost (not sent, or not delivered for another reason): the
+    /// message that caused it is never settled, and is redelivered after
+    /// the restart.
+    pub fn lost(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.add(-1);
+    }
+}
+
+/// A report's bytes, shared by the message, its decode and its scan id.
+pub type Bytes = Arc<Payload>;
+
+/// A consumed message's payload: read in place in the consumer's fetch
+/// buffer, or owned.
+///
+/// Copying every report out of the fetch buffer took a quarter of the
+/// consuming thread's time at full speed (200 KB reports, the copy into
+/// fresh pages), time in which the pool waited for the next batch. A
+/// payload that may be kept long is owned instead (see
+/// [`Incoming::owned`]): a message read in place keeps its whole fetch
+/// response in memory.
+pub enum Payload {
+    InPlace(Box<dyn InPlace>),
+    Owned(Box<[u8]>),
+}
+
+/// A payload read in place: the edge's consumed message.
+pub trait InPlace: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::InPlace(m) => m.bytes(),
+            Payload::Owned(b) => b,
+        }
+    }
+}
+
+impl Payload {
+    pub fn owned(bytes: impl Into<Box<[u8]>>) -> Bytes {
+        Arc::new(Payload::Owned(bytes.into()))
+    }
+}
+
+/// A consumed message: its payload read in place (see [`Payload`]), the
+/// rest copied out.
+#[derive(Clone)]
+pub struct Incoming {
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    /// Shared with the decoder, and kept for a dead letter.
+    pub payload: Option<Bytes>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("offset", &self.offset)
+            .field("key", &self.key.as_deref().map(String::from_utf8_lossy))
+            .field("bytes", &self.payload.as_ref().map_or(0, |p| p.len()))
+            .field("headers", &self.headers.len())
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// The message with its payload copied out of the fetch buffer, for a
+    /// message that may wait long (a chunk waiting for the rest of its
+    /// scan, a message of a partition still restoring): read in place, it
+    /// would keep a whole fetch response in memory, out of the in-flight
+    /// bounds' sight.
+    pub fn owned(mut self) -> Incoming {
+        if let Some(p) = &self.payload {
+            if matches!(**p, Payload::InPlace(_)) {
+                self.payload = Some(Payload::owned(&***p));
+            }
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.payload.as_ref().map_or(0, |p| p.len()) + self.key.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The message's time (`now`, the time of its processing, when it has
+    /// none): the time its scan or decision is applied at.
+    fn time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.timestamp
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or(now)
+    }
+}
+
+/// A message on its way to the state.
+enum Job {
+    /// Decoding on the rayon pool.
+    Decoding {
+        msg: Incoming,
+        meta: MessageMeta,
+        /// In a mutex only so partitions can be stepped in parallel.
+        decode: Mutex<Decode>,
+        /// Earlier chunks of the same scan: released with this one, or
+        /// dead-lettered with it.
+        held: Vec<HeldChunk>,
+    },
+    /// To be dead-lettered.
+    Poison {
+        msg: Incoming,
+        reason: &'static str,
+        error: String,
+        /// Earlier chunks of the same scan, dead-lettered with it.
+        held: Vec<HeldChunk>,
+    },
+    /// A decision about a finding.
+    Decision {
+        msg: Incoming,
+        decision: Box<crate::lifecycle::DecisionRecord>,
+    },
+    /// A chunk that waits for the rest of its scan.
+    Held { msg: Incoming, ack: Arc<Ack> },
+}
+
+/// Work whose records are in flight.
+struct Pending {
+    /// The message, or `None` for a clock tick or re-attribution.
+    offset: Option<i64>,
+    timestamp: Option<i64>,
+    events: Arc<Ack>,
+    /// Changelog records not yet produced (produced when every earlier
+    /// message's events are acknowledged).
+    changelog: Option<Vec<changelog::Record>>,
+    changelog_ack: Arc<Ack>,
+    /// Chunk acks released when this is done.
+    held: Vec<Arc<Ack>>,
+    /// A held chunk: done only when released.
+    hold: bool,
+    bytes: usize,
+    /// The report, kept until its events are acknowledged: should the
+    /// broker refuse one for good, the report is dead-lettered.
+    source: Option<Incoming>,
+    /// That dead letter, when one was sent.
+    dead_letter: Option<Arc<Ack>>,
+}
+
+impl Pending {
+    /// Events and changelog records all acknowledged (for a held chunk:
+    /// released by its scan's last chunk), and a dead letter sent for a
+    /// refused event too.
+    fn complete(&self) -> bool {
+        self.changelog.is_none()
+            && self.changelog_ack.done()
+            && (self.hold || self.events.done())
+            && self.dead_letter.as_ref().is_none_or(|a| a.done())
+            && !self.changelog_ack.has_failed()
+    }
+}
+
+/// A chunk that waits for the rest of its scan: the message as it came,
+/// kept to be dead-lettered should the scan fail, and the ack that holds
+/// its offset until the scan is done.
+struct HeldChunk {
+    msg: Incoming,
+    ack: Arc<Ack>,
+}
+
+/// Chunks of one scan collected so far.
+struct ChunkBuf {
+    /// Each chunk's payload by its index (shared with its message).
+    parts: Vec<Option<Bytes>>,
+    /// Bytes of the distinct chunks: the scan's size so far.
+    bytes: usize,
+    /// Every chunk message that arrived, a publisher's retried duplicate
+    /// too, in offset order.
+    held: Vec<HeldChunk>,
+    first: Instant,
+}
+
+pub struct PartitionProcessor {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) changelog_topic: String,
+    pub(crate) generation: u64,
+    pub(crate) state: Option<State>,
+    /// Changelog records read at restore and not decoded yet, by target:
+    /// decoded when the target is first needed, or in the background.
+    pub(crate) raw: changelog::RawLog,
+    jobs: VecDeque<Job>,
+    pending: VecDeque<Pending>,
+    chunks: HashMap<(String, String), ChunkBuf>,
+    /// By target spec.
+    last_scans: HashMap<String, LastScan>,
+    /// Targets whose restored records did not decode, with the error.
+    broken: HashMap<String, String>,
+    pub(crate) bytes: usize,
+    pub(crate) paused: bool,
+    /// Offset of the next message to process (for commits and lag).
+    pub(crate) next_offset: Option<i64>,
+    /// Offset of the last message applied (exactly-once commits).
+    last_applied: Option<i64>,
+    /// The offset the changelog said was applied last, at restore, while
+    /// no later message has come: a redelivered message before it is
+    /// passed over, and this one is applied again without its events (see
+    /// The changelog's last whole group, at restore, while no later
+    /// message has come: a redelivered message up to the one it names is
+    /// passed over (see [`changelog::Applied`]).
+    replay: Option<changelog::Applied>,
+    /// The message being applied is the one a head written by an earlier
+    /// version names: its events were delivered before the crash, only
+    /// its records are written.
+    quiet: bool,
+    /// When the partition was assigned (the restore's duration).
+    pub(crate) assigned: Instant,
+}
+
+impl PartitionProcessor {
+    pub fn in_flight(&self) -> usize {
+        self.jobs.len() + self.pending.len()
+    }
+
+    /// Forgets the messages consumed and not yet applied (a stop, a
+    /// revoke): they are redelivered to whoever consumes the partition
+    /// next, and nothing of them was produced. What is applied stays, to
+    /// be settled and committed. Returns how many were forgotten.
+    pub fn drop_unapplied(&mut self) -> usize {
+        let n = self.jobs.len();
+        for job in self.jobs.drain(..) {
+            let len = match &job {
+                Job::Decoding { msg, .. }
+                | Job::Poison { msg, .. }
+                | Job::Held { msg, .. }
+                | Job::Decision { msg, .. } => msg.len(),
+            };
+            self.bytes = self.bytes.saturating_sub(len);
+        }
+        n
+    }
+
+    /// Starts every waiting decode on the rayon pool.
+    pub fn decode_ahead(&mut self) {
+        // Targets of the messages before, whose scans will have changed
+        // what is known of the last scan by the time a message is applied.
+        let mut before: HashSet<String> = HashSet::new();
+        for job in &mut self.jobs {
+            if let Job::Decoding { decode, meta, .. } = job {
+                let Some(target) = meta.target.as_ref().map(ToString::to_string) else {
+                    lock(decode).spawn(Known::Nothing);
+                    continue;
+                };
+                let known = if before.contains(&target) {
+                    Known::Pending(last_scan(&self.last_scans, meta).map(|l| l.digests))
+                } else {
+                    known(&self.last_scans, meta)
+                };
+                lock(decode).spawn(known);
+                before.insert(target);
+            }
+        }
+    }
+
+    /// A partition just assigned, its state still to restore.
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        changelog_topic: &str,
+        generation: u64,
+        now: Instant,
+    ) -> PartitionProcessor {
+        PartitionProcessor {
+            topic: topic.to_string(),
+            partition,
+            changelog_topic: changelog_topic.to_string(),
+            generation,
+            state: None,
+            raw: changelog::RawLog::new(),
+            jobs: VecDeque::new(),
+            pending: VecDeque::new(),
+            chunks: HashMap::new(),
+            last_scans: HashMap::new(),
+            broken: HashMap::new(),
+            bytes: 0,
+            paused: false,
+            next_offset: None,
+            last_applied: None,
+            replay: None,
+            quiet: false,
+            assigned: now,
+        }
+    }
+
+    /// The partition's changelog, read to its end: the records, and the
+    /// last scan records that hold. Messages taken meanwhile are applied
+    /// from the next step on; a paused partition is resumed.
+    pub fn on_restore(
+        &mut self,
+        env: &Env<'_>,
+        raw: changelog::RawLog,
+        scans: Vec<(String, changelog::ScanRecord)>,
+    ) {
+        let ownership = env.cx.ownership_generation();
+        self.state = Some(State::new());
+        self.replay = raw.applied().filter(|a| a.offset >= 0);
+        if raw.cut() > 0 {
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.partition,
+                records = raw.cut(),
+                "{} changelog records of a step cut short by a crash are left out; its message is applied again",
+                raw.cut()
+            );
+        }
+        self.raw = raw;
+        // What the changelog knows of each target's last scan, when it was
+        // applied under the settings in force. The ownership may have
+        // changed since: the target's re-attribution, when it is decoded,
+        // forgets the scan if any finding moved.
+        self.last_scans = scans
+            .into_iter()
+            .filter(|(_, scan)| scan.settings == env.cx.settings_digest)
+            .filter_map(|(target, scan)| Some((target, LastScan::restored(scan, ownership)?)))
+            .collect();
+        // A chunked scan's clock starts now: its missing chunks could not
+        // come while the partition was paused for what the restore held.
+        for c in self.chunks.values_mut() {
+            c.first = env.now;
+        }
+        // A resume that fails leaves the partition paused, for backpressure
+        // to resume later (it resumes restored partitions only).
+        self.paused = !env.edge.effect(Effect::Resume {
+            topic: &self.topic,
+            partition: self.partition,
+        });
+    }
+
+    /// Takes a consumed message into the queue, sorted into a job (see
+    /// `intake`). It is applied by a later [`PartitionProcessor::step`],
+    /// once the state is restored.
+    pub fn on_message(&mut self, cx: &Shared, msg: Incoming, now: Instant) {
+        // A message of a partition still restoring waits for the restore,
+        // out of its fetch buffer (see [`Payload`]).
+        let msg = if self.state.is_none() {
+            msg.owned()
+        } else {
+            msg
+        };
+        self.bytes += msg.len();
+        let job = self.classify(msg, cx, now);
+        self.jobs.push_back(job);
+    }
+
+    /// Whether messages wait to be applied.
+    pub fn has_jobs(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// Settles what is applied, nothing more (see [`PartitionProcessor::step`]).
+    pub fn settle_only(&mut self, env: &Env<'_>) {
+        self.settle(env);
+    }
+
+    /// Whether the state is restored.
+    pub fn restored(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// One step: applies what is decoded, in order (waiting for the head's
+    /// decode when `block`), times out incomplete chunked scans, produces
+    /// changelog records behind acknowledged events and stores offsets;
+    /// then pauses or resumes the partition by the work in flight. Decodes
+    /// the step runs itself (see [`Decode`]) start only while `spent` says
+    /// no, past the first.
+    pub fn step(&mut self, env: &Env<'_>, block: bool, spent: &dyn Fn() -> bool) {
+        if self.state.is_some() {
+            self.apply_ready(env, block, spent);
+            self.expire_chunks(env);
+            self.settle(env);
+        }
+        // Restoring too: what it holds meanwhile is bounded.
+        self.backpressure(env);
+    }
+
+    /// Advances the SLA clock to `env.wall`.
+    pub fn tick(&mut self, env: &Env<'_>) {
+        if let Err(e) = self.materialize_all(env) {
+            env.fail(e);
+        }
+        if let Some(state) = self.state.as_mut() {
+            let out = env.cx.engine.tick(state, env.wall);
+            if !out.findings.is_empty() || !out.tickets.is_empty() {
+                // A rescan would find these records as the tick left
+                // them, which no rescan decoded yet has seen.
+                self.last_scans.clear();
+            }
+            self.emit_step(env, out);
+        }
+    }
+
+    /// Re-attributes every target after an ownership change.
+    pub fn reattribute(&mut self, env: &Env<'_>) {
+        if let Err(e) = self.materialize_all(env) {
+            env.fail(e);
+        }
+        // Also covered by the ownership generation; re-attribution skips
+        // records a rescan would still re-attribute (false positives), so
+        // nothing remembered survives it.
+        self.last_scans.clear();
+        let targets: Vec<String> = self
+            .state
+            .as_ref()
+            .map(|s| s.targets.keys().cloned().collect())
+            .unwrap_or_default();
+        for spec in &targets {
+            self.reattribute_target(env, spec);
+        }
+    }
+
+    /// Decodes restored records of targets no message needed yet, while
+    /// `spent` says no. Returns false when none are left.
+    pub fn decode_some(&mut self, env: &Env<'_>, spent: &dyn Fn() -> bool) -> bool {
+        while !spent() {
+            let Some(t) = self.raw.any_target() else {
+                return false;
+            };
+            if let Err(e) = self.materialize(env, &t) {
+                env.fail(e);
+                return false;
+            }
+        }
+        !self.raw.is_empty()
+    }
+
+    /// The offset up to which the partition's messages are applied (what
+    /// an exactly-once transaction commits): the first held chunk of an
+    /// incomplete scan or the first message not yet applied, else the one
+    /// after the last applied.
+    pub fn eos_frontier(&self) -> Option<i64> {
+        let held = self
+            .pending
+            .iter()
+            .filter(|p| p.hold && !p.changelog_ack.done())
+            .filter_map(|p| p.offset)
+            .min();
+        let unapplied = self.jobs.front().map(|j| j.msg().offset);
+        match (held, unapplied) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (None, None) => self.last_applied.map(|o| o + 1),
+        }
+    }
+
+    /// Whether applied work is still unsettled. Held chunks, and messages
+    /// done but for an offset that waits for them, do not count: waiting
+    /// for them would wait for chunks that may not come before a deadline.
+    pub fn busy(&self) -> bool {
+        self.state.is_some()
+            && self.in_flight() > 0
+            && !(self.jobs.iter().all(|j| matches!(j, Job::Held { .. }))
+                && self.pending.iter().all(|x| x.hold || x.complete()))
+    }
+
+    /// Decodes the restored records of `target`, if any are left. A
+    /// target whose records did not decode stays an error: its state is
+    /// incomplete, and nothing may be applied to it.
+    fn materialize(&mut self, env: &Env<'_>, target: &str) -> Result<(), String> {
+        if let Some(e) = self.broken.get(target) {
+            return Err(e.clone());
+        }
+        let topic = &self.changelog_topic;
+        let Some(parsed) = self.raw.take(target, |recs| {
+            let parse = |r: &changelog::RawRecord<'_>| {
+                changelog::parse(r.key, r.value)
+                    .map_err(|e| format!("{topic} offset {}: {e}", r.offset))
+            };
+            if recs.len() > 256 {
+                use rayon::prelude::*;
+                recs.par_iter().map(parse).collect::<Vec<_>>()
+            } else {
+                recs.iter().map(parse).collect()
+            }
+        }) else {
+            return Ok(());
+        };
+        let mut r = Restorer::resume(self.state.take().unwrap_or_default());
+        for p in parsed {
+            match p {
+                Ok(p) => r.apply_parsed(p),
+                Err(e) => {
+                    self.state = Some(r.finish());
+                    self.broken.insert(target.to_string(), e.clone());
+                    return Err(e);
+                }
+            }
+        }
+        self.state = Some(r.finish());
+        // The ownership in force may not be the one the state was written
+        // under (changed while custody was down, or by the instance that
+        // held the partition before).
+        self.reattribute_target(env, target);
+        Ok(())
+    }
+
+    /// Re-attributes one target of a partition under the ownership in
+    /// force: `reassigned` events for findings whose team changed, and
+    /// changelog records for every record that changed, silent changes of
+    /// explanation included.
+    fn reattribute_target(&mut self, env: &Env<'_>, spec: &str) {
+        let (Some(state), Ok(target)) = (self.state.as_mut(), spec.parse::<crate::model::Target>())
+        else {
+            return;
+        };
+        let mut out = Output::default();
+        let touched = env
+            .cx
+            .engine
+            .reattribute_target(state, &target, env.wall, &mut out);
+        if touched.findings.is_empty() && touched.tickets.is_empty() {
+            return;
+        }
+        self.last_scans.remove(spec);
+        let records = changelog::records(state, spec, &touched.findings, Some(&touched.tickets));
+        self.emit(env, None, out, records, Vec::new(), 0);
+    }
+
+    /// Decodes every restored record of a partition.
+    fn materialize_all(&mut self, env: &Env<'_>) -> Result<(), String> {
+        while let Some(t) = self.raw.any_target() {
+            self.materialize(env, &t)?;
+        }
+        Ok(())
+    }
+
+    /// Emits a step that no message caused (tick, re-attribution).
+    fn emit_step(&mut self, env: &Env<'_>, out: Output) {
+        if out.findings.is_empty() && out.tickets.is_empty() {
+            return;
+        }
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let mut by_target: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in &out.findings {
+            by_target
+                .entry(e.target.to_string())
+                .or_default()
+                .push(e.fingerprint.clone());
+        }
+        for e in &out.tickets {
+            by_target.entry(e.target.to_string()).or_default();
+        }
+        let mut records = Vec::new();
+        for (target, fps) in &by_target {
+            records.extend(changelog::records(state, target, fps, None));
+        }
+        self.emit(env, None, out, records, Vec::new(), 0);
+    }
+}
+
+impl Job {
+    /// The message the job is of.
+    fn msg(&self) -> &Incoming {
+        match self {
+            Job::Decoding { msg, .. }
+            | Job::Poison { msg, .. }
+            | Job::Held { msg, .. }
+            | Job::Decision { msg, .. } => msg,
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! The processor alone: its effects recorded, acknowledgements given by
+//! hand, the clock moved by hand. Unit tests of each rule, then a property
+//! test of random interleavings of messages, acknowledgements and crashes.
+
+use super::*;
+use crate::config::Config;
+use crate::service::meta::header;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// An effect as recorded.
+#[derive(Debug, Clone)]
+enum Rec {
+    Produce {
+        topic: String,
+        partition: Option<i32>,
+        key: Vec<u8>,
+        payload: Option<Vec<u8>>,
+        headers: Vec<(String, Option<Vec<u8>>)>,
+        ack: Arc<Ack>,
+    },
+    Store(i64),
+    Pause,
+    Resume,
+    Fail(String),
+}
+
+impl Rec {
+    fn header(&self, name: &str) -> Option<String> {
+        match self {
+            Rec::Produce { headers, .. } => headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.as_ref())
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// An edge that records what is asked of it.
+#[derive(Default)]
+struct Recorder {
+    effects: Mutex<Vec<Rec>>,
+    /// Pauses and resumes fail.
+    refuse_pause: AtomicBool,
+}
+
+impl Edge for Recorder {
+    fn effect(&self, effect: Effect<'_>) -> bool {
+        let rec = match effect {
+            Effect::Produce {
+                topic,
+                partition,
+                key,
+                payload,
+                headers,
+                ack,
+            } => Rec::Produce {
+                topic: topic.to_string(),
+                partition,
+                key: key.to_vec(),
+                payload: payload.map(<[u8]>::to_vec),
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+                    .collect(),
+                ack: Arc::clone(ack),
+            },
+            Effect::StoreOffset { done, .. } => Rec::Store(done),
+            Effect::Pause { .. } => Rec::Pause,
+            Effect::Resume { .. } => Rec::Resume,
+            Effect::Fail(e) => Rec::Fail(e),
+        };
+        let took =
+            !matches!(rec, Rec::Pause | Rec::Resume) || !self.refuse_pause.load(Ordering::Relaxed);
+        lock(&self.effects).push(rec);
+        took
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<Rec> {
+        std::mem::take(&mut *lock(&self.effects))
+    }
+}
+
+const REPORTS: &str = "custody.reports";
+
+fn shared(tune: impl FnOnce(&mut ServiceSettings)) -> Shared {
+    let mut settings = ServiceSettings::default();
+    tune(&mut settings);
+    let engine = Engine::new(&Config::default());
+    Shared {
+        settings_digest: engine.settings_digest(),
+        settings,
+        engine,
+        ownership: None,
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Health::default()),
+        max_report_bytes: 1 << 20,
+        eos: false,
+    }
+}
+
+/// A test's clocks and edge.
+struct Bench {
+    cx: Shared,
+    edge: Recorder,
+    start: Instant,
+    /// Time since `start`.
+    elapsed: Duration,
+}
+
+impl Bench {
+    fn new(tune: impl FnOnce(&mut ServiceSettings)) -> Bench {
+        Bench {
+            cx: shared(tune),
+            edge: Recorder::default(),
+            start: Instant::now(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            cx: &self.cx,
+            edge: &self.edge,
+            wall: Utc
+                .timestamp_opt(1_800_000_000, 0)
+                .single()
+                .unwrap_or_default(),
+            now: self.start + self.elapsed,
+        }
+    }
+
+    /// A partition with its state restored from `log` (key, value).
+    fn restored(&self, log: &[(Vec<u8>, Option<Vec<u8>>)]) -> PartitionProcessor {
+        let changelog = self.cx.settings.changelog_for(REPORTS);
+        let mut p = PartitionProcessor::new(REPORTS, 0, &changelog, 1, self.start);
+        let mut raw = changelog::RawLog::new();
+        for (i, (k, v)) in log.iter().enumerate() {
+            raw.push(i as i64, k, v.as_deref())
+                .expect("a changelog record");
+        }
+        let scans = raw.take_scans();
+        p.on_restore(&self.env(), raw, scans);
+        p
+    }
+
+    fn feed(&self, p: &mut PartitionProcessor, msg: Incoming) {
+        p.on_message(&self.cx, msg, self.start + self.elapsed);
+        p.step(&self.env(), true, &|| false);
+    }
+
+    fn step(&self, p: &mut PartitionProcessor) {
+        p.step(&self.env(), true, &|| false);
+    }
+}
+
+/// A native report of `findings` (numbers standing for distinct findings).
+fn report(findings: &[u8]) -> Vec<u8> {
+    let mut out = String::new();
+    for i in findings {
+        out.push_str(&format!(
+            "{{\"scanner\":\"t\",\"category\":\"sast\",\"rule_id\":\"R{i}\",\"severity\":\"high\",\"message\":\"m{i}\",\"location\":{{\"path\":\"src/f{i}.py\"}}}}\n"
+        ));
+    }
+    out.into_bytes()
+}
+
+fn message(offset: i64, target: &str, payload: Vec<u8>, headers: &[(&str, &str)]) -> Incoming {
+    let mut hs = vec![(header::FORMAT.to_string(), Some(b"native".to_vec()))];
+    hs.extend(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec()))),
+    );
+    Incoming {
+        offset,
+        timestamp: Some(1_790_000_000_000 + offset * 1000),
+        key: Some(target.as_bytes().to_vec()),
+        payload: Some(Payload::owned(payload)),
+        headers: hs,
+    }
+}
+
+const TARGET: &str = "repo:github.com/acme/api";
+
+fn produced<'a>(effects: &'a [Rec], topic: &str) -> Vec<&'a Rec> {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Rec::Produce { topic: t, .. } if t == topic))
+        .collect()
+}
+
+fn deliver(effects: &[Rec]) {
+    for e in effects {
+        if let Rec::Produce { ack, .. } = e {
+            ack.delivered();
+        }
+    }
+}
+
+fn stores(effects: &[Rec]) -> Vec<i64> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Rec::Store(o) => Some(*o),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reports_changelog_waits_for_its_events_and_its_offset_for_its_changelog() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    assert!(matches!(b.edge.take()[..], [Rec::Resume]));
+    b.feed(&mut p, message(0, TARGET, report(&[1, 2]), &[]));
+    let events = b.edge.take();
+    let findings = produced(&events, &b.cx.settings.findings_topic);
+    assert_eq!(findings.len(), 2, "two findings opened: {events:?}");
+    let changelog = b.cx.settings.changelog_for(REPORTS);
+    assert!(
+        produced(&events, &changelog).is_empty(),
+        "no changelog record before the events are acknowledged"
+    );
+    assert!(stores(&events).is_empty());
+    // One event of two acknowledged: still nothing.
+    if let Rec::Produce { ack, .. } = findings[0] {
+        ack.delivered();
+    }
+    b.step(&mut p);
+    assert!(b.edge.take().is_empty());
+    deliver(&events);
+    b.step(&mut p);
+    let records = b.edge.take();
+    let written = produced(&records, &changelog);
+    assert!(
+        written.len() > 2,
+        "the findings' and the ticket's records: {records:?}"
+    );
+    assert!(
+        written.iter().all(|r| matches!(
+            r,
+            Rec::Produce {
+                partition: Some(0),
+                ..
+            }
+        )),
+        "to the changelog partition of the reports partition"
+    );
+    // The record of the applied offset comes first.
+    assert!(matches!(written[0], Rec::Produce { key, .. } if key.starts_with(b"o\0")));
+    assert!(
+        stores(&records).is_empty(),
+        "no offset before the changelog is acknowledged"
+    );
+    deliver(&records);
+    b.step(&mut p);
+    assert_eq!(stores(&b.edge.take()), [0]);
+    assert_eq!(p.next_offset, Some(1));
+    assert_eq!(p.in_flight(), 0);
+}
+
+#[test]
+fn a_report_that_does_not_decode_is_dead_lettered_as_it_came_with_its_reason() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let bad = b"{\"not\": a report";
+    b.feed(&mut p, message(0, TARGET, bad.to_vec(), &[]));
+    let effects = b.edge.take();
+    let dead = produced(&effects, &b.cx.settings.dead_letter_topic);
+    assert_eq!(dead.len(), 1, "{effects:?}");
+    // The reason and the error the decoder gives.
+    let ctx = b.cx.engine.decode_context();
+    let Err(e) = crate::normalize::decode(bad, Some(crate::normalize::Format::Native), ctx) else {
+        panic!("the report decodes");
+    };
+    assert_eq!(
+        dead[0].header(header::DLQ_REASON).as_deref(),
+        Some(e.reason())
+    );
+    assert_eq!(dead[0].header(header::DLQ_ERROR), Some(e.to_string()));
+    assert_eq!(dead[0].header(header::DLQ_OFFSET).as_deref(), Some("0"));
+    assert_eq!(dead[0].header(header::FORMAT).as_deref(), Some("native"));
+    assert!(matches!(dead[0], Rec::Produce { payload: Some(p), key, .. }
+        if p == b"{\"not\": a report" && key == TARGET.as_bytes()));
+    assert!(produced(&effects, &b.cx.settings.findings_topic).is_empty());
+    b.step(&mut p);
+    assert!(
+        stores(&b.edge.take()).is_empty(),
+        "stored only once the dead letter is"
+    );
+    deliver(&effects);
+    b.step(&mut p);
+    assert_eq!(stores(&b.edge.take()), [0]);
+}
+
+#[test]
+fn chunks_are_joined_in_any_order_and_their_offsets_stored_once_the_scan_is_done() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let whole = report(&[1, 2, 3]);
+    let (first, second) = whole.split_at(whole.len() / 2);
+    let chunk = |offset, i: &str, bytes: &[u8]| {
+        message(
+            offset,
+            TARGET,
+            bytes.to_vec(),
+            &[(header::CHUNK, i), (header::SCAN_ID, "s1")],
+        )
+    };
+    b.feed(&mut p, chunk(0, "2/2", second));
+    b.step(&mut p);
+    assert!(
+        b.edge.take().is_empty(),
+        "a chunk waits for the rest of its scan"
+    );
+    b.feed(&mut p, chunk(1, "1/2", first));
+    let events = b.edge.take();
+    assert_eq!(
+        produced(&events, &b.cx.settings.findings_topic).len(),
+        3,
+        "{events:?}"
+    );
+    deliver(&events);
+    b.step(&mut p);
+    let records = b.edge.take();
+    deliver(&records);
+    b.step(&mut p);
+    assert_eq!(stores(&b.edge.take()), [1], "both chunks' offsets, at once");
+}
+
+#[test]
+fn a_chunked_scan_missing_a_chunk_past_the_timeout_is_dead_lettered() {
+    let mut b = Bench::new(|s| s.chunk_timeout = Duration::from_secs(60));
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let m = message(
+        0,
+        TARGET,
+        report(&[1]),
+        &[(header::CHUNK, "1/2"), (header::SCAN_ID, "s1")],
+    );
+    b.feed(&mut p, m);
+    b.elapsed = Duration::from_secs(59);
+    b.step(&mut p);
+    assert!(b.edge.take().is_empty(), "not yet");
+    b.elapsed = Duration::from_secs(61);
+    b.step(&mut p);
+    let effects = b.edge.take();
+    let dead = produced(&effects, &b.cx.settings.dead_letter_topic);
+    assert_eq!(dead.len(), 1, "{effects:?}");
+    assert_eq!(
+        dead[0].header(header::DLQ_REASON).as_deref(),
+        Some("incomplete_scan")
+    );
+    deliver(&effects);
+    b.step(&mut p);
+    assert_eq!(stores(&b.edge.take()), [0]);
+    assert!(p.chunks.is_empty());
+}
+
+#[test]
+fn an_event_the_broker_refuses_dead_letters_its_report_and_the_partition_goes_on() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    b.feed(&mut p, message(0, TARGET, report(&[1]), &[]));
+    let events = b.edge.take();
+    for (i, e) in events.iter().enumerate() {
+        if let Rec::Produce { ack, .. } = e {
+            if i == 0 {
+                ack.refused("too large".into());
+            } else {
+                ack.delivered();
+            }
+        }
+    }
+    b.step(&mut p);
+    let effects = b.edge.take();
+    let dead = produced(&effects, &b.cx.settings.dead_letter_topic);
+    assert_eq!(dead.len(), 1, "{effects:?}");
+    assert_eq!(
+        dead[0].header(header::DLQ_REASON).as_deref(),
+        Some("event_refused")
+    );
+    assert!(!effects.iter().any(|e| matches!(e, Rec::Fail(_))));
+    deliver(&effects);
+    b.step(&mut p);
+    assert_eq!(stores(&b.edge.take()), [0]);
+    // The next report is applied as ever.
+    b.feed(&mut p, message(1, TARGET, report(&[1, 2]), &[]));
+    assert_eq!(
+        produced(&b.edge.take(), &b.cx.settings.findings_topic).len(),
+        1
+    );
+}
+
+#[test]
+fn a_refused_changelog_record_stops_the_service() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    b.feed(&mut p, message(0, TARGET, report(&[1]), &[]));
+    deliver(&b.edge.take());
+    b.step(&mut p);
+    for e in b.edge.take() {
+        if let Rec::Produce { ack, .. } = e {
+            ack.refused("too large".into());
+        }
+    }
+    b.step(&mut p);
+    let effects = b.edge.take();
+    assert!(
+        matches!(&effects[..], [Rec::Fail(e)] if e.contains("changelog record refused")),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_partition_pauses_at_its_bound_and_resumes_at_half() {
+    let b = Bench::new(|s| s.max_in_flight_messages = 4);
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let mut all = Vec::new();
+    for o in 0..4 {
+        b.feed(&mut p, message(o, TARGET, report(&[o as u8]), &[]));
+        all.extend(b.edge.take());
+    }
+    assert!(matches!(all.last(), Some(Rec::Pause)), "{all:?}");
+    assert_eq!(all.iter().filter(|e| matches!(e, Rec::Pause)).count(), 1);
+    // Everything acknowledged: records, then offsets, then the resume.
+    for _ in 0..3 {
+        let effects: Vec<Rec> = std::mem::take(&mut all);
+        deliver(&effects);
+        b.step(&mut p);
+        all = b.edge.take();
+        if all.iter().any(|e| matches!(e, Rec::Resume)) {
+            break;
+        }
+        deliver(&effects);
+    }
+    assert!(all.iter().any(|e| matches!(e, Rec::Resume)), "{all:?}");
+    assert!(!p.paused);
+}
+
+#[test]
+fn after_a_crash_what_the_changelog_says_was_applied_is_not_sent_again() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let mut log = Vec::new();
+    let mut first_events = BTreeSet::new();
+    for (o, f) in [(0, &[1u8][..]), (1, &[1, 2][..])] {
+        b.feed(&mut p, message(o, TARGET, report(f), &[]));
+        let events = b.edge.take();
+        first_events.extend(event_ids(&events));
+        deliver(&events);
+        b.step(&mut p);
+        for e in b.edge.take() {
+            if let Rec::Produce {
+                key, payload, ack, ..
+            } = e
+            {
+                ack.delivered();
+                log.push((key, payload));
+            }
+        }
+    }
+    // The process died before its offsets were committed: both messages
+    // come again, then a new one.
+    let mut p = b.restored(&log);
+    b.edge.take();
+    b.feed(&mut p, message(0, TARGET, report(&[1]), &[]));
+    b.feed(&mut p, message(1, TARGET, report(&[1, 2]), &[]));
+    let again = b.edge.take();
+    assert!(
+        event_ids(&again).is_empty(),
+        "nothing sent again: {again:?}"
+    );
+    b.feed(&mut p, message(2, TARGET, report(&[2]), &[]));
+    let next = event_ids(&b.edge.take());
+    assert!(!next.is_empty(), "the new report resolves finding 1");
+    assert!(next.is_disjoint(&first_events));
+}
+
+/// Event ids of the events produced (to any topic but the changelog and
+/// the dead letters).
+fn event_ids(effects: &[Rec]) -> BTreeSet<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Rec::Produce {
+                payload: Some(p),
+                topic,
+                ..
+            } if !topic.contains("changelog") => serde_json::from_slice::<serde_json::Value>(p)
+                .ok()?
+                .get("event_id")?
+                .as_str()
+                .map(String::from),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------
+// Random interleavings.
+
+/// What the property test does next.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Consume the next message (unless the partition is paused).
+    Consume,
+    /// The broker acknowledges some events (any of them, by the selector)
+    /// and the first `n` changelog records outstanding (in order: one
+    /// partition).
+    Ack { events: u8, changelog: u8 },
+    /// The process dies: unacknowledged records are lost, the offsets
+    /// committed are some of those stored, and a new processor restores
+    /// from the changelog acknowledged so far.
+    Crash { committed_lag: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Consume),
+        4 => (any::<u8>(), 0u8..6).prop_map(|(events, changelog)| Op::Ack { events, changelog }),
+        1 => (0u8..3).prop_map(|committed_lag| Op::Crash { committed_lag }),
+    ]
+}
+
+/// A produced record waiting for its acknowledgement, with the message it
+/// belongs to.
+struct Outstanding {
+    rec: Rec,
+    /// The offset of the message whose record this is.
+    offset: i64,
+    changelog: bool,
+}
+
+/// The world around one partition: the reports topic, the changelog, the
+/// topics events go to, and the processor.
+struct World<'a> {
+    bench: &'a Bench,
+    input: Vec<Incoming>,
+    p: PartitionProcessor,
+    /// The next message the consumer reads.
+    next: usize,
+    outstanding: Vec<Outstanding>,
+    /// The changelog as the broker holds it (acknowledged records).
+    log: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Event id -> payload, of every event acknowledged.
+    delivered: BTreeMap<String, Vec<u8>>,
+    /// Offsets stored since the last crash.
+    stored: Vec<i64>,
+    committed: i64,
+    /// The message whose changelog records come next (from the applied
+    /// record that precedes them).
+    changelog_of: i64,
+    /// The message being consumed (events produced now are its).
+    consuming: i64,
+}
+
+impl World<'_> {
+    fn collect(&mut self) {
+        let changelog = self.bench.cx.settings.changelog_for(REPORTS);
+        for rec in self.bench.edge.take() {
+            match &rec {
+                Rec::Produce {
+                    topic,
+                    key,
+                    payload,
+                    ..
+                } if *topic == changelog => {
+                    if key.starts_with(b"o\0") {
+                        let applied: changelog::Applied =
+                            serde_json::from_slice(payload.as_deref().unwrap_or_default())
+                                .expect("an applied record");
+                        self.changelog_of = applied.offset;
+                    }
+                    // Rule: no changelog record of a message before the
+                    // events of it and of every message before it are
+                    // acknowledged.
+                    let o = self.changelog_of;
+                    assert!(
+                        !self.outstanding.iter().any(|x| !x.changelog && x.offset <= o),
+                        "a changelog record of message {o} was produced while events of messages up to it were unacknowledged"
+                    );
+                    self.outstanding.push(Outstanding {
+                        rec,
+                        offset: o,
+                        changelog: true,
+                    });
+                }
+                Rec::Produce { .. } => {
+                    let offset = self.consuming;
+                    self.outstanding.push(Outstanding {
+                        rec,
+                        offset,
+                        changelog: false,
+                    });
+                }
+                Rec::Store(done) => {
+                    // Rule: no offset before the changelog records of every
+                    // message up to it are acknowledged.
+                    assert!(
+                        !self
+                            .outstanding
+                            .iter()
+                            .any(|x| x.changelog && x.offset <= *done),
+                        "offset {done} stored while changelog records up to it were unacknowledged"
+                    );
+                    assert!(
+                        self.stored.last().is_none_or(|l| l < done),
+                        "offsets stored in order"
+                    );
+                    self.stored.push(*done);
+                }
+                Rec::Fail(e) => panic!("the processor failed: {e}"),
+                Rec::Pause | Rec::Resume => {}
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.bench.step(&mut self.p);
+        self.collect();
+    }
+
+    fn consume(&mut self) {
+        if self.p.paused || self.next >= self.input.len() {
+            return;
+        }
+        let msg = self.input[self.next].clone();
+        self.consuming = msg.offset;
+        self.next += 1;
+        self.bench.feed(&mut self.p, msg);
+        self.collect();
+        // Rule: the in-flight bound holds (a message more than the bound:
+        // the one that reached it).
+        let max = self.bench.cx.settings.max_in_flight_messages;
+        assert!(
+            self.p.in_flight() <= max + 1,
+            "{} in flight",
+            self.p.in_flight()
+        );
+    }
+
+    fn ack(&mut self, events: u8, changelog: u8) {
+        let mut kept = Vec::new();
+        let mut n_changelog = 0;
+        for (i, x) in std::mem::take(&mut self.outstanding)
+            .into_iter()
+            .enumerate()
+        {
+            let take = if x.changelog {
+                n_changelog += 1;
+                n_changelog <= changelog
+            } else {
+                (events >> (i % 8)) & 1 == 1
+            };
+            if !take {
+                kept.push(x);
+                continue;
+            }
+            if let Rec::Produce {
+                ack, key, payload, ..
+            } = &x.rec
+            {
+                ack.delivered();
+                if x.changelog {
+                    self.log.push((key.clone(), payload.clone()));
+                } else if let Some(p) = payload {
+                    self.remember(p);
+                }
+            }
+        }
+        self.outstanding = kept;
+        self.step();
+    }
+
+    /// An event acknowledged: the same id must always carry the same
+    /// event.
+    fn remember(&mut self, payload: &[u8]) {
+        let Some(id) = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v.get("event_id")?.as_str().map(String::from))
+        else {
+            return;
+        };
+        if let Some(earlier) = self.delivered.get(&id) {
+            assert_eq!(
+                String::from_utf8_lossy(earlier),
+                String::from_utf8_lossy(payload),
+                "two different events share the id {id}"
+            );
+        }
+        self.delivered.insert(id, payload.to_vec());
+    }
+
+    fn crash(&mut self, committed_lag: u8) {
+        // Some of the stored offsets were committed (auto-commit lags).
+        let keep = self.stored.len().saturating_sub(committed_lag as usize);
+        if let Some(done) = keep.checked_sub(1).map(|i| self.stored[i]) {
+            self.committed = self.committed.max(done + 1);
+        }
+        self.outstanding.clear();
+        self.stored.clear();
+        self.p = self.bench.restored(&self.log);
+        self.collect();
+        self.next = usize::try_from(self.committed).unwrap_or(0);
+    }
+
+    /// Consumes and acknowledges everything left.
+    fn finish(&mut self) {
+        for _ in 0..10_000 {
+            if self.next >= self.input.len() && self.p.in_flight() == 0 {
+                return;
+            }
+            self.consume();
+            self.ack(u8::MAX, u8::MAX);
+        }
+        panic!(
+            "the partition never drained: {} in flight",
+            self.p.in_flight()
+        );
+    }
+}
+
+/// Messages: reports of two targets, rescans, the same report again, a
+/// report that does not decode.
+fn inputs() -> impl Strategy<Value = Vec<Incoming>> {
+    let one = (0u8..2, prop::collection::btree_set(0u8..6, 0..4), 0u8..10);
+    prop::collection::vec(one, 1..12).prop_map(|ms| {
+        ms.into_iter()
+            .enumerate()
+            .map(|(o, (t, findings, bad))| {
+                let target = if t == 0 {
+                    TARGET
+                } else {
+                    "repo:github.com/acme/web"
+                };
+                let f: Vec<u8> = findings.into_iter().collect();
+                let payload = if bad == 0 {
+                    b"{oops".to_vec()
+                } else {
+                    report(&f)
+                };
+                message(o as i64, target, payload, &[])
+            })
+            .collect()
+    })
+}
+
+fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
+    let bench = Bench::new(|s| s.max_in_flight_messages = 3);
+    let p = bench.restored(&[]);
+    bench.edge.take();
+    let mut w = World {
+        bench: &bench,
+        input,
+        p,
+        next: 0,
+        outstanding: Vec::new(),
+        log: Vec::new(),
+        delivered: BTreeMap::new(),
+        stored: Vec::new(),
+        committed: 0,
+        changelog_of: -1,
+        consuming: -1,
+    };
+    let mut crashes = 0;
+    for op in ops {
+        match op {
+            Op::Consume => w.consume(),
+            Op::Ack { events, changelog } => w.ack(*events, *changelog),
+            Op::Crash { committed_lag } if crashes < 3 => {
+                crashes += 1;
+                w.crash(*committed_lag);
+            }
+            Op::Crash { .. } => {}
+        }
+    }
+    w.finish();
+    w.delivered
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Whatever the interleaving of messages, acknowledgements and
+    /// crashes, the ordering rules hold at every effect (checked as they
+    /// come, see `World::collect`), the in-flight bound holds, no two
+    /// different events share an id, and the events delivered in the end
+    /// are those of a run where nothing failed.
+    #[test]
+    fn crashes_and_acknowledgements_in_any_order_deliver_the_same_events(
+        input in inputs(),
+        ops in prop::collection::vec(op(), 0..60),
+    ) {
+        let calm = run(input.clone(), &[]);
+        let stormy = run(input, &ops);
+        let calm_ids: Vec<&String> = calm.keys().collect();
+        let stormy_ids: Vec<&String> = stormy.keys().collect();
+        prop_assert_eq!(calm_ids, stormy_ids);
+        prop_assert_eq!(calm, stormy);
+    }
+}
