@@ -513,6 +513,33 @@ mod tests {
         }
     }
 
+    /// A report of the shared corpus written with a platform key: its
+    /// severities are read; `None` (the test skips) without the corpus.
+    #[test]
+    fn corpus_severities() {
+        let name = "checkov-report-severity.json";
+        let Some(bytes) = crate::testing::shared_bytes(&format!("scans/checkov/{name}"), name)
+        else {
+            return;
+        };
+        let r = decode(&bytes).unwrap();
+        let got: Vec<(&str, Severity, Option<&str>)> = r
+            .findings
+            .iter()
+            .map(|f| (f.rule_id.as_str(), f.severity, f.severity_source.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("CKV_GCP_29", Severity::Medium, Some("checkov:MEDIUM")),
+                ("CKV_GCP_62", Severity::Medium, Some("checkov:MEDIUM")),
+                ("CKV_GCP_78", Severity::Low, Some("checkov:LOW")),
+                ("CKV_GCP_28", Severity::High, Some("checkov:HIGH")),
+            ]
+        );
+        assert_eq!(r.findings[0].path(), Some("gcs.tf"));
+    }
+
     #[test]
     fn truncated_input_is_an_error() {
         for name in [

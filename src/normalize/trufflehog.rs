@@ -490,6 +490,48 @@ mod tests {
         }
     }
 
+    /// TruffleHog's real output in the shared corpus: its secrets (plain,
+    /// base64 as older v3 wrote `Raw`, or `Redacted`), extra data, e-mails
+    /// and commit messages never leave the decoder. Skips without the
+    /// corpus.
+    #[test]
+    fn corpus_reports_keep_no_secret() {
+        const CORPUS_NEVER: &[&str] = &[
+            "AKIAYVP4CIPPERUVIFXG",
+            "QUtJQVlWUDRDSVBQRVJVVklGWEc",
+            "aHR0cHM6Ly9hZG1pbjphZG1p",
+            "herokuapp",
+            "595918472158",
+            "canarytokens",
+            "counters-MacBook",
+            "d15627104d07846ac2914a976e8e347a663bbd9b",
+            "BEGIN",
+            "Fixed since_commit",
+            "@@",
+        ];
+        for (name, records, v3) in [
+            ("v3_git.json", 4, true),
+            ("v3_github.json", 4, true),
+            ("v2_many_vulns.json", 64, false),
+        ] {
+            let Some(bytes) =
+                crate::testing::shared_bytes(&format!("scans/trufflehog/{name}"), name)
+            else {
+                return;
+            };
+            let r = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(r.findings.len(), records, "{name}");
+            let dbg = format!("{r:?}");
+            for s in CORPUS_NEVER {
+                assert!(!dbg.contains(s), "{name}: {s}");
+            }
+            for f in &r.findings {
+                assert!(f.evidence.secret_hash.is_some(), "{name}");
+                assert_eq!(f.start_line().is_some(), v3, "{name}");
+            }
+        }
+    }
+
     #[test]
     fn truncated_input_is_an_error() {
         for name in ["trufflehog-v3-git.jsonl", "trufflehog-v2.jsonl"] {
