@@ -19,8 +19,8 @@
 //! Fingerprint basis: the checked `resource` (`Deployment.default.web`,
 //! `aws_s3_bucket.data`, `jobs(build)`), which names the block whatever its
 //! lines; the first line of `code_block` is far weaker (every Kubernetes
-//! manifest starts with `apiVersion: v1`), and is the basis only when there
-//! is no resource. The `code_block` lines are the snippet.
+//! manifest starts with `apiVersion: v1`), and the `code_block` line at the
+//! check's start is the basis only when there is no resource. The `code_block` lines are the snippet.
 //!
 //! Secrets: for the `secrets` check type, Checkov's `resource` is an
 //! unsalted SHA-1 of the secret and `code_block` shows the line with the
@@ -36,7 +36,6 @@ use super::util::{clean_path, non_empty, set_line_content};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Severity};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// The Checkov JSON decoder.
@@ -66,10 +65,6 @@ struct Results<'a> {
     failed_checks: Option<Vec<Check<'a>>>,
     #[serde(borrow, default)]
     skipped_checks: Option<Vec<Check<'a>>>,
-    #[serde(default)]
-    passed_checks: Option<IgnoredAny>,
-    #[serde(default)]
-    parsing_errors: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -161,7 +156,6 @@ fn read_report(
             ))),
         };
     };
-    let _ = (&results.passed_checks, &results.parsing_errors);
     let failed = results.failed_checks.as_deref().unwrap_or(&[]);
     if check_type.starts_with("sca_") {
         if !failed.is_empty() {
@@ -237,10 +231,19 @@ fn finding(c: &Check<'_>, category: Category, salt: &str) -> Finding {
         .flatten()
         .filter_map(|CodeLine(_, text)| text.as_deref())
         .collect();
+    // The line at the check's start, else the block's first.
+    let start = f.start_line().map(i64::from);
+    let first = c
+        .code_block
+        .iter()
+        .flatten()
+        .find(|CodeLine(n, _)| n.is_some() && *n == start)
+        .and_then(|CodeLine(_, text)| text.as_deref())
+        .or(lines.first().copied());
     if category == Category::Secret {
         // Checkov's resource here is the secret's SHA-1: salted again.
         f.evidence.secret_hash = resource.map(|r| secret_hash(salt, r));
-        set_line_content(&mut f, lines.first().copied(), salt);
+        set_line_content(&mut f, first, salt);
         return f;
     }
     if !lines.is_empty() {
@@ -255,7 +258,7 @@ fn finding(c: &Check<'_>, category: Category, salt: &str) -> Finding {
                 .unwrap_or(res);
             f.content_hash = Some(fingerprint::line_hash(&format!("resource {own}")));
         }
-        None => set_line_content(&mut f, lines.first().copied(), salt),
+        None => set_line_content(&mut f, first, salt),
     }
     f
 }
@@ -437,6 +440,18 @@ mod tests {
         let other = REPORT.replace("aws_s3_bucket.data", "aws_s3_bucket.logs");
         let c = decode(other.as_bytes()).unwrap();
         assert_ne!(fp(c.findings), fp(b.findings));
+    }
+
+    #[test]
+    fn without_a_resource_the_start_line_is_the_basis() {
+        let doc = r#"{"check_type": "kubernetes", "results": {"failed_checks": [{
+          "check_id": "CKV_K8S_20", "file_path": "/k8s/web.yaml", "file_line_range": [4, 5],
+          "code_block": [[3, "---\n"], [4, "kind: Deployment\n"], [5, "metadata: {}\n"]]}]}}"#;
+        let r = decode(doc.as_bytes()).unwrap();
+        assert_eq!(
+            r.findings[0].content_hash,
+            Some(fingerprint::line_hash("kind: Deployment"))
+        );
     }
 
     #[test]
