@@ -21,12 +21,16 @@
 //! `diff`, `printDiff` and commit message; nor are author e-mails. No line
 //! text is available, so the secret's hash is the fingerprint basis.
 //!
+//! The report's target is the repository its git records name, when they
+//! all name one (a scan of an organization names many, and gets none).
+//! Commits are not read: the records of one history scan span many.
+//!
 //! TruffleHog prints nothing when it finds nothing: an empty input, with
 //! the format named, is a report with no findings that covers secrets.
 
 use super::util::{clean_path, non_empty};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
-use crate::model::{Category, Finding, Location, Severity};
+use crate::model::{Category, Finding, Location, Severity, Target, TargetKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -79,6 +83,8 @@ struct SourceData<'a> {
     path: Option<Str<'a>>,
     #[serde(default)]
     line: Option<i64>,
+    #[serde(borrow, default)]
+    repository: Option<Str<'a>>,
 }
 
 /// `DetectorType` is an enum number; a string is accepted too.
@@ -138,8 +144,24 @@ impl Decoder for TrufflehogDecoder {
             };
             report.findings.push(f);
         }
+        report.target = one_repository(&records);
         Ok(report)
     }
+}
+
+/// The repository the report names, when its git records (`Git`,
+/// `Github`, ... sources) all name the same one; none for a scan of many
+/// repositories (an organization) or of no repository (a filesystem).
+fn one_repository(records: &[Record<'_>]) -> Option<Target> {
+    let mut repos = records.iter().filter_map(|r| {
+        let data = r.source_metadata.as_ref()?.data.as_ref()?;
+        non_empty(&data.values().flatten().next()?.repository)
+    });
+    let first = repos.next()?;
+    if repos.any(|r| r != first) {
+        return None;
+    }
+    Target::new(TargetKind::Repo, first).ok()
 }
 
 fn is_v3(r: &Record<'_>) -> bool {
@@ -297,6 +319,8 @@ mod tests {
             r.coverage.iter().collect::<Vec<_>>(),
             vec![&("trufflehog".to_string(), Category::Secret)]
         );
+        // Every record names one repository: the report's target.
+        assert_eq!(r.target, Some(target()));
         let rows: Vec<(&str, Option<&str>, Option<u32>, Severity)> = r
             .findings
             .iter()
@@ -375,6 +399,17 @@ mod tests {
             [Some("app/settings.py"), Some("deploy/keys/deploy_ed25519")]
         );
         assert_eq!(gh.findings.len(), 2);
+        assert_eq!(gh.target, Some(target()));
+        assert_eq!(fs.target, None, "a filesystem names no repository");
+        // Records of two repositories (an organization's scan): no target.
+        let two = format!(
+            "{}{}",
+            String::from_utf8(fixture("trufflehog-v3-github.jsonl")).unwrap(),
+            String::from_utf8(fixture("trufflehog-v3-git.jsonl"))
+                .unwrap()
+                .replace("acme/web-api.git", "acme/billing.git")
+        );
+        assert_eq!(decode(two.as_bytes()).unwrap().target, None);
         assert_eq!(gh.findings[0].path(), Some("deploy/env.sh"));
         // One secret, seen by two sources at one place: one fingerprint.
         let git = decode(&fixture("trufflehog-v3-git.jsonl")).unwrap();
