@@ -8,10 +8,11 @@
 //! test name as title, `issue_severity` as severity and `more_info` as
 //! help link. `code` holds numbered source lines (`"172     assert x\n"`,
 //! the number, one space, the line): the line at `line_number` gives the
-//! content hash and the lines of `line_range` the snippet, which is what
-//! Bandit's SARIF output carries as the result's region, so a run read from
-//! either output gets the same fingerprints. Columns are 0-based in the
-//! report and 1-based in a finding.
+//! content hash and the lines of `line_range` the snippet. Bandit's SARIF
+//! output starts the result's region snippet with the same line, so a run
+//! read from either output gets the same fingerprints (its SARIF cuts a
+//! multi-line region to two lines; `line_range` has them all). Columns are
+//! 0-based in the report and 1-based in a finding.
 //!
 //! Files Bandit could not parse are listed in `errors`; they do not take
 //! the run's coverage away (a report has no per-file coverage), as with
