@@ -11,6 +11,8 @@ use crate::model::{Category, Finding, Target};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
+pub mod bandit;
+pub mod checkov;
 pub mod detect_secrets;
 pub mod gitleaks;
 pub mod grype;
@@ -20,6 +22,7 @@ pub mod semgrep;
 pub mod sniff;
 pub mod text;
 pub mod trivy;
+pub mod trufflehog;
 pub mod util;
 
 pub use sniff::sniff;
@@ -39,19 +42,28 @@ pub enum Format {
     Semgrep,
     /// detect-secrets baseline JSON.
     DetectSecrets,
+    /// Bandit JSON (`bandit -f json`).
+    Bandit,
+    /// Checkov JSON: one report, or a list of reports (one per check type).
+    Checkov,
+    /// TruffleHog JSON Lines (`--json`), v3 and v2 records.
+    Trufflehog,
     /// custody's native finding JSON: one object, an array or JSON Lines.
     Native,
 }
 
 impl Format {
     /// Every format, in the order sniffing reports them.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 10] = [
         Format::Sarif,
         Format::Trivy,
         Format::Grype,
         Format::Gitleaks,
         Format::Semgrep,
         Format::DetectSecrets,
+        Format::Bandit,
+        Format::Checkov,
+        Format::Trufflehog,
         Format::Native,
     ];
 
@@ -64,6 +76,9 @@ impl Format {
             Format::Gitleaks => "gitleaks",
             Format::Semgrep => "semgrep",
             Format::DetectSecrets => "detect-secrets",
+            Format::Bandit => "bandit",
+            Format::Checkov => "checkov",
+            Format::Trufflehog => "trufflehog",
             Format::Native => "native",
         }
     }
@@ -94,6 +109,9 @@ impl Format {
             Format::Gitleaks => gitleaks::GitleaksDecoder.decode(bytes, ctx),
             Format::Semgrep => semgrep::SemgrepDecoder.decode(bytes, ctx),
             Format::DetectSecrets => detect_secrets::DetectSecretsDecoder.decode(bytes, ctx),
+            Format::Bandit => bandit::BanditDecoder.decode(bytes, ctx),
+            Format::Checkov => checkov::CheckovDecoder.decode(bytes, ctx),
+            Format::Trufflehog => trufflehog::TrufflehogDecoder.decode(bytes, ctx),
             Format::Native => native::NativeDecoder.decode(bytes, ctx),
         }
     }

@@ -48,15 +48,17 @@ fn sniff_object(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
             // `vulns` + `hasMore`: Semgrep's supply-chain API listing.
             b"interfile_languages_used" | b"skipped_rules" | b"hasMore" => Some(Format::Semgrep),
             b"rule_id" | b"scanner" => Some(Format::Native),
+            b"check_type" | b"checkov_version" => Some(Format::Checkov),
+            // TruffleHog v3 and v2 records (the first line of JSON Lines).
+            b"SourceMetadata" | b"DetectorName" | b"DetectorType" | b"stringsFound"
+            | b"printDiff" | b"commitHash" => Some(Format::Trufflehog),
             b"results" => match lx.peek() {
                 Some(b'[') => {
                     let keys = lx.first_element_keys()?;
                     if keys.iter().any(|k| k == "check_id") {
                         Some(Format::Semgrep)
                     } else if keys.iter().any(|k| k == "test_id" || k == "issue_severity") {
-                        return Err(DecodeError::UnknownFormat(
-                            "Bandit JSON is not read; run bandit with `-f sarif`".into(),
-                        ));
+                        Some(Format::Bandit)
                     } else {
                         empty_results = keys.is_empty();
                         None
@@ -68,11 +70,10 @@ fn sniff_object(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
                         .iter()
                         .any(|k| k == "failed_checks" || k == "passed_checks")
                     {
-                        return Err(DecodeError::UnknownFormat(
-                            "Checkov JSON is not read; run checkov with `-o sarif`".into(),
-                        ));
+                        Some(Format::Checkov)
+                    } else {
+                        Some(Format::DetectSecrets)
                     }
-                    Some(Format::DetectSecrets)
                 }
                 _ => None,
             },
@@ -85,6 +86,9 @@ fn sniff_object(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
     })?;
     match verdict {
         Some(f) => Ok(f),
+        // Bandit's report with no results: `errors`, `generated_at`,
+        // `metrics`, `results: []`.
+        None if empty_results && seen.iter().any(|k| k == "metrics") => Ok(Format::Bandit),
         None if empty_results && seen.iter().any(|k| k == "errors") => Ok(Format::Semgrep),
         None => Err(DecodeError::UnknownFormat(format!(
             "no known format has an object with keys {seen:?}"
@@ -98,6 +102,8 @@ fn sniff_array(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
     if keys.is_empty() {
         // An empty array: nothing to decode, any decoder agrees.
         Ok(Format::Native)
+    } else if has("SourceMetadata") || has("DetectorName") || has("stringsFound") {
+        Ok(Format::Trufflehog)
     } else if has("RuleID") || has("Secret") || has("offender") || has("leakURL") {
         Ok(Format::Gitleaks)
     } else if has("Target") && (has("Vulnerabilities") || has("Type")) {
@@ -105,9 +111,7 @@ fn sniff_array(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
     } else if has("rule_id") || has("scanner") {
         Ok(Format::Native)
     } else if has("check_type") {
-        Err(DecodeError::UnknownFormat(
-            "Checkov JSON is not read; run checkov with `-o sarif`".into(),
-        ))
+        Ok(Format::Checkov)
     } else {
         Err(DecodeError::UnknownFormat(format!(
             "no known format is an array of objects with keys {:?}",
@@ -334,6 +338,36 @@ mod tests {
             (r#"{"scanner":"x","category":"sast"}"#, Format::Native),
             (r#"[{"scanner":"x"}]"#, Format::Native),
             ("[]", Format::Native),
+            (
+                r#"{"errors":[],"generated_at":"x","metrics":{"_totals":{}},"results":[{"code":"1 x","test_id":"B101"}]}"#,
+                Format::Bandit,
+            ),
+            (
+                r#"{"errors":[],"generated_at":"x","metrics":{"_totals":{}},"results":[]}"#,
+                Format::Bandit,
+            ),
+            (
+                r#"{"check_type":"terraform","results":{"failed_checks":[]}}"#,
+                Format::Checkov,
+            ),
+            (
+                r#"{"results":{"passed_checks":[],"failed_checks":[]}}"#,
+                Format::Checkov,
+            ),
+            (r#"[{"check_type":"kubernetes"}]"#, Format::Checkov),
+            (
+                r#"{"passed":0,"failed":0,"checkov_version":"3.3.30"}"#,
+                Format::Checkov,
+            ),
+            (
+                "{\"SourceMetadata\":{},\"DetectorName\":\"AWS\"}\n{\"SourceMetadata\":{}}\n",
+                Format::Trufflehog,
+            ),
+            (
+                r#"{"branch":"main","commit":"m","commitHash":"abc","stringsFound":[]}"#,
+                Format::Trufflehog,
+            ),
+            (r#"[{"SourceMetadata":{},"Raw":"x"}]"#, Format::Trufflehog),
             ("null", Format::Native),
             ("\u{feff}  {\"runs\": []}", Format::Sarif),
             (r#"{"a":{"b":[1,2,{"c":"}"}]},"runs":[]}"#, Format::Sarif),
@@ -349,11 +383,6 @@ mod tests {
             ("", "empty"),
             ("hello", "expected a JSON object"),
             (r#"{"foo":1,"bar":2}"#, "\"foo\""),
-            (r#"{"results":[{"test_id":"B101"}]}"#, "Bandit"),
-            (
-                r#"{"check_type":"x","results":{"failed_checks":[]}}"#,
-                "Checkov",
-            ),
             (r#"{"foo":"#, "ends early"),
         ];
         for (input, want) in table {
