@@ -2,7 +2,7 @@
 //! rebalances hand partitions to and from the loop's [`Core`].
 
 use super::config::say_librdkafka;
-use super::driver::Core;
+use super::partitions::Core;
 use crate::service::health::{lock, Health};
 use crate::service::partition::Ack;
 use rdkafka::config::RDKafkaLogLevel;

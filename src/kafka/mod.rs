@@ -10,14 +10,19 @@
 //! - [`message`]: a consumed message read in place;
 //! - [`edge`]: the processors' effects carried out, and transactions;
 //! - [`restore`]: a partition's changelog read back at assignment;
-//! - [`driver`]: the consumer loop and its shutdown.
+//! - [`partitions`]: the partitions the loop holds, assigned, restored,
+//!   stepped and committed;
+//! - [`worker`]: the clients and the consumer loop;
+//! - [`shutdown`]: the stop, within its timeout.
 
 pub mod config;
 pub mod context;
-pub mod driver;
 pub mod edge;
 pub mod message;
+pub mod partitions;
 pub mod restore;
+pub mod shutdown;
+pub mod worker;
 
 pub use config::client_config;
-pub use driver::{RunError, Worker};
+pub use worker::{RunError, Worker};

@@ -23,6 +23,8 @@
 //! and consumers drop them. Under exactly-once the edge commits
 //! everything in transactions, up to [`PartitionProcessor::eos_frontier`].
 //!
+//! - `effect`: what a processor is given and what it asks of the edge;
+//! - `message`: a consumed message, its payload read in place or owned;
 //! - `intake`: a message sorted into a job (metadata, envelopes, decisions)
 //!   and chunked scans put together;
 //! - `rescan`: what is remembered of each target's last scan, so a report
@@ -32,274 +34,26 @@
 //!   changelog records, backpressure, chunk timeouts.
 
 mod apply;
+mod effect;
 mod intake;
+mod message;
 mod rescan;
 mod settle;
 #[cfg(test)]
 mod tests;
 
+pub use effect::{Ack, Edge, Effect, Env, Shared};
+pub use message::{Bytes, InPlace, Incoming, Payload};
+
 use super::changelog::{self, Restorer};
-use super::health::{lock, Health};
+use super::health::lock;
 use super::meta::MessageMeta;
-use super::settings::ServiceSettings;
-use crate::engine::{Engine, Output};
+use crate::engine::Output;
 use crate::lifecycle::State;
-use crate::metrics::Metrics;
-use chrono::{DateTime, TimeZone, Utc};
 use rescan::{known, last_scan, Decode, Known, LastScan};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// What every partition's processor reads and nothing changes while it
-/// runs: the engine, the settings, the metrics.
-pub struct Shared {
-    pub settings: ServiceSettings,
-    pub engine: Engine,
-    /// The ownership the engine attributes with, when it can change.
-    pub ownership: Option<Arc<crate::ownership::Reloadable>>,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    pub max_report_bytes: u64,
-    /// Exactly-once: everything goes through transactions, and offsets are
-    /// the edge's to commit ([`PartitionProcessor::eos_frontier`]).
-    pub eos: bool,
-    /// [`Engine::settings_digest`], for the changelog's last scan records.
-    pub settings_digest: String,
-}
-
-impl Shared {
-    /// See [`crate::ownership::Reloadable::generation`]; 0 when the
-    /// ownership cannot change.
-    pub fn ownership_generation(&self) -> u64 {
-        self.ownership.as_ref().map_or(0, |o| o.generation())
-    }
-}
-
-/// What the Kafka edge does for a processor, asked in order.
-#[derive(Debug)]
-pub enum Effect<'a> {
-    /// Produce a record. `ack` counts it already: the edge settles it when
-    /// the broker acknowledges or refuses the record ([`Ack::delivered`],
-    /// [`Ack::refused`], [`Ack::lost`]), or at once when it cannot be sent.
-    Produce {
-        topic: &'a str,
-        partition: Option<i32>,
-        key: &'a [u8],
-        payload: Option<&'a [u8]>,
-        headers: Vec<(&'a str, Option<&'a [u8]>)>,
-        ack: &'a Arc<Ack>,
-    },
-    /// Store the offset of the last message done, every message before it
-    /// done too (at-least-once; the edge commits stored offsets).
-    StoreOffset {
-        topic: &'a str,
-        partition: i32,
-        done: i64,
-    },
-    /// Stop fetching the partition.
-    Pause { topic: &'a str, partition: i32 },
-    /// Fetch the partition again.
-    Resume { topic: &'a str, partition: i32 },
-    /// The service cannot go on (a state that cannot be restored or kept):
-    /// it stops without storing further offsets.
-    Fail(String),
-}
-
-/// The Kafka edge, as a processor sees it: it carries out effects.
-pub trait Edge: Sync {
-    /// Carries out `effect`; for a pause or a resume, whether it took.
-    fn effect(&self, effect: Effect<'_>) -> bool;
-}
-
-/// What a processor's step is given: the shared parts, the edge, and the
-/// time.
-pub struct Env<'a> {
-    pub cx: &'a Shared,
-    pub edge: &'a dyn Edge,
-    /// The wall clock now: the time of a message that has none, and of
-    /// re-attributions.
-    pub wall: DateTime<Utc>,
-    /// The monotonic clock now: chunked scans time out by it.
-    pub now: Instant,
-}
-
-impl Env<'_> {
-    fn fail(&self, e: String) {
-        self.edge.effect(Effect::Fail(e));
-    }
-
-    /// Counts a message taken through, by its outcome.
-    fn count_message(&self, outcome: &str) {
-        self.cx.metrics.message(outcome);
-        self.cx
-            .health
-            .applied_messages
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Produces one record, counted in `ack`.
-    fn produce(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: Option<&[u8]>,
-        headers: Vec<(&str, Option<&[u8]>)>,
-        ack: &Arc<Ack>,
-    ) {
-        ack.add(1);
-        self.edge.effect(Effect::Produce {
-            topic,
-            partition,
-            key,
-            payload,
-            headers,
-            ack,
-        });
-    }
-}
-
-/// Counts the records a message caused that are not yet acknowledged: the
-/// processor counts each record it asks to produce, the edge settles it.
-#[derive(Debug, Default)]
-pub struct Ack {
-    remaining: AtomicI64,
-    failed: AtomicBool,
-    /// Why a record was refused for good: the first such refusal.
-    refused: Mutex<Option<String>>,
-}
-
-impl Ack {
-    fn add(&self, n: i64) {
-        self.remaining.fetch_add(n, Ordering::AcqRel);
-    }
-    fn done(&self) -> bool {
-        self.remaining.load(Ordering::Acquire) <= 0
-    }
-    fn refusal(&self) -> Option<String> {
-        lock(&self.refused).clone()
-    }
-    fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
-
-    /// A record acknowledged by the broker.
-    pub fn delivered(&self) {
-        self.add(-1);
-    }
-
-    /// A record the broker refused for good (too large, invalid): sending
-    /// it again can never succeed, so it costs the report that caused it
-    /// (dead-lettered), not the service.
-    pub fn refused(&self, why: String) {
-        lock(&self.refused).get_or_insert(why);
-        self.add(-1);
-    }
-
-    /// A record lost (not sent, or not delivered for another reason): the
-    /// message that caused it is never settled, and is redelivered after
-    /// the restart.
-    pub fn lost(&self) {
-        self.failed.store(true, Ordering::Release);
-        self.add(-1);
-    }
-}
-
-/// A report's bytes, shared by the message, its decode and its scan id.
-pub type Bytes = Arc<Payload>;
-
-/// A consumed message's payload: read in place in the consumer's fetch
-/// buffer, or owned.
-///
-/// Copying every report out of the fetch buffer took a quarter of the
-/// consuming thread's time at full speed (200 KB reports, the copy into
-/// fresh pages), time in which the pool waited for the next batch. A
-/// payload that may be kept long is owned instead (see
-/// [`Incoming::owned`]): a message read in place keeps its whole fetch
-/// response in memory.
-pub enum Payload {
-    InPlace(Box<dyn InPlace>),
-    Owned(Box<[u8]>),
-}
-
-/// A payload read in place: the edge's consumed message.
-pub trait InPlace: Send + Sync {
-    fn bytes(&self) -> &[u8];
-}
-
-impl std::ops::Deref for Payload {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Payload::InPlace(m) => m.bytes(),
-            Payload::Owned(b) => b,
-        }
-    }
-}
-
-impl Payload {
-    pub fn owned(bytes: impl Into<Box<[u8]>>) -> Bytes {
-        Arc::new(Payload::Owned(bytes.into()))
-    }
-}
-
-/// A consumed message: its payload read in place (see [`Payload`]), the
-/// rest copied out.
-#[derive(Clone)]
-pub struct Incoming {
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    /// Shared with the decoder, and kept for a dead letter.
-    pub payload: Option<Bytes>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl std::fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming")
-            .field("offset", &self.offset)
-            .field("key", &self.key.as_deref().map(String::from_utf8_lossy))
-            .field("bytes", &self.payload.as_ref().map_or(0, |p| p.len()))
-            .field("headers", &self.headers.len())
-            .finish()
-    }
-}
-
-impl Incoming {
-    /// The message with its payload copied out of the fetch buffer, for a
-    /// message that may wait long (a chunk waiting for the rest of its
-    /// scan, a message of a partition still restoring): read in place, it
-    /// would keep a whole fetch response in memory, out of the in-flight
-    /// bounds' sight.
-    pub fn owned(mut self) -> Incoming {
-        if let Some(p) = &self.payload {
-            if matches!(**p, Payload::InPlace(_)) {
-                self.payload = Some(Payload::owned(&***p));
-            }
-        }
-        self
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn len(&self) -> usize {
-        self.payload.as_ref().map_or(0, |p| p.len()) + self.key.as_ref().map_or(0, Vec::len)
-    }
-
-    /// The message's time (`now`, the time of its processing, when it has
-    /// none): the time its scan or decision is applied at.
-    fn time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.timestamp
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            .unwrap_or(now)
-    }
-}
 
 /// A message on its way to the state.
 enum Job {

@@ -4,9 +4,15 @@
 
 use super::*;
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::service::health::Health;
 use crate::service::meta::header;
+use crate::service::settings::ServiceSettings;
+use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// An effect as recorded.
