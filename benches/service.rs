@@ -28,9 +28,9 @@
 mod common;
 
 use custody::config::Config;
+use custody::kafka::mock::create_mock_topics;
+use custody::kafka::service::Service;
 use custody::model::TicketEvent;
-use custody::service::demo::create_mock_topics;
-use custody::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -123,11 +123,11 @@ fn cluster_and_config(partitions: i32, tag: &str) -> (Cluster, Config) {
             s.findings_topic = format!("{run}.findings");
             s.dead_letter_topic = format!("{run}.dlq");
             config.default_topic = format!("{run}.tickets");
-            let topics = custody::service::topics::wanted(&config)
+            let topics = custody::kafka::topics::wanted(&config)
                 .into_iter()
                 .map(|(t, _)| t)
                 .collect();
-            custody::service::topics::ensure(&config).expect("topics");
+            custody::kafka::topics::ensure(&config).expect("topics");
             Cluster::Kafka { brokers, topics }
         }
         None => {

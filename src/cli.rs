@@ -1,7 +1,7 @@
 //! Command-line flags as clap types. These are raw: `process::Settings`
 //! and friends validate them.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// custody gives every security finding an owner.
@@ -18,14 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The log format (see [`Cli::log_format`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object a line.
-    Json,
-}
+pub use crate::logging::LogFormat;
+pub use crate::process::Emit;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -136,7 +130,7 @@ pub struct PublishArgs {
     #[arg(long)]
     pub partial: bool,
     /// Largest message; bigger reports are split into chunks.
-    #[arg(long, default_value_t = crate::service::publish::DEFAULT_CHUNK_BYTES)]
+    #[arg(long, default_value_t = crate::kafka::publish::DEFAULT_CHUNK_BYTES)]
     pub chunk_bytes: usize,
     /// Seconds to wait for delivery.
     #[arg(long, default_value_t = 60)]
@@ -155,17 +149,6 @@ pub struct DemoArgs {
     /// HTTP address with --serve.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub listen: String,
-}
-
-/// Which events `process` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Emit {
-    /// Finding events only.
-    Findings,
-    /// Ticket events only.
-    Tickets,
-    /// Both.
-    All,
 }
 
 /// Flags of `custody process`.

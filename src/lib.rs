@@ -19,22 +19,27 @@
 //! - [`ticket`]: grouping findings into tickets, ticket transitions and
 //!   routing to topics.
 //! - [`cli`]: the command-line flags (raw; validated by the front ends).
+//! - [`app`]: the front ends, one per command: each validates its flags
+//!   and runs the library; nothing below it reads the flags.
 //! - [`ownership`]: CODEOWNERS, service catalog, aliases, and the resolver
 //!   that explains every answer.
-//! - [`config`]: the validated configuration (SLA policy, routes, limits).
+//! - [`config`]: the validated configuration (SLA policy, routes, limits),
+//!   the service's settings among it.
 //! - [`engine`]: wires the stages into one step per scan, decision or tick.
 //! - [`process`]: `custody process`, the engine over report files.
 //! - [`schema`]: JSON Schemas of the native finding, events and decisions.
-//! - [`service`]: the Kafka service (`custody run`): its partition
-//!   processor, a pure state machine, and its changelog, settings and
-//!   topics; `custody publish` and `custody demo`.
-//! - [`kafka`]: the Kafka edge of `custody run`: client settings, the
-//!   clients' contexts, the consumer loop that drives the partition
-//!   processors and carries out their effects, restores and transactions.
+//! - [`service`]: the service's own logic, free of Kafka clients: the
+//!   partition processor (a state machine: messages in, effects out), the
+//!   changelog, message metadata, health and the HTTP endpoints.
+//! - [`kafka`]: the Kafka edge, the only module that names librdkafka: the
+//!   consumer loop that drives the partition processors and carries out
+//!   their effects, restores, transactions, topics, the publishers, the
+//!   mock cluster.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`logging`]: the service's logs through `tracing` (text or JSON lines).
 //! - [`testing`]: test support: the shared corpus, skipped without it.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -10,7 +10,14 @@
 use tracing_subscriber::EnvFilter;
 
 /// The log format.
-pub use crate::cli::LogFormat;
+/// The log format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
 
 /// Installs the subscriber that writes the logs to standard error:
 /// filtered by `RUST_LOG` (default `info`), as text or one JSON object a

@@ -12,31 +12,32 @@ fn main() -> ExitCode {
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
-            let code = custody::process::main(args, stdin.lock(), stdout.lock(), stderr.lock());
+            let code =
+                custody::app::process::command(args, stdin.lock(), stdout.lock(), stderr.lock());
             ExitCode::from(code)
         }
         Command::Owners { command } => {
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
             let code = match command {
-                OwnersCommand::Explain(args) => custody::ownership::explain(
+                OwnersCommand::Explain(args) => custody::app::owners::explain(
                     args,
                     std::io::stdin().lock(),
                     stdout.lock(),
                     stderr.lock(),
                 ),
                 OwnersCommand::Check(args) => {
-                    custody::ownership::check(args, stdout.lock(), stderr.lock())
+                    custody::app::owners::check(args, stdout.lock(), stderr.lock())
                 }
             };
             ExitCode::from(code)
         }
-        Command::Run { config } => ExitCode::from(custody::service::run_command(config.as_deref())),
-        Command::Publish(args) => ExitCode::from(custody::service::publish::command(args)),
+        Command::Run { config } => ExitCode::from(custody::app::run::command(config.as_deref())),
+        Command::Publish(args) => ExitCode::from(custody::app::publish::command(args)),
         Command::PublishOwnership(args) => {
-            ExitCode::from(custody::service::ownership_topic::command(args))
+            ExitCode::from(custody::app::publish_ownership::command(args))
         }
-        Command::Demo(args) => ExitCode::from(custody::service::demo::command(args)),
+        Command::Demo(args) => ExitCode::from(custody::app::demo::command(args)),
         Command::Schemas { out } => match write_schemas(out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -17,8 +17,8 @@ use std::sync::{Mutex, RwLock};
 pub const UNATTRIBUTED: &str = "unattributed";
 /// The label every team beyond the known set (or the cap) folds into.
 pub const OTHER: &str = "other";
-/// Default cap on distinct team label values.
-pub const DEFAULT_MAX_TEAMS: usize = 500;
+/// Default cap on distinct team label values (`[metrics] max_teams`).
+pub use crate::config::service::DEFAULT_MAX_TEAMS;
 
 /// Remediation-time buckets: an hour to a year.
 const TTR_BUCKETS: [f64; 12] = [

@@ -6,7 +6,6 @@
 //! standard error, the others still processed), 2 for usage or
 //! configuration errors (nothing processed, the state file untouched).
 
-use crate::cli::{Emit, ProcessArgs};
 use crate::config::Config;
 use crate::engine::{Engine, Output, Sink};
 use crate::lifecycle::State;
@@ -68,82 +67,15 @@ pub enum UsageError {
     },
 }
 
-impl Settings {
-    /// Validates raw flags; `now` is the clock used when `--at` is absent.
-    pub fn from_args(args: ProcessArgs, now: DateTime<Utc>) -> Result<Settings, UsageError> {
-        let flag = |flag, message: String| UsageError::Flag { flag, message };
-        let target = args
-            .target
-            .map(|t| t.parse::<Target>())
-            .transpose()
-            .map_err(|e| flag("target", e.to_string()))?;
-        let format = args
-            .format
-            .map(|f| {
-                Format::from_name(&f).ok_or_else(|| {
-                    let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                    flag(
-                        "format",
-                        format!("unknown format {f:?}; known: {}", names.join(", ")),
-                    )
-                })
-            })
-            .transpose()?;
-        let scanner = match args.scanner {
-            Some(s) if s.trim().is_empty() || s.chars().any(char::is_whitespace) => {
-                return Err(flag("scanner", format!("{s:?} must be one word")))
-            }
-            s => s.map(|s| s.to_ascii_lowercase()),
-        };
-        let now = match args.at {
-            Some(at) => DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| flag("at", format!("{at:?} is not an RFC 3339 time: {e}")))?
-                .with_timezone(&Utc),
-            None => now,
-        };
-        if let Some(dir) = &args.source {
-            if !dir.is_dir() {
-                return Err(flag(
-                    "source",
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
-        }
-        let config = match &args.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        let owners = args
-            .owners
-            .as_deref()
-            .map(crate::ownership::Ownership::load)
-            .transpose()?
-            .map(std::sync::Arc::new);
-        Ok(Settings {
-            owners,
-            files: args.files,
-            target,
-            scanner,
-            format,
-            state: args.state,
-            decisions: args.decisions,
-            source: args.source,
-            config,
-            emit: args.emit,
-            now,
-        })
-    }
-}
-
-/// Runs `custody process` with raw flags; returns the exit status.
-pub fn main(args: ProcessArgs, stdin: impl Read, stdout: impl Write, mut stderr: impl Write) -> u8 {
-    match Settings::from_args(args, Utc::now()) {
-        Ok(settings) => run(&settings, stdin, stdout, stderr),
-        Err(e) => {
-            let _ = writeln!(stderr, "custody process: {e}");
-            2
-        }
-    }
+/// Which events `process` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// Finding events only.
+    Findings,
+    /// Ticket events only.
+    Tickets,
+    /// Both.
+    All,
 }
 
 /// Why one input was rejected (exit status 1; the rest go on).

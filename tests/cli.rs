@@ -450,7 +450,7 @@ fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() 
         "{stdout}"
     );
     // The topic holds the three files and the manifest.
-    let msgs = custody::service::demo::read_all(&brokers, "custody.ownership").unwrap();
+    let msgs = custody::kafka::mock::read_all(&brokers, "custody.ownership").unwrap();
     assert_eq!(msgs.len(), 4);
 
     let dir = tempfile::tempdir().unwrap();
@@ -465,7 +465,7 @@ fn publish_ownership_publishes_a_valid_configuration_and_refuses_a_broken_one() 
     assert!(stderr.contains("nothing was published"), "{stderr}");
     assert!(stderr.contains("owners.toml"), "{stderr}");
     assert_eq!(
-        custody::service::demo::read_all(&brokers, "custody.ownership")
+        custody::kafka::mock::read_all(&brokers, "custody.ownership")
             .unwrap()
             .len(),
         4

@@ -271,8 +271,8 @@ fn team_sla_overrides_set_the_due_dates() {
 
 #[test]
 fn decisions_flow_through_the_service_into_the_accepted_gauges() {
+    use custody::kafka::publish::DEFAULT_CHUNK_BYTES;
     use custody::lifecycle::{DecisionKind, DecisionRecord};
-    use custody::service::publish::DEFAULT_CHUNK_BYTES;
     let h = Harness::new(1);
     let service = h.start_owned();
     let target = "repo:github.com/tornadoweb/tornado";

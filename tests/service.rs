@@ -2,11 +2,11 @@
 //! (in-process, real Kafka protocol over TCP): publish -> run -> consume.
 
 use custody::config::Config;
+use custody::kafka::mock::{create_mock_topics, read_all};
+use custody::kafka::publish::{PublishOptions, Publisher, DEFAULT_CHUNK_BYTES};
+use custody::kafka::service::Service;
 use custody::model::{FindingEvent, FindingEventKind, Target, TicketEvent, TicketEventKind};
 use custody::ownership::Reloadable;
-use custody::service::demo::{create_mock_topics, read_all};
-use custody::service::publish::{PublishOptions, Publisher, DEFAULT_CHUNK_BYTES};
-use custody::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -39,7 +39,7 @@ impl Harness {
         let h = Harness::with_brokers(partitions, 2);
         let s = &h.config.service;
         let changelog = s.changelog_for(&s.reports_topics[0]);
-        for (topic, _) in custody::service::topics::wanted(&h.config) {
+        for (topic, _) in custody::kafka::topics::wanted(&h.config) {
             let leader = if topic == changelog { 2 } else { 1 };
             for p in 0..partitions {
                 h.cluster.partition_leader(&topic, p, Some(leader)).unwrap();
@@ -1560,7 +1560,7 @@ fn chunked_scans_larger_than_the_in_flight_limits_complete() {
 #[test]
 fn exactly_once_commits_events_state_and_offsets_in_transactions() {
     let mut h = Harness::new(2);
-    h.config.service.delivery = custody::service::settings::Delivery::ExactlyOnce;
+    h.config.service.delivery = custody::config::service::Delivery::ExactlyOnce;
     let (old, new) = old_new("bandit");
     let service = h.start();
     let n = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
@@ -1768,7 +1768,7 @@ fn new_findings(h: &Harness, seen: &HashSet<String>, n: usize) -> Vec<FindingEve
 /// loads it.
 #[test]
 fn a_publish_whose_files_fail_leaves_the_version_in_force() {
-    use custody::service::ownership_topic;
+    use custody::kafka::ownership_topic;
     let mut h = Harness::new(1);
     let topic = "custody.ownership";
     h.cluster.create_topic(topic, 1, 1).unwrap();
@@ -1810,7 +1810,7 @@ fn a_publish_whose_files_fail_leaves_the_version_in_force() {
 /// is refused while the one in force stays, and a restart reads the newest.
 #[test]
 fn ownership_from_its_topic_is_followed_and_broken_versions_are_refused() {
-    use custody::service::ownership_topic::{self, MANIFEST_KEY};
+    use custody::kafka::ownership_topic::{self, MANIFEST_KEY};
     let mut h = Harness::new(2);
     let topic = "custody.ownership";
     h.cluster.create_topic(topic, 1, 1).unwrap();

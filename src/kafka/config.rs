@@ -1,7 +1,7 @@
 //! The librdkafka settings every client starts from, and librdkafka's log
 //! lines through `tracing`.
 
-use crate::service::settings::ServiceSettings;
+use crate::config::service::ServiceSettings;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 
 /// The librdkafka settings every custody client starts from.

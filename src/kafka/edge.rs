@@ -2,9 +2,9 @@
 //! producer and the consumer; exactly-once transactions.
 
 use super::context::{refused_for_good, Cons, Prod};
+use crate::config::service::ServiceSettings;
 use crate::service::health::{lock, Health};
 use crate::service::partition::{Ack, Edge, Effect, PartitionProcessor};
-use crate::service::settings::ServiceSettings;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};

@@ -1,8 +1,7 @@
-//! The Kafka edge of `custody run`: the only part of the service that
-//! speaks to librdkafka. Partition processors
-//! ([`crate::service::partition`]) decide; this module consumes, produces,
-//! stores offsets, commits transactions, restores state and follows
-//! rebalances for them.
+//! The Kafka edge: the only part of custody that speaks to librdkafka.
+//! Partition processors ([`crate::service::partition`]) decide; this module
+//! consumes, produces, stores offsets, commits transactions, restores state
+//! and follows rebalances for them, and publishes reports and ownership.
 //!
 //! - [`config`]: the client settings every client starts from, and
 //!   librdkafka's logs through `tracing`;
@@ -13,15 +12,27 @@
 //! - [`partitions`]: the partitions the loop holds, assigned, restored,
 //!   stepped and committed;
 //! - [`worker`]: the clients and the consumer loop;
-//! - [`shutdown`]: the stop, within its timeout.
+//! - [`shutdown`]: the stop, within its timeout;
+//! - [`service`]: a running service (topics checked, ownership followed,
+//!   the loop on its thread);
+//! - [`topics`]: checking and creating topics;
+//! - [`ownership_topic`]: ownership published on a compacted topic, and
+//!   followed;
+//! - [`publish`]: reports onto the reports topic, chunked or enveloped;
+//! - [`mock`]: librdkafka's mock cluster, for the demo and fast tests.
 
 pub mod config;
 pub mod context;
 pub mod edge;
 pub mod message;
+pub mod mock;
+pub mod ownership_topic;
 pub mod partitions;
+pub mod publish;
 pub mod restore;
+pub mod service;
 pub mod shutdown;
+pub mod topics;
 pub mod worker;
 
 pub use config::client_config;

@@ -8,11 +8,11 @@ use super::edge::Output;
 use super::message::incoming;
 use super::partitions::Core;
 use super::restore::Restored;
+use crate::config::service::ServiceSettings;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::service::health::{lock, Health};
 use crate::service::partition::Shared;
-use crate::service::settings::ServiceSettings;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
@@ -77,13 +77,13 @@ impl Worker {
             // thousands of lines) lists them all, in its event and in its
             // changelog record: well past librdkafka's 1 MB default. The
             // topics custody creates take as much (see `topics`).
-            ("message.max.bytes", crate::service::topics::LARGEST_MESSAGE),
+            ("message.max.bytes", crate::kafka::topics::LARGEST_MESSAGE),
         ] {
             if !settings.properties.contains_key(k) {
                 pcfg.set(k, v);
             }
         }
-        let eos = settings.delivery == crate::service::settings::Delivery::ExactlyOnce;
+        let eos = settings.delivery == crate::config::service::Delivery::ExactlyOnce;
         if eos && !settings.properties.contains_key("transactional.id") {
             // Unique per process: fencing of a previous owner of the same
             // partitions goes through the consumer group (KIP-447).

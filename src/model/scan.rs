@@ -31,7 +31,7 @@ impl ScanMeta {
     /// none: the same report always gets the same id.
     pub fn content_id(report: &[u8]) -> String {
         use sha2::{Digest, Sha256};
-        crate::fingerprint::hex(&Sha256::digest(report)[..12])
+        hex::encode(&Sha256::digest(report)[..12])
     }
 }
 

@@ -3,7 +3,7 @@
 //! the edge settles.
 
 use super::super::health::{lock, Health};
-use super::super::settings::ServiceSettings;
+use crate::config::service::ServiceSettings;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};

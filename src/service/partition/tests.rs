@@ -3,12 +3,12 @@
 //! test of random interleavings of messages, acknowledgements and crashes.
 
 use super::*;
+use crate::config::service::ServiceSettings;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::service::health::Health;
 use crate::service::meta::header;
-use crate::service::settings::ServiceSettings;
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};

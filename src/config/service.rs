@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default cap on distinct team label values of the metrics.
+pub const DEFAULT_MAX_TEAMS: usize = 500;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKafka {
@@ -151,7 +154,7 @@ impl Default for ServiceSettings {
             ownership: None,
             ownership_topic: None,
             ownership_wait: Duration::from_secs(60),
-            max_teams: crate::metrics::DEFAULT_MAX_TEAMS,
+            max_teams: DEFAULT_MAX_TEAMS,
         }
     }
 }

@@ -10,14 +10,12 @@
 //! not cover (they fall to its fallback team); and one message that is not
 //! a report, to show the dead-letter path.
 
-use super::publish::{PublishOptions, Publisher};
-use super::Service;
 use crate::config::Config;
+use crate::kafka::mock::{create_mock_topics, read_all};
+use crate::kafka::publish::{PublishOptions, Publisher};
+use crate::kafka::service::Service;
 use crate::model::{FindingEvent, Severity, Status, Target, TicketEvent, TicketEventKind};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use crate::service::http;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -125,7 +123,7 @@ pub fn command(args: crate::cli::DemoArgs) -> u8 {
 
 fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     let started = Instant::now();
-    let cluster = MockCluster::new(1).map_err(|e| format!("cannot start the mock cluster: {e}"))?;
+    let cluster = crate::kafka::mock::start()?;
     let brokers = cluster.bootstrap_servers();
     tracing::info!("embedded Kafka-protocol broker (librdkafka mock cluster) at {brokers}");
     let dir = std::env::temp_dir().join(format!("custody-demo-{}", std::process::id()));
@@ -146,7 +144,7 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     create_mock_topics(&cluster, &mut config)?;
     // The ownership example goes through `custody publish-ownership`'s
     // path to the ownership topic, which the service reads at its start.
-    let sent = super::ownership_topic::publish(
+    let sent = crate::kafka::ownership_topic::publish(
         &brokers,
         &[],
         "custody.ownership",
@@ -171,31 +169,6 @@ fn run(args: &crate::cli::DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     service.stop().map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     drop(cluster);
-    Ok(())
-}
-
-/// Creates every topic `config` names on a mock cluster (the mock does
-/// not implement CreateTopics; it has its own call), and turns the check
-/// of their settings off. The mock has no compaction, so the changelog is
-/// a plain topic there.
-pub fn create_mock_topics<C: rdkafka::ClientContext>(
-    cluster: &MockCluster<'_, C>,
-    config: &mut Config,
-) -> Result<(), String> {
-    // The mock answers no DescribeConfigs (a request waits for its
-    // timeout), and has no compaction to check for anyway.
-    config.service.check_topic_configs = false;
-    for (topic, role) in super::topics::wanted(config) {
-        // As topics::ensure creates them (the mock has no compaction).
-        let partitions = if role == "ownership" {
-            1
-        } else {
-            config.service.partitions
-        };
-        cluster
-            .create_topic(&topic, partitions, 1)
-            .map_err(|e| format!("cannot create topic {topic} on the mock cluster: {e}"))?;
-    }
     Ok(())
 }
 
@@ -287,56 +260,6 @@ pub fn publish_and_collect(config: &Config, service: &Service) -> Result<DemoOut
     Ok(outcome)
 }
 
-/// Every message payload of `topic`, read from the beginning to the high
-/// watermarks.
-pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<Vec<u8>>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "custody-demo-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    let mut highs = HashMap::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
-            if high > low {
-                remaining += high - low;
-                highs.insert(p.id(), high);
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if remaining == 0 {
-        return Ok(out);
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut done: HashMap<i32, bool> = HashMap::new();
-    while done.len() < highs.len() && Instant::now() < deadline {
-        if let Some(r) = consumer.poll(Duration::from_millis(100)) {
-            let m = r.map_err(|e| e.to_string())?;
-            out.push(m.payload().unwrap_or_default().to_vec());
-            if highs
-                .get(&m.partition())
-                .is_some_and(|h| m.offset() + 1 >= *h)
-            {
-                done.insert(m.partition(), true);
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io::Result<()> {
     writeln!(
         out,
@@ -399,7 +322,7 @@ fn serve(listen: &str, service: &Service) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let state = super::http::AppState {
+    let state = http::AppState {
         health: Arc::clone(&service.health),
         metrics: Arc::clone(&service.metrics),
     };
@@ -408,7 +331,7 @@ fn serve(listen: &str, service: &Service) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         tracing::info!("serving http://{listen}/metrics, /healthz, /readyz; Ctrl-C stops");
-        tokio::spawn(super::http::serve(listener, state));
+        tokio::spawn(http::serve(listener, state));
         let _ = tokio::signal::ctrl_c().await;
         Ok::<(), String>(())
     })

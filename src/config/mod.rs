@@ -4,9 +4,11 @@
 
 use crate::model::{Category, Severity};
 use crate::normalize::DEFAULT_SECRET_SALT;
-use crate::service::settings::ServiceSettings;
+pub mod service;
+
 use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
 use serde::Deserialize;
+use service::ServiceSettings;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -53,13 +55,13 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
-    kafka: crate::service::settings::RawKafka,
+    kafka: crate::config::service::RawKafka,
     #[serde(default)]
-    http: crate::service::settings::RawHttp,
+    http: crate::config::service::RawHttp,
     #[serde(default)]
-    ownership: crate::service::settings::RawOwnership,
+    ownership: crate::config::service::RawOwnership,
     #[serde(default)]
-    metrics: crate::service::settings::RawMetrics,
+    metrics: crate::config::service::RawMetrics,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,7 +387,7 @@ impl Config {
             }
             cfg.max_report_bytes = m;
         }
-        cfg.service = crate::service::settings::validate(
+        cfg.service = crate::config::service::validate(
             raw.kafka,
             raw.http,
             raw.ownership,

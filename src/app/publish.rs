@@ -1,0 +1,121 @@
+//! `custody publish`: report files (and decisions) onto the reports topic.
+
+use crate::kafka::publish::{properties, PublishOptions, Publisher};
+use crate::model::Target;
+use crate::normalize::Format;
+use std::time::Duration;
+
+/// `custody publish`: exit 0 when every file was delivered, 1 when some
+/// file could not be read, 2 when delivery failed.
+pub fn command(args: crate::cli::PublishArgs) -> u8 {
+    let target: Option<Target> = match args.target.as_deref().map(str::parse::<Target>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("custody publish: --target: {e}");
+            return 2;
+        }
+    };
+    let format = match &args.format {
+        Some(f) => match Format::from_name(f) {
+            Some(f) => Some(f),
+            None => {
+                eprintln!("custody publish: --format: unknown format {f:?}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let props = match properties(&args.property) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("custody publish: {e}");
+            return 2;
+        }
+    };
+    let publisher = match Publisher::new(
+        &args.brokers,
+        props.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("custody publish: {e}");
+            return 2;
+        }
+    };
+    let mut code = 0;
+    if args.decisions {
+        for path in &args.files {
+            match decisions(&publisher, &args.topic, path) {
+                Ok(n) => println!("{}\t{n} decision(s)", path.display()),
+                Err(e) => {
+                    eprintln!("custody publish: {}: {e}", path.display());
+                    code = 1;
+                }
+            }
+        }
+        if let Err(e) = publisher.flush(Duration::from_secs(args.timeout_secs)) {
+            eprintln!("custody publish: {e}");
+            return 2;
+        }
+        return code;
+    }
+    let Some(target) = target else {
+        eprintln!("custody publish: --target is required for reports");
+        return 2;
+    };
+    let multiple = args.files.len() > 1;
+    for path in &args.files {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("custody publish: cannot read {}: {e}", path.display());
+                code = 1;
+                continue;
+            }
+        };
+        let opts = PublishOptions {
+            topic: args.topic.clone(),
+            target: target.clone(),
+            scanner: args.scanner.clone(),
+            commit: args.commit.clone(),
+            git_ref: args.git_ref.clone(),
+            format,
+            // One scan id for several files would merge them into one scan.
+            scan_id: if multiple { None } else { args.scan_id.clone() },
+            complete: !args.partial,
+            chunk_bytes: args.chunk_bytes,
+        };
+        match publisher.send(&opts, &bytes) {
+            Ok(p) => println!(
+                "{}\tscan {}\t{} bytes in {} message(s)",
+                path.display(),
+                p.scan_id,
+                p.bytes,
+                p.chunks
+            ),
+            Err(e) => {
+                eprintln!("custody publish: {}: {e}", path.display());
+                return 2;
+            }
+        }
+    }
+    if let Err(e) = publisher.flush(Duration::from_secs(args.timeout_secs)) {
+        eprintln!("custody publish: {e}");
+        return 2;
+    }
+    code
+}
+
+/// Publishes every decision of a JSON Lines file; nothing is sent when a
+/// line is not a valid decision.
+fn decisions(p: &Publisher, topic: &str, path: &std::path::Path) -> Result<usize, String> {
+    let records = crate::lifecycle::read_decisions(path)?;
+    for (line, d) in &records {
+        d.validate().map_err(|e| format!("line {line}: {e}"))?;
+    }
+    for (_, d) in &records {
+        p.send_decision(topic, d)?;
+    }
+    Ok(records.len())
+}
