@@ -458,3 +458,52 @@ fn cli_matches_the_oracle_on_a_corpus_file() {
         assert_eq!(v["line"], serde_json::json!(line), "{path}");
     }
 }
+
+// ---------------------------------------------------------------- hostile files
+
+/// `*a*a*a*a*a*a*a*a*a*a*a*a?b`: twelve stars and a `?`, the shape that
+/// sent a backtracking matcher into n^k time on a 40-character path.
+#[test]
+fn hostile_stars_and_question_mark() {
+    let co = CodeOwners::parse("*a*a*a*a*a*a*a*a*a*a*a*a?b @o\n", Flavor::GitHub);
+    assert!(co.problems().is_empty(), "{:?}", co.problems());
+    let miss = "a".repeat(40);
+    assert!(co.lookup(&miss).is_none());
+    assert!(co.lookup(&format!("x/{miss}/y")).is_none());
+    let hit = format!("{}xb", "a".repeat(12));
+    assert_eq!(co.lookup(&hit).map(|d| d.line()), Some(1));
+    // Eleven `a`s are one too few.
+    assert!(co.lookup(&format!("{}xb", "a".repeat(11))).is_none());
+}
+
+/// A GitLab file of 60,000 sections, each `[Si]` then `* @oi`: every path
+/// is owned by all of them.
+#[test]
+fn hostile_many_sections() {
+    let n = 60_000;
+    let text: String = (0..n).map(|i| format!("[S{i}]\n* @o{i}\n")).collect();
+    let co = CodeOwners::parse(&text, Flavor::GitLab);
+    assert!(co.problems().is_empty());
+    assert_eq!(co.sections().len(), n);
+    let d = co.lookup("any/path.rs").expect("owned");
+    assert_eq!(d.rules.len(), n);
+    assert_eq!(d.owners.len(), n);
+    assert_eq!((d.owners[0], d.owners[n - 1]), ("@o0", "@o59999"));
+    assert_eq!(d.line(), 2 * n as u32);
+}
+
+/// 100,000 rules `/dN/**/*.js @oN` (2.4 MB, under GitHub's 3 MB limit).
+#[test]
+fn hostile_many_wildcard_rules() {
+    let n = 100_000;
+    let text: String = (0..n).map(|i| format!("/d{i}/**/*.js @o{i}\n")).collect();
+    assert!(text.len() < 3 * 1024 * 1024);
+    let co = CodeOwners::parse(&text, Flavor::GitHub);
+    assert!(co.problems().is_empty());
+    assert_eq!(co.rules().len(), n);
+    let d = co.lookup("d500/a/b/c.js").expect("owned");
+    assert_eq!((d.owners.as_slice(), d.line()), (&["@o500"][..], 501));
+    assert_eq!(co.lookup("d99999/x.js").map(|d| d.line()), Some(100_000));
+    assert!(co.lookup("d500/a/b/c.ts").is_none());
+    assert!(co.lookup("x/d500/c.js").is_none());
+}
