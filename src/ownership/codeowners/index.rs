@@ -117,7 +117,7 @@ struct Node {
     tries: Option<Tries>,
     /// Anchored: wildcard rules whose next segment starts with a literal
     /// (`/src/node_crypto*`), by that literal.
-    stems: Option<Stems>,
+    stems: Option<Box<Stems>>,
     max: u32,
 }
 
@@ -306,7 +306,7 @@ impl Index {
         }
         for (key, groups) in anchored_stems {
             if let Some(node) = ix.anchored.get_mut(key.as_str()) {
-                node.stems = Stems::build(groups);
+                node.stems = Stems::build(groups).map(Box::new);
             }
         }
         for (key, rules) in name_tries {

@@ -392,50 +392,61 @@ mod tests {
             .map(|i| co.rules[i].line)
     }
 
-    /// The definition of a match, read directly by trying every split
-    /// (exponential on hostile patterns: only for small test inputs).
+    /// The definition of a match, read directly: which numbers of the
+    /// path's components (characters) the segments (tokens) read so far
+    /// can cover, one segment (token) at a time. Polynomial, so it can
+    /// check long hostile inputs too.
     fn reference(c: &Canon, path: &str) -> bool {
         let comps: Vec<&str> = path.split('/').collect();
-        segs_match(&c.segs, &comps, c.tail)
-    }
-
-    fn segs_match(segs: &[Seg], comps: &[&str], tail: Tail) -> bool {
-        match segs.split_first() {
-            None => match tail {
-                Tail::Exact => comps.is_empty(),
-                Tail::SelfOrBelow => true,
-                Tail::Below => !comps.is_empty(),
-            },
-            Some((Seg::Any, rest)) => {
-                (0..=comps.len()).any(|k| segs_match(rest, &comps[k..], tail))
-            }
-            Some((seg, rest)) => comps.split_first().is_some_and(|(comp, more)| {
-                let ok = match seg {
-                    Seg::Lit(l) => l == comp,
-                    Seg::Glob(g) => toks_match(&g.toks, comp),
-                    Seg::Any => false,
+        let n = comps.len();
+        let mut reach = vec![false; n + 1];
+        reach[0] = true;
+        for seg in &c.segs {
+            let mut next = vec![false; n + 1];
+            for j in 0..=n {
+                next[j] = match seg {
+                    Seg::Any => reach[..=j].contains(&true),
+                    Seg::Lit(l) => j > 0 && reach[j - 1] && l == comps[j - 1],
+                    Seg::Glob(g) => j > 0 && reach[j - 1] && toks_match(&g.toks, comps[j - 1]),
                 };
-                ok && segs_match(rest, more, tail)
-            }),
+            }
+            reach = next;
+        }
+        match c.tail {
+            Tail::Exact => reach[n],
+            Tail::SelfOrBelow => reach.contains(&true),
+            Tail::Below => reach[..n].contains(&true),
         }
     }
 
     fn toks_match(toks: &[Tok], s: &str) -> bool {
-        match toks.split_first() {
-            None => s.is_empty(),
-            Some((Tok::Lit(l), rest)) => s
-                .strip_prefix(l.as_str())
-                .is_some_and(|r| toks_match(rest, r)),
-            Some((Tok::Quest, rest)) => {
-                let mut chars = s.chars();
-                chars.next().is_some() && toks_match(rest, chars.as_str())
+        let chars: Vec<char> = s.chars().collect();
+        let n = chars.len();
+        let mut reach = vec![false; n + 1];
+        reach[0] = true;
+        let step = |reach: &mut Vec<bool>, ok: &dyn Fn(char) -> bool| {
+            let mut next = vec![false; n + 1];
+            for j in 1..=n {
+                next[j] = reach[j - 1] && ok(chars[j - 1]);
             }
-            Some((Tok::Star, rest)) => s
-                .char_indices()
-                .map(|(i, _)| i)
-                .chain(std::iter::once(s.len()))
-                .any(|i| toks_match(rest, &s[i..])),
+            *reach = next;
+        };
+        for t in toks {
+            match t {
+                Tok::Star => {
+                    for j in 1..=n {
+                        reach[j] |= reach[j - 1];
+                    }
+                }
+                Tok::Quest => step(&mut reach, &|_| true),
+                Tok::Lit(l) => {
+                    for want in l.chars() {
+                        step(&mut reach, &|c| c == want);
+                    }
+                }
+            }
         }
+        reach[n]
     }
 
     /// The glob(s) (globset syntax) that match exactly what `c` matches: a
@@ -875,6 +886,77 @@ docs/** @i
             for p in &paths {
                 if let Some(d) = co.lookup(p) {
                     prop_assert!(!dead.contains(&d.line()));
+                }
+            }
+        }
+
+        /// A wildcard segment's automaton agrees with the direct reading,
+        /// with up to 80 positions (more than one word of states) and
+        /// non-ASCII characters, which `?` takes whole.
+        #[test]
+        fn glob_automaton_agrees_with_reference(head in "[ab?*ü]{0,8}", body in "[ab?*ü]{0,70}",
+                                                fill in "[abü]{0,3}",
+                                                others in prop::collection::vec("[abü]{0,40}", 0..4)) {
+            let pattern = format!("{head}{body}x");
+            let co = gh(&format!("{pattern} @o\n"));
+            prop_assert!(co.problems().is_empty());
+            let c = &co.canon[0];
+            // Instances of the pattern (they match), the same one letter
+            // short or long (near misses), and random components.
+            let fill_in = |star: &str, quest: &str| pattern.replace('*', star).replace('?', quest);
+            let mut comps = vec![fill_in("", "a"), fill_in(&fill, "ü"), fill_in(&fill, "b")];
+            for i in 0..3 {
+                let mut short = comps[i].clone();
+                short.remove(0);
+                comps.push(short);
+                comps.push(format!("{}x", comps[i]));
+            }
+            comps.extend(others.iter().map(|o| format!("{o}x")));
+            for p in &comps {
+                prop_assert_eq!(nfa(c, p), reference(c, p), "{} on {}", pattern, p);
+            }
+            prop_assert!(nfa(c, &comps[0]));
+        }
+
+        /// Patterns of 64 segments or more (more than one word of
+        /// states) agree with the direct reading.
+        #[test]
+        fn long_patterns_agree_with_reference(segs in prop::collection::vec(prop_oneof![Just("a"), Just("*"), Just("?")], 60..70),
+                                              deep in any::<bool>(),
+                                              lens in prop::collection::vec(55usize..75, 1..4)) {
+            let mut pattern = format!("/{}", segs.join("/"));
+            if deep {
+                pattern.push_str("/**/b");
+            }
+            let co = gh(&format!("{pattern} @o\n"));
+            let c = &co.canon[0];
+            prop_assert!(c.segs.len() >= 60);
+            for n in lens {
+                let mut p = vec!["a"; n].join("/");
+                for q in [p.clone(), format!("{p}/b"), { p.push_str("/x/b/c"); p }] {
+                    prop_assert_eq!(nfa(c, &q), reference(c, &q), "{} on {}", pattern, q);
+                }
+            }
+        }
+
+        /// The counted work of a lookup is bounded by the path's length
+        /// times the file's automaton states (plus the index's probes),
+        /// whatever the patterns: no pattern makes it grow faster than
+        /// the path.
+        #[test]
+        fn lookup_work_is_bounded(patterns in prop::collection::vec(pattern(), 1..12),
+                                  hostile in prop::collection::vec("[a*?]{1,16}b?", 0..3),
+                                  paths in prop::collection::vec(path(), 1..10),
+                                  long in "[ab]{0,200}") {
+            let text: String = patterns.iter().chain(&hostile).enumerate()
+                .map(|(i, p)| format!("{p} @o{i}\n")).collect();
+            for flavor in [Flavor::GitHub, Flavor::GitLab] {
+                let co = CodeOwners::parse(&text, flavor);
+                let per_char = (co.states() + 2 * co.rules().len() + 2) as u64;
+                for p in paths.iter().chain([&long]) {
+                    let steps = co.lookup_steps(p);
+                    prop_assert!(steps <= (p.len() as u64 + 1) * per_char,
+                        "{} steps for {} ({} states)", steps, p, co.states());
                 }
             }
         }

@@ -37,7 +37,7 @@ pub(super) fn parse(text: &str, flavor: Flavor) -> Parsed {
             line: 0,
             text: String::new(),
             message: format!(
-                "the file is {} bytes; GitHub ignores CODEOWNERS files of 3 MB or more (parsed anyway)",
+                "the file is {} bytes; GitHub ignores CODEOWNERS files of 3 MB or more and requests no code owner reviews from them (parsed anyway)",
                 text.len()
             ),
         });

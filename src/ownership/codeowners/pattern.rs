@@ -29,8 +29,8 @@ pub(super) enum Seg {
     Any,
     /// A literal component.
     Lit(String),
-    /// A component with `*` or `?`.
-    Glob(Glob),
+    /// A component with `*` or `?` (boxed: most segments are literal).
+    Glob(Box<Glob>),
 }
 
 /// What a pattern owns beyond the components its segments match.
@@ -102,14 +102,14 @@ impl Canon {
                 }
                 match toks.as_slice() {
                     [Tok::Lit(s)] => Seg::Lit(s.clone()),
-                    _ => Seg::Glob(Glob::new(toks)),
+                    _ => Seg::Glob(Box::new(Glob::new(toks))),
                 }
             };
             if !(seg == Seg::Any && segs.last() == Some(&Seg::Any)) {
                 segs.push(seg);
             }
         }
-        let star = || Seg::Glob(Glob::new(vec![Tok::Star]));
+        let star = || Seg::Glob(Box::new(Glob::new(vec![Tok::Star])));
         let tail = if segs.last() == Some(&Seg::Any) {
             // A trailing `**` matches everything inside, not the directory:
             // `docs/**` is `docs/`; `docs/**/` needs one directory more.
