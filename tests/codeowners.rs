@@ -458,3 +458,158 @@ fn cli_matches_the_oracle_on_a_corpus_file() {
         assert_eq!(v["line"], serde_json::json!(line), "{path}");
     }
 }
+
+// ---------------------------------------------------------------- hostile files
+
+/// `*a*a*a*a*a*a*a*a*a*a*a*a?b`: twelve stars and a `?`, the shape that
+/// sent a backtracking matcher into n^k time on a 40-character path.
+#[test]
+fn hostile_stars_and_question_mark() {
+    let co = CodeOwners::parse("*a*a*a*a*a*a*a*a*a*a*a*a?b @o\n", Flavor::GitHub);
+    assert!(co.problems().is_empty(), "{:?}", co.problems());
+    let miss = "a".repeat(40);
+    assert!(co.lookup(&miss).is_none());
+    assert!(co.lookup(&format!("x/{miss}/y")).is_none());
+    let hit = format!("{}xb", "a".repeat(12));
+    assert_eq!(co.lookup(&hit).map(|d| d.line()), Some(1));
+    // Eleven `a`s are one too few.
+    assert!(co.lookup(&format!("{}xb", "a".repeat(11))).is_none());
+    // The work is counted, not timed: it grows with the path, at most one
+    // step per character per state, and doubling the path at most doubles
+    // it (backtracking took n^12).
+    let mut previous = 0;
+    for n in [40, 80, 160, 320, 640] {
+        let steps = co.lookup_steps(&"a".repeat(n));
+        assert!(
+            steps <= (n as u64 + 1) * co.states() as u64,
+            "{n}: {steps} steps"
+        );
+        if previous > 0 {
+            assert!(steps <= 2 * previous + 8, "{n}: {steps} after {previous}");
+        }
+        previous = steps;
+    }
+}
+
+/// A GitLab file of 60,000 sections, each `[Si]` then `* @oi`: every path
+/// is owned by all of them.
+#[test]
+fn hostile_many_sections() {
+    let n = 60_000;
+    let text: String = (0..n).map(|i| format!("[S{i}]\n* @o{i}\n")).collect();
+    let co = CodeOwners::parse(&text, Flavor::GitLab);
+    assert!(co.problems().is_empty());
+    assert_eq!(co.sections().len(), n);
+    let d = co.lookup("any/path.rs").expect("owned");
+    assert_eq!(d.rules.len(), n);
+    assert_eq!(d.owners.len(), n);
+    assert_eq!((d.owners[0], d.owners[n - 1]), ("@o0", "@o59999"));
+    assert_eq!(d.line(), 2 * n as u32);
+    // One step per deciding rule and a few per component, not one per
+    // pair of sections.
+    let steps = co.lookup_steps("any/path.rs");
+    assert!(steps <= 2 * n as u64 + 16, "{steps} steps");
+}
+
+/// 100,000 rules `/dN/**/*.js @oN` (2.4 MB, under GitHub's 3 MB limit).
+#[test]
+fn hostile_many_wildcard_rules() {
+    let n = 100_000;
+    let text: String = (0..n).map(|i| format!("/d{i}/**/*.js @o{i}\n")).collect();
+    assert!(text.len() < 3 * 1024 * 1024);
+    let co = CodeOwners::parse(&text, Flavor::GitHub);
+    assert!(co.problems().is_empty());
+    assert_eq!(co.rules().len(), n);
+    let d = co.lookup("d500/a/b/c.js").expect("owned");
+    assert_eq!((d.owners.as_slice(), d.line()), (&["@o500"][..], 501));
+    assert_eq!(co.lookup("d99999/x.js").map(|d| d.line()), Some(100_000));
+    assert!(co.lookup("d500/a/b/c.ts").is_none());
+    assert!(co.lookup("x/d500/c.js").is_none());
+    // A rule's automata have at most one state per character of its
+    // pattern (plus 3); no per-rule compiled sets.
+    for (rule, line) in co.rules().iter().zip(text.lines()).step_by(997) {
+        let one = CodeOwners::parse(line, Flavor::GitHub);
+        assert!(one.states() <= rule.pattern.chars().count() + 3, "{line}");
+    }
+    assert!(co.states() <= text.len());
+    // A lookup tries the rules filed under the path's first component,
+    // not all of them: the same work with 100,000 rules as with 10.
+    let small: String = (495..505)
+        .map(|i| format!("/d{i}/**/*.js @o{i}\n"))
+        .collect();
+    let small = CodeOwners::parse(&small, Flavor::GitHub);
+    for p in [
+        "d500/a/b/c.js",
+        "d500/a/b/c.ts",
+        "d499/q/x.js",
+        "x/d500/c.js",
+        "e1/x.js",
+    ] {
+        assert_eq!(co.lookup_steps(p), small.lookup_steps(p), "{p}");
+    }
+}
+
+/// GitHub ignores a CODEOWNERS file of 3 MB or more: such a file is still
+/// read, with a problem on line 0 saying so, as `owners explain` and
+/// `owners check` print problems.
+#[test]
+fn oversized_file_is_reported() {
+    use custody::ownership::codeowners::MAX_SIZE;
+    let line = "/src/a/b/c/d/e/f/g/h/*.rs @org/team\n";
+    let under: String = line.repeat((MAX_SIZE - 1) / line.len());
+    let co = CodeOwners::parse(&under, Flavor::GitHub);
+    assert!(co.problems().is_empty(), "{:?}", &co.problems()[..1]);
+    let over = format!("{under}{line}");
+    assert!(over.len() >= MAX_SIZE);
+    let co = CodeOwners::parse(&over, Flavor::GitHub);
+    assert_eq!(co.problems().len(), 1);
+    let p = &co.problems()[0];
+    assert_eq!(p.line, 0);
+    assert!(p.message.contains("3 MB"), "{}", p.message);
+    assert!(p.message.contains(&over.len().to_string()), "{}", p.message);
+    // Parsed anyway: the last rule decides.
+    assert_eq!(
+        co.lookup("src/a/b/c/d/e/f/g/h/x.rs").map(|d| d.line()),
+        Some(co.rules().len() as u32)
+    );
+}
+
+proptest::proptest! {
+    /// Star-heavy patterns with `?` (the exponential shape) against long
+    /// runs of the letters they contain: the counted work stays within
+    /// one step per character per state, and the answer is what a
+    /// pattern of that shape means (its letters, in order, then one
+    /// character, then `b`).
+    #[test]
+    fn hostile_patterns_cost_linear_work(stars in 1usize..16, n in 0usize..400, tail in "[ab]{0,3}") {
+        let pattern = format!("{}?b", "*a".repeat(stars));
+        let co = CodeOwners::parse(&format!("{pattern} @o\n"), Flavor::GitHub);
+        proptest::prop_assert!(co.problems().is_empty());
+        let path = format!("{}{tail}", "a".repeat(n));
+        let steps = co.lookup_steps(&path);
+        proptest::prop_assert!(steps <= (path.len() as u64 + 1) * co.states() as u64,
+            "{} steps for {} characters", steps, path.len());
+        // At least `stars` a's ending with one, then any one character,
+        // then b.
+        let want = path.len() >= stars + 2 && path.ends_with('b') && {
+            let head = &path[..path.len() - 2];
+            head.ends_with('a') && head.matches('a').count() >= stars
+        };
+        proptest::prop_assert_eq!(co.lookup(&path).is_some(), want, "{} on {}", pattern, path);
+    }
+
+    /// GitLab files of many sections: the counted lookup work grows with
+    /// the number of sections that match, one step each.
+    #[test]
+    fn many_sections_cost_linear_work(n in 1usize..400, names in 1usize..50) {
+        let text: String = (0..n).map(|i| format!("[S{}]\n* @o{i}\n/x/ @p{i}\n", i % names)).collect();
+        let co = CodeOwners::parse(&text, Flavor::GitLab);
+        proptest::prop_assert_eq!(co.sections().len(), names.min(n));
+        let d = co.lookup("x/y").expect("owned");
+        // One deciding rule per section: its last `/x/`.
+        proptest::prop_assert_eq!(d.rules.len(), names.min(n));
+        proptest::prop_assert!(d.rules.iter().all(|r| r.pattern == "/x/"));
+        let steps = co.lookup_steps("x/y");
+        proptest::prop_assert!(steps <= 4 * names.min(n) as u64 + 16, "{} steps", steps);
+    }
+}
