@@ -4,7 +4,7 @@
 use super::config::say_librdkafka;
 use super::partitions::Core;
 use crate::service::health::{lock, Health};
-use crate::service::partition::Ack;
+use crate::service::partition::{Ack, Failure};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -14,22 +14,29 @@ use rdkafka::ClientContext;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-/// A produce error that refuses the record for good (too large for the
-/// broker or the topic, invalid): sending it again can never succeed, so
-/// it costs the report that caused it, not the service. Any other error
-/// (brokers unreachable, a timeout, no authorization) stops the service,
-/// and the report is redelivered after the restart.
-pub(super) fn refused_for_good(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
+/// What a produce error costs. One that refuses the record for good (too
+/// large for the broker or the topic, invalid) can never succeed: it costs
+/// the report that caused it, dead-lettered, not the service. A full queue
+/// is waited out. Any other (brokers unreachable past librdkafka's own
+/// retries, a timeout, no authorization, an unknown topic) stops the
+/// service, and the report is redelivered after the restart.
+pub(super) fn failure(e: &KafkaError, topic: &str) -> Failure {
+    match e.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::PolicyViolation
-        )
-    )
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::PolicyViolation,
+        ) => Failure::Poison {
+            reason: "event_refused",
+            error: format!("{topic} refused a record: {e}"),
+        },
+        Some(RDKafkaErrorCode::QueueFull) => {
+            Failure::Retryable(format!("producing to {topic}: {e}"))
+        }
+        _ => Failure::Fatal(format!("producing to {topic}: {e}")),
+    }
 }
 
 /// The producer's context: delivery reports settle [`Ack`]s.
@@ -53,13 +60,14 @@ impl ProducerContext for Delivery {
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
         match result {
             Ok(_) => ack.delivered(),
-            Err((e, m)) if refused_for_good(e) => {
-                ack.refused(format!("{} refused a record: {e}", m.topic()))
-            }
-            Err((e, m)) => {
-                self.health.fail(format!("producing to {}: {e}", m.topic()));
-                ack.lost();
-            }
+            Err((e, m)) => match failure(e, m.topic()) {
+                Failure::Poison { error, .. } => ack.refused(error),
+                // librdkafka retried already: what is left is final.
+                Failure::Retryable(error) | Failure::Fatal(error) => {
+                    self.health.fail(error);
+                    ack.lost();
+                }
+            },
         }
     }
 }

@@ -1,12 +1,11 @@
 //! The effects partition processors ask for, carried out with the
 //! producer and the consumer; exactly-once transactions.
 
-use super::context::{refused_for_good, Cons, Prod};
+use super::context::{failure, Cons, Prod};
 use crate::config::service::ServiceSettings;
 use crate::service::health::{lock, Health};
-use crate::service::partition::{Ack, Edge, Effect, PartitionProcessor};
+use crate::service::partition::{Ack, Edge, Effect, Failure, PartitionProcessor};
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -143,7 +142,7 @@ impl Edge for KafkaEdge<'_> {
                 self.consumer.resume(&tpl).is_ok()
             }
             Effect::Fail(e) => {
-                self.health.fail(e);
+                self.health.fail(e.to_string());
                 true
             }
         }
@@ -183,10 +182,15 @@ impl KafkaEdge<'_> {
             record = record.headers(hs);
         }
         loop {
-            match self.output.producer.send(record) {
+            let e = match self.output.producer.send(record) {
                 Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                Err((e, r)) => {
                     record = r;
+                    e
+                }
+            };
+            match failure(&e, topic) {
+                Failure::Retryable(error) => {
                     if self.health.failure().is_some() {
                         // Another record already failed: the run stops, and
                         // this message is redelivered anyway.
@@ -198,7 +202,7 @@ impl KafkaEdge<'_> {
                             >= self.settings.shutdown_timeout
                     {
                         self.health.fail(format!(
-                            "producing to {topic}: the producer's queue stayed full for {} s after the stop was asked (brokers unreachable?); the message is redelivered after the restart",
+                            "{error}: the producer's queue stayed full for {} s after the stop was asked (brokers unreachable?); the message is redelivered after the restart",
                             self.settings.shutdown_timeout.as_secs()
                         ));
                         ack.lost();
@@ -206,15 +210,15 @@ impl KafkaEdge<'_> {
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) if refused_for_good(&e) => {
-                    // Larger than the producer takes: as a broker's refusal.
-                    ack.refused(format!("{topic} refused a record: {e}"));
+                // Larger than the producer takes: as a broker's refusal.
+                Failure::Poison { error, .. } => {
+                    ack.refused(error);
                     return;
                 }
-                Err((e, _)) => {
-                    // Not retriable otherwise (unknown topic...): the run
-                    // stops without storing this offset.
-                    self.health.fail(format!("producing to {topic}: {e}"));
+                // Not retriable otherwise (unknown topic...): the run stops
+                // without storing this offset.
+                Failure::Fatal(error) => {
+                    self.health.fail(error);
                     ack.lost();
                     return;
                 }

@@ -7,7 +7,7 @@ use super::super::meta::{self, header, MessageMeta};
 use super::rescan::{
     known, last_scan, remembered, Decode, DecodedReport, Digests, LastScan, Prepared, ScanId,
 };
-use super::{lock, Ack, Env, HeldChunk, Incoming, Job, PartitionProcessor, Pending};
+use super::{lock, Ack, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending};
 use crate::engine::Output;
 use crate::model::ScanMeta;
 use crate::normalize::{DecodeError, Format};
@@ -315,7 +315,7 @@ impl PartitionProcessor {
         msg: &Incoming,
         meta: &MessageMeta,
         digests: &Digests,
-    ) -> Result<Option<Vec<changelog::Record>>, String> {
+    ) -> Result<Option<Vec<changelog::Record>>, Failure> {
         let Some(target) = meta.target.as_ref() else {
             return Ok(None);
         };

@@ -36,6 +36,25 @@ impl Shared {
     }
 }
 
+/// What a failure costs: the message, a wait, or the service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The message can never be applied (bad metadata, a report that does
+    /// not decode, a record the broker refuses for good): it goes to the
+    /// dead-letter topic with `reason`, and the partition goes on.
+    #[error("{error}")]
+    Poison { reason: &'static str, error: String },
+    /// It may succeed later (the producer's queue full): wait and try
+    /// again, within the shutdown timeout once a stop is asked.
+    #[error("{0}")]
+    Retryable(String),
+    /// The service cannot go on (a state that cannot be restored or kept,
+    /// a record lost): it stops without storing further offsets, and the
+    /// restart restores what was committed and gets the messages again.
+    #[error("{0}")]
+    Fatal(String),
+}
+
 /// What the Kafka edge does for a processor, asked in order.
 #[derive(Debug)]
 pub enum Effect<'a> {
@@ -61,9 +80,10 @@ pub enum Effect<'a> {
     Pause { topic: &'a str, partition: i32 },
     /// Fetch the partition again.
     Resume { topic: &'a str, partition: i32 },
-    /// The service cannot go on (a state that cannot be restored or kept):
-    /// it stops without storing further offsets.
-    Fail(String),
+    /// The service cannot go on ([`Failure::Fatal`], or a failure the
+    /// processor cannot handle itself): it stops without storing further
+    /// offsets.
+    Fail(Failure),
 }
 
 /// The Kafka edge, as a processor sees it: it carries out effects.
@@ -85,7 +105,7 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
-    pub(super) fn fail(&self, e: String) {
+    pub(super) fn fail(&self, e: Failure) {
         self.edge.effect(Effect::Fail(e));
     }
 

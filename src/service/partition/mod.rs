@@ -42,7 +42,7 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-pub use effect::{Ack, Edge, Effect, Env, Shared};
+pub use effect::{Ack, Edge, Effect, Env, Failure, Shared};
 pub use message::{Bytes, InPlace, Incoming, Payload};
 
 use super::changelog::{self, Restorer};
@@ -424,9 +424,9 @@ impl PartitionProcessor {
     /// Decodes the restored records of `target`, if any are left. A
     /// target whose records did not decode stays an error: its state is
     /// incomplete, and nothing may be applied to it.
-    fn materialize(&mut self, env: &Env<'_>, target: &str) -> Result<(), String> {
+    fn materialize(&mut self, env: &Env<'_>, target: &str) -> Result<(), Failure> {
         if let Some(e) = self.broken.get(target) {
-            return Err(e.clone());
+            return Err(Failure::Fatal(e.clone()));
         }
         let topic = &self.changelog_topic;
         let Some(parsed) = self.raw.take(target, |recs| {
@@ -450,7 +450,7 @@ impl PartitionProcessor {
                 Err(e) => {
                     self.state = Some(r.finish());
                     self.broken.insert(target.to_string(), e.clone());
-                    return Err(e);
+                    return Err(Failure::Fatal(e));
                 }
             }
         }
@@ -485,7 +485,7 @@ impl PartitionProcessor {
     }
 
     /// Decodes every restored record of a partition.
-    fn materialize_all(&mut self, env: &Env<'_>) -> Result<(), String> {
+    fn materialize_all(&mut self, env: &Env<'_>) -> Result<(), Failure> {
         while let Some(t) = self.raw.any_target() {
             self.materialize(env, &t)?;
         }

@@ -3,7 +3,7 @@
 //! events dead-lettered; backpressure by the work in flight; chunked scans
 //! that did not complete in time dead-lettered.
 
-use super::{Ack, Effect, Env, PartitionProcessor};
+use super::{Ack, Effect, Env, Failure, PartitionProcessor};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -66,7 +66,9 @@ impl PartitionProcessor {
             if let Some(why) = p.changelog_ack.refusal() {
                 // The state cannot be kept: running on would lose it at the
                 // next restart.
-                env.fail(format!("changelog record refused for good: {why}"));
+                env.fail(Failure::Fatal(format!(
+                    "changelog record refused for good: {why}"
+                )));
                 return;
             }
             if !p.complete() {

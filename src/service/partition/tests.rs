@@ -77,7 +77,7 @@ impl Edge for Recorder {
             Effect::StoreOffset { done, .. } => Rec::Store(done),
             Effect::Pause { .. } => Rec::Pause,
             Effect::Resume { .. } => Rec::Resume,
-            Effect::Fail(e) => Rec::Fail(e),
+            Effect::Fail(e) => Rec::Fail(e.to_string()),
         };
         let took =
             !matches!(rec, Rec::Pause | Rec::Resume) || !self.refuse_pause.load(Ordering::Relaxed);
