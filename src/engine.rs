@@ -508,6 +508,7 @@ fn finding_event(
             .due_at
             .filter(|_| rec.status == crate::model::Status::Open),
         accepted_until: rec.accepted_until,
+        disposition: rec.disposition().cloned(),
         ticket_key: rec.ticket_key.clone(),
         attribution: rec.attribution.clone(),
         scan_id: scan_id.map(str::to_string),

@@ -46,24 +46,6 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
         "the same CVE in two jars of one package at two paths is one dependency \
          fingerprint: install locations are not in it (35 -> 34)",
     ),
-    // Suppressed in source: skipped (Report::skipped), where DefectDojo
-    // counts them as false positives.
-    (
-        "sarif/SuppressionTestCurrent.sarif",
-        "SARIF `suppressions`: 3 of 4 results are suppressed and skipped",
-    ),
-    (
-        "sarif/appendix_k.sarif",
-        "SARIF `suppressions`: its one result is suppressed and skipped",
-    ),
-    (
-        "sarif/appendix_k4.sarif",
-        "SARIF `suppressions`: its one result is suppressed and skipped",
-    ),
-    (
-        "sarif/suppression_test.sarif",
-        "SARIF `suppressions`: 3 of 5 results are suppressed and skipped",
-    ),
     // A record that cannot be a finding.
     (
         "trivy/legacy_trivy_mix.json",
