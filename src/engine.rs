@@ -344,7 +344,16 @@ impl Engine {
         let target = &scan.target;
         let spec = target.to_string();
         let mut findings = findings;
-        let mut fps = fingerprint::assign_in_place(&mut findings, target);
+        let mut fps = {
+            // What the target's state knows, so that a package keeps its
+            // fingerprint as its installs come and go.
+            let ts = state.targets.get(&spec);
+            let known = |fp: &str| {
+                ts.and_then(|ts| ts.findings.get(fp))
+                    .map(|rec| fingerprint::install_location(&rec.finding))
+            };
+            fingerprint::assign_in_place_known(&mut findings, target, &known)
+        };
         let mut changes = match touched {
             Some((changes, observed)) => {
                 observed.clone_from(&fps);
