@@ -416,6 +416,24 @@ impl Engine {
         Ok(out)
     }
 
+    /// Applies a VEX document to every target's findings (see
+    /// [`lifecycle::apply_vex`]); returns the events and how many findings
+    /// its statements were about.
+    pub fn vex(
+        &self,
+        state: &mut State,
+        doc: &crate::normalize::vex::VexDocument,
+        now: DateTime<Utc>,
+    ) -> (Output, usize) {
+        let mut matched = 0;
+        let out = self.each_target(state, now, |ts, target| {
+            let (transitions, n) = lifecycle::apply_vex(ts, target, doc, now, &self.sla);
+            matched += n;
+            transitions
+        });
+        (out, matched)
+    }
+
     /// Advances the clock over every target: SLA breaches and expired
     /// acceptances.
     pub fn tick(&self, state: &mut State, now: DateTime<Utc>) -> Output {

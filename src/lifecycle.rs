@@ -21,7 +21,7 @@
 //!   open one gets so); when a later report of its primary scanner says so
 //!   no more, it is `reopened`. Such findings are not open, and resolve by
 //!   absence like open ones;
-//! - a VEX statement (a decision) makes a finding `not_affected`
+//! - a VEX statement (see [`apply_vex`]) makes a finding `not_affected`
 //!   whatever later scans say, until a statement says it is affected
 //!   (`reopened`). Human decisions (accepted, false positive) are not
 //!   overridden by what a report says.
@@ -798,6 +798,73 @@ pub fn apply_decision(
         (DecisionKind::Revoke, s) => return Err(not_applicable("revoke a decision on", s)),
     }
     Ok(out)
+}
+
+/// Applies the statements of a VEX document to the findings of one target
+/// (see [`crate::normalize::vex`]): for each finding, the last statement
+/// about it decides. Returns the transitions and how many findings a
+/// statement was about.
+pub fn apply_vex(
+    ts: &mut TargetState,
+    target: &Target,
+    doc: &crate::normalize::vex::VexDocument,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+) -> (Vec<Transition>, usize) {
+    use crate::normalize::vex::VexDecision;
+    let mut out = Vec::new();
+    let mut matched = 0;
+    for (fp, rec) in ts.findings.iter_mut() {
+        let Some(st) = doc
+            .statements
+            .iter()
+            .rev()
+            .find(|st| st.matches(target, &rec.finding))
+        else {
+            continue;
+        };
+        matched += 1;
+        match &st.decision {
+            VexDecision::NotAffected(status) => {
+                let d = Disposition {
+                    state: DispositionState::NotAffected,
+                    kind: Some(doc.kind.to_string()),
+                    status: Some(status.clone()),
+                    justification: st.justification.clone(),
+                };
+                let same = rec.vex.as_ref() == Some(&d);
+                rec.vex = Some(d);
+                match rec.status {
+                    // Gone: recorded, so it comes back not affected.
+                    Status::Resolved | Status::FalsePositive => {}
+                    Status::NotAffected if same => {}
+                    _ => {
+                        rec.status = Status::NotAffected;
+                        rec.accepted_until = None;
+                        push(rec, fp, FindingEventKind::NotAffected, None, &mut out);
+                    }
+                }
+            }
+            VexDecision::Affected => {
+                if rec.vex.take().is_some() && rec.status == Status::NotAffected {
+                    rec.status = Status::Open;
+                    rec.due_at = due(policy, rec);
+                    push(rec, fp, FindingEventKind::Reopened, None, &mut out);
+                    breach_if_due(rec, fp, now, &mut out);
+                }
+            }
+            VexDecision::FalsePositive => {
+                if rec.status != Status::FalsePositive && rec.status != Status::Resolved {
+                    rec.vex = None;
+                    rec.status = Status::FalsePositive;
+                    rec.accepted_until = None;
+                    push(rec, fp, FindingEventKind::FalsePositive, None, &mut out);
+                }
+            }
+            VexDecision::Investigating => {}
+        }
+    }
+    (out, matched)
 }
 
 fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mut Vec<Transition>) {

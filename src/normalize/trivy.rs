@@ -12,7 +12,11 @@
 //! - `null`, an empty legacy report.
 //!
 //! Vulnerabilities become dependency findings (container when the artifact
-//! is an image or a cluster workload, SCA otherwise), misconfigurations IaC
+//! is an image or a cluster workload, SCA otherwise); one whose vendor
+//! `Status` is `not_affected` is marked not affected (a [`Disposition`] of
+//! kind `vendor`), so it is recorded `not_affected`, not opened; the other
+//! statuses (`affected`, `fixed`, `under_investigation`, `will_not_fix`,
+//! `fix_deferred`, `end_of_life`, `unknown`) leave it open. Misconfigurations IaC
 //! findings (checks with status `PASS` or `EXCEPTION` are skipped) and
 //! secrets secret findings. Licenses are not findings. Trivy masks secrets
 //! in `Match`; the line is still only kept as a salted hash.
@@ -25,7 +29,10 @@
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type, set_line_content};
 use super::util::{cwe_ids as cwes, non_empty, non_empty_str, shorten};
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
-use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
+use crate::model::{
+    Category, Disposition, DispositionState, Finding, Location, Package, Severity, Target,
+    TargetKind,
+};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -119,6 +126,8 @@ struct Vulnerability<'a> {
     installed_version: Option<Str<'a>>,
     #[serde(borrow, default, rename = "FixedVersion")]
     fixed_version: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Status")]
+    status: Option<Str<'a>>,
     #[serde(borrow, default, rename = "Severity")]
     severity: Option<Str<'a>>,
     #[serde(borrow, default, rename = "SeveritySource")]
@@ -501,6 +510,18 @@ fn vulnerability(
         f.location = Some(Location {
             path,
             ..Location::default()
+        });
+    }
+    // The vendor's status: `not_affected` means the package as installed
+    // is not affected; every other status (`affected`, `fixed`,
+    // `under_investigation`, `will_not_fix`, `fix_deferred`,
+    // `end_of_life`, `unknown`) leaves the finding open.
+    if non_empty(&v.status).is_some_and(|s| s.eq_ignore_ascii_case("not_affected")) {
+        f.disposition = Some(Disposition {
+            state: DispositionState::NotAffected,
+            kind: Some("vendor".into()),
+            status: Some("not_affected".into()),
+            justification: None,
         });
     }
     Some(f)
