@@ -344,7 +344,16 @@ impl Engine {
         let target = &scan.target;
         let spec = target.to_string();
         let mut findings = findings;
-        let mut fps = fingerprint::assign_in_place(&mut findings, target);
+        let mut fps = {
+            // What the target's state knows, so that a package keeps its
+            // fingerprint as its installs come and go.
+            let ts = state.targets.get(&spec);
+            let known = |fp: &str| {
+                ts.and_then(|ts| ts.findings.get(fp))
+                    .map(|rec| fingerprint::install_location(&rec.finding))
+            };
+            fingerprint::assign_in_place_known(&mut findings, target, &known)
+        };
         let mut changes = match touched {
             Some((changes, observed)) => {
                 observed.clone_from(&fps);
@@ -405,6 +414,24 @@ impl Engine {
         let mut out = Output::default();
         let _ = self.finish(state, &d.target, transitions, now, None, &mut out);
         Ok(out)
+    }
+
+    /// Applies a VEX document to every target's findings (see
+    /// [`lifecycle::apply_vex`]); returns the events and how many findings
+    /// its statements were about.
+    pub fn vex(
+        &self,
+        state: &mut State,
+        doc: &crate::normalize::vex::VexDocument,
+        now: DateTime<Utc>,
+    ) -> (Output, usize) {
+        let mut matched = 0;
+        let out = self.each_target(state, now, |ts, target| {
+            let (transitions, n) = lifecycle::apply_vex(ts, target, doc, now, &self.sla);
+            matched += n;
+            transitions
+        });
+        (out, matched)
     }
 
     /// Advances the clock over every target: SLA breaches and expired
@@ -508,6 +535,7 @@ fn finding_event(
             .due_at
             .filter(|_| rec.status == crate::model::Status::Open),
         accepted_until: rec.accepted_until,
+        disposition: rec.disposition().cloned(),
         ticket_key: rec.ticket_key.clone(),
         attribution: rec.attribution.clone(),
         scan_id: scan_id.map(str::to_string),

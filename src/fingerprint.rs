@@ -9,6 +9,27 @@
 //! - Dependency findings (SCA, container): canonical vulnerability id,
 //!   package ecosystem, package name and target, and *not* the scanner, so
 //!   Trivy and Grype reporting one CVE in one package are one finding.
+//! - Distinct installs stay distinct: where one report lists the same
+//!   vulnerability in the same package (ecosystem and name) at more than
+//!   one install location (two jars of `avro` at two paths, two copies of
+//!   `urllib3` in two `site-packages`, one package in two lockfiles), each
+//!   install's fingerprint also holds its location ([`install_location`]:
+//!   the path without a leading `/`, so Trivy's `PkgPath` and Grype's
+//!   location agree, and with the installed version cut out where it
+//!   stands as a word of the path, so `avro-1.9.2.jar` upgraded in place to
+//!   `avro-1.9.3.jar` keeps its fingerprint). A package reported at one
+//!   location keeps the fingerprint without location, so a report of
+//!   single installs, and the fingerprints already in a state, are as
+//!   before, and one scanner that names a location and another that names
+//!   none still agree.
+//!
+//!   With a state at hand ([`assign_in_place_known`], what the engine
+//!   uses), the fingerprint a package already has is kept when installs
+//!   come and go: a single install whose plain fingerprint is unknown but
+//!   whose located one is known keeps the located one (the other copy was
+//!   removed), and when a second install appears, the copy at the location
+//!   of a known plain fingerprint keeps it. Without a state (a report on
+//!   its own), the rule above is all.
 //!
 //! The version prefix (`v1:`) lets a later algorithm coexist with this one.
 
@@ -113,6 +134,141 @@ pub fn dependency_fingerprint(f: &Finding, target: &Target) -> Option<String> {
     ))
 }
 
+/// The install location of a dependency finding as it enters a
+/// fingerprint: its path with no leading `/`, and with the installed
+/// version cut out wherever it stands as a word of the path (not inside a
+/// longer run of letters and digits), so an upgrade in place keeps it:
+/// `/opt/kafka/libs/avro-1.9.2.jar` at 1.9.2 gives
+/// `opt/kafka/libs/avro-.jar`, as the same jar at 1.9.3 does.
+pub fn install_location(f: &Finding) -> String {
+    let path = f.path().unwrap_or("").trim_start_matches('/');
+    let version = f
+        .package
+        .as_ref()
+        .and_then(|p| p.version.as_deref())
+        .filter(|v| !v.is_empty());
+    let Some(version) = version else {
+        return path.to_string();
+    };
+    // A version stands as a word when neither side continues it: no
+    // letter or digit next to it, and no `.` that joins another number
+    // (`1.2` in `1.2.5` or `1.1.2` is not a word).
+    let b = path.as_bytes();
+    let joins = |dot: Option<&u8>, digit: Option<&u8>| {
+        dot == Some(&b'.') && digit.is_some_and(u8::is_ascii_digit)
+    };
+    let mut out = String::with_capacity(path.len());
+    let mut from = 0;
+    let mut search = 0;
+    while let Some(found) = path[search..].find(version) {
+        let at = search + found;
+        let end = at + version.len();
+        let before = at.checked_sub(1).map(|i| &b[i]);
+        let after = b.get(end);
+        let word = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || *c >= 0x80);
+        let open_before = !word(before) && !joins(before, at.checked_sub(2).map(|i| &b[i]));
+        let open_after = !word(after) && !joins(after, b.get(end + 1));
+        if open_before && open_after {
+            out.push_str(&path[from..at]);
+            from = end;
+        }
+        search = end;
+    }
+    out.push_str(&path[from..]);
+    out
+}
+
+/// The fingerprint of a dependency finding at one install location, for a
+/// package a report lists at more than one (see the module's rules).
+fn dependency_fingerprint_at(f: &Finding, target: &Target, location: &str) -> Option<String> {
+    if !f.category.is_dependency() {
+        return None;
+    }
+    let pkg = f.package.as_ref()?;
+    let t = target.to_string();
+    Some(format!(
+        "{VERSION}:{}",
+        digest(
+            &[
+                b"v1-dep-at",
+                f.rule_id.as_bytes(),
+                pkg.ecosystem.as_bytes(),
+                pkg.name.as_bytes(),
+                t.as_bytes(),
+                location.as_bytes(),
+            ],
+            16
+        )
+    ))
+}
+
+/// What a state knows of a fingerprint, for [`assign_in_place_known`]:
+/// `None` when it has no record of it, else the install location
+/// ([`install_location`]) of the finding it recorded.
+pub type Known<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Chooses the fingerprint of each dependency finding: plain, or with its
+/// install location where the report lists its package at several, with
+/// what the state knows keeping fingerprints as installs come and go.
+fn dependency_fingerprints(
+    findings: &[Finding],
+    target: &Target,
+    known: Option<Known<'_>>,
+) -> Vec<Option<String>> {
+    let mut fps: Vec<Option<String>> = findings
+        .iter()
+        .map(|f| dependency_fingerprint(f, target))
+        .collect();
+    // Members of each (vulnerability, ecosystem, name), with locations.
+    type Package<'f> = (&'f str, &'f str, &'f str);
+    let mut groups: HashMap<Package<'_>, Vec<(usize, String)>> = HashMap::new();
+    for (i, f) in findings.iter().enumerate() {
+        if let (Some(_), Some(p)) = (&fps[i], &f.package) {
+            groups
+                .entry((f.rule_id.as_str(), p.ecosystem.as_str(), p.name.as_str()))
+                .or_default()
+                .push((i, install_location(f)));
+        }
+    }
+    let is_known = |fp: &str| known.is_some_and(|k| k(fp).is_some());
+    for members in groups.into_values() {
+        let first = &members[0].1;
+        let several = members.iter().any(|(_, l)| l != first);
+        if !several {
+            // One install: plain, unless only its located fingerprint is
+            // known (the other installs went away).
+            let (i, loc) = &members[0];
+            let plain_known = fps[*i].as_deref().is_some_and(is_known);
+            if !plain_known {
+                let at = dependency_fingerprint_at(&findings[*i], target, loc);
+                if at.as_deref().is_some_and(is_known) {
+                    for (j, _) in &members {
+                        fps[*j].clone_from(&at);
+                    }
+                }
+            }
+            continue;
+        }
+        let plain = fps[members[0].0].clone();
+        let located: Vec<Option<String>> = members
+            .iter()
+            .map(|(i, loc)| dependency_fingerprint_at(&findings[*i], target, loc))
+            .collect();
+        // The install the plain fingerprint was recorded at keeps it, when
+        // no install has a located fingerprint known yet.
+        let keeps_plain = match (known, &plain) {
+            (Some(k), Some(p)) if !located.iter().flatten().any(|fp| is_known(fp)) => k(p),
+            _ => None,
+        };
+        for ((i, loc), at) in members.iter().zip(located) {
+            if keeps_plain.as_deref() != Some(loc.as_str()) {
+                fps[*i] = at;
+            }
+        }
+    }
+    fps
+}
+
 /// Fingerprints every finding of one scan of `target` and merges findings
 /// that share a fingerprint (one CVE in one package seen at two paths, the
 /// same CVE from two tools in one report). Returns them in report order.
@@ -125,15 +281,33 @@ pub fn assign(mut findings: Vec<Finding>, target: &Target) -> Vec<(String, Findi
 /// fingerprints in the same order, without building a second vector of
 /// findings (a large report's findings are its largest allocation).
 pub fn assign_in_place(findings: &mut Vec<Finding>, target: &Target) -> Vec<String> {
+    assign_with(findings, target, None)
+}
+
+/// Like [`assign_in_place`], keeping the fingerprints a state already has
+/// for packages whose installs come and go (see the module's rules):
+/// `known` says what the target's state knows of a fingerprint.
+pub fn assign_in_place_known(
+    findings: &mut Vec<Finding>,
+    target: &Target,
+    known: Known<'_>,
+) -> Vec<String> {
+    assign_with(findings, target, Some(known))
+}
+
+fn assign_with(
+    findings: &mut Vec<Finding>,
+    target: &Target,
+    known: Option<Known<'_>>,
+) -> Vec<String> {
     let t = target.to_string();
     // Group code findings by identity, then number each group in line order.
-    let mut fps: Vec<Option<String>> = Vec::with_capacity(findings.len());
+    let mut fps: Vec<Option<String>> = dependency_fingerprints(findings, target, known);
     {
         type Key<'f> = (&'f str, &'f str, &'f str, (&'static str, Cow<'f, str>));
         let mut groups: HashMap<Key<'_>, Vec<usize>> = HashMap::new();
         for (i, f) in findings.iter().enumerate() {
-            let fp = dependency_fingerprint(f, target);
-            if fp.is_none() {
+            if fps[i].is_none() {
                 let key = (
                     f.scanner.as_str(),
                     f.rule_id.as_str(),
@@ -142,7 +316,6 @@ pub fn assign_in_place(findings: &mut Vec<Finding>, target: &Target) -> Vec<Stri
                 );
                 groups.entry(key).or_default().push(i);
             }
-            fps.push(fp);
         }
         for ((scanner, rule, path, (basis_kind, basis)), mut members) in groups {
             let pos = |i: usize| {
@@ -348,6 +521,130 @@ mod tests {
         let merged = assign(vec![dep("trivy", "deb"), dep("grype", "deb")], &t);
         assert_eq!(merged.len(), 1);
         assert_ne!(a[0].0, assign(vec![dep("trivy", "apk")], &t)[0].0);
+    }
+
+    #[test]
+    fn install_location_cuts_the_version_where_it_is_a_word() {
+        let jar = |path: &str, version: &str| {
+            let mut f = dep("grype", "maven");
+            f.package.as_mut().unwrap().version = Some(version.into());
+            f.location = Some(Location {
+                path: path.into(),
+                ..Location::default()
+            });
+            install_location(&f)
+        };
+        // The two avro jars of Grype's report issue_9618 (corpus).
+        assert_eq!(
+            jar("/opt/kafka/libs/avro/avro-1.9.2.jar", "1.9.2"),
+            "opt/kafka/libs/avro/avro-.jar"
+        );
+        assert_eq!(
+            jar("/opt/kafka/plugins/apicurio/avro-1.11.1.jar", "1.11.1"),
+            "opt/kafka/plugins/apicurio/avro-.jar"
+        );
+        // Upgraded in place: the same location.
+        assert_eq!(
+            jar("/opt/kafka/libs/avro/avro-1.9.3.jar", "1.9.3"),
+            jar("/opt/kafka/libs/avro/avro-1.9.2.jar", "1.9.2")
+        );
+        // Inside a longer word, or a longer version, it stays.
+        assert_eq!(jar("/lib/x1.2/y-1.2.5.jar", "1.2"), "lib/x1.2/y-1.2.5.jar");
+        assert_eq!(jar("/v/1.2/a-1.2.jar", "1.2"), "v//a-.jar");
+        assert_eq!(jar("", "1.0"), "");
+    }
+
+    fn fixture(rel: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Trivy's report of web-api 1.4 (urllib3 installed twice) with both
+    /// copies of urllib3 upgraded in place, as the next release's scan
+    /// would list them: every fingerprint stays.
+    #[test]
+    fn upgrading_a_package_in_place_keeps_its_fingerprint() {
+        use crate::normalize::{DecodeContext, Format};
+        let before = fixture("trivy/trivy-image-web-api-1.4.json");
+        let text = String::from_utf8(before.clone()).unwrap();
+        let after = text
+            .replace("urllib3-2.0.7.dist-info", "urllib3-2.2.2.dist-info")
+            .replace(
+                "\"InstalledVersion\": \"2.0.7\"",
+                "\"InstalledVersion\": \"2.2.2\"",
+            )
+            .replace("pkg:pypi/urllib3@2.0.7", "pkg:pypi/urllib3@2.2.2");
+        assert_ne!(after, text, "the fixture lists urllib3 2.0.7");
+        let fps = |bytes: &[u8]| -> Vec<(String, Option<String>)> {
+            let r = Format::Trivy
+                .decode(bytes, &DecodeContext::default())
+                .unwrap();
+            let t = r.target.clone().unwrap();
+            assign(r.findings, &t)
+                .into_iter()
+                .map(|(fp, f)| (fp, f.package.and_then(|p| p.version)))
+                .collect()
+        };
+        let (a, b) = (fps(&before), fps(after.as_bytes()));
+        assert_eq!(a.len(), 12, "two installs of urllib3, two fingerprints");
+        let names =
+            |v: &[(String, Option<String>)]| v.iter().map(|p| p.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+        assert_eq!(
+            b.iter().filter(|p| p.1.as_deref() == Some("2.2.2")).count(),
+            2,
+            "both copies upgraded"
+        );
+    }
+
+    /// The fingerprint a state knows is kept as installs come and go:
+    /// Grype's report of web-api 1.4 lists urllib3 in /opt/venv and in
+    /// /usr/local. Scanned first without the /opt/venv copy, urllib3 has
+    /// the plain fingerprint; when the second copy appears, the /usr/local
+    /// copy keeps it and only the new one is new.
+    #[test]
+    fn a_second_install_leaves_the_first_its_fingerprint() {
+        use crate::normalize::{DecodeContext, Format};
+        let bytes = fixture("grype/grype-image-web-api-1.4.json");
+        let full = Format::Grype
+            .decode(&bytes, &DecodeContext::default())
+            .unwrap();
+        let t = full.target.clone().unwrap();
+        let venv = |f: &Finding| {
+            f.path().is_some_and(|p| p.starts_with("/opt/venv/")) && f.rule_id == "CVE-2024-37891"
+        };
+        let single: Vec<Finding> = full.findings.iter().filter(|f| !venv(f)).cloned().collect();
+        let first = assign(single, &t);
+        let (plain, recorded) = first
+            .iter()
+            .find(|(_, f)| f.rule_id == "CVE-2024-37891")
+            .map(|(fp, f)| (fp.clone(), f.clone()))
+            .unwrap();
+        assert_eq!(Some(&plain), dependency_fingerprint(&recorded, &t).as_ref());
+        let known_fps: HashMap<String, String> = first
+            .iter()
+            .map(|(fp, f)| (fp.clone(), install_location(f)))
+            .collect();
+        let known = |fp: &str| known_fps.get(fp).cloned();
+        let mut second = full.findings.clone();
+        let fps = assign_in_place_known(&mut second, &t, &known);
+        let urllib3: Vec<(&String, &Finding)> = fps
+            .iter()
+            .zip(&second)
+            .filter(|(_, f)| f.rule_id == "CVE-2024-37891")
+            .collect();
+        assert_eq!(urllib3.len(), 2);
+        for (fp, f) in &urllib3 {
+            if venv(f) {
+                assert!(!known_fps.contains_key(*fp), "the new copy is new");
+            } else {
+                assert_eq!(**fp, plain, "the first copy keeps its fingerprint");
+            }
+        }
+        // Without the state, both are located and neither is plain.
+        let mut alone = full.findings;
+        let fps = assign_in_place(&mut alone, &t);
+        assert!(!fps.contains(&plain));
     }
 
     proptest! {

@@ -14,10 +14,23 @@
 //!   reported by two tools resolves when both have stopped reporting it;
 //! - a rescan that reports the same findings makes no transition;
 //! - `sla_breached` fires once per SLA clock; risk acceptance always has an
-//!   expiry, after which the finding is open again (`acceptance_expired`).
+//!   expiry, after which the finding is open again (`acceptance_expired`);
+//! - a finding its report says is suppressed (SARIF `suppressions`) or not
+//!   affected (a vendor's status) is recorded `suppressed` or
+//!   `not_affected`, with that event, instead of being opened (or when an
+//!   open one gets so); when a later report of its primary scanner says so
+//!   no more, it is `reopened`. Such findings are not open, and resolve by
+//!   absence like open ones;
+//! - a VEX statement (see [`apply_vex`]) makes a finding `not_affected`
+//!   whatever later scans say, until a statement says it is affected
+//!   (`reopened`). Human decisions (accepted, false positive) are not
+//!   overridden by what a report says.
 
 use crate::config::SlaPolicy;
-use crate::model::{Attribution, Finding, FindingEventKind, ScanMeta, Severity, Status, Target};
+use crate::model::{
+    Attribution, Disposition, DispositionState, Finding, FindingEventKind, ScanMeta, Severity,
+    Status, Target,
+};
 use crate::ticket::TicketRecord;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -61,12 +74,33 @@ pub struct FindingRecord {
     pub accepted_until: Option<DateTime<Utc>>,
     /// Number of transitions so far: part of each event's id.
     pub seq: u64,
+    /// A VEX statement that the finding does not affect its target, which
+    /// holds whatever later scans report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vex: Option<Disposition>,
 }
 
 impl FindingRecord {
     /// The severity: highest among current sources, else the last known.
     pub fn severity(&self) -> Severity {
         self.sources.max().unwrap_or(self.finding.severity)
+    }
+
+    /// Why it is suppressed or not affected, while it is.
+    pub fn disposition(&self) -> Option<&Disposition> {
+        match self.status {
+            Status::NotAffected => self.vex.as_ref().or(self.finding.disposition.as_ref()),
+            Status::Suppressed => self.finding.disposition.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The event a disposition's state is told by.
+fn disposition_event(state: DispositionState) -> FindingEventKind {
+    match state {
+        DispositionState::Suppressed => FindingEventKind::Suppressed,
+        DispositionState::NotAffected => FindingEventKind::NotAffected,
     }
 }
 
@@ -343,8 +377,9 @@ pub fn apply_scan(
             None => {
                 let sev = finding.severity;
                 let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
+                let state = finding.disposition.as_ref().map(|d| d.state);
                 let mut rec = Box::new(FindingRecord {
-                    status: Status::Open,
+                    status: state.map_or(Status::Open, Status::of),
                     sources: Sources::one(finding.scanner.clone(), sev),
                     evidence: evidence_hash(&finding),
                     team: attribution.team.clone(),
@@ -358,9 +393,11 @@ pub fn apply_scan(
                     resolved_at: None,
                     accepted_until: None,
                     seq: 0,
+                    vex: None,
                     finding: stored(finding),
                 });
-                push(&mut rec, &fp, FindingEventKind::Opened, None, &mut out);
+                let kind = state.map_or(FindingEventKind::Opened, disposition_event);
+                push(&mut rec, &fp, kind, None, &mut out);
                 seen.insert(fp.clone());
                 ts.findings.insert(fp, rec);
             }
@@ -470,8 +507,10 @@ fn observe_known(
         silent = true;
         std::mem::replace(&mut rec.ticket_key, ticket_key)
     };
+    // What the primary scanner's report says of it now (its latest
+    // report when another scanner reported this time).
+    let said = rec.finding.disposition.as_ref().map(|d| d.state);
     if rec.status == Status::Resolved {
-        rec.status = Status::Open;
         rec.resolved_at = None;
         rec.team.clone_from(&rec.attribution.team);
         if policy.restart_on_reopen {
@@ -479,8 +518,47 @@ fn observe_known(
             rec.sla_breached = false;
         }
         rec.due_at = due(policy, rec);
-        push(rec, fp, FindingEventKind::Reopened, None, out);
+        // Back as it is now: not affected by a standing VEX statement,
+        // suppressed or not affected as its report says, or open.
+        let kind = if rec.vex.is_some() {
+            rec.status = Status::NotAffected;
+            FindingEventKind::NotAffected
+        } else if let Some(state) = said {
+            rec.status = Status::of(state);
+            disposition_event(state)
+        } else {
+            rec.status = Status::Open;
+            FindingEventKind::Reopened
+        };
+        push(rec, fp, kind, None, out);
         return silent;
+    }
+    // A report's suppression or vendor status is followed, unless a human
+    // (risk accepted, false positive) or a VEX statement decided.
+    let follows_report = match rec.status {
+        Status::Open | Status::Suppressed => true,
+        Status::NotAffected => rec.vex.is_none(),
+        Status::Accepted | Status::FalsePositive | Status::Resolved => false,
+    };
+    if follows_report {
+        let now_status = said.map_or(Status::Open, Status::of);
+        if now_status != rec.status {
+            rec.status = now_status;
+            let kind = match said {
+                Some(state) => disposition_event(state),
+                None => {
+                    // No longer suppressed, or affected after all: open
+                    // again, on a new SLA clock if the policy says so.
+                    if policy.restart_on_reopen {
+                        rec.opened_at = now;
+                        rec.sla_breached = false;
+                    }
+                    rec.due_at = due(policy, rec);
+                    FindingEventKind::Reopened
+                }
+            };
+            push(rec, fp, kind, None, out);
+        }
     }
     if rec.attribution.team != rec.team {
         let previous_team = std::mem::replace(&mut rec.team, rec.attribution.team.clone());
@@ -510,7 +588,11 @@ fn resolve_absent(
 ) {
     let mut changed = Vec::new();
     for (fp, rec) in ts.findings.iter_mut() {
-        if !matches!(rec.status, Status::Open | Status::Accepted) || seen.contains(fp) {
+        if !matches!(
+            rec.status,
+            Status::Open | Status::Accepted | Status::Suppressed | Status::NotAffected
+        ) || seen.contains(fp)
+        {
             continue;
         }
         let category = rec.finding.category;
@@ -716,6 +798,73 @@ pub fn apply_decision(
         (DecisionKind::Revoke, s) => return Err(not_applicable("revoke a decision on", s)),
     }
     Ok(out)
+}
+
+/// Applies the statements of a VEX document to the findings of one target
+/// (see [`crate::normalize::vex`]): for each finding, the last statement
+/// about it decides. Returns the transitions and how many findings a
+/// statement was about.
+pub fn apply_vex(
+    ts: &mut TargetState,
+    target: &Target,
+    doc: &crate::normalize::vex::VexDocument,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+) -> (Vec<Transition>, usize) {
+    use crate::normalize::vex::VexDecision;
+    let mut out = Vec::new();
+    let mut matched = 0;
+    for (fp, rec) in ts.findings.iter_mut() {
+        let Some(st) = doc
+            .statements
+            .iter()
+            .rev()
+            .find(|st| st.matches(target, &rec.finding))
+        else {
+            continue;
+        };
+        matched += 1;
+        match &st.decision {
+            VexDecision::NotAffected(status) => {
+                let d = Disposition {
+                    state: DispositionState::NotAffected,
+                    kind: Some(doc.kind.to_string()),
+                    status: Some(status.clone()),
+                    justification: st.justification.clone(),
+                };
+                let same = rec.vex.as_ref() == Some(&d);
+                rec.vex = Some(d);
+                match rec.status {
+                    // Gone: recorded, so it comes back not affected.
+                    Status::Resolved | Status::FalsePositive => {}
+                    Status::NotAffected if same => {}
+                    _ => {
+                        rec.status = Status::NotAffected;
+                        rec.accepted_until = None;
+                        push(rec, fp, FindingEventKind::NotAffected, None, &mut out);
+                    }
+                }
+            }
+            VexDecision::Affected => {
+                if rec.vex.take().is_some() && rec.status == Status::NotAffected {
+                    rec.status = Status::Open;
+                    rec.due_at = due(policy, rec);
+                    push(rec, fp, FindingEventKind::Reopened, None, &mut out);
+                    breach_if_due(rec, fp, now, &mut out);
+                }
+            }
+            VexDecision::FalsePositive => {
+                if rec.status != Status::FalsePositive && rec.status != Status::Resolved {
+                    rec.vex = None;
+                    rec.status = Status::FalsePositive;
+                    rec.accepted_until = None;
+                    push(rec, fp, FindingEventKind::FalsePositive, None, &mut out);
+                }
+            }
+            VexDecision::Investigating => {}
+        }
+    }
+    (out, matched)
 }
 
 fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mut Vec<Transition>) {

@@ -59,6 +59,8 @@ pub struct Metrics {
     breached: IntGaugeVec,
     accepted: IntGaugeVec,
     accepted_expiring: IntGaugeVec,
+    suppressed: IntGaugeVec,
+    not_affected: IntGaugeVec,
     opened_total: IntCounterVec,
     resolved_total: IntCounterVec,
     reopened_total: IntCounterVec,
@@ -85,6 +87,10 @@ pub struct TeamScore {
     pub breached: u64,
     /// Risk-accepted findings.
     pub accepted: u64,
+    /// Suppressed findings (not open).
+    pub suppressed: u64,
+    /// Findings that do not affect their target (not open).
+    pub not_affected: u64,
     /// Mean time to remediate, in seconds, over findings resolved since
     /// this instance started (null before the first).
     pub mttr_seconds: Option<f64>,
@@ -259,6 +265,18 @@ impl Metrics {
             "Accepted findings whose acceptance ends within 7 days, by team.",
             &["team"],
         );
+        let suppressed = gauge_vec(
+            &r,
+            "custody_findings_suppressed",
+            "Findings suppressed in source or by an external suppression (not open), by team.",
+            &["team"],
+        );
+        let not_affected = gauge_vec(
+            &r,
+            "custody_findings_not_affected",
+            "Findings that do not affect their target, by a vendor's status or a VEX statement (not open), by team.",
+            &["team"],
+        );
         let opened_total = counter_vec(
             &r,
             "custody_findings_opened_total",
@@ -300,6 +318,8 @@ impl Metrics {
             breached,
             accepted,
             accepted_expiring,
+            suppressed,
+            not_affected,
             opened_total,
             resolved_total,
             reopened_total,
@@ -469,11 +489,15 @@ impl Metrics {
         let mut breached: BTreeMap<(String, Severity), u64> = BTreeMap::new();
         let mut accepted: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut unattributed: BTreeMap<Severity, u64> = BTreeMap::new();
+        let mut suppressed: BTreeMap<String, u64> = BTreeMap::new();
+        let mut not_affected: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_status: BTreeMap<&'static str, i64> = [
             Status::Open,
             Status::Resolved,
             Status::Accepted,
             Status::FalsePositive,
+            Status::Suppressed,
+            Status::NotAffected,
         ]
         .into_iter()
         .map(|s| (s.as_str(), 0))
@@ -502,6 +526,8 @@ impl Metrics {
                                 slot.1 += 1;
                             }
                         }
+                        Status::Suppressed => *suppressed.entry(team).or_default() += 1,
+                        Status::NotAffected => *not_affected.entry(team).or_default() += 1,
                         _ => {}
                     }
                 }
@@ -514,6 +540,8 @@ impl Metrics {
         self.breached.reset();
         self.accepted.reset();
         self.accepted_expiring.reset();
+        self.suppressed.reset();
+        self.not_affected.reset();
         self.unattributed.reset();
         for ((team, sev), n) in &open {
             self.open
@@ -530,6 +558,12 @@ impl Metrics {
             self.accepted_expiring
                 .with_label_values(&[team])
                 .set(*expiring as i64);
+        }
+        for (team, n) in &suppressed {
+            self.suppressed.with_label_values(&[team]).set(*n as i64);
+        }
+        for (team, n) in &not_affected {
+            self.not_affected.with_label_values(&[team]).set(*n as i64);
         }
         for sev in Severity::ALL_DESC {
             self.unattributed
@@ -550,6 +584,12 @@ impl Metrics {
         }
         for (team, (n, _)) in &accepted {
             teams.entry(team.clone()).or_default().accepted = *n;
+        }
+        for (team, n) in &suppressed {
+            teams.entry(team.clone()).or_default().suppressed = *n;
+        }
+        for (team, n) in &not_affected {
+            teams.entry(team.clone()).or_default().not_affected = *n;
         }
         for (team, (sum, count)) in &ttr {
             let t = teams.entry(team.clone()).or_default();

@@ -128,7 +128,26 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
     }
     let engine = engine;
 
+    // VEX documents are statements about vulnerabilities and products, not
+    // fingerprints: they are applied after the scans, so they also reach
+    // the findings this run opens.
+    let mut vex_docs = Vec::new();
     for path in &s.decisions {
+        match std::fs::read(path)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|bytes| crate::normalize::vex::parse(&bytes))
+        {
+            Ok(Some(doc)) => {
+                vex_docs.push((path, doc));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                rejected += 1;
+                let _ = writeln!(stderr, "custody process: rejected {}: {e}", path.display());
+                continue;
+            }
+        }
         match crate::lifecycle::read_decisions(path) {
             Ok(records) => {
                 for (line, d) in records {
@@ -165,6 +184,17 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
                 let _ = writeln!(stderr, "custody process: rejected {shown}: {e}");
             }
         }
+    }
+    for (path, doc) in &vex_docs {
+        let (o, matched) = engine.vex(&mut state, doc, s.now);
+        out.feed(o);
+        let _ = writeln!(
+            stderr,
+            "custody process: {} ({}): {} statements, about {matched} findings",
+            path.display(),
+            doc.kind,
+            doc.statements.len()
+        );
     }
     out.feed(engine.tick(&mut state, s.now));
     let tally = match out.finish() {

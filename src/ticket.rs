@@ -160,6 +160,8 @@ pub fn refresh(
             Status::Accepted => a.counts.accepted += 1,
             Status::Resolved => a.counts.resolved += 1,
             Status::FalsePositive => a.counts.false_positive += 1,
+            Status::Suppressed => a.counts.suppressed += 1,
+            Status::NotAffected => a.counts.not_affected += 1,
         }
         if a.sample_any.is_none() {
             a.sample_any = Some(fp.clone());

@@ -8,6 +8,7 @@ mod codeowners;
 mod common;
 mod corpus;
 mod deploy;
+mod dispositions;
 mod lifecycle;
 mod metrics;
 mod ownership;

@@ -2,7 +2,7 @@
 //! ticket transition. Both carry a deterministic `event_id` so consumers can
 //! drop redelivered copies.
 
-use super::{Category, Location, Package, Severity, Status, Target};
+use super::{Category, Disposition, Location, Package, Severity, Status, Target};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,13 @@ pub enum FindingEventKind {
     AcceptanceExpired,
     /// Declared a false positive.
     FalsePositive,
+    /// Suppressed (SARIF `suppressions`): first seen suppressed, or a
+    /// suppression added. Removing it later gives `reopened`.
+    Suppressed,
+    /// Not affected (a vendor's status, a VEX statement): first seen so, or
+    /// declared so. A later report or statement of it as affected gives
+    /// `reopened`.
+    NotAffected,
 }
 
 impl FindingEventKind {
@@ -56,6 +63,8 @@ impl FindingEventKind {
             FindingEventKind::Accepted => "accepted",
             FindingEventKind::AcceptanceExpired => "acceptance_expired",
             FindingEventKind::FalsePositive => "false_positive",
+            FindingEventKind::Suppressed => "suppressed",
+            FindingEventKind::NotAffected => "not_affected",
         }
     }
 }
@@ -150,6 +159,11 @@ pub struct FindingEvent {
     /// End of the risk acceptance, when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_until: Option<DateTime<Utc>>,
+    /// While suppressed or not affected: who said so and why (the
+    /// suppression's kind, status and justification, or the vendor's or
+    /// VEX statement's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<Disposition>,
     /// The ticket this finding belongs to.
     pub ticket_key: String,
     /// Why the team owns it.
@@ -202,6 +216,12 @@ pub struct TicketCounts {
     pub resolved: u32,
     /// False-positive members.
     pub false_positive: u32,
+    /// Suppressed members.
+    #[serde(default)]
+    pub suppressed: u32,
+    /// Members that do not affect the target.
+    #[serde(default)]
+    pub not_affected: u32,
 }
 
 /// A ticket transition, routed to a topic.

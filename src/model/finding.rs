@@ -95,6 +95,49 @@ pub struct Evidence {
     pub secret_hash: Option<String>,
 }
 
+/// What a report itself says of a finding that is not simply open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DispositionState {
+    /// Suppressed in source or by an external suppression file (SARIF
+    /// `suppressions`).
+    Suppressed,
+    /// The product is not affected (a vendor's status, a VEX statement).
+    NotAffected,
+}
+
+impl DispositionState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispositionState::Suppressed => "suppressed",
+            DispositionState::NotAffected => "not_affected",
+        }
+    }
+}
+
+/// Why a finding is suppressed or not affected, as stated by whoever said
+/// so: a suppression of the scanner's report, a vendor's status, a VEX
+/// statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Disposition {
+    /// Suppressed or not affected.
+    pub state: DispositionState,
+    /// Where it comes from: for a SARIF suppression its kind (`in_source`,
+    /// `external`); `vendor` for a scanner's vendor status; `cyclonedx_vex`
+    /// or `openvex` for a VEX document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The suppression's review status (`accepted`, `under_review`), or the
+    /// VEX status that decided (`not_affected`, `fixed`, ...), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The justification given, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
 /// One normalized finding, as decoded from a report (the native finding
 /// format is this object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -151,6 +194,10 @@ pub struct Finding {
     /// An owner stated by the finding itself (e.g. a cloud resource tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Set when the report says the finding is suppressed or does not
+    /// affect the target: it is then recorded in that state, not opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<Disposition>,
 }
 
 impl Evidence {
@@ -245,6 +292,16 @@ impl Finding {
         }
         self.aliases.truncate(MAX_LIST_ITEMS);
         self.cwe.truncate(MAX_LIST_ITEMS);
+        if let Some(d) = &mut self.disposition {
+            for text in d
+                .kind
+                .iter_mut()
+                .chain(d.status.iter_mut())
+                .chain(d.justification.iter_mut())
+            {
+                bound_text(text, MAX_FIELD_BYTES);
+            }
+        }
     }
 
     /// A finding with the required fields set and everything else empty;
@@ -274,6 +331,7 @@ impl Finding {
             cwe: Vec::new(),
             help_uri: None,
             owner: None,
+            disposition: None,
         }
     }
 

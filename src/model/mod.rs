@@ -11,7 +11,7 @@ pub use event::{
     Attribution, EventClass, FindingEvent, FindingEventKind, TicketCounts, TicketEvent,
     TicketEventKind,
 };
-pub use finding::{Category, Evidence, Finding, Location, Package};
+pub use finding::{Category, Disposition, DispositionState, Evidence, Finding, Location, Package};
 pub use scan::{ScanMeta, Status};
 pub use severity::Severity;
 pub use target::{Target, TargetError, TargetKind};

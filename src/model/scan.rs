@@ -47,9 +47,23 @@ pub enum Status {
     Accepted,
     /// Declared not a real issue.
     FalsePositive,
+    /// Suppressed in source or by an external suppression (SARIF), with
+    /// the suppression's justification; not open.
+    Suppressed,
+    /// Does not affect the target: the vendor's status or a VEX
+    /// statement says so; not open.
+    NotAffected,
 }
 
 impl Status {
+    /// The status a disposition puts a finding in.
+    pub fn of(state: super::DispositionState) -> Status {
+        match state {
+            super::DispositionState::Suppressed => Status::Suppressed,
+            super::DispositionState::NotAffected => Status::NotAffected,
+        }
+    }
+
     /// The snake_case name used in events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,6 +71,8 @@ impl Status {
             Status::Resolved => "resolved",
             Status::Accepted => "accepted",
             Status::FalsePositive => "false_positive",
+            Status::Suppressed => "suppressed",
+            Status::NotAffected => "not_affected",
         }
     }
 }

@@ -11,8 +11,8 @@
 //!
 //! Maven artifacts are named `group:artifact` from their package URL, as
 //! Trivy names them, so the two tools agree on the package.
-//! One CVE in one package found at two paths is two findings here; the
-//! fingerprint merges them.
+//! One CVE in one package found at two paths is two findings here, and
+//! two fingerprints (distinct installs stay distinct: see `fingerprint`).
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type};
 use super::util::{non_empty, non_empty_str, shorten};
@@ -536,9 +536,11 @@ mod tests {
         assert_eq!(r.findings.len(), 2);
         assert_eq!(r.findings[0].rule_id, r.findings[1].rule_id);
         assert_ne!(r.findings[0].path(), r.findings[1].path());
+        // Two installs: two findings (see `fingerprint`, distinct installs).
         let t = r.target.clone().unwrap();
-        let merged = crate::fingerprint::assign(r.findings, &t);
-        assert_eq!(merged.len(), 1);
+        let named = crate::fingerprint::assign(r.findings, &t);
+        assert_eq!(named.len(), 2);
+        assert_ne!(named[0].0, named[1].0);
     }
 
     #[test]
@@ -823,8 +825,10 @@ mod tests {
         }
     }
 
+    /// Distinct installs stay distinct: `urllib3` in two `site-packages`
+    /// of one image, `lodash` in two lockfiles of one checkout.
     #[test]
-    fn fixture_same_cve_at_two_paths_is_one_fingerprint() {
+    fn fixture_same_cve_at_two_paths_is_two_fingerprints() {
         let r = decode_fixture("grype-image-web-api-1.4.json");
         let (a, b) = (&r.findings[10], &r.findings[11]);
         assert_eq!(a.rule_id, "CVE-2024-37891");
@@ -839,23 +843,29 @@ mod tests {
             Some("/usr/local/lib/python3.11/site-packages/urllib3-2.0.7.dist-info/METADATA")
         );
         let t = r.target.clone().unwrap();
-        let expected = crate::fingerprint::dependency_fingerprint(a, &t);
-        assert_eq!(expected, crate::fingerprint::dependency_fingerprint(b, &t));
-        // The two merge into the first, which keeps its own path.
-        let merged = crate::fingerprint::assign(r.findings, &t);
-        assert_eq!(merged.len(), 12);
-        let urllib3: Vec<&(String, Finding)> = merged
+        let plain = crate::fingerprint::dependency_fingerprint(a, &t);
+        assert_eq!(plain, crate::fingerprint::dependency_fingerprint(b, &t));
+        let named = crate::fingerprint::assign(r.findings, &t);
+        assert_eq!(named.len(), 13);
+        let urllib3: Vec<&(String, Finding)> = named
             .iter()
             .filter(|(_, f)| f.rule_id == "CVE-2024-37891")
             .collect();
-        assert_eq!(urllib3.len(), 1);
-        assert_eq!(Some(&urllib3[0].0), expected.as_ref());
+        assert_eq!(urllib3.len(), 2);
+        assert_ne!(urllib3[0].0, urllib3[1].0);
+        // Neither has the plain fingerprint a single install would have.
+        assert!(urllib3.iter().all(|(fp, _)| Some(fp) != plain.as_ref()));
+        // The other packages, each at one location, keep theirs.
+        let python = named
+            .iter()
+            .find(|(_, f)| f.rule_id == "CVE-2024-4032")
+            .unwrap();
         assert_eq!(
-            urllib3[0].1.path(),
-            Some("/opt/venv/lib/python3.11/site-packages/urllib3-2.0.7.dist-info/METADATA")
+            Some(&python.0),
+            crate::fingerprint::dependency_fingerprint(&python.1, &t).as_ref()
         );
 
-        // lodash in two lockfiles of a directory scan: 9 findings, 8 names.
+        // lodash in two lockfiles of a directory scan: 9 findings, 9 names.
         let r = decode_fixture("grype-dir-storefront.json");
         let (a, b) = (&r.findings[5], &r.findings[6]);
         assert_eq!(
@@ -865,7 +875,7 @@ mod tests {
         assert_eq!(a.path(), Some("/package-lock.json"));
         assert_eq!(b.path(), Some("/packages/admin/package-lock.json"));
         let t: Target = "repo:github.com/acme/storefront".parse().unwrap();
-        assert_eq!(crate::fingerprint::assign(r.findings, &t).len(), 8);
+        assert_eq!(crate::fingerprint::assign(r.findings, &t).len(), 9);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod text;
 pub mod trivy;
 pub mod trufflehog;
 pub mod util;
+pub mod vex;
 
 pub use sniff::sniff;
 

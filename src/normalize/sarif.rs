@@ -8,14 +8,21 @@
 //! (Bandit's `issue_severity`, dependency-check's `severity`, Black Duck's
 //! `securityRisk`), and from the SARIF `level` (result, then rule default,
 //! then the spec's default `warning`). Results whose `kind` says they are
-//! not failures (`pass`, `notApplicable`, `informational`) and results
-//! suppressed in source are skipped and recorded in `Report::skipped`.
+//! not failures (`pass`, `notApplicable`, `informational`) are skipped and
+//! recorded in `Report::skipped`. A result with a suppression in force
+//! (`suppressions[]` with `status` `accepted`, `underReview` or none; a
+//! `rejected` suppression is none, and an empty array means none apply) is
+//! a finding with a [`Disposition`] `suppressed` carrying the first such
+//! suppression's `kind` (`in_source`, `external`), `status` (`accepted`,
+//! `under_review`) and `justification`.
 //! A result with several locations is one finding at its first location.
 
 use super::util::{category_for_tool, clean_path, set_line_content, strip_base};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::fingerprint;
-use crate::model::{Category, Finding, Location, Severity, Target, TargetKind};
+use crate::model::{
+    Category, Disposition, DispositionState, Finding, Location, Severity, Target, TargetKind,
+};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -192,7 +199,41 @@ impl FingerprintValue<'_> {
 #[derive(Deserialize)]
 struct Suppression<'a> {
     #[serde(borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
     status: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    justification: Option<Str<'a>>,
+}
+
+/// The first suppression in force among a result's, as a disposition: a
+/// `rejected` suppression is not one.
+fn suppression(list: &[Suppression<'_>]) -> Option<Disposition> {
+    let s = list.iter().find(|s| {
+        !s.status
+            .as_deref()
+            .is_some_and(|st| st.trim().eq_ignore_ascii_case("rejected"))
+    })?;
+    let word = |v: &Option<Str<'_>>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    };
+    let kind = word(&s.kind).map(|k| match k.as_str() {
+        "inSource" => "in_source".to_string(),
+        _ => k,
+    });
+    let status = word(&s.status).map(|st| match st.as_str() {
+        "underReview" => "under_review".to_string(),
+        _ => st,
+    });
+    Some(Disposition {
+        state: DispositionState::Suppressed,
+        kind,
+        status,
+        justification: word(&s.justification),
+    })
 }
 
 #[derive(Deserialize)]
@@ -653,19 +694,6 @@ impl<'r, 'de> RunState<'r, 'de> {
                 .push(format!("run {} result {i}: kind {kind}", self.n));
             return;
         }
-        if let Some(s) = &res.suppressions {
-            // An empty array means "checked, none apply"; a suppression with
-            // no status, or `accepted`, is in force.
-            let active = s
-                .iter()
-                .any(|s| matches!(s.status.as_deref(), None | Some("accepted")));
-            if active {
-                report
-                    .skipped
-                    .push(format!("run {} result {i}: suppressed", self.n));
-                return;
-            }
-        }
         let at = self.rule(res);
         let rule = at.and_then(|(c, i)| self.component(c).get(i));
         let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
@@ -680,6 +708,7 @@ impl<'r, 'de> RunState<'r, 'de> {
             }
         };
         f.severity_source = Some(shared);
+        f.disposition = res.suppressions.as_deref().and_then(suppression);
         let base = base.map(|b| match self.base_ids.iter().position(|x| x == b) {
             Some(p) => p,
             None => {
@@ -1172,7 +1201,7 @@ mod tests {
     }
 
     /// Counts of `MANIFEST.tsv` (raw results), less the results SARIF itself
-    /// marks as not failures or suppressed.
+    /// marks as not failures (suppressed results are findings).
     #[test]
     fn corpus_counts() {
         let table: &[(&str, usize, usize)] = &[
@@ -1181,13 +1210,13 @@ mod tests {
                 510,
                 0,
             ),
-            ("SuppressionTestCurrent.sarif", 4, 3),
-            ("appendix_k.sarif", 1, 1),
+            ("SuppressionTestCurrent.sarif", 4, 0),
+            ("appendix_k.sarif", 1, 0),
             ("appendix_k1.sarif", 0, 0),
             ("appendix_k1_double.sarif", 0, 0),
             ("appendix_k2.sarif", 1, 0),
             ("appendix_k3.sarif", 1, 0),
-            ("appendix_k4.sarif", 1, 1),
+            ("appendix_k4.sarif", 1, 0),
             ("bash-report.sarif", 27, 0),
             ("blackduck_nested_fingerprints.sarif", 5, 0),
             ("codeQL-output.sarif", 72, 0),
@@ -1202,7 +1231,7 @@ mod tests {
             ("no_runs.sarif", 0, 0),
             ("semgrepowasp-benchmark-sample.sarif", 1768, 0),
             ("spotbugs.sarif", 56, 0),
-            ("suppression_test.sarif", 5, 3),
+            ("suppression_test.sarif", 5, 0),
             ("taint-python-report.sarif", 11, 0),
         ];
         for &(name, raw, skipped) in table {
@@ -1218,6 +1247,74 @@ mod tests {
             );
             assert!(!r.coverage.is_empty() || name == "no_runs.sarif", "{name}");
         }
+    }
+
+    /// Suppressed results are findings marked suppressed, with the
+    /// suppression's kind: `suppression_test.sarif` has two external
+    /// suppressions, one in source, one result without `suppressions` and
+    /// one with an empty array (none apply).
+    #[test]
+    fn suppressed_results_are_findings_marked_suppressed() {
+        let Some(bytes) = corpus("suppression_test.sarif") else {
+            return;
+        };
+        let r = decode(&bytes).unwrap();
+        let got: Vec<(&str, Option<&str>)> = r
+            .findings
+            .iter()
+            .map(|f| {
+                let d = f.disposition.as_ref();
+                assert!(d.is_none_or(|d| d.state == DispositionState::Suppressed));
+                (f.rule_id.as_str(), d.and_then(|d| d.kind.as_deref()))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("TST0001", Some("external")),
+                ("TST0002", Some("external")),
+                ("TST0003", Some("in_source")),
+                ("TST0004", None),
+                ("TST0005", None),
+            ]
+        );
+    }
+
+    /// The SARIF 2.1.0 `suppression` object (spec section 3.35): `kind`,
+    /// `status` and `justification`; a rejected suppression is none, and
+    /// the first one in force is the one recorded.
+    #[test]
+    fn suppression_status_and_justification() {
+        let log = |suppressions: &str| {
+            format!(
+                r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"CodeScanner"}}}},
+                "results":[{{"ruleId":"C2001","message":{{"text":"x"}},"suppressions":{suppressions}}}]}}]}}"#
+            )
+        };
+        let one = |suppressions: &str| {
+            let r = decode(log(suppressions).as_bytes()).unwrap();
+            assert_eq!(r.findings.len(), 1, "{suppressions}");
+            r.findings[0].disposition.clone()
+        };
+        assert_eq!(one(r#"[{"kind":"external","status":"rejected"}]"#), None);
+        let d = one(
+            r#"[{"kind":"external","status":"rejected","justification":"no"},
+                {"kind":"inSource","status":"underReview","justification":"Safe: input is a constant."}]"#,
+        )
+        .expect("the second suppression is in force");
+        assert_eq!(d.state, DispositionState::Suppressed);
+        assert_eq!(d.kind.as_deref(), Some("in_source"));
+        assert_eq!(d.status.as_deref(), Some("under_review"));
+        assert_eq!(
+            d.justification.as_deref(),
+            Some("Safe: input is a constant.")
+        );
+        let d = one(r#"[{"kind":"external","status":"accepted"}]"#).unwrap();
+        assert_eq!(
+            (d.kind.as_deref(), d.status.as_deref(), d.justification),
+            (Some("external"), Some("accepted"), None)
+        );
+        assert_eq!(one("[]"), None);
     }
 
     #[test]

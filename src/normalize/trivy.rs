@@ -12,7 +12,11 @@
 //! - `null`, an empty legacy report.
 //!
 //! Vulnerabilities become dependency findings (container when the artifact
-//! is an image or a cluster workload, SCA otherwise), misconfigurations IaC
+//! is an image or a cluster workload, SCA otherwise); one whose vendor
+//! `Status` is `not_affected` is marked not affected (a [`Disposition`] of
+//! kind `vendor`), so it is recorded `not_affected`, not opened; the other
+//! statuses (`affected`, `fixed`, `under_investigation`, `will_not_fix`,
+//! `fix_deferred`, `end_of_life`, `unknown`) leave it open. Misconfigurations IaC
 //! findings (checks with status `PASS` or `EXCEPTION` are skipped) and
 //! secrets secret findings. Licenses are not findings. Trivy masks secrets
 //! in `Match`; the line is still only kept as a salted hash.
@@ -25,7 +29,10 @@
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type, set_line_content};
 use super::util::{cwe_ids as cwes, non_empty, non_empty_str, shorten};
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
-use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
+use crate::model::{
+    Category, Disposition, DispositionState, Finding, Location, Package, Severity, Target,
+    TargetKind,
+};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -119,6 +126,8 @@ struct Vulnerability<'a> {
     installed_version: Option<Str<'a>>,
     #[serde(borrow, default, rename = "FixedVersion")]
     fixed_version: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Status")]
+    status: Option<Str<'a>>,
     #[serde(borrow, default, rename = "Severity")]
     severity: Option<Str<'a>>,
     #[serde(borrow, default, rename = "SeveritySource")]
@@ -501,6 +510,18 @@ fn vulnerability(
         f.location = Some(Location {
             path,
             ..Location::default()
+        });
+    }
+    // The vendor's status: `not_affected` means the package as installed
+    // is not affected; every other status (`affected`, `fixed`,
+    // `under_investigation`, `will_not_fix`, `fix_deferred`,
+    // `end_of_life`, `unknown`) leaves the finding open.
+    if non_empty(&v.status).is_some_and(|s| s.eq_ignore_ascii_case("not_affected")) {
+        f.disposition = Some(Disposition {
+            state: DispositionState::NotAffected,
+            kind: Some("vendor".into()),
+            status: Some("not_affected".into()),
+            justification: None,
         });
     }
     Some(f)
@@ -1118,7 +1139,8 @@ mod tests {
             Some("opt/venv/lib/python3.11/site-packages/cryptography-41.0.3.dist-info/METADATA")
         );
 
-        // One CVE in one package at two paths: two findings, one fingerprint.
+        // One CVE in one package at two paths: two findings, two
+        // fingerprints (distinct installs stay distinct).
         let (a, b) = (&r.findings[10], &r.findings[11]);
         assert_eq!(
             (a.rule_id.as_str(), pkg(10).name.as_str()),
@@ -1130,7 +1152,7 @@ mod tests {
         );
         assert_ne!(a.path(), b.path());
         assert_eq!(pkg(10).fixed_version.as_deref(), Some("1.26.19, 2.2.2"));
-        assert_eq!(crate::fingerprint::assign(r.findings, &target).len(), 11);
+        assert_eq!(crate::fingerprint::assign(r.findings, &target).len(), 12);
     }
 
     #[test]
@@ -1350,7 +1372,14 @@ mod tests {
             )
         };
         let first = scan("trivy-image-web-api-1.4.json", 0);
-        assert_eq!(first.findings.len(), 11);
+        assert_eq!(first.findings.len(), 12);
+        let usr_local = "usr/local/lib/python3.11/site-packages/urllib3-2.0.7.dist-info/METADATA";
+        let kept = first
+            .findings
+            .iter()
+            .find(|e| e.location.as_ref().is_some_and(|l| l.path == usr_local))
+            .map(|e| e.fingerprint.clone())
+            .unwrap();
         assert!(first.findings.iter().all(|e| e.event == K::Opened));
         let second = scan("trivy-image-web-api-1.5.json", 28);
         let of = |k: K| -> BTreeSet<(String, String)> {
@@ -1362,9 +1391,17 @@ mod tests {
                 .collect()
         };
         let pair = |id: &str, name: &str| (id.to_string(), name.to_string());
+        // The copy of urllib3 in /opt/venv is gone; the one left in
+        // /usr/local keeps its fingerprint: no event at all for it.
+        assert!(second.findings.iter().all(|e| e.fingerprint != kept));
+        assert!(
+            state.targets["image:ghcr.io/acme/web-api"].findings[&kept].status
+                == crate::model::Status::Open
+        );
         assert_eq!(
             of(K::Resolved),
             [
+                pair("CVE-2024-37891", "urllib3"),
                 pair("CVE-2024-28085", "bsdutils"),
                 pair("CVE-2024-2961", "libc6"),
                 pair("CVE-2024-0727", "libssl3"),
@@ -1376,7 +1413,7 @@ mod tests {
             .into()
         );
         assert_eq!(of(K::Opened), [pair("CVE-2024-6345", "setuptools")].into());
-        assert_eq!(second.findings.len(), 8, "nothing updated");
+        assert_eq!(second.findings.len(), 9, "nothing updated");
     }
 
     /// Trivy and Grype scanning the same image: one finding per (CVE,
@@ -1400,7 +1437,8 @@ mod tests {
         let target = trivy.target.clone().unwrap();
         assert_eq!(grype.target.as_ref(), Some(&target));
 
-        // Fingerprints do not name the scanner: the two reports share 11.
+        // Fingerprints do not name the scanner: the two reports share 12
+        // (urllib3's two installs at the same paths in both).
         let fps = |r: &Report| -> BTreeSet<String> {
             crate::fingerprint::assign(r.findings.clone(), &target)
                 .into_iter()
@@ -1408,8 +1446,8 @@ mod tests {
                 .collect()
         };
         let (t, g) = (fps(&trivy), fps(&grype));
-        assert_eq!((t.len(), g.len()), (11, 12));
-        assert_eq!(t.intersection(&g).count(), 11);
+        assert_eq!((t.len(), g.len()), (12, 13));
+        assert_eq!(t.intersection(&g).count(), 12);
         assert!(t.is_subset(&g));
 
         // Applied one after the other, each shared finding has both sources.
@@ -1428,7 +1466,7 @@ mod tests {
             };
             outs.push(engine.scan(&mut state, &meta, r.findings, now));
         }
-        assert_eq!(outs[0].findings.len(), 11);
+        assert_eq!(outs[0].findings.len(), 12);
         // Grype adds its one finding; no severity of a shared one rises.
         let kinds: Vec<(K, &str, &[String])> = outs[1]
             .findings
@@ -1440,15 +1478,23 @@ mod tests {
             [(K::Opened, "CVE-2024-4032", ["grype".to_string()].as_slice())]
         );
         let records = &state.targets[&target.to_string()].findings;
-        assert_eq!(records.len(), 12);
-        let key = |f: &Finding| (f.rule_id.clone(), f.package.as_ref().unwrap().name.clone());
+        assert_eq!(records.len(), 13);
+        // One record per (CVE, package, install): trivy's path, as trivy
+        // reported first.
+        let key = |f: &Finding| {
+            (
+                f.rule_id.clone(),
+                f.package.as_ref().unwrap().name.clone(),
+                f.path().map(str::to_string),
+            )
+        };
         let mut both = BTreeSet::new();
         for (fp, rec) in records {
             let names: Vec<&str> = rec.sources.names().collect();
             if t.contains(fp) {
                 assert_eq!(names, ["grype", "trivy"], "{:?}", key(&rec.finding));
                 assert_eq!(rec.finding.scanner, "trivy", "the first to report it");
-                assert!(both.insert(key(&rec.finding)), "one record per pair");
+                assert!(both.insert(key(&rec.finding)), "one record per install");
             } else {
                 assert_eq!(names, ["grype"]);
                 assert_eq!(

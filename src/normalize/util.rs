@@ -37,7 +37,7 @@ pub fn strip_base(path: &str, base: &str) -> String {
 }
 
 /// Decodes `%xx` escapes; leaves malformed escapes as they are.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     if !s.contains('%') {
         return s.to_string();
     }
