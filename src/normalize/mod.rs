@@ -11,83 +11,77 @@ use crate::model::{Category, Finding, Target};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
-pub mod bandit;
-pub mod checkov;
-pub mod detect_secrets;
-pub mod gitleaks;
-pub mod grype;
-pub mod native;
-pub mod sarif;
-pub mod semgrep;
 pub mod sniff;
 pub mod text;
-pub mod trivy;
-pub mod trufflehog;
 pub mod util;
 pub mod vex;
 
 pub use sniff::sniff;
 
-/// Report formats custody reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
+/// Declares the formats: each one's variant (with its documentation), its
+/// name, and its decoder's module and type. The enum, [`Format::ALL`],
+/// [`Format::name`] and the dispatch to decoders all come from the one
+/// list below: a new format is a new decoder module, one line there, and
+/// its sniffing rule in [`sniff`].
+macro_rules! formats {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal => $module:ident :: $decoder:ident,)*) => {
+        $(pub mod $module;)*
+
+        /// Report formats custody reads.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Format {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Format {
+            /// Every format, in the order sniffing reports them.
+            pub const ALL: &'static [Format] = &[$(Format::$variant,)*];
+
+            /// The format's name (`--format`, the `custody-format` header).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Format::$variant => $name,)*
+                }
+            }
+
+            fn decode_unbounded(self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
+                match self {
+                    $(Format::$variant => $module::$decoder.decode(bytes, ctx),)*
+                }
+            }
+        }
+    };
+}
+
+formats! {
     /// SARIF 2.1.0 (CodeQL, Semgrep, Bandit, Ruff, Checkov, ...).
-    Sarif,
+    Sarif = "sarif" => sarif::SarifDecoder,
     /// Trivy JSON: image, filesystem and Kubernetes reports, legacy list.
-    Trivy,
+    Trivy = "trivy" => trivy::TrivyDecoder,
     /// Grype JSON.
-    Grype,
+    Grype = "grype" => grype::GrypeDecoder,
     /// Gitleaks JSON (v7 and v8 records).
-    Gitleaks,
+    Gitleaks = "gitleaks" => gitleaks::GitleaksDecoder,
     /// Semgrep JSON (`semgrep --json`).
-    Semgrep,
+    Semgrep = "semgrep" => semgrep::SemgrepDecoder,
     /// detect-secrets baseline JSON.
-    DetectSecrets,
+    DetectSecrets = "detect-secrets" => detect_secrets::DetectSecretsDecoder,
     /// Bandit JSON (`bandit -f json`).
-    Bandit,
+    Bandit = "bandit" => bandit::BanditDecoder,
     /// Checkov JSON: one report, or a list of reports (one per check type).
-    Checkov,
+    Checkov = "checkov" => checkov::CheckovDecoder,
     /// TruffleHog JSON Lines (`--json`), v3 and v2 records.
-    Trufflehog,
+    Trufflehog = "trufflehog" => trufflehog::TrufflehogDecoder,
     /// custody's native finding JSON: one object, an array or JSON Lines.
-    Native,
+    Native = "native" => native::NativeDecoder,
 }
 
 impl Format {
-    /// Every format, in the order sniffing reports them.
-    pub const ALL: [Format; 10] = [
-        Format::Sarif,
-        Format::Trivy,
-        Format::Grype,
-        Format::Gitleaks,
-        Format::Semgrep,
-        Format::DetectSecrets,
-        Format::Bandit,
-        Format::Checkov,
-        Format::Trufflehog,
-        Format::Native,
-    ];
-
-    /// The name used in headers, flags and metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Sarif => "sarif",
-            Format::Trivy => "trivy",
-            Format::Grype => "grype",
-            Format::Gitleaks => "gitleaks",
-            Format::Semgrep => "semgrep",
-            Format::DetectSecrets => "detect-secrets",
-            Format::Bandit => "bandit",
-            Format::Checkov => "checkov",
-            Format::Trufflehog => "trufflehog",
-            Format::Native => "native",
-        }
-    }
-
     /// Looks a format up by name (case-insensitive).
     pub fn from_name(name: &str) -> Option<Format> {
         Format::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|f| f.name().eq_ignore_ascii_case(name.trim()))
     }
 
@@ -100,21 +94,6 @@ impl Format {
             .iter_mut()
             .for_each(crate::model::Finding::bound);
         Ok(report)
-    }
-
-    fn decode_unbounded(self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
-        match self {
-            Format::Sarif => sarif::SarifDecoder.decode(bytes, ctx),
-            Format::Trivy => trivy::TrivyDecoder.decode(bytes, ctx),
-            Format::Grype => grype::GrypeDecoder.decode(bytes, ctx),
-            Format::Gitleaks => gitleaks::GitleaksDecoder.decode(bytes, ctx),
-            Format::Semgrep => semgrep::SemgrepDecoder.decode(bytes, ctx),
-            Format::DetectSecrets => detect_secrets::DetectSecretsDecoder.decode(bytes, ctx),
-            Format::Bandit => bandit::BanditDecoder.decode(bytes, ctx),
-            Format::Checkov => checkov::CheckovDecoder.decode(bytes, ctx),
-            Format::Trufflehog => trufflehog::TrufflehogDecoder.decode(bytes, ctx),
-            Format::Native => native::NativeDecoder.decode(bytes, ctx),
-        }
     }
 }
 
