@@ -105,8 +105,9 @@ pub struct PublishArgs {
     #[arg(long, required_unless_present = "decisions")]
     pub target: Option<String>,
     /// The files are decisions (JSON Lines of decision records: accept
-    /// risk, false positive, revoke), not reports; each is sent keyed by
-    /// its target.
+    /// risk, false positive, revoke), each sent keyed by its target, or
+    /// VEX documents (CycloneDX VEX, OpenVEX), each sent keyed by
+    /// `--target`, the target it is about; not reports.
     #[arg(long)]
     pub decisions: bool,
     /// Scanner name, overriding the one the report names.

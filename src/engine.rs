@@ -434,6 +434,27 @@ impl Engine {
         (out, matched)
     }
 
+    /// Applies a VEX document to one target's findings (a document
+    /// published for that target); returns the events and how many
+    /// findings its statements were about.
+    pub fn vex_on(
+        &self,
+        state: &mut State,
+        target: &Target,
+        doc: &crate::normalize::vex::VexDocument,
+        now: DateTime<Utc>,
+    ) -> (Output, usize) {
+        let mut out = Output::default();
+        let Some(ts) = state.targets.get_mut(&target.to_string()) else {
+            return (out, 0);
+        };
+        let (transitions, matched) = lifecycle::apply_vex(ts, target, doc, now, &self.sla);
+        if !transitions.is_empty() {
+            let _ = self.finish(state, target, transitions, now, None, &mut out);
+        }
+        (out, matched)
+    }
+
     /// Advances the clock over every target: SLA breaches and expired
     /// acceptances.
     pub fn tick(&self, state: &mut State, now: DateTime<Utc>) -> Output {

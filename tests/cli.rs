@@ -525,3 +525,32 @@ fn service_logs_are_text_or_json_lines_and_filtered() {
             .is_some_and(|m| m.contains("names both `config` and `topic`"))));
     assert_eq!(run("json", "off"), "", "RUST_LOG=off logs nothing");
 }
+
+#[test]
+fn publish_sends_a_vex_document_keyed_by_its_target_and_needs_one() {
+    use rdkafka::mocking::MockCluster;
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("custody.reports", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let vex = "tests/fixtures/vex/openvex-web-api.json";
+    let out = custody()
+        .args(["publish", "--decisions", "--brokers", &brokers, vex])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--target"), "{stderr}");
+    assert!(custody::kafka::mock::read_all(&brokers, "custody.reports")
+        .unwrap()
+        .is_empty());
+    let stdout = succeeded(
+        &custody()
+            .args(["publish", "--decisions", "--brokers", &brokers])
+            .args(["--target", "image:ghcr.io/acme/web-api:1.4", vex])
+            .output()
+            .unwrap(),
+    );
+    assert!(stdout.contains("1 decision(s)"), "{stdout}");
+    let sent = custody::kafka::mock::read_all(&brokers, "custody.reports").unwrap();
+    assert_eq!(sent, [std::fs::read(vex).unwrap()], "the document as it is");
+}

@@ -46,7 +46,7 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
     let mut code = 0;
     if args.decisions {
         for path in &args.files {
-            match decisions(&publisher, &args.topic, path) {
+            match decisions(&publisher, &args.topic, path, target.as_ref()) {
                 Ok(n) => println!("{}\t{n} decision(s)", path.display()),
                 Err(e) => {
                     eprintln!("custody publish: {}: {e}", path.display());
@@ -109,7 +109,26 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
 
 /// Publishes every decision of a JSON Lines file; nothing is sent when a
 /// line is not a valid decision.
-fn decisions(p: &Publisher, topic: &str, path: &std::path::Path) -> Result<usize, String> {
+/// Sends a file of decisions: JSON Lines of decision records, each keyed
+/// by its target, or a VEX document (CycloneDX VEX or OpenVEX), keyed by
+/// `target`, the one it is about. Returns how many were sent.
+fn decisions(
+    p: &Publisher,
+    topic: &str,
+    path: &std::path::Path,
+    target: Option<&Target>,
+) -> Result<usize, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if crate::normalize::vex::parse(&bytes)?.is_some() {
+        let Some(target) = target else {
+            return Err(
+                "a VEX document is applied to one target: pass --target (publish it once per target)"
+                    .into(),
+            );
+        };
+        p.send_vex(topic, target, &bytes)?;
+        return Ok(1);
+    }
     let records = crate::lifecycle::read_decisions(path)?;
     for (line, d) in &records {
         d.validate().map_err(|e| format!("line {line}: {e}"))?;

@@ -215,14 +215,29 @@ impl Publisher {
     ) -> Result<(), String> {
         d.validate().map_err(|e| e.to_string())?;
         let payload = serde_json::to_vec(d).map_err(|e| e.to_string())?;
-        let key = d.target.to_string();
+        self.send_decision_bytes(topic, &d.target, &payload)
+    }
+
+    /// Queues a VEX document (CycloneDX VEX or OpenVEX, as read) about
+    /// `target` on `topic`, keyed by the target, as a decision.
+    pub fn send_vex(&self, topic: &str, target: &Target, document: &[u8]) -> Result<(), String> {
+        self.send_decision_bytes(topic, target, document)
+    }
+
+    fn send_decision_bytes(
+        &self,
+        topic: &str,
+        target: &Target,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let key = target.to_string();
         let hs = OwnedHeaders::new().insert(Header {
             key: header::KIND,
             value: Some("decision"),
         });
         let record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(topic)
             .key(key.as_str())
-            .payload(payload.as_slice())
+            .payload(payload)
             .headers(hs);
         self.producer
             .send(record)

@@ -7,7 +7,9 @@ use super::super::meta::{self, header, MessageMeta};
 use super::rescan::{
     known, last_scan, remembered, Decode, DecodedReport, Digests, LastScan, Prepared, ScanId,
 };
-use super::{lock, Ack, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending};
+use super::{
+    lock, Ack, Decided, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending,
+};
 use crate::engine::Output;
 use crate::model::ScanMeta;
 use crate::normalize::{DecodeError, Format};
@@ -81,7 +83,10 @@ impl PartitionProcessor {
                     },
                     _,
                 ) => self.dead_letter(env, msg, reason, &error, held),
-                (Job::Decision { msg, decision }, _) => self.apply_decision(env, msg, &decision),
+                (Job::Decision { msg, decision }, _) => match decision {
+                    Decided::One(d) => self.apply_decision(env, msg, &d),
+                    Decided::Vex(doc, target) => self.apply_vex(env, msg, &doc, &target),
+                },
                 (Job::Held { msg, ack }, _) => {
                     env.count_message("chunk");
                     let bytes = msg.len();
@@ -401,6 +406,42 @@ impl PartitionProcessor {
             }
             Err(e) => self.dead_letter(env, msg, "bad_decision", &e.to_string(), Vec::new()),
         }
+    }
+
+    /// A VEX document about `target`: its statements mark the target's
+    /// matching findings not affected, or keep them open (see
+    /// [`crate::lifecycle::apply_vex`]).
+    fn apply_vex(
+        &mut self,
+        env: &Env<'_>,
+        msg: Incoming,
+        doc: &crate::normalize::vex::VexDocument,
+        target: &crate::model::Target,
+    ) {
+        let spec = target.to_string();
+        self.last_scans.remove(&spec);
+        if let Err(e) = self.materialize(env, &spec) {
+            env.fail(e);
+            return;
+        }
+        let now = msg.time(env.wall);
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        let (out, matched) = env.cx.engine.vex_on(state, target, doc, now);
+        env.count_message("decision");
+        tracing::info!(
+            target = %spec,
+            statements = doc.statements.len(),
+            findings = matched,
+            "VEX document ({}) applied: about {matched} findings",
+            doc.kind
+        );
+        let fingerprints: Vec<String> =
+            out.findings.iter().map(|e| e.fingerprint.clone()).collect();
+        let records = changelog::records(state, &spec, &fingerprints, None);
+        let bytes = msg.len();
+        self.emit(env, Some(msg), out, records, Vec::new(), bytes);
     }
 
     /// Produces a step's events now and queues its changelog records.

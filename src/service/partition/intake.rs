@@ -4,7 +4,9 @@
 
 use super::super::meta::{self, MessageMeta};
 use super::rescan::{Decode, DecodeInput};
-use super::{Ack, Bytes, ChunkBuf, HeldChunk, Incoming, Job, PartitionProcessor, Payload, Shared};
+use super::{
+    Ack, Bytes, ChunkBuf, Decided, HeldChunk, Incoming, Job, PartitionProcessor, Payload, Shared,
+};
 use crate::normalize::{self, DecodeError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -82,13 +84,29 @@ impl PartitionProcessor {
                 ),
                 Ok(d) => Job::Decision {
                     msg,
-                    decision: Box::new(d),
+                    decision: Decided::One(Box::new(d)),
                 },
-                Err(e) => poison(
-                    msg,
-                    "bad_decision",
-                    format!("not a decision record: {}", normalize::json_error(&e)),
-                ),
+                // Or a VEX document about the target the key names.
+                Err(e) => match (normalize::vex::parse(payload), meta.target.clone()) {
+                    (Ok(Some(doc)), Some(target)) => Job::Decision {
+                        msg,
+                        decision: Decided::Vex(Box::new(doc), target),
+                    },
+                    (Ok(Some(_)), None) => poison(
+                        msg,
+                        "bad_decision",
+                        "a VEX document applies to the target its message's key names; this message has none",
+                    ),
+                    (Ok(None), _) => poison(
+                        msg,
+                        "bad_decision",
+                        format!(
+                            "neither a decision record ({}) nor a VEX document",
+                            normalize::json_error(&e)
+                        ),
+                    ),
+                    (Err(e), _) => poison(msg, "bad_decision", format!("VEX document: {e}")),
+                },
             };
         }
         if payload.len() as u64 > max_report {

@@ -55,6 +55,17 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// A decision taken from a message.
+enum Decided {
+    /// About one finding.
+    One(Box<crate::lifecycle::DecisionRecord>),
+    /// A VEX document's statements, about the target the key names.
+    Vex(
+        Box<crate::normalize::vex::VexDocument>,
+        crate::model::Target,
+    ),
+}
+
 /// A message on its way to the state.
 enum Job {
     /// Decoding on the rayon pool.
@@ -75,11 +86,8 @@ enum Job {
         /// Earlier chunks of the same scan, dead-lettered with it.
         held: Vec<HeldChunk>,
     },
-    /// A decision about a finding.
-    Decision {
-        msg: Incoming,
-        decision: Box<crate::lifecycle::DecisionRecord>,
-    },
+    /// A decision: about a finding, or a VEX document about a target.
+    Decision { msg: Incoming, decision: Decided },
     /// A chunk that waits for the rest of its scan.
     Held { msg: Incoming, ack: Arc<Ack> },
 }

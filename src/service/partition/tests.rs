@@ -819,3 +819,95 @@ proptest! {
         prop_assert_eq!(calm, stormy);
     }
 }
+
+/// A fixture of the repository's tests.
+fn fixture(rel: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A message with no format header: the format is sniffed.
+fn sniffed(offset: i64, target: &str, payload: Vec<u8>, headers: &[(&str, &str)]) -> Incoming {
+    let mut m = message(offset, target, payload, headers);
+    m.headers.retain(|(k, _)| k != header::FORMAT);
+    m
+}
+
+fn finding_events(effects: &[Rec], topic: &str) -> Vec<serde_json::Value> {
+    produced(effects, topic)
+        .into_iter()
+        .filter_map(|r| match r {
+            Rec::Produce {
+                payload: Some(p), ..
+            } => serde_json::from_slice(p).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_vex_document_published_as_a_decision_marks_its_targets_findings_not_affected() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let report = fixture("trivy/trivy-image-web-api-1.4.json");
+    let ctx = b.cx.engine.decode_context();
+    let target = crate::normalize::decode(&report, None, ctx)
+        .ok()
+        .and_then(|(_, r)| r.target)
+        .expect("the report names its image")
+        .to_string();
+    b.feed(&mut p, sniffed(0, &target, report.clone(), &[]));
+    let opened = b.edge.take();
+    deliver(&opened);
+    let vex = fixture("vex/cyclonedx-web-api.json");
+    b.feed(
+        &mut p,
+        sniffed(1, &target, vex.clone(), &[(header::KIND, "decision")]),
+    );
+    let effects = b.edge.take();
+    let events = finding_events(&effects, &b.cx.settings.findings_topic);
+    let not_affected: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "not_affected")
+        .collect();
+    assert_eq!(not_affected.len(), 2, "{events:?}");
+    assert!(not_affected
+        .iter()
+        .all(|e| e["package"]["name"] == "urllib3" && e["disposition"]["kind"] == "cyclonedx_vex"));
+    deliver(&effects);
+    b.step(&mut p);
+    let records = b.edge.take();
+    assert!(
+        !produced(&records, &b.cx.settings.changelog_for(REPORTS)).is_empty(),
+        "the decision is kept in the changelog"
+    );
+    deliver(&records);
+    b.step(&mut p);
+    assert_eq!(stores(&b.edge.take()), [1]);
+    // The next scan of the image leaves them not affected.
+    b.feed(&mut p, sniffed(2, &target, report, &[]));
+    let again = finding_events(&b.edge.take(), &b.cx.settings.findings_topic);
+    assert!(
+        again.iter().all(|e| e["package"]["name"] != "urllib3"),
+        "{again:?}"
+    );
+    // Without a key, the document names no target: dead-lettered.
+    b.feed(&mut p, {
+        let mut m = sniffed(3, &target, vex, &[(header::KIND, "decision")]);
+        m.key = None;
+        m
+    });
+    let effects = b.edge.take();
+    let dead = produced(&effects, &b.cx.settings.dead_letter_topic);
+    assert_eq!(dead.len(), 1, "{effects:?}");
+    assert_eq!(
+        dead[0].header(header::DLQ_REASON).as_deref(),
+        Some("bad_decision")
+    );
+    assert!(dead[0]
+        .header(header::DLQ_ERROR)
+        .is_some_and(|e| e.contains("VEX")));
+}
