@@ -53,16 +53,18 @@ impl PartitionProcessor {
             let Some(job) = self.jobs.pop_front() else {
                 return;
             };
-            let offset = match &job {
-                Job::Decoding { msg, .. }
-                | Job::Poison { msg, .. }
-                | Job::Held { msg, .. }
-                | Job::Decision { msg, .. } => msg.offset,
-            };
-            // What is logged while the message is applied says which.
-            let _message =
-                tracing::info_span!("message", topic = %self.topic, partition = self.partition, offset)
-                    .entered();
+            let offset = job.msg().offset;
+            // What is logged while the message is applied says which, and
+            // the target it is about.
+            let target = job.target();
+            let _message = tracing::info_span!(
+                "message",
+                topic = %self.topic,
+                partition = self.partition,
+                offset,
+                target = target.as_deref().unwrap_or("")
+            )
+            .entered();
             let job = match self.replayed(env, job) {
                 Some(job) => job,
                 None => continue,

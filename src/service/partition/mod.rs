@@ -527,6 +527,22 @@ impl PartitionProcessor {
 }
 
 impl Job {
+    /// The target the job is about, when it is known before it is applied.
+    fn target(&self) -> Option<String> {
+        match self {
+            Job::Decoding { meta, .. } => meta.target.as_ref().map(ToString::to_string),
+            Job::Decision {
+                decision: Decided::One(d),
+                ..
+            } => Some(d.target.to_string()),
+            Job::Decision {
+                decision: Decided::Vex(_, t),
+                ..
+            } => Some(t.to_string()),
+            Job::Poison { .. } | Job::Held { .. } => None,
+        }
+    }
+
     /// The message the job is of.
     fn msg(&self) -> &Incoming {
         match self {

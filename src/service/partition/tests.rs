@@ -911,3 +911,56 @@ fn a_vex_document_published_as_a_decision_marks_its_targets_findings_not_affecte
         .header(header::DLQ_ERROR)
         .is_some_and(|e| e.contains("VEX")));
 }
+
+/// Log lines, captured.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn what_is_logged_while_a_message_is_applied_names_its_partition_offset_and_target() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_writer(move || sink.clone())
+        .finish();
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    let report = fixture("trivy/trivy-image-web-api-1.4.json");
+    let target = crate::normalize::decode(&report, None, b.cx.engine.decode_context())
+        .ok()
+        .and_then(|(_, r)| r.target)
+        .expect("the report names its image")
+        .to_string();
+    tracing::subscriber::with_default(subscriber, || {
+        b.feed(&mut p, sniffed(0, &target, report, &[]));
+        let vex = fixture("vex/cyclonedx-web-api.json");
+        b.feed(&mut p, sniffed(7, &target, vex, &[(header::KIND, "decision")]));
+    });
+    let text = String::from_utf8(lock(&captured.0).clone()).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.contains("VEX document"))
+        .unwrap_or_else(|| panic!("no line about the VEX document: {text}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    let span = &v["span"];
+    assert_eq!(span["name"], "message", "{line}");
+    assert_eq!(span["topic"], REPORTS);
+    assert_eq!(span["partition"], 0);
+    assert_eq!(span["offset"], 7);
+    assert_eq!(span["target"], target.as_str());
+    // Nothing of the findings' content at info: no package, path or
+    // vulnerability of the report.
+    assert!(!text.contains("urllib3") && !text.contains("CVE-"), "{text}");
+}
