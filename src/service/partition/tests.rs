@@ -532,6 +532,13 @@ enum Op {
     /// committed are some of those stored, and a new processor restores
     /// from the changelog acknowledged so far.
     Crash { committed_lag: u8 },
+    /// A record is lost for good (the broker failed it): the service
+    /// stops, and restarts as after a crash.
+    Lose { which: u8 },
+    /// The partition moves to another instance: what is consumed and not
+    /// applied is dropped, what is applied is settled and committed, and
+    /// the next owner restores from the changelog.
+    Rebalance,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -539,6 +546,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Op::Consume),
         4 => (any::<u8>(), 0u8..6).prop_map(|(events, changelog)| Op::Ack { events, changelog }),
         1 => (0u8..3).prop_map(|committed_lag| Op::Crash { committed_lag }),
+        1 => any::<u8>().prop_map(|which| Op::Lose { which }),
+        1 => Just(Op::Rebalance),
     ]
 }
 
@@ -650,13 +659,24 @@ impl World<'_> {
         self.bench.feed(&mut self.p, msg);
         self.collect();
         // Rule: the in-flight bound holds (a message more than the bound:
-        // the one that reached it).
+        // the one that reached it), held chunks aside, which have a bound
+        // of their own: the larger of the in-flight bytes and the largest
+        // report.
         let max = self.bench.cx.settings.max_in_flight_messages;
+        let held = self.p.chunks.values().map(|c| c.held.len()).sum::<usize>();
         assert!(
-            self.p.in_flight() <= max + 1,
-            "{} in flight",
+            self.p.in_flight() <= max + 1 + held,
+            "{} in flight, {held} of them held chunks",
             self.p.in_flight()
         );
+        let held_bytes: usize = self.p.chunks.values().map(|c| c.bytes).sum();
+        let limit = self
+            .bench
+            .cx
+            .settings
+            .max_in_flight_bytes
+            .max(self.bench.cx.max_report_bytes as usize);
+        assert!(held_bytes <= limit, "{held_bytes} bytes of chunks held");
     }
 
     fn ack(&mut self, events: u8, changelog: u8) {
@@ -724,6 +744,40 @@ impl World<'_> {
         self.next = usize::try_from(self.committed).unwrap_or(0);
     }
 
+    /// One outstanding record lost: nothing at or after its message may
+    /// be stored, and the service stops.
+    fn lose(&mut self, which: u8) {
+        if self.outstanding.is_empty() {
+            return;
+        }
+        let i = which as usize % self.outstanding.len();
+        let lost = self.outstanding.remove(i);
+        if let Rec::Produce { ack, .. } = &lost.rec {
+            ack.lost();
+        }
+        self.step();
+        assert!(
+            self.stored.iter().all(|&o| o < lost.offset),
+            "offset stored past a lost record of message {}",
+            lost.offset
+        );
+        self.crash(0);
+    }
+
+    /// A graceful handoff to the next owner of the partition.
+    fn rebalance(&mut self) {
+        self.p.drop_unapplied();
+        // Settle what is applied: everything outstanding is acknowledged.
+        for _ in 0..100 {
+            if !self.p.busy() {
+                break;
+            }
+            self.ack(u8::MAX, u8::MAX);
+        }
+        assert!(!self.p.busy(), "applied work left unsettled at a revoke");
+        self.crash(0);
+    }
+
     /// Consumes and acknowledges everything left.
     fn finish(&mut self) {
         for _ in 0..10_000 {
@@ -743,25 +797,48 @@ impl World<'_> {
 /// Messages: reports of two targets, rescans, the same report again, a
 /// report that does not decode.
 fn inputs() -> impl Strategy<Value = Vec<Incoming>> {
-    let one = (0u8..2, prop::collection::btree_set(0u8..6, 0..4), 0u8..10);
+    let one = (
+        0u8..2,
+        prop::collection::btree_set(0u8..6, 0..4),
+        0u8..10,
+        any::<bool>(),
+    );
     prop::collection::vec(one, 1..12).prop_map(|ms| {
-        ms.into_iter()
-            .enumerate()
-            .map(|(o, (t, findings, bad))| {
-                let target = if t == 0 {
-                    TARGET
-                } else {
-                    "repo:github.com/acme/web"
-                };
-                let f: Vec<u8> = findings.into_iter().collect();
-                let payload = if bad == 0 {
-                    b"{oops".to_vec()
-                } else {
-                    report(&f)
-                };
-                message(o as i64, target, payload, &[])
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (n, (t, findings, bad, chunked)) in ms.into_iter().enumerate() {
+            let target = if t == 0 {
+                TARGET
+            } else {
+                "repo:github.com/acme/web"
+            };
+            let f: Vec<u8> = findings.into_iter().collect();
+            let payload = if bad == 0 {
+                b"{oops".to_vec()
+            } else {
+                report(&f)
+            };
+            let offset = out.len() as i64;
+            if chunked && payload.len() > 1 {
+                // Two chunks of one scan, the second first.
+                let (a, b) = payload.split_at(payload.len() / 2);
+                let id = format!("scan-{n}");
+                out.push(message(
+                    offset,
+                    target,
+                    b.to_vec(),
+                    &[(header::CHUNK, "2/2"), (header::SCAN_ID, id.as_str())],
+                ));
+                out.push(message(
+                    offset + 1,
+                    target,
+                    a.to_vec(),
+                    &[(header::CHUNK, "1/2"), (header::SCAN_ID, id.as_str())],
+                ));
+            } else {
+                out.push(message(offset, target, payload, &[]));
+            }
+        }
+        out
     })
 }
 
@@ -792,6 +869,12 @@ fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
                 w.crash(*committed_lag);
             }
             Op::Crash { .. } => {}
+            Op::Lose { which } if crashes < 3 => {
+                crashes += 1;
+                w.lose(*which);
+            }
+            Op::Lose { .. } => {}
+            Op::Rebalance => w.rebalance(),
         }
     }
     w.finish();
@@ -801,8 +884,9 @@ fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
-    /// Whatever the interleaving of messages, acknowledgements and
-    /// crashes, the ordering rules hold at every effect (checked as they
+    /// Whatever the interleaving of messages (chunked scans among them),
+    /// acknowledgements, lost records, crashes and rebalances, the ordering
+    /// rules hold at every effect (checked as they
     /// come, see `World::collect`), the in-flight bound holds, no two
     /// different events share an id, and the events delivered in the end
     /// are those of a run where nothing failed.
@@ -946,7 +1030,10 @@ fn what_is_logged_while_a_message_is_applied_names_its_partition_offset_and_targ
     tracing::subscriber::with_default(subscriber, || {
         b.feed(&mut p, sniffed(0, &target, report, &[]));
         let vex = fixture("vex/cyclonedx-web-api.json");
-        b.feed(&mut p, sniffed(7, &target, vex, &[(header::KIND, "decision")]));
+        b.feed(
+            &mut p,
+            sniffed(7, &target, vex, &[(header::KIND, "decision")]),
+        );
     });
     let text = String::from_utf8(lock(&captured.0).clone()).unwrap_or_default();
     let line = text
@@ -962,5 +1049,8 @@ fn what_is_logged_while_a_message_is_applied_names_its_partition_offset_and_targ
     assert_eq!(span["target"], target.as_str());
     // Nothing of the findings' content at info: no package, path or
     // vulnerability of the report.
-    assert!(!text.contains("urllib3") && !text.contains("CVE-"), "{text}");
+    assert!(
+        !text.contains("urllib3") && !text.contains("CVE-"),
+        "{text}"
+    );
 }
