@@ -48,6 +48,26 @@ pub fn shared_bytes(rel: &str, test: &str) -> Option<Vec<u8>> {
     Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
+/// The bytes of `rel` under the repository's `tests/fixtures`.
+///
+/// # Panics
+/// When the file cannot be read, naming it.
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Decodes `bytes` with `decoder` and the default context (the default
+/// secret salt): what the decoders' unit tests do.
+pub fn decode_with(
+    decoder: &dyn crate::normalize::Decoder,
+    bytes: &[u8],
+) -> Result<crate::normalize::Report, crate::normalize::DecodeError> {
+    decoder.decode(bytes, &crate::normalize::DecodeContext::default())
+}
+
 /// Asserts that `bytes` (a whole report, `name` in messages) cut short at
 /// four places is a syntax error for `decode`, never a report or a panic:
 /// what every decoder's truncation test checks.

@@ -165,15 +165,11 @@ mod tests {
     use crate::fingerprint;
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        BanditDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&BanditDecoder, bytes)
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/bandit/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture(&format!("bandit/{name}"))
     }
 
     const ONE: &str = r#"{

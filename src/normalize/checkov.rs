@@ -269,15 +269,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        CheckovDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&CheckovDecoder, bytes)
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/checkov/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture(&format!("checkov/{name}"))
     }
 
     fn target() -> crate::model::Target {

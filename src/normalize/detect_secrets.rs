@@ -118,7 +118,7 @@ mod tests {
     use super::*;
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        DetectSecretsDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&DetectSecretsDecoder, bytes)
     }
 
     /// The format as documented by detect-secrets 1.x.

@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        GitleaksDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&GitleaksDecoder, bytes)
     }
 
     fn decode_corpus(name: &str) -> Option<Report> {
@@ -294,9 +294,7 @@ mod tests {
     /// hand-written after Gitleaks v8's report; every secret in them is
     /// fake): always present, so the tests below run on any clone.
     fn fixture(name: &str) -> Vec<u8> {
-        let path =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gitleaks/").to_string() + name;
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture(&format!("gitleaks/{name}"))
     }
 
     fn decode_fixture(name: &str) -> Report {

@@ -360,7 +360,7 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        GrypeDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&GrypeDecoder, bytes)
     }
 
     fn decode_corpus(name: &str) -> Option<Report> {
@@ -578,8 +578,7 @@ mod tests {
     /// hand-written after Grype's JSON model; see its README): always
     /// present, so the tests below run on any clone.
     fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grype/").to_string() + name;
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture(&format!("grype/{name}"))
     }
 
     fn decode_fixture(name: &str) -> Report {

@@ -263,15 +263,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        TrufflehogDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&TrufflehogDecoder, bytes)
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/trufflehog/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture(&format!("trufflehog/{name}"))
     }
 
     fn target() -> crate::model::Target {

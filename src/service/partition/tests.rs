@@ -904,13 +904,7 @@ proptest! {
     }
 }
 
-/// A fixture of the repository's tests.
-fn fixture(rel: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use crate::testing::fixture;
 
 /// A message with no format header: the format is sniffed.
 fn sniffed(offset: i64, target: &str, payload: Vec<u8>, headers: &[(&str, &str)]) -> Incoming {
