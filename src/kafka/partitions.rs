@@ -260,9 +260,25 @@ impl Core {
         if tpl.count() == 0 {
             return Ok(());
         }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| format!("committing offsets of {}: {e}", list_partitions(tps)))
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // The group moved on (a rebalance under way, this member gone):
+            // the partitions are no longer this instance's to commit. Nothing
+            // is lost: their next owner gets the messages again, and passes
+            // over those the changelog already holds.
+            Err(e) if group_moved_on(&e) => {
+                tracing::warn!(
+                    partitions = %list_partitions(tps),
+                    "offsets of {} not committed, the group moved on ({e}): their next owner passes over what the changelog holds",
+                    list_partitions(tps)
+                );
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "committing offsets of {}: {e}",
+                list_partitions(tps)
+            )),
+        }
     }
 
     /// Commits the open transaction (exactly-once).
@@ -433,6 +449,21 @@ impl Core {
             }
         }
     }
+}
+
+/// A commit refused because the group's membership changed under it.
+fn group_moved_on(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::IllegalGeneration
+                | C::RebalanceInProgress
+                | C::UnknownMemberId
+                | C::FencedInstanceId
+                | C::AssignmentLost
+        )
+    )
 }
 
 /// "topic/0, topic/1" for a message.

@@ -58,6 +58,7 @@ pub(super) fn restore(
         }
     };
     let done = |mut r: Reading| {
+        r.raw.seal();
         let scans = r.raw.take_scans();
         let _ = tx.send(Restored {
             tp: r.tp,

@@ -92,7 +92,7 @@ pub fn scan_record(target: &str, scan: &ScanRecord) -> Record {
 
 /// The value under the `o` key: the last reports message whose records
 /// were written (see the module's documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// Its offset in the reports partition; -1 before any.
     pub offset: i64,
@@ -297,21 +297,34 @@ pub struct RawLog {
     /// Per target, its runs in log order: `recs[start..end]`.
     runs: HashMap<Box<str>, Vec<(u32, u32)>>,
     /// Per target, its last scan record read, undecoded, with its offset.
-    scans: HashMap<Box<str>, (i64, Option<Vec<u8>>)>,
+    scans: HashMap<Box<str>, ScanEntry>,
     /// The head of the last group read whole.
     applied: Option<Applied>,
-    /// The last group read while its records are not all there: the
-    /// head's offset, how many records it said, the records so far.
+    /// The last group read while its records are not all there yet: read
+    /// into the log as they come, and taken out again should the group
+    /// turn out cut short.
     tail: Option<Tail>,
     /// Records of groups cut short, left out.
     cut: usize,
 }
 
-/// A group of records whose head was read, not all its records yet.
-#[derive(Debug)]
+/// A target's last scan record in a [`RawLog`]: its offset and value.
+type ScanEntry = (i64, Option<Vec<u8>>);
+
+/// A group of records whose head was read, not all its records yet, and
+/// what the log was before it, to take it out again.
+#[derive(Debug, Default)]
 struct Tail {
     head: Applied,
-    records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>,
+    /// Records of the group read so far.
+    seen: u64,
+    /// `recs.len()` at the head.
+    start: usize,
+    /// Each target the group wrote, with its runs before the group (`None`:
+    /// the target was not in the log).
+    runs: HashMap<Box<str>, Option<Vec<(u32, u32)>>>,
+    /// Each target whose scan record the group wrote, with the one before.
+    scans: HashMap<Box<str>, Option<ScanEntry>>,
 }
 
 /// A record taken out of a [`RawLog`].
@@ -340,9 +353,7 @@ impl RawLog {
         if key.first() == Some(&b'o') && key.get(1) == Some(&0) {
             // A group still short is left out: its message was applied
             // again after the crash that cut it.
-            if let Some(t) = self.tail.take() {
-                self.cut += t.records.len();
-            }
+            self.cut_tail();
             // A tombstone (none is written) forgets it.
             let Some(v) = value else {
                 self.applied = None;
@@ -356,7 +367,8 @@ impl RawLog {
                 Some(n) if n > 0 => {
                     self.tail = Some(Tail {
                         head,
-                        records: Vec::new(),
+                        start: self.recs.len(),
+                        ..Tail::default()
                     })
                 }
                 _ => self.applied = Some(head),
@@ -364,19 +376,62 @@ impl RawLog {
             return Ok(());
         }
         if let Some(t) = &mut self.tail {
-            t.records
-                .push((offset, key.to_vec(), value.map(<[u8]>::to_vec)));
-            if t.records.len() as u64 >= t.head.records.unwrap_or(0) {
-                if let Some(t) = self.tail.take() {
-                    self.applied = Some(t.head);
-                    for (offset, key, value) in &t.records {
-                        self.push_record(*offset, key, value.as_deref())?;
-                    }
+            // What the log was before the group, the first time the group
+            // writes a target.
+            let target = target_of(key)?;
+            if key.first() == Some(&b's') {
+                if !t.scans.contains_key(target) {
+                    t.scans
+                        .insert(target.into(), self.scans.get(target).cloned());
+                }
+            } else if !t.runs.contains_key(target) {
+                t.runs.insert(target.into(), self.runs.get(target).cloned());
+            }
+        }
+        self.push_record(offset, key, value)?;
+        if let Some(t) = &mut self.tail {
+            t.seen += 1;
+            if t.seen >= t.head.records.unwrap_or(0) {
+                self.applied = self.tail.take().map(|t| t.head);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the read: a last group cut short is taken out (see
+    /// [`RawLog::push`]).
+    pub fn seal(&mut self) {
+        self.cut_tail();
+    }
+
+    /// Takes the group still short out of the log, as if it had never
+    /// been written.
+    fn cut_tail(&mut self) {
+        let Some(t) = self.tail.take() else {
+            return;
+        };
+        self.cut += self.recs.len() - t.start;
+        self.recs.truncate(t.start);
+        for (target, runs) in t.runs {
+            match runs {
+                Some(runs) => {
+                    self.runs.insert(target, runs);
+                }
+                None => {
+                    self.runs.remove(&target);
                 }
             }
-            return Ok(());
         }
-        self.push_record(offset, key, value)
+        for (target, scan) in t.scans {
+            match scan {
+                Some(scan) => {
+                    self.scans.insert(target, scan);
+                }
+                None => {
+                    self.scans.remove(&target);
+                }
+            }
+        }
     }
 
     /// Appends a record of a target.
@@ -464,10 +519,10 @@ impl RawLog {
         self.applied
     }
 
-    /// Records of groups cut short by a crash, left out (so far: the last
-    /// group is left out only once the log is read to its end).
+    /// Records of groups cut short by a crash, left out (the last group
+    /// only once the read is sealed: see [`RawLog::seal`]).
     pub fn cut(&self) -> usize {
-        self.cut + self.tail.as_ref().map_or(0, |t| t.records.len())
+        self.cut
     }
 
     /// Records held.
@@ -777,37 +832,56 @@ mod tests {
 
     #[test]
     fn a_group_cut_short_by_a_crash_is_left_out_whole() {
-        let mut log = RawLog::new();
         let whole = applied_record("custody.reports", 0, 7, 2);
-        log.push(0, &whole.key, whole.value.as_deref()).unwrap();
-        log.push(1, b"f\0repo:x/y/z\0v1:aa", Some(b"{}")).unwrap();
-        log.push(2, b"t\0repo:x/y/z\0tk", Some(b"{}")).unwrap();
-        // Message 8 wrote one record of its three before the crash.
         let cut = applied_record("custody.reports", 0, 8, 3);
-        log.push(3, &cut.key, cut.value.as_deref()).unwrap();
-        log.push(4, b"f\0repo:x/y/z\0v1:bb", Some(b"{}")).unwrap();
+        let start = |log: &mut RawLog| {
+            log.push(0, &whole.key, whole.value.as_deref()).unwrap();
+            log.push(1, b"f\0repo:x/y/z\0v1:aa", Some(b"{}")).unwrap();
+            log.push(2, b"t\0repo:x/y/z\0tk", Some(b"{}")).unwrap();
+            // Message 8 wrote two records of its three (one of a new
+            // target, and its scan record) before the crash.
+            log.push(3, &cut.key, cut.value.as_deref()).unwrap();
+            log.push(4, b"f\0repo:x/y/z\0v1:bb", Some(b"{}")).unwrap();
+            log.push(5, b"f\0repo:a/b/c\0v1:cc", Some(b"{}")).unwrap();
+        };
+        // The log ends there.
+        let mut log = RawLog::new();
+        start(&mut log);
+        log.seal();
         assert_eq!(log.applied().map(|a| a.offset), Some(7));
-        assert_eq!(log.len(), 2, "the cut group's record is not state");
-        assert_eq!(log.cut(), 1);
-        // The next instance applied message 8 again, whole: the cut group
-        // stays out, the whole one is in.
-        log.push(5, &cut.key, cut.value.as_deref()).unwrap();
-        for (o, k) in [
-            (6, &b"f\0repo:x/y/z\0v1:bb"[..]),
-            (7, b"f\0repo:x/y/z\0v1:cc"),
-            (8, b"t\0repo:x/y/z\0tk"),
-        ] {
-            log.push(o, k, Some(b"{}")).unwrap();
-        }
-        assert_eq!(log.applied().map(|a| a.offset), Some(8));
-        assert_eq!(log.len(), 5);
-        assert_eq!(log.cut(), 1);
+        assert_eq!(log.len(), 2, "the cut group's records are not state");
+        assert_eq!(log.cut(), 2);
+        assert_eq!(log.any_target().as_deref(), Some("repo:x/y/z"));
         let offsets = log
             .take("repo:x/y/z", |recs| {
                 recs.iter().map(|r| r.offset).collect::<Vec<_>>()
             })
             .unwrap();
-        assert_eq!(offsets, [1, 2, 6, 7, 8]);
+        assert_eq!(offsets, [1, 2]);
+        assert!(log.is_empty(), "no record of repo:a/b/c is left");
+        // The next instance applied message 8 again, whole: the cut group
+        // stays out, the whole one is in.
+        let mut log = RawLog::new();
+        start(&mut log);
+        log.push(6, &cut.key, cut.value.as_deref()).unwrap();
+        for (o, k) in [
+            (7, &b"f\0repo:x/y/z\0v1:bb"[..]),
+            (8, b"f\0repo:x/y/z\0v1:dd"),
+            (9, b"t\0repo:x/y/z\0tk"),
+        ] {
+            log.push(o, k, Some(b"{}")).unwrap();
+        }
+        log.seal();
+        assert_eq!(log.applied().map(|a| a.offset), Some(8));
+        assert_eq!(log.len(), 5);
+        assert_eq!(log.cut(), 2);
+        let offsets = log
+            .take("repo:x/y/z", |recs| {
+                recs.iter().map(|r| r.offset).collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert_eq!(offsets, [1, 2, 7, 8, 9]);
+        assert!(log.is_empty());
         // A head an earlier version wrote (no count) stands as read.
         let mut log = RawLog::new();
         log.push(0, &whole.key, Some(br#"{"offset":9}"#)).unwrap();

@@ -543,12 +543,18 @@ impl PartitionProcessor {
             return;
         }
         // The earlier chunks of a failed scan go first, so the whole scan
-        // can be replayed from the dead-letter topic.
-        self.dead_letter_held(env, held, reason, error);
+        // can be replayed from the dead-letter topic. Their dead letters are
+        // this message's events: no later message's changelog is written
+        // before they are acknowledged (a restore would pass over the
+        // scan, its dead letters lost). Their offsets are done with this
+        // message's: stored one by one, a crash between them would
+        // redeliver the scan's last chunks alone, to wait for the chunk
+        // timeout and be dead-lettered again.
         env.count_message("dead_lettered");
         env.cx.metrics.dead_letter(reason);
         let ack = Arc::new(Ack::default());
         ack.add(1);
+        let guards = self.send_held_dead_letters(env, held, reason, error, &ack);
         self.send_dead_letter(env, &msg, reason, error, &ack);
         ack.add(-1);
         self.last_applied = Some(msg.offset);
@@ -558,7 +564,7 @@ impl PartitionProcessor {
             events: ack,
             changelog: Some(Vec::new()),
             changelog_ack: Arc::new(Ack::default()),
-            held: Vec::new(),
+            held: guards,
             hold: false,
             bytes: msg.len(),
             source: None,
@@ -605,17 +611,23 @@ impl PartitionProcessor {
     /// Dead-letters held chunks as they came; each one's offset is done
     /// once its dead letter is acknowledged. (Each was counted as a
     /// message when it was held.)
-    pub(super) fn dead_letter_held(
+    /// Dead-letters held chunks as they came, counted in `ack`; returns
+    /// the acks that hold their offsets, to be released once `ack` is done.
+    /// (Each was counted as a message when it was held.)
+    pub(super) fn send_held_dead_letters(
         &self,
         env: &Env<'_>,
         held: Vec<HeldChunk>,
         reason: &str,
         error: &str,
-    ) {
-        for h in held {
-            env.cx.metrics.dead_letter(reason);
-            self.send_dead_letter(env, &h.msg, reason, error, &h.ack);
-            h.ack.add(-1);
-        }
+        ack: &Arc<Ack>,
+    ) -> Vec<Arc<Ack>> {
+        held.into_iter()
+            .map(|h| {
+                env.cx.metrics.dead_letter(reason);
+                self.send_dead_letter(env, &h.msg, reason, error, ack);
+                h.ack
+            })
+            .collect()
     }
 }

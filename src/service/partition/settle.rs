@@ -3,7 +3,7 @@
 //! events dead-lettered; backpressure by the work in flight; chunked scans
 //! that did not complete in time dead-lettered.
 
-use super::{Ack, Effect, Env, Failure, PartitionProcessor};
+use super::{Ack, Effect, Env, Failure, PartitionProcessor, Pending};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -229,7 +229,26 @@ impl PartitionProcessor {
                 k.0,
                 timeout.as_secs()
             );
-            self.dead_letter_held(env, buf.held, "incomplete_scan", &error);
+            // The dead letters are a step of their own, in the queue's
+            // order: no later message's changelog is written before they
+            // are acknowledged, and the chunks' offsets are done together.
+            let ack = Arc::new(Ack::default());
+            ack.add(1);
+            let guards =
+                self.send_held_dead_letters(env, buf.held, "incomplete_scan", &error, &ack);
+            ack.add(-1);
+            self.pending.push_back(Pending {
+                offset: None,
+                timestamp: None,
+                events: ack,
+                changelog: Some(Vec::new()),
+                changelog_ack: Arc::new(Ack::default()),
+                held: guards,
+                hold: false,
+                bytes: 0,
+                source: None,
+                dead_letter: None,
+            });
         }
     }
 }
