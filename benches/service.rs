@@ -769,6 +769,23 @@ fn restore() {
     for part in 0..partitions {
         for t in 0..targets_per_partition {
             let other = format!("repo:github.com/acme/r-{part}-{t}");
+            // As the service writes them: a head before each message's
+            // group of records, counting them.
+            let head = custody::service::changelog::applied_record(
+                "custody.reports",
+                part,
+                t as i64,
+                records.len(),
+            );
+            let head_key = String::from_utf8_lossy(&head.key).into_owned();
+            let mut rec: BaseRecord<'_, str, [u8]> =
+                BaseRecord::to(&config.service.changelog_topic)
+                    .partition(part)
+                    .key(head_key.as_str());
+            if let Some(v) = &head.value {
+                rec = rec.payload(v.as_slice());
+            }
+            send_record(&p, rec);
             for r in &records {
                 let key = String::from_utf8_lossy(&r.key).replace(spec, &other);
                 let mut rec: BaseRecord<'_, str, [u8]> =
