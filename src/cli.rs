@@ -130,6 +130,13 @@ pub struct PublishArgs {
     /// report is resolved.
     #[arg(long)]
     pub partial: bool,
+    /// The scanned checkout: each SARIF result's flagged line is read from
+    /// here and its hash written into the report (under
+    /// `partialFingerprints."custodyLineHash/v1"`) before it is sent, so
+    /// the service fingerprints results without snippets (Ruff, ESLint,
+    /// ...) by their line's content. Other formats are sent as they are.
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
     /// Largest message; bigger reports are split into chunks.
     #[arg(long, default_value_t = crate::kafka::publish::DEFAULT_CHUNK_BYTES)]
     pub chunk_bytes: usize,

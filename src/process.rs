@@ -178,7 +178,15 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
             path.display().to_string()
         };
         match scan_file(s, &engine, &mut state, path, &mut stdin, &mut out) {
-            Ok(n) => out.tally.scans.push((shown, n)),
+            Ok(Scanned { findings, weak }) => {
+                if weak > 0 {
+                    let _ = writeln!(
+                        stderr,
+                        "custody process: warning: {shown}: {weak} of {findings} SARIF results have no source snippet and no line hash, so they are fingerprinted by their message and their order in the file: a rewritten line with the same message goes unnoticed. Pass --source DIR (the scanned checkout), or publish the report with `custody publish --source DIR`"
+                    );
+                }
+                out.tally.scans.push((shown, findings));
+            }
             Err(e) => {
                 rejected += 1;
                 let _ = writeln!(stderr, "custody process: rejected {shown}: {e}");
@@ -228,7 +236,7 @@ fn scan_file(
     path: &Path,
     stdin: &mut impl Read,
     sink: &mut dyn Sink,
-) -> Result<usize, InputError> {
+) -> Result<Scanned, InputError> {
     let limit = s.config.max_report_bytes;
     let bytes = if path.as_os_str() == "-" {
         read_capped(stdin, limit, 0)?
@@ -240,7 +248,7 @@ fn scan_file(
         }
         read_capped(file, limit, size)?
     };
-    let (_format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
+    let (format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
     let scan_id = ScanMeta::content_id(&bytes);
     drop(bytes);
     let target = s
@@ -253,7 +261,7 @@ fn scan_file(
     }
     if let Some(dir) = &s.source {
         let salt = &engine.decode_context().secret_salt;
-        let mut files = SourceFiles::new(dir);
+        let mut files = crate::source::SourceFiles::new(dir);
         for f in &mut report.findings {
             let (Some(path), Some(line)) = (f.path(), f.start_line()) else {
                 continue;
@@ -265,6 +273,15 @@ fn scan_file(
         }
     }
     let n = report.findings.len();
+    let weak = if format == Format::Sarif && s.source.is_none() {
+        report
+            .findings
+            .iter()
+            .filter(|f| crate::fingerprint::by_message(f))
+            .count()
+    } else {
+        0
+    };
     let scan = ScanMeta {
         scan_id,
         target,
@@ -274,52 +291,15 @@ fn scan_file(
         coverage: report.coverage,
     };
     engine.scan_into(state, &scan, report.findings, s.now, sink);
-    Ok(n)
+    Ok(Scanned { findings: n, weak })
 }
 
-/// Source files of a checkout, read once each, for line lookups. Paths
-/// that would leave the checkout (absolute, `..`) and files over 16 MiB are
-/// not read.
-struct SourceFiles<'a> {
-    root: &'a Path,
-    files: std::collections::HashMap<String, Option<String>>,
-}
-
-impl<'a> SourceFiles<'a> {
-    const MAX_FILE: u64 = 16 << 20;
-
-    fn new(root: &'a Path) -> SourceFiles<'a> {
-        SourceFiles {
-            root,
-            files: std::collections::HashMap::new(),
-        }
-    }
-
-    /// Line `n` (1-based) of `path`, if the file exists inside the root.
-    fn line(&mut self, path: &str, n: u32) -> Option<&str> {
-        let root = self.root;
-        let text = self.files.entry(path.to_string()).or_insert_with(|| {
-            let rel = Path::new(path);
-            let inside = rel.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::Normal(_) | std::path::Component::CurDir
-                )
-            });
-            if !inside {
-                return None;
-            }
-            let full = root.join(rel);
-            let size = std::fs::metadata(&full).ok()?.len();
-            if size > Self::MAX_FILE {
-                return None;
-            }
-            let bytes = std::fs::read(full).ok()?;
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        });
-        let index = usize::try_from(n.checked_sub(1)?).ok()?;
-        text.as_deref()?.lines().nth(index)
-    }
+/// What one report file gave.
+struct Scanned {
+    findings: usize,
+    /// SARIF results fingerprinted by their message alone (no snippet, no
+    /// line hash, no `--source`).
+    weak: usize,
 }
 
 /// Reads at most `limit` bytes; more is an error, so endless input cannot

@@ -554,3 +554,41 @@ fn publish_sends_a_vex_document_keyed_by_its_target_and_needs_one() {
     let sent = custody::kafka::mock::read_all(&brokers, "custody.reports").unwrap();
     assert_eq!(sent, [std::fs::read(vex).unwrap()], "the document as it is");
 }
+
+/// A SARIF report without snippets (Ruff's), processed without the
+/// checkout, is fingerprinted by message and order: `process` says so,
+/// once for the report, naming it; with `--source`, or for a report with
+/// snippets (Bandit's), it says nothing.
+#[test]
+fn snippetless_sarif_without_source_is_warned_about_once() {
+    let ruff = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/churn/ruff-6.5.sarif");
+    let target = ["--target", "repo:github.com/tornadoweb/tornado"];
+    let out = process(&[target[0], target[1], AT[0], AT[1]], &[&ruff]);
+    succeeded(&out);
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("ruff-6.5.sarif"), "{err}");
+    assert!(warnings[0].contains("247 of 247"), "{err}");
+    assert!(warnings[0].contains("--source"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = crate::churn::unpack("6.5", tmp.path());
+    let out = process(
+        &[
+            target[0],
+            target[1],
+            AT[0],
+            AT[1],
+            "--source",
+            checkout.to_str().unwrap(),
+        ],
+        &[&ruff],
+    );
+    succeeded(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    let out = process(&[target[0], target[1], AT[0], AT[1]], &[&bandit_sarif()]);
+    succeeded(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
