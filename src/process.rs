@@ -1,5 +1,6 @@
 //! `custody process`: the engine over report files, for CI pipelines and
-//! backfills. Each file is one complete scan of its target; events go to
+//! backfills. Each file is one complete scan of its target (a partial one
+//! with `--partial`, which resolves nothing); events go to
 //! standard output as JSON Lines and a per-team summary to standard error.
 //!
 //! Exit status: 0 on success, 1 when any input was rejected (each named on
