@@ -19,7 +19,7 @@ pub struct Cli {
 }
 
 pub use crate::logging::LogFormat;
-pub use crate::process::Emit;
+pub use crate::process::{Emit, SummaryFormat};
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -130,6 +130,13 @@ pub struct PublishArgs {
     /// report is resolved.
     #[arg(long)]
     pub partial: bool,
+    /// The scanned checkout: each SARIF result's flagged line is read from
+    /// here and its hash written into the report (under
+    /// `partialFingerprints."custodyLineHash/v1"`) before it is sent, so
+    /// the service fingerprints results without snippets (Ruff, ESLint,
+    /// ...) by their line's content. Other formats are sent as they are.
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
     /// Largest message; bigger reports are split into chunks.
     #[arg(long, default_value_t = crate::kafka::publish::DEFAULT_CHUNK_BYTES)]
     pub chunk_bytes: usize,
@@ -160,8 +167,10 @@ pub struct ProcessArgs {
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Ownership configuration (file, or directory holding owners.toml):
-    /// attributes every finding to a team, with the evidence.
-    #[arg(long, value_name = "CONFIG")]
+    /// attributes every finding to a team, with the evidence. The state
+    /// file remembers it: a rescan without --owners, on a state built with
+    /// one, is refused unless it says `--owners none`.
+    #[arg(long, value_name = "CONFIG|none")]
     pub owners: Option<PathBuf>,
     /// The scanned target (`repo:host/org/name`, `image:name`,
     /// `cloud:account`); defaults to the target a report names.
@@ -191,6 +200,19 @@ pub struct ProcessArgs {
     /// Which events to print.
     #[arg(long, value_enum, default_value = "all")]
     pub emit: Emit,
+    /// Exit 3 when the run opened or reopened findings at or above this
+    /// severity (critical, high, medium, low, info), listing them on
+    /// standard error.
+    #[arg(long, value_name = "SEVERITY")]
+    pub fail_on: Option<String>,
+    /// The files are partial scans (changed files, one directory): what
+    /// they do not report is not resolved.
+    #[arg(long)]
+    pub partial: bool,
+    /// How the summary goes to standard error: a table with its legend
+    /// (text), one line of JSON (json, the last line), or not at all.
+    #[arg(long, value_enum, default_value = "text")]
+    pub summary: SummaryFormat,
     /// The time to process at (RFC 3339); defaults to now.
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,

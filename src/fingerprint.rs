@@ -111,6 +111,19 @@ fn code_basis(f: &Finding) -> (&'static str, Cow<'_, str>) {
     }
 }
 
+/// Whether a finding is fingerprinted by its message alone: a code
+/// finding with no real tool fingerprint, no secret hash and no source
+/// line content (a SARIF result without snippet or line hash, processed
+/// without the checkout). Such fingerprints tell identical messages of one
+/// file apart only by their order, and miss a line rewritten under an
+/// unchanged message.
+pub fn by_message(f: &Finding) -> bool {
+    if f.category.is_dependency() && f.package.is_some() {
+        return false;
+    }
+    code_basis(f).0 == "msg"
+}
+
 /// The fingerprint of a dependency finding, or `None` when it names no
 /// package (it is then treated as a code finding).
 pub fn dependency_fingerprint(f: &Finding, target: &Target) -> Option<String> {

@@ -27,6 +27,8 @@
 //!   the service's settings among it.
 //! - [`engine`]: wires the stages into one step per scan, decision or tick.
 //! - [`process`]: `custody process`, the engine over report files.
+//! - [`source`]: a scanned checkout's source lines, for reports without
+//!   snippets (`process --source`, `publish --source`).
 //! - [`schema`]: JSON Schemas of the native finding, events and decisions.
 //! - [`service`]: the service's own logic, free of Kafka clients: the
 //!   partition processor (a state machine: messages in, effects out), the
@@ -54,6 +56,7 @@ pub mod ownership;
 pub mod process;
 pub mod schema;
 pub mod service;
+pub mod source;
 #[doc(hidden)]
 pub mod testing;
 pub mod ticket;

@@ -172,6 +172,21 @@ pub struct State {
     pub version: u32,
     /// Per target.
     pub targets: BTreeMap<String, TargetState>,
+    /// The ownership configuration `custody process` last attributed
+    /// findings with (`None`: none, or a state saved before it was
+    /// recorded), so a rescan cannot silently drop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<OwnershipUsed>,
+}
+
+/// Which ownership configuration a state was built with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnershipUsed {
+    /// The configuration as it was named (`--owners`).
+    pub config: String,
+    /// Its version: the id of the manifest of its files (the SHA-256 of
+    /// each file it read), as `publish-ownership` and the service name it.
+    pub version: String,
 }
 
 fn state_version() -> u32 {
@@ -184,6 +199,7 @@ impl State {
         State {
             version: state_version(),
             targets: BTreeMap::new(),
+            ownership: None,
         }
     }
 

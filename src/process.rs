@@ -1,10 +1,14 @@
 //! `custody process`: the engine over report files, for CI pipelines and
-//! backfills. Each file is one complete scan of its target; events go to
+//! backfills. Each file is one complete scan of its target (a partial one
+//! with `--partial`, which resolves nothing); events go to
 //! standard output as JSON Lines and a per-team summary to standard error.
 //!
 //! Exit status: 0 on success, 1 when any input was rejected (each named on
 //! standard error, the others still processed), 2 for usage or
-//! configuration errors (nothing processed, the state file untouched).
+//! configuration errors (nothing processed, the state file untouched), 3
+//! when `--fail-on` found the run opened or reopened findings at or above
+//! its severity (3 wins over 1: both fail a CI job, and the rejected
+//! inputs are named all the same).
 
 use crate::config::Config;
 use crate::engine::{Engine, Output, Sink};
@@ -37,6 +41,17 @@ pub struct Settings {
     pub config: Config,
     /// Ownership configuration, if any.
     pub owners: Option<std::sync::Arc<crate::ownership::Ownership>>,
+    /// Which configuration that is, recorded in the state.
+    pub owners_used: Option<crate::lifecycle::OwnershipUsed>,
+    /// `--owners none`: no ownership, on purpose, even on a state built
+    /// with one.
+    pub owners_none: bool,
+    /// Fail (exit 3) on findings opened or reopened at or above this.
+    pub fail_on: Option<Severity>,
+    /// The files are partial scans: nothing is resolved.
+    pub partial: bool,
+    /// How the summary is printed.
+    pub summary: SummaryFormat,
     /// Which events to print.
     pub emit: Emit,
     /// The clock.
@@ -78,6 +93,17 @@ pub enum Emit {
     All,
 }
 
+/// How `process` prints its summary on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryFormat {
+    /// A table per team, with a legend of its columns.
+    Text,
+    /// One line of JSON, the last line of standard error.
+    Json,
+    /// No summary.
+    None,
+}
+
 /// Why one input was rejected (exit status 1; the rest go on).
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -104,6 +130,26 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
         },
         None => State::new(),
     };
+    if let (Some(used), None, false) = (&state.ownership, &s.owners, s.owners_none) {
+        let _ = writeln!(
+            stderr,
+            "custody process: state file {} was built with the ownership configuration {} (version {}); pass --owners CONFIG to go on attributing findings, or --owners none to process without ownership",
+            s.state.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+            used.config,
+            used.version
+        );
+        return 2;
+    }
+    let mut stdin_bytes: Option<Vec<u8>> = None;
+    if let Some(name) = &s.scanner {
+        match check_scanner(s, name, &mut stdin, &mut stdin_bytes) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = writeln!(stderr, "custody process: {e}");
+                return 2;
+            }
+        }
+    }
     let mut engine = Engine::new(&s.config);
     if let Some(own) = &s.owners {
         for w in &own.warnings {
@@ -116,6 +162,7 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
     let mut out = JsonLines {
         out: BufWriter::with_capacity(1 << 16, stdout),
         emit: s.emit,
+        fail_on: s.fail_on,
         tally: Tally::default(),
         error: None,
     };
@@ -177,8 +224,17 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
         } else {
             path.display().to_string()
         };
-        match scan_file(s, &engine, &mut state, path, &mut stdin, &mut out) {
-            Ok(n) => out.tally.scans.push((shown, n)),
+        let bytes = read_input(s, path, &mut stdin, &mut stdin_bytes);
+        match bytes.and_then(|bytes| scan_file(s, &engine, &mut state, bytes, &mut out)) {
+            Ok(Scanned { findings, weak }) => {
+                if weak > 0 {
+                    let _ = writeln!(
+                        stderr,
+                        "custody process: warning: {shown}: {weak} of {findings} SARIF results have no source snippet and no line hash, so they are fingerprinted by their message and their order in the file: a rewritten line with the same message goes unnoticed. Pass --source DIR (the scanned checkout), or publish the report with `custody publish --source DIR`"
+                    );
+                }
+                out.tally.scans.push((shown, findings));
+            }
             Err(e) => {
                 rejected += 1;
                 let _ = writeln!(stderr, "custody process: rejected {shown}: {e}");
@@ -204,6 +260,7 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
             return 2;
         }
     };
+    state.ownership.clone_from(&s.owners_used);
     if let Some(path) = &s.state {
         if let Err(e) = save_state(path, &state) {
             let _ = writeln!(
@@ -214,33 +271,118 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
             return 2;
         }
     }
-    let _ = summary(&mut stderr, &state, &tally);
+    if let Some(at) = s.fail_on {
+        if !tally.failing.is_empty() {
+            let _ = writeln!(
+                stderr,
+                "custody process: --fail-on {at}: this run opened or reopened {} findings at or above {at} (severity, rule, location, team):",
+                tally.failing.len()
+            );
+            for f in &tally.failing {
+                let _ = writeln!(
+                    stderr,
+                    "{}\t{}\t{}\t{}",
+                    f.severity,
+                    f.rule,
+                    f.location,
+                    f.team.as_deref().unwrap_or("(unattributed)")
+                );
+            }
+        }
+    }
+    let rows = summary_rows(&state, &tally);
+    let _ = match s.summary {
+        SummaryFormat::Text => summary(&mut stderr, &rows),
+        SummaryFormat::Json => summary_json(&mut stderr, &rows, s.fail_on),
+        SummaryFormat::None => Ok(()),
+    };
     // The process is about to exit: freeing a large state record by record
     // costs a tenth of the run and returns nothing useful.
     std::mem::forget(state);
-    u8::from(rejected > 0)
+    if s.fail_on.is_some() && !tally.failing.is_empty() {
+        3
+    } else {
+        u8::from(rejected > 0)
+    }
+}
+
+/// The bytes of one input: a file, or standard input (read once, kept
+/// when `--scanner` had it read first).
+fn read_input(
+    s: &Settings,
+    path: &Path,
+    stdin: &mut impl Read,
+    stdin_bytes: &mut Option<Vec<u8>>,
+) -> Result<Vec<u8>, InputError> {
+    let limit = s.config.max_report_bytes;
+    if path.as_os_str() == "-" {
+        return match stdin_bytes.take() {
+            Some(bytes) => Ok(bytes),
+            None => read_capped(stdin, limit, 0),
+        };
+    }
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > limit {
+        return Err(DecodeError::TooLarge { size, limit }.into());
+    }
+    read_capped(file, limit, size)
+}
+
+/// Refuses a `--scanner` that contradicts a report's own tool name,
+/// before anything is processed: every report that decodes must name no
+/// tool, or `name` alone. Inputs that cannot be read or decoded are left
+/// for the run to reject.
+fn check_scanner(
+    s: &Settings,
+    name: &str,
+    stdin: &mut impl Read,
+    stdin_bytes: &mut Option<Vec<u8>>,
+) -> Result<(), String> {
+    let ctx = crate::normalize::DecodeContext::default();
+    for path in &s.files {
+        let Ok(bytes) = read_input(s, path, stdin, stdin_bytes) else {
+            continue;
+        };
+        let decoded = normalize::decode(&bytes, s.format, &ctx);
+        if path.as_os_str() == "-" {
+            *stdin_bytes = Some(bytes);
+        }
+        let Ok((_, report)) = decoded else {
+            continue;
+        };
+        let tools: BTreeSet<String> = report
+            .coverage
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .chain(report.findings.iter().map(|f| f.scanner.as_str()))
+            .filter(|t| !t.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if tools.iter().any(|t| t != name) {
+            let shown = if path.as_os_str() == "-" {
+                "<stdin>".to_string()
+            } else {
+                path.display().to_string()
+            };
+            let names: Vec<&str> = tools.iter().map(String::as_str).collect();
+            return Err(format!(
+                "--scanner {name} contradicts {shown}, whose own tool name is {}; drop --scanner or name the tool that wrote the report",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn scan_file(
     s: &Settings,
     engine: &Engine,
     state: &mut State,
-    path: &Path,
-    stdin: &mut impl Read,
+    bytes: Vec<u8>,
     sink: &mut dyn Sink,
-) -> Result<usize, InputError> {
-    let limit = s.config.max_report_bytes;
-    let bytes = if path.as_os_str() == "-" {
-        read_capped(stdin, limit, 0)?
-    } else {
-        let file = std::fs::File::open(path)?;
-        let size = file.metadata()?.len();
-        if size > limit {
-            return Err(DecodeError::TooLarge { size, limit }.into());
-        }
-        read_capped(file, limit, size)?
-    };
-    let (_format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
+) -> Result<Scanned, InputError> {
+    let (format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
     let scan_id = ScanMeta::content_id(&bytes);
     drop(bytes);
     let target = s
@@ -253,7 +395,7 @@ fn scan_file(
     }
     if let Some(dir) = &s.source {
         let salt = &engine.decode_context().secret_salt;
-        let mut files = SourceFiles::new(dir);
+        let mut files = crate::source::SourceFiles::new(dir);
         for f in &mut report.findings {
             let (Some(path), Some(line)) = (f.path(), f.start_line()) else {
                 continue;
@@ -265,61 +407,33 @@ fn scan_file(
         }
     }
     let n = report.findings.len();
+    let weak = if format == Format::Sarif && s.source.is_none() {
+        report
+            .findings
+            .iter()
+            .filter(|f| crate::fingerprint::by_message(f))
+            .count()
+    } else {
+        0
+    };
     let scan = ScanMeta {
         scan_id,
         target,
         commit: report.commit,
         git_ref: report.git_ref,
-        complete: true,
+        complete: !s.partial,
         coverage: report.coverage,
     };
     engine.scan_into(state, &scan, report.findings, s.now, sink);
-    Ok(n)
+    Ok(Scanned { findings: n, weak })
 }
 
-/// Source files of a checkout, read once each, for line lookups. Paths
-/// that would leave the checkout (absolute, `..`) and files over 16 MiB are
-/// not read.
-struct SourceFiles<'a> {
-    root: &'a Path,
-    files: std::collections::HashMap<String, Option<String>>,
-}
-
-impl<'a> SourceFiles<'a> {
-    const MAX_FILE: u64 = 16 << 20;
-
-    fn new(root: &'a Path) -> SourceFiles<'a> {
-        SourceFiles {
-            root,
-            files: std::collections::HashMap::new(),
-        }
-    }
-
-    /// Line `n` (1-based) of `path`, if the file exists inside the root.
-    fn line(&mut self, path: &str, n: u32) -> Option<&str> {
-        let root = self.root;
-        let text = self.files.entry(path.to_string()).or_insert_with(|| {
-            let rel = Path::new(path);
-            let inside = rel.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::Normal(_) | std::path::Component::CurDir
-                )
-            });
-            if !inside {
-                return None;
-            }
-            let full = root.join(rel);
-            let size = std::fs::metadata(&full).ok()?.len();
-            if size > Self::MAX_FILE {
-                return None;
-            }
-            let bytes = std::fs::read(full).ok()?;
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        });
-        let index = usize::try_from(n.checked_sub(1)?).ok()?;
-        text.as_deref()?.lines().nth(index)
-    }
+/// What one report file gave.
+struct Scanned {
+    findings: usize,
+    /// SARIF results fingerprinted by their message alone (no snippet, no
+    /// line hash, no `--source`).
+    weak: usize,
 }
 
 /// Reads at most `limit` bytes; more is an error, so endless input cannot
@@ -393,6 +507,19 @@ struct Tally {
     scans: Vec<(String, usize)>,
     /// Per team: opened, resolved, reopened findings; tickets opened.
     events: BTreeMap<Option<String>, [u64; 4]>,
+    /// Findings opened or reopened at or above `--fail-on`, in event order.
+    failing: Vec<Failing>,
+}
+
+/// A finding that fails the run (`--fail-on`).
+#[derive(serde::Serialize)]
+struct Failing {
+    severity: Severity,
+    rule: String,
+    /// `path:line`, the path, or the target when the finding has none.
+    location: String,
+    team: Option<String>,
+    fingerprint: String,
 }
 
 /// Writes each event as one JSON line as it comes, and counts them for the
@@ -400,6 +527,7 @@ struct Tally {
 struct JsonLines<W: Write> {
     out: BufWriter<W>,
     emit: Emit,
+    fail_on: Option<Severity>,
     tally: Tally,
     error: Option<std::io::Error>,
 }
@@ -447,6 +575,24 @@ impl<W: Write> Sink for JsonLines<W> {
         if let Some(i) = slot {
             self.tally.events.entry(e.team.clone()).or_default()[i] += 1;
         }
+        let fails = matches!(e.event, F::Opened | F::Reopened)
+            && self.fail_on.is_some_and(|at| e.severity >= at);
+        if fails {
+            let location = match &e.location {
+                Some(l) if !l.path.is_empty() => match l.start_line {
+                    Some(n) => format!("{}:{n}", l.path),
+                    None => l.path.clone(),
+                },
+                _ => e.target.to_string(),
+            };
+            self.tally.failing.push(Failing {
+                severity: e.severity,
+                rule: e.rule_id.clone(),
+                location,
+                team: e.team.clone(),
+                fingerprint: e.fingerprint.clone(),
+            });
+        }
         if self.emit != Emit::Tickets {
             self.write(&e);
         }
@@ -462,12 +608,44 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 }
 
-/// The per-team table on standard error: open findings by severity (from
-/// the whole state), and what this run opened, resolved and reopened.
-fn summary(w: &mut impl Write, state: &State, tally: &Tally) -> std::io::Result<()> {
+/// One row of the summary: a team (`None`: unattributed).
+#[derive(serde::Serialize)]
+struct Row {
+    team: Option<String>,
+    /// Open findings in the whole state, by severity.
+    open: BTreeMap<Severity, u64>,
+    /// This run's finding events.
+    opened: u64,
+    resolved: u64,
+    reopened: u64,
+    /// Open tickets in the whole state.
+    tickets_open: u64,
+}
+
+/// What the summary says, whichever way it is printed.
+#[derive(serde::Serialize)]
+struct Rows<'a> {
+    /// Files scanned and how many findings each gave.
+    scans: Vec<ScanRow<'a>>,
+    teams: Vec<Row>,
+    /// Unattributed open findings per target.
+    unattributed: BTreeMap<String, u64>,
+    #[serde(skip)]
+    failing: &'a [Failing],
+}
+
+#[derive(serde::Serialize)]
+struct ScanRow<'a> {
+    file: &'a str,
+    findings: usize,
+}
+
+/// Counts the summary's rows: open findings by severity and open tickets
+/// from the whole state, opened, resolved and reopened from this run.
+fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
     let mut open: BTreeMap<Option<String>, BTreeMap<Severity, u64>> = BTreeMap::new();
     let mut tickets_open: BTreeMap<Option<String>, u64> = BTreeMap::new();
-    let mut unattributed: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut unattributed: BTreeMap<String, u64> = BTreeMap::new();
     for (target, ts) in &state.targets {
         for rec in ts.findings.values().filter(|r| r.status == Status::Open) {
             *open
@@ -476,7 +654,7 @@ fn summary(w: &mut impl Write, state: &State, tally: &Tally) -> std::io::Result<
                 .entry(rec.severity())
                 .or_default() += 1;
             if rec.team.is_none() {
-                *unattributed.entry(target).or_default() += 1;
+                *unattributed.entry(target.clone()).or_default() += 1;
             }
         }
         for t in ts
@@ -487,10 +665,46 @@ fn summary(w: &mut impl Write, state: &State, tally: &Tally) -> std::io::Result<
             *tickets_open.entry(t.team.clone()).or_default() += 1;
         }
     }
-    for (file, n) in &tally.scans {
-        writeln!(w, "scanned {file}: {n} findings")?;
-    }
     let teams: BTreeSet<Option<String>> = open.keys().chain(tally.events.keys()).cloned().collect();
+    let teams = teams
+        .into_iter()
+        .map(|team| {
+            let ev = tally.events.get(&team).copied().unwrap_or_default();
+            let by = open.get(&team);
+            Row {
+                open: Severity::ALL_DESC
+                    .into_iter()
+                    .map(|s| (s, by.and_then(|m| m.get(&s)).copied().unwrap_or(0)))
+                    .collect(),
+                opened: ev[0],
+                resolved: ev[1],
+                reopened: ev[2],
+                tickets_open: tickets_open.get(&team).copied().unwrap_or(0),
+                team,
+            }
+        })
+        .collect();
+    Rows {
+        scans: tally
+            .scans
+            .iter()
+            .map(|(file, n)| ScanRow { file, findings: *n })
+            .collect(),
+        teams,
+        unattributed,
+        failing: &tally.failing,
+    }
+}
+
+/// The per-team table on standard error, after a legend of its columns.
+fn summary(w: &mut impl Write, rows: &Rows<'_>) -> std::io::Result<()> {
+    for scan in &rows.scans {
+        writeln!(w, "scanned {}: {} findings", scan.file, scan.findings)?;
+    }
+    writeln!(
+        w,
+        "per team: critical..info = open findings by severity in the whole state (this run's and earlier ones); opened, resolved, reopened = what this run changed; tickets = open tickets"
+    )?;
     writeln!(
         w,
         "{:<24} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8}",
@@ -505,11 +719,9 @@ fn summary(w: &mut impl Write, state: &State, tally: &Tally) -> std::io::Result<
         "reopened",
         "tickets"
     )?;
-    for team in teams {
-        let sev = open.get(&team);
-        let n = |s: Severity| sev.and_then(|m| m.get(&s)).copied().unwrap_or(0);
-        let ev = tally.events.get(&team).copied().unwrap_or_default();
-        let name = team.as_deref().unwrap_or("(unattributed)");
+    for row in &rows.teams {
+        let n = |s: Severity| row.open.get(&s).copied().unwrap_or(0);
+        let name = row.team.as_deref().unwrap_or("(unattributed)");
         writeln!(
             w,
             "{:<24} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8}",
@@ -519,14 +731,43 @@ fn summary(w: &mut impl Write, state: &State, tally: &Tally) -> std::io::Result<
             n(Severity::Medium),
             n(Severity::Low),
             n(Severity::Info),
-            ev[0],
-            ev[1],
-            ev[2],
-            tickets_open.get(&team).copied().unwrap_or(0),
+            row.opened,
+            row.resolved,
+            row.reopened,
+            row.tickets_open,
         )?;
     }
-    for (target, n) in unattributed {
+    for (target, n) in &rows.unattributed {
         writeln!(w, "unattributed open findings on {target}: {n}")?;
     }
     Ok(())
+}
+
+/// The summary as one line of JSON (see README: `--summary json`).
+fn summary_json(
+    w: &mut impl Write,
+    rows: &Rows<'_>,
+    fail_on: Option<Severity>,
+) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct FailOn<'a> {
+        severity: Severity,
+        findings: &'a [Failing],
+    }
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        #[serde(flatten)]
+        rows: &'a Rows<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fail_on: Option<FailOn<'a>>,
+    }
+    let summary = Summary {
+        rows,
+        fail_on: fail_on.map(|severity| FailOn {
+            severity,
+            findings: rows.failing,
+        }),
+    };
+    serde_json::to_writer(&mut *w, &summary)?;
+    writeln!(w)
 }

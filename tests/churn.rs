@@ -12,7 +12,7 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/churn")
 }
 
-fn expected(key: &str) -> (u64, u64, u64) {
+pub fn expected(key: &str) -> (u64, u64, u64) {
     let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     let n = |k: &str| v[key][k].as_u64().unwrap();
@@ -20,7 +20,7 @@ fn expected(key: &str) -> (u64, u64, u64) {
 }
 
 /// Unpacks a release's source files (the files with findings).
-fn unpack(version: &str, into: &Path) -> PathBuf {
+pub fn unpack(version: &str, into: &Path) -> PathBuf {
     let dir = into.join(version);
     std::fs::create_dir_all(&dir).unwrap();
     let status = Command::new("tar")

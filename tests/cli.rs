@@ -554,3 +554,297 @@ fn publish_sends_a_vex_document_keyed_by_its_target_and_needs_one() {
     let sent = custody::kafka::mock::read_all(&brokers, "custody.reports").unwrap();
     assert_eq!(sent, [std::fs::read(vex).unwrap()], "the document as it is");
 }
+
+/// A SARIF report without snippets (Ruff's), processed without the
+/// checkout, is fingerprinted by message and order: `process` says so,
+/// once for the report, naming it; with `--source`, or for a report with
+/// snippets (Bandit's), it says nothing.
+#[test]
+fn snippetless_sarif_without_source_is_warned_about_once() {
+    let ruff = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/churn/ruff-6.5.sarif");
+    let target = ["--target", "repo:github.com/tornadoweb/tornado"];
+    let out = process(&[target[0], target[1], AT[0], AT[1]], &[&ruff]);
+    succeeded(&out);
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("ruff-6.5.sarif"), "{err}");
+    assert!(warnings[0].contains("247 of 247"), "{err}");
+    assert!(warnings[0].contains("--source"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = crate::churn::unpack("6.5", tmp.path());
+    let out = process(
+        &[
+            target[0],
+            target[1],
+            AT[0],
+            AT[1],
+            "--source",
+            checkout.to_str().unwrap(),
+        ],
+        &[&ruff],
+    );
+    succeeded(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    let out = process(&[target[0], target[1], AT[0], AT[1]], &[&bandit_sarif()]);
+    succeeded(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+/// Bandit's SARIF over tornado 6.4.2 and 6.5 (tests/fixtures/churn).
+fn tornado(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/churn/bandit-{version}.sarif"))
+}
+
+fn ownership() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ownership/owners.toml")
+}
+
+const TORNADO: [&str; 2] = ["--target", "repo:github.com/tornadoweb/tornado"];
+
+/// A state built with ownership remembers it: a rescan that forgets
+/// `--owners` is refused (exit 2, naming the state and the configuration,
+/// the state untouched, nothing printed), `--owners none` goes on without.
+#[test]
+fn a_state_built_with_ownership_refuses_a_rescan_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let st = state.to_str().unwrap();
+    let owners = ownership();
+    let first = process(
+        &[
+            TORNADO[0],
+            TORNADO[1],
+            "--state",
+            st,
+            "--owners",
+            owners.to_str().unwrap(),
+        ],
+        &[&tornado("6.4.2")],
+    );
+    succeeded(&first);
+    assert!(events(&first).iter().any(|e| e["team"].is_string()));
+    let saved = std::fs::read(&state).unwrap();
+
+    let out = process(&[TORNADO[0], TORNADO[1], "--state", st], &[&tornado("6.5")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("state.json") && err.contains("owners.toml"),
+        "{err}"
+    );
+    assert!(err.contains("--owners none"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&state).unwrap(), saved, "state untouched");
+
+    let out = process(
+        &[TORNADO[0], TORNADO[1], "--state", st, "--owners", "none"],
+        &[&tornado("6.5")],
+    );
+    succeeded(&out);
+    // The same configuration again is accepted too.
+    let again = process(
+        &[
+            TORNADO[0],
+            TORNADO[1],
+            "--state",
+            st,
+            "--owners",
+            owners.to_str().unwrap(),
+        ],
+        &[&tornado("6.5")],
+    );
+    succeeded(&again);
+}
+
+/// `--fail-on` exits 3 when the run opened or reopened findings at or
+/// above the severity, one line each on stderr (severity, rule, location,
+/// team); below it, or on a rescan that opens none, it exits 0.
+#[test]
+fn fail_on_lists_the_findings_that_fail_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let st = state.to_str().unwrap();
+    let owners = ownership();
+    let args = [
+        TORNADO[0],
+        TORNADO[1],
+        "--state",
+        st,
+        "--owners",
+        owners.to_str().unwrap(),
+        "--emit",
+        "findings",
+        "--fail-on",
+        "high",
+    ];
+    let out = process(&args, &[&tornado("6.4.2")]);
+    let evs = events(&out);
+    let high: Vec<&Value> = evs
+        .iter()
+        .filter(|e| {
+            e["event"] == "opened" && matches!(e["severity"].as_str(), Some("high" | "critical"))
+        })
+        .collect();
+    assert!(!high.is_empty(), "bandit finds high findings in tornado");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("high\t") || l.starts_with("critical\t"))
+        .collect();
+    assert_eq!(lines.len(), high.len(), "{err}");
+    for e in &high {
+        let loc = &e["location"];
+        let want = format!(
+            "{}\t{}\t{}:{}\t{}",
+            e["severity"].as_str().unwrap(),
+            e["rule_id"].as_str().unwrap(),
+            loc["path"].as_str().unwrap(),
+            loc["start_line"],
+            e["team"].as_str().unwrap_or("(unattributed)")
+        );
+        assert!(lines.contains(&want.as_str()), "{want} in {err}");
+    }
+    // The state was saved: the same scan again opens nothing.
+    let out = process(&args, &[&tornado("6.4.2")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let fresh = process(
+        &[
+            TORNADO[0],
+            TORNADO[1],
+            "--emit",
+            "findings",
+            "--fail-on",
+            "critical",
+        ],
+        &[&tornado("6.4.2")],
+    );
+    assert!(events(&fresh).iter().all(|e| e["severity"] != "critical"));
+    assert_eq!(fresh.status.code(), Some(0), "{}", stderr(&fresh));
+
+    let bad = process(
+        &[TORNADO[0], TORNADO[1], "--fail-on", "severe"],
+        &[&tornado("6.4.2")],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--fail-on"), "{}", stderr(&bad));
+}
+
+/// `--partial`: a scan of part of the target resolves nothing it does not
+/// report; the same rescan, complete, resolves what went away.
+#[test]
+fn partial_scans_resolve_nothing() {
+    let (only_new, only_old, _) = crate::churn::expected("bandit_sarif");
+    for (partial, resolved) in [(true, 0), (false, only_old)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state.json");
+        let st = state.to_str().unwrap();
+        let base = [TORNADO[0], TORNADO[1], "--state", st, "--emit", "findings"];
+        succeeded(&process(&base, &[&tornado("6.4.2")]));
+        let mut args = base.to_vec();
+        if partial {
+            args.push("--partial");
+        }
+        let out = process(&args, &[&tornado("6.5")]);
+        succeeded(&out);
+        let evs = events(&out);
+        let n = |kind: &str| evs.iter().filter(|e| e["event"] == kind).count() as u64;
+        assert_eq!(n("opened"), only_new, "partial {partial}");
+        assert_eq!(n("resolved"), resolved, "partial {partial}");
+    }
+}
+
+/// A `--scanner` that is not the report's own tool is refused before
+/// anything is processed, naming both; the report's own name is fine.
+#[test]
+fn a_scanner_that_contradicts_the_report_is_refused() {
+    let out = process(
+        &[TORNADO[0], TORNADO[1], "--scanner", "semgrep"],
+        &[&tornado("6.5")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--scanner semgrep") && err.contains("bandit"),
+        "{err}"
+    );
+    assert!(err.contains("bandit-6.5.sarif"), "{err}");
+    assert!(out.stdout.is_empty());
+    // Read from standard input, checked first and then processed.
+    let mut child = custody()
+        .args([
+            "process",
+            TORNADO[0],
+            TORNADO[1],
+            "--scanner",
+            "Bandit",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = std::fs::read(tornado("6.5")).unwrap();
+    child.stdin.take().unwrap().write_all(&report).unwrap();
+    let out = child.wait_with_output().unwrap();
+    succeeded(&out);
+    assert!(!events(&out).is_empty());
+}
+
+/// The summary explains its columns; `--summary json` prints it as the
+/// last line of stderr, with the counts of the events printed.
+#[test]
+fn the_summary_explains_itself_and_prints_as_json() {
+    let out = process(&[TORNADO[0], TORNADO[1]], &[&tornado("6.5")]);
+    let err = stderr(&out);
+    succeeded(&out);
+    assert!(err.contains("open findings by severity"), "{err}");
+    assert!(err.contains("what this run changed"), "{err}");
+
+    let owners = ownership();
+    let out = process(
+        &[
+            TORNADO[0],
+            TORNADO[1],
+            "--owners",
+            owners.to_str().unwrap(),
+            "--emit",
+            "findings",
+            "--summary",
+            "json",
+        ],
+        &[&tornado("6.5")],
+    );
+    succeeded(&out);
+    let err = stderr(&out);
+    let summary: Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    let evs = events(&out);
+    let teams = summary["teams"].as_array().unwrap();
+    for team in teams {
+        let opened = evs
+            .iter()
+            .filter(|e| e["event"] == "opened" && e["team"] == team["team"])
+            .count() as u64;
+        assert_eq!(team["opened"].as_u64(), Some(opened), "{team}");
+        let open: u64 = team["open"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(open, opened, "a first scan: all it opened is open");
+    }
+    let total: u64 = teams.iter().map(|t| t["opened"].as_u64().unwrap()).sum();
+    assert_eq!(total as usize, evs.len());
+    assert_eq!(
+        summary["scans"][0]["findings"].as_u64(),
+        Some(evs.len() as u64)
+    );
+    assert!(!err.contains("per team:"), "no table with --summary json");
+}

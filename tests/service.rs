@@ -315,6 +315,64 @@ fn publish_run_consume_matches_the_real_change() {
     service.stop().unwrap();
 }
 
+/// Ruff's SARIF has no snippets and the service no checkout: published
+/// with `custody publish --source` (the scanned release unpacked), each
+/// result carries its line's hash, and the rescan of the next release
+/// opens and resolves exactly the findings that changed (`expected.json`),
+/// as `process --source` does, though 131 of them moved.
+#[test]
+fn ruff_published_with_source_lines_gives_the_real_change() {
+    let h = Harness::new(2);
+    let service = h.start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    let mut first = Vec::new();
+    for version in ["6.4.2", "6.5"] {
+        let checkout = crate::churn::unpack(version, tmp.path());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(["publish", "--brokers", &h.cluster.bootstrap_servers()])
+            .args(["--topic", &h.config.service.reports_topics[0]])
+            .args(["--target", TORNADO, "--source"])
+            .arg(&checkout)
+            .arg(format!("tests/fixtures/churn/ruff-{version}.sarif"))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(!stderr.contains("warning"), "{stderr}");
+        let messages: usize = stdout
+            .split(" bytes in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("no message count in {stdout}"));
+        n += messages;
+        wait_done(&service, n);
+        if first.is_empty() {
+            first = h.findings();
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/churn/expected.json").unwrap(),
+    )
+    .unwrap();
+    let old_total = v["ruff_sarif"]["old_total"].as_u64().unwrap() as usize;
+    let (only_new, only_old, _) = crate::churn::expected("ruff_sarif");
+    assert_eq!(count(&first, FindingEventKind::Opened), old_total);
+    let all = h.findings();
+    assert_eq!(
+        count(&all, FindingEventKind::Opened),
+        old_total + only_new as usize
+    );
+    assert_eq!(count(&all, FindingEventKind::Resolved), only_old as usize);
+    assert_eq!(count(&all, FindingEventKind::Reopened), 0);
+    assert_eq!(all.len(), old_total + (only_new + only_old) as usize);
+    service.stop().unwrap();
+}
+
 /// A rescan that sends its target's last report again is applied without
 /// decoding it, and changes nothing an event tells of; a report that
 /// differs, or the old one after it, is decoded and applied in full.

@@ -2,7 +2,8 @@
 
 use crate::cli::ProcessArgs;
 use crate::config::Config;
-use crate::model::Target;
+use crate::lifecycle::OwnershipUsed;
+use crate::model::{Severity, Target};
 use crate::normalize::Format;
 use crate::process::{run, Settings, UsageError};
 use chrono::{DateTime, Utc};
@@ -52,14 +53,40 @@ pub fn settings(args: ProcessArgs, now: DateTime<Utc>) -> Result<Settings, Usage
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let owners = args
-        .owners
-        .as_deref()
-        .map(crate::ownership::Ownership::load)
-        .transpose()?
-        .map(std::sync::Arc::new);
+    let fail_on = args
+        .fail_on
+        .map(|f| {
+            Severity::ALL_DESC
+                .into_iter()
+                .find(|s| s.as_str() == f.to_ascii_lowercase())
+                .ok_or_else(|| {
+                    flag(
+                        "fail-on",
+                        format!("unknown severity {f:?}; known: critical, high, medium, low, info"),
+                    )
+                })
+        })
+        .transpose()?;
+    // `--owners none` says no ownership on purpose; `./none` names a file.
+    let owners_none = args.owners.as_deref() == Some(std::path::Path::new("none"));
+    let (owners, owners_used) = match args.owners.as_deref().filter(|_| !owners_none) {
+        Some(path) => {
+            let (own, files) = crate::kafka::ownership_topic::files_of(path)?;
+            let used = OwnershipUsed {
+                config: path.display().to_string(),
+                version: crate::kafka::ownership_topic::manifest_of(&files).id(),
+            };
+            (Some(std::sync::Arc::new(own)), Some(used))
+        }
+        None => (None, None),
+    };
     Ok(Settings {
         owners,
+        owners_used,
+        owners_none,
+        fail_on,
+        partial: args.partial,
+        summary: args.summary,
         files: args.files,
         target,
         scanner,

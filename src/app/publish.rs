@@ -64,9 +64,18 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
         eprintln!("custody publish: --target is required for reports");
         return 2;
     };
+    if let Some(dir) = &args.source {
+        if !dir.is_dir() {
+            eprintln!(
+                "custody publish: --source: {} is not a directory",
+                dir.display()
+            );
+            return 2;
+        }
+    }
     let multiple = args.files.len() > 1;
     for path in &args.files {
-        let bytes = match std::fs::read(path) {
+        let mut bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("custody publish: cannot read {}: {e}", path.display());
@@ -74,6 +83,23 @@ pub fn command(args: crate::cli::PublishArgs) -> u8 {
                 continue;
             }
         };
+        if let Some(dir) = &args.source {
+            match with_line_hashes(&bytes, format, dir) {
+                Ok(Some((annotated, did))) => {
+                    bytes = annotated;
+                    report_line_hashes(path, dir, did);
+                }
+                Ok(None) => eprintln!(
+                    "custody publish: {}: not SARIF; --source adds line hashes to SARIF reports only, sent as it is",
+                    path.display()
+                ),
+                Err(e) => {
+                    eprintln!("custody publish: {}: {e}", path.display());
+                    code = 1;
+                    continue;
+                }
+            }
+        }
         let opts = PublishOptions {
             topic: args.topic.clone(),
             target: target.clone(),
@@ -137,4 +163,53 @@ fn decisions(
         p.send_decision(topic, d)?;
     }
     Ok(records.len())
+}
+
+/// A SARIF report with the hash of each result's flagged line, read from
+/// the checkout at `dir`, written in (`None` for other formats).
+fn with_line_hashes(
+    bytes: &[u8],
+    format: Option<Format>,
+    dir: &std::path::Path,
+) -> Result<Option<(Vec<u8>, crate::normalize::sarif::LineHashes)>, String> {
+    let format = match format {
+        Some(f) => f,
+        None => crate::normalize::sniff::sniff(bytes).map_err(|e| e.to_string())?,
+    };
+    if format != Format::Sarif {
+        return Ok(None);
+    }
+    let mut files = crate::source::SourceFiles::new(dir);
+    let mut line = |path: &str, n: u32| files.line(path, n).map(str::to_string);
+    crate::normalize::sarif::add_line_hashes(bytes, &mut line)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Says how many results got a line hash, and warns when results with a
+/// location got none (a checkout that is not the scanned one).
+fn report_line_hashes(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+    did: crate::normalize::sarif::LineHashes,
+) {
+    let missed = did.located - did.hashed - did.secret;
+    eprintln!(
+        "custody publish: {}: line hashes for {} of {} located results{}",
+        path.display(),
+        did.hashed,
+        did.located,
+        if did.secret > 0 {
+            format!(" ({} of a secret scanner left without)", did.secret)
+        } else {
+            String::new()
+        }
+    );
+    if missed > 0 {
+        eprintln!(
+            "custody publish: warning: {}: {missed} results name a line that {} does not hold (a file missing, a line out of range or blank): is it the scanned checkout?",
+            path.display(),
+            dir.display()
+        );
+    }
 }

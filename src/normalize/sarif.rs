@@ -16,6 +16,22 @@
 //! suppression's `kind` (`in_source`, `external`), `status` (`accepted`,
 //! `under_review`) and `justification`.
 //! A result with several locations is one finding at its first location.
+//!
+//! Line hashes: many tools (Ruff, ESLint, ...) write no snippet, so a
+//! result's fingerprint would rest on its message and its order among
+//! identical messages. `custody publish --source DIR` reads each result's
+//! flagged line from the checkout and writes its hash into the result's
+//! `partialFingerprints` under [`LINE_HASH_KEY`] ([`add_line_hashes`]);
+//! the decoder takes that hash as the finding's line content, as
+//! `custody process --source` would have read it (the same
+//! [`fingerprint::line_hash`], so both front ends give one fingerprint).
+//! The key is custody's own rather than GitHub's
+//! `primaryLocationLineHash`, whose value GitHub computes its own way (a
+//! rolling hash of the line's context with an occurrence count) and which
+//! the decoder takes, where a tool writes it, as the tool's fingerprint.
+//! Results of secret scanners get no line hash (their line holds the
+//! secret, and only a hash salted by the service may stand for it), and
+//! the key is never taken as a tool fingerprint.
 
 use super::util::{category_for_tool, clean_path, set_line_content, strip_base};
 use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
@@ -972,6 +988,9 @@ fn to_finding<'r>(
     }
 
     f.tool_fingerprint = tool_fingerprint(res);
+    let published_line = (category != Category::Secret)
+        .then(|| published_line_hash(res))
+        .flatten();
     if category == Category::Secret {
         let secret = props
             .and_then(|p| p.secret.as_ref().or(p.offender.as_ref()))
@@ -985,7 +1004,30 @@ fn to_finding<'r>(
         }
     }
     set_line_content(&mut f, line_text.as_deref(), &ctx.secret_salt);
+    // The checkout's line, hashed by the publisher, over the snippet's (as
+    // `process --source` prefers the checkout too).
+    if let Some(h) = published_line {
+        f.content_hash = Some(h);
+    }
     (f, source, base_id, artifact)
+}
+
+/// The `partialFingerprints` key under which `custody publish --source`
+/// writes the hash of a result's flagged line ([`fingerprint::line_hash`]
+/// of the line at the result's start, whitespace-normalized; no line
+/// number, so it holds while the line moves).
+pub const LINE_HASH_KEY: &str = "custodyLineHash/v1";
+
+/// The line hash a publisher wrote into a result, when it is one: hex
+/// digits, at most 64. Anything else under the key is ignored.
+fn published_line_hash(res: &SarifResult<'_>) -> Option<String> {
+    let v = res
+        .partial_fingerprints
+        .as_ref()?
+        .get(LINE_HASH_KEY)?
+        .as_str()?;
+    let ok = !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| v.to_ascii_lowercase())
 }
 
 /// The source line at the result's start: the region snippet's first line,
@@ -1026,7 +1068,11 @@ fn tool_fingerprint(res: &SarifResult<'_>) -> Option<String> {
         if let Some((k, v)) = PREFERRED.iter().find_map(|k| Some((*k, real(k)?))) {
             return Some(format!("{k}={v}"));
         }
-        if let Some((k, v)) = map.keys().find_map(|k| Some((k.as_ref(), real(k)?))) {
+        if let Some((k, v)) = map
+            .keys()
+            .filter(|k| k.as_ref() != LINE_HASH_KEY)
+            .find_map(|k| Some((k.as_ref(), real(k)?)))
+        {
             return Some(format!("{k}={v}"));
         }
     }
@@ -1145,6 +1191,134 @@ fn cwes(props: Option<&Properties<'_>>) -> Vec<String> {
     out
 }
 
+/// What [`add_line_hashes`] did to a SARIF log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineHashes {
+    /// Results that name a file and a start line.
+    pub located: usize,
+    /// Results given a line hash (their line was found, and not blank).
+    pub hashed: usize,
+    /// Results of secret scanners, left without one.
+    pub secret: usize,
+}
+
+/// Writes into every result of a SARIF log the hash of its flagged line
+/// under `partialFingerprints.`[`LINE_HASH_KEY`] (see the module's notes):
+/// `line(path, n)` gives line `n` (1-based) of `path` as the decoder will
+/// name the path (relative to `originalUriBaseIds`, from `artifacts`),
+/// or `None` when it cannot be read. A hash already there is replaced;
+/// nothing else of the log changes in meaning (its members may come out in
+/// another order, and without the original whitespace).
+pub fn add_line_hashes(
+    bytes: &[u8],
+    line: &mut dyn FnMut(&str, u32) -> Option<String>,
+) -> Result<(Vec<u8>, LineHashes), DecodeError> {
+    use serde_json::Value;
+    let shape = |detail: &str| DecodeError::Shape {
+        format: Format::Sarif,
+        detail: detail.to_string(),
+    };
+    let mut log: Value =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::from_json(Format::Sarif, e))?;
+    let runs = log
+        .get_mut("runs")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| shape("`runs` is not a list of runs"))?;
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let mut did = LineHashes::default();
+    for run in runs.iter_mut().filter_map(Value::as_object_mut) {
+        let driver = run
+            .get("tool")
+            .and_then(|t| t.get("driver"))
+            .and_then(|d| d.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let secret = category_for_tool(driver) == Category::Secret;
+        let bases: HashMap<String, String> = run
+            .get("originalUriBaseIds")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), text(v.get("uri"))?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let base_uri = |id: Option<String>| id.and_then(|id| bases.get(&id).cloned());
+        // Each artifact's path, as `complete_paths` completes it.
+        let artifacts: Vec<Option<String>> = run
+            .get("artifacts")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|a| {
+                        let loc = a.get("location")?;
+                        let uri = text(loc.get("uri"))?;
+                        let base = base_uri(text(loc.get("uriBaseId")));
+                        Some(clean_path(&uri, base.as_deref()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(results) = run.get_mut("results").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for res in results.iter_mut().filter_map(Value::as_object_mut) {
+            let kind = res.get("kind").and_then(Value::as_str).unwrap_or("fail");
+            if matches!(kind, "pass" | "notApplicable" | "informational") {
+                continue;
+            }
+            let phys = res
+                .get("locations")
+                .and_then(|l| l.get(0))
+                .and_then(|l| l.get("physicalLocation"));
+            let art = phys.and_then(|p| p.get("artifactLocation"));
+            let path = match text(art.and_then(|a| a.get("uri"))) {
+                Some(uri) => {
+                    let path = clean_path(&uri, None);
+                    match base_uri(text(art.and_then(|a| a.get("uriBaseId")))) {
+                        Some(base) => strip_base(&path, &base),
+                        None => path,
+                    }
+                }
+                None => {
+                    let index = art
+                        .and_then(|a| a.get("index"))
+                        .and_then(Value::as_u64)
+                        .and_then(|i| usize::try_from(i).ok());
+                    match index.and_then(|i| artifacts.get(i)).cloned().flatten() {
+                        Some(p) => p,
+                        None => continue,
+                    }
+                }
+            };
+            let start = phys
+                .and_then(|p| p.get("region"))
+                .and_then(|r| r.get("startLine"))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok());
+            let Some(start) = start else { continue };
+            did.located += 1;
+            if secret {
+                did.secret += 1;
+                continue;
+            }
+            let Some(content) = line(&path, start).filter(|l| !l.trim().is_empty()) else {
+                continue;
+            };
+            let hash = Value::String(fingerprint::line_hash(&content));
+            let partial = res
+                .entry("partialFingerprints")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let Some(partial) = partial.as_object_mut() {
+                partial.insert(LINE_HASH_KEY.to_string(), hash);
+                did.hashed += 1;
+            }
+        }
+    }
+    let out = serde_json::to_vec(&log).map_err(|e| shape(&e.to_string()))?;
+    Ok((out, did))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1156,6 +1330,141 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
         SarifDecoder.decode(bytes, &DecodeContext::default())
+    }
+
+    fn ruff_fixture() -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/ruff/ruff-werkzeug-3.1.0.sarif",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A stand-in checkout: every line of every file is the same text
+    /// but for its file and a label that does not depend on the line
+    /// number, so moving a result keeps its line.
+    fn source_line(path: &str, n: u32) -> Option<String> {
+        Some(format!("  assert {path}  # {}", n % 3))
+    }
+
+    fn fingerprints(bytes: &[u8]) -> Vec<String> {
+        let r = decode(bytes).unwrap();
+        let t: Target = "repo:github.com/pallets/werkzeug".parse().unwrap();
+        let mut fps: Vec<String> = fingerprint::assign(r.findings, &t)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        fps.sort();
+        fps
+    }
+
+    /// Ruff's SARIF has no snippets: its findings are fingerprinted by
+    /// message until a publisher writes line hashes in; then each finding
+    /// carries the hash `process --source` would compute from the same
+    /// line, and the key is not taken for a tool fingerprint.
+    #[test]
+    fn line_hashes_give_snippetless_results_their_line() {
+        let bytes = ruff_fixture();
+        let plain = decode(&bytes).unwrap();
+        assert!(!plain.findings.is_empty());
+        assert!(plain.findings.iter().all(fingerprint::by_message));
+        let (annotated, did) = add_line_hashes(&bytes, &mut |p, n| source_line(p, n)).unwrap();
+        assert_eq!(did.located, plain.findings.len());
+        assert_eq!(did.hashed, did.located);
+        let hashed = decode(&annotated).unwrap();
+        assert_eq!(hashed.findings.len(), plain.findings.len());
+        for f in &hashed.findings {
+            let line = source_line(f.path().unwrap(), f.start_line().unwrap()).unwrap();
+            assert_eq!(f.content_hash, Some(fingerprint::line_hash(&line)));
+            assert_eq!(f.tool_fingerprint, None);
+            assert!(!fingerprint::by_message(f));
+        }
+        assert_ne!(fingerprints(&bytes), fingerprints(&annotated));
+    }
+
+    /// The hash is of the line's content: results moved down by three
+    /// lines (the stand-in checkout's lines repeat every three) keep
+    /// their fingerprints, and a result whose line was rewritten does not.
+    #[test]
+    fn line_hashes_survive_moves_and_notice_rewrites() {
+        let bytes = ruff_fixture();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let mut log: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for res in log["runs"][0]["results"].as_array_mut().unwrap() {
+            let region = &mut res["locations"][0]["physicalLocation"]["region"];
+            for key in ["startLine", "endLine"] {
+                if let Some(n) = region[key].as_u64() {
+                    region[key] = (n + 3).into();
+                }
+            }
+        }
+        let moved = serde_json::to_vec(&log).unwrap();
+        let (a, _) = add_line_hashes(&bytes, &mut |p, n| source_line(p, n)).unwrap();
+        let (b, _) = add_line_hashes(&moved, &mut |p, n| source_line(p, n)).unwrap();
+        assert_eq!(fingerprints(&a), fingerprints(&b));
+        let first = decode(&bytes).unwrap().findings[0].clone();
+        let (p0, l0) = (first.path().unwrap().to_string(), first.start_line().unwrap());
+        let mut rewritten = |p: &str, n: u32| {
+            if p == p0 && n == l0 {
+                Some("assert something_else".to_string())
+            } else {
+                source_line(p, n)
+            }
+        };
+        let (c, _) = add_line_hashes(&bytes, &mut rewritten).unwrap();
+        let (fa, fc) = (fingerprints(&a), fingerprints(&c));
+        assert_eq!(fa.iter().filter(|fp| !fc.contains(fp)).count(), 1);
+    }
+
+    /// Paths are the decoder's: relative to `originalUriBaseIds`, and
+    /// from `artifacts` when a location gives only an index; a secret
+    /// scanner's results get no hash, and a malformed hash is ignored.
+    #[test]
+    fn line_hashes_follow_the_decoders_paths() {
+        let log = br#"{"version":"2.1.0","runs":[
+          {"tool":{"driver":{"name":"CodeQL"}},
+           "originalUriBaseIds":{"SRC":{"uri":"file:///work/src/"}},
+           "artifacts":[{"location":{"uri":"file:///work/src/lib/b.js","uriBaseId":"SRC"}}],
+           "results":[
+             {"ruleId":"r1","message":{"text":"m"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"file:///work/src/app/a.js","uriBaseId":"SRC"},"region":{"startLine":4}}}]},
+             {"ruleId":"r2","message":{"text":"m"},"locations":[{"physicalLocation":{"artifactLocation":{"index":0},"region":{"startLine":7}}}]},
+             {"ruleId":"r3","message":{"text":"m"},"partialFingerprints":{"custodyLineHash/v1":"not hex"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"c.js"}}}]}
+           ]},
+          {"tool":{"driver":{"name":"gitleaks"}},"results":[
+             {"ruleId":"aws","message":{"text":"m"},"locations":[{"physicalLocation":{"artifactLocation":{"uri":"k.env"},"region":{"startLine":1}}}]}
+          ]}]}"#;
+        let mut asked = Vec::new();
+        let (out, did) = add_line_hashes(log, &mut |p, n| {
+            asked.push(format!("{p}:{n}"));
+            Some(format!("line of {p}"))
+        })
+        .unwrap();
+        assert_eq!(asked, ["app/a.js:4", "lib/b.js:7"]);
+        assert_eq!(
+            did,
+            LineHashes {
+                located: 3,
+                hashed: 2,
+                secret: 1
+            }
+        );
+        let r = decode(&out).unwrap();
+        let hash = |rule: &str| {
+            r.findings
+                .iter()
+                .find(|f| f.rule_id == rule)
+                .unwrap()
+                .content_hash
+                .clone()
+        };
+        assert_eq!(hash("r1"), Some(fingerprint::line_hash("line of app/a.js")));
+        assert_eq!(hash("r2"), Some(fingerprint::line_hash("line of lib/b.js")));
+        assert_eq!(hash("r3"), None);
+        assert_eq!(hash("aws"), None);
+        assert!(matches!(
+            add_line_hashes(b"{\"runs\": 1}", &mut |_, _| None),
+            Err(DecodeError::Shape { .. })
+        ));
     }
 
     /// The content digest covers what the decoder reads and nothing else:

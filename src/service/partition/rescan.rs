@@ -310,7 +310,8 @@ impl DecodeInput {
         if digests.bytes.is_none() {
             digests.bytes = Some(blake3::hash(&self.bytes).into());
         }
-        let (_, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
+        let (format, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
+        warn_weak_fingerprints(format, &report, self.scan_id.as_deref());
         let scan_id = match self.scan_id {
             Some(id) => ScanId::Given(id),
             None => ScanId::Content(self.bytes),
@@ -320,5 +321,108 @@ impl DecodeInput {
             scan_id,
             digests,
         })
+    }
+}
+
+/// Warns, once per report, of SARIF results fingerprinted by their message
+/// alone: the service has no checkout to read their lines from, so only
+/// snippets or the line hashes `custody publish --source` writes give them
+/// fingerprints that notice a rewritten line.
+fn warn_weak_fingerprints(format: Format, report: &normalize::Report, scan_id: Option<&str>) {
+    if format != Format::Sarif {
+        return;
+    }
+    let weak = report
+        .findings
+        .iter()
+        .filter(|f| crate::fingerprint::by_message(f))
+        .count();
+    if weak > 0 {
+        let scanners: std::collections::BTreeSet<&str> =
+            report.coverage.iter().map(|(s, _)| s.as_str()).collect();
+        tracing::warn!(
+            weak,
+            findings = report.findings.len(),
+            scan_id = scan_id.unwrap_or(""),
+            scanners = ?scanners,
+            "SARIF results without source snippets or line hashes are fingerprinted by their message and order; publish the report with `custody publish --source DIR` for line-based fingerprints"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn input(path: &str) -> Box<DecodeInput> {
+        let bytes = std::fs::read(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        Box::new(DecodeInput {
+            format: None,
+            scan_id: Some("s1".into()),
+            bytes: super::super::Payload::owned(bytes),
+            ctx: normalize::DecodeContext::default(),
+        })
+    }
+
+    /// The service decodes Ruff's snippetless SARIF with one warning for
+    /// the report; Bandit's, with snippets, warns of the one result whose
+    /// snippet is blank (a B106 whose snippet Bandit 1.9.4 wrote as
+    /// `"\n"`); Ruff's with line hashes written in, of none.
+    #[test]
+    fn snippetless_sarif_is_warned_about_once_per_report() {
+        let digests = || Digests {
+            bytes: None,
+            content: None,
+        };
+        let text = logged(|| {
+            input("tests/fixtures/churn/ruff-6.5.sarif")
+                .decode(digests())
+                .unwrap();
+        });
+        assert_eq!(text.matches("WARN").count(), 1, "{text}");
+        assert!(text.contains("weak=247 findings=247"), "{text}");
+        assert!(text.contains("scan_id=\"s1\""), "{text}");
+        assert!(text.contains("--source"), "{text}");
+        let text = logged(|| {
+            input("tests/fixtures/churn/bandit-6.5.sarif")
+                .decode(digests())
+                .unwrap();
+        });
+        assert_eq!(text.matches("WARN").count(), 1, "{text}");
+        assert!(text.contains("weak=1 findings=269"), "{text}");
+        let mut ruff = input("tests/fixtures/churn/ruff-6.5.sarif");
+        let (hashed, _) =
+            normalize::sarif::add_line_hashes(&ruff.bytes, &mut |_, n| Some(format!("line {n}")))
+                .unwrap();
+        ruff.bytes = super::super::Payload::owned(hashed);
+        let text = logged(|| {
+            ruff.decode(digests()).unwrap();
+        });
+        assert_eq!(text, "");
     }
 }
