@@ -9,7 +9,7 @@
 
 use crate::model::{Category, Finding, Target};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub mod sniff;
 pub mod text;
@@ -142,6 +142,12 @@ pub struct Report {
     pub coverage: BTreeSet<(String, Category)>,
     /// The target the report names, if it names one.
     pub target: Option<Target>,
+    /// The targets the report's records name on their own (a Kubernetes
+    /// resource, a repository of a Semgrep App listing, a native finding's
+    /// `target`), each a target the report scanned, even one whose records
+    /// were all skipped or found nothing: the report is split into one scan
+    /// per target ([`Report::split`]). Empty for a report of one target.
+    pub targets: BTreeSet<Target>,
     /// The commit the report names, if any.
     pub commit: Option<String>,
     /// The branch or tag the report names, if any.
@@ -150,7 +156,73 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
+/// One target's part of a report (see [`Report::split`]).
+#[derive(Debug, Clone)]
+pub struct TargetScan {
+    /// The target.
+    pub target: Target,
+    /// Its findings, in report order.
+    pub findings: Vec<Finding>,
+}
+
+/// A report has records that name no target, and nothing says which
+/// target they are of.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "the report names no target{}",
+    if *records > 0 { format!(" for {records} of its findings") } else { String::new() }
+)]
+pub struct NoTarget {
+    /// How many findings name no target.
+    pub records: usize,
+}
+
 impl Report {
+    /// Splits the report into one scan per target: a finding that names
+    /// its own target ([`Finding::target`]) belongs to it, any other to
+    /// `default` (the caller's `--target` or message key), or to the
+    /// target the report names when there is no default. Every target of
+    /// [`Report::targets`] gets a scan, with no findings if none are left
+    /// of it; the default target gets one only when a finding falls to
+    /// it, or when the report names no target of its own records (a
+    /// report of one target, empty or not). Targets come sorted, the
+    /// default's scan among them.
+    ///
+    /// Fails when findings fall to the default and there is none.
+    pub fn split(&mut self, default: Option<Target>) -> Result<Vec<TargetScan>, NoTarget> {
+        let default = default.or_else(|| self.target.clone());
+        let mut by_target: BTreeMap<Target, Vec<Finding>> = self
+            .targets
+            .iter()
+            .map(|t| (t.clone(), Vec::new()))
+            .collect();
+        let mut unnamed = 0;
+        for f in std::mem::take(&mut self.findings) {
+            let target = match (&f.target, &default) {
+                (Some(t), _) | (None, Some(t)) => t.clone(),
+                (None, None) => {
+                    unnamed += 1;
+                    continue;
+                }
+            };
+            let mut f = f;
+            // The scan's target says it from here on.
+            f.target = None;
+            by_target.entry(target).or_default().push(f);
+        }
+        if unnamed > 0 {
+            return Err(NoTarget { records: unnamed });
+        }
+        if by_target.is_empty() {
+            let target = default.ok_or(NoTarget { records: 0 })?;
+            by_target.insert(target, Vec::new());
+        }
+        Ok(by_target
+            .into_iter()
+            .map(|(target, findings)| TargetScan { target, findings })
+            .collect())
+    }
+
     /// Names every finding's scanner `name` (a publisher's override), and
     /// the coverage with it.
     pub fn set_scanner(&mut self, name: &str) {
