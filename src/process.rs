@@ -264,8 +264,7 @@ fn scan_file(
     let n = report.findings.len();
     // One complete scan per target the report's records name (`--target`
     // is the default for those that name none).
-    let parts = report
-        .split(s.target.clone())?;
+    let parts = report.split(s.target.clone())?;
     for part in parts {
         let scan = ScanMeta {
             scan_id: scan_id.clone(),

@@ -357,6 +357,74 @@ pub fn decode(
 mod tests {
     use super::*;
 
+    #[test]
+    fn reports_split_by_the_targets_their_records_name() {
+        use crate::model::Severity;
+        let t = |s: &str| s.parse::<Target>().unwrap();
+        let finding = |target: Option<&str>| {
+            let mut f = Finding::new("t", Category::Sast, "R", Severity::High, "m");
+            f.target = target.map(t);
+            f
+        };
+        let parts = |r: &mut Report, default: Option<&str>| {
+            r.split(default.map(t)).map(|ps| {
+                ps.into_iter()
+                    .map(|p| {
+                        assert!(p.findings.iter().all(|f| f.target.is_none()));
+                        (p.target.to_string(), p.findings.len())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        // One target: an empty report is still a scan of it.
+        let mut r = Report::default();
+        assert_eq!(
+            parts(&mut r, Some("repo:a/b")),
+            Ok(vec![("repo:a/b".into(), 0)])
+        );
+        assert_eq!(parts(&mut r, None), Err(NoTarget { records: 0 }));
+        // Records naming targets, one listed with nothing, one naming none.
+        let mut r = Report {
+            findings: vec![
+                finding(Some("k8s:c/x")),
+                finding(None),
+                finding(Some("k8s:c/x")),
+            ],
+            targets: [t("k8s:c/x"), t("k8s:c/y")].into(),
+            ..Report::default()
+        };
+        assert_eq!(
+            parts(&mut r.clone(), Some("cloud:c")),
+            Ok(vec![
+                ("cloud:c".into(), 1),
+                ("k8s:c/x".into(), 2),
+                ("k8s:c/y".into(), 0)
+            ])
+        );
+        // The report's own target is the default when the caller has none.
+        r.target = Some(t("image:nginx"));
+        assert_eq!(
+            parts(&mut r.clone(), None).map(|p| p[0].clone()),
+            Ok(("image:nginx".into(), 1))
+        );
+        r.target = None;
+        assert_eq!(parts(&mut r, None), Err(NoTarget { records: 1 }));
+        // Every record naming its target: the default gets no scan.
+        let mut r = Report {
+            findings: vec![finding(Some("k8s:c/x"))],
+            targets: [t("k8s:c/x")].into(),
+            ..Report::default()
+        };
+        assert_eq!(
+            parts(&mut r, Some("cloud:c")),
+            Ok(vec![("k8s:c/x".into(), 1)])
+        );
+        assert_eq!(
+            NoTarget { records: 2 }.to_string(),
+            "the report names no target for 2 of its findings"
+        );
+    }
+
     /// Regression (chaos run, 2026-12-06): a Gitleaks report whose
     /// `StartLine` held the secret was dead-lettered with
     /// `invalid type: string "AKIA..."` in its error header.

@@ -889,6 +889,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn app_listing_entries_name_their_repository() {
+        let entry = |repo: &str, url: &str, status: &str| {
+            format!(
+                r#"{{"title":"t","advisory":{{"ruleId":"ssc-1","references":{{"cveIds":["CVE-2024-1"]}}}},
+                "matchedDependency":{{"name":"x","versionSpecifier":"1.0"}},
+                "dependencyFileLocation":{{"path":"go.mod","startLine":"3","url":"{url}"}},
+                "triage":{{"status":"{status}"}},"repositoryName":"{repo}"}}"#
+            )
+        };
+        let listing = format!(
+            r#"{{"vulns":[{},{},{},{}],"hasMore":false}}"#,
+            entry(
+                "group/sub/proj",
+                "https://gitlab.example.com/group/sub/proj/-/blob/main/go.mod#L3",
+                "NEW"
+            ),
+            // A link to another repository says nothing of this one's host.
+            entry("acme/web", "https://github.com/acme/webapp/blob/a/go.mod", "NEW"),
+            entry("acme/api", "https://example.com", "NEW"),
+            entry("acme/old", "", "FIXED"),
+        );
+        let r = decode(listing.as_bytes()).unwrap();
+        let named: Vec<String> = r
+            .findings
+            .iter()
+            .map(|f| f.target.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "repo:gitlab.example.com/group/sub/proj",
+                "repo:acme/web",
+                "repo:acme/api"
+            ]
+        );
+        // A repository whose every entry is closed is scanned too.
+        let targets: Vec<String> = r.targets.iter().map(ToString::to_string).collect();
+        assert!(targets.contains(&"repo:acme/old".to_string()), "{targets:?}");
+        assert_eq!(targets.len(), 4);
+    }
+
     const CLI_SCA: &str = r#"{"version":"1.122.0","errors":[],"results":[{
         "check_id":"ssc-parity-0ddf","path":"go.mod","start":{"line":6,"col":1},"end":{"line":6,"col":1},
         "extra":{"message":"Affected versions of gin are vulnerable.","severity":"WARNING",

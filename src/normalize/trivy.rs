@@ -869,6 +869,15 @@ mod tests {
         assert_eq!(v.rule_id, "CVE-2020-27350");
         assert_eq!(v.aliases, vec!["DSA-4808-1"]);
         assert_eq!(v.path(), Some("default/Deployment/redis-follower"));
+        assert_eq!(
+            v.target.as_ref().map(ToString::to_string).as_deref(),
+            Some(
+                "k8s:arn:aws:eks:us-east-1:576036489467:cluster/monitoring-test-cluster/\
+                 default/Deployment/redis-follower"
+            )
+        );
+        // The services have no finding, and are scanned all the same.
+        assert_eq!(r.targets.len(), 4);
         assert_eq!(v.package.as_ref().unwrap().ecosystem, "deb");
         let m = r
             .findings
@@ -1364,6 +1373,45 @@ mod tests {
             r.coverage.iter().collect::<Vec<_>>(),
             vec![&("trivy".to_string(), Category::Container)]
         );
+    }
+
+    #[test]
+    fn fixture_cluster_resources_are_targets() {
+        let r = decode_fixture("k8s/trivy-k8s-minikube-1.json");
+        let targets: Vec<String> = r.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            targets,
+            [
+                "k8s:minikube/default/Deployment/app",
+                "k8s:minikube/default/Service/app",
+                "k8s:minikube/payments/Deployment/api",
+            ]
+        );
+        assert!(r.findings.iter().all(|f| f.target.is_some()));
+        let mut r = r;
+        let parts = r.split(None).unwrap();
+        let counts: Vec<(String, usize)> = parts
+            .iter()
+            .map(|p| (p.target.to_string(), p.findings.len()))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("k8s:minikube/default/Deployment/app".to_string(), 3),
+                ("k8s:minikube/default/Service/app".to_string(), 0),
+                ("k8s:minikube/payments/Deployment/api".to_string(), 2),
+            ]
+        );
+        // A cluster report without a cluster name names no resource
+        // target: its findings fall to the scan's target, as before.
+        let r = decode(
+            br#"{"Vulnerabilities":[{"Namespace":"a","Kind":"Pod","Name":"p","Results":[
+                {"Target":"x (alpine 3.19)","Class":"os-pkgs","Type":"alpine",
+                 "Vulnerabilities":[{"VulnerabilityID":"CVE-2024-1","PkgName":"musl","InstalledVersion":"1"}]}]}]}"#,
+        )
+        .unwrap();
+        assert!(r.targets.is_empty());
+        assert!(r.findings[0].target.is_none());
     }
 
     #[test]

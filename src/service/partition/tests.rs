@@ -1055,7 +1055,10 @@ fn native_findings_keep_their_target_and_the_key_takes_the_others() {
         .collect();
     assert_eq!(
         targets,
-        [("repo:github.com/acme/api", "R1"), ("repo:github.com/acme/other", "R9")]
+        [
+            ("repo:github.com/acme/api", "R1"),
+            ("repo:github.com/acme/other", "R9")
+        ]
     );
     // Without a key, a record naming no target has none: dead-lettered,
     // saying why.
@@ -1067,7 +1070,10 @@ fn native_findings_keep_their_target_and_the_key_takes_the_others() {
     let effects = b.edge.take();
     let dead = produced(&effects, &b.cx.settings.dead_letter_topic);
     assert_eq!(dead.len(), 1, "{effects:?}");
-    assert_eq!(dead[0].header(header::DLQ_REASON).as_deref(), Some("no_target"));
+    assert_eq!(
+        dead[0].header(header::DLQ_REASON).as_deref(),
+        Some("no_target")
+    );
     assert!(dead[0]
         .header(header::DLQ_ERROR)
         .is_some_and(|e| e.contains("1 of its findings")));
