@@ -113,8 +113,11 @@ impl Engine {
     /// report recognized as its target's last scan keeps the old ones until
     /// the report changes.)
     pub fn settings_digest(&self) -> String {
+        // `targets:split`: reports whose records name their own targets are
+        // split into one scan per target; a report remembered before that
+        // was applied whole to its key, and must be decoded again.
         let said = format!(
-            "{}\0{:?}\0{:?}\0{:?}",
+            "{}\0targets:split\0{:?}\0{:?}\0{:?}",
             env!("CARGO_PKG_VERSION"),
             self.sla,
             self.router.routes,

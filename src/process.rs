@@ -1,6 +1,7 @@
 //! `custody process`: the engine over report files, for CI pipelines and
-//! backfills. Each file is one complete scan of its target (a partial one
-//! with `--partial`, which resolves nothing); events go to
+//! backfills. Each file is one complete scan of its target, or of each
+//! target its records name (see [`crate::normalize::Report::split`]); a
+//! partial one with `--partial`, which resolves nothing. Events go to
 //! standard output as JSON Lines and a per-team summary to standard error.
 //!
 //! Exit status: 0 on success, 1 when any input was rejected (each named on
@@ -113,9 +114,10 @@ pub enum InputError {
     /// Could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// No target given and the report names none.
-    #[error("the report names no target; pass --target")]
-    NoTarget,
+    /// No target given and the report (or some of its records) names
+    /// none.
+    #[error("{0}; pass --target")]
+    NoTarget(#[from] normalize::NoTarget),
 }
 
 /// Runs a validated `process`; returns the exit status.
@@ -385,11 +387,6 @@ fn scan_file(
     let (format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
     let scan_id = ScanMeta::content_id(&bytes);
     drop(bytes);
-    let target = s
-        .target
-        .clone()
-        .or(report.target.take())
-        .ok_or(InputError::NoTarget)?;
     if let Some(name) = &s.scanner {
         report.set_scanner(name);
     }
@@ -416,15 +413,20 @@ fn scan_file(
     } else {
         0
     };
-    let scan = ScanMeta {
-        scan_id,
-        target,
-        commit: report.commit,
-        git_ref: report.git_ref,
-        complete: !s.partial,
-        coverage: report.coverage,
-    };
-    engine.scan_into(state, &scan, report.findings, s.now, sink);
+    // One scan per target the report's records name (`--target` is the
+    // default for those that name none).
+    let parts = report.split(s.target.clone())?;
+    for part in parts {
+        let scan = ScanMeta {
+            scan_id: scan_id.clone(),
+            target: part.target,
+            commit: report.commit.clone(),
+            git_ref: report.git_ref.clone(),
+            complete: !s.partial,
+            coverage: report.coverage.clone(),
+        };
+        engine.scan_into(state, &scan, part.findings, s.now, sink);
+    }
     Ok(Scanned { findings: n, weak })
 }
 

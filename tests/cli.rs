@@ -848,3 +848,110 @@ fn the_summary_explains_itself_and_prints_as_json() {
     );
     assert!(!err.contains("per team:"), "no table with --summary json");
 }
+
+/// A fixture of `tests/fixtures`.
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// `(event, target, rule_id)` of every finding event.
+fn finding_moves(out: &Output) -> Vec<(String, String, String)> {
+    events(out)
+        .iter()
+        .filter(|e| e.get("fingerprint").is_some_and(Value::is_string))
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("event"), s("target"), s("rule_id"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_semgrep_app_listing_is_one_scan_per_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    // --target is only the default: every entry names its repository.
+    let run = |file: &str, at: &str| {
+        let out = process(
+            &[
+                "--emit",
+                "findings",
+                "--state",
+                state,
+                "--target",
+                "repo:github.com/acme/monorepo",
+                "--at",
+                at,
+            ],
+            &[&fixture(file)],
+        );
+        succeeded(&out);
+        finding_moves(&out)
+    };
+    let first = run(
+        "semgrep/app/semgrep-app-vulns-1.json",
+        "2026-06-01T00:00:00Z",
+    );
+    let t = |e: &str, t: &str, r: &str| (e.to_string(), t.to_string(), r.to_string());
+    assert_eq!(
+        first,
+        [
+            t("opened", "repo:github.com/acme/api", "CVE-2024-34064"),
+            t("opened", "repo:github.com/acme/api", "CVE-2024-35195"),
+            t("opened", "repo:github.com/acme/web", "CVE-2024-29041"),
+        ]
+    );
+    // The next listing has jinja2 triaged FIXED in acme/api: resolved
+    // there, and nothing else moves.
+    let second = run(
+        "semgrep/app/semgrep-app-vulns-2.json",
+        "2026-06-02T00:00:00Z",
+    );
+    assert_eq!(
+        second,
+        [t("resolved", "repo:github.com/acme/api", "CVE-2024-34064")]
+    );
+}
+
+#[test]
+fn a_trivy_cluster_scan_resolves_only_in_the_resources_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let run = |file: &str, at: &str| {
+        let out = process(
+            &["--emit", "findings", "--state", state, "--at", at],
+            &[&fixture(file)],
+        );
+        succeeded(&out);
+        finding_moves(&out)
+    };
+    let first = run(
+        "trivy/k8s/trivy-k8s-minikube-1.json",
+        "2026-06-01T00:00:00Z",
+    );
+    let app = "k8s:minikube/default/Deployment/app";
+    let api = "k8s:minikube/payments/Deployment/api";
+    let t = |e: &str, t: &str, r: &str| (e.to_string(), t.to_string(), r.to_string());
+    assert_eq!(
+        first,
+        [
+            t("opened", app, "CVE-2016-2781"),
+            t("opened", app, "CVE-2022-3715"),
+            t("opened", app, "AVD-KSV-0012"),
+            // The same CVE in another workload is another finding.
+            t("opened", api, "CVE-2016-2781"),
+            t("opened", api, "CVE-2023-0286"),
+        ]
+    );
+    // The second scan lists the default namespace only, bash fixed in the
+    // app's image: payments, not listed, keeps its findings open.
+    let second = run(
+        "trivy/k8s/trivy-k8s-minikube-2.json",
+        "2026-06-02T00:00:00Z",
+    );
+    assert_eq!(second, [t("resolved", app, "CVE-2022-3715")]);
+}

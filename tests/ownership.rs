@@ -183,6 +183,30 @@ fn images_cloud_and_unattributed() {
 }
 
 #[test]
+fn cloud_patterns_own_the_resources_of_a_cluster() {
+    let own = parse(
+        r#"
+        [[teams]]
+        id = "payments"
+        [[cloud]]
+        pattern = "minikube/payments/**"
+        team = "payments"
+        "#,
+        &[],
+    )
+    .unwrap();
+    let r = Resolver::new(Arc::new(own));
+    let api: Target = "k8s:minikube/payments/Deployment/api".parse().unwrap();
+    let a = r.explain(&api, Some("payments/Deployment/api"), None);
+    assert_eq!(
+        (a.team.as_deref(), a.source.as_str()),
+        (Some("payments"), "mapping")
+    );
+    let app: Target = "k8s:minikube/default/Deployment/app".parse().unwrap();
+    assert_eq!(r.explain(&app, None, None).team, None);
+}
+
+#[test]
 fn aliases_are_case_insensitive_and_backstage_aware() {
     let own = parse(
         "[[teams]]\nid = \"payments\"\naliases = [\"@Acme/Payments\", \"group:default/payments\", \"Pay@Acme.example\"]\n",

@@ -1,4 +1,5 @@
-//! Targets: what a scan looked at (a repository, an image, a cloud account).
+//! Targets: what a scan looked at (a repository, an image, a cloud account,
+//! a Kubernetes resource).
 //!
 //! The target is the Kafka message key and the unit of lifecycle state, so
 //! its spelling must be canonical: `https://GitHub.com/acme/api.git` and
@@ -20,6 +21,11 @@ pub enum TargetKind {
     Image,
     /// A cloud account or cluster, `cloud:<account>`.
     Cloud,
+    /// One resource of a Kubernetes cluster,
+    /// `k8s:<cluster>/<namespace>/<Kind>/<name>` (`k8s:<cluster>/<Kind>/<name>`
+    /// for a cluster-scoped resource): what a cluster scan's workload
+    /// findings are about, each resource with its own absence semantics.
+    K8s,
 }
 
 impl TargetKind {
@@ -29,6 +35,7 @@ impl TargetKind {
             TargetKind::Repo => "repo",
             TargetKind::Image => "image",
             TargetKind::Cloud => "cloud",
+            TargetKind::K8s => "k8s",
         }
     }
 }
@@ -43,8 +50,8 @@ pub struct Target {
 /// Why a target spec was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
-    /// The spec has no `repo:`, `image:` or `cloud:` prefix.
-    #[error("target {0:?} must start with repo:, image: or cloud:")]
+    /// The spec has no `repo:`, `image:`, `cloud:` or `k8s:` prefix.
+    #[error("target {0:?} must start with repo:, image:, cloud: or k8s:")]
     UnknownKind(String),
     /// Nothing after the prefix.
     #[error("target {0:?} has an empty name")]
@@ -60,7 +67,7 @@ impl Target {
         let name = match kind {
             TargetKind::Repo => canonical_repo(raw),
             TargetKind::Image => canonical_image(raw),
-            TargetKind::Cloud => raw.trim().to_string(),
+            TargetKind::Cloud | TargetKind::K8s => raw.trim().to_string(),
         };
         let spec = || format!("{}:{}", kind.prefix(), raw);
         if name.is_empty() {
@@ -131,6 +138,7 @@ impl FromStr for Target {
             "repo" => TargetKind::Repo,
             "image" => TargetKind::Image,
             "cloud" => TargetKind::Cloud,
+            "k8s" => TargetKind::K8s,
             _ => return Err(TargetError::UnknownKind(spec.to_string())),
         };
         Target::new(kind, rest)
@@ -164,8 +172,8 @@ impl JsonSchema for Target {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "A target spec: repo:<host/org/name>, image:<registry/name> or cloud:<account>.",
-            "pattern": "^(repo|image|cloud):\\S+$"
+            "description": "A target spec: repo:<host/org/name>, image:<registry/name>, cloud:<account> or k8s:<cluster>/<namespace>/<Kind>/<name>.",
+            "pattern": "^(repo|image|cloud|k8s):\\S+$"
         })
     }
 }
@@ -200,6 +208,14 @@ mod tests {
                 "image:ghcr.io/acme/app",
             ),
             ("cloud:aws/123456789012", "cloud:aws/123456789012"),
+            (
+                "k8s: prod-eu/payments/Deployment/api ",
+                "k8s:prod-eu/payments/Deployment/api",
+            ),
+            (
+                "k8s:arn:aws:eks:us-east-1:1:cluster/prod/default/Service/web",
+                "k8s:arn:aws:eks:us-east-1:1:cluster/prod/default/Service/web",
+            ),
         ];
         for (input, want) in table {
             let t: Target = input.parse().unwrap();

@@ -9,7 +9,7 @@
 
 use crate::model::{Category, Finding, Target};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub mod sniff;
 pub mod text;
@@ -142,6 +142,12 @@ pub struct Report {
     pub coverage: BTreeSet<(String, Category)>,
     /// The target the report names, if it names one.
     pub target: Option<Target>,
+    /// The targets the report's records name on their own (a Kubernetes
+    /// resource, a repository of a Semgrep App listing, a native finding's
+    /// `target`), each a target the report scanned, even one whose records
+    /// were all skipped or found nothing: the report is split into one scan
+    /// per target ([`Report::split`]). Empty for a report of one target.
+    pub targets: BTreeSet<Target>,
     /// The commit the report names, if any.
     pub commit: Option<String>,
     /// The branch or tag the report names, if any.
@@ -150,7 +156,73 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
+/// One target's part of a report (see [`Report::split`]).
+#[derive(Debug, Clone)]
+pub struct TargetScan {
+    /// The target.
+    pub target: Target,
+    /// Its findings, in report order.
+    pub findings: Vec<Finding>,
+}
+
+/// A report has records that name no target, and nothing says which
+/// target they are of.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "the report names no target{}",
+    if *records > 0 { format!(" for {records} of its findings") } else { String::new() }
+)]
+pub struct NoTarget {
+    /// How many findings name no target.
+    pub records: usize,
+}
+
 impl Report {
+    /// Splits the report into one scan per target: a finding that names
+    /// its own target ([`Finding::target`]) belongs to it, any other to
+    /// `default` (the caller's `--target` or message key), or to the
+    /// target the report names when there is no default. Every target of
+    /// [`Report::targets`] gets a scan, with no findings if none are left
+    /// of it; the default target gets one only when a finding falls to
+    /// it, or when the report names no target of its own records (a
+    /// report of one target, empty or not). Targets come sorted, the
+    /// default's scan among them.
+    ///
+    /// Fails when findings fall to the default and there is none.
+    pub fn split(&mut self, default: Option<Target>) -> Result<Vec<TargetScan>, NoTarget> {
+        let default = default.or_else(|| self.target.clone());
+        let mut by_target: BTreeMap<Target, Vec<Finding>> = self
+            .targets
+            .iter()
+            .map(|t| (t.clone(), Vec::new()))
+            .collect();
+        let mut unnamed = 0;
+        for f in std::mem::take(&mut self.findings) {
+            let target = match (&f.target, &default) {
+                (Some(t), _) | (None, Some(t)) => t.clone(),
+                (None, None) => {
+                    unnamed += 1;
+                    continue;
+                }
+            };
+            let mut f = f;
+            // The scan's target says it from here on.
+            f.target = None;
+            by_target.entry(target).or_default().push(f);
+        }
+        if unnamed > 0 {
+            return Err(NoTarget { records: unnamed });
+        }
+        if by_target.is_empty() {
+            let target = default.ok_or(NoTarget { records: 0 })?;
+            by_target.insert(target, Vec::new());
+        }
+        Ok(by_target
+            .into_iter()
+            .map(|(target, findings)| TargetScan { target, findings })
+            .collect())
+    }
+
     /// Names every finding's scanner `name` (a publisher's override), and
     /// the coverage with it.
     pub fn set_scanner(&mut self, name: &str) {
@@ -284,6 +356,74 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_split_by_the_targets_their_records_name() {
+        use crate::model::Severity;
+        let t = |s: &str| s.parse::<Target>().unwrap();
+        let finding = |target: Option<&str>| {
+            let mut f = Finding::new("t", Category::Sast, "R", Severity::High, "m");
+            f.target = target.map(t);
+            f
+        };
+        let parts = |r: &mut Report, default: Option<&str>| {
+            r.split(default.map(t)).map(|ps| {
+                ps.into_iter()
+                    .map(|p| {
+                        assert!(p.findings.iter().all(|f| f.target.is_none()));
+                        (p.target.to_string(), p.findings.len())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        // One target: an empty report is still a scan of it.
+        let mut r = Report::default();
+        assert_eq!(
+            parts(&mut r, Some("repo:a/b")),
+            Ok(vec![("repo:a/b".into(), 0)])
+        );
+        assert_eq!(parts(&mut r, None), Err(NoTarget { records: 0 }));
+        // Records naming targets, one listed with nothing, one naming none.
+        let mut r = Report {
+            findings: vec![
+                finding(Some("k8s:c/x")),
+                finding(None),
+                finding(Some("k8s:c/x")),
+            ],
+            targets: [t("k8s:c/x"), t("k8s:c/y")].into(),
+            ..Report::default()
+        };
+        assert_eq!(
+            parts(&mut r.clone(), Some("cloud:c")),
+            Ok(vec![
+                ("cloud:c".into(), 1),
+                ("k8s:c/x".into(), 2),
+                ("k8s:c/y".into(), 0)
+            ])
+        );
+        // The report's own target is the default when the caller has none.
+        r.target = Some(t("image:nginx"));
+        assert_eq!(
+            parts(&mut r.clone(), None).map(|p| p[0].clone()),
+            Ok(("image:nginx".into(), 1))
+        );
+        r.target = None;
+        assert_eq!(parts(&mut r, None), Err(NoTarget { records: 1 }));
+        // Every record naming its target: the default gets no scan.
+        let mut r = Report {
+            findings: vec![finding(Some("k8s:c/x"))],
+            targets: [t("k8s:c/x")].into(),
+            ..Report::default()
+        };
+        assert_eq!(
+            parts(&mut r, Some("cloud:c")),
+            Ok(vec![("k8s:c/x".into(), 1)])
+        );
+        assert_eq!(
+            NoTarget { records: 2 }.to_string(),
+            "the report names no target for 2 of its findings"
+        );
+    }
 
     /// Regression (chaos run, 2026-12-06): a Gitleaks report whose
     /// `StartLine` held the secret was dead-lettered with

@@ -1,5 +1,8 @@
 //! Decoder for custody's native finding JSON: one finding object, an array
 //! of them, or JSON Lines (one object per line). `null` is an empty report.
+//! A finding's `target`, when given, is the target it belongs to: a report
+//! whose findings name several is split into one scan per target (see
+//! [`Report::split`]); the others fall to the scan's target.
 
 use super::{DecodeContext, DecodeError, Decoder, Format, Report};
 use crate::model::Finding;
@@ -55,6 +58,9 @@ impl Decoder for NativeDecoder {
                 f.evidence.snippet = None;
             }
             report.coverage.insert((f.scanner.clone(), f.category));
+            if let Some(t) = &f.target {
+                report.targets.insert(t.clone());
+            }
         }
         Ok(report)
     }

@@ -18,7 +18,13 @@
 //! The Semgrep App API's supply-chain listing (`{vulns: [...], hasMore,
 //! cursor}`) is read too: each entry is an SCA finding; entries triaged as
 //! ignored, closed or fixed are skipped. A page with `hasMore: true` is
-//! part of a listing, so it claims no coverage.
+//! part of a listing, so it claims no coverage. The listing spans an
+//! organization's repositories: each entry's `repositoryName` is its
+//! target (`repo:<host>/<repositoryName>` when the entry's
+//! `dependencyFileLocation.url` links into that repository on a host,
+//! `repo:<repositoryName>` otherwise), and the report is split into one
+//! scan per repository (see [`Report::split`]); a repository whose every
+//! entry is closed is scanned too, with nothing open.
 //!
 //! Coverage: `("semgrep", sast)` for every CLI report, plus SCA when a
 //! supply-chain result is present; none when Semgrep reports an error of
@@ -227,6 +233,9 @@ struct AppVuln<'a> {
     dependency_file_location: Option<AppFileLocation<'a>>,
     #[serde(borrow, default)]
     triage: Option<Triage<'a>>,
+    /// The repository as Semgrep App names it (`org/name`).
+    #[serde(borrow, default)]
+    repository_name: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +287,9 @@ struct AppFileLocation<'a> {
     path: Option<Str<'a>>,
     #[serde(borrow, default)]
     start_line: Option<NumberOrString<'a>>,
+    /// A link to the file on its forge, which names the host.
+    #[serde(borrow, default)]
+    url: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -524,6 +536,12 @@ fn decode_app_vulns(vulns: &[AppVuln<'_>], partial: bool, report: &mut Report) {
         report.coverage.insert((SCANNER.into(), Category::Sca));
     }
     for (i, v) in vulns.iter().enumerate() {
+        // A repository is scanned even when its every entry is closed: its
+        // findings no longer listed are resolved.
+        let target = app_repository(v);
+        if let Some(t) = &target {
+            report.targets.insert(t.clone());
+        }
         let status = v
             .triage
             .as_ref()
@@ -538,8 +556,37 @@ fn decode_app_vulns(vulns: &[AppVuln<'_>], partial: bool, report: &mut Report) {
                 .push(format!("vulns[{i}]: triage status {status}"));
             continue;
         }
-        report.findings.push(app_vuln_finding(v));
+        let mut f = app_vuln_finding(v);
+        f.target = target;
+        report.findings.push(f);
     }
+}
+
+/// The repository an App listing entry is of: `repositoryName` (`org/name`,
+/// or a GitLab `group/subgroup/name`), under the host of the entry's
+/// `dependencyFileLocation.url` when that link is on the repository's own
+/// page (`https://<host>/<repositoryName>/...`); otherwise as Semgrep names
+/// it, with no host invented. `None` when the entry names none.
+fn app_repository(v: &AppVuln<'_>) -> Option<crate::model::Target> {
+    use crate::model::{Target, TargetKind};
+    let name = non_empty(&v.repository_name)?.trim_matches('/');
+    let url = v
+        .dependency_file_location
+        .as_ref()
+        .and_then(|l| non_empty(&l.url));
+    let host = url.and_then(|u| {
+        let rest = u.split_once("://")?.1;
+        let (host, path) = rest.split_once('/')?;
+        let on_repo = path
+            .strip_prefix(name)
+            .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'));
+        (on_repo && !host.is_empty()).then_some(host)
+    });
+    let spec = match host {
+        Some(host) => format!("{host}/{name}"),
+        None => name.to_string(),
+    };
+    Target::new(TargetKind::Repo, &spec).ok()
 }
 
 fn app_vuln_finding(v: &AppVuln<'_>) -> Finding {
@@ -840,6 +887,48 @@ mod tests {
                 fixed_version: Some("1.53.0".into()),
             })
         );
+    }
+
+    #[test]
+    fn app_listing_entries_name_their_repository() {
+        let entry = |repo: &str, url: &str, status: &str| {
+            format!(
+                r#"{{"title":"t","advisory":{{"ruleId":"ssc-1","references":{{"cveIds":["CVE-2024-1"]}}}},
+                "matchedDependency":{{"name":"x","versionSpecifier":"1.0"}},
+                "dependencyFileLocation":{{"path":"go.mod","startLine":"3","url":"{url}"}},
+                "triage":{{"status":"{status}"}},"repositoryName":"{repo}"}}"#
+            )
+        };
+        let listing = format!(
+            r#"{{"vulns":[{},{},{},{}],"hasMore":false}}"#,
+            entry(
+                "group/sub/proj",
+                "https://gitlab.example.com/group/sub/proj/-/blob/main/go.mod#L3",
+                "NEW"
+            ),
+            // A link to another repository says nothing of this one's host.
+            entry("acme/web", "https://github.com/acme/webapp/blob/a/go.mod", "NEW"),
+            entry("acme/api", "https://example.com", "NEW"),
+            entry("acme/old", "", "FIXED"),
+        );
+        let r = decode(listing.as_bytes()).unwrap();
+        let named: Vec<String> = r
+            .findings
+            .iter()
+            .map(|f| f.target.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "repo:gitlab.example.com/group/sub/proj",
+                "repo:acme/web",
+                "repo:acme/api"
+            ]
+        );
+        // A repository whose every entry is closed is scanned too.
+        let targets: Vec<String> = r.targets.iter().map(ToString::to_string).collect();
+        assert!(targets.contains(&"repo:acme/old".to_string()), "{targets:?}");
+        assert_eq!(targets.len(), 4);
     }
 
     const CLI_SCA: &str = r#"{"version":"1.122.0","errors":[],"results":[{

@@ -8,7 +8,12 @@
 //!   [resource], Misconfigurations: [resource]}` and the newer
 //!   `{ClusterName, Resources: [resource]}`, where a resource is
 //!   `{Namespace, Kind, Name, Results}`; findings are located at
-//!   `<Namespace>/<Kind>/<Name>`;
+//!   `<Namespace>/<Kind>/<Name>`, and each resource of a cluster the report
+//!   names is a target of its own,
+//!   `k8s:<ClusterName>/<Namespace>/<Kind>/<Name>` (see [`Report::split`]):
+//!   listed with no finding, it is still scanned. Trivy's report carries
+//!   no labels or annotations of a resource, so no owner comes from them;
+//!   the ownership's cloud patterns match these targets' names;
 //! - `null`, an empty legacy report.
 //!
 //! Vulnerabilities become dependency findings (container when the artifact
@@ -268,6 +273,7 @@ fn decode_legacy(results: &[TrivyResult<'_>], ctx: &DecodeContext, report: &mut 
         salt: &ctx.secret_salt,
         dependency: dependency_category(image),
         resource: None,
+        target: None,
     };
     for (i, r) in results.iter().enumerate() {
         decode_result(r, &format!("Results[{i}]"), &scope, report);
@@ -326,6 +332,7 @@ fn decode_document(
         salt: &ctx.secret_salt,
         dependency: dependency_category(image),
         resource: None,
+        target: None,
     };
     for (i, r) in doc.results.iter().flatten().enumerate() {
         decode_result(r, &format!("Results[{i}]"), &scope, report);
@@ -345,13 +352,25 @@ fn decode_document(
         ("Misconfigurations", &doc.misconfigurations),
         ("Resources", &doc.resources),
     ];
+    let cluster = doc
+        .cluster_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     for (list, resources) in lists {
         for (i, res) in resources.iter().flatten().enumerate() {
             let path = resource_path(res);
+            // Each resource of a named cluster is a target of its own,
+            // scanned even when it has no finding.
+            let target = cluster.and_then(|c| resource_target(c, &path));
+            if let Some(t) = &target {
+                report.targets.insert(t.clone());
+            }
             let scope = Scope {
                 salt: &ctx.secret_salt,
                 dependency: Category::Container,
                 resource: Some(&path),
+                target: target.as_ref(),
             };
             for (j, r) in res.results.iter().flatten().enumerate() {
                 decode_result(r, &format!("{list}[{i}].Results[{j}]"), &scope, report);
@@ -368,6 +387,18 @@ struct Scope<'s> {
     dependency: Category,
     /// `<Namespace>/<Kind>/<Name>` of a Kubernetes resource.
     resource: Option<&'s str>,
+    /// The resource's target, `k8s:<ClusterName>/<Namespace>/<Kind>/<Name>`.
+    target: Option<&'s Target>,
+}
+
+/// The target of a cluster's resource: `k8s:<cluster>/<path>`; `None` when
+/// its names hold whitespace (its findings then fall to the scan's target).
+fn resource_target(cluster: &str, path: &str) -> Option<Target> {
+    let name = match path {
+        "" => cluster.to_string(),
+        p => format!("{cluster}/{p}"),
+    };
+    Target::new(TargetKind::K8s, &name).ok()
 }
 
 fn dependency_category(image: bool) -> Category {
@@ -426,7 +457,7 @@ fn decode_result(r: &TrivyResult<'_>, label: &str, scope: &Scope<'_>, report: &m
 
     for (i, v) in r.vulnerabilities.iter().flatten().enumerate() {
         match vulnerability(v, r, &result_path, scope) {
-            Some(f) => push(report, f),
+            Some(f) => push(report, f, scope),
             None => report.skipped.push(format!(
                 "{label}.Vulnerabilities[{i}] ({target}): no VulnerabilityID (package {})",
                 v.pkg_name.as_deref().unwrap_or("?")
@@ -442,14 +473,15 @@ fn decode_result(r: &TrivyResult<'_>, label: &str, scope: &Scope<'_>, report: &m
             ));
             continue;
         }
-        push(report, misconfiguration(m, &result_path, scope));
+        push(report, misconfiguration(m, &result_path, scope), scope);
     }
     for s in r.secrets.iter().flatten() {
-        push(report, secret(s, &result_path, scope));
+        push(report, secret(s, &result_path, scope), scope);
     }
 }
 
-fn push(report: &mut Report, f: Finding) {
+fn push(report: &mut Report, mut f: Finding, scope: &Scope<'_>) {
+    f.target = scope.target.cloned();
     report.coverage.insert((SCANNER.into(), f.category));
     report.findings.push(f);
 }
@@ -837,6 +869,15 @@ mod tests {
         assert_eq!(v.rule_id, "CVE-2020-27350");
         assert_eq!(v.aliases, vec!["DSA-4808-1"]);
         assert_eq!(v.path(), Some("default/Deployment/redis-follower"));
+        assert_eq!(
+            v.target.as_ref().map(ToString::to_string).as_deref(),
+            Some(
+                "k8s:arn:aws:eks:us-east-1:576036489467:cluster/monitoring-test-cluster/\
+                 default/Deployment/redis-follower"
+            )
+        );
+        // The services have no finding, and are scanned all the same.
+        assert_eq!(r.targets.len(), 4);
         assert_eq!(v.package.as_ref().unwrap().ecosystem, "deb");
         let m = r
             .findings
@@ -1332,6 +1373,45 @@ mod tests {
             r.coverage.iter().collect::<Vec<_>>(),
             vec![&("trivy".to_string(), Category::Container)]
         );
+    }
+
+    #[test]
+    fn fixture_cluster_resources_are_targets() {
+        let r = decode_fixture("k8s/trivy-k8s-minikube-1.json");
+        let targets: Vec<String> = r.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            targets,
+            [
+                "k8s:minikube/default/Deployment/app",
+                "k8s:minikube/default/Service/app",
+                "k8s:minikube/payments/Deployment/api",
+            ]
+        );
+        assert!(r.findings.iter().all(|f| f.target.is_some()));
+        let mut r = r;
+        let parts = r.split(None).unwrap();
+        let counts: Vec<(String, usize)> = parts
+            .iter()
+            .map(|p| (p.target.to_string(), p.findings.len()))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("k8s:minikube/default/Deployment/app".to_string(), 3),
+                ("k8s:minikube/default/Service/app".to_string(), 0),
+                ("k8s:minikube/payments/Deployment/api".to_string(), 2),
+            ]
+        );
+        // A cluster report without a cluster name names no resource
+        // target: its findings fall to the scan's target, as before.
+        let r = decode(
+            br#"{"Vulnerabilities":[{"Namespace":"a","Kind":"Pod","Name":"p","Results":[
+                {"Target":"x (alpine 3.19)","Class":"os-pkgs","Type":"alpine",
+                 "Vulnerabilities":[{"VulnerabilityID":"CVE-2024-1","PkgName":"musl","InstalledVersion":"1"}]}]}]}"#,
+        )
+        .unwrap();
+        assert!(r.targets.is_empty());
+        assert!(r.findings[0].target.is_none());
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Resolver {
         }
         let mappings = match target.kind() {
             TargetKind::Image => own.images.as_slice(),
-            TargetKind::Cloud => own.cloud.as_slice(),
+            // A cluster is a cloud resource: cloud patterns match the
+            // names of its resources' targets too.
+            TargetKind::Cloud | TargetKind::K8s => own.cloud.as_slice(),
             TargetKind::Repo => &[],
         };
         if let Some(m) = mappings.iter().find(|m| m.matcher.is_match(target.name())) {

@@ -3,7 +3,7 @@
 //! events produced at once, changelog records queued behind them.
 
 use super::super::changelog;
-use super::super::meta::{self, header, MessageMeta};
+use super::super::meta::{header, MessageMeta};
 use super::rescan::{
     known, last_scan, remembered, Decode, DecodedReport, Digests, LastScan, Prepared, ScanId,
 };
@@ -221,6 +221,13 @@ impl PartitionProcessor {
         }
     }
 
+    /// Applies a decoded report: one scan per target its records name (the
+    /// message's target is the default for those that name none; see
+    /// [`crate::normalize::Report::split`]), in one step whose events and
+    /// changelog records are those of every part. Only a report of the
+    /// one target its message names is remembered as that target's last
+    /// scan; a split report is decoded whenever it comes (its parts'
+    /// memories are forgotten, as any scan of their targets forgets them).
     fn apply_scan(
         &mut self,
         env: &Env<'_>,
@@ -234,77 +241,102 @@ impl PartitionProcessor {
             scan_id,
             digests,
         } = decoded;
-        let Some(target) = meta.target.clone().or(report.target.take()) else {
-            let err = meta::MetaError::NoTarget;
-            self.dead_letter(env, msg, "no_target", &err.to_string(), held);
-            return;
-        };
         if let Some(name) = &meta.scanner {
             report.set_scanner(name);
         }
-        env.cx.metrics.findings_consumed(report.findings.len());
+        let findings = report.findings.len();
+        let parts = match report.split(meta.target.clone()) {
+            Ok(parts) => parts,
+            Err(e) => {
+                let err = format!("{e}: set the message key or the custody-target header");
+                self.dead_letter(env, msg, "no_target", &err, held);
+                return;
+            }
+        };
+        // Every part's target restored before anything is applied: a
+        // target that cannot be restored stops the whole report.
+        for part in &parts {
+            if let Err(e) = self.materialize(env, &part.target.to_string()) {
+                env.fail(e);
+                return;
+            }
+        }
+        let remember = match parts.as_slice() {
+            [one] => meta.target.as_ref() == Some(&one.target),
+            _ => false,
+        };
+        env.cx.metrics.findings_consumed(findings);
         env.count_message("processed");
         let (scan_id, content) = match scan_id {
             ScanId::Given(id) => (id, None),
             ScanId::Content(bytes) => (String::new(), Some(bytes)),
         };
-        let scan = ScanMeta {
-            scan_id,
-            target: target.clone(),
-            commit: meta.commit.clone().or(report.commit.take()),
-            git_ref: meta.git_ref.clone().or(report.git_ref.take()),
-            complete: meta.complete,
-            coverage: std::mem::take(&mut report.coverage),
-        };
+        let commit = meta.commit.clone().or(report.commit.take());
+        let git_ref = meta.git_ref.clone().or(report.git_ref.take());
         let now = msg.time(env.wall);
-        let spec = target.to_string();
-        if let Err(e) = self.materialize(env, &spec) {
-            env.fail(e);
-            return;
-        }
+        let ownership = env.cx.ownership_generation();
         let Some(state) = self.state.as_mut() else {
             return;
         };
-        let ownership = env.cx.ownership_generation();
         let mut out = Output::default();
-        let findings = report.findings.len();
-        let mut touched = env.cx.engine.scan_touched(
-            state,
-            &scan,
-            report.findings,
-            now,
-            &mut out,
-            env.cx.settings.last_seen_resolution,
-        );
+        let mut records = Vec::new();
+        let mut last = None;
+        for part in parts {
+            let spec = part.target.to_string();
+            let scan = ScanMeta {
+                scan_id: scan_id.clone(),
+                target: part.target,
+                commit: commit.clone(),
+                git_ref: git_ref.clone(),
+                complete: meta.complete,
+                coverage: report.coverage.clone(),
+            };
+            let mut touched = env.cx.engine.scan_touched(
+                state,
+                &scan,
+                part.findings,
+                now,
+                &mut out,
+                env.cx.settings.last_seen_resolution,
+            );
+            records.extend(changelog::records(
+                state,
+                &spec,
+                &touched.findings,
+                Some(&touched.tickets),
+            ));
+            self.last_scans.remove(&spec);
+            if remember {
+                // What the next rescan of the target needs to skip its
+                // decode when it sends this report again (only a target
+                // named by the message: the check comes before the report
+                // is read), kept in the changelog too, after the scan's
+                // records.
+                let scan = LastScan {
+                    digests,
+                    format: meta.format,
+                    scanner: meta.scanner.clone(),
+                    complete: meta.complete,
+                    findings,
+                    ownership,
+                    observed: std::mem::take(&mut touched.observed),
+                    restored: false,
+                };
+                records.push(changelog::scan_record(
+                    &spec,
+                    &scan.record(&env.cx.settings_digest),
+                ));
+                last = Some((spec, scan));
+            }
+        }
+        if let Some((spec, scan)) = last {
+            self.last_scans.insert(spec, scan);
+        }
         if let (Some(bytes), false) = (content, out.findings.is_empty()) {
             let id = ScanMeta::content_id(&bytes);
             for e in &mut out.findings {
                 e.scan_id = Some(id.clone());
             }
-        }
-        let mut records =
-            changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
-        // What the next rescan of the target needs to skip its decode when
-        // it sends this report again (only a target named by the message:
-        // the check comes before the report is read), kept in the
-        // changelog too, after the scan's records.
-        self.last_scans.remove(&spec);
-        if meta.target.is_some() {
-            let last = LastScan {
-                digests,
-                format: meta.format,
-                scanner: meta.scanner.clone(),
-                complete: meta.complete,
-                findings,
-                ownership,
-                observed: std::mem::take(&mut touched.observed),
-                restored: false,
-            };
-            records.push(changelog::scan_record(
-                &spec,
-                &last.record(&env.cx.settings_digest),
-            ));
-            self.last_scans.insert(spec, last);
         }
         let bytes = msg.len();
         let held = held.into_iter().map(|h| h.ack).collect();

@@ -1057,3 +1057,183 @@ fn what_is_logged_while_a_message_is_applied_names_its_partition_offset_and_targ
         assert!(!l.contains("urllib3") && !l.contains("CVE-"), "{l}");
     }
 }
+
+/// The finding and ticket events `custody process` prints for `files`, one
+/// run per file at each time, the state kept between runs in `state`.
+fn process_events(state: &std::path::Path, runs: &[(&str, i64)]) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for (rel, ms) in runs {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel);
+        let settings = crate::process::Settings {
+            files: vec![path],
+            target: None,
+            scanner: None,
+            format: None,
+            state: Some(state.to_path_buf()),
+            decisions: Vec::new(),
+            source: None,
+            config: Config::default(),
+            owners: None,
+            owners_used: None,
+            owners_none: false,
+            fail_on: None,
+            partial: false,
+            summary: crate::process::SummaryFormat::None,
+            emit: crate::process::Emit::All,
+            now: Utc.timestamp_millis_opt(*ms).single().unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        let status = crate::process::run(&settings, std::io::empty(), &mut out, std::io::sink());
+        assert_eq!(status, 0, "custody process {rel}");
+        all.extend(
+            out.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("an event")),
+        );
+    }
+    all
+}
+
+#[test]
+fn a_cluster_report_applied_by_the_processor_gives_the_events_custody_process_gives() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let scans = [
+        "trivy/k8s/trivy-k8s-minikube-1.json",
+        "trivy/k8s/trivy-k8s-minikube-2.json",
+    ];
+    // Keyed by the cluster: the key is the default of records naming no
+    // target, and no record of these reports is without one.
+    let key = "cloud:minikube";
+    let mut findings = Vec::new();
+    let mut tickets = Vec::new();
+    let mut runs = Vec::new();
+    for (offset, rel) in scans.iter().enumerate() {
+        let offset = offset as i64;
+        let msg = sniffed(offset, key, fixture(rel), &[]);
+        runs.push((*rel, msg.timestamp.unwrap_or_default()));
+        b.feed(&mut p, msg);
+        let effects = b.edge.take();
+        assert!(
+            produced(&effects, &b.cx.settings.dead_letter_topic).is_empty(),
+            "{effects:?}"
+        );
+        findings.extend(finding_events(&effects, &b.cx.settings.findings_topic));
+        tickets.extend(finding_events(&effects, "custody.tickets"));
+        deliver(&effects);
+        b.step(&mut p);
+        deliver(&b.edge.take());
+        b.step(&mut p);
+        assert_eq!(stores(&b.edge.take()), [offset]);
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let want = process_events(&dir.path().join("state.json"), &runs);
+    let key = |e: &serde_json::Value| e["event_id"].as_str().map(str::to_string);
+    let mut got: Vec<_> = findings
+        .iter()
+        .chain(&tickets)
+        .map(|e| (key(e), e.to_string()))
+        .collect();
+    let mut want: Vec<_> = want.iter().map(|e| (key(e), e.to_string())).collect();
+    got.sort();
+    want.sort();
+    assert!(!tickets.is_empty());
+    assert_eq!(got, want);
+    // Each resource is its own target; the second scan, of the default
+    // namespace only, resolved bash in the app and nothing of payments.
+    let targets: BTreeSet<&str> = findings
+        .iter()
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert!(
+        targets.contains("k8s:minikube/default/Deployment/app")
+            && targets.contains("k8s:minikube/payments/Deployment/api"),
+        "{targets:?}"
+    );
+    assert_eq!(targets.len(), 2, "no scan of the key's target: {targets:?}");
+    let resolved: Vec<(&str, &str)> = findings
+        .iter()
+        .filter(|e| e["event"] == "resolved")
+        .filter_map(|e| Some((e["target"].as_str()?, e["rule_id"].as_str()?)))
+        .collect();
+    assert_eq!(
+        resolved,
+        [("k8s:minikube/default/Deployment/app", "CVE-2022-3715")]
+    );
+}
+
+#[test]
+fn a_split_report_is_not_remembered_and_forgets_what_its_targets_remembered() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let app = "k8s:minikube/default/Deployment/app";
+    // A report of the app alone, keyed by it: remembered.
+    b.feed(&mut p, message(0, app, report(&[1]), &[]));
+    deliver(&b.edge.take());
+    assert!(p.last_scans.contains_key(app));
+    // The cluster's report scans the app too: the app's memory is
+    // forgotten, and the split report is remembered for no target.
+    let cluster = fixture("trivy/k8s/trivy-k8s-minikube-1.json");
+    b.feed(&mut p, sniffed(1, "cloud:minikube", cluster.clone(), &[]));
+    let first = finding_events(&b.edge.take(), &b.cx.settings.findings_topic);
+    assert_eq!(first.len(), 5, "{first:?}");
+    assert!(p.last_scans.is_empty());
+    // Sent again, it is decoded again and changes nothing.
+    b.feed(&mut p, sniffed(2, "cloud:minikube", cluster, &[]));
+    let effects = b.edge.take();
+    assert!(finding_events(&effects, &b.cx.settings.findings_topic).is_empty());
+    assert!(produced(&effects, &b.cx.settings.dead_letter_topic).is_empty());
+    assert!(p.last_scans.is_empty());
+}
+
+#[test]
+fn native_findings_keep_their_target_and_the_key_takes_the_others() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let own = r#"{"scanner":"t","category":"sast","rule_id":"R9","severity":"high","message":"m9","target":"repo:github.com/acme/other","location":{"path":"src/f9.py"}}"#;
+    let mut payload = report(&[1]);
+    payload.extend_from_slice(own.as_bytes());
+    b.feed(&mut p, message(0, TARGET, payload, &[]));
+    let events = finding_events(&b.edge.take(), &b.cx.settings.findings_topic);
+    let targets: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| Some((e["target"].as_str()?, e["rule_id"].as_str()?)))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("repo:github.com/acme/api", "R1"),
+            ("repo:github.com/acme/other", "R9")
+        ]
+    );
+    // Without a key, a record naming no target has none: dead-lettered,
+    // saying why.
+    b.feed(&mut p, {
+        let mut m = message(1, TARGET, report(&[2]), &[]);
+        m.key = None;
+        m
+    });
+    let effects = b.edge.take();
+    let dead = produced(&effects, &b.cx.settings.dead_letter_topic);
+    assert_eq!(dead.len(), 1, "{effects:?}");
+    assert_eq!(
+        dead[0].header(header::DLQ_REASON).as_deref(),
+        Some("no_target")
+    );
+    assert!(dead[0]
+        .header(header::DLQ_ERROR)
+        .is_some_and(|e| e.contains("1 of its findings")));
+    // A report whose every record names its target needs no key.
+    b.feed(&mut p, {
+        let mut m = message(2, TARGET, own.as_bytes().to_vec(), &[]);
+        m.key = None;
+        m
+    });
+    let effects = b.edge.take();
+    assert!(produced(&effects, &b.cx.settings.dead_letter_topic).is_empty());
+}
