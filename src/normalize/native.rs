@@ -71,7 +71,7 @@ mod tests {
     use super::*;
 
     fn decode(s: &str) -> Result<Report, DecodeError> {
-        NativeDecoder.decode(s.as_bytes(), &DecodeContext::default())
+        crate::testing::decode_with(&NativeDecoder, s.as_bytes())
     }
 
     const ONE: &str = r#"{"scanner":"zap","category":"dast","rule_id":"10020","severity":"medium","message":"X-Frame-Options missing","location":{"path":"/login"}}"#;

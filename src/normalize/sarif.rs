@@ -1329,15 +1329,11 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        SarifDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&SarifDecoder, bytes)
     }
 
     fn ruff_fixture() -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/ruff/ruff-werkzeug-3.1.0.sarif",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture("ruff/ruff-werkzeug-3.1.0.sarif")
     }
 
     /// A stand-in checkout: every line of every file is the same text
@@ -1473,11 +1469,8 @@ mod tests {
     /// findings; a moved result or a changed rule does not keep it.
     #[test]
     fn content_digest_ignores_what_the_decoder_skips() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/churn/bandit-6.4.2.sarif"
-        );
-        let text = std::fs::read_to_string(path).unwrap();
+        let text = String::from_utf8(crate::testing::fixture("churn/bandit-6.4.2.sarif"))
+            .expect("UTF-8");
         let base = content_digest(text.as_bytes()).expect("a SARIF log");
         let findings =
             |t: &str| serde_json::to_string(&decode(t.as_bytes()).unwrap().findings).unwrap();

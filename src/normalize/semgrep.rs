@@ -705,7 +705,7 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        SemgrepDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&SemgrepDecoder, bytes)
     }
 
     fn decode_corpus(name: &str) -> Option<Report> {

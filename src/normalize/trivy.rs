@@ -691,7 +691,7 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        TrivyDecoder.decode(bytes, &DecodeContext::default())
+        crate::testing::decode_with(&TrivyDecoder, bytes)
     }
 
     fn decode_corpus(name: &str) -> Option<Report> {
@@ -1023,8 +1023,7 @@ mod tests {
     /// hand-written after Trivy's JSON format; see its README): always
     /// present, so the tests below run on any clone.
     fn fixture(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/trivy/").to_string() + name;
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::testing::fixture(&format!("trivy/{name}"))
     }
 
     fn decode_fixture(name: &str) -> Report {
