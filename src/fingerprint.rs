@@ -127,24 +127,7 @@ pub fn by_message(f: &Finding) -> bool {
 /// The fingerprint of a dependency finding, or `None` when it names no
 /// package (it is then treated as a code finding).
 pub fn dependency_fingerprint(f: &Finding, target: &Target) -> Option<String> {
-    if !f.category.is_dependency() {
-        return None;
-    }
-    let pkg = f.package.as_ref()?;
-    let t = target.to_string();
-    Some(format!(
-        "{VERSION}:{}",
-        digest(
-            &[
-                b"v1-dep",
-                f.rule_id.as_bytes(),
-                pkg.ecosystem.as_bytes(),
-                pkg.name.as_bytes(),
-                t.as_bytes(),
-            ],
-            16
-        )
-    ))
+    dependency_digest(f, target, None)
 }
 
 /// The install location of a dependency finding as it enters a
@@ -194,25 +177,33 @@ pub fn install_location(f: &Finding) -> String {
 /// The fingerprint of a dependency finding at one install location, for a
 /// package a report lists at more than one (see the module's rules).
 fn dependency_fingerprint_at(f: &Finding, target: &Target, location: &str) -> Option<String> {
+    dependency_digest(f, target, Some(location))
+}
+
+/// A dependency fingerprint: rule, ecosystem, package name and target, and
+/// the install location when one is given (a different domain tag, so no
+/// fingerprint of one kind can equal one of the other).
+fn dependency_digest(f: &Finding, target: &Target, location: Option<&str>) -> Option<String> {
     if !f.category.is_dependency() {
         return None;
     }
     let pkg = f.package.as_ref()?;
     let t = target.to_string();
-    Some(format!(
-        "{VERSION}:{}",
-        digest(
-            &[
-                b"v1-dep-at",
-                f.rule_id.as_bytes(),
-                pkg.ecosystem.as_bytes(),
-                pkg.name.as_bytes(),
-                t.as_bytes(),
-                location.as_bytes(),
-            ],
-            16
-        )
-    ))
+    let mut parts: Vec<&[u8]> = vec![
+        if location.is_some() {
+            b"v1-dep-at"
+        } else {
+            b"v1-dep"
+        },
+        f.rule_id.as_bytes(),
+        pkg.ecosystem.as_bytes(),
+        pkg.name.as_bytes(),
+        t.as_bytes(),
+    ];
+    if let Some(l) = location {
+        parts.push(l.as_bytes());
+    }
+    Some(format!("{VERSION}:{}", digest(&parts, 16)))
 }
 
 /// What a state knows of a fingerprint, for [`assign_in_place_known`]:

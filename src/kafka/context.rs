@@ -104,25 +104,14 @@ impl ClientContext for Rebalancer {
 impl ConsumerContext for Rebalancer {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let tps: Vec<(String, i32)> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
-            let mut core = lock(&self.core);
-            core.revoke(consumer, &tps);
+            lock(&self.core).revoke(consumer, &partitions_of(tpl));
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let tps: Vec<(String, i32)> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
             let mut core = lock(&self.core);
-            core.assign(consumer, &tps);
+            core.assign(consumer, &partitions_of(tpl));
             // After the partitions are listed as restoring: readiness must
             // not see the group joined and nothing to restore.
             core.health().joined.store(true, Ordering::Release);
@@ -131,3 +120,11 @@ impl ConsumerContext for Rebalancer {
 }
 
 pub(super) type Cons = BaseConsumer<Rebalancer>;
+
+/// The `(topic, partition)` pairs of a rebalance's list.
+fn partitions_of(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
