@@ -177,6 +177,40 @@ pub struct State {
     /// recorded), so a rescan cannot silently drop it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<OwnershipUsed>,
+    /// `custody process`: each target's last scan, by target, where it
+    /// was one report of that target alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_scans: BTreeMap<String, ScanRecord>,
+}
+
+/// What is known of a target's last scan: enough to recognize the same
+/// report sent again and apply it without decoding it (see
+/// [`crate::engine::Engine::rescan_unchanged`]). The service keeps it in
+/// its changelog; `custody process` in its state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    /// BLAKE3 of the report's bytes, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+    /// The digest of what the report's decoder reads, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The format the message named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The scanner the message named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<String>,
+    /// Whether the scan was complete.
+    pub complete: bool,
+    /// Findings the report held.
+    pub findings: usize,
+    /// The fingerprints the scan observed, sorted.
+    pub observed: Vec<String>,
+    /// The digest of the engine's settings and custody's version the scan
+    /// was applied under ([`crate::engine::Engine::settings_digest`]):
+    /// under others, the same report may be applied otherwise.
+    pub settings: String,
 }
 
 /// Which ownership configuration a state was built with.
@@ -200,6 +234,7 @@ impl State {
             version: state_version(),
             targets: BTreeMap::new(),
             ownership: None,
+            last_scans: BTreeMap::new(),
         }
     }
 

@@ -13,7 +13,7 @@
 
 use crate::config::Config;
 use crate::engine::{Engine, Output, Sink};
-use crate::lifecycle::State;
+use crate::lifecycle::{ScanRecord, State};
 use crate::model::{FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
 use chrono::{DateTime, Utc};
@@ -173,7 +173,9 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
     // Ownership may have changed since the state was saved: open findings
     // whose team changed are reassigned before anything else happens.
     if s.owners.is_some() {
-        out.feed(engine.reattribute(&mut state, s.now));
+        let moved = engine.reattribute(&mut state, s.now);
+        forget_scans(&mut state, &moved);
+        out.feed(moved);
     }
     let engine = engine;
 
@@ -201,7 +203,10 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
             Ok(records) => {
                 for (line, d) in records {
                     match engine.decide(&mut state, &d, s.now) {
-                        Ok(o) => out.feed(o),
+                        Ok(o) => {
+                            forget_scans(&mut state, &o);
+                            out.feed(o)
+                        }
                         Err(e) => {
                             rejected += 1;
                             let _ = writeln!(
@@ -245,6 +250,7 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
     }
     for (path, doc) in &vex_docs {
         let (o, matched) = engine.vex(&mut state, doc, s.now);
+        forget_scans(&mut state, &o);
         out.feed(o);
         let _ = writeln!(
             stderr,
@@ -254,7 +260,9 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
             doc.statements.len()
         );
     }
-    out.feed(engine.tick(&mut state, s.now));
+    let ticked = engine.tick(&mut state, s.now);
+    forget_scans(&mut state, &ticked);
+    out.feed(ticked);
     let tally = match out.finish() {
         Ok(tally) => tally,
         Err(e) => {
@@ -384,6 +392,52 @@ fn scan_file(
     bytes: Vec<u8>,
     sink: &mut dyn Sink,
 ) -> Result<Scanned, InputError> {
+    // A target's last scan sent again (the same bytes, under the same
+    // flags and settings) is applied without decoding it, as the service
+    // does: only `last_seen` moves (see `Engine::rescan_unchanged`). Not
+    // with `--source`, whose checkout the fingerprints also read.
+    let remembered = s.source.is_none().then(|| {
+        let bytes = crate::fingerprint::hex(blake3::hash(&bytes).as_bytes());
+        ScanRecord {
+            bytes: Some(bytes),
+            content: None,
+            format: s.format.map(|f| f.name().to_string()),
+            scanner: s.scanner.clone(),
+            complete: !s.partial,
+            findings: 0,
+            observed: Vec::new(),
+            settings: scan_settings(s, engine),
+        }
+    });
+    if let (Some(now), Some(target)) = (&remembered, &s.target) {
+        let spec = target.to_string();
+        if let Some(last) = state.last_scans.remove(&spec) {
+            let same = ScanRecord {
+                findings: last.findings,
+                observed: Vec::new(),
+                ..now.clone()
+            } == ScanRecord {
+                observed: Vec::new(),
+                ..last.clone()
+            };
+            if same
+                && engine
+                    .rescan_unchanged(
+                        state,
+                        target,
+                        &last.observed,
+                        s.now,
+                        std::time::Duration::ZERO,
+                    )
+                    .is_some()
+            {
+                tracing::debug!(target = %spec, "the target's last scan again: not decoded");
+                let findings = last.findings;
+                state.last_scans.insert(spec, last);
+                return Ok(Scanned { findings, weak: 0 });
+            }
+        }
+    }
     let (format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
     let scan_id = ScanMeta::content_id(&bytes);
     drop(bytes);
@@ -416,7 +470,11 @@ fn scan_file(
     // One scan per target the report's records name (`--target` is the
     // default for those that name none).
     let parts = report.split(s.target.clone())?;
+    // Remembered only where the report is one scan of `--target` alone.
+    let alone = parts.len() == 1 && s.target.as_ref() == Some(&parts[0].target);
     for part in parts {
+        let target = part.target.to_string();
+        state.last_scans.remove(&target);
         let scan = ScanMeta {
             scan_id: scan_id.clone(),
             target: part.target,
@@ -425,9 +483,48 @@ fn scan_file(
             complete: !s.partial,
             coverage: report.coverage.clone(),
         };
-        engine.scan_into(state, &scan, part.findings, s.now, sink);
+        let touched = engine.scan_touched(
+            state,
+            &scan,
+            part.findings,
+            s.now,
+            sink,
+            std::time::Duration::ZERO,
+        );
+        if let (true, Some(record)) = (alone, &remembered) {
+            state.last_scans.insert(
+                target,
+                ScanRecord {
+                    findings: n,
+                    observed: touched.observed,
+                    ..record.clone()
+                },
+            );
+        }
     }
     Ok(Scanned { findings: n, weak })
+}
+
+/// What, besides a report's bytes, shapes how it is applied: the engine's
+/// settings and the ownership configuration in force.
+fn scan_settings(s: &Settings, engine: &Engine) -> String {
+    match &s.owners_used {
+        Some(o) => format!("{}|{}", engine.settings_digest(), o.version),
+        None => engine.settings_digest(),
+    }
+}
+
+/// Forgets the last scans of the targets a step changed (a decision, a
+/// VEX document, the clock): a rescan must then be applied in full.
+fn forget_scans(state: &mut State, o: &Output) {
+    for t in o
+        .findings
+        .iter()
+        .map(|e| &e.target)
+        .chain(o.tickets.iter().map(|e| &e.target))
+    {
+        state.last_scans.remove(&t.to_string());
+    }
 }
 
 /// What one report file gave.

@@ -955,3 +955,69 @@ fn a_trivy_cluster_scan_resolves_only_in_the_resources_it_lists() {
     );
     assert_eq!(second, [t("resolved", app, "CVE-2022-3715")]);
 }
+
+/// The same report again for a target, as `custody process --state` gets
+/// it from a pipeline rerun: recognized as the target's last scan and
+/// applied without decoding (no event), and the next real change gives
+/// exactly the events it gives without the rerun.
+#[test]
+fn a_rescan_of_the_same_report_is_recognized_and_changes_nothing_else() {
+    let run = |state: &str, file: &Path, at: &str| {
+        let mut cmd = custody();
+        cmd.env("RUST_LOG", "custody=debug")
+            .arg("process")
+            .args(TORNADO)
+            .args(["--state", state, "--at", at, "--emit", "all"])
+            .arg(file);
+        cmd.output().expect("run custody")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (old, new) = (tornado("6.4.2"), tornado("6.5"));
+    let first = run(a, &old, "2026-06-01T00:00:00Z");
+    succeeded(&first);
+    assert!(!events(&first).is_empty());
+    assert!(!stderr(&first).contains("not decoded"));
+    let again = run(a, &old, "2026-06-02T00:00:00Z");
+    succeeded(&again);
+    assert!(events(&again).is_empty(), "{:?}", events(&again));
+    assert!(stderr(&again).contains("not decoded"), "{}", stderr(&again));
+    let change = run(a, &new, "2026-06-03T00:00:00Z");
+    assert!(!stderr(&change).contains("not decoded"));
+
+    // The same change without the rerun.
+    succeeded(&run(b, &old, "2026-06-01T00:00:00Z"));
+    let direct = run(b, &new, "2026-06-03T00:00:00Z");
+    assert_eq!(events(&change), events(&direct));
+    // A decision voids what is remembered of its target: the report is
+    // decoded again.
+    let fp = events(&direct)
+        .iter()
+        .find(|e| e["kind"] == "finding" && e["event"] == "opened")
+        .map(|e| e["fingerprint"].as_str().unwrap().to_string())
+        .expect("an opened finding");
+    let decisions = tmp.path().join("d.jsonl");
+    std::fs::write(
+        &decisions,
+        format!("{{\"target\":\"repo:github.com/tornadoweb/tornado\",\"fingerprint\":\"{fp}\",\"decision\":\"false_positive\",\"reason\":\"test code\",\"author\":\"sec@acme.example\",\"decided_at\":\"2026-06-03T00:00:00Z\"}}\n"),
+    )
+    .unwrap();
+    let mut cmd = custody();
+    let decided = cmd
+        .env("RUST_LOG", "custody=debug")
+        .arg("process")
+        .args(TORNADO)
+        .args(["--state", b, "--at", "2026-06-04T00:00:00Z"])
+        .arg("--decisions")
+        .arg(&decisions)
+        .arg(&new)
+        .output()
+        .unwrap();
+    succeeded(&decided);
+    assert!(
+        !stderr(&decided).contains("not decoded"),
+        "{}",
+        stderr(&decided)
+    );
+}

@@ -47,32 +47,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What is known of a target's last scan, as the changelog keeps it (see
-/// the module's documentation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanRecord {
-    /// BLAKE3 of the report's bytes, in hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<String>,
-    /// The digest of what the report's decoder reads, in hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// The format the message named.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    /// The scanner the message named.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scanner: Option<String>,
-    /// Whether the scan was complete.
-    pub complete: bool,
-    /// Findings the report held.
-    pub findings: usize,
-    /// The fingerprints the scan observed, sorted.
-    pub observed: Vec<String>,
-    /// The digest of the engine's settings and custody's version the scan
-    /// was applied under ([`crate::engine::Engine::settings_digest`]):
-    /// under others, the same report may be applied otherwise.
-    pub settings: String,
-}
+/// the module's documentation, and [`crate::lifecycle::ScanRecord`]).
+pub use crate::lifecycle::ScanRecord;
 
 /// The largest last scan record written, in bytes (about 13,000 observed
 /// fingerprints): well under librdkafka's and brokers' default largest
