@@ -282,6 +282,9 @@ impl PartitionProcessor {
         }
         let mut records =
             changelog::records(state, &spec, &touched.findings, Some(&touched.tickets));
+        if touched.baseline {
+            records.extend(changelog::baseline_record(state, &spec));
+        }
         // What the next rescan of the target needs to skip its decode when
         // it sends this report again (only a target named by the message:
         // the check comes before the report is read), kept in the
