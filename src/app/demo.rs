@@ -356,7 +356,7 @@ fn serve(listen: &str, service: &Service) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        tracing::info!("serving http://{listen}/metrics, /healthz, /readyz; Ctrl-C stops");
+        tracing::info!("serving http://{listen}/ (team scorecard), /metrics, /healthz, /readyz, /api/teams; Ctrl-C stops");
         tokio::spawn(http::serve(listener, state));
         let _ = tokio::signal::ctrl_c().await;
         Ok::<(), String>(())
