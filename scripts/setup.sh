@@ -3,7 +3,8 @@
 # OpenSSL headers and pkg-config for rdkafka's `ssl` feature (TLS, SASL),
 # and make for building librdkafka; and for the broker tests, a Java
 # runtime (17 or later) and Maven, which scripts/kafka.sh uses to resolve
-# and run Apache Kafka. Installed with apt-get when missing (as root);
+# and run Apache Kafka; and for the scorecard's browser test, Debian's
+# chromium (run headless). Installed with apt-get when missing (as root);
 # otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -12,6 +13,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then missing+=(libssl-dev); fi
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "setup.sh: installing Debian packages: ${missing[*]}" >&2

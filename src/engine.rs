@@ -208,6 +208,7 @@ impl Engine {
             findings,
             tickets: tickets.into_iter().collect(),
             observed: Vec::new(),
+            baseline: false,
         }
     }
 
@@ -296,11 +297,13 @@ impl Engine {
             sink,
             Some((&mut changes, &mut observed)),
         );
+        let baseline = changes.baseline;
         let findings = changes.into_sorted();
         Touched {
             findings,
             tickets: tickets.into_iter().collect(),
             observed,
+            baseline,
         }
     }
 
@@ -330,6 +333,7 @@ impl Engine {
             findings,
             tickets: Vec::new(),
             observed: Vec::new(),
+            baseline: false,
         })
     }
 
@@ -509,6 +513,10 @@ pub struct Touched {
     /// For a scan: the fingerprints it observed, sorted, each once (what
     /// [`Engine::rescan_unchanged`] takes). Empty otherwise.
     pub observed: Vec<String>,
+    /// For a scan: whether a scanner completed its first scan of the
+    /// target, so the target's baseline record must be written
+    /// ([`crate::service::changelog::baseline_record`]).
+    pub baseline: bool,
 }
 
 /// A deterministic event id: the same transition of the same finding or
@@ -563,6 +571,8 @@ fn finding_event(
         ticket_key: rec.ticket_key.clone(),
         attribution: rec.attribution.clone(),
         scan_id: scan_id.map(str::to_string),
+        origin: rec.origin_or_inherited(),
+        previous_status: t.previous_status,
     }
 }
 

@@ -32,7 +32,8 @@
 //! - [`schema`]: JSON Schemas of the native finding, events and decisions.
 //! - [`service`]: the service's own logic, free of Kafka clients: the
 //!   partition processor (a state machine: messages in, effects out), the
-//!   changelog, message metadata, health and the HTTP endpoints.
+//!   changelog, message metadata, health, the HTTP endpoints and the
+//!   server-rendered team scorecard pages.
 //! - [`kafka`]: the Kafka edge, the only module that names librdkafka: the
 //!   consumer loop that drives the partition processors and carries out
 //!   their effects, restores, transactions, topics, the publishers, the

@@ -24,12 +24,16 @@
 //! - a VEX statement (see [`apply_vex`]) makes a finding `not_affected`
 //!   whatever later scans say, until a statement says it is affected
 //!   (`reopened`). Human decisions (accepted, false positive) are not
-//!   overridden by what a report says.
+//!   overridden by what a report says;
+//! - every finding records its [`Origin`]: the scan that first saw it, and
+//!   whether it was `inherited` (seen before its scanner's first complete
+//!   scan of the target finished) or `introduced` (by a later scan). A
+//!   record written by a version that kept no origin counts as inherited.
 
 use crate::config::SlaPolicy;
 use crate::model::{
-    Attribution, Disposition, DispositionState, Finding, FindingEventKind, ScanMeta, Severity,
-    Status, Target,
+    Attribution, Disposition, DispositionState, Finding, FindingEventKind, Origin, Provenance,
+    ScanMeta, Severity, Status, Target,
 };
 use crate::ticket::TicketRecord;
 use chrono::{DateTime, Utc};
@@ -78,12 +82,35 @@ pub struct FindingRecord {
     /// holds whatever later scans report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vex: Option<Disposition>,
+    /// The scan that first saw it; absent in a record written by a version
+    /// that did not keep it, which counts as inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 impl FindingRecord {
     /// The severity: highest among current sources, else the last known.
     pub fn severity(&self) -> Severity {
         self.sources.max().unwrap_or(self.finding.severity)
+    }
+
+    /// Inherited or introduced (inherited when not known).
+    pub fn provenance(&self) -> Provenance {
+        self.origin
+            .as_ref()
+            .map_or(Provenance::Inherited, |o| o.provenance)
+    }
+
+    /// Its origin: the recorded one, or, for a record from a version that
+    /// kept none, an inherited one at its first sighting.
+    pub fn origin_or_inherited(&self) -> Origin {
+        self.origin.clone().unwrap_or(Origin {
+            provenance: Provenance::Inherited,
+            at: self.first_seen,
+            commit: None,
+            git_ref: None,
+            scan_id: None,
+        })
     }
 
     /// Why it is suppressed or not affected, while it is.
@@ -162,6 +189,32 @@ pub struct TargetState {
     pub findings: BTreeMap<String, Box<FindingRecord>>,
     /// Tickets by key.
     pub tickets: BTreeMap<String, TicketRecord>,
+    /// The scanners that completed a scan of the target: a finding they
+    /// report from then on was introduced, not inherited.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub baselined: BTreeSet<String>,
+}
+
+impl TargetState {
+    /// Fills in [`TargetState::baselined`] for state written by a version
+    /// that did not keep it (a record with no origin tells): every scanner
+    /// of a record had scanned the target, so what it reports next was
+    /// introduced.
+    pub fn settle_baseline(&mut self) {
+        if !self.findings.values().any(|r| r.origin.is_none()) {
+            return;
+        }
+        for rec in self.findings.values() {
+            if !self.baselined.contains(&rec.finding.scanner) {
+                self.baselined.insert(rec.finding.scanner.clone());
+            }
+            for s in rec.sources.names() {
+                if !self.baselined.contains(s) {
+                    self.baselined.insert(s.to_string());
+                }
+            }
+        }
+    }
 }
 
 /// All lifecycle state, by target spec.
@@ -257,6 +310,9 @@ pub struct Transition {
     pub seq: u64,
     /// The ticket it left, when a reassignment moved it to another.
     pub previous_ticket: Option<String>,
+    /// The status before a `resolved` transition: whether it was fixed
+    /// while open, or while accepted, suppressed or not affected.
+    pub previous_status: Option<Status>,
 }
 
 /// A finding as seen in one scan, fingerprinted and attributed.
@@ -339,6 +395,7 @@ fn push(
         previous_team: prev,
         seq: rec.seq,
         previous_ticket: None,
+        previous_status: None,
     });
 }
 
@@ -357,6 +414,9 @@ pub struct Changes {
     /// period. New records are not listed (each has an `opened`
     /// transition), and a fingerprint may be listed twice.
     pub changed: Vec<String>,
+    /// Whether a scanner completed its first scan of the target
+    /// ([`TargetState::baselined`] changed).
+    pub baseline: bool,
 }
 
 impl Changes {
@@ -365,6 +425,7 @@ impl Changes {
         Changes {
             seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
             changed: Vec::new(),
+            baseline: false,
         }
     }
 
@@ -398,6 +459,7 @@ pub fn apply_scan(
     let mut out = Vec::new();
     let observed = observed.into_iter();
     let mut seen: HashSet<String> = HashSet::with_capacity(observed.size_hint().0);
+    let mut scanners: BTreeSet<String> = BTreeSet::new();
     for obs in observed {
         let Observation {
             fingerprint: fp,
@@ -405,6 +467,9 @@ pub fn apply_scan(
             attribution,
             ticket_key,
         } = obs;
+        if scan.complete && !scanners.contains(&finding.scanner) {
+            scanners.insert(finding.scanner.clone());
+        }
         match ts.findings.get_mut(&fp) {
             Some(rec) => {
                 let silent = observe_known(
@@ -429,6 +494,17 @@ pub fn apply_scan(
                 let sev = finding.severity;
                 let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
                 let state = finding.disposition.as_ref().map(|d| d.state);
+                let origin = Origin {
+                    provenance: if ts.baselined.contains(&finding.scanner) {
+                        Provenance::Introduced
+                    } else {
+                        Provenance::Inherited
+                    },
+                    at: now,
+                    commit: scan.commit.clone(),
+                    git_ref: scan.git_ref.clone(),
+                    scan_id: Some(scan.scan_id.clone()).filter(|s| !s.is_empty()),
+                };
                 let mut rec = Box::new(FindingRecord {
                     status: state.map_or(Status::Open, Status::of),
                     sources: Sources::one(finding.scanner.clone(), sev),
@@ -445,6 +521,7 @@ pub fn apply_scan(
                     accepted_until: None,
                     seq: 0,
                     vex: None,
+                    origin: Some(origin),
                     finding: stored(finding),
                 });
                 let kind = state.map_or(FindingEventKind::Opened, disposition_event);
@@ -455,6 +532,17 @@ pub fn apply_scan(
         }
     }
     if scan.complete {
+        // Its scanners' baselines end with it: what they report from now
+        // on was introduced.
+        scanners.extend(scan.coverage.iter().map(|(s, _)| s.clone()));
+        for s in scanners {
+            if !ts.baselined.contains(&s) {
+                ts.baselined.insert(s);
+                if let Some(c) = changes.as_deref_mut() {
+                    c.baseline = true;
+                }
+            }
+        }
         resolve_absent(ts, scan, &seen, now, policy, &mut out, changes);
     }
     out
@@ -662,10 +750,13 @@ fn resolve_absent(
         }
         changed.push(fp.clone());
         if rec.sources.is_empty() {
-            rec.status = Status::Resolved;
+            let previous = std::mem::replace(&mut rec.status, Status::Resolved);
             rec.resolved_at = Some(now);
             rec.accepted_until = None;
             push(rec, fp, FindingEventKind::Resolved, None, out);
+            if let Some(last) = out.last_mut() {
+                last.previous_status = Some(previous);
+            }
         } else {
             // Another tool still reports it; follow its view.
             if !rec.sources.contains(&rec.finding.scanner) {

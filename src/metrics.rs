@@ -3,7 +3,7 @@
 //! path or rule id is ever a label.
 
 use crate::lifecycle::State;
-use crate::model::{FindingEvent, FindingEventKind, Severity, Status};
+use crate::model::{FindingEvent, FindingEventKind, Provenance, Severity, Status};
 use chrono::{DateTime, Utc};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -19,6 +19,11 @@ pub const UNATTRIBUTED: &str = "unattributed";
 pub const OTHER: &str = "other";
 /// Default cap on distinct team label values (`[metrics] max_teams`).
 pub use crate::config::service::DEFAULT_MAX_TEAMS;
+
+/// Open tickets each team's scorecard page lists at most.
+pub const TICKETS_PER_TEAM: usize = 50;
+/// Unattributed open findings the scorecard lists at most.
+pub const UNATTRIBUTED_LISTED: usize = 25;
 
 /// Remediation-time buckets: an hour to a year.
 const TTR_BUCKETS: [f64; 12] = [
@@ -66,6 +71,10 @@ pub struct Metrics {
     reopened_total: IntCounterVec,
     breaches_total: IntCounterVec,
     ttr: HistogramVec,
+    introduced_open: IntGaugeVec,
+    introduced_excused: IntGaugeVec,
+    introduced_total: IntCounterVec,
+    time_to_fix: HistogramVec,
     teams: RwLock<TeamLabels>,
     scorecard: Mutex<Scorecard>,
 }
@@ -96,6 +105,73 @@ pub struct TeamScore {
     pub mttr_seconds: Option<f64>,
     /// Findings resolved since this instance started.
     pub resolved: u64,
+    /// Open findings introduced by a scan after the target's first.
+    pub open_introduced: u64,
+    /// Open findings inherited (present in the target's first scan).
+    pub open_inherited: u64,
+    /// Findings introduced in the last 7 days, open or fixed since
+    /// (accepted, suppressed and not affected ones not counted).
+    pub introduced_week: u64,
+    /// The same over the last 30 days.
+    pub introduced_month: u64,
+    /// Its open tickets, the first [`TICKETS_PER_TEAM`] (for its page, not
+    /// in `/api/teams`).
+    #[serde(skip)]
+    pub tickets: Vec<TicketRow>,
+    /// Open tickets beyond those listed.
+    #[serde(skip)]
+    pub tickets_more: u64,
+}
+
+/// One open ticket on its team's scorecard page, with the evidence of why
+/// the team owns it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TicketRow {
+    /// Ticket key.
+    pub key: String,
+    /// The target.
+    pub target: String,
+    /// Rule or vulnerability id.
+    pub rule: String,
+    /// Title.
+    pub title: String,
+    /// Highest severity of its open findings.
+    pub severity: Severity,
+    /// Its open findings.
+    pub open: usize,
+    /// Whether one is past due.
+    pub breached: bool,
+    /// Earliest due date.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Where one of its open findings is: path and line.
+    pub path: Option<String>,
+    /// Its line.
+    pub line: Option<u32>,
+    /// Which ownership source decided (`codeowners`, `catalog`, ...).
+    pub source: String,
+    /// The file or catalog entity that decided.
+    pub owner_file: Option<String>,
+    /// The deciding rule's line in that file.
+    pub owner_line: Option<u32>,
+    /// The deciding rule.
+    pub owner_rule: Option<String>,
+}
+
+/// One open finding no team owns, with the reason.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnownedRow {
+    /// The target.
+    pub target: String,
+    /// Rule or vulnerability id.
+    pub rule: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Path, if any.
+    pub path: Option<String>,
+    /// Line, if any.
+    pub line: Option<u32>,
+    /// Why no team owns it.
+    pub reason: String,
 }
 
 /// Every team's scorecard, for the partitions this instance owns.
@@ -105,6 +181,10 @@ pub struct Scorecard {
     pub teams: BTreeMap<String, TeamScore>,
     /// Share of open findings no team owns (0 when nothing is open).
     pub unattributed_share: f64,
+    /// Open findings no team owns, the first [`UNATTRIBUTED_LISTED`].
+    pub unattributed: Vec<UnownedRow>,
+    /// Open unattributed findings beyond those listed.
+    pub unattributed_more: u64,
     /// When it was computed.
     pub at: Option<DateTime<Utc>>,
     #[serde(skip)]
@@ -311,7 +391,40 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(ttr.clone())).expect("unique metric");
+        let introduced_open = gauge_vec(
+            &r,
+            "custody_findings_introduced_open",
+            "Open findings introduced by a scan after their scanner's first complete scan of the target (shipped, not inherited), by team and severity.",
+            sev_team,
+        );
+        let introduced_excused = gauge_vec(
+            &r,
+            "custody_findings_introduced_excused",
+            "Introduced findings not counted against their team: risk accepted, suppressed or not affected, by team and status.",
+            &["team", "status"],
+        );
+        let introduced_total = counter_vec(
+            &r,
+            "custody_findings_introduced_total",
+            "Findings opened that were introduced by a scan after their scanner's first complete scan of the target, by team and severity.",
+            sev_team,
+        );
+        let time_to_fix = HistogramVec::new(
+            HistogramOpts::new(
+                "custody_time_to_fix_introduced_seconds",
+                "From the scan that introduced a finding to the scan that no longer saw it, for introduced findings fixed while open (not while accepted, suppressed or not affected), by team and severity.",
+            )
+            .buckets(TTR_BUCKETS.to_vec()),
+            sev_team,
+        )
+        .expect("valid metric");
+        r.register(Box::new(time_to_fix.clone()))
+            .expect("unique metric");
         Metrics {
+            introduced_open,
+            introduced_excused,
+            introduced_total,
+            time_to_fix,
             registry: r,
             open,
             unattributed,
@@ -465,13 +578,24 @@ impl Metrics {
         let team = self.team_label(e.team.as_deref());
         let labels = [team.as_str(), e.severity.as_str()];
         match e.event {
-            FindingEventKind::Opened => self.opened_total.with_label_values(&labels).inc(),
+            FindingEventKind::Opened => {
+                self.opened_total.with_label_values(&labels).inc();
+                if e.origin.provenance == Provenance::Introduced {
+                    self.introduced_total.with_label_values(&labels).inc();
+                }
+            }
             FindingEventKind::Reopened => self.reopened_total.with_label_values(&labels).inc(),
             FindingEventKind::SlaBreached => self.breaches_total.with_label_values(&labels).inc(),
             FindingEventKind::Resolved => {
                 self.resolved_total.with_label_values(&labels).inc();
                 let secs = (e.at - e.first_seen).num_milliseconds().max(0) as f64 / 1000.0;
                 self.ttr.with_label_values(&labels).observe(secs);
+                if e.origin.provenance == Provenance::Introduced
+                    && e.previous_status.is_none_or(|s| s == Status::Open)
+                {
+                    let fix = (e.at - e.origin.at).num_milliseconds().max(0) as f64 / 1000.0;
+                    self.time_to_fix.with_label_values(&labels).observe(fix);
+                }
                 let mut card = self.scorecard.lock().unwrap_or_else(|p| p.into_inner());
                 let slot = card.ttr.entry(team).or_insert((0.0, 0));
                 slot.0 += secs;
@@ -502,17 +626,65 @@ impl Metrics {
         .into_iter()
         .map(|s| (s.as_str(), 0))
         .collect();
+        let mut introduced: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        let mut inherited: BTreeMap<String, u64> = BTreeMap::new();
+        let mut excused: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+        let mut recent: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut tickets: BTreeMap<String, (Vec<TicketRow>, u64)> = BTreeMap::new();
+        let mut unowned_rows: Vec<UnownedRow> = Vec::new();
+        let mut unowned_more = 0u64;
         let soon = now + chrono::Duration::days(7);
+        let week = now - chrono::Duration::days(7);
+        let month = now - chrono::Duration::days(30);
         for state in states {
-            for ts in state.targets.values() {
+            for (spec, ts) in &state.targets {
                 for rec in ts.findings.values() {
                     *by_status.entry(rec.status.as_str()).or_default() += 1;
                     let team = self.team_label(rec.team.as_deref());
+                    let shipped = rec.provenance() == Provenance::Introduced;
+                    if shipped {
+                        match rec.status {
+                            Status::Open | Status::Resolved => {
+                                let at = rec.origin.as_ref().map_or(rec.first_seen, |o| o.at);
+                                if at > month {
+                                    let slot = recent.entry(team.clone()).or_default();
+                                    slot.1 += 1;
+                                    if at > week {
+                                        slot.0 += 1;
+                                    }
+                                }
+                            }
+                            Status::Accepted | Status::Suppressed | Status::NotAffected => {
+                                *excused
+                                    .entry((team.clone(), rec.status.as_str()))
+                                    .or_default() += 1;
+                            }
+                            Status::FalsePositive => {}
+                        }
+                    }
                     match rec.status {
                         Status::Open => {
                             let sev = rec.severity();
+                            if shipped {
+                                *introduced.entry((team.clone(), sev)).or_default() += 1;
+                            } else {
+                                *inherited.entry(team.clone()).or_default() += 1;
+                            }
                             if rec.team.is_none() {
                                 *unattributed.entry(sev).or_default() += 1;
+                                if unowned_rows.len() < UNATTRIBUTED_LISTED {
+                                    let loc = rec.finding.location.as_ref();
+                                    unowned_rows.push(UnownedRow {
+                                        target: spec.clone(),
+                                        rule: rec.finding.group_id().to_string(),
+                                        severity: sev,
+                                        path: loc.map(|l| l.path.clone()),
+                                        line: loc.and_then(|l| l.start_line),
+                                        reason: rec.attribution.unowned_reason(loc.is_some()),
+                                    });
+                                } else {
+                                    unowned_more += 1;
+                                }
                             }
                             if rec.due_at.is_some_and(|d| d <= now) {
                                 *breached.entry((team.clone(), sev)).or_default() += 1;
@@ -531,6 +703,36 @@ impl Metrics {
                         _ => {}
                     }
                 }
+                for (key, t) in &ts.tickets {
+                    if t.status != crate::ticket::TicketStatus::Open {
+                        continue;
+                    }
+                    let team = self.team_label(t.team.as_deref());
+                    let (rows, more) = tickets.entry(team).or_default();
+                    if rows.len() >= TICKETS_PER_TEAM {
+                        *more += 1;
+                        continue;
+                    }
+                    let member = t.open_members.iter().find_map(|fp| ts.findings.get(fp));
+                    let loc = member.and_then(|m| m.finding.location.as_ref());
+                    let a = member.map(|m| &*m.attribution);
+                    rows.push(TicketRow {
+                        key: key.clone(),
+                        target: spec.clone(),
+                        rule: t.group.clone(),
+                        title: t.title.clone(),
+                        severity: t.severity,
+                        open: t.open_members.len(),
+                        breached: t.breached,
+                        due_at: t.due_at,
+                        path: loc.map(|l| l.path.clone()),
+                        line: loc.and_then(|l| l.start_line),
+                        source: a.map_or_else(|| "none".to_string(), |a| a.source.clone()),
+                        owner_file: a.and_then(|a| a.file.clone()),
+                        owner_line: a.and_then(|a| a.line),
+                        owner_rule: a.and_then(|a| a.rule.clone()),
+                    });
+                }
             }
         }
         for (status, n) in &by_status {
@@ -543,6 +745,18 @@ impl Metrics {
         self.suppressed.reset();
         self.not_affected.reset();
         self.unattributed.reset();
+        self.introduced_open.reset();
+        self.introduced_excused.reset();
+        for ((team, sev), n) in &introduced {
+            self.introduced_open
+                .with_label_values(&[team, sev.as_str()])
+                .set(*n as i64);
+        }
+        for ((team, status), n) in &excused {
+            self.introduced_excused
+                .with_label_values(&[team.as_str(), status])
+                .set(*n as i64);
+        }
         for ((team, sev), n) in &open {
             self.open
                 .with_label_values(&[team, sev.as_str()])
@@ -591,6 +805,23 @@ impl Metrics {
         for (team, n) in &not_affected {
             teams.entry(team.clone()).or_default().not_affected = *n;
         }
+        for ((team, _), n) in &introduced {
+            teams.entry(team.clone()).or_default().open_introduced += n;
+        }
+        for (team, n) in &inherited {
+            teams.entry(team.clone()).or_default().open_inherited = *n;
+        }
+        for (team, (w, m)) in &recent {
+            let t = teams.entry(team.clone()).or_default();
+            t.introduced_week = *w;
+            t.introduced_month = *m;
+        }
+        for (team, (mut rows, more)) in tickets {
+            rows.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.key.cmp(&b.key)));
+            let t = teams.entry(team).or_default();
+            t.tickets = rows;
+            t.tickets_more = more;
+        }
         for (team, (sum, count)) in &ttr {
             let t = teams.entry(team.clone()).or_default();
             t.resolved = *count;
@@ -605,9 +836,16 @@ impl Metrics {
             } else {
                 unowned as f64 / total as f64
             },
+            unattributed: unowned_rows,
+            unattributed_more: unowned_more,
             at: Some(now),
             ttr,
         };
+    }
+
+    /// Reads the latest scorecard in place (no copy of its ticket lists).
+    pub fn with_scorecard<R>(&self, f: impl FnOnce(&Scorecard) -> R) -> R {
+        f(&self.scorecard.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The latest scorecard.

@@ -560,13 +560,17 @@ fn load_state(path: &Path) -> Result<State, UsageError> {
     };
     match std::fs::read(path) {
         Ok(bytes) => {
-            let st: State = serde_json::from_slice(&bytes)
+            let mut st: State = serde_json::from_slice(&bytes)
                 .map_err(|e| err(format!("not a custody state file: {e}")))?;
             if st.version != 1 {
                 return Err(err(format!(
                     "state version {} is not supported (expected 1)",
                     st.version
                 )));
+            }
+            // A state file of a version that kept no origins.
+            for ts in st.targets.values_mut() {
+                ts.settle_baseline();
             }
             Ok(st)
         }

@@ -471,6 +471,9 @@ fn dashboard_covers_scorecard_trends_and_pipeline() {
                 "custody_findings_accepted",
                 "custody_time_to_remediate_seconds",
                 "custody_findings_unattributed",
+                "custody_findings_introduced_open",
+                "custody_findings_introduced_excused",
+                "custody_time_to_fix_introduced_seconds",
             ][..],
         ),
         (

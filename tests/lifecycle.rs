@@ -5,8 +5,8 @@ use custody::config::{Config, Route};
 use custody::engine::{Engine, Output};
 use custody::lifecycle::{DecisionKind, DecisionRecord, State};
 use custody::model::{
-    Category, Finding, FindingEventKind as F, Location, Package, ScanMeta, Severity, Status,
-    Target, TicketEventKind as T,
+    Category, Finding, FindingEventKind as F, Location, Package, Provenance, ScanMeta, Severity,
+    Status, Target, TicketEventKind as T,
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -573,6 +573,9 @@ fn replay(steps: &[Step], resolution: std::time::Duration) -> (State, State, usi
             &touched.findings,
             Some(&touched.tickets),
         ));
+        if touched.baseline {
+            log.extend(changelog::baseline_record(&state, &spec));
+        }
     }
     let mut restorer = changelog::Restorer::new();
     for r in &log {
@@ -580,9 +583,9 @@ fn replay(steps: &[Step], resolution: std::time::Duration) -> (State, State, usi
     }
     // A scan that reported nothing leaves an empty target in memory, which
     // has no record to restore from.
-    state
-        .targets
-        .retain(|_, ts| !ts.findings.is_empty() || !ts.tickets.is_empty());
+    state.targets.retain(|_, ts| {
+        !ts.findings.is_empty() || !ts.tickets.is_empty() || !ts.baselined.is_empty()
+    });
     (state, restorer.finish(), log.len())
 }
 
@@ -766,4 +769,163 @@ fn a_rescan_writes_nothing_until_last_seen_enters_a_new_hour() {
     let recs = changelog::records(&state, &spec, &[fp], Some(&[key]));
     assert_eq!(recs.len(), 2);
     assert!(recs.iter().all(|r| r.value.is_some()));
+}
+
+/// A scan of `scanner` at a commit and ref, with its own scan id.
+fn scan_at(scanner: &str, id: &str, complete: bool, commit: &str) -> ScanMeta {
+    ScanMeta {
+        scan_id: id.into(),
+        commit: Some(commit.into()),
+        git_ref: Some("refs/heads/main".into()),
+        ..scan(scanner, complete, &[Category::Sast])
+    }
+}
+
+#[test]
+fn findings_of_the_first_scan_are_inherited_and_later_ones_introduced_by_their_scan() {
+    let mut w = World::new();
+    let first = w.scan(
+        &scan_at("bandit", "s1", true, "aaa111"),
+        vec![eval(10)],
+        t0(),
+    );
+    let o = &first.findings[0].origin;
+    assert_eq!(o.provenance, Provenance::Inherited);
+    assert_eq!(o.commit.as_deref(), Some("aaa111"));
+    assert_eq!(o.at, t0());
+    let at = t0() + Duration::days(2);
+    let exec = code("bandit", "B102", "app/run.py", 3, "exec(code)");
+    let second = w.scan(
+        &scan_at("bandit", "s2", true, "bbb222"),
+        vec![eval(10), exec],
+        at,
+    );
+    assert_eq!(kinds(&second).0, vec![F::Opened], "only the new one");
+    let o = &second.findings[0].origin;
+    assert_eq!(o.provenance, Provenance::Introduced);
+    assert_eq!(
+        (
+            o.commit.as_deref(),
+            o.git_ref.as_deref(),
+            o.scan_id.as_deref(),
+            o.at
+        ),
+        (Some("bbb222"), Some("refs/heads/main"), Some("s2"), at)
+    );
+    // Kept in the state record, and on every later event of the finding.
+    let fp = second.findings[0].fingerprint.clone();
+    let rec = &w.state.targets[&target().to_string()].findings[&fp];
+    assert_eq!(rec.provenance(), Provenance::Introduced);
+    let gone = w.scan(
+        &scan_at("bandit", "s3", true, "ccc333"),
+        vec![eval(10)],
+        at + Duration::days(1),
+    );
+    assert_eq!(kinds(&gone).0, vec![F::Resolved]);
+    assert_eq!(gone.findings[0].origin.commit.as_deref(), Some("bbb222"));
+    assert_eq!(gone.findings[0].previous_status, Some(Status::Open));
+}
+
+#[test]
+fn a_first_scan_in_parts_is_inherited_until_it_completes_and_a_new_scanner_has_its_own_baseline() {
+    let mut w = World::new();
+    // The first scan arrives in two parts: the first incomplete.
+    let a = w.scan(&scan_at("bandit", "s1", false, "aaa"), vec![eval(10)], t0());
+    let exec = code("bandit", "B102", "app/run.py", 3, "exec(code)");
+    let b = w.scan(
+        &scan_at("bandit", "s1", true, "aaa"),
+        vec![eval(10), exec],
+        t0(),
+    );
+    assert_eq!(a.findings[0].origin.provenance, Provenance::Inherited);
+    assert_eq!(b.findings[0].origin.provenance, Provenance::Inherited);
+    // semgrep scans the target for the first time later: what it finds
+    // was there before custody watched it with semgrep.
+    let sg = code(
+        "semgrep",
+        "python.eval",
+        "app/views.py",
+        10,
+        "return eval(expr)",
+    );
+    let s = w.scan(
+        &scan_at("semgrep", "g1", true, "bbb"),
+        vec![sg],
+        t0() + Duration::days(1),
+    );
+    assert_eq!(s.findings[0].origin.provenance, Provenance::Inherited);
+    // A bandit scan after its first complete one introduces.
+    let pickle = code("bandit", "B301", "app/cache.py", 8, "pickle.loads(blob)");
+    let n = w.scan(
+        &scan_at("bandit", "s2", true, "ccc"),
+        vec![
+            eval(10),
+            code("bandit", "B102", "app/run.py", 3, "exec(code)"),
+            pickle,
+        ],
+        t0() + Duration::days(2),
+    );
+    assert_eq!(n.findings.len(), 1);
+    assert_eq!(n.findings[0].origin.provenance, Provenance::Introduced);
+}
+
+#[test]
+fn a_first_complete_scan_with_no_findings_makes_the_next_findings_introduced() {
+    let mut w = World::new();
+    let o = w.scan(&scan_at("bandit", "s1", true, "aaa"), vec![], t0());
+    assert!(o.findings.is_empty());
+    let o = w.scan(
+        &scan_at("bandit", "s2", true, "bbb"),
+        vec![eval(10)],
+        t0() + Duration::hours(1),
+    );
+    assert_eq!(o.findings[0].origin.provenance, Provenance::Introduced);
+}
+
+#[test]
+fn state_written_without_origins_loads_as_inherited_and_later_findings_are_introduced() {
+    let mut w = World::new();
+    w.scan(&scan_at("bandit", "s1", true, "aaa"), vec![eval(10)], t0());
+    // The state as the previous version wrote it: no origin on records, no
+    // baseline on targets.
+    let mut json = serde_json::to_value(&w.state).unwrap();
+    for ts in json["targets"].as_object_mut().unwrap().values_mut() {
+        let ts = ts.as_object_mut().unwrap();
+        assert!(ts.remove("baselined").is_some());
+        for rec in ts["findings"].as_object_mut().unwrap().values_mut() {
+            assert!(rec.as_object_mut().unwrap().remove("origin").is_some());
+        }
+    }
+    let mut old: State = serde_json::from_value(json).unwrap();
+    let spec = target().to_string();
+    let rec = old.targets[&spec].findings.values().next().unwrap();
+    assert_eq!(rec.origin, None);
+    assert_eq!(rec.provenance(), Provenance::Inherited);
+    for ts in old.targets.values_mut() {
+        ts.settle_baseline();
+    }
+    w.state = old;
+    let exec = code("bandit", "B102", "app/run.py", 3, "exec(code)");
+    let o = w.scan(
+        &scan_at("bandit", "s2", true, "bbb"),
+        vec![eval(10), exec],
+        t0() + Duration::days(1),
+    );
+    assert_eq!(o.findings.len(), 1);
+    assert_eq!(o.findings[0].origin.provenance, Provenance::Introduced);
+    // The old finding's events say inherited, at its first sighting.
+    let fp = w.state.targets[&spec]
+        .findings
+        .keys()
+        .find(|k| **k != o.findings[0].fingerprint)
+        .unwrap()
+        .clone();
+    let gone = w.scan(
+        &scan_at("bandit", "s3", true, "ccc"),
+        vec![],
+        t0() + Duration::days(2),
+    );
+    let e = gone.findings.iter().find(|e| e.fingerprint == fp).unwrap();
+    assert_eq!(e.origin.provenance, Provenance::Inherited);
+    assert_eq!((e.origin.at, e.origin.commit.as_deref()), (t0(), None));
 }

@@ -348,3 +348,121 @@ fn decisions_flow_through_the_service_into_the_accepted_gauges() {
     assert_eq!(open, opened.len() as f64 - 2.0);
     service.stop().unwrap();
 }
+
+#[test]
+fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excused() {
+    use custody::lifecycle::{DecisionKind, DecisionRecord, State};
+    use custody::model::Provenance;
+    let metrics = Metrics::new();
+    metrics.set_teams(["web"], 10);
+    let engine =
+        Engine::new(&custody::config::Config::default()).with_attribution(Box::new(Team("web")));
+    let decode = |path: &str| {
+        let bytes = std::fs::read(path).unwrap();
+        custody::normalize::decode(&bytes, None, engine.decode_context())
+            .unwrap()
+            .1
+    };
+    let (old, new) = old_new("bandit");
+    let (old, new) = (decode(&old), decode(&new));
+    let target: Target = "repo:github.com/tornadoweb/tornado".parse().unwrap();
+    let meta = |id: &str, commit: &str| ScanMeta {
+        scan_id: id.into(),
+        target: target.clone(),
+        commit: Some(commit.into()),
+        git_ref: Some("refs/tags/v6.5".into()),
+        complete: true,
+        coverage: old.coverage.clone(),
+    };
+    let t0 = chrono::Utc::now() - chrono::Duration::days(20);
+    let t1 = t0 + chrono::Duration::days(5);
+    let t2 = t1 + chrono::Duration::days(3);
+    let mut state = State::new();
+    let feed = |o: &Output| o.findings.iter().for_each(|e| metrics.finding_event(e));
+    // 6.4.2 first: everything inherited. 6.5 then brings new findings.
+    feed(&engine.scan(&mut state, &meta("a", "v6.4.2"), old.findings.clone(), t0));
+    let second = engine.scan(&mut state, &meta("b", "v6.5"), new.findings.clone(), t1);
+    feed(&second);
+    let introduced: Vec<&FindingEvent> = second
+        .findings
+        .iter()
+        .filter(|e| e.event == FindingEventKind::Opened)
+        .collect();
+    assert!(introduced.len() >= 2, "the fixture's 6.5 adds findings");
+    assert!(introduced
+        .iter()
+        .all(|e| e.origin.provenance == Provenance::Introduced
+            && e.origin.commit.as_deref() == Some("v6.5")));
+    // One of them has its risk accepted: visible, not counted against.
+    let excused = &introduced[0];
+    let d = DecisionRecord {
+        target: target.clone(),
+        fingerprint: excused.fingerprint.clone(),
+        decision: DecisionKind::AcceptRisk,
+        expires_at: Some(t1 + chrono::Duration::days(90)),
+        reason: "test code".into(),
+        author: "alice@acme.example".into(),
+        decided_at: t1,
+    };
+    feed(&engine.decide(&mut state, &d, t1).unwrap());
+    metrics.set_state([&state], t1);
+    let m = scrape(&metrics.render());
+    let open_introduced: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("custody_findings_introduced_open{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(open_introduced as usize, introduced.len() - 1);
+    assert_eq!(
+        get(
+            &m,
+            r#"custody_findings_introduced_excused{status="accepted",team="web"}"#
+        ),
+        1.0
+    );
+    let card = metrics.scorecard();
+    let web = &card.teams["web"];
+    assert_eq!(web.open_introduced as usize, introduced.len() - 1);
+    assert_eq!(
+        (web.open_introduced + web.open_inherited),
+        web.open_total,
+        "every open finding is one or the other"
+    );
+    // Counted at t1 (the accepted one not): all introduced this week.
+    assert_eq!(web.introduced_week as usize, introduced.len() - 1);
+    assert_eq!(web.introduced_month, web.introduced_week);
+    metrics.set_state([&state], t1 + chrono::Duration::days(8));
+    let card = metrics.scorecard();
+    assert_eq!(card.teams["web"].introduced_week, 0);
+    assert_eq!(
+        card.teams["web"].introduced_month as usize,
+        introduced.len() - 1
+    );
+    // Back to the 6.4.2 code: what 6.5 introduced is fixed, 3 days later;
+    // the accepted one goes too, and does not count as fixed.
+    feed(&engine.scan(
+        &mut state,
+        &meta("c", "v6.4.2-again"),
+        old.findings.clone(),
+        t2,
+    ));
+    let m = scrape(&metrics.render());
+    let fixed: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("custody_time_to_fix_introduced_seconds_count{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(fixed as usize, introduced.len() - 1);
+    let sum: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("custody_time_to_fix_introduced_seconds_sum{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(sum, fixed * 3.0 * 86_400.0);
+    let opened: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("custody_findings_introduced_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(opened as usize, introduced.len());
+}

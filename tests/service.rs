@@ -149,7 +149,7 @@ impl Harness {
         .collect()
     }
 
-    fn tickets(&self) -> Vec<TicketEvent> {
+    pub fn tickets(&self) -> Vec<TicketEvent> {
         read_all(
             &self.cluster.bootstrap_servers(),
             &self.config.default_topic,

@@ -13,4 +13,5 @@ mod lifecycle;
 mod metrics;
 mod ownership;
 mod schemas;
+mod scorecard;
 mod service;

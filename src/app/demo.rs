@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::kafka::mock::{create_mock_topics, read_all};
 use crate::kafka::publish::{PublishOptions, Publisher};
 use crate::kafka::service::Service;
-use crate::model::{FindingEvent, Severity, Status, Target, TicketEvent, TicketEventKind};
+use crate::model::{
+    FindingEvent, Provenance, Severity, Status, Target, TicketEvent, TicketEventKind,
+};
 use crate::service::http;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -89,6 +91,10 @@ pub struct TeamRow {
     pub open: BTreeMap<Severity, usize>,
     /// Resolved findings.
     pub resolved: usize,
+    /// Open findings a scan after the target's first brought (shipped).
+    pub introduced: usize,
+    /// Open findings present in the target's first scan.
+    pub inherited: usize,
     /// Tickets opened.
     pub tickets_opened: usize,
 }
@@ -243,6 +249,10 @@ pub fn publish_and_collect(config: &Config, service: &Service) -> Result<DemoOut
         match e.status {
             Status::Open => {
                 *row.open.entry(e.severity).or_default() += 1;
+                match e.origin.provenance {
+                    Provenance::Introduced => row.introduced += 1,
+                    Provenance::Inherited => row.inherited += 1,
+                }
                 if e.team.is_none() {
                     outcome.unattributed_open += 1;
                 }
@@ -269,8 +279,18 @@ fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io:
     )?;
     writeln!(
         out,
-        "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
-        "team", "critical", "high", "medium", "low", "info", "open", "resolved", "tickets"
+        "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>9} {:>9} {:>8}",
+        "team",
+        "critical",
+        "high",
+        "medium",
+        "low",
+        "info",
+        "open",
+        "introduced",
+        "inherited",
+        "resolved",
+        "tickets"
     )?;
     let mut total = TeamRow::default();
     for (team, row) in &o.teams {
@@ -278,7 +298,7 @@ fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io:
         let n = |s: Severity| row.open.get(&s).copied().unwrap_or(0);
         writeln!(
             out,
-            "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
+            "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>9} {:>9} {:>8}",
             team,
             n(Severity::Critical),
             n(Severity::High),
@@ -286,6 +306,8 @@ fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io:
             n(Severity::Low),
             n(Severity::Info),
             open,
+            row.introduced,
+            row.inherited,
             row.resolved,
             row.tickets_opened
         )?;
@@ -293,11 +315,13 @@ fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io:
             *total.open.entry(*s).or_default() += c;
         }
         total.resolved += row.resolved;
+        total.introduced += row.introduced;
+        total.inherited += row.inherited;
         total.tickets_opened += row.tickets_opened;
     }
     writeln!(
         out,
-        "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
+        "{:<16} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>9} {:>9} {:>8}",
         "total",
         total.open.get(&Severity::Critical).copied().unwrap_or(0),
         total.open.get(&Severity::High).copied().unwrap_or(0),
@@ -305,6 +329,8 @@ fn print_table(out: &mut dyn Write, o: &DemoOutcome, took: Duration) -> std::io:
         total.open.get(&Severity::Low).copied().unwrap_or(0),
         total.open.get(&Severity::Info).copied().unwrap_or(0),
         total.open.values().sum::<usize>(),
+        total.introduced,
+        total.inherited,
         total.resolved,
         total.tickets_opened
     )?;
@@ -330,7 +356,7 @@ fn serve(listen: &str, service: &Service) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        tracing::info!("serving http://{listen}/metrics, /healthz, /readyz; Ctrl-C stops");
+        tracing::info!("serving http://{listen}/ (team scorecard), /metrics, /healthz, /readyz, /api/teams; Ctrl-C stops");
         tokio::spawn(http::serve(listener, state));
         let _ = tokio::signal::ctrl_c().await;
         Ok::<(), String>(())

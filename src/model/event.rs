@@ -2,7 +2,7 @@
 //! ticket transition. Both carry a deterministic `event_id` so consumers can
 //! drop redelivered copies.
 
-use super::{Category, Disposition, Location, Package, Severity, Status, Target};
+use super::{Category, Disposition, Location, Origin, Package, Severity, Status, Target};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,31 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// Why no team owns a finding with this answer: an owner named that
+    /// maps to no team, or no source that matched (`has_path`: whether the
+    /// finding has a path CODEOWNERS could have matched).
+    pub fn unowned_reason(&self, has_path: bool) -> String {
+        if !self.owners.is_empty() {
+            let mut at = self.source.clone();
+            if let Some(f) = &self.file {
+                at.push(' ');
+                at.push_str(f);
+                if let Some(l) = self.line {
+                    at.push_str(&format!(":{l}"));
+                }
+            }
+            return format!(
+                "owner {} (from {at}) is not a configured team or alias",
+                self.owners.join(", ")
+            );
+        }
+        if has_path {
+            "no CODEOWNERS rule matches its path, and no catalog entry, mapping or fallback covers its target".to_string()
+        } else {
+            "no path to match CODEOWNERS against, and no catalog entry, mapping or fallback covers its target".to_string()
+        }
+    }
+
     /// The answer when no source names an owner.
     pub fn unattributed() -> Attribution {
         Attribution {
@@ -171,6 +196,16 @@ pub struct FindingEvent {
     /// The scan that caused the event, if a scan did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+    /// Where the finding was first seen: `inherited` with the target, or
+    /// `introduced` by a later scan, with that scan's commit, ref and time.
+    /// A finding custody recorded before it kept origins is inherited, at
+    /// its first sighting, with no commit or ref.
+    pub origin: Origin,
+    /// On `resolved`: the status it was resolved from (`open` when it was
+    /// fixed; `accepted`, `suppressed` or `not_affected` when it went
+    /// away while excused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<Status>,
 }
 
 /// What happened to a ticket.

@@ -12,6 +12,6 @@ pub use event::{
     TicketEventKind,
 };
 pub use finding::{Category, Disposition, DispositionState, Evidence, Finding, Location, Package};
-pub use scan::{ScanMeta, Status};
+pub use scan::{Origin, Provenance, ScanMeta, Status};
 pub use severity::Severity;
 pub use target::{Target, TargetError, TargetKind};

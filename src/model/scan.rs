@@ -1,6 +1,7 @@
 //! Scan metadata and finding status.
 
 use super::{Category, Target};
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -75,4 +76,45 @@ impl Status {
             Status::NotAffected => "not_affected",
         }
     }
+}
+
+/// Whether a finding came with the target or was shipped into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// Present before its scanner's first complete scan of the target
+    /// finished (in that scan or an earlier partial one): it was there
+    /// when custody started watching. Also what a finding recorded by a
+    /// version of custody that did not keep origins counts as.
+    Inherited,
+    /// Brought by a later scan: shipped while custody was watching.
+    Introduced,
+}
+
+impl Provenance {
+    /// The snake_case name used in events and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Inherited => "inherited",
+            Provenance::Introduced => "introduced",
+        }
+    }
+}
+
+/// Where a finding was first seen: the scan that brought it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Origin {
+    /// Inherited or introduced.
+    pub provenance: Provenance,
+    /// When that scan was applied (the finding's first sighting).
+    pub at: DateTime<Utc>,
+    /// The commit it scanned, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The branch or tag it scanned, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Its scan id, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
 }

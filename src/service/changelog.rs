@@ -16,6 +16,12 @@
 //! re-attribution, a scan that is not remembered) writes records of the
 //! target and so voids it, with no tombstone needed.
 //!
+//! One more key per target, `b\0<target>\0`, holds its baseline: the
+//! scanners that completed a scan of it (so that what they report next is
+//! introduced, not inherited), written when one completes its first. A
+//! changelog written before there was one restores it from the records
+//! (see [`crate::lifecycle::TargetState::settle_baseline`]).
+//!
 //! One key per partition, `o\0<reports topic>\0<partition>`, heads every
 //! group of records one step wrote ([`Applied`]): the offset of the last
 //! reports message applied (the one that caused the group, or the one
@@ -64,6 +70,19 @@ pub fn scan_record(target: &str, scan: &ScanRecord) -> Record {
             .ok()
             .filter(|v| v.len() <= MAX_SCAN_RECORD_BYTES),
     }
+}
+
+/// The baseline record of `target` ([`crate::lifecycle::TargetState::baselined`]
+/// as a JSON array), when it has any.
+pub fn baseline_record(state: &State, target: &str) -> Option<Record> {
+    let ts = state.targets.get(target)?;
+    if ts.baselined.is_empty() {
+        return None;
+    }
+    Some(Record {
+        key: key(b'b', target, ""),
+        value: serde_json::to_vec(&ts.baselined).ok(),
+    })
 }
 
 /// The value under the `o` key: the last reports message whose records
@@ -160,7 +179,7 @@ fn json(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<Vec<u8>> {
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// A key of an unknown shape.
-    #[error("changelog key {0:?} is not f\\0target\\0id, t\\0target\\0id, s\\0target\\0 or o\\0topic\\0partition")]
+    #[error("changelog key {0:?} is not f\\0target\\0id, t\\0target\\0id, b\\0target\\0, s\\0target\\0 or o\\0topic\\0partition")]
     Key(String),
     /// A value that does not decode.
     #[error("changelog record {key:?}: {message}")]
@@ -193,6 +212,13 @@ pub enum Parsed {
         /// The record; `None` deletes.
         record: Option<Box<TicketRecord>>,
     },
+    /// A target's baseline: the scanners that completed a scan of it.
+    Baseline {
+        /// Target spec.
+        target: String,
+        /// The scanners; `None` deletes.
+        scanners: Option<std::collections::BTreeSet<String>>,
+    },
     /// A target's last scan: not part of the state (see [`RawLog::take_scans`]).
     Scan,
     /// The partition's applied offset: not part of the state (see
@@ -204,7 +230,7 @@ pub enum Parsed {
 pub fn target_of(key: &[u8]) -> Result<&str, RestoreError> {
     let mut parts = key.splitn(3, |&b| b == 0);
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(b"f" | b"t" | b"s"), Some(target), Some(_)) => std::str::from_utf8(target)
+        (Some(b"f" | b"t" | b"s" | b"b"), Some(target), Some(_)) => std::str::from_utf8(target)
             .map_err(|_| RestoreError::Key(String::from_utf8_lossy(key).into_owned())),
         _ => Err(RestoreError::Key(String::from_utf8_lossy(key).into_owned())),
     }
@@ -237,6 +263,12 @@ pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
             target,
             id,
             record: value
+                .map(|v| serde_json::from_slice(v).map_err(bad))
+                .transpose()?,
+        }),
+        b"b" => Ok(Parsed::Baseline {
+            target,
+            scanners: value
                 .map(|v| serde_json::from_slice(v).map_err(bad))
                 .transpose()?,
         }),
@@ -618,6 +650,9 @@ impl Restorer {
             } => {
                 self.target(target).tickets.insert(id, *rec);
             }
+            Parsed::Baseline { target, scanners } => {
+                self.target(target).baselined = scanners.unwrap_or_default();
+            }
             Parsed::Scan | Parsed::Applied => {}
         }
     }
@@ -635,7 +670,10 @@ impl Restorer {
     }
 
     /// The restored state.
-    pub fn finish(self) -> State {
+    pub fn finish(mut self) -> State {
+        for ts in self.state.targets.values_mut() {
+            ts.settle_baseline();
+        }
         self.state
     }
 }
@@ -674,12 +712,16 @@ mod tests {
             std::time::Duration::ZERO,
         );
         assert!(!touched.findings.is_empty());
-        let recs = records(
+        let mut recs = records(
             &state,
             &target.to_string(),
             &touched.findings,
             Some(&touched.tickets),
         );
+        // The target's first complete scan: its baseline is written too,
+        // as the partition processor does.
+        assert!(touched.baseline);
+        recs.extend(baseline_record(&state, &target.to_string()));
         let mut r = Restorer::new();
         for rec in &recs {
             r.apply(&rec.key, rec.value.as_deref()).unwrap();

@@ -1,12 +1,14 @@
 //! HTTP: `/metrics` (Prometheus text format), `/healthz` (the consumer
 //! loop runs), `/readyz` (every assigned partition restored), `/api/teams`
-//! (a JSON scorecard per team, for tools that do not speak PromQL).
+//! (a JSON scorecard per team, for tools that do not speak PromQL), and
+//! the same scorecard as HTML pages for people: `/` and `/teams/<team>`
+//! (see [`super::scorecard`]).
 
 use super::health::Health;
 use crate::metrics::Metrics;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::Ordering;
@@ -28,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/teams", get(teams))
+        .route("/", get(scorecard_page))
+        .route("/teams/{team}", get(team_page))
         .with_state(state)
 }
 
@@ -50,6 +54,27 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn teams(State(s): State<AppState>) -> impl IntoResponse {
     axum::Json(s.metrics.scorecard())
+}
+
+async fn scorecard_page(State(s): State<AppState>) -> Html<String> {
+    Html(s.metrics.with_scorecard(super::scorecard::index))
+}
+
+async fn team_page(State(s): State<AppState>, Path(team): Path<String>) -> impl IntoResponse {
+    match s
+        .metrics
+        .with_scorecard(|card| super::scorecard::team(card, &team))
+    {
+        Some(page) => (StatusCode::OK, Html(page)),
+        None => (
+            StatusCode::NOT_FOUND,
+            Html(format!(
+                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>custody: no such team</title></head>\
+                 <body><p>No team {} on this instance's scorecard. <a href=\"/\">All teams</a></p></body></html>\n",
+                super::scorecard::escape(&team)
+            )),
+        ),
+    }
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {

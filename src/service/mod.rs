@@ -17,3 +17,4 @@ pub mod health;
 pub mod http;
 pub mod meta;
 pub mod partition;
+pub mod scorecard;

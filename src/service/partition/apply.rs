@@ -305,6 +305,13 @@ impl PartitionProcessor {
                 &touched.findings,
                 Some(&touched.tickets),
             ));
+            // The scanners whose first complete scan of the target is done
+            // (what tells introduced findings from inherited ones), before
+            // the last scan record, which no record of its target may
+            // follow.
+            if touched.baseline {
+                records.extend(changelog::baseline_record(state, &spec));
+            }
             self.last_scans.remove(&spec);
             if remember {
                 // What the next rescan of the target needs to skip its
