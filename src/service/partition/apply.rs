@@ -279,8 +279,7 @@ impl PartitionProcessor {
             return;
         };
         let mut out = Output::default();
-        let mut records = Vec::new();
-        let mut last = None;
+        let mut applied = Vec::with_capacity(parts.len());
         for part in parts {
             let spec = part.target.to_string();
             let scan = ScanMeta {
@@ -291,7 +290,7 @@ impl PartitionProcessor {
                 complete: meta.complete,
                 coverage: report.coverage.clone(),
             };
-            let mut touched = env.cx.engine.scan_touched(
+            let touched = env.cx.engine.scan_touched(
                 state,
                 &scan,
                 part.findings,
@@ -299,6 +298,36 @@ impl PartitionProcessor {
                 &mut out,
                 env.cx.settings.last_seen_resolution,
             );
+            applied.push((spec, touched));
+        }
+        // A scan id the publisher did not give is derived from the report
+        // (as `custody process` derives it) only when an event carries it:
+        // the events, and the origin of the findings the scan first saw,
+        // before their records are written.
+        if let (Some(bytes), false) = (content, out.findings.is_empty()) {
+            let id = ScanMeta::content_id(&bytes);
+            for e in &mut out.findings {
+                e.scan_id = Some(id.clone());
+                if e.origin.scan_id.is_none() && e.origin.at == now {
+                    e.origin.scan_id = Some(id.clone());
+                }
+            }
+            for (spec, touched) in &applied {
+                let Some(ts) = state.targets.get_mut(spec) else {
+                    continue;
+                };
+                for fp in &touched.findings {
+                    if let Some(origin) = ts.findings.get_mut(fp).and_then(|r| r.origin.as_mut()) {
+                        if origin.scan_id.is_none() && origin.at == now {
+                            origin.scan_id = Some(id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut records = Vec::new();
+        let mut last = None;
+        for (spec, mut touched) in applied {
             records.extend(changelog::records(
                 state,
                 &spec,
@@ -338,12 +367,6 @@ impl PartitionProcessor {
         }
         if let Some((spec, scan)) = last {
             self.last_scans.insert(spec, scan);
-        }
-        if let (Some(bytes), false) = (content, out.findings.is_empty()) {
-            let id = ScanMeta::content_id(&bytes);
-            for e in &mut out.findings {
-                e.scan_id = Some(id.clone());
-            }
         }
         let bytes = msg.len();
         let held = held.into_iter().map(|h| h.ack).collect();
