@@ -14,3 +14,4 @@ mod metrics;
 mod ownership;
 mod schemas;
 mod service;
+mod tickets;
