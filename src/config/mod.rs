@@ -659,6 +659,18 @@ mod tests {
                 "sla.categories.secret.high",
             ),
             ("[sla.categories.malware]\nhigh = 1", "malware"),
+            ("[tickets]\nmax_locations = 0", "tickets.max_locations"),
+            ("[tickets]\ngrouping = \"team_rule\"", "team_rule"),
+            ("[tickets.teams.qa]\ngrouping = \"per_line\"", "per_line"),
+            ("[tickets]\ndefault_ref = \"a b\"", "tickets.default_ref"),
+            (
+                "[links]\n\"github.com\" = \"https://x/{branch}\"",
+                "links.\"github.com\"",
+            ),
+            (
+                "[links]\n\"https://github.com\" = \"https://x/{path}\"",
+                "links.\"https://github.com\"",
+            ),
             ("not toml [", "t.toml"),
         ];
         for (text, want) in table {

@@ -91,14 +91,20 @@ pub struct BodyInput<'a> {
 /// The Markdown body of a ticket event.
 pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
     let rec = input.rec;
+    let total = input.members.len();
     let mut members = input.members.clone();
     // By place, so a body reads file by file and stays the same between
-    // runs.
-    members.sort_by(|a, b| {
+    // runs; only the listed ones are sorted (a ticket may hold 100,000).
+    let order = |a: &&FindingRecord, b: &&FindingRecord| {
         place(&a.finding)
             .cmp(&place(&b.finding))
             .then_with(|| a.finding.rule_id.cmp(&b.finding.rule_id))
-    });
+    };
+    let listed = settings.max_locations.min(total);
+    if listed < total && listed > 0 {
+        members.select_nth_unstable_by(listed - 1, order);
+    }
+    members[..listed].sort_by(order);
     let mut out = String::new();
     match (input.kind, input.reason) {
         (TicketEventKind::Resolved, Some(TicketReason::Regrouped)) => {
@@ -215,18 +221,18 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
     if !members.is_empty() {
         out.push_str("### Locations\n\n");
         let with_rule = rec.grouping == Grouping::TeamTarget;
-        for m in members.iter().take(settings.max_locations) {
+        for m in &members[..listed] {
             let _ = writeln!(
                 out,
                 "- {}",
                 line(&location(&m.finding, rec, settings, with_rule))
             );
         }
-        if members.len() > settings.max_locations {
+        if total > listed {
             let _ = writeln!(
                 out,
                 "- and {} more (every fingerprint is in the event)",
-                members.len() - settings.max_locations
+                total - listed
             );
         }
         out.push('\n');
