@@ -216,6 +216,13 @@ pub struct ProcessArgs {
     /// The time to process at (RFC 3339); defaults to now.
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
+    /// The commit scanned, for reports that name none (ticket links point
+    /// there).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// The branch or tag scanned, for reports that name none.
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
 }
 
 /// `custody owners` subcommands.

@@ -2,14 +2,14 @@
 //! findings to finding and ticket events. The batch front end
 //! (`custody process`) and the Kafka service drive the same engine.
 
-use crate::config::{Config, SlaPolicy};
+use crate::config::{Config, SlaPolicy, TicketSettings};
 use crate::fingerprint;
 use crate::lifecycle::{
     self, DecisionError, DecisionRecord, FindingRecord, Observation, State, Transition,
 };
 use crate::model::{Attribution, EventClass, Finding, FindingEvent, ScanMeta, Target, TicketEvent};
 use crate::normalize::DecodeContext;
-use crate::ticket::{self, Router, TicketRecord, TicketTransition};
+use crate::ticket::{self, render, RefreshContext, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -85,6 +85,7 @@ impl Sink for Output {
 pub struct Engine {
     sla: SlaPolicy,
     router: Router,
+    tickets: TicketSettings,
     decode: DecodeContext,
     attribute: Box<dyn Attribute>,
 }
@@ -98,6 +99,7 @@ impl Engine {
                 routes: config.routes.clone(),
                 default_topic: config.default_topic.clone(),
             },
+            tickets: config.tickets.clone(),
             decode: DecodeContext {
                 secret_salt: config.secret_salt.clone(),
             },
@@ -116,12 +118,16 @@ impl Engine {
         // `targets:split`: reports whose records name their own targets are
         // split into one scan per target; a report remembered before that
         // was applied whole to its key, and must be decoded again.
+        // The groupings decide every finding's ticket; the rest of the
+        // ticket settings shape only what events say.
         let said = format!(
-            "{}\0targets:split\0{:?}\0{:?}\0{:?}",
+            "{}\0targets:split\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
             env!("CARGO_PKG_VERSION"),
             self.sla,
             self.router.routes,
             self.router.default_topic,
+            self.tickets.grouping,
+            self.tickets.team_grouping,
         );
         crate::fingerprint::hex(blake3::hash(said.as_bytes()).as_bytes())
     }
@@ -138,7 +144,7 @@ impl Engine {
         };
         observed.iter().all(|fp| {
             ts.findings.get(fp).is_some_and(|rec| {
-                let (attribution, key) = self.decide_owner(target, &spec, &rec.finding);
+                let (attribution, key) = self.decide_owner(target, &spec, fp, &rec.finding);
                 key == rec.ticket_key
                     && (Arc::ptr_eq(&attribution, &rec.attribution)
                         || attribution == rec.attribution)
@@ -193,16 +199,17 @@ impl Engine {
         let mut findings = Vec::new();
         let transitions = lifecycle::reattribute(
             ts,
-            |f| self.decide_owner(target, &spec, f),
+            |fp, f| self.decide_owner(target, &spec, fp, f),
             Some(&mut findings),
         );
+        let regroup = self.regroup(ts, &spec, &mut findings);
         findings.extend(transitions.iter().map(|t| t.fingerprint.clone()));
         findings.sort_unstable();
         findings.dedup();
-        let tickets = if transitions.is_empty() {
+        let tickets = if transitions.is_empty() && regroup.keys.is_empty() {
             BTreeSet::new()
         } else {
-            self.finish(state, target, transitions, now, None, sink)
+            self.finish(state, target, transitions, now, None, sink, &regroup)
         };
         Touched {
             findings,
@@ -212,11 +219,94 @@ impl Engine {
         }
     }
 
-    /// A finding's attribution and ticket key under the current ownership.
-    fn decide_owner(&self, target: &Target, spec: &str, f: &Finding) -> (Arc<Attribution>, String) {
+    /// A finding's attribution and ticket key under the current ownership
+    /// and grouping.
+    fn decide_owner(
+        &self,
+        target: &Target,
+        spec: &str,
+        fp: &str,
+        f: &Finding,
+    ) -> (Arc<Attribution>, String) {
         let a = self.attribute.attribute(target, f);
-        let key = ticket::ticket_key_of_spec(a.team.as_deref(), spec, f.group_id());
+        let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
         (a, key)
+    }
+
+    fn ticket_key(&self, spec: &str, team: Option<&str>, fp: &str, f: &Finding) -> String {
+        let grouping = self.tickets.grouping_for(team);
+        ticket::group_key(grouping, team, spec, f.group_id(), fp)
+    }
+
+    /// Moves the findings of open tickets made under a grouping no longer
+    /// in force (the configuration changed) to the tickets of the grouping
+    /// in force, listing in `changed` the finding records it changed.
+    /// Returns those stale tickets and every ticket to refresh; nothing
+    /// when every open ticket is of the grouping in force, which costs one
+    /// pass over the target's tickets.
+    fn regroup(
+        &self,
+        ts: &mut lifecycle::TargetState,
+        spec: &str,
+        changed: &mut Vec<String>,
+    ) -> Regroup {
+        let stale: BTreeSet<String> = ts
+            .tickets
+            .iter()
+            .filter(|(_, r)| {
+                r.status == ticket::TicketStatus::Open
+                    && r.grouping != self.tickets.grouping_for(r.team.as_deref())
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if stale.is_empty() {
+            return Regroup::default();
+        }
+        let mut keys = stale.clone();
+        // Findings a scan moved already point to their new ticket; the
+        // others still point to a stale one.
+        for k in &stale {
+            if let Some(r) = ts.tickets.get(k) {
+                for fp in &r.open_members {
+                    if let Some(f) = ts.findings.get(fp) {
+                        keys.insert(f.ticket_key.clone());
+                    }
+                }
+            }
+        }
+        for (fp, rec) in ts.findings.iter_mut() {
+            if !stale.contains(&rec.ticket_key) {
+                continue;
+            }
+            let key = self.ticket_key(spec, rec.attribution.team.as_deref(), fp, &rec.finding);
+            if key != rec.ticket_key {
+                keys.insert(key.clone());
+                rec.ticket_key = key;
+                changed.push(fp.clone());
+            }
+        }
+        Regroup { stale, keys }
+    }
+
+    /// Regroups every target's findings when a grouping changed (see
+    /// [`Engine::reattribute_target`], which does this too): the stale
+    /// tickets resolve as `regrouped`, the new ones open.
+    pub fn regroup_all(&self, state: &mut State, now: DateTime<Utc>) -> Output {
+        let mut out = Output::default();
+        let targets: Vec<String> = state.targets.keys().cloned().collect();
+        for spec in targets {
+            let Ok(target) = spec.parse::<Target>() else {
+                continue;
+            };
+            let Some(ts) = state.targets.get_mut(&spec) else {
+                continue;
+            };
+            let regroup = self.regroup(ts, &spec, &mut Vec::new());
+            if !regroup.keys.is_empty() {
+                let _ = self.finish(state, &target, Vec::new(), now, None, &mut out, &regroup);
+            }
+        }
+        out
     }
 
     /// Runs `step` over every target's state and finishes its transitions
@@ -238,7 +328,15 @@ impl Engine {
             };
             let transitions = step(ts, &target);
             if !transitions.is_empty() {
-                let _ = self.finish(state, &target, transitions, now, None, &mut out);
+                let _ = self.finish(
+                    state,
+                    &target,
+                    transitions,
+                    now,
+                    None,
+                    &mut out,
+                    &Regroup::default(),
+                );
             }
         }
         out
@@ -375,6 +473,7 @@ impl Engine {
         // the state built from them are not both held in full.
         findings.reverse();
         fps.reverse();
+        let spec_ref = spec.as_str();
         let observed = std::iter::from_fn(move || {
             let finding = findings.pop()?;
             let fingerprint = fps.pop()?;
@@ -382,7 +481,8 @@ impl Engine {
                 findings.shrink_to_fit();
                 fps.shrink_to_fit();
             }
-            let (attribution, ticket_key) = self.decide_owner(target, &spec, &finding);
+            let (attribution, ticket_key) =
+                self.decide_owner(target, spec_ref, &fingerprint, &finding);
             Some(Observation {
                 fingerprint,
                 finding,
@@ -393,13 +493,14 @@ impl Engine {
         let ts = state.target_mut(target);
         let transitions =
             lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut());
+        let mut regrouped = Vec::new();
+        let regroup = self.regroup(ts, &spec, &mut regrouped);
         if let Some(c) = changes {
             c.changed
                 .extend(transitions.iter().map(|t| t.fingerprint.clone()));
+            c.changed.extend(regrouped);
         }
-        // An empty id: none known (yet; see the service's lazy scan id).
-        let scan_id = Some(scan.scan_id.as_str()).filter(|id| !id.is_empty());
-        self.finish(state, target, transitions, now, scan_id, sink)
+        self.finish(state, target, transitions, now, Some(scan), sink, &regroup)
     }
 
     /// Applies a decision record.
@@ -419,7 +520,15 @@ impl Engine {
             })?;
         let transitions = lifecycle::apply_decision(ts, d, now, &self.sla)?;
         let mut out = Output::default();
-        let _ = self.finish(state, &d.target, transitions, now, None, &mut out);
+        let _ = self.finish(
+            state,
+            &d.target,
+            transitions,
+            now,
+            None,
+            &mut out,
+            &Regroup::default(),
+        );
         Ok(out)
     }
 
@@ -457,7 +566,15 @@ impl Engine {
         };
         let (transitions, matched) = lifecycle::apply_vex(ts, target, doc, now, &self.sla);
         if !transitions.is_empty() {
-            let _ = self.finish(state, target, transitions, now, None, &mut out);
+            let _ = self.finish(
+                state,
+                target,
+                transitions,
+                now,
+                None,
+                &mut out,
+                &Regroup::default(),
+            );
         }
         (out, matched)
     }
@@ -468,18 +585,31 @@ impl Engine {
         self.each_target(state, now, |ts, _| lifecycle::tick(ts, now))
     }
 
+    /// Refreshes the tickets `transitions` (and a regrouping) touched and
+    /// hands the events to `sink`; returns the keys of those tickets.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         state: &mut State,
         target: &Target,
         transitions: Vec<Transition>,
         now: DateTime<Utc>,
-        scan_id: Option<&str>,
+        scan: Option<&ScanMeta>,
         sink: &mut dyn Sink,
+        regroup: &Regroup,
     ) -> BTreeSet<String> {
+        // An empty id: none known (yet; see the service's lazy scan id).
+        let scan_id = scan.map(|s| s.scan_id.as_str()).filter(|id| !id.is_empty());
         let ts = state.target_mut(target);
-        let keys = lifecycle::touched_tickets(ts, &transitions);
-        let ticket_transitions = ticket::refresh(ts, target, &keys, &self.router);
+        let mut keys = lifecycle::touched_tickets(ts, &transitions);
+        keys.extend(regroup.keys.iter().cloned());
+        let ctx = RefreshContext {
+            router: &self.router,
+            settings: &self.tickets,
+            scan: scan.map(|s| (s.commit.as_deref(), s.git_ref.as_deref())),
+            regrouped: &regroup.stale,
+        };
+        let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);
         for t in &transitions {
             if let Some(rec) = ts.findings.get(&t.fingerprint) {
                 sink.finding(finding_event(rec, t, target, now, scan_id));
@@ -487,20 +617,37 @@ impl Engine {
         }
         for t in &ticket_transitions {
             if let Some(rec) = ts.tickets.get(&t.key) {
-                let attribution = rec
+                let members: Vec<&FindingRecord> = rec
                     .open_members
                     .iter()
-                    .next()
-                    .and_then(|fp| ts.findings.get(fp))
-                    .map_or_else(
-                        || Arc::new(Attribution::unattributed()),
-                        |r| Arc::clone(&r.attribution),
-                    );
-                sink.ticket(ticket_event(rec, t, now, attribution));
+                    .filter_map(|fp| ts.findings.get(fp).map(|r| &**r))
+                    .collect();
+                let attribution = members.first().map_or_else(
+                    || Arc::new(Attribution::unattributed()),
+                    |r| Arc::clone(&r.attribution),
+                );
+                sink.ticket(ticket_event(
+                    rec,
+                    t,
+                    now,
+                    attribution,
+                    members,
+                    &self.tickets,
+                ));
             }
         }
         keys
     }
+}
+
+/// Tickets a change of grouping touches.
+#[derive(Debug, Default)]
+struct Regroup {
+    /// Open tickets of a grouping no longer in force.
+    stale: BTreeSet<String>,
+    /// Every ticket to refresh: the stale ones and their findings' new
+    /// ones.
+    keys: BTreeSet<String>,
 }
 
 /// The records a scan changed: what a state changelog must write.
@@ -581,24 +728,45 @@ fn ticket_event(
     t: &TicketTransition,
     now: DateTime<Utc>,
     attribution: Arc<Attribution>,
+    members: Vec<&FindingRecord>,
+    settings: &TicketSettings,
 ) -> TicketEvent {
+    let team = match &t.moved_to {
+        Some((team, _)) => team.clone(),
+        None => rec.team.clone(),
+    };
+    let labels = render::labels(rec, team.as_deref(), &members);
+    let body = render::body(
+        &render::BodyInput {
+            rec,
+            key: &t.key,
+            kind: t.kind,
+            reason: t.reason,
+            moved_to: t.moved_to.as_ref().map(|(_, k)| k.as_str()),
+            team: team.as_deref(),
+            members,
+            attribution: &attribution,
+        },
+        settings,
+    );
     TicketEvent {
         kind: EventClass::Ticket,
         event: t.kind,
         event_id: event_id("ticket", &t.key, t.seq, t.kind.as_str()),
         at: now,
         ticket_key: t.key.clone(),
-        team: match &t.moved_to {
-            Some((team, _)) => team.clone(),
-            None => rec.team.clone(),
-        },
+        team,
         previous_team: t.moved_to.as_ref().and(rec.team.clone()),
         reassigned_to: t.moved_to.as_ref().map(|(_, key)| key.clone()),
+        reason: t.reason,
+        grouping: rec.grouping,
         severity: rec.severity,
         target: rec.target.clone(),
         category: rec.category,
         group: rec.group.clone(),
         title: rec.title.clone(),
+        body,
+        labels,
         route: rec.route.clone(),
         due_at: rec.due_at,
         counts: rec.counts,

@@ -1027,7 +1027,7 @@ fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mu
 /// the fingerprints of every record it changed are listed there.
 pub fn reattribute(
     ts: &mut TargetState,
-    decide: impl Fn(&Finding) -> (Arc<Attribution>, String),
+    decide: impl Fn(&str, &Finding) -> (Arc<Attribution>, String),
     mut changed: Option<&mut Vec<String>>,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
@@ -1035,7 +1035,7 @@ pub fn reattribute(
         if !matches!(rec.status, Status::Open | Status::Accepted) {
             continue;
         }
-        let (attribution, ticket_key) = decide(&rec.finding);
+        let (attribution, ticket_key) = decide(fp, &rec.finding);
         if !Arc::ptr_eq(&rec.attribution, &attribution) && rec.attribution != attribution {
             if let Some(c) = changed.as_deref_mut() {
                 c.push(fp.clone());

@@ -55,6 +55,10 @@ pub struct Settings {
     pub summary: SummaryFormat,
     /// Which events to print.
     pub emit: Emit,
+    /// The commit scanned, for reports that name none.
+    pub commit: Option<String>,
+    /// The branch or tag scanned, for reports that name none.
+    pub git_ref: Option<String>,
     /// The clock.
     pub now: DateTime<Utc>,
 }
@@ -177,6 +181,9 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
         forget_scans(&mut state, &moved);
         out.feed(moved);
     }
+    // So may the grouping of tickets: tickets of the old grouping resolve
+    // as `regrouped`, and the new ones open, once.
+    out.feed(engine.regroup_all(&mut state, s.now));
     let engine = engine;
 
     // VEX documents are statements about vulnerabilities and products, not
@@ -478,8 +485,8 @@ fn scan_file(
         let scan = ScanMeta {
             scan_id: scan_id.clone(),
             target: part.target,
-            commit: report.commit.clone(),
-            git_ref: report.git_ref.clone(),
+            commit: report.commit.clone().or_else(|| s.commit.clone()),
+            git_ref: report.git_ref.clone().or_else(|| s.git_ref.clone()),
             complete: !s.partial,
             coverage: report.coverage.clone(),
         };

@@ -15,3 +15,4 @@ mod ownership;
 mod schemas;
 mod scorecard;
 mod service;
+mod tickets;

@@ -41,6 +41,19 @@ pub fn settings(args: ProcessArgs, now: DateTime<Utc>) -> Result<Settings, Usage
             .with_timezone(&Utc),
         None => now,
     };
+    for (name, value) in [("commit", &args.commit), ("ref", &args.git_ref)] {
+        if let Some(v) = value {
+            if v.is_empty()
+                || v.len() > 255
+                || v.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(flag(
+                    name,
+                    format!("{v:?} must be 1 to 255 characters, without whitespace"),
+                ));
+            }
+        }
+    }
     if let Some(dir) = &args.source {
         if !dir.is_dir() {
             return Err(flag(
@@ -96,6 +109,8 @@ pub fn settings(args: ProcessArgs, now: DateTime<Utc>) -> Result<Settings, Usage
         source: args.source,
         config,
         emit: args.emit,
+        commit: args.commit,
+        git_ref: args.git_ref,
         now,
     })
 }

@@ -4,6 +4,7 @@
 
 use crate::model::{Category, Severity};
 use crate::normalize::DEFAULT_SECRET_SALT;
+use crate::ticket::Grouping;
 pub mod service;
 
 use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
@@ -52,6 +53,8 @@ struct RawConfig {
     sla: RawSla,
     #[serde(default)]
     tickets: RawTickets,
+    #[serde(default)]
+    links: BTreeMap<String, String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -114,6 +117,17 @@ struct RawTickets {
     default_topic: Option<String>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    grouping: Option<Grouping>,
+    max_locations: Option<u32>,
+    default_ref: Option<String>,
+    #[serde(default)]
+    teams: BTreeMap<String, RawTicketTeam>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTicketTeam {
+    grouping: Option<Grouping>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +250,51 @@ pub struct Route {
     pub categories: Vec<Category>,
 }
 
+/// How findings are grouped into tickets and how ticket bodies are
+/// written (`[tickets]` and `[links]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketSettings {
+    /// Grouping of teams without their own.
+    pub grouping: Grouping,
+    /// Per-team groupings (team id -> grouping); unattributed tickets take
+    /// the default.
+    pub team_grouping: BTreeMap<String, Grouping>,
+    /// Most locations a ticket body lists; it says how many more there are.
+    pub max_locations: usize,
+    /// What `{commit}` stands for when a scan gave neither commit nor ref.
+    pub default_ref: String,
+    /// Source link templates by repository host (lowercase), see
+    /// [`crate::ticket::render::LINK_PLACEHOLDERS`].
+    pub links: BTreeMap<String, String>,
+}
+
+/// Default of [`TicketSettings::max_locations`].
+pub const DEFAULT_MAX_LOCATIONS: usize = 20;
+/// Largest [`TicketSettings::max_locations`] accepted: a body stays far
+/// below what trackers take (Jira's description holds 32,767 characters).
+pub const MAX_MAX_LOCATIONS: u32 = 200;
+
+impl Default for TicketSettings {
+    fn default() -> TicketSettings {
+        TicketSettings {
+            grouping: Grouping::TeamTargetRule,
+            team_grouping: BTreeMap::new(),
+            max_locations: DEFAULT_MAX_LOCATIONS,
+            default_ref: "HEAD".to_string(),
+            links: BTreeMap::new(),
+        }
+    }
+}
+
+impl TicketSettings {
+    /// The grouping of `team`'s tickets.
+    pub fn grouping_for(&self, team: Option<&str>) -> Grouping {
+        team.and_then(|t| self.team_grouping.get(t))
+            .copied()
+            .unwrap_or(self.grouping)
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -247,6 +306,8 @@ pub struct Config {
     pub default_topic: String,
     /// Routing rules, first match wins.
     pub routes: Vec<Route>,
+    /// Grouping and ticket bodies.
+    pub tickets: TicketSettings,
     /// Largest report accepted, in bytes.
     pub max_report_bytes: u64,
     /// The Kafka service (`custody run`).
@@ -263,6 +324,7 @@ impl Default for Config {
             sla: SlaPolicy::default(),
             default_topic: "custody.tickets".to_string(),
             routes: Vec::new(),
+            tickets: TicketSettings::default(),
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             service: ServiceSettings::default(),
         }
@@ -377,6 +439,46 @@ impl Config {
                 min_severity: r.min_severity,
                 categories: r.categories,
             });
+        }
+        if let Some(g) = raw.tickets.grouping {
+            cfg.tickets.grouping = g;
+        }
+        for (team, t) in raw.tickets.teams {
+            if let Some(g) = t.grouping {
+                cfg.tickets.team_grouping.insert(team, g);
+            }
+        }
+        if let Some(n) = raw.tickets.max_locations {
+            if n == 0 || n > MAX_MAX_LOCATIONS {
+                return Err(invalid(
+                    "tickets.max_locations".into(),
+                    &format!("must be 1 to {MAX_MAX_LOCATIONS}"),
+                ));
+            }
+            cfg.tickets.max_locations = n as usize;
+        }
+        if let Some(r) = raw.tickets.default_ref {
+            if r.is_empty()
+                || r.len() > 255
+                || r.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(
+                    "tickets.default_ref".into(),
+                    "must be 1 to 255 characters, without whitespace",
+                ));
+            }
+            cfg.tickets.default_ref = r;
+        }
+        for (host, template) in raw.links {
+            let key = format!("links.{host:?}");
+            if host.is_empty() || host.contains(['/', ':']) || host.chars().any(char::is_whitespace)
+            {
+                return Err(invalid(key, "must be a host name such as \"github.com\""));
+            }
+            crate::ticket::render::check_link_template(&template).map_err(|m| invalid(key, &m))?;
+            cfg.tickets
+                .links
+                .insert(host.to_ascii_lowercase(), template);
         }
         if let Some(m) = raw.limits.max_report_bytes {
             if m == 0 {
@@ -557,6 +659,18 @@ mod tests {
                 "sla.categories.secret.high",
             ),
             ("[sla.categories.malware]\nhigh = 1", "malware"),
+            ("[tickets]\nmax_locations = 0", "tickets.max_locations"),
+            ("[tickets]\ngrouping = \"team_rule\"", "team_rule"),
+            ("[tickets.teams.qa]\ngrouping = \"per_line\"", "per_line"),
+            ("[tickets]\ndefault_ref = \"a b\"", "tickets.default_ref"),
+            (
+                "[links]\n\"github.com\" = \"https://x/{branch}\"",
+                "links.\"github.com\"",
+            ),
+            (
+                "[links]\n\"https://github.com\" = \"https://x/{path}\"",
+                "links.\"https://github.com\"",
+            ),
             ("not toml [", "t.toml"),
         ];
         for (text, want) in table {

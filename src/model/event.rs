@@ -240,6 +240,15 @@ impl TicketEventKind {
     }
 }
 
+/// Why a ticket transition happened, when its kind alone does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketReason {
+    /// The grouping of the team's tickets changed: this ticket's findings
+    /// moved to tickets of the new grouping, which open once.
+    Regrouped,
+}
+
 /// Member counts of a ticket by status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TicketCounts {
@@ -281,16 +290,34 @@ pub struct TicketEvent {
     /// closed; the new team's ticket carries them on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reassigned_to: Option<String>,
+    /// Why, when the kind alone does not say: `regrouped` on the
+    /// `resolved` of a ticket whose team's grouping changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TicketReason>,
+    /// How the ticket groups findings: `team_target_rule`, `team_target`
+    /// or `finding`.
+    pub grouping: crate::ticket::Grouping,
     /// Highest severity among open members (or among all, once resolved).
     pub severity: Severity,
     /// The target.
     pub target: Target,
     /// Category of the members.
     pub category: Category,
-    /// The rule or vulnerability the group is about.
+    /// The rule or vulnerability the group is about (empty when the
+    /// grouping spans rules).
     pub group: String,
-    /// Short title.
+    /// Short title (at most 256 bytes).
     pub title: String,
+    /// The ticket's description in Markdown, for a tracker to show as it
+    /// is: what is wrong and its help, severity and SLA due date, the open
+    /// locations with links (the first `tickets.max_locations`, saying how
+    /// many more), and why the team owns it. Bounded in size; never holds
+    /// a secret or a source snippet.
+    pub body: String,
+    /// Labels for a tracker: `team:<id>` (`team:unattributed`),
+    /// `severity:<s>`, `category:<c>` and `scanner:<name>` for the open
+    /// members' categories and scanners.
+    pub labels: Vec<String>,
     /// Destination topic chosen by the routing rules.
     pub route: String,
     /// Earliest SLA due date among open members.

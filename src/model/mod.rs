@@ -9,9 +9,11 @@ mod target;
 
 pub use event::{
     Attribution, EventClass, FindingEvent, FindingEventKind, TicketCounts, TicketEvent,
-    TicketEventKind,
+    TicketEventKind, TicketReason,
 };
-pub use finding::{Category, Disposition, DispositionState, Evidence, Finding, Location, Package};
+pub use finding::{
+    bound_text, Category, Disposition, DispositionState, Evidence, Finding, Location, Package,
+};
 pub use scan::{Origin, Provenance, ScanMeta, Status};
 pub use severity::Severity;
 pub use target::{Target, TargetError, TargetKind};

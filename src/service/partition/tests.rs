@@ -1082,6 +1082,8 @@ fn process_events(state: &std::path::Path, runs: &[(&str, i64)]) -> Vec<serde_js
             partial: false,
             summary: crate::process::SummaryFormat::None,
             emit: crate::process::Emit::All,
+            commit: None,
+            git_ref: None,
             now: Utc.timestamp_millis_opt(*ms).single().unwrap_or_default(),
         };
         let mut out = Vec::new();

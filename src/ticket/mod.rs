@@ -1,16 +1,47 @@
 //! Tickets: findings grouped so a team gets one ticket per problem, not one
-//! per line. The default group is (team, target, rule or vulnerability).
-//! Ticket transitions are derived by comparing a ticket's open members
-//! before and after a step, and each ticket is routed to a topic by team,
-//! severity and category.
+//! per line. The default group is (team, target, rule or vulnerability);
+//! a team can be given another [`Grouping`]. Ticket transitions are
+//! derived by comparing a ticket's open members before and after a step,
+//! and each ticket is routed to a topic by team, severity and category.
+//! [`render`] writes the title, body and labels a tracker shows.
 
-use crate::config::Route;
+pub mod render;
+
+use crate::config::{Route, TicketSettings};
 use crate::lifecycle::TargetState;
-use crate::model::{Category, Severity, Status, Target, TicketCounts, TicketEventKind};
+use crate::model::{
+    Category, Severity, Status, Target, TicketCounts, TicketEventKind, TicketReason,
+};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// What findings one ticket holds. Per-target state keeps every ticket, so
+/// every grouping stays within one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Grouping {
+    /// One ticket per team, target and rule or vulnerability (the default).
+    #[default]
+    TeamTargetRule,
+    /// One ticket per team and target, whatever the rule.
+    TeamTarget,
+    /// One ticket per finding.
+    Finding,
+}
+
+impl Grouping {
+    /// The snake_case name used in configuration and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grouping::TeamTargetRule => "team_target_rule",
+            Grouping::TeamTarget => "team_target",
+            Grouping::Finding => "finding",
+        }
+    }
+}
 
 /// Where a ticket stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +60,19 @@ pub struct TicketRecord {
     pub team: Option<String>,
     /// The target.
     pub target: Target,
-    /// Rule or vulnerability id.
+    /// Rule or vulnerability id (empty when the grouping spans rules).
     pub group: String,
+    /// The grouping it was made under (records from before groupings
+    /// were configurable were made under the default).
+    #[serde(default)]
+    pub grouping: Grouping,
+    /// The commit of the last scan that refreshed it, if the scan named
+    /// one: links in its body point there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The branch or tag of that scan, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
     /// Category of its findings.
     pub category: Category,
     /// Title.
@@ -67,6 +109,44 @@ pub fn ticket_key_of_spec(team: Option<&str>, target_spec: &str, group: &str) ->
         h.update(part.as_bytes());
     }
     format!("tk1-{}", crate::fingerprint::hex(&h.finalize()[..12]))
+}
+
+/// The key of the ticket a finding (`fingerprint`, of rule or
+/// vulnerability `group`) of `team` belongs to under `grouping`. The
+/// default grouping keeps the keys it always had (`tk1-`); the others are
+/// `tk2-`, hashed with the grouping's name so no two groupings share a key.
+pub fn group_key(
+    grouping: Grouping,
+    team: Option<&str>,
+    target_spec: &str,
+    group: &str,
+    fingerprint: &str,
+) -> String {
+    let last = match grouping {
+        Grouping::TeamTargetRule => return ticket_key_of_spec(team, target_spec, group),
+        Grouping::TeamTarget => "",
+        Grouping::Finding => fingerprint,
+    };
+    let mut h = Sha256::new();
+    for part in [grouping.as_str(), team.unwrap_or(""), target_spec, last] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("tk2-{}", crate::fingerprint::hex(&h.finalize()[..12]))
+}
+
+/// What a refresh needs besides the state: the grouping in force, the
+/// scan that caused it (if one did) and the tickets being regrouped.
+pub struct RefreshContext<'a> {
+    /// Routing.
+    pub router: &'a Router,
+    /// Groupings.
+    pub settings: &'a TicketSettings,
+    /// The scan's commit and ref, when a scan caused the refresh.
+    pub scan: Option<(Option<&'a str>, Option<&'a str>)>,
+    /// Open tickets whose grouping is no longer in force: once their
+    /// findings left, they resolve as `regrouped`.
+    pub regrouped: &'a BTreeSet<String>,
 }
 
 /// Routing rules: the first matching route's topic, else the default.
@@ -110,6 +190,8 @@ pub struct TicketTransition {
     pub seq: u64,
     /// For `reassigned`: the new team and the ticket its findings moved to.
     pub moved_to: Option<(Option<String>, String)>,
+    /// Why, when the kind alone does not say (a `resolved` by regrouping).
+    pub reason: Option<TicketReason>,
 }
 
 #[derive(Default)]
@@ -130,8 +212,9 @@ pub fn refresh(
     ts: &mut TargetState,
     target: &Target,
     keys: &BTreeSet<String>,
-    router: &Router,
+    ctx: &RefreshContext<'_>,
 ) -> Vec<TicketTransition> {
+    let router = ctx.router;
     let mut aggs: BTreeMap<&str, Aggregate> = keys
         .iter()
         .map(|k| (k.as_str(), Aggregate::default()))
@@ -187,7 +270,10 @@ pub fn refresh(
                 .unwrap_or_default();
             if let Some(rec) = ts.tickets.get_mut(key) {
                 if rec.status == TicketStatus::Open {
-                    let moved_to = (moved.len() == 1)
+                    // Regrouped findings went to the new grouping's
+                    // tickets: this one resolves, saying why.
+                    let regrouped = ctx.regrouped.contains(key);
+                    let moved_to = (moved.len() == 1 && !regrouped)
                         .then(|| moved.into_iter().next())
                         .flatten();
                     rec.status = TicketStatus::Resolved;
@@ -204,6 +290,7 @@ pub fn refresh(
                         },
                         seq: rec.seq,
                         moved_to,
+                        reason: regrouped.then_some(TicketReason::Regrouped),
                     });
                 }
             }
@@ -211,10 +298,8 @@ pub fn refresh(
         };
         let f = &sample.finding;
         let severity = a.severity_open.or(a.severity_any).unwrap_or(f.severity);
-        let title = match &f.package {
-            Some(p) => format!("{} in {}", f.rule_id, p.name),
-            None => f.title.as_deref().unwrap_or(&f.rule_id).to_string(),
-        };
+        let grouping = ctx.settings.grouping_for(sample.team.as_deref());
+        let title = render::title(grouping, target, f);
         let route = router
             .route(sample.team.as_deref(), severity, f.category)
             .to_string();
@@ -226,15 +311,23 @@ pub fn refresh(
                 kind,
                 seq: rec.seq,
                 moved_to: None,
+                reason: None,
             });
         };
+        let (commit, git_ref) = ctx.scan.unwrap_or_default();
         match ts.tickets.get_mut(key) {
             None if !is_open => {}
             None => {
                 let mut rec = TicketRecord {
                     team: sample.team.clone(),
                     target: target.clone(),
-                    group: f.group_id().to_string(),
+                    group: match grouping {
+                        Grouping::TeamTarget => String::new(),
+                        _ => f.group_id().to_string(),
+                    },
+                    grouping,
+                    commit: commit.map(str::to_string),
+                    git_ref: git_ref.map(str::to_string),
                     category: f.category,
                     title,
                     status: TicketStatus::Open,
@@ -264,6 +357,10 @@ pub fn refresh(
                 rec.breached = a.breached;
                 rec.route = route;
                 rec.title = title;
+                if ctx.scan.is_some() {
+                    rec.commit = commit.map(str::to_string);
+                    rec.git_ref = git_ref.map(str::to_string);
+                }
                 match (was_open, is_open) {
                     (false, true) => {
                         rec.status = TicketStatus::Open;

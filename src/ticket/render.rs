@@ -1,0 +1,672 @@
+//! What a tracker shows of a ticket: its title, a Markdown body and labels,
+//! written from the ticket's record and its open members, so that an
+//! adapter (Jira, GitHub Issues, ServiceNow, Slack) renders a ticket
+//! without reading the findings topic.
+//!
+//! Every text is bounded: the body lists at most `tickets.max_locations`
+//! locations and says how many more there are, each line and the whole
+//! body are cut at a fixed size. No source snippet enters a body, nor the
+//! scanner's message of a secret finding (decoders redact secrets, but a
+//! ticket is copied to more places than an event, so it takes no chance).
+
+use super::{Grouping, TicketRecord};
+use crate::config::TicketSettings;
+use crate::lifecycle::FindingRecord;
+use crate::model::{
+    bound_text, Attribution, Category, Finding, Target, TargetKind, TicketEventKind, TicketReason,
+};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+/// The placeholders a link template (`[links]`) may hold: `{host}` (the
+/// repository's host), `{org}` (everything between the host and the
+/// repository's name, `/` kept: a GitLab group and its subgroups),
+/// `{repo}` (the repository's name), `{commit}` (the commit of the last
+/// scan that refreshed the ticket; its ref when it named no commit; else
+/// `tickets.default_ref`), `{path}` (the finding's path) and `{line}` (its
+/// first line; without one, the template's `#` fragment holding `{line}`
+/// is left out).
+pub const LINK_PLACEHOLDERS: [&str; 6] = ["host", "org", "repo", "commit", "path", "line"];
+
+/// Longest title, in bytes.
+pub const MAX_TITLE_BYTES: usize = 256;
+/// Longest body, in bytes (GitHub takes 65,536 characters; an adapter for
+/// a tracker that takes less lowers `tickets.max_locations`).
+pub const MAX_BODY_BYTES: usize = 60 * 1024;
+/// Longest line of a body (a location, an evidence item), in bytes.
+const MAX_LINE_BYTES: usize = 1024;
+/// Longest scanner message quoted in a body, in bytes.
+const MAX_MESSAGE_BYTES: usize = 2048;
+/// Longest label, in bytes (Jira's limit).
+const MAX_LABEL_BYTES: usize = 255;
+/// Most distinct rules a ticket spanning rules lists.
+const MAX_RULES: usize = 10;
+/// Most scanner labels.
+const MAX_SCANNER_LABELS: usize = 16;
+
+/// A ticket's title under `grouping`, described by its member `f`.
+pub fn title(grouping: Grouping, target: &Target, f: &Finding) -> String {
+    let rule = match &f.package {
+        Some(p) => format!("{} in {}", f.rule_id, p.name),
+        None => f.title.as_deref().unwrap_or(&f.rule_id).to_string(),
+    };
+    let mut t = match grouping {
+        Grouping::TeamTargetRule => rule,
+        Grouping::TeamTarget => format!("Security findings in {}", target.name()),
+        Grouping::Finding => match (&f.package, &f.location) {
+            (None, Some(l)) => match l.start_line {
+                Some(n) => format!("{rule} at {}:{n}", l.path),
+                None => format!("{rule} at {}", l.path),
+            },
+            _ => rule,
+        },
+    };
+    if t.contains(char::is_control) {
+        t = t.replace(char::is_control, " ");
+    }
+    bound_text(&mut t, MAX_TITLE_BYTES);
+    t
+}
+
+/// What a body is written from.
+pub struct BodyInput<'a> {
+    /// The ticket.
+    pub rec: &'a TicketRecord,
+    /// Its key.
+    pub key: &'a str,
+    /// The transition.
+    pub kind: TicketEventKind,
+    /// Why, when the kind does not say.
+    pub reason: Option<TicketReason>,
+    /// On `reassigned`: the ticket the findings moved to.
+    pub moved_to: Option<&'a str>,
+    /// The team of the event (the new team, on `reassigned`).
+    pub team: Option<&'a str>,
+    /// The open members.
+    pub members: Vec<&'a FindingRecord>,
+    /// Why the team owns it.
+    pub attribution: &'a Attribution,
+}
+
+/// The Markdown body of a ticket event.
+pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
+    let rec = input.rec;
+    let total = input.members.len();
+    let mut members = input.members.clone();
+    // By place, so a body reads file by file and stays the same between
+    // runs; only the listed ones are sorted (a ticket may hold 100,000).
+    let order = |a: &&FindingRecord, b: &&FindingRecord| {
+        place(&a.finding)
+            .cmp(&place(&b.finding))
+            .then_with(|| a.finding.rule_id.cmp(&b.finding.rule_id))
+    };
+    let listed = settings.max_locations.min(total);
+    if listed < total && listed > 0 {
+        members.select_nth_unstable_by(listed - 1, order);
+    }
+    members[..listed].sort_by(order);
+    let mut out = String::new();
+    match (input.kind, input.reason) {
+        (TicketEventKind::Resolved, Some(TicketReason::Regrouped)) => {
+            let now = settings.grouping_for(rec.team.as_deref());
+            let _ = writeln!(
+                out,
+                "**Resolved:** the team's tickets are now grouped by `{}`; the open findings of this ticket moved to tickets of that grouping.\n",
+                now.as_str()
+            );
+        }
+        (TicketEventKind::Resolved, _) => {
+            out.push_str("**Resolved:** no open finding is left.\n\n")
+        }
+        (TicketEventKind::Reassigned, _) => {
+            let _ = writeln!(
+                out,
+                "**Reassigned** to {}: the findings moved to ticket `{}`.\n",
+                team_name(input.team),
+                input.moved_to.unwrap_or("")
+            );
+        }
+        (TicketEventKind::SlaBreached, _) => {
+            out.push_str("**SLA breached:** an open finding is past its due date.\n\n");
+        }
+        _ => {}
+    }
+
+    // Summary.
+    let _ = write!(
+        out,
+        "**Severity:** {} · **Category:** {} · **Open findings:** {}",
+        rec.severity,
+        rec.category.as_str(),
+        rec.counts.open
+    );
+    match rec.due_at {
+        Some(d) => {
+            let _ = write!(out, " · **SLA due:** {}", d.format("%Y-%m-%d"));
+            if rec.breached {
+                out.push_str(" (breached)");
+            }
+        }
+        None => out.push_str(" · **SLA due:** none"),
+    }
+    out.push_str("\n\n");
+    let _ = write!(out, "**Target:** {}", code(&rec.target.to_string()));
+    match (&rec.commit, &rec.git_ref) {
+        (Some(c), Some(r)) => {
+            let _ = write!(out, " at {} ({})", code(c), code(r));
+        }
+        (Some(c), None) => {
+            let _ = write!(out, " at {}", code(c));
+        }
+        (None, Some(r)) => {
+            let _ = write!(out, " at {}", code(r));
+        }
+        (None, None) => {}
+    }
+    out.push_str("\n\n");
+
+    // The rule, or the rules of a ticket that spans them.
+    let rules: Vec<&Finding> = {
+        let mut seen = BTreeSet::new();
+        let mut v: Vec<&Finding> = members
+            .iter()
+            .map(|m| &m.finding)
+            .filter(|f| seen.insert(f.rule_id.as_str()))
+            .collect();
+        v.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+        v
+    };
+    if rec.grouping == Grouping::TeamTarget {
+        out.push_str("### Rules\n\n");
+        for f in rules.iter().take(MAX_RULES) {
+            let _ = writeln!(out, "- {}", line(&rule_line(f)));
+        }
+        if rules.len() > MAX_RULES {
+            let _ = writeln!(out, "- and {} more", rules.len() - MAX_RULES);
+        }
+        out.push('\n');
+    } else if let Some(f) = members.first().map(|m| &m.finding) {
+        let _ = writeln!(out, "### Rule {}\n", rule_line(f));
+        if f.category == Category::Secret {
+            out.push_str(
+                "A secret was committed. Its value is not shown here: rotate it, then remove it from the code and its history.\n",
+            );
+        } else {
+            let mut m = md(&f.message);
+            bound_text(&mut m, MAX_MESSAGE_BYTES);
+            let _ = writeln!(out, "> {m}");
+        }
+        out.push('\n');
+        let mut facts = Vec::new();
+        if !f.cwe.is_empty() {
+            facts.push(format!("**CWE:** {}", md(&f.cwe.join(", "))));
+        }
+        if !f.aliases.is_empty() {
+            facts.push(format!("**Aliases:** {}", md(&f.aliases.join(", "))));
+        }
+        if let Some(u) = f.help_uri.as_deref().filter(|u| is_http(u)) {
+            facts.push(format!("**Help:** <{}>", url_text(u)));
+        }
+        if !facts.is_empty() {
+            let mut l = facts.join(" · ");
+            bound_text(&mut l, MAX_LINE_BYTES * 2);
+            out.push_str(&l);
+            out.push_str("\n\n");
+        }
+    } else {
+        let _ = writeln!(out, "### Rule {}\n", code(&rec.group));
+    }
+
+    // Locations.
+    if !members.is_empty() {
+        out.push_str("### Locations\n\n");
+        let with_rule = rec.grouping == Grouping::TeamTarget;
+        for m in &members[..listed] {
+            let _ = writeln!(
+                out,
+                "- {}",
+                line(&location(&m.finding, rec, settings, with_rule))
+            );
+        }
+        if total > listed {
+            let _ = writeln!(
+                out,
+                "- and {} more (every fingerprint is in the event)",
+                total - listed
+            );
+        }
+        out.push('\n');
+    }
+
+    // Why this team.
+    out.push_str("### Ownership\n\n");
+    out.push_str(&ownership(input.attribution));
+    let _ = write!(
+        out,
+        "\n---\ncustody ticket {} · grouping {}\n",
+        code(input.key),
+        code(rec.grouping.as_str())
+    );
+    bound_text(&mut out, MAX_BODY_BYTES);
+    out
+}
+
+/// The labels of a ticket event: team, severity, and the categories and
+/// scanners of its open members (the ticket's own category without any).
+pub fn labels(rec: &TicketRecord, team: Option<&str>, members: &[&FindingRecord]) -> Vec<String> {
+    let mut out = vec![
+        label("team", team.unwrap_or("unattributed")),
+        label("severity", rec.severity.as_str()),
+    ];
+    let mut categories: BTreeSet<&str> = members
+        .iter()
+        .map(|m| m.finding.category.as_str())
+        .collect();
+    if categories.is_empty() {
+        categories.insert(rec.category.as_str());
+    }
+    out.extend(categories.into_iter().map(|c| label("category", c)));
+    let scanners: BTreeSet<&str> = members.iter().flat_map(|m| m.sources.names()).collect();
+    out.extend(
+        scanners
+            .into_iter()
+            .take(MAX_SCANNER_LABELS)
+            .map(|s| label("scanner", s)),
+    );
+    out
+}
+
+fn label(key: &str, value: &str) -> String {
+    // Trackers split labels at whitespace.
+    let mut l: String = format!("{key}:{value}")
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    bound_text(&mut l, MAX_LABEL_BYTES);
+    l
+}
+
+/// Refuses a link template with an unknown placeholder, an unclosed brace
+/// or a scheme other than http(s).
+pub fn check_link_template(t: &str) -> Result<(), String> {
+    if !(t.starts_with("https://") || t.starts_with("http://")) {
+        return Err("must start with https:// or http://".into());
+    }
+    if t.len() > 1024 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be at most 1024 characters, without whitespace".into());
+    }
+    let mut rest = t;
+    while let Some(i) = rest.find(['{', '}']) {
+        if rest[i..].starts_with('}') {
+            return Err("has a `}` without its `{`".into());
+        }
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('}') else {
+            return Err("has a `{` without its `}`".into());
+        };
+        let name = &after[..j];
+        if !LINK_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "has an unknown placeholder {{{name}}} (known: {})",
+                LINK_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+            ));
+        }
+        rest = &after[j + 1..];
+    }
+    Ok(())
+}
+
+/// The link to `path` at `line` in the ticket's repository, when the
+/// target is a repository whose host has a template.
+pub fn link(
+    settings: &TicketSettings,
+    rec: &TicketRecord,
+    path: &str,
+    line: Option<u32>,
+) -> Option<String> {
+    if rec.target.kind() != TargetKind::Repo {
+        return None;
+    }
+    let (host, rest) = rec.target.name().split_once('/')?;
+    let template = settings.links.get(host)?;
+    let (org, repo) = rest.rsplit_once('/').unwrap_or(("", rest));
+    let commit = rec
+        .commit
+        .as_deref()
+        .or(rec.git_ref.as_deref())
+        .unwrap_or(&settings.default_ref);
+    let template = match (line, template.find("{line}")) {
+        (None, Some(p)) => template[..p]
+            .rfind('#')
+            .map_or(template.as_str(), |h| &template[..h]),
+        _ => template.as_str(),
+    };
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            rest = "";
+            break;
+        };
+        match &after[..j] {
+            "host" => encode(&mut out, host, false),
+            "org" => encode(&mut out, org, true),
+            "repo" => encode(&mut out, repo, false),
+            "commit" => encode(&mut out, commit, true),
+            "path" => encode(&mut out, path, true),
+            "line" => {
+                if let Some(n) = line {
+                    let _ = write!(out, "{n}");
+                }
+            }
+            other => {
+                out.push('{');
+                out.push_str(other);
+                out.push('}');
+            }
+        }
+        rest = &after[j + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Percent-encodes all but unreserved characters (and `/` when kept).
+fn encode(out: &mut String, s: &str, keep_slash: bool) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Sort key: path, line, then package.
+fn place(f: &Finding) -> (&str, u32, &str, &str) {
+    (
+        f.path().unwrap_or(""),
+        f.start_line().unwrap_or(0),
+        f.package.as_ref().map_or("", |p| p.name.as_str()),
+        f.package
+            .as_ref()
+            .and_then(|p| p.version.as_deref())
+            .unwrap_or(""),
+    )
+}
+
+fn location(f: &Finding, rec: &TicketRecord, settings: &TicketSettings, with_rule: bool) -> String {
+    let mut out = String::new();
+    if with_rule {
+        out.push_str(&code(&f.rule_id));
+        out.push(' ');
+    }
+    if let Some(p) = &f.package {
+        let pkg = match &p.version {
+            Some(v) => format!("{}@{v}", p.name),
+            None => p.name.clone(),
+        };
+        let _ = write!(out, "{} ({})", code(&pkg), md(&p.ecosystem));
+        if let Some(fix) = &p.fixed_version {
+            let _ = write!(out, ", fixed in {}", code(fix));
+        }
+        if let Some(path) = f.path() {
+            let _ = write!(out, " at {}", code(path));
+        }
+        if rec.target.kind() == TargetKind::Image {
+            let _ = write!(out, " in image {}", code(rec.target.name()));
+        }
+        return out;
+    }
+    match &f.location {
+        Some(l) => {
+            let text = match l.start_line {
+                Some(n) => format!("{}:{n}", l.path),
+                None => l.path.clone(),
+            };
+            match link(settings, rec, &l.path, l.start_line) {
+                Some(url) => {
+                    let _ = write!(out, "[{}]({})", md(&text), url_text(&url));
+                }
+                None => out.push_str(&code(&text)),
+            }
+        }
+        None => {
+            let _ = write!(out, "{}", code(&rec.target.to_string()));
+        }
+    }
+    out
+}
+
+fn rule_line(f: &Finding) -> String {
+    let mut s = code(&f.rule_id);
+    if let Some(t) = f.title.as_deref().filter(|t| *t != f.rule_id) {
+        let _ = write!(s, " {}", md(t));
+    }
+    s
+}
+
+fn ownership(a: &Attribution) -> String {
+    let mut out = match &a.team {
+        Some(t) => format!("Owned by **{}**, decided by {}.\n\n", md(t), md(&a.source)),
+        None => "Unattributed: no ownership source names an owner.\n\n".to_string(),
+    };
+    let mut items = Vec::new();
+    match (&a.file, a.line) {
+        (Some(f), Some(n)) => items.push(format!("File: {} line {n}", code(f))),
+        (Some(f), None) => items.push(format!("File: {}", code(f))),
+        _ => {}
+    }
+    if let Some(r) = &a.rule {
+        items.push(format!("Rule: {}", code(r)));
+    }
+    if !a.owners.is_empty() {
+        items.push(format!("Owners: {}", md(&a.owners.join(", "))));
+    }
+    for i in items {
+        let _ = writeln!(out, "- {}", line(&i));
+    }
+    out
+}
+
+fn team_name(team: Option<&str>) -> String {
+    team.map_or_else(
+        || "no team (unattributed)".to_string(),
+        |t| format!("**{}**", md(t)),
+    )
+}
+
+/// One bounded line.
+fn line(s: &str) -> String {
+    let mut s = s.to_string();
+    bound_text(&mut s, MAX_LINE_BYTES);
+    s
+}
+
+/// A code span: backticks and line breaks cannot end it early.
+fn code(s: &str) -> String {
+    let inner: String = s
+        .chars()
+        .map(|c| match c {
+            '`' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    format!("`{inner}`")
+}
+
+/// Text with Markdown's inline syntax escaped and line breaks folded, so a
+/// scanner's message cannot add links, images, HTML or headings.
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '~' | '!' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '-' | '+' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_http(u: &str) -> bool {
+    (u.starts_with("https://") || u.starts_with("http://"))
+        && !u.contains(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>'))
+}
+
+/// A URL as Markdown link text: `(`, `)` encoded so it cannot end early.
+fn url_text(u: &str) -> String {
+    u.replace('(', "%28").replace(')', "%29")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TicketCounts;
+    use crate::ticket::TicketStatus;
+
+    fn record(target: &str, commit: Option<&str>, git_ref: Option<&str>) -> TicketRecord {
+        TicketRecord {
+            team: Some("web".into()),
+            target: target.parse().unwrap(),
+            group: "B101".into(),
+            grouping: Grouping::TeamTargetRule,
+            commit: commit.map(Into::into),
+            git_ref: git_ref.map(Into::into),
+            category: Category::Sast,
+            title: "t".into(),
+            status: TicketStatus::Open,
+            severity: crate::model::Severity::Low,
+            due_at: None,
+            open_members: BTreeSet::new(),
+            counts: TicketCounts::default(),
+            breached: false,
+            route: "r".into(),
+            seq: 1,
+        }
+    }
+
+    fn settings() -> TicketSettings {
+        let mut s = TicketSettings::default();
+        s.links.insert(
+            "github.com".into(),
+            "https://github.com/{org}/{repo}/blob/{commit}/{path}#L{line}".into(),
+        );
+        s.links.insert(
+            "gitlab.example".into(),
+            "https://{host}/{org}/{repo}/-/blob/{commit}/{path}#L{line}".into(),
+        );
+        s
+    }
+
+    #[test]
+    fn links_pin_the_commit_else_the_ref_else_the_default() {
+        let s = settings();
+        let table = [
+            (
+                "repo:github.com/acme/api",
+                Some("abc123"),
+                Some("main"),
+                "a b/x.py",
+                Some(7),
+                Some("https://github.com/acme/api/blob/abc123/a%20b/x.py#L7"),
+            ),
+            (
+                "repo:github.com/acme/api",
+                None,
+                Some("release/1.2"),
+                "x.py",
+                None,
+                Some("https://github.com/acme/api/blob/release/1.2/x.py"),
+            ),
+            (
+                "repo:github.com/acme/api",
+                None,
+                None,
+                "x.py",
+                Some(1),
+                Some("https://github.com/acme/api/blob/HEAD/x.py#L1"),
+            ),
+            (
+                "repo:gitlab.example/group/sub/api",
+                Some("c0ffee"),
+                None,
+                "src/(x).py",
+                Some(3),
+                Some("https://gitlab.example/group/sub/api/-/blob/c0ffee/src/%28x%29.py#L3"),
+            ),
+            (
+                "repo:bitbucket.org/acme/api",
+                None,
+                None,
+                "x.py",
+                Some(1),
+                None,
+            ),
+            ("image:ghcr.io/acme/api", None, None, "x.py", Some(1), None),
+        ];
+        for (target, commit, git_ref, path, line, want) in table {
+            let rec = record(target, commit, git_ref);
+            assert_eq!(
+                link(&s, &rec, path, line).as_deref(),
+                want,
+                "{target} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn link_templates_are_checked() {
+        for (t, ok) in [
+            (
+                "https://github.com/{org}/{repo}/blob/{commit}/{path}#L{line}",
+                true,
+            ),
+            ("https://{host}/{org}", true),
+            ("ftp://x/{path}", false),
+            ("https://x/{branch}", false),
+            ("https://x/{path", false),
+            ("https://x/path}", false),
+            ("https://x/a b", false),
+        ] {
+            assert_eq!(check_link_template(t).is_ok(), ok, "{t}");
+        }
+    }
+
+    #[test]
+    fn markdown_from_a_report_cannot_add_syntax() {
+        assert_eq!(
+            md("[click](http://evil) <img src=x> # h\n- `x`_*"),
+            "\\[click\\](http://evil) \\<img src=x\\> \\# h - \\`x\\`\\_\\*"
+        );
+        assert_eq!(code("a`b\nc"), "`a'b c`");
+        assert_eq!(url_text("https://x/(y)"), "https://x/%28y%29");
+    }
+
+    #[test]
+    fn labels_have_no_whitespace_and_are_bounded() {
+        let rec = record("repo:github.com/acme/api", None, None);
+        let l = labels(&rec, Some("web team"), &[]);
+        assert_eq!(l, ["team:web-team", "severity:low", "category:sast"]);
+        let long = "x".repeat(1000);
+        assert!(labels(&rec, Some(&long), &[])[0].len() <= MAX_LABEL_BYTES);
+    }
+}

@@ -1,0 +1,355 @@
+//! Ticket events as a tracker adapter reads them, through `custody
+//! process`: self-contained (title, Markdown body, labels), bounded, with
+//! no secret; and the groupings a team can choose, including a change of
+//! grouping over a kept state.
+//!
+//! The golden file `fixtures/tickets/tornado.tickets.jsonl` is the ticket
+//! events of bandit's reports over tornado 6.4.2 then 6.5 (one state),
+//! with `fixtures/tickets/custody.toml` and the example ownership. To make
+//! it again after a deliberate change, run
+//! `CUSTODY_REGENERATE_GOLDEN=1 cargo test --test tests tickets::` and
+//! review the diff.
+
+use crate::cli::succeeded;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
+const AT: &str = "2026-06-01T00:00:00Z";
+
+/// `custody process` over `report` with the example ownership, printing
+/// ticket events (or all events with `all`).
+fn run(report: &Path, config: &Path, state: Option<&Path>, all: bool) -> Output {
+    run_at(report, config, state, all, &[])
+}
+
+fn run_at(report: &Path, config: &Path, state: Option<&Path>, all: bool, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custody"));
+    cmd.args(["process", "--target", TORNADO, "--at", AT])
+        .args(extra)
+        .arg("--owners")
+        .arg(fixture("ownership/owners.toml"))
+        .arg("--config")
+        .arg(config);
+    if !all {
+        cmd.args(["--emit", "tickets"]);
+    }
+    if let Some(s) = state {
+        cmd.arg("--state").arg(s);
+    }
+    cmd.arg(report).output().expect("run custody")
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    succeeded(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+fn config(dir: &Path, text: &str) -> PathBuf {
+    let name = format!("{}.toml", config_name(text));
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A file name per configuration text, so that configurations of one test
+/// do not overwrite each other.
+fn config_name(text: &str) -> String {
+    text.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(char::from)
+        .collect::<String>()
+        + "custody"
+}
+
+fn kinds(evs: &[Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in evs {
+        *m.entry(e["event"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn ticket_events_of_the_tornado_releases_match_the_golden_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let cfg = fixture("tickets/custody.toml");
+    let mut text = String::new();
+    // The releases' tags: the reports name no commit.
+    for (version, tag) in [("6.4.2", "v6.4.2"), ("6.5", "v6.5.0")] {
+        let report = fixture(&format!("churn/bandit-{version}.sarif"));
+        let out = run_at(&report, &cfg, Some(&state), false, &["--ref", tag]);
+        text.push_str(&succeeded(&out));
+    }
+    let golden = fixture("tickets/tornado.tickets.jsonl");
+    if std::env::var_os("CUSTODY_REGENERATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file (see the module doc)");
+    assert!(
+        text == want,
+        "ticket events differ from {}; if the change is meant, regenerate it (see the module doc) and review the diff",
+        golden.display()
+    );
+
+    // What an adapter relies on, whatever the golden file holds.
+    let evs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let k = kinds(&evs);
+    // Tornado 6.5 moved code of open tickets: the second run updates them.
+    assert!(k["opened"] > 0 && k["updated"] > 0, "{k:?}");
+    for e in &evs {
+        let body = e["body"].as_str().unwrap();
+        let labels: Vec<&str> = e["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        let team = e["team"].as_str().unwrap();
+        assert!(
+            labels.contains(&format!("team:{team}").as_str()),
+            "{labels:?}"
+        );
+        assert!(labels.contains(&format!("severity:{}", e["severity"].as_str().unwrap()).as_str()));
+        assert!(labels.contains(&"category:sast"));
+        assert!(body.contains(&format!("`{}`", e["ticket_key"].as_str().unwrap())));
+        // Ownership evidence: the CODEOWNERS file and line that decided.
+        assert!(body.contains("`tornado.CODEOWNERS` line "), "{body}");
+        if e["event"] == "resolved" {
+            continue;
+        }
+        assert!(labels.contains(&"scanner:bandit"), "{labels:?}");
+        let open = e["counts"]["open"].as_u64().unwrap() as usize;
+        let links = body
+            .matches("](https://github.com/tornadoweb/tornado/blob/v6.")
+            .count();
+        // The configured five locations, then how many more.
+        assert_eq!(links, open.min(5), "{body}");
+        if open > 5 {
+            assert!(body.contains(&format!("- and {} more", open - 5)), "{body}");
+        }
+        if let Some(due) = e["due_at"].as_str() {
+            assert!(
+                body.contains(&format!("**SLA due:** {}", &due[..10])),
+                "{body}"
+            );
+        }
+    }
+}
+
+/// A secret's value and the line it sits on never enter a ticket: not the
+/// body, not the title, not a label.
+#[test]
+fn ticket_events_of_secrets_hold_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = fixture("gitleaks/gitleaks-web-api.json");
+    let raw: Vec<Value> = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let cfg = config(tmp.path(), "[tickets]\ngrouping = \"finding\"\n");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custody"));
+    cmd.args([
+        "process",
+        "--target",
+        "repo:github.com/acme/web-api",
+        "--at",
+        AT,
+    ])
+    .args(["--emit", "tickets", "--config"])
+    .arg(&cfg)
+    .arg(&report);
+    let evs = events(&cmd.output().unwrap());
+    assert_eq!(evs.len(), raw.len(), "one ticket per secret");
+    for e in &evs {
+        let body = e["body"].as_str().unwrap();
+        assert!(body.contains("Its value is not shown here"), "{body}");
+        let text = e.to_string();
+        for r in &raw {
+            for field in ["Secret", "Match"] {
+                let s = r[field].as_str().unwrap();
+                assert!(!text.contains(s), "{field} {s:?} in {text}");
+            }
+        }
+    }
+}
+
+/// Opened tickets per team under a configuration, and their member counts.
+fn opened(evs: &[Value]) -> Vec<(String, usize, String)> {
+    evs.iter()
+        .filter(|e| e["kind"] == "ticket" && e["event"] == "opened")
+        .map(|e| {
+            (
+                e["team"].as_str().unwrap().to_string(),
+                e["fingerprints"].as_array().unwrap().len(),
+                e["grouping"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn open_findings_by_team(evs: &[Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in evs
+        .iter()
+        .filter(|e| e["kind"] == "finding" && e["status"] == "open")
+    {
+        *m.entry(e["team"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn each_grouping_makes_its_tickets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = fixture("churn/bandit-6.5.sarif");
+
+    let default = events(&run(&report, &config(tmp.path(), ""), None, true));
+    let per_team = open_findings_by_team(&default);
+    let rules: BTreeSet<(String, String)> = default
+        .iter()
+        .filter(|e| e["kind"] == "finding" && e["status"] == "open")
+        .map(|e| {
+            (
+                e["team"].as_str().unwrap().into(),
+                e["rule_id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let tickets = opened(&default);
+    assert_eq!(tickets.len(), rules.len(), "one per team and rule");
+    assert!(tickets.iter().all(|t| t.2 == "team_target_rule"));
+
+    let per_finding = events(&run(
+        &report,
+        &config(tmp.path(), "[tickets]\ngrouping = \"finding\"\n"),
+        None,
+        true,
+    ));
+    let tickets = opened(&per_finding);
+    assert_eq!(tickets.len(), per_team.values().sum::<usize>());
+    assert!(tickets.iter().all(|t| t.1 == 1 && t.2 == "finding"));
+
+    let team_target = events(&run(
+        &report,
+        &config(tmp.path(), "[tickets]\ngrouping = \"team_target\"\n"),
+        None,
+        true,
+    ));
+    let got: BTreeMap<String, usize> = opened(&team_target)
+        .into_iter()
+        .map(|(team, n, g)| {
+            assert_eq!(g, "team_target");
+            (team, n)
+        })
+        .collect();
+    assert_eq!(
+        got, per_team,
+        "one ticket per team, holding all its findings"
+    );
+    let qa = team_target
+        .iter()
+        .find(|e| e["kind"] == "ticket" && e["team"] == "qa")
+        .unwrap();
+    assert_eq!(qa["group"], "");
+    let body = qa["body"].as_str().unwrap();
+    assert!(
+        body.contains("### Rules") && body.contains("`B101`"),
+        "{body}"
+    );
+
+    // A team's own grouping wins over the default.
+    let mixed = events(&run(
+        &report,
+        &config(
+            tmp.path(),
+            "[tickets]\ngrouping = \"team_target\"\n[tickets.teams.qa]\ngrouping = \"finding\"\n",
+        ),
+        None,
+        true,
+    ));
+    for (team, n, g) in opened(&mixed) {
+        match team.as_str() {
+            "qa" => assert_eq!((n, g.as_str()), (1, "finding")),
+            _ => assert_eq!((n, g.as_str()), (per_team[&team], "team_target")),
+        }
+    }
+}
+
+/// Changing the grouping over a kept state resolves the old tickets once,
+/// saying why, and opens the new ones once; a run after that says nothing.
+#[test]
+fn a_new_grouping_regroups_once_without_a_flood() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let report = fixture("churn/bandit-6.5.sarif");
+    let default = config(tmp.path(), "");
+    let first = events(&run(&report, &default, Some(&state), true));
+    let old: BTreeSet<String> = first
+        .iter()
+        .filter(|e| e["kind"] == "ticket")
+        .map(|e| e["ticket_key"].as_str().unwrap().to_string())
+        .collect();
+    let per_team = open_findings_by_team(&first);
+
+    let team_target = config(tmp.path(), "[tickets]\ngrouping = \"team_target\"\n");
+    let second = events(&run(&report, &team_target, Some(&state), true));
+    assert!(
+        second.iter().all(|e| e["kind"] == "ticket"),
+        "no finding changed"
+    );
+    let resolved: BTreeSet<String> = second
+        .iter()
+        .filter(|e| e["event"] == "resolved")
+        .map(|e| {
+            assert_eq!(e["reason"], "regrouped", "{e}");
+            assert_eq!(e["grouping"], "team_target_rule");
+            assert!(e["body"]
+                .as_str()
+                .unwrap()
+                .contains("grouped by `team_target`"));
+            e["ticket_key"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(resolved, old, "every old ticket resolves, once");
+    let new: BTreeMap<String, usize> = opened(&second)
+        .into_iter()
+        .map(|(team, n, _)| (team, n))
+        .collect();
+    assert_eq!(new, per_team);
+    assert_eq!(
+        second.len(),
+        old.len() + per_team.len(),
+        "{:?}",
+        kinds(&second)
+    );
+
+    // The same run again: nothing new to say.
+    let third = events(&run(&report, &team_target, Some(&state), true));
+    assert!(third.is_empty(), "{third:?}");
+
+    // Back to the default: the team tickets resolve as regrouped and the
+    // old tickets, resolved by the first change, reopen.
+    let back = events(&run(&report, &default, Some(&state), true));
+    let k = kinds(&back);
+    assert_eq!(k.get("resolved"), Some(&per_team.len()), "{k:?}");
+    assert_eq!(k.get("reopened"), Some(&old.len()), "{k:?}");
+    assert_eq!(back.len(), per_team.len() + old.len());
+    assert!(back
+        .iter()
+        .filter(|e| e["event"] == "resolved")
+        .all(|e| e["reason"] == "regrouped"));
+}
