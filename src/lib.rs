@@ -10,7 +10,12 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: findings, targets, severities, scans and the published events.
+//! Imports go one way: [`app`] (and [`cli`]) above [`kafka`], above
+//! [`service`], above the core; within the core, no two modules import each
+//! other outside their tests.
+//!
+//! - [`model`]: findings, targets, severities, scans, ticket records and the
+//!   published events.
 //! - [`normalize`]: one decoder per report format behind one trait, and
 //!   format sniffing.
 //! - [`fingerprint`]: versioned fingerprints, stable when code moves.

@@ -31,11 +31,11 @@
 //!   record written by a version that kept no origin counts as inherited.
 
 use crate::config::SlaPolicy;
+use crate::model::ticket::TicketRecord;
 use crate::model::{
     Attribution, Disposition, DispositionState, Finding, FindingEventKind, Origin, Provenance,
     ScanMeta, Severity, Status, Target,
 };
-use crate::ticket::TicketRecord;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -704,7 +704,7 @@ impl Metrics {
                     }
                 }
                 for (key, t) in &ts.tickets {
-                    if t.status != crate::ticket::TicketStatus::Open {
+                    if t.status != crate::model::ticket::TicketStatus::Open {
                         continue;
                     }
                     let team = self.team_label(t.team.as_deref());

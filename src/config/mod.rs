@@ -2,9 +2,10 @@
 //! that name the offending key. Nothing here reads files except
 //! [`Config::load`]; everything is passed explicitly, never global.
 
+use crate::model::ticket::Grouping;
 use crate::model::{Category, Severity};
 use crate::normalize::DEFAULT_SECRET_SALT;
-use crate::ticket::Grouping;
+pub mod links;
 pub mod service;
 
 use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
@@ -264,7 +265,7 @@ pub struct TicketSettings {
     /// What `{commit}` stands for when a scan gave neither commit nor ref.
     pub default_ref: String,
     /// Source link templates by repository host (lowercase), see
-    /// [`crate::ticket::render::LINK_PLACEHOLDERS`].
+    /// [`links::LINK_PLACEHOLDERS`].
     pub links: BTreeMap<String, String>,
 }
 
@@ -475,7 +476,7 @@ impl Config {
             {
                 return Err(invalid(key, "must be a host name such as \"github.com\""));
             }
-            crate::ticket::render::check_link_template(&template).map_err(|m| invalid(key, &m))?;
+            links::check_link_template(&template).map_err(|m| invalid(key, &m))?;
             cfg.tickets
                 .links
                 .insert(host.to_ascii_lowercase(), template);

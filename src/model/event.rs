@@ -296,7 +296,7 @@ pub struct TicketEvent {
     pub reason: Option<TicketReason>,
     /// How the ticket groups findings: `team_target_rule`, `team_target`
     /// or `finding`.
-    pub grouping: crate::ticket::Grouping,
+    pub grouping: super::ticket::Grouping,
     /// Highest severity among open members (or among all, once resolved).
     pub severity: Severity,
     /// The target.

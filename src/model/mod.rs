@@ -6,6 +6,7 @@ mod finding;
 mod scan;
 mod severity;
 mod target;
+pub mod ticket;
 
 pub use event::{
     Attribution, EventClass, FindingEvent, FindingEventKind, TicketCounts, TicketEvent,
