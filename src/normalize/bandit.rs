@@ -19,7 +19,7 @@
 //! Semgrep's per-file errors.
 
 use super::util::{clean_path, non_empty, set_line_content};
-use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report};
 use crate::model::{Category, Finding, Location, Severity};
 use serde::Deserialize;
 
@@ -73,6 +73,15 @@ struct Cwe {
 impl Decoder for BanditDecoder {
     fn format(&self) -> Format {
         Format::Bandit
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            result_keys: &["test_id", "issue_severity"],
+            // With no results: `errors`, `generated_at`, `metrics`, `results: []`.
+            empty_results_key: Some("metrics"),
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

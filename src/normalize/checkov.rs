@@ -33,7 +33,7 @@
 //! not read either: they are recorded as skipped, and claim no coverage.
 
 use super::util::{clean_path, non_empty, set_line_content};
-use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report, secret_hash};
 use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Severity};
 use serde::Deserialize;
@@ -106,6 +106,15 @@ struct CodeLine<'a>(Option<i64>, #[serde(borrow)] Option<Str<'a>>);
 impl Decoder for CheckovDecoder {
     fn format(&self) -> Format {
         Format::Checkov
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            object_keys: &["check_type", "checkov_version"],
+            results_object_keys: Some(&["failed_checks", "passed_checks"]),
+            element_keys: &[&["check_type"]],
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

@@ -14,7 +14,7 @@
 //! clean run, and both claim secret coverage.
 
 use super::util::clean_path;
-use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report, secret_hash};
 use crate::model::{Category, Finding, Location, Severity};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -51,6 +51,15 @@ struct Entry<'a> {
 impl Decoder for DetectSecretsDecoder {
     fn format(&self) -> Format {
         Format::DetectSecrets
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            object_keys: &["plugins_used", "filters_used"],
+            // Any other `results` object: files to their secrets.
+            results_object_keys: Some(&[]),
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

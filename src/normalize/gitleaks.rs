@@ -12,7 +12,7 @@
 //! it is not used as the tool fingerprint.
 
 use super::util::{clean_path, set_line_content};
-use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report, secret_hash};
 use crate::model::{Category, Finding, Location, Severity};
 use serde::Deserialize;
 
@@ -62,6 +62,13 @@ struct Leak<'a> {
 impl Decoder for GitleaksDecoder {
     fn format(&self) -> Format {
         Format::Gitleaks
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            element_keys: &[&["RuleID", "Secret", "offender", "leakURL"]],
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

@@ -16,7 +16,7 @@
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type};
 use super::util::{non_empty, non_empty_str, shorten};
-use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report};
 use crate::model::{Category, Finding, Location, Package, Severity, Target, TargetKind};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -159,6 +159,13 @@ struct ArtifactLocation<'a> {
 impl Decoder for GrypeDecoder {
     fn format(&self) -> Format {
         Format::Grype
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            object_keys: &["matches", "descriptor"],
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], _ctx: &DecodeContext) -> Result<Report, DecodeError> {

@@ -21,8 +21,10 @@ pub use sniff::sniff;
 /// Declares the formats: each one's variant (with its documentation), its
 /// name, and its decoder's module and type. The enum, [`Format::ALL`],
 /// [`Format::name`] and the dispatch to decoders all come from the one
-/// list below: a new format is a new decoder module, one line there, and
-/// its sniffing rule in [`sniff`].
+/// list below: a new format is a new decoder module (its [`Decoder`],
+/// sniffing markers included) and one line there. Sniffing asks the
+/// formats in this order, so a format whose markers another's would also
+/// match comes first.
 macro_rules! formats {
     ($($(#[$doc:meta])* $variant:ident = $name:literal => $module:ident :: $decoder:ident,)*) => {
         $(pub mod $module;)*
@@ -49,6 +51,13 @@ macro_rules! formats {
                     $(Format::$variant => $module::$decoder.decode(bytes, ctx),)*
                 }
             }
+
+            /// How [`sniff`] tells the format (see [`Decoder::markers`]).
+            pub fn markers(self) -> Markers {
+                match self {
+                    $(Format::$variant => $module::$decoder.markers(),)*
+                }
+            }
         }
     };
 }
@@ -62,12 +71,13 @@ formats! {
     Grype = "grype" => grype::GrypeDecoder,
     /// Gitleaks JSON (v7 and v8 records).
     Gitleaks = "gitleaks" => gitleaks::GitleaksDecoder,
+    /// Bandit JSON (`bandit -f json`); before Semgrep, whose empty report
+    /// has Bandit's `errors` too.
+    Bandit = "bandit" => bandit::BanditDecoder,
     /// Semgrep JSON (`semgrep --json`).
     Semgrep = "semgrep" => semgrep::SemgrepDecoder,
     /// detect-secrets baseline JSON.
     DetectSecrets = "detect-secrets" => detect_secrets::DetectSecretsDecoder,
-    /// Bandit JSON (`bandit -f json`).
-    Bandit = "bandit" => bandit::BanditDecoder,
     /// Checkov JSON: one report, or a list of reports (one per check type).
     Checkov = "checkov" => checkov::CheckovDecoder,
     /// TruffleHog JSON Lines (`--json`), v3 and v2 records.
@@ -103,10 +113,31 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// What tells a format from a report's first keys, for [`sniff`]: each
+/// decoder declares its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Markers {
+    /// Top-level object keys only this format has.
+    pub object_keys: &'static [&'static str],
+    /// A `$schema` value holding this (lower case).
+    pub schema_holds: Option<&'static str>,
+    /// Keys of the first element of a top-level `results` array.
+    pub result_keys: &'static [&'static str],
+    /// Keys of a top-level `results` object; `Some(&[])`: any object.
+    pub results_object_keys: Option<&'static [&'static str]>,
+    /// For an empty `results` array: a top-level key that tells the format.
+    pub empty_results_key: Option<&'static str>,
+    /// A top-level array whose first element has a key of each group.
+    pub element_keys: &'static [&'static [&'static str]],
+}
+
 /// One report format.
 pub trait Decoder {
     /// Which format this decoder reads.
     fn format(&self) -> Format;
+
+    /// How [`sniff`] tells this format.
+    fn markers(&self) -> Markers;
 
     /// Decodes a whole report. Must not panic on any input.
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError>;

@@ -4,7 +4,7 @@
 //! whose findings name several is split into one scan per target (see
 //! [`Report::split`]); the others fall to the scan's target.
 
-use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report};
 use crate::model::Finding;
 
 /// The native format decoder.
@@ -13,6 +13,14 @@ pub struct NativeDecoder;
 impl Decoder for NativeDecoder {
     fn format(&self) -> Format {
         Format::Native
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            object_keys: &["rule_id", "scanner"],
+            element_keys: &[&["rule_id", "scanner"]],
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

@@ -34,7 +34,7 @@
 //! the key is never taken as a tool fingerprint.
 
 use super::util::{category_for_tool, clean_path, set_line_content, strip_base};
-use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report, secret_hash};
 use crate::fingerprint;
 use crate::model::{
     Category, Disposition, DispositionState, Finding, Location, Severity, Target, TargetKind,
@@ -334,6 +334,14 @@ struct Provenance<'a> {
 impl Decoder for SarifDecoder {
     fn format(&self) -> Format {
         Format::Sarif
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            object_keys: &["runs"],
+            schema_holds: Some("sarif"),
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

@@ -33,7 +33,7 @@
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, set_line_content};
 use super::util::{cwe_ids as cwes, non_empty, non_empty_str, shorten};
-use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report};
 use crate::fingerprint;
 use crate::model::{Category, Finding, Location, Package, Severity};
 use serde::de::IgnoredAny;
@@ -335,6 +335,16 @@ struct DependsOnEntry<'a> {
 impl Decoder for SemgrepDecoder {
     fn format(&self) -> Format {
         Format::Semgrep
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            // `vulns` + `hasMore`: Semgrep's supply-chain API listing.
+            object_keys: &["interfile_languages_used", "skipped_rules", "hasMore"],
+            result_keys: &["check_id"],
+            empty_results_key: Some("errors"),
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

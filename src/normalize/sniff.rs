@@ -3,6 +3,9 @@
 //! The sniffer reads top-level object keys with a tiny lexer and stops at
 //! the first key that only one format has (`runs`, `SchemaVersion`,
 //! `matches`, ...), skipping the values in between without building them.
+//! Which keys tell which format is each decoder's to say
+//! ([`super::Decoder::markers`]); formats are asked in [`Format::ALL`]'s
+//! order.
 //! It is iterative, so nesting depth cannot exhaust the stack, and it never
 //! reads further than it must, so a 200 MB SARIF file costs a few bytes.
 
@@ -30,94 +33,90 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, DecodeError> {
     }
 }
 
+/// The format whose markers hold `key` among its top-level object keys.
+fn by_object_key(key: &[u8]) -> Option<Format> {
+    Format::ALL
+        .iter()
+        .copied()
+        .find(|f| f.markers().object_keys.iter().any(|k| k.as_bytes() == key))
+}
+
+/// The first format, in [`Format::ALL`]'s order, `pick` chooses.
+fn first(pick: impl Fn(&super::Markers) -> bool) -> Option<Format> {
+    Format::ALL.iter().copied().find(|f| pick(&f.markers()))
+}
+
+fn any_of(keys: &[String], markers: &[&str]) -> bool {
+    keys.iter().any(|k| markers.contains(&k.as_str()))
+}
+
 fn sniff_object(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
     let mut seen: Vec<String> = Vec::new();
     let mut empty_results = false;
     let verdict = lx.keys(|lx, key| {
         let fmt = match key {
-            b"runs" => Some(Format::Sarif),
             b"$schema" => match lx.string_value()? {
-                Some(s) if s.to_ascii_lowercase().contains("sarif") => Some(Format::Sarif),
-                _ => None,
+                Some(s) => {
+                    let s = s.to_ascii_lowercase();
+                    first(|m| m.schema_holds.is_some_and(|h| s.contains(h)))
+                }
+                None => None,
             },
-            b"SchemaVersion" | b"ArtifactName" | b"ArtifactType" | b"ClusterName" => {
-                Some(Format::Trivy)
-            }
-            b"matches" | b"descriptor" => Some(Format::Grype),
-            b"plugins_used" | b"filters_used" => Some(Format::DetectSecrets),
-            // `vulns` + `hasMore`: Semgrep's supply-chain API listing.
-            b"interfile_languages_used" | b"skipped_rules" | b"hasMore" => Some(Format::Semgrep),
-            b"rule_id" | b"scanner" => Some(Format::Native),
-            b"check_type" | b"checkov_version" => Some(Format::Checkov),
-            // TruffleHog v3 and v2 records (the first line of JSON Lines).
-            b"SourceMetadata" | b"DetectorName" | b"DetectorType" | b"stringsFound"
-            | b"printDiff" | b"commitHash" => Some(Format::Trufflehog),
             b"results" => match lx.peek() {
                 Some(b'[') => {
                     let keys = lx.first_element_keys()?;
-                    if keys.iter().any(|k| k == "check_id") {
-                        Some(Format::Semgrep)
-                    } else if keys.iter().any(|k| k == "test_id" || k == "issue_severity") {
-                        Some(Format::Bandit)
-                    } else {
-                        empty_results = keys.is_empty();
-                        None
-                    }
+                    empty_results = keys.is_empty();
+                    first(|m| any_of(&keys, m.result_keys))
                 }
+                // An object: the format whose keys it has, else the one
+                // that takes any.
                 Some(b'{') => {
                     let keys = lx.first_object_keys()?;
-                    if keys
-                        .iter()
-                        .any(|k| k == "failed_checks" || k == "passed_checks")
-                    {
-                        Some(Format::Checkov)
-                    } else {
-                        Some(Format::DetectSecrets)
-                    }
+                    first(|m| {
+                        m.results_object_keys
+                            .is_some_and(|ks| !ks.is_empty() && any_of(&keys, ks))
+                    })
+                    .or_else(|| first(|m| m.results_object_keys.is_some_and(<[_]>::is_empty)))
                 }
                 _ => None,
             },
-            _ => None,
+            key => by_object_key(key),
         };
         if fmt.is_none() && seen.len() < 12 {
             seen.push(String::from_utf8_lossy(key).into_owned());
         }
         Ok(fmt)
     })?;
-    match verdict {
-        Some(f) => Ok(f),
-        // Bandit's report with no results: `errors`, `generated_at`,
-        // `metrics`, `results: []`.
-        None if empty_results && seen.iter().any(|k| k == "metrics") => Ok(Format::Bandit),
-        None if empty_results && seen.iter().any(|k| k == "errors") => Ok(Format::Semgrep),
-        None => Err(DecodeError::UnknownFormat(format!(
-            "no known format has an object with keys {seen:?}"
-        ))),
+    if let Some(f) = verdict {
+        return Ok(f);
     }
+    // A report with an empty `results` array, told by another of its keys.
+    let told = empty_results
+        .then(|| {
+            first(|m| {
+                m.empty_results_key
+                    .is_some_and(|k| seen.iter().any(|s| s == k))
+            })
+        })
+        .flatten();
+    told.ok_or_else(|| {
+        DecodeError::UnknownFormat(format!("no known format has an object with keys {seen:?}"))
+    })
 }
 
 fn sniff_array(lx: &mut Lexer<'_>) -> Result<Format, DecodeError> {
     let keys = lx.first_element_keys()?;
-    let has = |k: &str| keys.iter().any(|x| x == k);
     if keys.is_empty() {
         // An empty array: nothing to decode, any decoder agrees.
-        Ok(Format::Native)
-    } else if has("SourceMetadata") || has("DetectorName") || has("stringsFound") {
-        Ok(Format::Trufflehog)
-    } else if has("RuleID") || has("Secret") || has("offender") || has("leakURL") {
-        Ok(Format::Gitleaks)
-    } else if has("Target") && (has("Vulnerabilities") || has("Type")) {
-        Ok(Format::Trivy)
-    } else if has("rule_id") || has("scanner") {
-        Ok(Format::Native)
-    } else if has("check_type") {
-        Ok(Format::Checkov)
-    } else {
-        Err(DecodeError::UnknownFormat(format!(
-            "no known format is an array of objects with keys {:?}",
-            keys.iter().take(12).collect::<Vec<_>>()
-        )))
+        return Ok(Format::Native);
     }
+    first(|m| !m.element_keys.is_empty() && m.element_keys.iter().all(|group| any_of(&keys, group)))
+        .ok_or_else(|| {
+            DecodeError::UnknownFormat(format!(
+                "no known format is an array of objects with keys {:?}",
+                keys.iter().take(12).collect::<Vec<_>>()
+            ))
+        })
 }
 
 struct Lexer<'a> {

@@ -33,7 +33,7 @@
 
 use super::util::{canonical_vuln_id, clean_path, ecosystem, purl_type, set_line_content};
 use super::util::{cwe_ids as cwes, non_empty, non_empty_str, shorten};
-use super::{DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report};
 use crate::model::{
     Category, Disposition, DispositionState, Finding, Location, Package, Severity, Target,
     TargetKind,
@@ -236,6 +236,15 @@ struct Secret<'a> {
 impl Decoder for TrivyDecoder {
     fn format(&self) -> Format {
         Format::Trivy
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            object_keys: &["SchemaVersion", "ArtifactName", "ArtifactType", "ClusterName"],
+            // The legacy list: `[{"Target": ..., "Vulnerabilities": ...}]`.
+            element_keys: &[&["Target"], &["Vulnerabilities", "Type"]],
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {

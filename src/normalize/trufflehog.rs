@@ -29,7 +29,7 @@
 //! the format named, is a report with no findings that covers secrets.
 
 use super::util::{clean_path, non_empty};
-use super::{secret_hash, DecodeContext, DecodeError, Decoder, Format, Report};
+use super::{DecodeContext, DecodeError, Decoder, Format, Markers, Report, secret_hash};
 use crate::model::{Category, Finding, Location, Severity, Target, TargetKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -98,6 +98,22 @@ enum Scalar<'a> {
 impl Decoder for TrufflehogDecoder {
     fn format(&self) -> Format {
         Format::Trufflehog
+    }
+
+    fn markers(&self) -> Markers {
+        Markers {
+            // v3 and v2 records (the first line of JSON Lines).
+            object_keys: &[
+                "SourceMetadata",
+                "DetectorName",
+                "DetectorType",
+                "stringsFound",
+                "printDiff",
+                "commitHash",
+            ],
+            element_keys: &[&["SourceMetadata", "DetectorName", "stringsFound"]],
+            ..Markers::default()
+        }
     }
 
     fn decode(&self, bytes: &[u8], ctx: &DecodeContext) -> Result<Report, DecodeError> {
