@@ -292,21 +292,9 @@ impl Engine {
     /// [`Engine::reattribute_target`], which does this too): the stale
     /// tickets resolve as `regrouped`, the new ones open.
     pub fn regroup_all(&self, state: &mut State, now: DateTime<Utc>) -> Output {
-        let mut out = Output::default();
-        let targets: Vec<String> = state.targets.keys().cloned().collect();
-        for spec in targets {
-            let Ok(target) = spec.parse::<Target>() else {
-                continue;
-            };
-            let Some(ts) = state.targets.get_mut(&spec) else {
-                continue;
-            };
-            let regroup = self.regroup(ts, &spec, &mut Vec::new());
-            if !regroup.keys.is_empty() {
-                let _ = self.finish(state, &target, Vec::new(), now, None, &mut out, &regroup);
-            }
-        }
-        out
+        self.each_target_regrouped(state, now, |ts, _, spec| {
+            (Vec::new(), self.regroup(ts, spec, &mut Vec::new()))
+        })
     }
 
     /// Runs `step` over every target's state and finishes its transitions
@@ -317,6 +305,19 @@ impl Engine {
         now: DateTime<Utc>,
         mut step: impl FnMut(&mut lifecycle::TargetState, &Target) -> Vec<Transition>,
     ) -> Output {
+        self.each_target_regrouped(state, now, |ts, target, _| {
+            (step(ts, target), Regroup::default())
+        })
+    }
+
+    /// Runs `step` over every target's state (given its spec) and finishes
+    /// the transitions and the tickets to regroup it gives into events.
+    fn each_target_regrouped(
+        &self,
+        state: &mut State,
+        now: DateTime<Utc>,
+        mut step: impl FnMut(&mut lifecycle::TargetState, &Target, &str) -> (Vec<Transition>, Regroup),
+    ) -> Output {
         let mut out = Output::default();
         let targets: Vec<String> = state.targets.keys().cloned().collect();
         for spec in targets {
@@ -326,17 +327,9 @@ impl Engine {
             let Some(ts) = state.targets.get_mut(&spec) else {
                 continue;
             };
-            let transitions = step(ts, &target);
-            if !transitions.is_empty() {
-                let _ = self.finish(
-                    state,
-                    &target,
-                    transitions,
-                    now,
-                    None,
-                    &mut out,
-                    &Regroup::default(),
-                );
+            let (transitions, regroup) = step(ts, &target, &spec);
+            if !transitions.is_empty() || !regroup.keys.is_empty() {
+                let _ = self.finish(state, &target, transitions, now, None, &mut out, &regroup);
             }
         }
         out
