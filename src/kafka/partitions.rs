@@ -150,7 +150,7 @@ impl Core {
         }
         self.parts.insert(r.tp.clone(), part);
         lock(&self.cx.health.partitions).insert(r.tp.clone(), true);
-        if self.parts.values().all(|p| p.state.is_some()) {
+        if self.parts.values().all(|p| p.restored()) {
             let records: usize = self.parts.values().map(|p| p.raw.len()).sum();
             let slowest = self.parts.values().map(|p| p.assigned.elapsed()).max();
             tracing::info!(
@@ -208,7 +208,7 @@ impl Core {
     /// Background decoding: a few targets per loop iteration.
     pub(super) fn decode_some(&mut self, consumer: &Cons, budget: Duration) {
         // Restoring comes first: readiness waits for it, decoding does not.
-        if self.parts.values().any(|p| p.state.is_none()) {
+        if self.parts.values().any(|p| !p.restored()) {
             return;
         }
         let started = Instant::now();
@@ -292,7 +292,7 @@ impl Core {
     }
 
     pub(super) fn update_gauges(&self) {
-        let restoring = self.parts.values().filter(|p| p.state.is_none()).count();
+        let restoring = self.parts.values().filter(|p| !p.restored()).count();
         let paused = self.parts.values().filter(|p| p.paused).count();
         self.cx
             .metrics
@@ -316,12 +316,12 @@ impl Core {
             return;
         };
         part.on_message(&self.cx, msg, Instant::now());
-        if part.state.is_some() {
+        if part.restored() {
             return;
         }
         let mut held = 0;
         let mut tpl = TopicPartitionList::new();
-        for p in self.parts.values().filter(|p| p.state.is_none()) {
+        for p in self.parts.values().filter(|p| !p.restored()) {
             held += p.bytes;
             if !p.paused {
                 tpl.add_partition(&p.topic, p.partition);
@@ -331,7 +331,7 @@ impl Core {
             return;
         }
         if consumer.pause(&tpl).is_ok() {
-            for p in self.parts.values_mut().filter(|p| p.state.is_none()) {
+            for p in self.parts.values_mut().filter(|p| !p.restored()) {
                 p.paused = true;
             }
         }
@@ -362,18 +362,18 @@ impl Core {
         let busy = self
             .parts
             .values()
-            .filter(|p| p.state.is_some() && p.in_flight() > 0)
+            .filter(|p| p.restored() && p.in_flight() > 0)
             .count();
         // Partitions with messages to apply: when fewer than the pool's
         // threads, their decodes start ahead so every core has work.
         let applying = self
             .parts
             .values()
-            .filter(|p| p.state.is_some() && p.has_jobs())
+            .filter(|p| p.restored() && p.has_jobs())
             .count();
         if applying < rayon::current_num_threads() {
             for part in self.parts.values_mut() {
-                if part.state.is_some() {
+                if part.restored() {
                     part.decode_ahead();
                 }
             }

@@ -72,13 +72,13 @@ impl Worker {
             .out
             .producer
             .flush(deadline.saturating_duration_since(Instant::now()));
-        core.for_each_part(&self.consumer, PartitionProcessor::settle_only);
+        core.for_each_part(&self.consumer, PartitionProcessor::settle);
         if flushed.is_ok() && core.out.producer.in_flight_count() > 0 {
             flushed = core
                 .out
                 .producer
                 .flush(deadline.saturating_duration_since(Instant::now()));
-            core.for_each_part(&self.consumer, PartitionProcessor::settle_only);
+            core.for_each_part(&self.consumer, PartitionProcessor::settle);
         }
         if let Err(e) = flushed {
             undone.get_or_insert(format!(

@@ -324,11 +324,6 @@ impl PartitionProcessor {
         !self.jobs.is_empty()
     }
 
-    /// Settles what is applied, nothing more (see [`PartitionProcessor::step`]).
-    pub fn settle_only(&mut self, env: &Env<'_>) {
-        self.settle(env);
-    }
-
     /// Whether the state is restored.
     pub fn restored(&self) -> bool {
         self.state.is_some()

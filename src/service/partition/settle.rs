@@ -15,7 +15,7 @@ const WAITING_PER_MESSAGE: usize = 256;
 impl PartitionProcessor {
     /// Produces changelog records behind acknowledged events, stores the
     /// offsets of what is done, in order.
-    pub(super) fn settle(&mut self, env: &Env<'_>) {
+    pub fn settle(&mut self, env: &Env<'_>) {
         // Changelog records of a message go out only when its events and
         // those of every earlier message are acknowledged.
         let mut idx = 0;
