@@ -419,14 +419,12 @@ fn scan_file(
     if let (Some(now), Some(target)) = (&remembered, &s.target) {
         let spec = target.to_string();
         if let Some(last) = state.last_scans.remove(&spec) {
-            let same = ScanRecord {
-                findings: last.findings,
-                observed: Vec::new(),
-                ..now.clone()
-            } == ScanRecord {
-                observed: Vec::new(),
-                ..last.clone()
-            };
+            // The same report under the same flags and settings.
+            let same = last.bytes == now.bytes
+                && last.format == now.format
+                && last.scanner == now.scanner
+                && last.complete == now.complete
+                && last.settings == now.settings;
             if same
                 && engine
                     .rescan_unchanged(
