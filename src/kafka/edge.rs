@@ -63,7 +63,7 @@ impl Output {
             return;
         }
         let mut open = lock(&self.txn_open);
-        if !*open || health.failure().is_some() {
+        if !*open || health.has_failed() {
             return;
         }
         let mut tpl = TopicPartitionList::new();
@@ -191,7 +191,7 @@ impl KafkaEdge<'_> {
             };
             match failure(&e, topic) {
                 Failure::Retryable(error) => {
-                    if self.health.failure().is_some() {
+                    if self.health.has_failed() {
                         // Another record already failed: the run stops, and
                         // this message is redelivered anyway.
                         ack.lost();

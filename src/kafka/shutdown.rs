@@ -41,7 +41,7 @@ impl Worker {
                 "stopping: {left} consumed messages not yet applied are left to be redelivered"
             );
         }
-        if !self.health.failed.load(Ordering::Acquire) {
+        if !self.health.has_failed() {
             loop {
                 let mut core = lock(&self.core);
                 let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
@@ -87,7 +87,7 @@ impl Worker {
             ));
         }
         if core.out.eos {
-            if self.health.failed.load(Ordering::Acquire) {
+            if self.health.has_failed() {
                 let _ = core
                     .out
                     .producer

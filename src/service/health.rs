@@ -44,6 +44,12 @@ impl Health {
             .then(|| lock(&self.last_error).clone().unwrap_or_default())
     }
 
+    /// Whether the run has failed (see [`Health::failure`]), without
+    /// copying its error.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     /// Records a failure: the service stops without storing further
     /// offsets.
     pub fn fail(&self, e: String) {
