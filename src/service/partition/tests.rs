@@ -7,12 +7,14 @@ use crate::config::service::ServiceSettings;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::service::health::lock;
 use crate::service::health::Health;
 use crate::service::meta::header;
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// An effect as recorded.
@@ -158,11 +160,11 @@ impl Bench {
 
     fn feed(&self, p: &mut PartitionProcessor, msg: Incoming) {
         p.on_message(&self.cx, msg, self.start + self.elapsed);
-        p.step(&self.env(), true, &|| false);
+        p.step(&self.env(), &|| false);
     }
 
     fn step(&self, p: &mut PartitionProcessor) {
-        p.step(&self.env(), true, &|| false);
+        p.step(&self.env(), &|| false);
     }
 }
 
@@ -270,6 +272,84 @@ fn a_reports_changelog_waits_for_its_events_and_its_offset_for_its_changelog() {
     assert_eq!(stores(&b.edge.take()), [0]);
     assert_eq!(p.next_offset, Some(1));
     assert_eq!(p.in_flight(), 0);
+}
+
+/// The targets of the finding events among `effects`, in order.
+fn event_targets(b: &Bench, effects: &[Rec]) -> Vec<String> {
+    produced(effects, &b.cx.settings.findings_topic)
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Produce {
+                payload: Some(p), ..
+            } => serde_json::from_slice::<serde_json::Value>(p).ok(),
+            _ => None,
+        })
+        .map(|v| v["target"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn decodes_handed_out_are_applied_in_order_once_handed_back() {
+    const OTHER: &str = "repo:github.com/acme/web";
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let now = b.start;
+    p.on_message(&b.cx, message(0, TARGET, report(&[1]), &[]), now);
+    p.on_message(&b.cx, message(1, OTHER, report(&[2]), &[]), now);
+    let mut tasks = p.decode_ahead();
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        p.decode_ahead().is_empty(),
+        "each decode is handed out once"
+    );
+    // Nothing is applied while the first message's decode is out, even
+    // when the second's is back.
+    b.step(&mut p);
+    let second = tasks.pop().unwrap();
+    let first = tasks.pop().unwrap();
+    p.on_decoded(second.run());
+    b.step(&mut p);
+    assert!(event_targets(&b, &b.edge.take()).is_empty());
+    p.on_decoded(first.run());
+    b.step(&mut p);
+    assert_eq!(
+        event_targets(&b, &b.edge.take()),
+        [TARGET.to_string(), OTHER.to_string()]
+    );
+    assert_eq!(p.in_flight(), 2, "both applied, their records in flight");
+}
+
+#[test]
+fn a_decode_result_of_another_assignment_or_a_dropped_message_is_let_go() {
+    let b = Bench::new(|_| {});
+    let mut old = b.restored(&[]);
+    let changelog = b.cx.settings.changelog_for(REPORTS);
+    let mut p = PartitionProcessor::new(REPORTS, 0, &changelog, 2, b.start);
+    p.on_restore(&b.env(), changelog::RawLog::new(), Vec::new());
+    b.edge.take();
+    // The same message in the partition's earlier assignment and now.
+    old.on_message(&b.cx, message(0, TARGET, report(&[1]), &[]), b.start);
+    p.on_message(&b.cx, message(0, TARGET, report(&[1, 2]), &[]), b.start);
+    let stale = old.decode_ahead().pop().unwrap().run();
+    let task = p.decode_ahead().pop().unwrap();
+    p.on_decoded(stale);
+    b.step(&mut p);
+    assert!(
+        event_targets(&b, &b.edge.take()).is_empty(),
+        "the earlier assignment's result is not this message's"
+    );
+    // Dropped at a revoke, then consumed again: decoded afresh, and the
+    // result handed back late changes nothing.
+    assert_eq!(p.drop_unapplied(), 1);
+    p.on_message(&b.cx, message(0, TARGET, report(&[1, 2]), &[]), b.start);
+    p.on_decoded(task.run());
+    b.step(&mut p);
+    assert_eq!(
+        event_targets(&b, &b.edge.take()).len(),
+        2,
+        "two findings, once"
+    );
 }
 
 #[test]
@@ -540,6 +620,10 @@ enum Op {
     /// applied is dropped, what is applied is settled and committed, and
     /// the next owner restores from the changelog.
     Rebalance,
+    /// The edge takes the decodes not started yet, to run ahead.
+    DecodeAhead,
+    /// One decode taken ahead is done and handed back.
+    DecodeBack { which: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -549,6 +633,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..3).prop_map(|committed_lag| Op::Crash { committed_lag }),
         1 => any::<u8>().prop_map(|which| Op::Lose { which }),
         1 => Just(Op::Rebalance),
+        1 => Just(Op::DecodeAhead),
+        2 => any::<u8>().prop_map(|which| Op::DecodeBack { which }),
     ]
 }
 
@@ -582,6 +668,8 @@ struct World<'a> {
     changelog_of: i64,
     /// The message being consumed (events produced now are its).
     consuming: i64,
+    /// Decodes the edge took ahead and has not handed back.
+    away: Vec<DecodeTask>,
 }
 
 impl World<'_> {
@@ -739,7 +827,19 @@ impl World<'_> {
         self.delivered.insert(id, payload.to_vec());
     }
 
+    /// One decode taken ahead handed back (they finish in any order).
+    fn decode_back(&mut self, which: u8) {
+        if self.away.is_empty() {
+            return;
+        }
+        let task = self.away.remove(which as usize % self.away.len());
+        self.p.on_decoded(task.run());
+        self.step();
+    }
+
     fn crash(&mut self, committed_lag: u8) {
+        // Decodes out with the edge die with it.
+        self.away.clear();
         // Some of the stored offsets were committed (auto-commit lags).
         let keep = self.stored.len().saturating_sub(committed_lag as usize);
         if let Some(done) = keep.checked_sub(1).map(|i| self.stored[i]) {
@@ -791,6 +891,9 @@ impl World<'_> {
         for _ in 0..10_000 {
             if self.next >= self.input.len() && self.p.in_flight() == 0 {
                 return;
+            }
+            while !self.away.is_empty() {
+                self.decode_back(0);
             }
             self.consume();
             self.ack(u8::MAX, u8::MAX);
@@ -866,6 +969,7 @@ fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
         committed: 0,
         changelog_of: -1,
         consuming: -1,
+        away: Vec::new(),
     };
     let mut crashes = 0;
     for op in ops {
@@ -883,6 +987,11 @@ fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
             }
             Op::Lose { .. } => {}
             Op::Rebalance => w.rebalance(),
+            Op::DecodeAhead => {
+                let tasks = w.p.decode_ahead();
+                w.away.extend(tasks);
+            }
+            Op::DecodeBack { which } => w.decode_back(*which),
         }
     }
     w.finish();
@@ -893,7 +1002,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     /// Whatever the interleaving of messages (chunked scans among them),
-    /// acknowledgements, lost records, crashes and rebalances, the ordering
+    /// acknowledgements, lost records, crashes, rebalances and decodes run
+    /// ahead and handed back in any order, the ordering
     /// rules hold at every effect (checked as they
     /// come, see `World::collect`), the in-flight bound holds, no two
     /// different events share an id, and the events delivered in the end
