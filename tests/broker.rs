@@ -740,13 +740,21 @@ fn sigterm_under_a_backlog_exits_cleanly_and_loses_nothing() {
     let report = dir.path().join("report.sarif");
     std::fs::write(&report, crate::common::sarif(FINDINGS)).unwrap();
     let report = report.to_str().unwrap();
-    let log = dir.path().join("run1.log");
-    let child = spawn_run(&cfg, &log);
+    // The topics made by a first run, stopped before anything is
+    // published: the reports then wait for the next run, which finds the
+    // whole backlog when it starts, however slowly they were published.
+    let log = dir.path().join("run0.log");
+    let mut child = spawn_run(&cfg, &log);
     wait_for_topics(&brokers, &names, &log);
+    wait_for_line(&log, RESTORED, &mut child);
+    let status = terminate(child);
+    assert!(status.success(), "exit {status}: {}", tail(&log));
     for i in 0..REPORTS {
         let target = format!("repo:github.com/acme/backlog-{i}");
         publish(&brokers, &names.reports, &target, report);
     }
+    let log = dir.path().join("run1.log");
+    let child = spawn_run(&cfg, &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     while read(&brokers, &names.findings).is_empty() {
         assert!(Instant::now() < deadline, "no events: {}", tail(&log));
