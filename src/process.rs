@@ -487,6 +487,7 @@ fn scan_file(
             git_ref: report.git_ref.clone().or_else(|| s.git_ref.clone()),
             complete: !s.partial,
             coverage: report.coverage.clone(),
+            rule_help: report.rule_help.clone(),
         };
         let touched = engine.scan_touched(
             state,

@@ -190,6 +190,7 @@ fn unknown_owners_never_grow_the_series_past_the_cap() {
             git_ref: None,
             complete: true,
             coverage: report.coverage.clone(),
+            rule_help: Default::default(),
         };
         engine.scan_into(
             &mut state,
@@ -252,6 +253,7 @@ fn team_sla_overrides_set_the_due_dates() {
             git_ref: None,
             complete: true,
             coverage: report.coverage,
+            rule_help: Default::default(),
         };
         let mut state = custody::lifecycle::State::new();
         let out = engine.scan(&mut state, &scan, report.findings, chrono::Utc::now());
@@ -373,6 +375,7 @@ fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excus
         git_ref: Some("refs/tags/v6.5".into()),
         complete: true,
         coverage: old.coverage.clone(),
+        rule_help: Default::default(),
     };
     let t0 = chrono::Utc::now() - chrono::Duration::days(20);
     let t1 = t0 + chrono::Duration::days(5);

@@ -78,6 +78,10 @@ struct Rule<'a> {
     #[serde(borrow, default)]
     short_description: Option<Message<'a>>,
     #[serde(borrow, default)]
+    full_description: Option<Message<'a>>,
+    #[serde(borrow, default)]
+    help: Option<Message<'a>>,
+    #[serde(borrow, default)]
     help_uri: Option<Str<'a>>,
     #[serde(borrow, default)]
     default_configuration: Option<RuleConfig<'a>>,
@@ -723,6 +727,11 @@ impl<'r, 'de> RunState<'r, 'de> {
         let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
         let (mut f, source, base, artifact) =
             to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
+        if let Some(text) = rule.and_then(help_text) {
+            if !report.rule_help.contains(&f.rule_id) {
+                report.rule_help.insert(&f.rule_id, text);
+            }
+        }
         let shared = match self.sources.get(&source) {
             Some(s) => Arc::clone(s),
             None => {
@@ -1121,6 +1130,23 @@ fn severity(
         .unwrap_or("warning");
     let sev = Severity::from_label(level).unwrap_or(Severity::Medium);
     (sev, format!("level:{level}"))
+}
+
+/// A rule's help for a ticket: the longest of its `help` and its
+/// `fullDescription` (tools put their documentation in either: Ruff's
+/// `help` is one line and its `fullDescription` the whole page), as plain
+/// text, else as Markdown (tickets escape it either way).
+fn help_text<'r>(r: &'r Rule<'_>) -> Option<&'r str> {
+    let text = |m: Option<&'r Message<'_>>| {
+        let m = m?;
+        m.text.as_deref().or(m.markdown.as_deref())
+    };
+    [text(r.help.as_ref()), text(r.full_description.as_ref())]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .max_by_key(|t| t.len())
 }
 
 /// The result message: text, else markdown, else the rule's message string
