@@ -644,6 +644,9 @@ struct RunState<'r, 'de> {
     base_ids: Vec<String>,
     fixups: Vec<Fixup>,
     n: usize,
+    /// Whether its rules' `help` describes one result rather than the
+    /// rule: Checkov writes its first result's resource there.
+    help_of_a_result: bool,
 }
 
 impl<'r, 'de> RunState<'r, 'de> {
@@ -659,6 +662,7 @@ impl<'r, 'de> RunState<'r, 'de> {
             base_ids: Vec::new(),
             fixups: Vec::new(),
             n,
+            help_of_a_result: scanner_name(driver_name) == "checkov",
             tool,
         };
         let mut by_id = HashMap::new();
@@ -727,7 +731,7 @@ impl<'r, 'de> RunState<'r, 'de> {
         let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
         let (mut f, source, base, artifact) =
             to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
-        if let Some(text) = rule.and_then(help_text) {
+        if let Some(text) = rule.and_then(|r| help_text(r, self.help_of_a_result)) {
             if !report.rule_help.contains(&f.rule_id) {
                 report.rule_help.insert(&f.rule_id, text);
             }
@@ -1136,12 +1140,19 @@ fn severity(
 /// `fullDescription` (tools put their documentation in either: Ruff's
 /// `help` is one line and its `fullDescription` the whole page), as plain
 /// text, else as Markdown (tickets escape it either way).
-fn help_text<'r>(r: &'r Rule<'_>) -> Option<&'r str> {
+/// With `result_help`, the rule's `help` describes a result, not the rule,
+/// and is left out.
+fn help_text<'r>(r: &'r Rule<'_>, result_help: bool) -> Option<&'r str> {
     let text = |m: Option<&'r Message<'_>>| {
         let m = m?;
         m.text.as_deref().or(m.markdown.as_deref())
     };
-    [text(r.help.as_ref()), text(r.full_description.as_ref())]
+    let help = if result_help {
+        None
+    } else {
+        text(r.help.as_ref())
+    };
+    [help, text(r.full_description.as_ref())]
         .into_iter()
         .flatten()
         .map(str::trim)
@@ -1360,6 +1371,26 @@ mod tests {
     /// A report of the shared corpus; `None` (the test skips) without it.
     fn corpus(name: &str) -> Option<Vec<u8>> {
         crate::testing::shared_bytes(&format!("scans/sarif/{name}"), name)
+    }
+
+    #[test]
+    fn a_rules_help_is_its_longest_description_but_checkovs_result_help() {
+        let rules = |help: &str, full: &str| {
+            format!(
+                r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"DRIVER","rules":[{{"id":"R1","help":{{"text":"{help}"}},"fullDescription":{{"text":"{full}"}}}}]}}}},"results":[{{"ruleId":"R1","message":{{"text":"m"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"a.py"}},"region":{{"startLine":1}}}}}}]}}]}}]}}"#
+            )
+        };
+        let table = [
+            ("ruff", "Use of x", r"## What it does\nChecks x.", Some("## What it does\nChecks x.")),
+            ("semgrep", "Same text.", "Same text.", Some("Same text.")),
+            ("tool", "The long help of the rule.", "Short.", Some("The long help of the rule.")),
+            ("tool", "", "", None),
+            ("Checkov", r"Memory requests\nResource: Deployment.a", "Memory requests", Some("Memory requests")),
+        ];
+        for (driver, help, full, want) in table {
+            let r = decode(rules(help, full).replace("DRIVER", driver).as_bytes()).unwrap();
+            assert_eq!(r.rule_help.get("R1").map(|h| &**h), want, "{driver}");
+        }
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {

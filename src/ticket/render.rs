@@ -208,12 +208,14 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
             out.push_str("\n\n");
         }
         // The rule's documentation, when the report gave more than the
-        // message already says (a secret's rule gets the advice above).
-        if let Some(h) = rec
-            .help
-            .as_deref()
-            .filter(|h| f.category != Category::Secret && h.trim() != f.message.trim())
-        {
+        // message or the title already says (a secret's rule gets the
+        // advice above).
+        if let Some(h) = rec.help.as_deref().filter(|h| {
+            let h = h.trim();
+            f.category != Category::Secret
+                && h != f.message.trim()
+                && Some(h) != f.title.as_deref().map(str::trim)
+        }) {
             out.push_str("**About this rule:**\n\n");
             out.push_str(&quote(h));
             out.push('\n');
