@@ -479,3 +479,31 @@ fn tickets_keep_their_rules_help_for_later_events() {
         .values()
         .all(|t| t.help.is_none()));
 }
+
+/// Tickets of one finding, or spanning rules, keep no help: the state
+/// would otherwise hold a copy per finding, or one rule's help for many.
+#[test]
+fn tickets_of_one_finding_or_of_many_rules_keep_no_help() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = fixture("churn/ruff-6.4.2.sarif");
+    for grouping in ["finding", "team_target"] {
+        let cfg = config(
+            tmp.path(),
+            &format!("[tickets]\ngrouping = \"{grouping}\"\n"),
+        );
+        let state = tmp.path().join(format!("{grouping}.json"));
+        let evs = events(&run(&report, &cfg, Some(&state), false));
+        assert!(!evs.is_empty());
+        for e in &evs {
+            let body = e["body"].as_str().unwrap();
+            assert!(!body.contains("**About this rule:**"), "{grouping}: {body}");
+        }
+        let kept: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let tickets = kept["targets"][TORNADO]["tickets"].as_object().unwrap();
+        assert!(!tickets.is_empty());
+        assert!(
+            tickets.values().all(|t| t.get("help").is_none()),
+            "{grouping}"
+        );
+    }
+}

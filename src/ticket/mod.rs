@@ -240,9 +240,11 @@ pub fn refresh(
             });
         };
         let (commit, git_ref) = ctx.scan.unwrap_or_default();
-        // A ticket spanning rules has no one rule to explain.
+        // A ticket spanning rules has no one rule to explain; a ticket per
+        // finding keeps none, or every finding would carry its rule's help
+        // in the state and the changelog (its body has the help link).
         let help = match grouping {
-            Grouping::TeamTarget => None,
+            Grouping::TeamTarget | Grouping::Finding => None,
             _ => ctx.rule_help.and_then(|h| {
                 std::iter::once(f.group_id())
                     .chain(f.aliases.iter().map(String::as_str))
