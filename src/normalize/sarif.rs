@@ -647,6 +647,9 @@ struct RunState<'r, 'de> {
     /// Whether its rules' `help` describes one result rather than the
     /// rule: Checkov writes its first result's resource there.
     help_of_a_result: bool,
+    /// Per component and rule: whether its help was taken (once per rule,
+    /// not looked up per result).
+    helped: Vec<Vec<bool>>,
 }
 
 impl<'r, 'de> RunState<'r, 'de> {
@@ -663,6 +666,7 @@ impl<'r, 'de> RunState<'r, 'de> {
             fixups: Vec::new(),
             n,
             help_of_a_result: scanner_name(driver_name) == "checkov",
+            helped: Vec::new(),
             tool,
         };
         let mut by_id = HashMap::new();
@@ -676,6 +680,7 @@ impl<'r, 'de> RunState<'r, 'de> {
             }
             meta.push(rules.iter().map(RuleMeta::of).collect());
         }
+        state.helped = meta.iter().map(|m: &Vec<RuleMeta>| vec![false; m.len()]).collect();
         state.by_id = by_id;
         state.meta = meta;
         state
@@ -727,14 +732,19 @@ impl<'r, 'de> RunState<'r, 'de> {
             return;
         }
         let at = self.rule(res);
+        // The rule's first result takes its help.
+        let first = at
+            .and_then(|(c, i)| self.helped.get_mut(c)?.get_mut(i))
+            .is_some_and(|taken| !std::mem::replace(taken, true));
         let rule = at.and_then(|(c, i)| self.component(c).get(i));
         let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
         let (mut f, source, base, artifact) =
             to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
-        if let Some(text) = rule.and_then(|r| help_text(r, self.help_of_a_result)) {
-            if !report.rule_help.contains(&f.rule_id) {
-                report.rule_help.insert(&f.rule_id, text);
-            }
+        if let Some(text) = rule
+            .filter(|_| first)
+            .and_then(|r| help_text(r, self.help_of_a_result))
+        {
+            report.rule_help.insert(&f.rule_id, text);
         }
         let shared = match self.sources.get(&source) {
             Some(s) => Arc::clone(s),
