@@ -507,3 +507,26 @@ fn tickets_of_one_finding_or_of_many_rules_keep_no_help() {
         );
     }
 }
+
+/// The README's example of a body quoting its rule's help is a body of
+/// the ruff golden file, as it is.
+#[test]
+fn the_readmes_example_of_a_rules_help_is_a_golden_body() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let from = readme
+        .find("Ruff's reports carry each rule's documentation.")
+        .expect("the example in the README");
+    let rest = &readme[from..];
+    let start = rest.find("```markdown\n").unwrap() + "```markdown\n".len();
+    let end = start + rest[start..].find("```\n").unwrap();
+    let example = &rest[start..end];
+    let golden = std::fs::read_to_string(fixture("tickets/tornado-ruff.tickets.jsonl")).unwrap();
+    assert!(
+        golden
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .any(|e| e["body"] == example),
+        "the README's example is no body of the golden file:\n{example}"
+    );
+}
