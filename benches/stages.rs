@@ -131,6 +131,7 @@ fn bench_scan() -> (Target, chrono::DateTime<Utc>, ScanMeta) {
         git_ref: None,
         complete: true,
         coverage: [("bandit".to_string(), custody::model::Category::Sast)].into(),
+        rule_help: Default::default(),
     };
     (target, now, meta)
 }

@@ -600,6 +600,7 @@ impl Engine {
             router: &self.router,
             settings: &self.tickets,
             scan: scan.map(|s| (s.commit.as_deref(), s.git_ref.as_deref())),
+            rule_help: scan.map(|s| &s.rule_help),
             regrouped: &regroup.stale,
         };
         let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);

@@ -100,10 +100,12 @@ pub struct TeamScore {
     pub suppressed: u64,
     /// Findings that do not affect their target (not open).
     pub not_affected: u64,
-    /// Mean time to remediate, in seconds, over findings resolved since
-    /// this instance started (null before the first).
+    /// Mean time to remediate, in seconds: from first sighting to
+    /// resolution (as `custody_time_to_remediate_seconds`), over the
+    /// resolved findings the state keeps, so a restart or a restore keeps
+    /// it (null when there is none).
     pub mttr_seconds: Option<f64>,
-    /// Findings resolved since this instance started.
+    /// Resolved findings the state keeps (the ones MTTR is over).
     pub resolved: u64,
     /// Open findings introduced by a scan after the target's first.
     pub open_introduced: u64,
@@ -187,8 +189,6 @@ pub struct Scorecard {
     pub unattributed_more: u64,
     /// When it was computed.
     pub at: Option<DateTime<Utc>>,
-    #[serde(skip)]
-    ttr: BTreeMap<String, (f64, u64)>,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -596,10 +596,6 @@ impl Metrics {
                     let fix = (e.at - e.origin.at).num_milliseconds().max(0) as f64 / 1000.0;
                     self.time_to_fix.with_label_values(&labels).observe(fix);
                 }
-                let mut card = self.scorecard.lock().unwrap_or_else(|p| p.into_inner());
-                let slot = card.ttr.entry(team).or_insert((0.0, 0));
-                slot.0 += secs;
-                slot.1 += 1;
             }
             _ => {}
         }
@@ -631,6 +627,9 @@ impl Metrics {
         let mut excused: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
         let mut recent: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut tickets: BTreeMap<String, (Vec<TicketRow>, u64)> = BTreeMap::new();
+        // Per team: milliseconds from first sighting to resolution, summed,
+        // and how many resolved findings.
+        let mut ttr: BTreeMap<String, (i128, u64)> = BTreeMap::new();
         let mut unowned_rows: Vec<UnownedRow> = Vec::new();
         let mut unowned_more = 0u64;
         let soon = now + chrono::Duration::days(7);
@@ -700,7 +699,15 @@ impl Metrics {
                         }
                         Status::Suppressed => *suppressed.entry(team).or_default() += 1,
                         Status::NotAffected => *not_affected.entry(team).or_default() += 1,
-                        _ => {}
+                        Status::Resolved => {
+                            if let Some(at) = rec.resolved_at {
+                                let ms = (at - rec.first_seen).num_milliseconds().max(0);
+                                let slot = ttr.entry(team).or_default();
+                                slot.0 += i128::from(ms);
+                                slot.1 += 1;
+                            }
+                        }
+                        Status::FalsePositive => {}
                     }
                 }
                 for (key, t) in &ts.tickets {
@@ -786,7 +793,6 @@ impl Metrics {
         }
         // The scorecard from the same pass.
         let mut card = self.scorecard.lock().unwrap_or_else(|p| p.into_inner());
-        let ttr = std::mem::take(&mut card.ttr);
         let mut teams: BTreeMap<String, TeamScore> = BTreeMap::new();
         for ((team, sev), n) in &open {
             let t = teams.entry(team.clone()).or_default();
@@ -825,7 +831,7 @@ impl Metrics {
         for (team, (sum, count)) in &ttr {
             let t = teams.entry(team.clone()).or_default();
             t.resolved = *count;
-            t.mttr_seconds = (*count > 0).then(|| sum / *count as f64);
+            t.mttr_seconds = (*count > 0).then(|| *sum as f64 / 1000.0 / *count as f64);
         }
         let total: u64 = open.values().sum();
         let unowned: u64 = unattributed.values().sum();
@@ -839,7 +845,6 @@ impl Metrics {
             unattributed: unowned_rows,
             unattributed_more: unowned_more,
             at: Some(now),
-            ttr,
         };
     }
 

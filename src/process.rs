@@ -17,6 +17,7 @@ use crate::lifecycle::{ScanRecord, State};
 use crate::model::{FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -487,6 +488,7 @@ fn scan_file(
             git_ref: report.git_ref.clone().or_else(|| s.git_ref.clone()),
             complete: !s.partial,
             coverage: report.coverage.clone(),
+            rule_help: report.rule_help.clone(),
         };
         let touched = engine.scan_touched(
             state,
@@ -620,13 +622,18 @@ struct Tally {
 }
 
 /// A finding that fails the run (`--fail-on`).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, JsonSchema)]
 struct Failing {
+    /// Its severity (at or above `--fail-on`).
     severity: Severity,
+    /// Its rule or vulnerability id.
     rule: String,
     /// `path:line`, the path, or the target when the finding has none.
     location: String,
+    /// Its team; null while unattributed.
+    #[schemars(required, extend("type" = ["string", "null"]))]
     team: Option<String>,
+    /// Its fingerprint.
     fingerprint: String,
 }
 
@@ -716,25 +723,43 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 }
 
-/// One row of the summary: a team (`None`: unattributed).
-#[derive(serde::Serialize)]
+/// One row of the summary: a team, or the unattributed findings.
+#[derive(serde::Serialize, JsonSchema)]
 struct Row {
+    /// The team; null for the unattributed findings.
+    #[schemars(required, extend("type" = ["string", "null"]))]
     team: Option<String>,
-    /// Open findings in the whole state, by severity.
+    /// Open findings in the whole state (this run's and earlier ones), by
+    /// severity.
+    #[schemars(with = "OpenBySeverity")]
     open: BTreeMap<Severity, u64>,
-    /// This run's finding events.
+    /// Findings this run opened.
     opened: u64,
+    /// Findings this run resolved.
     resolved: u64,
+    /// Findings this run reopened.
     reopened: u64,
     /// Open tickets in the whole state.
     tickets_open: u64,
 }
 
+/// A row's open findings by severity: every severity is there, zero or not.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // The shape of a schema, never built.
+struct OpenBySeverity {
+    critical: u64,
+    high: u64,
+    medium: u64,
+    low: u64,
+    info: u64,
+}
+
 /// What the summary says, whichever way it is printed.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, JsonSchema)]
 struct Rows<'a> {
     /// Files scanned and how many findings each gave.
     scans: Vec<ScanRow<'a>>,
+    /// One row per team with open findings or events of this run.
     teams: Vec<Row>,
     /// Unattributed open findings per target.
     unattributed: BTreeMap<String, u64>,
@@ -742,10 +767,33 @@ struct Rows<'a> {
     failing: &'a [Failing],
 }
 
-#[derive(serde::Serialize)]
+/// One report file of the run.
+#[derive(serde::Serialize, JsonSchema)]
 struct ScanRow<'a> {
+    /// The file as named on the command line (`<stdin>`: standard input).
     file: &'a str,
+    /// The findings its report gave.
     findings: usize,
+}
+
+/// The findings that fail the run under `--fail-on`.
+#[derive(serde::Serialize, JsonSchema)]
+struct FailOn<'a> {
+    /// The `--fail-on` severity.
+    severity: Severity,
+    /// The findings this run opened or reopened at or above it.
+    findings: &'a [Failing],
+}
+
+/// What `custody process --summary json` prints: one line of JSON, the last
+/// of standard error (`schemas/process-summary.schema.json`).
+#[derive(serde::Serialize, JsonSchema)]
+pub struct ProcessSummary<'a> {
+    #[serde(flatten)]
+    rows: &'a Rows<'a>,
+    /// With `--fail-on` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_on: Option<FailOn<'a>>,
 }
 
 /// Counts the summary's rows: open findings by severity and open tickets
@@ -857,19 +905,7 @@ fn summary_json(
     rows: &Rows<'_>,
     fail_on: Option<Severity>,
 ) -> std::io::Result<()> {
-    #[derive(serde::Serialize)]
-    struct FailOn<'a> {
-        severity: Severity,
-        findings: &'a [Failing],
-    }
-    #[derive(serde::Serialize)]
-    struct Summary<'a> {
-        #[serde(flatten)]
-        rows: &'a Rows<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        fail_on: Option<FailOn<'a>>,
-    }
-    let summary = Summary {
+    let summary = ProcessSummary {
         rows,
         fail_on: fail_on.map(|severity| FailOn {
             severity,

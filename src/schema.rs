@@ -34,5 +34,11 @@ pub fn all() -> Vec<(&'static str, String)> {
             "decision.schema.json",
             render(schemars::schema_for!(DecisionRecord)),
         ),
+        (
+            "process-summary.schema.json",
+            render(schemars::schema_for!(
+                crate::process::ProcessSummary<'static>
+            )),
+        ),
     ]
 }

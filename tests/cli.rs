@@ -1026,3 +1026,55 @@ fn a_rescan_of_the_same_report_is_recognized_and_changes_nothing_else() {
         stderr(&decided)
     );
 }
+
+/// `--summary json` follows `schemas/process-summary.schema.json`: with
+/// teams, the unattributed findings and `--fail-on`'s list; the check can
+/// fail (a summary missing what the schema requires does not pass).
+#[test]
+fn the_json_summary_follows_its_schema() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/process-summary.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let owners = ownership();
+    let summary = |extra: &[&str]| -> Value {
+        let mut args = vec![TORNADO[0], TORNADO[1], "--summary", "json"];
+        args.extend_from_slice(extra);
+        let out = process(&args, &[&tornado("6.5")]);
+        let err = stderr(&out);
+        serde_json::from_str(err.lines().last().unwrap()).unwrap()
+    };
+    // Unattributed (no ownership): a null team, findings per target.
+    let plain = summary(&[]);
+    assert!(plain["teams"][0]["team"].is_null(), "{plain}");
+    assert!(!plain["unattributed"].as_object().unwrap().is_empty());
+    assert!(plain.get("fail_on").is_none());
+    // Teams, and the findings that fail the run.
+    let failing = summary(&["--owners", owners.to_str().unwrap(), "--fail-on", "high"]);
+    assert!(
+        !failing["fail_on"]["findings"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{failing}"
+    );
+    for s in [&plain, &failing] {
+        crate::schemas::validate(&schema, s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    }
+    // What the schema rules out.
+    let mut bad = failing.clone();
+    bad["teams"][0]["open"]
+        .as_object_mut()
+        .unwrap()
+        .remove("info");
+    assert!(crate::schemas::validate(&schema, &bad).is_err());
+    let mut bad = failing.clone();
+    bad["fail_on"]["findings"][0]["severity"] = "severe".into();
+    assert!(crate::schemas::validate(&schema, &bad).is_err());
+    let mut bad = plain;
+    bad.as_object_mut().unwrap().remove("scans");
+    assert!(crate::schemas::validate(&schema, &bad).is_err());
+}

@@ -45,6 +45,7 @@ fn apply(
         git_ref: None,
         complete: true,
         coverage: r.coverage,
+        rule_help: Default::default(),
     };
     engine.scan(state, &scan, r.findings, at)
 }

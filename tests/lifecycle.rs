@@ -47,6 +47,7 @@ fn scan(scanner: &str, complete: bool, categories: &[Category]) -> ScanMeta {
             .iter()
             .map(|c| (scanner.to_string(), *c))
             .collect(),
+        rule_help: Default::default(),
     }
 }
 

@@ -190,6 +190,7 @@ fn unknown_owners_never_grow_the_series_past_the_cap() {
             git_ref: None,
             complete: true,
             coverage: report.coverage.clone(),
+            rule_help: Default::default(),
         };
         engine.scan_into(
             &mut state,
@@ -252,6 +253,7 @@ fn team_sla_overrides_set_the_due_dates() {
             git_ref: None,
             complete: true,
             coverage: report.coverage,
+            rule_help: Default::default(),
         };
         let mut state = custody::lifecycle::State::new();
         let out = engine.scan(&mut state, &scan, report.findings, chrono::Utc::now());
@@ -373,6 +375,7 @@ fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excus
         git_ref: Some("refs/tags/v6.5".into()),
         complete: true,
         coverage: old.coverage.clone(),
+        rule_help: Default::default(),
     };
     let t0 = chrono::Utc::now() - chrono::Duration::days(20);
     let t1 = t0 + chrono::Duration::days(5);
@@ -465,4 +468,82 @@ fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excus
         .map(|(_, v)| v)
         .sum();
     assert_eq!(opened as usize, introduced.len());
+}
+
+/// The scorecard's MTTR and resolved count come from the resolved findings
+/// the state keeps, not from the events this instance saw: a new instance
+/// that restores the state from its changelog, and saw no event, shows
+/// the same figures.
+#[test]
+fn mttr_on_the_scorecard_comes_from_the_state_and_survives_a_restore() {
+    use custody::lifecycle::State;
+    use custody::service::changelog::{baseline_record, records, Restorer};
+    let engine =
+        Engine::new(&custody::config::Config::default()).with_attribution(Box::new(Team("web")));
+    let decode = |path: &str| {
+        let bytes = std::fs::read(path).unwrap();
+        custody::normalize::decode(&bytes, None, engine.decode_context())
+            .unwrap()
+            .1
+    };
+    let (old, new) = old_new("bandit");
+    let (old, new) = (decode(&old), decode(&new));
+    let target: Target = "repo:github.com/tornadoweb/tornado".parse().unwrap();
+    let spec = target.to_string();
+    let meta = |id: &str| ScanMeta {
+        scan_id: id.into(),
+        target: target.clone(),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: old.coverage.clone(),
+        rule_help: Default::default(),
+    };
+    let restored = |state: &State| {
+        let fps: Vec<String> = state.targets[&spec].findings.keys().cloned().collect();
+        let mut recs = records(state, &spec, &fps, None);
+        recs.extend(baseline_record(state, &spec));
+        let mut r = Restorer::new();
+        for rec in &recs {
+            r.apply(&rec.key, rec.value.as_deref()).unwrap();
+        }
+        r.finish()
+    };
+    // What a new instance shows: fresh metrics, no event seen.
+    let card_after_restart = |state: &State, now| {
+        let metrics = Metrics::new();
+        metrics.set_teams(["web"], 10);
+        metrics.set_state([&restored(state)], now);
+        let t = metrics.scorecard().teams.remove("web").unwrap();
+        (t.resolved, t.mttr_seconds)
+    };
+    let resolved = |o: &Output| {
+        o.findings
+            .iter()
+            .filter(|e| e.event == FindingEventKind::Resolved)
+            .count() as u64
+    };
+    let day = 86_400.0;
+    let t0 = chrono::Utc::now() - chrono::Duration::days(20);
+    let t1 = t0 + chrono::Duration::days(5);
+    let t2 = t1 + chrono::Duration::days(3);
+    let mut state = State::new();
+    let first = engine.scan(&mut state, &meta("a"), old.findings.clone(), t0);
+    assert_eq!(resolved(&first), 0);
+    assert_eq!(card_after_restart(&state, t0), (0, None));
+    // 6.5 fixes some of 6.4.2's findings, 5 days after they were seen.
+    let second = engine.scan(&mut state, &meta("b"), new.findings.clone(), t1);
+    let n = resolved(&second);
+    assert!(n > 0, "the fixture's 6.5 fixes findings");
+    let (count, mttr) = card_after_restart(&state, t1);
+    assert_eq!(count, n);
+    assert!((mttr.unwrap() - 5.0 * day).abs() < 1.0, "{mttr:?}");
+    // Back to 6.4.2: those reopen (no longer resolved), and what 6.5
+    // brought resolves 3 days after it was first seen.
+    let third = engine.scan(&mut state, &meta("c"), old.findings.clone(), t2);
+    let m = resolved(&third);
+    assert!(m > 0, "the fixture's 6.5 adds findings");
+    let (count, mttr) = card_after_restart(&state, t2);
+    assert_eq!(count, m);
+    assert!((mttr.unwrap() - 3.0 * day).abs() < 1.0, "{mttr:?}");
 }

@@ -447,6 +447,7 @@ fn reload_without_restart_reassigns_open_findings() {
         git_ref: None,
         complete: true,
         coverage: [("bandit".to_string(), Category::Sast)].into(),
+        rule_help: Default::default(),
     };
     let now = chrono::Utc::now();
     let o = engine.scan(&mut state, &meta, vec![f], now);

@@ -5,8 +5,9 @@
 //!
 //! The golden file `fixtures/tickets/tornado.tickets.jsonl` is the ticket
 //! events of bandit's reports over tornado 6.4.2 then 6.5 (one state),
-//! with `fixtures/tickets/custody.toml` and the example ownership. To make
-//! it again after a deliberate change, run
+//! with `fixtures/tickets/custody.toml` and the example ownership;
+//! `tornado-ruff.tickets.jsonl` is the same for ruff's reports, whose rules
+//! carry their help. To make them again after a deliberate change, run
 //! `CUSTODY_REGENERATE_GOLDEN=1 cargo test --test tests tickets::` and
 //! review the diff.
 
@@ -81,19 +82,20 @@ fn kinds(evs: &[Value]) -> BTreeMap<String, usize> {
     m
 }
 
-#[test]
-fn ticket_events_of_the_tornado_releases_match_the_golden_file() {
+/// The ticket events of `scanner`'s SARIF reports over tornado 6.4.2 then
+/// 6.5 (one state), compared byte for byte with the golden file `golden`.
+fn tornado_golden(scanner: &str, golden: &str) -> Vec<Value> {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state.json");
     let cfg = fixture("tickets/custody.toml");
     let mut text = String::new();
     // The releases' tags: the reports name no commit.
     for (version, tag) in [("6.4.2", "v6.4.2"), ("6.5", "v6.5.0")] {
-        let report = fixture(&format!("churn/bandit-{version}.sarif"));
+        let report = fixture(&format!("churn/{scanner}-{version}.sarif"));
         let out = run_at(&report, &cfg, Some(&state), false, &["--ref", tag]);
         text.push_str(&succeeded(&out));
     }
-    let golden = fixture("tickets/tornado.tickets.jsonl");
+    let golden = fixture(golden);
     if std::env::var_os("CUSTODY_REGENERATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).unwrap();
     }
@@ -103,12 +105,62 @@ fn ticket_events_of_the_tornado_releases_match_the_golden_file() {
         "ticket events differ from {}; if the change is meant, regenerate it (see the module doc) and review the diff",
         golden.display()
     );
-
-    // What an adapter relies on, whatever the golden file holds.
-    let evs: Vec<Value> = text
-        .lines()
+    text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+/// The headings a body has: custody's own, never the report's.
+fn assert_own_headings(body: &str) {
+    for l in body.lines().filter(|l| l.trim_start().starts_with('#')) {
+        assert!(
+            ["### Rule ", "### Rules", "### Locations", "### Ownership"]
+                .iter()
+                .any(|h| l.starts_with(h)),
+            "a heading not custody's: {l:?} in {body}"
+        );
+    }
+}
+
+/// Ruff's rules carry their documentation (SARIF `fullDescription`, in
+/// Markdown): each ticket quotes its rule's, escaped, and keeps it for the
+/// events that follow.
+#[test]
+fn ticket_bodies_quote_the_rules_help_from_ruffs_reports() {
+    let evs = tornado_golden("ruff", "tickets/tornado-ruff.tickets.jsonl");
+    let k = kinds(&evs);
+    assert!(k["opened"] > 0, "{k:?}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(fixture("churn/ruff-6.4.2.sarif")).unwrap()).unwrap();
+    let rules = report["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    for e in &evs {
+        let body = e["body"].as_str().unwrap();
+        assert_own_headings(body);
+        if e["event"] == "resolved" {
+            continue;
+        }
+        let rule = rules
+            .iter()
+            .find(|r| r["id"] == e["group"])
+            .unwrap_or_else(|| panic!("no rule {} in the report", e["group"]));
+        let doc = rule["fullDescription"]["text"].as_str().unwrap();
+        assert!(body.contains("**About this rule:**"), "{body}");
+        // Its first line, escaped: Ruff's pages start with a heading.
+        let first = doc.lines().next().unwrap();
+        assert!(first.starts_with("## "), "{first}");
+        let escaped = format!("> \\#\\# {}", &first[3..]);
+        assert!(body.contains(&escaped), "{escaped:?} not in {body}");
+        // Its code examples are not code blocks of the body.
+        assert!(!body.contains("```"), "{body}");
+    }
+}
+
+#[test]
+fn ticket_events_of_the_tornado_releases_match_the_golden_file() {
+    let evs = tornado_golden("bandit", "tickets/tornado.tickets.jsonl");
+    // What an adapter relies on, whatever the golden file holds.
     let k = kinds(&evs);
     // Tornado 6.5 moved code of open tickets: the second run updates them.
     assert!(k["opened"] > 0 && k["updated"] > 0, "{k:?}");
@@ -352,4 +404,129 @@ fn a_new_grouping_regroups_once_without_a_flood() {
         .iter()
         .filter(|e| e["event"] == "resolved")
         .all(|e| e["reason"] == "regrouped"));
+}
+
+/// A ticket keeps its rule's help: an event no scan caused (an SLA breach
+/// at a later tick), and a scan whose report does not describe the rule,
+/// render the help the opening scan gave; the state, written and read
+/// back, keeps it, and a ticket record from before tickets kept help
+/// reads as having none.
+#[test]
+fn tickets_keep_their_rules_help_for_later_events() {
+    use custody::engine::Engine;
+    use custody::model::{ScanMeta, TicketEventKind};
+    let engine = Engine::new(&custody::config::Config::default());
+    let bytes = std::fs::read(fixture("churn/ruff-6.4.2.sarif")).unwrap();
+    let (_, report) = custody::normalize::decode(&bytes, None, engine.decode_context()).unwrap();
+    assert!(!report.rule_help.is_empty());
+    let scan = ScanMeta {
+        scan_id: "s1".into(),
+        target: TORNADO.parse().unwrap(),
+        commit: None,
+        git_ref: None,
+        complete: true,
+        coverage: report.coverage.clone(),
+        rule_help: report.rule_help.clone(),
+    };
+    let t0: chrono::DateTime<chrono::Utc> = AT.parse().unwrap();
+    let mut state = custody::lifecycle::State::new();
+    let opened = engine.scan(&mut state, &scan, report.findings.clone(), t0);
+    let helped = |e: &custody::model::TicketEvent| e.body.contains("**About this rule:**");
+    assert!(!opened.tickets.is_empty());
+    assert!(opened.tickets.iter().all(helped));
+    let bodies: BTreeMap<String, String> = opened
+        .tickets
+        .iter()
+        .map(|e| (e.ticket_key.clone(), e.body.clone()))
+        .collect();
+
+    // Through the state file's form.
+    let text = serde_json::to_string(&state).unwrap();
+    let mut state: custody::lifecycle::State = serde_json::from_str(&text).unwrap();
+
+    // The same scan with no rule table: nothing changes, help stays.
+    let bare = ScanMeta {
+        rule_help: Default::default(),
+        ..scan.clone()
+    };
+    let again = engine.scan(&mut state, &bare, report.findings, t0);
+    assert!(again.tickets.is_empty(), "{:?}", again.tickets);
+
+    // A year on, every open ticket is past due.
+    let later = engine.tick(&mut state, t0 + chrono::Duration::days(365));
+    assert!(!later.tickets.is_empty());
+    for e in &later.tickets {
+        assert_eq!(e.event, TicketEventKind::SlaBreached);
+        assert!(helped(e), "{}", e.body);
+        let before = &bodies[&e.ticket_key];
+        let help = |b: &str| {
+            let from = b.find("**About this rule:**").unwrap();
+            let to = b.find("### Locations").unwrap();
+            b[from..to].to_string()
+        };
+        assert_eq!(help(&e.body), help(before));
+    }
+
+    // A record from before tickets kept help.
+    let mut old: Value = serde_json::from_str(&text).unwrap();
+    let tickets = old["targets"][TORNADO]["tickets"].as_object_mut().unwrap();
+    for t in tickets.values_mut() {
+        assert!(t.as_object_mut().unwrap().remove("help").is_some());
+    }
+    let old: custody::lifecycle::State = serde_json::from_value(old).unwrap();
+    assert!(old.targets[TORNADO]
+        .tickets
+        .values()
+        .all(|t| t.help.is_none()));
+}
+
+/// Tickets of one finding, or spanning rules, keep no help: the state
+/// would otherwise hold a copy per finding, or one rule's help for many.
+#[test]
+fn tickets_of_one_finding_or_of_many_rules_keep_no_help() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = fixture("churn/ruff-6.4.2.sarif");
+    for grouping in ["finding", "team_target"] {
+        let cfg = config(
+            tmp.path(),
+            &format!("[tickets]\ngrouping = \"{grouping}\"\n"),
+        );
+        let state = tmp.path().join(format!("{grouping}.json"));
+        let evs = events(&run(&report, &cfg, Some(&state), false));
+        assert!(!evs.is_empty());
+        for e in &evs {
+            let body = e["body"].as_str().unwrap();
+            assert!(!body.contains("**About this rule:**"), "{grouping}: {body}");
+        }
+        let kept: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let tickets = kept["targets"][TORNADO]["tickets"].as_object().unwrap();
+        assert!(!tickets.is_empty());
+        assert!(
+            tickets.values().all(|t| t.get("help").is_none()),
+            "{grouping}"
+        );
+    }
+}
+
+/// The README's example of a body quoting its rule's help is a body of
+/// the ruff golden file, as it is.
+#[test]
+fn the_readmes_example_of_a_rules_help_is_a_golden_body() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let from = readme
+        .find("Ruff's reports carry each rule's documentation.")
+        .expect("the example in the README");
+    let rest = &readme[from..];
+    let start = rest.find("```markdown\n").unwrap() + "```markdown\n".len();
+    let end = start + rest[start..].find("```\n").unwrap();
+    let example = &rest[start..end];
+    let golden = std::fs::read_to_string(fixture("tickets/tornado-ruff.tickets.jsonl")).unwrap();
+    assert!(
+        golden
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .any(|e| e["body"] == example),
+        "the README's example is no body of the golden file:\n{example}"
+    );
 }

@@ -30,6 +30,7 @@ pub fn tornado_changelog(config: &Config) -> Vec<changelog::Record> {
         git_ref: None,
         complete: true,
         coverage: report.coverage,
+        rule_help: Default::default(),
     };
     let mut state = State::new();
     let touched = engine.scan_touched(

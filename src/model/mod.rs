@@ -15,6 +15,6 @@ pub use event::{
 pub use finding::{
     bound_text, Category, Disposition, DispositionState, Evidence, Finding, Location, Package,
 };
-pub use scan::{Origin, Provenance, ScanMeta, Status};
+pub use scan::{Origin, Provenance, RuleHelp, ScanMeta, Status};
 pub use severity::Severity;
 pub use target::{Target, TargetError, TargetKind};

@@ -4,7 +4,8 @@ use super::{Category, Target};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What one scan was: which target, which tools and categories it covered,
 /// and whether it ran to completion. Only a complete scan can resolve
@@ -25,6 +26,56 @@ pub struct ScanMeta {
     /// The (scanner, category) pairs this scan looked for. A finding of a
     /// pair the scan covers, and that the scan did not report, is resolved.
     pub coverage: BTreeSet<(String, Category)>,
+    /// The help text of the rules the report describes: tickets keep it
+    /// (not findings), so it is never written per finding.
+    #[serde(skip)]
+    pub rule_help: RuleHelp,
+}
+
+/// The help text a report gives of its rules or vulnerabilities (SARIF's
+/// `help` or `fullDescription`, Trivy's and Grype's descriptions), by rule
+/// or vulnerability id ([`super::Finding::group_id`]). Each text is cut at
+/// [`RuleHelp::MAX_BYTES`]; the first text given for an id is kept. Shared
+/// by the scans a report is split into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleHelp(Arc<BTreeMap<String, Arc<str>>>);
+
+impl RuleHelp {
+    /// Longest help text kept, in bytes.
+    pub const MAX_BYTES: usize = 4096;
+
+    /// Records `text` as the help of `id`, unless `id` has one already or
+    /// `text` is blank; returns whether it was recorded.
+    pub fn insert(&mut self, id: &str, text: &str) -> bool {
+        let text = text.trim();
+        if text.is_empty() || id.is_empty() || self.0.contains_key(id) {
+            return false;
+        }
+        let mut text = text.to_string();
+        super::bound_text(&mut text, Self::MAX_BYTES);
+        Arc::make_mut(&mut self.0).insert(id.to_string(), text.into());
+        true
+    }
+
+    /// Whether `id` has help already.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains_key(id)
+    }
+
+    /// The help of `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<str>> {
+        self.0.get(id)
+    }
+
+    /// How many ids have help.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no id has help.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl ScanMeta {
@@ -117,4 +168,28 @@ pub struct Origin {
     /// Its scan id, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_help_keeps_the_first_text_of_an_id_cut_at_its_bound() {
+        let mut h = RuleHelp::default();
+        assert!(!h.insert("R1", "  \n "), "blank help is no help");
+        assert!(!h.insert("", "text"));
+        assert!(h.insert("R1", " first\n"));
+        assert!(!h.insert("R1", "second"));
+        assert!(h.insert("R2", &"é".repeat(RuleHelp::MAX_BYTES)));
+        assert_eq!(h.get("R1").map(|t| &**t), Some("first"));
+        let long = h.get("R2").unwrap();
+        assert!(long.len() <= RuleHelp::MAX_BYTES, "{}", long.len());
+        assert!(long.ends_with("bytes in all]"), "{long}");
+        assert_eq!(h.len(), 2);
+        // Copies share the table until one changes.
+        let copy = h.clone();
+        h.insert("R3", "third");
+        assert!(!copy.contains("R3") && h.contains("R3"));
+    }
 }

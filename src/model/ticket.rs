@@ -67,6 +67,15 @@ pub struct TicketRecord {
     pub category: Category,
     /// Title.
     pub title: String,
+    /// The rule's help text, as the last scan that refreshed the ticket
+    /// and described the rule gave it (at most
+    /// [`super::RuleHelp::MAX_BYTES`]): kept here, once per ticket, so
+    /// that every later event of the ticket (an SLA breach, a decision)
+    /// has the same body. None for a ticket spanning rules or of one
+    /// finding (that would be a copy per finding), and in records from
+    /// before tickets kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<std::sync::Arc<str>>,
     /// Status.
     pub status: TicketStatus,
     /// Highest severity of the open members.

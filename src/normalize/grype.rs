@@ -196,7 +196,18 @@ impl Decoder for GrypeDecoder {
         report.findings.reserve(doc.matches.len());
         for (i, m) in doc.matches.iter().enumerate() {
             match finding(m, category) {
-                Some(f) => report.findings.push(f),
+                Some(f) => {
+                    if !report.rule_help.contains(&f.rule_id) {
+                        let v = &m.vulnerability;
+                        let related = m.related.as_deref().unwrap_or(&[]);
+                        if let Some(d) = non_empty(&v.description)
+                            .or_else(|| related.iter().find_map(|r| non_empty(&r.description)))
+                        {
+                            report.rule_help.insert(&f.rule_id, d);
+                        }
+                    }
+                    report.findings.push(f)
+                }
                 None => report.skipped.push(format!(
                     "matches[{i}]: no vulnerability id (package {})",
                     m.artifact.name.as_deref().unwrap_or("?")
@@ -590,6 +601,20 @@ mod tests {
 
     fn decode_fixture(name: &str) -> Report {
         decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn rules_help_is_the_advisorys_description_else_the_related_ones() {
+        let r = decode_fixture("grype-image-web-api-1.4.json");
+        let help = |id: &str| r.rule_help.get(id).map(|h| h.to_string());
+        assert!(help("CVE-2011-3374").unwrap().starts_with("apt-key in apt"));
+        // Under the id custody names the vulnerability by (its CVE).
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.aliases.iter().any(|a| a == "GHSA-3ww4-gg4f-jr7f"))
+            .unwrap();
+        assert!(help(&f.rule_id).is_some(), "{}", f.rule_id);
     }
 
     /// (fixture, findings, target, coverage).

@@ -7,7 +7,7 @@
 //! is what keeps a 100,000-result report within twice the cost of merely
 //! parsing it.
 
-use crate::model::{Category, Finding, Target};
+use crate::model::{Category, Finding, RuleHelp, Target};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,6 +185,9 @@ pub struct Report {
     pub git_ref: Option<String>,
     /// Records skipped on purpose (suppressed, passed checks), with reasons.
     pub skipped: Vec<String>,
+    /// The help text of the rules or vulnerabilities of its findings: what
+    /// ticket bodies quote (kept by tickets, not findings).
+    pub rule_help: RuleHelp,
 }
 
 /// One target's part of a report (see [`Report::split`]).

@@ -78,6 +78,10 @@ struct Rule<'a> {
     #[serde(borrow, default)]
     short_description: Option<Message<'a>>,
     #[serde(borrow, default)]
+    full_description: Option<Message<'a>>,
+    #[serde(borrow, default)]
+    help: Option<Message<'a>>,
+    #[serde(borrow, default)]
     help_uri: Option<Str<'a>>,
     #[serde(borrow, default)]
     default_configuration: Option<RuleConfig<'a>>,
@@ -640,6 +644,12 @@ struct RunState<'r, 'de> {
     base_ids: Vec<String>,
     fixups: Vec<Fixup>,
     n: usize,
+    /// Whether its rules' `help` describes one result rather than the
+    /// rule: Checkov writes its first result's resource there.
+    help_of_a_result: bool,
+    /// Per component and rule: whether its help was taken (once per rule,
+    /// not looked up per result).
+    helped: Vec<Vec<bool>>,
 }
 
 impl<'r, 'de> RunState<'r, 'de> {
@@ -655,6 +665,8 @@ impl<'r, 'de> RunState<'r, 'de> {
             base_ids: Vec::new(),
             fixups: Vec::new(),
             n,
+            help_of_a_result: scanner_name(driver_name) == "checkov",
+            helped: Vec::new(),
             tool,
         };
         let mut by_id = HashMap::new();
@@ -668,6 +680,7 @@ impl<'r, 'de> RunState<'r, 'de> {
             }
             meta.push(rules.iter().map(RuleMeta::of).collect());
         }
+        state.helped = meta.iter().map(|m: &Vec<RuleMeta>| vec![false; m.len()]).collect();
         state.by_id = by_id;
         state.meta = meta;
         state
@@ -719,10 +732,20 @@ impl<'r, 'de> RunState<'r, 'de> {
             return;
         }
         let at = self.rule(res);
+        // The rule's first result takes its help.
+        let first = at
+            .and_then(|(c, i)| self.helped.get_mut(c)?.get_mut(i))
+            .is_some_and(|taken| !std::mem::replace(taken, true));
         let rule = at.and_then(|(c, i)| self.component(c).get(i));
         let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
         let (mut f, source, base, artifact) =
             to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
+        if let Some(text) = rule
+            .filter(|_| first)
+            .and_then(|r| help_text(r, self.help_of_a_result))
+        {
+            report.rule_help.insert(&f.rule_id, text);
+        }
         let shared = match self.sources.get(&source) {
             Some(s) => Arc::clone(s),
             None => {
@@ -1123,6 +1146,30 @@ fn severity(
     (sev, format!("level:{level}"))
 }
 
+/// A rule's help for a ticket: the longest of its `help` and its
+/// `fullDescription` (tools put their documentation in either: Ruff's
+/// `help` is one line and its `fullDescription` the whole page), as plain
+/// text, else as Markdown (tickets escape it either way).
+/// With `result_help`, the rule's `help` describes a result, not the rule,
+/// and is left out.
+fn help_text<'r>(r: &'r Rule<'_>, result_help: bool) -> Option<&'r str> {
+    let text = |m: Option<&'r Message<'_>>| {
+        let m = m?;
+        m.text.as_deref().or(m.markdown.as_deref())
+    };
+    let help = if result_help {
+        None
+    } else {
+        text(r.help.as_ref())
+    };
+    [help, text(r.full_description.as_ref())]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .max_by_key(|t| t.len())
+}
+
 /// The result message: text, else markdown, else the rule's message string
 /// named by `id`, with `{0}`-style placeholders filled from `arguments`.
 fn message_text(m: Option<&Message<'_>>, rule: Option<&Rule<'_>>) -> Option<String> {
@@ -1334,6 +1381,26 @@ mod tests {
     /// A report of the shared corpus; `None` (the test skips) without it.
     fn corpus(name: &str) -> Option<Vec<u8>> {
         crate::testing::shared_bytes(&format!("scans/sarif/{name}"), name)
+    }
+
+    #[test]
+    fn a_rules_help_is_its_longest_description_but_checkovs_result_help() {
+        let rules = |help: &str, full: &str| {
+            format!(
+                r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"DRIVER","rules":[{{"id":"R1","help":{{"text":"{help}"}},"fullDescription":{{"text":"{full}"}}}}]}}}},"results":[{{"ruleId":"R1","message":{{"text":"m"}},"locations":[{{"physicalLocation":{{"artifactLocation":{{"uri":"a.py"}},"region":{{"startLine":1}}}}}}]}}]}}]}}"#
+            )
+        };
+        let table = [
+            ("ruff", "Use of x", r"## What it does\nChecks x.", Some("## What it does\nChecks x.")),
+            ("semgrep", "Same text.", "Same text.", Some("Same text.")),
+            ("tool", "The long help of the rule.", "Short.", Some("The long help of the rule.")),
+            ("tool", "", "", None),
+            ("Checkov", r"Memory requests\nResource: Deployment.a", "Memory requests", Some("Memory requests")),
+        ];
+        for (driver, help, full, want) in table {
+            let r = decode(rules(help, full).replace("DRIVER", driver).as_bytes()).unwrap();
+            assert_eq!(r.rule_help.get("R1").map(|h| &**h), want, "{driver}");
+        }
     }
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {

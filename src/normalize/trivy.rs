@@ -183,6 +183,8 @@ struct Misconfiguration<'a> {
     description: Option<Str<'a>>,
     #[serde(borrow, default, rename = "Message")]
     message: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "Resolution")]
+    resolution: Option<Str<'a>>,
     #[serde(borrow, default, rename = "Severity")]
     severity: Option<Str<'a>>,
     #[serde(borrow, default, rename = "PrimaryURL")]
@@ -470,7 +472,14 @@ fn decode_result(r: &TrivyResult<'_>, label: &str, scope: &Scope<'_>, report: &m
 
     for (i, v) in r.vulnerabilities.iter().flatten().enumerate() {
         match vulnerability(v, r, &result_path, scope) {
-            Some(f) => push(report, f, scope),
+            Some(f) => {
+                if let Some(d) = non_empty(&v.description) {
+                    if !report.rule_help.contains(&f.rule_id) {
+                        report.rule_help.insert(&f.rule_id, d);
+                    }
+                }
+                push(report, f, scope)
+            }
             None => report.skipped.push(format!(
                 "{label}.Vulnerabilities[{i}] ({target}): neither VulnerabilityID nor PkgName"
             )),
@@ -485,7 +494,15 @@ fn decode_result(r: &TrivyResult<'_>, label: &str, scope: &Scope<'_>, report: &m
             ));
             continue;
         }
-        push(report, misconfiguration(m, &result_path, scope), scope);
+        let f = misconfiguration(m, &result_path, scope);
+        if !report.rule_help.contains(&f.rule_id) {
+            let help = match (non_empty(&m.description), non_empty(&m.resolution)) {
+                (Some(d), Some(r)) => format!("{d}\n\nResolution: {r}"),
+                (d, r) => d.or(r).unwrap_or_default().to_string(),
+            };
+            report.rule_help.insert(&f.rule_id, &help);
+        }
+        push(report, f, scope);
     }
     for s in r.secrets.iter().flatten() {
         push(report, secret(s, &result_path, scope), scope);
@@ -1080,6 +1097,22 @@ mod tests {
         decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
+    #[test]
+    fn rules_help_is_the_advisorys_description_or_the_checks_with_its_resolution() {
+        let r = decode_fixture("trivy-repo-web-api.json");
+        assert_eq!(
+            r.rule_help.get("AVD-AWS-0088").map(|h| &**h),
+            Some(
+                "Objects stored in a bucket without default encryption are kept in clear text at rest.\n\nResolution: Configure default server-side encryption for the bucket"
+            )
+        );
+        let r = decode_fixture("trivy-fs-web-api.json");
+        let help = r.rule_help.get("CVE-2023-50782").expect("a description");
+        assert!(help.starts_with("RSA decryption in python-cryptography"), "{help}");
+        // Every finding with help is described under its own id.
+        assert!(r.rule_help.len() <= r.findings.len());
+    }
+
     /// (fixture, findings, skipped, coverage).
     const FIXTURES: &[(&str, usize, usize, &[Category])] = &[
         (
@@ -1492,6 +1525,7 @@ mod tests {
                 git_ref: None,
                 complete: true,
                 coverage: r.coverage,
+                rule_help: Default::default(),
             };
             engine.scan(
                 &mut state,
@@ -1592,6 +1626,7 @@ mod tests {
                 git_ref: None,
                 complete: true,
                 coverage: r.coverage,
+                rule_help: Default::default(),
             };
             outs.push(engine.scan(&mut state, &meta, r.findings, now));
         }

@@ -700,6 +700,7 @@ mod tests {
             git_ref: None,
             complete: true,
             coverage: report.coverage,
+            rule_help: Default::default(),
         };
         let now = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut out = crate::engine::Output::default();

@@ -140,8 +140,9 @@ fn as_of(card: &Scorecard) -> String {
     match card.at {
         Some(at) => format!(
             "<p><small>As of {} (UTC), for the partitions this instance owns. \
-             Introduced: brought by a scan after the target's first; MTTR and \
-             resolved: since this instance started. Accepted, suppressed and \
+             Introduced: brought by a scan after the target's first; MTTR: from \
+             first sighting to resolution, over the resolved findings the \
+             state keeps. Accepted, suppressed and \
              not-affected findings are not open.</small></p>\n",
             escape(&at.format("%Y-%m-%d %H:%M:%S").to_string())
         ),

@@ -10,7 +10,7 @@ pub mod render;
 use crate::config::{Route, TicketSettings};
 use crate::lifecycle::TargetState;
 use crate::model::{
-    Category, Severity, Status, Target, TicketCounts, TicketEventKind, TicketReason,
+    Category, RuleHelp, Severity, Status, Target, TicketCounts, TicketEventKind, TicketReason,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -67,6 +67,8 @@ pub struct RefreshContext<'a> {
     pub settings: &'a TicketSettings,
     /// The scan's commit and ref, when a scan caused the refresh.
     pub scan: Option<(Option<&'a str>, Option<&'a str>)>,
+    /// The help text of the rules that scan's report described.
+    pub rule_help: Option<&'a RuleHelp>,
     /// Open tickets whose grouping is no longer in force: once their
     /// findings left, they resolve as `regrouped`.
     pub regrouped: &'a BTreeSet<String>,
@@ -238,6 +240,18 @@ pub fn refresh(
             });
         };
         let (commit, git_ref) = ctx.scan.unwrap_or_default();
+        // A ticket spanning rules has no one rule to explain; a ticket per
+        // finding keeps none, or every finding would carry its rule's help
+        // in the state and the changelog (its body has the help link).
+        let help = match grouping {
+            Grouping::TeamTarget | Grouping::Finding => None,
+            _ => ctx.rule_help.and_then(|h| {
+                std::iter::once(f.group_id())
+                    .chain(f.aliases.iter().map(String::as_str))
+                    .find_map(|id| h.get(id))
+                    .cloned()
+            }),
+        };
         match ts.tickets.get_mut(key) {
             None if !is_open => {}
             None => {
@@ -253,6 +267,7 @@ pub fn refresh(
                     git_ref: git_ref.map(str::to_string),
                     category: f.category,
                     title,
+                    help,
                     status: TicketStatus::Open,
                     severity,
                     due_at: a.due,
@@ -283,6 +298,12 @@ pub fn refresh(
                 if ctx.scan.is_some() {
                     rec.commit = commit.map(str::to_string);
                     rec.git_ref = git_ref.map(str::to_string);
+                }
+                // A scan whose report does not describe the rule (another
+                // scanner's, or a chunk without the rule table) keeps the
+                // help the ticket has.
+                if help.is_some() {
+                    rec.help = help;
                 }
                 match (was_open, is_open) {
                     (false, true) => {

@@ -27,6 +27,8 @@ pub const MAX_TITLE_BYTES: usize = 256;
 pub const MAX_BODY_BYTES: usize = 60 * 1024;
 /// Longest line of a body (a location, an evidence item), in bytes.
 const MAX_LINE_BYTES: usize = 1024;
+/// Most lines of a rule's help quoted in a body.
+const MAX_HELP_LINES: usize = 80;
 /// Longest scanner message quoted in a body, in bytes.
 const MAX_MESSAGE_BYTES: usize = 2048;
 /// Longest label, in bytes (Jira's limit).
@@ -204,6 +206,19 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
             bound_text(&mut l, MAX_LINE_BYTES * 2);
             out.push_str(&l);
             out.push_str("\n\n");
+        }
+        // The rule's documentation, when the report gave more than the
+        // message or the title already says (a secret's rule gets the
+        // advice above).
+        if let Some(h) = rec.help.as_deref().filter(|h| {
+            let h = h.trim();
+            f.category != Category::Secret
+                && h != f.message.trim()
+                && Some(h) != f.title.as_deref().map(str::trim)
+        }) {
+            out.push_str("**About this rule:**\n\n");
+            out.push_str(&quote(h));
+            out.push('\n');
         }
     } else {
         let _ = writeln!(out, "### Rule {}\n", code(&rec.group));
@@ -454,6 +469,40 @@ fn line(s: &str) -> String {
     s
 }
 
+/// Text of several lines (a rule's help) as a Markdown block quote, each
+/// line escaped as [`md`] does and cut at [`MAX_LINE_BYTES`], with at most
+/// [`MAX_HELP_LINES`] lines: paragraphs and indentation stay, but the
+/// text cannot add links, HTML, headings or a break out of the quote.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut paragraph = false;
+    for (i, l) in text.lines().map(str::trim_end).enumerate() {
+        if i == MAX_HELP_LINES {
+            let more = text.lines().count() - i;
+            let _ = writeln!(out, ">\n> \\[{more} more lines\\]");
+            break;
+        }
+        if l.is_empty() {
+            // One empty quoted line between paragraphs, none at the ends.
+            paragraph = !out.is_empty();
+            continue;
+        }
+        if std::mem::take(&mut paragraph) {
+            out.push_str(">\n");
+        }
+        let body = l.trim_start();
+        let indent: String = l[..l.len() - body.len()]
+            .chars()
+            .map(|c| if c == '\t' { "    " } else { " " })
+            .collect();
+        let mut l = format!("> {indent}{}", md(body));
+        bound_text(&mut l, MAX_LINE_BYTES);
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
 /// A code span: backticks and line breaks cannot end it early.
 fn code(s: &str) -> String {
     let inner: String = s
@@ -477,7 +526,7 @@ fn md(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            '-' | '+' if i == 0 => {
+            '-' | '+' | '=' if i == 0 => {
                 out.push('\\');
                 out.push(c);
             }
@@ -515,6 +564,7 @@ mod tests {
             git_ref: git_ref.map(Into::into),
             category: Category::Sast,
             title: "t".into(),
+            help: None,
             status: TicketStatus::Open,
             severity: crate::model::Severity::Low,
             due_at: None,
@@ -621,6 +671,32 @@ mod tests {
         );
         assert_eq!(code("a`b\nc"), "`a'b c`");
         assert_eq!(url_text("https://x/(y)"), "https://x/%28y%29");
+    }
+
+    #[test]
+    fn a_rules_help_is_quoted_line_by_line_and_cannot_add_syntax() {
+        let table = [
+            // Paragraphs stay, runs of empty lines fold, ends are trimmed.
+            ("\n\na\nb\n\n\n\nc\n\n", "> a\n> b\n>\n> c\n"),
+            // Headings (ATX and setext), lists, HTML, links, fences.
+            (
+                "# Title\n===\n- item\n<script>x</script>\n[a](http://x)\n```py",
+                "> \\# Title\n> \\===\n> \\- item\n> \\<script\\>x\\</script\\>\n> \\[a\\](http://x)\n> \\`\\`\\`py\n",
+            ),
+            // Indentation stays (tabs as four spaces), inside the quote.
+            ("a\n    b\n\tc", "> a\n>     b\n>     c\n"),
+            // Carriage returns and controls cannot end the quote.
+            ("a\r\nb\u{7}c\u{b}", "> a\n> bc\n"),
+        ];
+        for (text, want) in table {
+            assert_eq!(quote(text), want, "{text:?}");
+        }
+        let long = "x\n".repeat(MAX_HELP_LINES + 5);
+        let q = quote(&long);
+        assert_eq!(q.lines().count(), MAX_HELP_LINES + 2, "{q}");
+        assert!(q.ends_with("> \\[5 more lines\\]\n"), "{q}");
+        let wide = quote(&"y".repeat(10 * MAX_LINE_BYTES));
+        assert!(wide.len() <= MAX_LINE_BYTES + 1, "{}", wide.len());
     }
 
     #[test]

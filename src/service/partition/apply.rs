@@ -278,6 +278,7 @@ impl PartitionProcessor {
                 git_ref: git_ref.clone(),
                 complete: meta.complete,
                 coverage: report.coverage.clone(),
+                rule_help: report.rule_help.clone(),
             };
             let touched = env.cx.engine.scan_touched(
                 state,

@@ -1425,3 +1425,147 @@ fn native_findings_keep_their_target_and_the_key_takes_the_others() {
     let effects = b.edge.take();
     assert!(produced(&effects, &b.cx.settings.dead_letter_topic).is_empty());
 }
+
+/// Issue 23: a restart partway through a target's first chunked scan must
+/// not count the rest of the scan's findings as introduced. The scan's
+/// chunks come with another target's report between them, the process
+/// dies, a new one restores the changelog and gets what was not
+/// committed again, then the scan's last chunk: every finding of the
+/// scan opens once, inherited (the scanner's first complete scan of the
+/// target), with the scan's id.
+#[test]
+fn a_restart_between_the_chunks_of_a_first_scan_leaves_its_findings_inherited() {
+    let b = Bench::new(|_| {});
+    let changelog_topic = b.cx.settings.changelog_for(REPORTS);
+    let findings_topic = b.cx.settings.findings_topic.clone();
+    let whole = report(&[1, 2, 3, 4]);
+    let third = whole.len() / 3;
+    let pieces = [
+        whole[..third].to_vec(),
+        whole[third..2 * third].to_vec(),
+        whole[2 * third..].to_vec(),
+    ];
+    let chunk = |offset, i: usize| {
+        message(
+            offset,
+            TARGET,
+            pieces[i - 1].clone(),
+            &[(header::CHUNK, &format!("{i}/3")), (header::SCAN_ID, "s1")],
+        )
+    };
+    const OTHER: &str = "repo:github.com/acme/other";
+    let messages = [
+        chunk(0, 1),
+        message(1, OTHER, report(&[9]), &[]),
+        chunk(2, 2),
+        chunk(3, 3),
+    ];
+    // Everything produced acknowledged; the changelog as written and the
+    // last offset stored.
+    let settle = |p: &mut PartitionProcessor,
+                  log: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+                  stored: &mut Option<i64>,
+                  events: &mut Vec<serde_json::Value>| loop {
+        let effects = b.edge.take();
+        if effects.is_empty() {
+            return;
+        }
+        events.extend(finding_events(&effects, &findings_topic));
+        for e in effects {
+            match e {
+                Rec::Produce {
+                    topic,
+                    key,
+                    payload,
+                    ack,
+                    ..
+                } => {
+                    if topic == changelog_topic {
+                        log.push((key, payload));
+                    }
+                    ack.delivered();
+                }
+                Rec::Store(o) => *stored = Some(o),
+                _ => {}
+            }
+        }
+        b.step(p);
+    };
+
+    // Without a restart: the reference.
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let (mut log, mut stored, mut want) = (Vec::new(), None, Vec::new());
+    for m in &messages {
+        b.feed(&mut p, m.clone());
+        settle(&mut p, &mut log, &mut stored, &mut want);
+    }
+    let of_target = |evs: &[serde_json::Value]| -> BTreeMap<String, String> {
+        evs.iter()
+            .filter(|e| e["target"] == TARGET)
+            .map(|e| {
+                assert_eq!(e["event"], "opened", "{e}");
+                assert_eq!(e["origin"]["scan_id"], "s1", "{e}");
+                (
+                    e["fingerprint"].as_str().unwrap_or_default().to_string(),
+                    e["origin"]["provenance"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    let reference = of_target(&want);
+    assert_eq!(reference.len(), 4, "{want:?}");
+    assert!(
+        reference.values().all(|p| p == "inherited"),
+        "{reference:?}"
+    );
+
+    // A restart after the scan's second chunk.
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let (mut log, mut stored, mut got) = (Vec::new(), None, Vec::new());
+    for m in &messages[..3] {
+        b.feed(&mut p, m.clone());
+        settle(&mut p, &mut log, &mut stored, &mut got);
+    }
+    assert!(
+        of_target(&got).is_empty(),
+        "nothing of the scan before its last chunk"
+    );
+    // The other target's report is applied and its changelog written,
+    // but no offset is stored past the scan's first chunk.
+    assert!(log
+        .iter()
+        .any(|(k, _)| k.windows(OTHER.len()).any(|w| w == OTHER.as_bytes())));
+    assert_eq!(stored, None);
+    drop(p);
+    let mut p = b.restored(&log);
+    b.edge.take();
+    let from = stored.map_or(0, |o| o + 1);
+    for m in messages.iter().filter(|m| m.offset >= from) {
+        b.feed(&mut p, m.clone());
+        settle(&mut p, &mut log, &mut stored, &mut got);
+    }
+    assert_eq!(of_target(&got), reference, "{got:?}");
+    assert_eq!(stored, Some(3));
+}
+
+/// The service's ticket events quote the rules' help a report gives, as
+/// `custody process` does (the report's rule table reaches the tickets).
+#[test]
+fn the_services_ticket_events_quote_the_rules_help() {
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let report = crate::testing::fixture("churn/ruff-6.4.2.sarif");
+    b.feed(&mut p, sniffed(0, TARGET, report, &[]));
+    let tickets = finding_events(&b.edge.take(), "custody.tickets");
+    assert!(!tickets.is_empty());
+    for t in &tickets {
+        let body = t["body"].as_str().unwrap_or_default();
+        assert!(body.contains("**About this rule:**"), "{body}");
+    }
+}
