@@ -13,7 +13,7 @@
 //! | `process` | `process_floor_ratio` | `custody process`, whole process / read + parse into `serde_json::Value`, whole process |
 //!
 //! `cargo bench --bench scale` runs them all; `cargo bench --bench scale --
-//! restore` one. The service rows run on librdkafka's mock cluster, or on
+//! restore` one (or several, named). The service rows run on librdkafka's mock cluster, or on
 //! Apache Kafka with `CUSTODY_BENCH_BROKERS=host:port` (see
 //! `common/service.rs`). `CUSTODY_BENCH_FINDINGS` lowers the memory row's
 //! top (10,000,000 by default: about 10 GB of state today) for a quick run;
@@ -139,15 +139,18 @@ fn changelog() -> f64 {
 fn main() {
     process::serve_floor();
     // `cargo bench` passes --bench; `cargo test --benches` does not run this.
-    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if let Some(o) = only.as_deref() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for o in &only {
         assert!(
-            ROWS.contains(&o),
+            ROWS.contains(&o.as_str()),
             "unknown row {o:?}; the rows are {}",
             ROWS.join(", ")
         );
     }
-    let want = |row: &str| only.as_deref().is_none_or(|o| o == row);
+    let want = |row: &str| only.is_empty() || only.iter().any(|o| o == row);
     println!(
         "load: {}",
         std::fs::read_to_string("/proc/loadavg")
