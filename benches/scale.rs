@@ -146,6 +146,21 @@ fn changelog() -> f64 {
         changelog.bytes as f64 / open,
         events.bytes as f64 / open
     );
+    for (kind, p) in part.produced_by_kind(&part.changelog_topic()) {
+        println!(
+            "    changelog records {kind:?}: {} records, {:.0} bytes per finding",
+            p.records,
+            p.bytes as f64 / open
+        );
+    }
+    for topic in part.topics() {
+        let p = part.produced(&topic);
+        println!(
+            "    topic {topic}: {} records, {:.0} bytes per finding",
+            p.records,
+            p.bytes as f64 / open
+        );
+    }
     changelog.bytes as f64 / open
 }
 

@@ -95,6 +95,8 @@ pub struct Produced {
 #[derive(Default)]
 struct Counting {
     topics: Mutex<HashMap<String, Produced>>,
+    /// By topic and the first byte of the key (a changelog record's kind).
+    kinds: Mutex<HashMap<(String, u8), Produced>>,
     failed: Mutex<Option<String>>,
 }
 
@@ -110,8 +112,14 @@ impl Edge for Counting {
             } => {
                 let mut topics = self.topics.lock().expect("lock");
                 let p = topics.entry(topic.to_string()).or_default();
+                let bytes = (key.len() + payload.map_or(0, <[u8]>::len)) as u64;
                 p.records += 1;
-                p.bytes += (key.len() + payload.map_or(0, <[u8]>::len)) as u64;
+                p.bytes += bytes;
+                let kind = key.first().copied().unwrap_or(0);
+                let mut kinds = self.kinds.lock().expect("lock");
+                let k = kinds.entry((topic.to_string(), kind)).or_default();
+                k.records += 1;
+                k.bytes += bytes;
                 ack.delivered();
             }
             Effect::Fail(e) => {
@@ -200,6 +208,38 @@ impl Partition {
             .get(topic)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// What was produced on `topic` by the first byte of the key (for the
+    /// changelog: `f` findings, `t` tickets, `s` last scans, `b` baselines,
+    /// `o` heads),
+    /// sorted.
+    pub fn produced_by_kind(&self, topic: &str) -> Vec<(char, Produced)> {
+        let mut v: Vec<(char, Produced)> = self
+            .edge
+            .kinds
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, k), p)| (char::from(*k), *p))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// Every topic written to, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .edge
+            .topics
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
     }
 
     /// The findings topic's name.
