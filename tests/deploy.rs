@@ -469,6 +469,8 @@ fn dashboard_covers_scorecard_trends_and_pipeline() {
                 "custody_findings_open",
                 "custody_findings_sla_breached",
                 "custody_findings_accepted",
+                "custody_findings_suppressed",
+                "custody_findings_not_affected",
                 "custody_time_to_remediate_seconds",
                 "custody_findings_unattributed",
                 "custody_findings_introduced_open",

@@ -192,7 +192,7 @@ impl Partition {
         self.offset += 1;
         self.part.on_message(&self.cx, msg, self.start);
         self.part
-            .step(&env(&self.cx, &self.edge, self.start), true, &|| false);
+            .step(&env(&self.cx, &self.edge, self.start), &|| false);
         if let Some(e) = self.edge.failed.lock().expect("lock").as_ref() {
             panic!("the processor failed: {e}");
         }

@@ -8,7 +8,7 @@ use super::context::Cons;
 use super::edge::{KafkaEdge, Output};
 use super::restore::{restore, Restored, RESTORE_CLIENTS};
 use crate::service::health::{lock, Health};
-use crate::service::partition::{Env, Incoming, PartitionProcessor, Shared};
+use crate::service::partition::{DecodeResult, Env, Incoming, PartitionProcessor, Shared};
 use chrono::Utc;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -29,7 +29,44 @@ pub struct Core {
     pub(super) parts: HashMap<(String, i32), PartitionProcessor>,
     pub(super) generation: u64,
     pub(super) restores: mpsc::Sender<Restored>,
+    pub(super) decodes: Decodes,
     pub(super) client_config: ClientConfig,
+}
+
+/// Decodes run ahead on the rayon pool (see
+/// [`PartitionProcessor::decode_ahead`]), their results coming back to be
+/// handed to their partitions.
+pub(super) struct Decodes {
+    tx: mpsc::Sender<((String, i32), DecodeResult)>,
+    rx: mpsc::Receiver<((String, i32), DecodeResult)>,
+}
+
+impl Decodes {
+    pub(super) fn new() -> Decodes {
+        let (tx, rx) = mpsc::channel();
+        Decodes { tx, rx }
+    }
+
+    /// Starts the decodes `part` hands out on the pool.
+    fn start(&self, tp: &(String, i32), part: &mut PartitionProcessor) {
+        for task in part.decode_ahead() {
+            let tx = self.tx.clone();
+            let tp = tp.clone();
+            rayon::spawn(move || {
+                let _ = tx.send((tp, task.run()));
+            });
+        }
+    }
+
+    /// Hands the results back that have come, to the partitions still
+    /// held (a revoked one's are let go).
+    fn deliver(&self, parts: &mut HashMap<(String, i32), PartitionProcessor>) {
+        while let Ok((tp, result)) = self.rx.try_recv() {
+            if let Some(part) = parts.get_mut(&tp) {
+                part.on_decoded(result);
+            }
+        }
+    }
 }
 
 impl Core {
@@ -194,7 +231,7 @@ impl Core {
                 if !busy {
                     break;
                 }
-                self.step_partition(consumer, tp, true, &|| false);
+                self.step_partition(consumer, tp, &|| false);
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.commit_partition(consumer, tp);
@@ -342,15 +379,15 @@ impl Core {
         &mut self,
         consumer: &Cons,
         tp: &(String, i32),
-        block: bool,
         spent: &dyn Fn() -> bool,
     ) {
+        self.decodes.deliver(&mut self.parts);
         let Some(mut part) = self.parts.remove(tp) else {
             return;
         };
         {
             let edge = self.edge(consumer);
-            part.step(&self.env(&edge), block, spent);
+            part.step(&self.env(&edge), spent);
         }
         self.parts.insert(tp.clone(), part);
     }
@@ -371,10 +408,11 @@ impl Core {
             .values()
             .filter(|p| p.restored() && p.has_jobs())
             .count();
+        self.decodes.deliver(&mut self.parts);
         if applying < rayon::current_num_threads() {
-            for part in self.parts.values_mut() {
+            for (tp, part) in self.parts.iter_mut() {
                 if part.restored() {
-                    part.decode_ahead();
+                    self.decodes.start(tp, part);
                 }
             }
         }
@@ -386,7 +424,7 @@ impl Core {
         if busy < 2 {
             let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
             for tp in &keys {
-                self.step_partition(consumer, tp, false, &spent);
+                self.step_partition(consumer, tp, &spent);
             }
         } else {
             let mut parts: Vec<((String, i32), PartitionProcessor)> = self.parts.drain().collect();
@@ -395,7 +433,7 @@ impl Core {
                 let env = self.env(&edge);
                 parts
                     .par_iter_mut()
-                    .for_each(|(_, part)| part.step(&env, false, &spent));
+                    .for_each(|(_, part)| part.step(&env, &spent));
             }
             self.parts.extend(parts);
         }

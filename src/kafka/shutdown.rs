@@ -46,7 +46,7 @@ impl Worker {
                 let mut core = lock(&self.core);
                 let keys: Vec<(String, i32)> = core.parts.keys().cloned().collect();
                 for tp in &keys {
-                    core.step_partition(&self.consumer, tp, false, &|| false);
+                    core.step_partition(&self.consumer, tp, &|| false);
                 }
                 let busy = core.parts.values().any(PartitionProcessor::busy);
                 drop(core);

@@ -6,7 +6,7 @@ use super::config::client_config;
 use super::context::{Cons, Delivery, Prod, Rebalancer};
 use super::edge::Output;
 use super::message::incoming;
-use super::partitions::Core;
+use super::partitions::{Core, Decodes};
 use super::restore::Restored;
 use crate::config::service::ServiceSettings;
 use crate::engine::Engine;
@@ -125,6 +125,7 @@ impl Worker {
             parts: HashMap::new(),
             generation: 0,
             restores: tx,
+            decodes: Decodes::new(),
             client_config: base.clone(),
         }));
         let mut ccfg = base;

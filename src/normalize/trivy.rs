@@ -50,6 +50,10 @@ const SCANNER: &str = "trivy";
 /// Longest message kept from an advisory's description, in characters.
 const MAX_MESSAGE: usize = 1000;
 
+/// The rule of a vulnerability entry that names a package but no
+/// vulnerability id.
+pub const UNIDENTIFIED: &str = "TRIVY-UNIDENTIFIED";
+
 type Str<'a> = super::text::Text<'a>;
 
 #[derive(Deserialize)]
@@ -468,8 +472,7 @@ fn decode_result(r: &TrivyResult<'_>, label: &str, scope: &Scope<'_>, report: &m
         match vulnerability(v, r, &result_path, scope) {
             Some(f) => push(report, f, scope),
             None => report.skipped.push(format!(
-                "{label}.Vulnerabilities[{i}] ({target}): no VulnerabilityID (package {})",
-                v.pkg_name.as_deref().unwrap_or("?")
+                "{label}.Vulnerabilities[{i}] ({target}): neither VulnerabilityID nor PkgName"
             )),
         }
     }
@@ -505,14 +508,26 @@ fn vulnerability(
         v.id.iter()
             .chain(v.vendor_ids.iter().flatten())
             .map(|s| s.as_ref());
-    let (rule_id, aliases) = canonical_vuln_id(ids)?;
-    let (severity, source) = vulnerability_severity(v);
     let pkg_name = non_empty(&v.pkg_name);
+    // An entry naming a package but no vulnerability (legacy reports have
+    // them) is still a finding, so the package's owner sees it: under a
+    // rule of its own, keyed like any other by package and location.
+    let (rule_id, aliases) = match canonical_vuln_id(ids) {
+        Some(found) => found,
+        None => {
+            pkg_name?;
+            (UNIDENTIFIED.to_string(), Vec::new())
+        }
+    };
+    let (severity, source) = vulnerability_severity(v);
     let title = non_empty(&v.title);
     let message = match (non_empty(&v.description), title) {
         (Some(d), _) => shorten(d, MAX_MESSAGE),
         (None, Some(t)) => t.to_string(),
         (None, None) => match pkg_name {
+            Some(p) if rule_id == UNIDENTIFIED => {
+                format!("Trivy lists a vulnerability in {p} without naming it")
+            }
             Some(p) => format!("{rule_id} in {p}"),
             None => rule_id.clone(),
         },
@@ -734,8 +749,8 @@ mod tests {
         ("kubernetes_fabricated_subset.json", 13, 0, true),
         ("legacy_many_vulns.json", 93, 0, true),
         ("legacy_no_vuln.json", 0, 0, true),
-        // One entry has only PkgName: skipped, not fatal.
-        ("legacy_trivy_mix.json", 7, 1, true),
+        // One entry has only PkgName: a finding of the unidentified rule.
+        ("legacy_trivy_mix.json", 7, 0, true),
         // Licenses are not findings, and a license scan covers nothing.
         ("license_scheme.json", 0, 0, false),
         ("misconfigurations_and_secrets.json", 5, 0, true),
@@ -912,18 +927,44 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_naming_neither_vulnerability_nor_package_is_skipped_with_where() {
+        let text = br#"[{"Target":"app/go.sum","Type":"gomod","Vulnerabilities":[
+              {"PkgName":"golang.org/x/net","InstalledVersion":"0.1.0"},
+              {"InstalledVersion":"1.0.0","Severity":"HIGH"}]}]"#;
+        let r = decode(text).unwrap();
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].rule_id, UNIDENTIFIED);
+        assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+        assert!(
+            r.skipped[0].contains("Vulnerabilities[1] (app/go.sum)")
+                && r.skipped[0].contains("neither VulnerabilityID nor PkgName"),
+            "{:?}",
+            r.skipped
+        );
+    }
+
+    #[test]
     fn legacy_reports() {
         let Some(r) = decode_corpus("legacy_trivy_mix.json") else {
             return;
         };
-        assert!(
-            r.skipped[0].contains("simplito/elliptic-php"),
-            "{:?}",
-            r.skipped
-        );
+        // The entry with only PkgName is a finding of its package, with a
+        // rule saying it was not named and no severity claimed.
+        let unnamed: Vec<_> = r
+            .findings
+            .iter()
+            .filter(|f| f.rule_id == UNIDENTIFIED)
+            .collect();
+        assert_eq!(unnamed.len(), 1, "{:?}", r.findings);
+        let f = unnamed[0];
+        assert_eq!(f.package.as_ref().unwrap().name, "simplito/elliptic-php");
+        assert_eq!(f.package.as_ref().unwrap().ecosystem, "composer");
+        assert_eq!(f.severity, Severity::Info);
+        assert_eq!(f.path(), Some("php-app/composer.lock"));
+        assert!(f.message.contains("without naming it"), "{}", f.message);
         // An alpine result marks the artifact as an image.
         assert!(r.findings.iter().all(|f| f.category == Category::Container));
-        let lodash = &r.findings[0];
+        let lodash = r.findings.iter().find(|f| f.rule_id != UNIDENTIFIED).unwrap();
         assert_eq!(lodash.rule_id, "CVE-2018-16487");
         assert_eq!(lodash.package.as_ref().unwrap().ecosystem, "npm");
         assert_eq!(lodash.path(), Some("node-app/package-lock.json"));

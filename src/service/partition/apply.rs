@@ -7,47 +7,36 @@ use super::super::meta::{header, MessageMeta};
 use super::rescan::{
     known, last_scan, remembered, Decode, DecodedReport, Digests, LastScan, Prepared, ScanId,
 };
-use super::{
-    lock, Ack, Decided, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending,
-};
+use super::{Ack, Decided, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending};
 use crate::engine::Output;
 use crate::model::ScanMeta;
 use crate::normalize::{DecodeError, Format};
-use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 
 impl PartitionProcessor {
-    pub(super) fn apply_ready(&mut self, env: &Env<'_>, block: bool, spent: &dyn Fn() -> bool) {
+    pub(super) fn apply_ready(&mut self, env: &Env<'_>, spent: &dyn Fn() -> bool) {
         let mut inline = 0;
         while let Some(job) = self.jobs.front_mut() {
             let decoded = match job {
-                Job::Decoding { decode, meta, .. } => {
-                    let mut slot = lock(decode);
-                    let r = match &mut *slot {
-                        Decode::Spawned(rx) if block => {
-                            rx.recv().map_err(|_| TryRecvError::Disconnected)
+                Job::Decoding { decode, meta, .. } => match decode {
+                    Decode::Done(_) => decode.take_done(),
+                    // Out with the edge: applied when it is handed back.
+                    Decode::Away => return,
+                    Decode::Lazy(_) => {
+                        if inline > 0 && spent() {
+                            return;
                         }
-                        Decode::Spawned(rx) => rx.try_recv(),
-                        Decode::Lazy(_) => {
-                            if inline > 0 && spent() {
-                                return;
-                            }
-                            inline += 1;
-                            let known = known(&self.last_scans, meta);
-                            slot.take_lazy()
-                                .map(|input| input.run(known))
-                                .ok_or(TryRecvError::Disconnected)
-                        }
-                        Decode::Taken => Err(TryRecvError::Disconnected),
-                    };
-                    match r {
-                        Ok(d) => Some(d),
-                        Err(TryRecvError::Empty) => return,
-                        Err(TryRecvError::Disconnected) => Some(Prepared::Decoded(Err(
-                            DecodeError::Syntax("decoder stopped unexpectedly".into()),
-                        ))),
+                        inline += 1;
+                        let known = known(&self.last_scans, meta);
+                        decode.take_lazy().map(|input| input.run(known))
                     }
+                    Decode::Taken => None,
                 }
+                .or_else(|| {
+                    Some(Prepared::Decoded(Err(DecodeError::Syntax(
+                        "decoder stopped unexpectedly".into(),
+                    ))))
+                }),
                 _ => None,
             };
             let Some(job) = self.jobs.pop_front() else {

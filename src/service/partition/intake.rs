@@ -8,7 +8,7 @@ use super::{
     Ack, Bytes, ChunkBuf, Decided, HeldChunk, Incoming, Job, PartitionProcessor, Payload, Shared,
 };
 use crate::normalize::{self, DecodeError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 fn poison(msg: Incoming, reason: &'static str, error: impl Into<String>) -> Job {
@@ -208,7 +208,7 @@ fn decode_job(
     Job::Decoding {
         msg,
         meta,
-        decode: Mutex::new(Decode::Lazy(Box::new(input))),
+        decode: Decode::Lazy(Box::new(input)),
         held,
     }
 }

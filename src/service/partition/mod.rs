@@ -3,9 +3,11 @@
 //! The Kafka edge ([`crate::kafka`]) feeds it what it consumes
 //! ([`PartitionProcessor::on_message`]), the changelog it restored
 //! ([`PartitionProcessor::on_restore`]), the acknowledgements of what it
-//! produced (through each record's [`Ack`]) and the time
-//! ([`PartitionProcessor::step`], [`PartitionProcessor::tick`]); it carries
-//! out the [`Effect`]s asked of it, in order.
+//! produced (through each record's [`Ack`]), the decodes it ran ahead for
+//! it ([`PartitionProcessor::decode_ahead`] hands them out as
+//! [`DecodeTask`]s, [`PartitionProcessor::on_decoded`] takes them back) and
+//! the time ([`PartitionProcessor::step`], [`PartitionProcessor::tick`]);
+//! it carries out the [`Effect`]s asked of it, in order.
 //!
 //! Ordering of writes for one partition, which keeps at-least-once honest
 //! when the process dies at any point:
@@ -44,15 +46,15 @@ mod tests;
 
 pub use effect::{Ack, Edge, Effect, Env, Failure, Shared};
 pub use message::{Bytes, InPlace, Incoming, Payload};
+pub use rescan::{DecodeResult, DecodeTask};
 
 use super::changelog::{self, Restorer};
-use super::health::lock;
 use super::meta::MessageMeta;
 use crate::engine::Output;
 use crate::lifecycle::State;
 use rescan::{known, last_scan, Decode, Known, LastScan};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A decision taken from a message.
@@ -68,12 +70,11 @@ enum Decided {
 
 /// A message on its way to the state.
 enum Job {
-    /// Decoding on the rayon pool.
+    /// A report to decode and apply.
     Decoding {
         msg: Incoming,
         meta: MessageMeta,
-        /// In a mutex only so partitions can be stepped in parallel.
-        decode: Mutex<Decode>,
+        decode: Decode,
         /// Earlier chunks of the same scan: released with this one, or
         /// dead-lettered with it.
         held: Vec<HeldChunk>,
@@ -207,25 +208,63 @@ impl PartitionProcessor {
         n
     }
 
-    /// Starts every waiting decode on the rayon pool.
-    pub fn decode_ahead(&mut self) {
+    /// Hands out every decode not started yet, for the edge to run ahead
+    /// (on a thread pool, when fewer partitions have work than it has
+    /// threads) and hand back through [`PartitionProcessor::on_decoded`].
+    /// A message whose decode is out is applied once its result is back.
+    pub fn decode_ahead(&mut self) -> Vec<DecodeTask> {
         // Targets of the messages before, whose scans will have changed
         // what is known of the last scan by the time a message is applied.
         let mut before: HashSet<String> = HashSet::new();
+        let mut tasks = Vec::new();
         for job in &mut self.jobs {
-            if let Job::Decoding { decode, meta, .. } = job {
-                let Some(target) = meta.target.as_ref().map(ToString::to_string) else {
-                    lock(decode).spawn(Known::Nothing);
-                    continue;
-                };
-                let known = if before.contains(&target) {
+            let Job::Decoding {
+                decode, meta, msg, ..
+            } = job
+            else {
+                continue;
+            };
+            let target = meta.target.as_ref().map(ToString::to_string);
+            let known = match &target {
+                None => Known::Nothing,
+                Some(t) if before.contains(t) => {
                     Known::Pending(last_scan(&self.last_scans, meta).map(|l| l.digests))
-                } else {
-                    known(&self.last_scans, meta)
-                };
-                lock(decode).spawn(known);
-                before.insert(target);
+                }
+                Some(_) => known(&self.last_scans, meta),
+            };
+            if let Some(t) = target {
+                before.insert(t);
             }
+            if let Some(input) = decode.take_lazy() {
+                *decode = Decode::Away;
+                tasks.push(DecodeTask {
+                    generation: self.generation,
+                    offset: msg.offset,
+                    input,
+                    known,
+                });
+            }
+        }
+        tasks
+    }
+
+    /// A decode handed out by [`PartitionProcessor::decode_ahead`], done.
+    /// A result for another assignment of the partition, or for a message
+    /// no longer held (dropped at a revoke), is let go.
+    pub fn on_decoded(&mut self, result: DecodeResult) {
+        if result.generation != self.generation {
+            return;
+        }
+        let waiting = self.jobs.iter_mut().find_map(|job| match job {
+            Job::Decoding { msg, decode, .. }
+                if msg.offset == result.offset && matches!(decode, Decode::Away) =>
+            {
+                Some(decode)
+            }
+            _ => None,
+        });
+        if let Some(decode) = waiting {
+            *decode = Decode::Done(result.prepared);
         }
     }
 
@@ -329,15 +368,15 @@ impl PartitionProcessor {
         self.state.is_some()
     }
 
-    /// One step: applies what is decoded, in order (waiting for the head's
-    /// decode when `block`), times out incomplete chunked scans, produces
-    /// changelog records behind acknowledged events and stores offsets;
-    /// then pauses or resumes the partition by the work in flight. Decodes
-    /// the step runs itself (see [`Decode`]) start only while `spent` says
-    /// no, past the first.
-    pub fn step(&mut self, env: &Env<'_>, block: bool, spent: &dyn Fn() -> bool) {
+    /// One step: applies what is decoded, in order (up to a message whose
+    /// decode is out with the edge), times out incomplete chunked scans,
+    /// produces changelog records behind acknowledged events and stores
+    /// offsets; then pauses or resumes the partition by the work in flight.
+    /// Decodes the step runs itself (see [`Decode`]) start only while
+    /// `spent` says no, past the first.
+    pub fn step(&mut self, env: &Env<'_>, spent: &dyn Fn() -> bool) {
         if self.state.is_some() {
-            self.apply_ready(env, block, spent);
+            self.apply_ready(env, spent);
             self.expire_chunks(env);
             self.settle(env);
         }

@@ -1,14 +1,13 @@
 //! What a partition remembers of each target's last scan, so that a
 //! rescan sending the same report again is applied without decoding it;
-//! and the decode itself, run when the partition is stepped or ahead on
-//! the rayon pool.
+//! and the decode itself, run when the partition is stepped, or handed to
+//! the edge to run ahead and handed back.
 
 use super::super::changelog;
 use super::super::meta::MessageMeta;
 use super::Bytes;
 use crate::normalize::{self, DecodeError, Format, Report};
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver};
 
 /// BLAKE3 hash of a report's bytes (of the joined chunks, for a chunked
 /// scan): a cryptographic hash, so no report can be made to pass for
@@ -212,14 +211,21 @@ pub(super) fn last_scan<'a>(
 /// A report's decode. It normally runs when its partition is stepped, on
 /// the thread that then applies it: the report is decoded, applied and
 /// freed while it is in that core's cache, and partitions give the
-/// parallelism. When fewer partitions have work than the pool has threads,
-/// decodes are started ahead on the pool, so one busy partition still
+/// parallelism. When fewer partitions have work than the edge has threads,
+/// the edge takes decodes ahead ([`PartitionProcessor::decode_ahead`]),
+/// runs them where it likes, and hands each result back
+/// ([`PartitionProcessor::on_decoded`]), so one busy partition still
 /// decodes on every core.
+///
+/// [`PartitionProcessor::decode_ahead`]: super::PartitionProcessor::decode_ahead
+/// [`PartitionProcessor::on_decoded`]: super::PartitionProcessor::on_decoded
 pub(super) enum Decode {
     /// Not started.
     Lazy(Box<DecodeInput>),
-    /// Running on the rayon pool.
-    Spawned(Receiver<Prepared>),
+    /// Handed to the edge, its result not back yet.
+    Away,
+    /// Its result, back from the edge.
+    Done(Box<Prepared>),
     /// Taken by the step.
     Taken,
 }
@@ -236,16 +242,47 @@ impl Decode {
         }
     }
 
-    /// Starts a lazy decode on the rayon pool.
-    pub(super) fn spawn(&mut self, known: Known) {
-        if let Some(input) = self.take_lazy() {
-            let (tx, rx) = mpsc::sync_channel(1);
-            rayon::spawn(move || {
-                let _ = tx.send(input.run(known));
-            });
-            *self = Decode::Spawned(rx);
+    /// The result of a decode handed back, which is then taken.
+    pub(super) fn take_done(&mut self) -> Option<Prepared> {
+        match std::mem::replace(self, Decode::Taken) {
+            Decode::Done(prepared) => Some(*prepared),
+            other => {
+                *self = other;
+                None
+            }
         }
     }
+}
+
+/// A decode the edge runs for a partition: what it is given by
+/// [`PartitionProcessor::decode_ahead`](super::PartitionProcessor::decode_ahead).
+/// Running it is pure work (hashing and decoding a report), with no effect.
+pub struct DecodeTask {
+    /// The assignment of the partition that handed it out.
+    pub(super) generation: u64,
+    pub(super) offset: i64,
+    pub(super) input: Box<DecodeInput>,
+    pub(super) known: Known,
+}
+
+impl DecodeTask {
+    /// Hashes the report and decodes it (unless it is its target's last
+    /// scan again): the result to hand back to the partition.
+    pub fn run(self) -> DecodeResult {
+        DecodeResult {
+            generation: self.generation,
+            offset: self.offset,
+            prepared: Box::new(self.input.run(self.known)),
+        }
+    }
+}
+
+/// A decode's result, for
+/// [`PartitionProcessor::on_decoded`](super::PartitionProcessor::on_decoded).
+pub struct DecodeResult {
+    pub(super) generation: u64,
+    pub(super) offset: i64,
+    pub(super) prepared: Box<Prepared>,
 }
 
 /// What a decode needs.

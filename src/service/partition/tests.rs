@@ -7,12 +7,14 @@ use crate::config::service::ServiceSettings;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::service::health::lock;
 use crate::service::health::Health;
 use crate::service::meta::header;
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// An effect as recorded.
@@ -158,11 +160,11 @@ impl Bench {
 
     fn feed(&self, p: &mut PartitionProcessor, msg: Incoming) {
         p.on_message(&self.cx, msg, self.start + self.elapsed);
-        p.step(&self.env(), true, &|| false);
+        p.step(&self.env(), &|| false);
     }
 
     fn step(&self, p: &mut PartitionProcessor) {
-        p.step(&self.env(), true, &|| false);
+        p.step(&self.env(), &|| false);
     }
 }
 
@@ -270,6 +272,84 @@ fn a_reports_changelog_waits_for_its_events_and_its_offset_for_its_changelog() {
     assert_eq!(stores(&b.edge.take()), [0]);
     assert_eq!(p.next_offset, Some(1));
     assert_eq!(p.in_flight(), 0);
+}
+
+/// The targets of the finding events among `effects`, in order.
+fn event_targets(b: &Bench, effects: &[Rec]) -> Vec<String> {
+    produced(effects, &b.cx.settings.findings_topic)
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Produce {
+                payload: Some(p), ..
+            } => serde_json::from_slice::<serde_json::Value>(p).ok(),
+            _ => None,
+        })
+        .map(|v| v["target"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn decodes_handed_out_are_applied_in_order_once_handed_back() {
+    const OTHER: &str = "repo:github.com/acme/web";
+    let b = Bench::new(|_| {});
+    let mut p = b.restored(&[]);
+    b.edge.take();
+    let now = b.start;
+    p.on_message(&b.cx, message(0, TARGET, report(&[1]), &[]), now);
+    p.on_message(&b.cx, message(1, OTHER, report(&[2]), &[]), now);
+    let mut tasks = p.decode_ahead();
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        p.decode_ahead().is_empty(),
+        "each decode is handed out once"
+    );
+    // Nothing is applied while the first message's decode is out, even
+    // when the second's is back.
+    b.step(&mut p);
+    let second = tasks.pop().unwrap();
+    let first = tasks.pop().unwrap();
+    p.on_decoded(second.run());
+    b.step(&mut p);
+    assert!(event_targets(&b, &b.edge.take()).is_empty());
+    p.on_decoded(first.run());
+    b.step(&mut p);
+    assert_eq!(
+        event_targets(&b, &b.edge.take()),
+        [TARGET.to_string(), OTHER.to_string()]
+    );
+    assert_eq!(p.in_flight(), 2, "both applied, their records in flight");
+}
+
+#[test]
+fn a_decode_result_of_another_assignment_or_a_dropped_message_is_let_go() {
+    let b = Bench::new(|_| {});
+    let mut old = b.restored(&[]);
+    let changelog = b.cx.settings.changelog_for(REPORTS);
+    let mut p = PartitionProcessor::new(REPORTS, 0, &changelog, 2, b.start);
+    p.on_restore(&b.env(), changelog::RawLog::new(), Vec::new());
+    b.edge.take();
+    // The same message in the partition's earlier assignment and now.
+    old.on_message(&b.cx, message(0, TARGET, report(&[1]), &[]), b.start);
+    p.on_message(&b.cx, message(0, TARGET, report(&[1, 2]), &[]), b.start);
+    let stale = old.decode_ahead().pop().unwrap().run();
+    let task = p.decode_ahead().pop().unwrap();
+    p.on_decoded(stale);
+    b.step(&mut p);
+    assert!(
+        event_targets(&b, &b.edge.take()).is_empty(),
+        "the earlier assignment's result is not this message's"
+    );
+    // Dropped at a revoke, then consumed again: decoded afresh, and the
+    // result handed back late changes nothing.
+    assert_eq!(p.drop_unapplied(), 1);
+    p.on_message(&b.cx, message(0, TARGET, report(&[1, 2]), &[]), b.start);
+    p.on_decoded(task.run());
+    b.step(&mut p);
+    assert_eq!(
+        event_targets(&b, &b.edge.take()).len(),
+        2,
+        "two findings, once"
+    );
 }
 
 #[test]
@@ -540,6 +620,13 @@ enum Op {
     /// applied is dropped, what is applied is settled and committed, and
     /// the next owner restores from the changelog.
     Rebalance,
+    /// The edge takes the decodes not started yet, to run ahead.
+    DecodeAhead,
+    /// One decode taken ahead is done and handed back.
+    DecodeBack { which: u8 },
+    /// Exactly-once: the open transaction commits, with the offset the
+    /// processor says is applied (at-least-once: nothing).
+    Commit,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -549,6 +636,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..3).prop_map(|committed_lag| Op::Crash { committed_lag }),
         1 => any::<u8>().prop_map(|which| Op::Lose { which }),
         1 => Just(Op::Rebalance),
+        1 => Just(Op::DecodeAhead),
+        2 => any::<u8>().prop_map(|which| Op::DecodeBack { which }),
+        2 => Just(Op::Commit),
     ]
 }
 
@@ -582,6 +672,14 @@ struct World<'a> {
     changelog_of: i64,
     /// The message being consumed (events produced now are its).
     consuming: i64,
+    /// Decodes the edge took ahead and has not handed back.
+    away: Vec<DecodeTask>,
+    /// Exactly-once: what is acknowledged goes into the open transaction,
+    /// and reaches the changelog and the consumers only when it commits.
+    eos: bool,
+    /// The open transaction's changelog records and events, acknowledged.
+    txn_log: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    txn_events: Vec<Vec<u8>>,
 }
 
 impl World<'_> {
@@ -603,10 +701,11 @@ impl World<'_> {
                     }
                     // Rule: no changelog record of a message before the
                     // events of it and of every message before it are
-                    // acknowledged.
+                    // acknowledged (under exactly-once both go in one
+                    // transaction, and the rule is the transaction's).
                     let o = self.changelog_of;
                     assert!(
-                        !self.outstanding.iter().any(|x| !x.changelog && x.offset <= o),
+                        self.eos || !self.outstanding.iter().any(|x| !x.changelog && x.offset <= o),
                         "a changelog record of message {o} was produced while events of messages up to it were unacknowledged"
                     );
                     self.outstanding.push(Outstanding {
@@ -624,6 +723,7 @@ impl World<'_> {
                     });
                 }
                 Rec::Store(done) => {
+                    assert!(!self.eos, "offset {done} stored under exactly-once");
                     // Rule: no offset before the changelog records of every
                     // message up to it are acknowledged.
                     assert!(
@@ -709,10 +809,12 @@ impl World<'_> {
             } = &x.rec
             {
                 ack.delivered();
-                if x.changelog {
-                    self.log.push((key.clone(), payload.clone()));
-                } else if let Some(p) = payload {
-                    self.remember(p);
+                match (x.changelog, payload, self.eos) {
+                    (true, _, false) => self.log.push((key.clone(), payload.clone())),
+                    (true, _, true) => self.txn_log.push((key.clone(), payload.clone())),
+                    (false, Some(p), false) => self.remember(p),
+                    (false, Some(p), true) => self.txn_events.push(p.clone()),
+                    (false, None, _) => {}
                 }
             }
         }
@@ -739,7 +841,53 @@ impl World<'_> {
         self.delivered.insert(id, payload.to_vec());
     }
 
+    /// One decode taken ahead handed back (they finish in any order).
+    fn decode_back(&mut self, which: u8) {
+        if self.away.is_empty() {
+            return;
+        }
+        let task = self.away.remove(which as usize % self.away.len());
+        self.p.on_decoded(task.run());
+        self.step();
+    }
+
+    /// Exactly-once: the edge commits the open transaction as the Kafka
+    /// edge does: the offset the processor says is applied, then every
+    /// record produced is flushed (acknowledged) and the whole commits.
+    fn commit(&mut self) {
+        if !self.eos {
+            return;
+        }
+        let frontier = self.p.eos_frontier();
+        for x in std::mem::take(&mut self.outstanding) {
+            if let Rec::Produce {
+                ack, key, payload, ..
+            } = x.rec
+            {
+                ack.delivered();
+                if x.changelog {
+                    self.txn_log.push((key, payload));
+                } else if let Some(p) = payload {
+                    self.txn_events.push(p);
+                }
+            }
+        }
+        self.log.append(&mut self.txn_log);
+        for e in std::mem::take(&mut self.txn_events) {
+            self.remember(&e);
+        }
+        if let Some(next) = frontier {
+            assert!(next >= self.committed, "the committed offset went back");
+            self.committed = next;
+        }
+    }
+
     fn crash(&mut self, committed_lag: u8) {
+        // Decodes out with the edge die with it, and so does the open
+        // transaction: the broker aborts it.
+        self.away.clear();
+        self.txn_log.clear();
+        self.txn_events.clear();
         // Some of the stored offsets were committed (auto-commit lags).
         let keep = self.stored.len().saturating_sub(committed_lag as usize);
         if let Some(done) = keep.checked_sub(1).map(|i| self.stored[i]) {
@@ -783,6 +931,7 @@ impl World<'_> {
             self.ack(u8::MAX, u8::MAX);
         }
         assert!(!self.p.busy(), "applied work left unsettled at a revoke");
+        self.commit();
         self.crash(0);
     }
 
@@ -790,10 +939,15 @@ impl World<'_> {
     fn finish(&mut self) {
         for _ in 0..10_000 {
             if self.next >= self.input.len() && self.p.in_flight() == 0 {
+                self.commit();
                 return;
+            }
+            while !self.away.is_empty() {
+                self.decode_back(0);
             }
             self.consume();
             self.ack(u8::MAX, u8::MAX);
+            self.commit();
         }
         panic!(
             "the partition never drained: {} in flight",
@@ -850,8 +1004,9 @@ fn inputs() -> impl Strategy<Value = Vec<Incoming>> {
     })
 }
 
-fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
-    let bench = Bench::new(|s| s.max_in_flight_messages = 3);
+fn run(input: Vec<Incoming>, ops: &[Op], eos: bool) -> BTreeMap<String, Vec<u8>> {
+    let mut bench = Bench::new(|s| s.max_in_flight_messages = 3);
+    bench.cx.eos = eos;
     let p = bench.restored(&[]);
     bench.edge.take();
     let mut w = World {
@@ -866,6 +1021,10 @@ fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
         committed: 0,
         changelog_of: -1,
         consuming: -1,
+        away: Vec::new(),
+        eos,
+        txn_log: Vec::new(),
+        txn_events: Vec::new(),
     };
     let mut crashes = 0;
     for op in ops {
@@ -883,17 +1042,36 @@ fn run(input: Vec<Incoming>, ops: &[Op]) -> BTreeMap<String, Vec<u8>> {
             }
             Op::Lose { .. } => {}
             Op::Rebalance => w.rebalance(),
+            Op::DecodeAhead => {
+                let tasks = w.p.decode_ahead();
+                w.away.extend(tasks);
+            }
+            Op::DecodeBack { which } => w.decode_back(*which),
+            Op::Commit => w.commit(),
         }
     }
     w.finish();
     w.delivered
 }
 
+/// The events delivered when `ops` happen (under exactly-once or not) are
+/// those of an at-least-once run where nothing failed.
+fn same_as_calm(input: Vec<Incoming>, ops: &[Op], eos: bool) -> Result<(), TestCaseError> {
+    let calm = run(input.clone(), &[], false);
+    let stormy = run(input, ops, eos);
+    let calm_ids: Vec<&String> = calm.keys().collect();
+    let stormy_ids: Vec<&String> = stormy.keys().collect();
+    prop_assert_eq!(calm_ids, stormy_ids);
+    prop_assert_eq!(calm, stormy);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     /// Whatever the interleaving of messages (chunked scans among them),
-    /// acknowledgements, lost records, crashes and rebalances, the ordering
+    /// acknowledgements, lost records, crashes, rebalances and decodes run
+    /// ahead and handed back in any order, the ordering
     /// rules hold at every effect (checked as they
     /// come, see `World::collect`), the in-flight bound holds, no two
     /// different events share an id, and the events delivered in the end
@@ -903,12 +1081,20 @@ proptest! {
         input in inputs(),
         ops in prop::collection::vec(op(), 0..60),
     ) {
-        let calm = run(input.clone(), &[]);
-        let stormy = run(input, &ops);
-        let calm_ids: Vec<&String> = calm.keys().collect();
-        let stormy_ids: Vec<&String> = stormy.keys().collect();
-        prop_assert_eq!(calm_ids, stormy_ids);
-        prop_assert_eq!(calm, stormy);
+        same_as_calm(input, &ops, false)?;
+    }
+
+    /// The same under exactly-once: records go into transactions that
+    /// commit at random moments with the offset the processor says is
+    /// applied ([`PartitionProcessor::eos_frontier`]), and a crash aborts
+    /// the open one. What consumers read (committed events) is then that
+    /// of a run where nothing failed: nothing lost, nothing twice.
+    #[test]
+    fn exactly_once_transactions_and_crashes_deliver_the_same_events(
+        input in inputs(),
+        ops in prop::collection::vec(op(), 0..60),
+    ) {
+        same_as_calm(input, &ops, true)?;
     }
 }
 
