@@ -1,9 +1,12 @@
 //! Realistic inputs for the benches (and the service tests, which include
 //! this module): a SARIF report shaped like Bandit's (rules with metadata,
 //! results with regions, snippets and `issue_severity` properties), of any
-//! size, and the changelog of a real scan.
+//! size, and the changelog of a real scan; and, in [`load`], state at
+//! machine scale built through one partition's processor.
 
 #![allow(dead_code)]
+
+pub mod load;
 
 use custody::config::Config;
 use custody::engine::{Engine, Output};

@@ -1,0 +1,173 @@
+//! The `custody process` floor: on one SARIF report of 100,000 results,
+//! custody's whole run (a process of its own) against a process that only
+//! reads the file and parses it once into `serde_json::Value`, which is
+//! this bench's own executable started again with [`FLOOR_FLAG`] (see
+//! [`serve_floor`]). Each is run three times, the best time kept; peak
+//! memory of each is read with wait4. Target (#21): time ratio <= 1.0.
+//!
+//! `CUSTODY_BENCH_RESULTS` changes the size (e.g. 300000 for a ~200 MB
+//! report).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The argument that makes a bench executable the floor process:
+/// `--parse-floor=<report>`.
+pub const FLOOR_FLAG: &str = "--parse-floor=";
+
+/// When this process was started as the floor ([`FLOOR_FLAG`]): reads the
+/// report, parses it into `serde_json::Value`, and exits, failing if the
+/// report has no results. Call first thing in `main`.
+pub fn serve_floor() {
+    let Some(path) = std::env::args().find_map(|a| a.strip_prefix(FLOOR_FLAG).map(PathBuf::from))
+    else {
+        return;
+    };
+    let bytes = std::fs::read(&path).expect("read the report");
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse the report");
+    let n = v["runs"][0]["results"].as_array().map_or(0, Vec::len);
+    std::process::exit(if n > 0 { 0 } else { 1 });
+}
+
+/// What one run of a child cost.
+struct Run {
+    ok: bool,
+    /// Wall time from spawn to exit.
+    took: Duration,
+    /// User and system CPU time, all its threads.
+    cpu: Duration,
+    /// Peak resident set, in bytes.
+    peak: u64,
+}
+
+/// Runs `cmd` to its end, its usage read with wait4 for that one child.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot do
+fn run(cmd: &mut Command) -> Run {
+    let start = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    let mut status: libc::c_int = 0;
+    // SAFETY: wait4 writes into the zeroed struct and int we own; the child
+    // is ours and not yet waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let took = start.elapsed();
+    assert_eq!(rc, pid, "wait4 failed");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Run {
+        ok,
+        took,
+        cpu: time(usage.ru_utime) + time(usage.ru_stime),
+        // Linux reports ru_maxrss in kilobytes.
+        peak: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    }
+}
+
+/// Best wall time, least CPU time and largest peak memory of three runs;
+/// panics if one fails.
+fn best_of_three(what: &str, mut cmd: impl FnMut() -> Command) -> Run {
+    let mut best = Run {
+        ok: true,
+        took: Duration::MAX,
+        cpu: Duration::MAX,
+        peak: 0,
+    };
+    for _ in 0..3 {
+        let r = run(&mut cmd());
+        assert!(r.ok, "{what} failed");
+        best.took = best.took.min(r.took);
+        best.cpu = best.cpu.min(r.cpu);
+        best.peak = best.peak.max(r.peak);
+    }
+    best
+}
+
+/// The report of `results` results, written once into the target dir.
+fn report(results: usize) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("bench-{results}.sarif"));
+    if !path.exists() {
+        std::fs::write(&path, crate::common::sarif(results)).expect("write bench report");
+    }
+    path
+}
+
+/// Measures both processes and prints them; returns custody's time over
+/// the floor's.
+pub fn floor_ratio() -> f64 {
+    let results: usize = std::env::var("CUSTODY_BENCH_RESULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let path = report(results);
+    let size = std::fs::metadata(&path).expect("stat").len();
+    println!(
+        "report: {} results, {:.1} MiB",
+        results,
+        size as f64 / 1048576.0
+    );
+    let custody = best_of_three("custody process", || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_custody"));
+        c.args([
+            "process",
+            "--target",
+            "repo:github.com/acme/bench",
+            "--at",
+            "2026-01-01T00:00:00Z",
+        ])
+        .arg(&path);
+        c
+    });
+    let floor = best_of_three("the read + parse process", || {
+        let mut c = Command::new(std::env::current_exe().expect("this executable"));
+        c.arg(format!("{FLOOR_FLAG}{}", path.display()));
+        c
+    });
+    let ratio = custody.took.as_secs_f64() / floor.took.as_secs_f64();
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "read + parse into serde_json::Value (whole process): {:.3} s ({:.3} s CPU), peak RSS {:.1} MiB",
+        floor.took.as_secs_f64(),
+        floor.cpu.as_secs_f64(),
+        mib(floor.peak)
+    );
+    println!(
+        "custody process (whole process, events to /dev/null): {:.3} s ({:.3} s CPU), peak RSS {:.1} MiB = {:.2} x file size",
+        custody.took.as_secs_f64(),
+        custody.cpu.as_secs_f64(),
+        mib(custody.peak),
+        custody.peak as f64 / size as f64
+    );
+    // The floor the bench judged before, for comparison with its figures:
+    // read + parse in this process, best of three.
+    let inside = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let bytes = std::fs::read(&path).expect("read");
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
+            assert!(v["runs"][0]["results"].is_array());
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or(Duration::MAX);
+    println!(
+        "read + parse in this process (the former floor): {:.3} s, ratio {:.2}",
+        inside.as_secs_f64(),
+        custody.took.as_secs_f64() / inside.as_secs_f64()
+    );
+    // Wall time is judged; CPU time, steadier on a shared machine, beside it.
+    println!(
+        "time ratio custody / read + parse: {ratio:.2} (target <= 1.00); CPU time ratio {:.2}",
+        custody.cpu.as_secs_f64() / floor.cpu.as_secs_f64()
+    );
+    ratio
+}
