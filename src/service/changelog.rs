@@ -1299,52 +1299,114 @@ mod tests {
         assert_eq!(restore_both(&compacted(&log)), state);
     }
 
-    /// Bytes of changelog (keys and values) per open finding for a real
-    /// first scan, Bandit on tornado: the records of the step (head,
-    /// dictionary, findings, tickets, baseline, last scan record). Prints
-    /// both forms; bounds the binary one generously.
-    #[test]
-    fn a_first_scan_costs_a_fifth_of_the_json_bytes_per_open_finding() {
+    /// The records a first scan of `fixture` (a real scanner's report) of
+    /// `target` writes in `format`, as the partition processor writes
+    /// them (head, dictionary, findings, tickets, baseline, last scan
+    /// record), and the open findings it leaves.
+    fn first_scan_records(
+        fixture: &str,
+        target: &str,
+        format: ChangelogFormat,
+    ) -> (Vec<Record>, usize) {
+        let engine = Engine::new(&Config::default());
+        let bytes = std::fs::read(fixture).unwrap();
+        let (_, mut report) =
+            crate::normalize::decode(&bytes, None, engine.decode_context()).unwrap();
+        report.findings.iter_mut().for_each(|f| f.target = None);
+        let scan = ScanMeta {
+            scan_id: "scan-1".into(),
+            target: target.parse().unwrap(),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            git_ref: Some("refs/heads/main".into()),
+            complete: true,
+            coverage: report.coverage,
+        };
         let mut state = State::new();
-        let touched = tornado_scan(&mut state, at(1), usize::MAX, "aaa");
-        let open = state.targets[TORNADO]
+        let touched = engine.scan_touched(
+            &mut state,
+            &scan,
+            report.findings,
+            at(1),
+            &mut crate::engine::Output::default(),
+            std::time::Duration::ZERO,
+        );
+        let open = state.targets[target]
             .findings
             .values()
             .filter(|r| r.status == crate::model::Status::Open)
             .count();
         let hex64 = "0123456789abcdef".repeat(4);
-        let scan = ScanRecord {
+        let last = ScanRecord {
             bytes: Some(hex64.clone()),
             content: Some(hex64.clone()),
-            format: Some("sarif".into()),
+            format: None,
             scanner: None,
             complete: true,
             findings: touched.observed.len(),
             observed: touched.observed.clone(),
             settings: hex64,
         };
-        let per_finding = |format| {
-            let mut w = Writer::new(format);
-            let mut recs = w.records(&state, TORNADO, &touched.findings, Some(&touched.tickets));
-            recs.extend(baseline_record(&state, TORNADO));
-            recs.push(w.scan_record(&state, TORNADO, &scan));
-            recs.push(applied_record("custody.reports", 3, 12345, recs.len()));
-            let bytes: usize = recs
-                .iter()
-                .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
-                .sum();
-            bytes as f64 / open as f64
-        };
-        let (json, bin) = (
-            per_finding(ChangelogFormat::Json),
-            per_finding(ChangelogFormat::Binary),
-        );
-        eprintln!(
-            "changelog bytes per open finding ({open} open): json {json:.0}, binary {bin:.0}"
-        );
-        assert!(open > 100, "{open}");
-        assert!(bin < 220.0, "{bin:.0} bytes per open finding");
-        assert!(bin < json / 3.0, "binary {bin:.0}, json {json:.0}");
+        let mut w = Writer::new(format);
+        let mut recs = w.records(&state, target, &touched.findings, Some(&touched.tickets));
+        recs.extend(baseline_record(&state, target));
+        recs.push(w.scan_record(&state, target, &last));
+        recs.insert(0, applied_record("custody.reports", 3, 12345, recs.len()));
+        (recs, open)
+    }
+
+    /// Bytes of changelog (keys and values of every record of the step)
+    /// per open finding for real first scans: Bandit on tornado (SAST),
+    /// Trivy and Grype on images (dependencies). Prints both forms; bounds
+    /// the binary one generously.
+    #[test]
+    fn a_first_scan_costs_a_fraction_of_the_json_bytes_per_open_finding() {
+        // (fixture, target, bound on binary bytes, least JSON / binary):
+        // a dependency finding carries its advisory's text (title,
+        // description), which is no less in the dictionary, and these
+        // images have a ticket per vulnerability.
+        for (fixture, target, bound, ratio) in [
+            (
+                "tests/fixtures/churn/bandit-6.4.2.sarif",
+                TORNADO,
+                220.0,
+                5.0,
+            ),
+            (
+                "tests/fixtures/trivy/trivy-image-web-api-1.4.json",
+                "image:registry.acme.io/web-api",
+                800.0,
+                2.0,
+            ),
+            (
+                "tests/fixtures/grype/grype-image-web-api-1.4.json",
+                "image:registry.acme.io/web-api",
+                800.0,
+                2.0,
+            ),
+        ] {
+            let per_finding = |format| {
+                let (recs, open) = first_scan_records(fixture, target, format);
+                let bytes: usize = recs
+                    .iter()
+                    .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
+                    .sum();
+                (bytes as f64 / open as f64, open)
+            };
+            let ((json, open), (bin, _)) = (
+                per_finding(ChangelogFormat::Json),
+                per_finding(ChangelogFormat::Binary),
+            );
+            eprintln!(
+                "{fixture}: changelog bytes per open finding ({open} open): json {json:.0}, binary {bin:.0}"
+            );
+            assert!(open >= 10, "{open}");
+            assert!(bin < bound, "{bin:.0} bytes per open finding");
+            assert!(bin < json / ratio, "binary {bin:.0}, json {json:.0}");
+            // They restore the state JSON restores.
+            let (recs, _) = first_scan_records(fixture, target, ChangelogFormat::Binary);
+            let (json_recs, _) = first_scan_records(fixture, target, ChangelogFormat::Json);
+            assert_eq!(restore_both(&recs), restore_both(&json_recs));
+        }
     }
 
     /// Texts no record uses any more do not pile up: once a target's
@@ -1358,11 +1420,8 @@ mod tests {
         let mut log = Vec::new();
         let mut rewrites = 0;
         for h in 1..=24 {
-            // Each scan at a new commit: every finding's origin is kept,
-            // but each rescan's commit and scan id are new texts of the
-            // tickets... and, with resolution zero, every finding is
-            // written again; the old commits stay used by the origins.
-            // A new message per scan makes texts go out of use.
+            // Every finding's message changes at each scan (an update,
+            // written again): the last scan's messages go out of use.
             let engine = Engine::new(&Config::default());
             let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").unwrap();
             let (_, mut report) =
