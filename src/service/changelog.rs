@@ -1396,8 +1396,17 @@ mod tests {
                 per_finding(ChangelogFormat::Json),
                 per_finding(ChangelogFormat::Binary),
             );
+            let (recs, _) = first_scan_records(fixture, target, ChangelogFormat::Binary);
+            let texts: Vec<Arc<str>> = recs
+                .iter()
+                .filter(|r| r.key.starts_with(b"d\0"))
+                .flat_map(|r| binary::decode_chunk(r.value.as_deref().unwrap_or_default()))
+                .flatten()
+                .collect();
             eprintln!(
-                "{fixture}: changelog bytes per open finding ({open} open): json {json:.0}, binary {bin:.0}"
+                "{fixture}: changelog bytes per open finding ({open} open): json {json:.0}, binary {bin:.0}; dictionary {} texts, {} bytes",
+                texts.len(),
+                texts.iter().map(|t| t.len()).sum::<usize>()
             );
             assert!(open >= 10, "{open}");
             assert!(bin < bound, "{bin:.0} bytes per open finding");
