@@ -278,12 +278,32 @@ fn service_step(c: &mut Criterion) {
     g.finish();
 }
 
-/// A restore's decode of one target's changelog records into state, the
-/// records of a real first scan (Bandit on tornado: 272 findings, 14
-/// tickets), as JSON and in the binary form; in findings per second.
+/// The changelog records of a real first scan (Bandit on tornado: 272
+/// findings, 14 tickets), as JSON and in the binary form: writing them
+/// (a fresh writer, as for a new target), and a restore's decode of them
+/// into state; in findings per second.
 fn changelog_decode(c: &mut Criterion) {
     use custody::service::changelog;
     let config = Config::default();
+    let (state, touched) = common::tornado_scan(&config);
+    let mut g = c.benchmark_group("changelog_encode");
+    g.throughput(Throughput::Elements(touched.findings.len() as u64));
+    for (name, format) in [
+        ("json", changelog::ChangelogFormat::Json),
+        ("binary", changelog::ChangelogFormat::Binary),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                changelog::Writer::new(format).records(
+                    &state,
+                    common::TORNADO,
+                    &touched.findings,
+                    Some(&touched.tickets),
+                )
+            })
+        });
+    }
+    g.finish();
     let mut g = c.benchmark_group("changelog_decode");
     for (name, recs) in [
         ("json", common::tornado_changelog_json(&config)),
