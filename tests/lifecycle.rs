@@ -557,7 +557,18 @@ fn step_findings(s: &Step) -> (ScanMeta, Vec<Finding>) {
 /// Replays scans through the engine, appending the changelog records of
 /// what each scan touched to one log, and restores a state from the log.
 fn replay(steps: &[Step], resolution: std::time::Duration) -> (State, State, usize) {
+    replay_as(steps, resolution, None)
+}
+
+/// [`replay`], the records written by a [`changelog::Writer`] of `format`
+/// (`None`: as JSON by `changelog::records`).
+fn replay_as(
+    steps: &[Step],
+    resolution: std::time::Duration,
+    format: Option<custody::service::changelog::ChangelogFormat>,
+) -> (State, State, usize) {
     use custody::service::changelog;
+    let mut writer = format.map(changelog::Writer::new);
     let engine = Engine::new(&Config::default());
     let spec = target().to_string();
     let mut state = State::new();
@@ -568,12 +579,10 @@ fn replay(steps: &[Step], resolution: std::time::Duration) -> (State, State, usi
         let (meta, findings) = step_findings(s);
         let mut out = Output::default();
         let touched = engine.scan_touched(&mut state, &meta, findings, at, &mut out, resolution);
-        log.extend(changelog::records(
-            &state,
-            &spec,
-            &touched.findings,
-            Some(&touched.tickets),
-        ));
+        log.extend(match writer.as_mut() {
+            Some(w) => w.records(&state, &spec, &touched.findings, Some(&touched.tickets)),
+            None => changelog::records(&state, &spec, &touched.findings, Some(&touched.tickets)),
+        });
         if touched.baseline {
             log.extend(changelog::baseline_record(&state, &spec));
         }
@@ -598,6 +607,10 @@ proptest! {
     #[test]
     fn changelog_of_changes_restores_the_state(steps in proptest::collection::vec(step(), 1..12)) {
         let (live, restored, _) = replay(&steps, std::time::Duration::ZERO);
+        prop_assert_eq!(&restored, &live);
+        // The same in the binary form.
+        let binary = Some(custody::service::changelog::ChangelogFormat::Binary);
+        let (live, restored, _) = replay_as(&steps, std::time::Duration::ZERO, binary);
         prop_assert_eq!(&restored, &live);
         let hour = std::time::Duration::from_secs(3600);
         let (live, restored, _) = replay(&steps, hour);

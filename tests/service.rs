@@ -1756,7 +1756,7 @@ pub fn send_raw_at(h: &Harness, target: &str, payload: &[u8], ts_ms: i64) {
 fn restore_reads_a_changelog_whose_start_has_moved() {
     let h = Harness::new(1);
     // One real finding record, its message padded to 100 KB.
-    let rec = crate::common::tornado_changelog(&h.config).remove(0);
+    let rec = crate::common::tornado_changelog_json(&h.config).remove(0);
     let mut value: serde_json::Value = serde_json::from_slice(&rec.value.unwrap()).unwrap();
     value["finding"]["message"] = serde_json::Value::String("padding ".repeat(12_800));
     let value = serde_json::to_vec(&value).unwrap();

@@ -19,9 +19,29 @@ use std::fmt::Write as _;
 pub const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
 
 /// The changelog records custody writes for a real first scan, Bandit
-/// 6.4.2 on tornado (the churn fixture): one per finding, in the order the
-/// scan touched them, then the target's tickets.
+/// 6.4.2 on tornado (the churn fixture), in the format `config` names:
+/// (in the binary form, the target's dictionary record first) one per
+/// finding, in the order the scan touched them, then the target's
+/// tickets.
 pub fn tornado_changelog(config: &Config) -> Vec<changelog::Record> {
+    let (state, touched) = tornado_scan(config);
+    changelog::Writer::new(config.service.changelog_format).records(
+        &state,
+        TORNADO,
+        &touched.findings,
+        Some(&touched.tickets),
+    )
+}
+
+/// The same as JSON, the format earlier versions wrote.
+pub fn tornado_changelog_json(config: &Config) -> Vec<changelog::Record> {
+    let (state, touched) = tornado_scan(config);
+    changelog::records(&state, TORNADO, &touched.findings, Some(&touched.tickets))
+}
+
+/// The state of a real first scan, Bandit 6.4.2 on tornado, and what it
+/// touched.
+pub fn tornado_scan(config: &Config) -> (State, custody::engine::Touched) {
     let engine = Engine::new(config);
     let bytes = std::fs::read("tests/fixtures/churn/bandit-6.4.2.sarif").expect("fixture");
     let (_, report) =
@@ -44,7 +64,7 @@ pub fn tornado_changelog(config: &Config) -> Vec<changelog::Record> {
         &mut Output::default(),
         std::time::Duration::ZERO,
     );
-    changelog::records(&state, TORNADO, &touched.findings, Some(&touched.tickets))
+    (state, touched)
 }
 
 /// A SARIF 2.1.0 report with `results` results over `results / 20` files

@@ -34,6 +34,7 @@ pub(crate) struct RawKafka {
     shutdown_timeout_secs: Option<u64>,
     tick_interval_secs: Option<u64>,
     last_seen_resolution_secs: Option<u64>,
+    changelog_format: Option<ChangelogFormat>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
 }
@@ -67,6 +68,20 @@ pub enum Delivery {
     AtLeastOnce,
     /// Kafka transactions: events, state and offsets commit together.
     ExactlyOnce,
+}
+
+/// How changelog values are written (both are always read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangelogFormat {
+    /// The compact binary form, with a dictionary of texts per target
+    /// (see `service::changelog`).
+    #[default]
+    Binary,
+    /// JSON, as versions before the binary form wrote: set it before
+    /// rolling back to such a version (see the README), and every
+    /// target's records are rewritten as JSON when it is restored.
+    Json,
 }
 
 /// The validated service settings.
@@ -113,6 +128,8 @@ pub struct ServiceSettings {
     /// scan), so steady rescans write next to nothing; a restart may find
     /// `last_seen` up to one period old.
     pub last_seen_resolution: Duration,
+    /// How changelog values are written.
+    pub changelog_format: ChangelogFormat,
     /// librdkafka settings passed through.
     pub properties: BTreeMap<String, String>,
     /// HTTP listen address.
@@ -149,6 +166,7 @@ impl Default for ServiceSettings {
             shutdown_timeout: Duration::from_secs(20),
             tick_interval: Duration::from_secs(60),
             last_seen_resolution: Duration::from_secs(3600),
+            changelog_format: ChangelogFormat::Binary,
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,
@@ -308,6 +326,9 @@ pub(crate) fn validate(
     if let Some(v) = kafka.last_seen_resolution_secs {
         s.last_seen_resolution = Duration::from_secs(v);
     }
+    if let Some(f) = kafka.changelog_format {
+        s.changelog_format = f;
+    }
     for (k, v) in kafka.properties {
         let text = match v {
             toml::Value::String(s) => s,
@@ -374,6 +395,7 @@ mod tests {
             replication_factor = 3
             shutdown_timeout_secs = 5
             last_seen_resolution_secs = 0
+            changelog_format = "json"
             [kafka.properties]
             "security.protocol" = "SASL_SSL"
             "fetch.wait.max.ms" = 100
@@ -390,6 +412,11 @@ mod tests {
         assert_eq!(s.changelog_for("b.reports"), "custody.state.b.reports");
         assert_eq!(s.properties["fetch.wait.max.ms"], "100");
         assert_eq!(s.last_seen_resolution, std::time::Duration::ZERO);
+        assert_eq!(s.changelog_format, super::ChangelogFormat::Json);
+        assert_eq!(
+            crate::config::Config::default().service.changelog_format,
+            super::ChangelogFormat::Binary
+        );
         assert_eq!(
             crate::config::Config::default()
                 .service

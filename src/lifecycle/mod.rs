@@ -173,6 +173,11 @@ impl Sources {
         self.0.iter().map(|(s, _)| s.as_str())
     }
 
+    /// The scanners with the severity each gives, sorted by scanner.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, Severity)> {
+        self.0.iter().map(|(s, v)| (s.as_str(), *v))
+    }
+
     /// The highest severity, if any scanner reports it.
     pub fn max(&self) -> Option<Severity> {
         self.0.iter().map(|(_, v)| *v).max()

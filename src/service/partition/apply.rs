@@ -318,7 +318,7 @@ impl PartitionProcessor {
         let mut records = Vec::new();
         let mut last = None;
         for (spec, mut touched) in applied {
-            records.extend(changelog::records(
+            records.extend(self.writer.records(
                 state,
                 &spec,
                 &touched.findings,
@@ -348,7 +348,8 @@ impl PartitionProcessor {
                     observed: std::mem::take(&mut touched.observed),
                     restored: false,
                 };
-                records.push(changelog::scan_record(
+                records.push(self.writer.scan_record(
+                    state,
                     &spec,
                     &scan.record(&env.cx.settings_digest),
                 ));
@@ -422,11 +423,14 @@ impl PartitionProcessor {
         env.cx.metrics.report_unchanged();
         last.recognized_by(digests);
         // No ticket changed (`None` would write every ticket of the target).
-        let mut records = changelog::records(state, &spec, &touched.findings, Some(&[]));
+        let mut records = self
+            .writer
+            .records(state, &spec, &touched.findings, Some(&[]));
         // Records of the target void the changelog's record of its last
         // scan unless it comes after them again.
         if !records.is_empty() {
-            records.push(changelog::scan_record(
+            records.push(self.writer.scan_record(
+                state,
                 &spec,
                 &last.record(&env.cx.settings_digest),
             ));
@@ -454,7 +458,8 @@ impl PartitionProcessor {
             Ok(out) => {
                 env.count_message("decision");
                 let records =
-                    changelog::records(state, &spec, std::slice::from_ref(&d.fingerprint), None);
+                    self.writer
+                        .records(state, &spec, std::slice::from_ref(&d.fingerprint), None);
                 let bytes = msg.len();
                 self.emit(env, Some(msg), out, records, Vec::new(), bytes);
             }
@@ -493,7 +498,7 @@ impl PartitionProcessor {
         );
         let fingerprints: Vec<String> =
             out.findings.iter().map(|e| e.fingerprint.clone()).collect();
-        let records = changelog::records(state, &spec, &fingerprints, None);
+        let records = self.writer.records(state, &spec, &fingerprints, None);
         let bytes = msg.len();
         self.emit(env, Some(msg), out, records, Vec::new(), bytes);
     }

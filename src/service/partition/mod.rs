@@ -157,6 +157,9 @@ pub struct PartitionProcessor {
     /// Changelog records read at restore and not decoded yet, by target:
     /// decoded when the target is first needed, or in the background.
     pub(crate) raw: changelog::RawLog,
+    /// Writes the changelog records, in the configured format (set at
+    /// restore), with each target's dictionary.
+    writer: changelog::Writer,
     jobs: VecDeque<Job>,
     pending: VecDeque<Pending>,
     chunks: HashMap<(String, String), ChunkBuf>,
@@ -283,6 +286,7 @@ impl PartitionProcessor {
             generation,
             state: None,
             raw: changelog::RawLog::new(),
+            writer: changelog::Writer::default(),
             jobs: VecDeque::new(),
             pending: VecDeque::new(),
             chunks: HashMap::new(),
@@ -309,6 +313,7 @@ impl PartitionProcessor {
     ) {
         let ownership = env.cx.ownership_generation();
         self.state = Some(State::new());
+        self.writer = changelog::Writer::new(env.cx.settings.changelog_format);
         self.replay = raw.applied().filter(|a| a.offset >= 0);
         if raw.cut() > 0 {
             tracing::info!(
@@ -471,32 +476,44 @@ impl PartitionProcessor {
             return Err(Failure::Fatal(e.clone()));
         }
         let topic = &self.changelog_topic;
-        let Some(parsed) = self.raw.take(target, |recs| {
-            let parse = |r: &changelog::RawRecord<'_>| {
-                changelog::parse(r.key, r.value)
-                    .map_err(|e| format!("{topic} offset {}: {e}", r.offset))
-            };
-            if recs.len() > 256 {
-                use rayon::prelude::*;
-                recs.par_iter().map(parse).collect::<Vec<_>>()
-            } else {
-                recs.iter().map(parse).collect()
-            }
-        }) else {
+        let marks = self.raw.take_marks(target);
+        let Some(decoded) = self
+            .raw
+            .take(target, |recs| changelog::decode_target(&recs, topic))
+        else {
+            // No record of the target, but maybe dictionary records of a
+            // group cut short: no id of theirs is given again.
+            self.writer.restored(target, None, &marks);
             return Ok(());
         };
-        let mut r = Restorer::resume(self.state.take().unwrap_or_default());
-        for p in parsed {
-            match p {
-                Ok(p) => r.apply_parsed(p),
-                Err(e) => {
-                    self.state = Some(r.finish());
-                    self.broken.insert(target.to_string(), e.clone());
-                    return Err(Failure::Fatal(e));
-                }
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.broken.insert(target.to_string(), e.clone());
+                return Err(Failure::Fatal(e));
             }
+        };
+        self.writer.restored(target, Some(&decoded), &marks);
+        let mut r = Restorer::resume(self.state.take().unwrap_or_default());
+        for p in decoded.parsed {
+            r.apply_parsed(p);
         }
         self.state = Some(r.finish());
+        // Under the JSON format, binary records of the target are
+        // rewritten as JSON now, so that rolling back to a version that
+        // reads only JSON needs no traffic to each target.
+        if let Some(records) = self
+            .state
+            .as_ref()
+            .and_then(|state| self.writer.migrate(state, target))
+        {
+            tracing::info!(
+                target = %target,
+                records = records.len(),
+                "changelog records of a target rewritten as JSON (changelog_format = \"json\")"
+            );
+            self.emit(env, None, Output::default(), records, Vec::new(), 0);
+        }
         // The ownership in force may not be the one the state was written
         // under (changed while custody was down, or by the instance that
         // held the partition before).
@@ -522,7 +539,9 @@ impl PartitionProcessor {
             return;
         }
         self.last_scans.remove(spec);
-        let records = changelog::records(state, spec, &touched.findings, Some(&touched.tickets));
+        let records = self
+            .writer
+            .records(state, spec, &touched.findings, Some(&touched.tickets));
         self.emit(env, None, out, records, Vec::new(), 0);
     }
 
@@ -554,7 +573,7 @@ impl PartitionProcessor {
         }
         let mut records = Vec::new();
         for (target, fps) in &by_target {
-            records.extend(changelog::records(state, target, fps, None));
+            records.extend(self.writer.records(state, target, fps, None));
         }
         self.emit(env, None, out, records, Vec::new(), 0);
     }

@@ -3,7 +3,7 @@
 //! test of random interleavings of messages, acknowledgements and crashes.
 
 use super::*;
-use crate::config::service::ServiceSettings;
+use crate::config::service::{ChangelogFormat, ServiceSettings};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -575,6 +575,107 @@ fn after_a_crash_what_the_changelog_says_was_applied_is_not_sent_again() {
     let next = event_ids(&b.edge.take());
     assert!(!next.is_empty(), "the new report resolves finding 1");
     assert!(next.is_disjoint(&first_events));
+}
+
+/// Feeds `msgs` (offset, findings) one by one, delivering every event
+/// and changelog record; returns the changelog records produced.
+fn applied_log(
+    b: &Bench,
+    p: &mut PartitionProcessor,
+    msgs: &[(i64, &[u8])],
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut log = Vec::new();
+    let settle = |p: &mut PartitionProcessor, log: &mut Vec<_>| {
+        deliver(&b.edge.take());
+        b.step(p);
+        for e in b.edge.take() {
+            if let Rec::Produce {
+                key, payload, ack, ..
+            } = e
+            {
+                ack.delivered();
+                log.push((key, payload));
+            }
+        }
+    };
+    // What a restore rewrote (under the JSON format).
+    p.decode_some(&b.env(), &|| false);
+    settle(p, &mut log);
+    for &(o, f) in msgs {
+        b.feed(p, message(o, TARGET, report(f), &[]));
+        settle(p, &mut log);
+    }
+    log
+}
+
+/// The state a processor holds, every target decoded.
+fn state_of(b: &Bench, p: &mut PartitionProcessor) -> crate::lifecycle::State {
+    p.decode_some(&b.env(), &|| false);
+    p.state.clone().unwrap_or_default()
+}
+
+/// A changelog written as JSON (by a processor under
+/// `changelog_format = "json"`, as the version before the binary form
+/// wrote it) restores under the binary format, which goes on with binary
+/// records; the mixed log restores the same state as a processor that
+/// applied everything itself; and under the JSON format again, a restore
+/// rewrites the target as JSON, so that once compacted no binary record
+/// or dictionary key is left.
+#[test]
+fn a_json_changelog_goes_on_in_binary_and_back_to_json() {
+    // Every scan writes every finding it sees, so restored states are
+    // exact (`last_seen` included).
+    let json = Bench::new(|s| {
+        s.changelog_format = ChangelogFormat::Json;
+        s.last_seen_resolution = Duration::ZERO;
+    });
+    let binary = Bench::new(|s| s.last_seen_resolution = Duration::ZERO);
+    let msgs: [(i64, &[u8]); 4] = [(0, &[1, 2, 3]), (1, &[1, 2]), (2, &[2, 3, 4]), (3, &[4, 5])];
+    let mut p = json.restored(&[]);
+    let mut log = applied_log(&json, &mut p, &msgs[..2]);
+    let is_binary = |v: &Option<Vec<u8>>| v.as_deref().is_some_and(|v| v.first() == Some(&0xB1));
+    assert!(!log.iter().any(|(_, v)| is_binary(v)), "JSON only");
+    let mut p = binary.restored(&log);
+    let more = applied_log(&binary, &mut p, &msgs[2..]);
+    assert!(more.iter().any(|(_, v)| is_binary(v)), "binary records");
+    assert!(
+        more.iter().any(|(k, _)| k.starts_with(b"d\0")),
+        "a dictionary"
+    );
+    log.extend(more);
+    let mut calm = binary.restored(&[]);
+    applied_log(&binary, &mut calm, &msgs);
+    let want = state_of(&binary, &mut calm);
+    assert!(!want.targets.is_empty());
+    let mut p = binary.restored(&log);
+    assert_eq!(state_of(&binary, &mut p), want);
+    // Back to JSON.
+    let mut p = json.restored(&log);
+    let rewritten = applied_log(&json, &mut p, &[]);
+    assert!(!rewritten.is_empty(), "the target is rewritten as JSON");
+    log.extend(rewritten);
+    // Compacted: the last record of each key, in log order (tombstones
+    // kept, as the broker keeps them a while).
+    let mut last: HashMap<&[u8], usize> = HashMap::new();
+    for (i, (k, _)) in log.iter().enumerate() {
+        last.insert(k, i);
+    }
+    let compacted: Vec<(Vec<u8>, Option<Vec<u8>>)> = log
+        .iter()
+        .enumerate()
+        .filter(|(i, (k, _))| last.get(k.as_slice()) == Some(i))
+        .map(|(_, r)| r.clone())
+        .collect();
+    // A last scan record that does not decode is passed over by any
+    // version; nothing else is binary, and dictionary keys are tombstones.
+    assert!(!compacted
+        .iter()
+        .any(|(k, v)| is_binary(v) && !k.starts_with(b"s\0")));
+    assert!(!compacted
+        .iter()
+        .any(|(k, v)| k.starts_with(b"d\0") && v.is_some()));
+    let mut p = json.restored(&compacted);
+    assert_eq!(state_of(&json, &mut p), want);
 }
 
 /// Event ids of the events produced (to any topic but the changelog and
