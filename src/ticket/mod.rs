@@ -119,7 +119,8 @@ pub struct TicketTransition {
 
 #[derive(Default)]
 struct Aggregate {
-    open: BTreeSet<String>,
+    /// Open members, in the order of the target's records (sorted).
+    open: Vec<String>,
     counts: TicketCounts,
     severity_open: Option<Severity>,
     severity_any: Option<Severity>,
@@ -151,7 +152,7 @@ pub fn refresh(
         match rec.status {
             Status::Open => {
                 a.counts.open += 1;
-                a.open.insert(fp.clone());
+                a.open.push(fp.clone());
                 a.severity_open = a.severity_open.max(Some(sev));
                 a.due = match (a.due, rec.due_at) {
                     (Some(x), Some(y)) => Some(x.min(y)),
@@ -227,6 +228,8 @@ pub fn refresh(
             .route(sample.team.as_deref(), severity, f.category)
             .to_string();
         let is_open = !a.open.is_empty();
+        // Built from sorted keys in one go, not key by key.
+        let open: BTreeSet<String> = a.open.into_iter().collect();
         let mut push = |rec: &mut TicketRecord, kind| {
             rec.seq += 1;
             out.push(TicketTransition {
@@ -256,7 +259,7 @@ pub fn refresh(
                     status: TicketStatus::Open,
                     severity,
                     due_at: a.due,
-                    open_members: a.open,
+                    open_members: open,
                     counts: a.counts,
                     breached: a.breached,
                     route,
@@ -271,12 +274,12 @@ pub fn refresh(
             Some(rec) => {
                 let was_open = rec.status == TicketStatus::Open;
                 let changed =
-                    rec.open_members != a.open || rec.severity != severity || rec.due_at != a.due;
+                    rec.open_members != open || rec.severity != severity || rec.due_at != a.due;
                 let newly_breached = is_open && a.breached && !rec.breached;
                 rec.counts = a.counts;
                 rec.severity = severity;
                 rec.due_at = a.due;
-                rec.open_members = a.open;
+                rec.open_members = open;
                 rec.breached = a.breached;
                 rec.route = route;
                 rec.title = title;
