@@ -12,7 +12,7 @@ use crate::normalize::DecodeContext;
 use crate::ticket::{self, render, RefreshContext, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Decides which team owns a finding. The ownership module implements it;
@@ -230,6 +230,33 @@ impl Engine {
     ) -> (Arc<Attribution>, String) {
         let a = self.attribute.attribute(target, f);
         let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
+        (a, key)
+    }
+
+    /// [`Engine::decide_owner`] for one scan's findings, with the ticket
+    /// keys it made kept in `keys`: under any grouping but `finding`, a
+    /// key is a hash of the team, the target and the rule alone, and a
+    /// report of 100,000 results has a few hundred of them.
+    fn decide_owner_in_scan(
+        &self,
+        target: &Target,
+        spec: &str,
+        fp: &str,
+        f: &Finding,
+        keys: &mut ScanTicketKeys,
+    ) -> (Arc<Attribution>, String) {
+        let a = self.attribute.attribute(target, f);
+        if self.tickets.grouping_for(a.team.as_deref()) == ticket::Grouping::Finding {
+            let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
+            return (a, key);
+        }
+        if let Some(key) = keys.get(&a.team).and_then(|g| g.get(f.group_id())) {
+            return (a, key.clone());
+        }
+        let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
+        keys.entry(a.team.clone())
+            .or_default()
+            .insert(f.group_id().to_string(), key.clone());
         (a, key)
     }
 
@@ -467,6 +494,7 @@ impl Engine {
         findings.reverse();
         fps.reverse();
         let spec_ref = spec.as_str();
+        let mut keys = ScanTicketKeys::new();
         let observed = std::iter::from_fn(move || {
             let finding = findings.pop()?;
             let fingerprint = fps.pop()?;
@@ -475,7 +503,7 @@ impl Engine {
                 fps.shrink_to_fit();
             }
             let (attribution, ticket_key) =
-                self.decide_owner(target, spec_ref, &fingerprint, &finding);
+                self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
             Some(Observation {
                 fingerprint,
                 finding,
@@ -632,6 +660,9 @@ impl Engine {
         keys
     }
 }
+
+/// Ticket keys made in one scan, by team and rule or vulnerability.
+type ScanTicketKeys = HashMap<Option<String>, HashMap<String, String>>;
 
 /// Tickets a change of grouping touches.
 #[derive(Debug, Default)]
