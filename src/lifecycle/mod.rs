@@ -1046,28 +1046,6 @@ pub fn tick(ts: &mut TargetState, now: DateTime<Utc>) -> Vec<Transition> {
     out
 }
 
-/// The tickets some transitions touched, including tickets that
-/// reassigned findings left.
-pub fn touched_tickets(ts: &TargetState, transitions: &[Transition]) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    // Many transitions share a ticket: a key is copied only the first
-    // time.
-    let mut add = |k: &String| {
-        if !keys.contains(k) {
-            keys.insert(k.clone());
-        }
-    };
-    for t in transitions {
-        if let Some(r) = ts.findings.get(&t.fingerprint) {
-            add(&r.ticket_key);
-        }
-        if let Some(k) = &t.previous_ticket {
-            add(k);
-        }
-    }
-    keys
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
