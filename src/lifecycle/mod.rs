@@ -1051,6 +1051,63 @@ mod tests {
     use super::*;
     use crate::model::Category;
 
+    /// A target's first scan keeps no list of what it saw (none of its
+    /// records can be resolved by their absence): a fingerprint reported
+    /// twice in it is one record opened once, and the next complete scan
+    /// still resolves what it no longer reports, and only that.
+    #[test]
+    fn a_first_scan_opens_each_fingerprint_once_and_the_next_resolves_what_went() {
+        let target: Target = "repo:github.com/acme/x".parse().unwrap();
+        let scan = ScanMeta {
+            scan_id: "s".into(),
+            target: target.clone(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: [("bandit".to_string(), Category::Sast)].into(),
+        };
+        let obs = |fp: &str| Observation {
+            fingerprint: fp.to_string(),
+            finding: Finding::new("bandit", Category::Sast, "B101", Severity::Low, "m"),
+            attribution: Arc::new(Attribution::unattributed()),
+            ticket_key: "tk".into(),
+        };
+        let policy = SlaPolicy::default();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let mut ts = TargetState::default();
+        let mut changes = Changes::new(std::time::Duration::ZERO);
+        let first = apply_scan(
+            &mut ts,
+            &scan,
+            [obs("a"), obs("b"), obs("a")],
+            now,
+            &policy,
+            Some(&mut changes),
+        );
+        let kinds = |t: &[Transition]| {
+            t.iter()
+                .map(|t| (t.fingerprint.clone(), t.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(&first),
+            [
+                ("a".to_string(), FindingEventKind::Opened),
+                ("b".to_string(), FindingEventKind::Opened)
+            ]
+        );
+        assert_eq!(ts.findings.len(), 2);
+        assert!(changes.baseline);
+        let later = now + chrono::Duration::days(1);
+        let second = apply_scan(&mut ts, &scan, [obs("b")], later, &policy, None);
+        assert_eq!(
+            kinds(&second),
+            [("a".to_string(), FindingEventKind::Resolved)]
+        );
+        assert_eq!(ts.findings["a"].status, Status::Resolved);
+        assert_eq!(ts.findings["b"].status, Status::Open);
+    }
+
     #[test]
     fn evidence_hash_is_the_hash_of_the_digit_folded_message_and_snippet() {
         // The plain definition, char by char: the hash must not change
