@@ -12,7 +12,7 @@ use crate::normalize::DecodeContext;
 use crate::ticket::{self, render, RefreshContext, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Decides which team owns a finding. The ownership module implements it;
@@ -230,6 +230,33 @@ impl Engine {
     ) -> (Arc<Attribution>, String) {
         let a = self.attribute.attribute(target, f);
         let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
+        (a, key)
+    }
+
+    /// [`Engine::decide_owner`] for one scan's findings, with the ticket
+    /// keys it made kept in `keys`: under any grouping but `finding`, a
+    /// key is a hash of the team, the target and the rule alone, and a
+    /// report of 100,000 results has a few hundred of them.
+    fn decide_owner_in_scan(
+        &self,
+        target: &Target,
+        spec: &str,
+        fp: &str,
+        f: &Finding,
+        keys: &mut ScanTicketKeys,
+    ) -> (Arc<Attribution>, String) {
+        let a = self.attribute.attribute(target, f);
+        if self.tickets.grouping_for(a.team.as_deref()) == ticket::Grouping::Finding {
+            let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
+            return (a, key);
+        }
+        if let Some(key) = keys.get(&a.team).and_then(|g| g.get(f.group_id())) {
+            return (a, key.clone());
+        }
+        let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
+        keys.entry(a.team.clone())
+            .or_default()
+            .insert(f.group_id().to_string(), key.clone());
         (a, key)
     }
 
@@ -467,6 +494,7 @@ impl Engine {
         findings.reverse();
         fps.reverse();
         let spec_ref = spec.as_str();
+        let mut keys = ScanTicketKeys::new();
         let observed = std::iter::from_fn(move || {
             let finding = findings.pop()?;
             let fingerprint = fps.pop()?;
@@ -475,7 +503,7 @@ impl Engine {
                 fps.shrink_to_fit();
             }
             let (attribution, ticket_key) =
-                self.decide_owner(target, spec_ref, &fingerprint, &finding);
+                self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
             Some(Observation {
                 fingerprint,
                 finding,
@@ -594,8 +622,26 @@ impl Engine {
         // An empty id: none known (yet; see the service's lazy scan id).
         let scan_id = scan.map(|s| s.scan_id.as_str()).filter(|id| !id.is_empty());
         let ts = state.target_mut(target);
-        let mut keys = lifecycle::touched_tickets(ts, &transitions);
-        keys.extend(regroup.keys.iter().cloned());
+        // One look-up per transition gives both its event and the ticket
+        // it touched (with the ticket a reassignment left). The events go
+        // out before the tickets are refreshed, which changes no finding
+        // record: the sink sees what it always did, finding events and
+        // then ticket events.
+        let mut keys = regroup.keys.clone();
+        let mut touch = |key: &String| {
+            if !keys.contains(key) {
+                keys.insert(key.clone());
+            }
+        };
+        for t in &transitions {
+            if let Some(rec) = ts.findings.get(&t.fingerprint) {
+                touch(&rec.ticket_key);
+                sink.finding(finding_event(rec, t, target, now, scan_id));
+            }
+            if let Some(k) = &t.previous_ticket {
+                touch(k);
+            }
+        }
         let ctx = RefreshContext {
             router: &self.router,
             settings: &self.tickets,
@@ -604,18 +650,17 @@ impl Engine {
             regrouped: &regroup.stale,
         };
         let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);
-        for t in &transitions {
-            if let Some(rec) = ts.findings.get(&t.fingerprint) {
-                sink.finding(finding_event(rec, t, target, now, scan_id));
-            }
-        }
+        let gathered = gathered_members(ts, &ticket_transitions);
         for t in &ticket_transitions {
             if let Some(rec) = ts.tickets.get(&t.key) {
-                let members: Vec<&FindingRecord> = rec
-                    .open_members
-                    .iter()
-                    .filter_map(|fp| ts.findings.get(fp).map(|r| &**r))
-                    .collect();
+                let members: Vec<&FindingRecord> = match gathered.get(t.key.as_str()) {
+                    Some(members) => members.clone(),
+                    None => rec
+                        .open_members
+                        .iter()
+                        .filter_map(|fp| ts.findings.get(fp).map(|r| &**r))
+                        .collect(),
+                };
                 let attribution = members.first().map_or_else(
                     || Arc::new(Attribution::unattributed()),
                     |r| Arc::clone(&r.attribution),
@@ -633,6 +678,49 @@ impl Engine {
         keys
     }
 }
+
+/// The open members of the tickets that changed, gathered in one walk
+/// through the target's records when they are a good part of them (a
+/// target's first scan: its tickets hold every finding), where searching
+/// the tree for each member costs more; empty when they are few. A
+/// refreshed ticket's `open_members` are exactly the open records that
+/// name it, so the walk finds the same records in the same order
+/// (fingerprint order); a ticket for which it found another count is left
+/// out, and its members are looked up.
+fn gathered_members<'t>(
+    ts: &'t lifecycle::TargetState,
+    transitions: &[ticket::TicketTransition],
+) -> BTreeMap<&'t str, Vec<&'t FindingRecord>> {
+    let mut wanted: BTreeMap<&str, Vec<&FindingRecord>> = BTreeMap::new();
+    let mut total = 0usize;
+    for t in transitions {
+        if let Some((key, rec)) = ts.tickets.get_key_value(&t.key) {
+            if let btree_map::Entry::Vacant(slot) = wanted.entry(key.as_str()) {
+                total += rec.open_members.len();
+                slot.insert(Vec::with_capacity(rec.open_members.len()));
+            }
+        }
+    }
+    if total == 0 || total.saturating_mul(4) < ts.findings.len() {
+        return BTreeMap::new();
+    }
+    for rec in ts.findings.values() {
+        if rec.status == crate::model::Status::Open {
+            if let Some(members) = wanted.get_mut(rec.ticket_key.as_str()) {
+                members.push(rec);
+            }
+        }
+    }
+    wanted.retain(|key, members| {
+        ts.tickets
+            .get(*key)
+            .is_some_and(|t| t.open_members.len() == members.len())
+    });
+    wanted
+}
+
+/// Ticket keys made in one scan, by team and rule or vulnerability.
+type ScanTicketKeys = HashMap<Option<String>, HashMap<String, String>>;
 
 /// Tickets a change of grouping touches.
 #[derive(Debug, Default)]

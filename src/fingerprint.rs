@@ -36,6 +36,7 @@
 use crate::model::{Category, Finding, Severity, Target};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// The algorithm version written at the front of every fingerprint.
@@ -309,7 +310,12 @@ fn assign_with(
     let mut fps: Vec<Option<String>> = dependency_fingerprints(findings, target, known);
     {
         type Key<'f> = (&'f str, &'f str, &'f str, (&'static str, Cow<'f, str>));
-        let mut groups: HashMap<Key<'_>, Vec<usize>> = HashMap::new();
+        // Each group is a chain through `next` from its first member
+        // (most groups have one member: no vector each), and the table is
+        // sized once.
+        const END: usize = usize::MAX;
+        let mut groups: HashMap<Key<'_>, (usize, usize)> = HashMap::with_capacity(findings.len());
+        let mut next = vec![END; findings.len()];
         for (i, f) in findings.iter().enumerate() {
             if fps[i].is_none() {
                 let key = (
@@ -318,10 +324,20 @@ fn assign_with(
                     f.path().unwrap_or(""),
                     code_basis(f),
                 );
-                groups.entry(key).or_default().push(i);
+                match groups.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let (_, last) = e.get_mut();
+                        next[*last] = i;
+                        *last = i;
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert((i, i));
+                    }
+                }
             }
         }
-        for ((scanner, rule, path, (basis_kind, basis)), mut members) in groups {
+        let mut members = Vec::new();
+        for ((scanner, rule, path, (basis_kind, basis)), (first, _)) in groups {
             let pos = |i: usize| {
                 let loc = findings[i].location.as_ref();
                 (
@@ -330,8 +346,14 @@ fn assign_with(
                     i,
                 )
             };
+            members.clear();
+            let mut at = first;
+            while at != END {
+                members.push(at);
+                at = next[at];
+            }
             members.sort_by_key(|&i| pos(i));
-            for (occurrence, i) in members.into_iter().enumerate() {
+            for (occurrence, &i) in members.iter().enumerate() {
                 let occ = occurrence.to_string();
                 fps[i] = Some(format!(
                     "{VERSION}:{}",

@@ -799,34 +799,44 @@ pub struct ProcessSummary<'a> {
 /// Counts the summary's rows: open findings by severity and open tickets
 /// from the whole state, opened, resolved and reopened from this run.
 fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
-    let mut open: BTreeMap<Option<String>, BTreeMap<Severity, u64>> = BTreeMap::new();
-    let mut tickets_open: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    // Keyed by borrowed team names: a state of 100,000 findings is
+    // counted without copying a name (or a target) per finding.
+    let mut open: BTreeMap<Option<&str>, BTreeMap<Severity, u64>> = BTreeMap::new();
+    let mut tickets_open: BTreeMap<Option<&str>, u64> = BTreeMap::new();
     let mut unattributed: BTreeMap<String, u64> = BTreeMap::new();
     for (target, ts) in &state.targets {
+        let mut none = 0;
         for rec in ts.findings.values().filter(|r| r.status == Status::Open) {
             *open
-                .entry(rec.team.clone())
+                .entry(rec.team.as_deref())
                 .or_default()
                 .entry(rec.severity())
                 .or_default() += 1;
             if rec.team.is_none() {
-                *unattributed.entry(target.clone()).or_default() += 1;
+                none += 1;
             }
+        }
+        if none > 0 {
+            unattributed.insert(target.clone(), none);
         }
         for t in ts
             .tickets
             .values()
             .filter(|t| t.status == crate::ticket::TicketStatus::Open)
         {
-            *tickets_open.entry(t.team.clone()).or_default() += 1;
+            *tickets_open.entry(t.team.as_deref()).or_default() += 1;
         }
     }
-    let teams: BTreeSet<Option<String>> = open.keys().chain(tally.events.keys()).cloned().collect();
+    let teams: BTreeSet<Option<String>> = open
+        .keys()
+        .map(|t| t.map(str::to_string))
+        .chain(tally.events.keys().cloned())
+        .collect();
     let teams = teams
         .into_iter()
         .map(|team| {
             let ev = tally.events.get(&team).copied().unwrap_or_default();
-            let by = open.get(&team);
+            let by = open.get(&team.as_deref());
             Row {
                 open: Severity::ALL_DESC
                     .into_iter()
@@ -835,7 +845,7 @@ fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
                 opened: ev[0],
                 resolved: ev[1],
                 reopened: ev[2],
-                tickets_open: tickets_open.get(&team).copied().unwrap_or(0),
+                tickets_open: tickets_open.get(&team.as_deref()).copied().unwrap_or(0),
                 team,
             }
         })

@@ -43,6 +43,7 @@ use crate::model::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -466,7 +467,15 @@ pub fn apply_scan(
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     let observed = observed.into_iter();
-    let mut seen: HashSet<String> = HashSet::with_capacity(observed.size_hint().0);
+    // Only a record the target had before this scan can be resolved by
+    // its absence: the target's first scan (every record new) needs no
+    // list of what it saw.
+    let had_records = !ts.findings.is_empty();
+    let mut seen: HashSet<String> = if had_records {
+        HashSet::with_capacity(observed.size_hint().0)
+    } else {
+        HashSet::new()
+    };
     let mut scanners: BTreeSet<String> = BTreeSet::new();
     for obs in observed {
         let Observation {
@@ -478,27 +487,43 @@ pub fn apply_scan(
         if scan.complete && !scanners.contains(&finding.scanner) {
             scanners.insert(finding.scanner.clone());
         }
-        match ts.findings.get_mut(&fp) {
-            Some(rec) => {
-                let silent = observe_known(
+        // A known record is looked up by reference; a new one (every
+        // record of a target's first scan) is placed with the one search
+        // that found its slot.
+        if had_records {
+            if let Some(rec) = ts.findings.get_mut(&fp) {
+                let known = (finding, attribution, ticket_key);
+                observe_listed(
                     rec,
                     &fp,
-                    finding,
-                    attribution,
-                    ticket_key,
+                    known,
                     now,
                     policy,
-                    changes.as_deref(),
+                    changes.as_deref_mut(),
                     &mut out,
                 );
-                if silent {
-                    if let Some(c) = changes.as_deref_mut() {
-                        c.changed.push(fp.clone());
-                    }
-                }
                 seen.insert(fp);
+                continue;
             }
-            None => {
+        }
+        match ts.findings.entry(fp) {
+            // Reported twice in the target's first scan (in a later one,
+            // found above); nothing to remember for `resolve_absent`.
+            Entry::Occupied(mut known) => {
+                let fp = known.key().clone();
+                let again = (finding, attribution, ticket_key);
+                let rec = known.get_mut();
+                observe_listed(
+                    rec,
+                    &fp,
+                    again,
+                    now,
+                    policy,
+                    changes.as_deref_mut(),
+                    &mut out,
+                );
+            }
+            Entry::Vacant(slot) => {
                 let sev = finding.severity;
                 let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
                 let state = finding.disposition.as_ref().map(|d| d.state);
@@ -533,9 +558,11 @@ pub fn apply_scan(
                     finding: stored(finding),
                 });
                 let kind = state.map_or(FindingEventKind::Opened, disposition_event);
-                push(&mut rec, &fp, kind, None, &mut out);
-                seen.insert(fp.clone());
-                ts.findings.insert(fp, rec);
+                push(&mut rec, slot.key(), kind, None, &mut out);
+                if had_records {
+                    seen.insert(slot.key().clone());
+                }
+                slot.insert(rec);
             }
         }
     }
@@ -551,9 +578,40 @@ pub fn apply_scan(
                 }
             }
         }
-        resolve_absent(ts, scan, &seen, now, policy, &mut out, changes);
+        if had_records {
+            resolve_absent(ts, scan, &seen, now, policy, &mut out, changes);
+        }
     }
     out
+}
+
+/// [`observe_known`], listing the record in `changes` when it changed
+/// in a way no transition tells of.
+fn observe_listed(
+    rec: &mut FindingRecord,
+    fp: &str,
+    (finding, attribution, ticket_key): (Finding, Arc<Attribution>, String),
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+    changes: Option<&mut Changes>,
+    out: &mut Vec<Transition>,
+) {
+    let silent = observe_known(
+        rec,
+        fp,
+        finding,
+        attribution,
+        ticket_key,
+        now,
+        policy,
+        changes.as_deref(),
+        out,
+    );
+    if silent {
+        if let Some(c) = changes {
+            c.changed.push(fp.to_string());
+        }
+    }
 }
 
 /// A scan known to report exactly what the target's last scan reported,
@@ -993,25 +1051,68 @@ pub fn tick(ts: &mut TargetState, now: DateTime<Utc>) -> Vec<Transition> {
     out
 }
 
-/// The tickets some transitions touched, including tickets that
-/// reassigned findings left.
-pub fn touched_tickets(ts: &TargetState, transitions: &[Transition]) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    for t in transitions {
-        if let Some(r) = ts.findings.get(&t.fingerprint) {
-            keys.insert(r.ticket_key.clone());
-        }
-        if let Some(k) = &t.previous_ticket {
-            keys.insert(k.clone());
-        }
-    }
-    keys
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Category;
+
+    /// A target's first scan keeps no list of what it saw (none of its
+    /// records can be resolved by their absence): a fingerprint reported
+    /// twice in it is one record opened once, and the next complete scan
+    /// still resolves what it no longer reports, and only that.
+    #[test]
+    fn a_first_scan_opens_each_fingerprint_once_and_the_next_resolves_what_went() {
+        let target: Target = "repo:github.com/acme/x".parse().unwrap();
+        let scan = ScanMeta {
+            scan_id: "s".into(),
+            target: target.clone(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: [("bandit".to_string(), Category::Sast)].into(),
+            rule_help: Default::default(),
+        };
+        let obs = |fp: &str| Observation {
+            fingerprint: fp.to_string(),
+            finding: Finding::new("bandit", Category::Sast, "B101", Severity::Low, "m"),
+            attribution: Arc::new(Attribution::unattributed()),
+            ticket_key: "tk".into(),
+        };
+        let policy = SlaPolicy::default();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let mut ts = TargetState::default();
+        let mut changes = Changes::new(std::time::Duration::ZERO);
+        let first = apply_scan(
+            &mut ts,
+            &scan,
+            [obs("a"), obs("b"), obs("a")],
+            now,
+            &policy,
+            Some(&mut changes),
+        );
+        let kinds = |t: &[Transition]| {
+            t.iter()
+                .map(|t| (t.fingerprint.clone(), t.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(&first),
+            [
+                ("a".to_string(), FindingEventKind::Opened),
+                ("b".to_string(), FindingEventKind::Opened)
+            ]
+        );
+        assert_eq!(ts.findings.len(), 2);
+        assert!(changes.baseline);
+        let later = now + chrono::Duration::days(1);
+        let second = apply_scan(&mut ts, &scan, [obs("b")], later, &policy, None);
+        assert_eq!(
+            kinds(&second),
+            [("a".to_string(), FindingEventKind::Resolved)]
+        );
+        assert_eq!(ts.findings["a"].status, Status::Resolved);
+        assert_eq!(ts.findings["b"].status, Status::Open);
+    }
 
     #[test]
     fn evidence_hash_is_the_hash_of_the_digit_folded_message_and_snippet() {

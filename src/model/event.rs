@@ -142,6 +142,7 @@ pub struct FindingEvent {
     /// the same id.
     pub event_id: String,
     /// When custody processed it (the injected clock).
+    #[serde(serialize_with = "super::time::serialize")]
     pub at: DateTime<Utc>,
     /// The finding's versioned fingerprint.
     pub fingerprint: String,
@@ -177,9 +178,14 @@ pub struct FindingEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<Package>,
     /// When it was first seen.
+    #[serde(serialize_with = "super::time::serialize")]
     pub first_seen: DateTime<Utc>,
     /// SLA due date while open, if the policy sets one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::time::serialize_opt"
+    )]
     pub due_at: Option<DateTime<Utc>>,
     /// End of the risk acceptance, when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +284,7 @@ pub struct TicketEvent {
     /// Deterministic id.
     pub event_id: String,
     /// When custody processed it.
+    #[serde(serialize_with = "super::time::serialize")]
     pub at: DateTime<Utc>,
     /// Stable key of the group (team, target, rule or vulnerability).
     pub ticket_key: String,
@@ -321,7 +328,11 @@ pub struct TicketEvent {
     /// Destination topic chosen by the routing rules.
     pub route: String,
     /// Earliest SLA due date among open members.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::time::serialize_opt"
+    )]
     pub due_at: Option<DateTime<Utc>>,
     /// Members by status.
     pub counts: TicketCounts,

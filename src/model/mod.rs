@@ -7,6 +7,7 @@ mod scan;
 mod severity;
 mod target;
 pub mod ticket;
+pub mod time;
 
 pub use event::{
     Attribution, EventClass, FindingEvent, FindingEventKind, TicketCounts, TicketEvent,

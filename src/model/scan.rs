@@ -158,6 +158,7 @@ pub struct Origin {
     /// Inherited or introduced.
     pub provenance: Provenance,
     /// When that scan was applied (the finding's first sighting).
+    #[serde(serialize_with = "super::time::serialize")]
     pub at: DateTime<Utc>,
     /// The commit it scanned, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]

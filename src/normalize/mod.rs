@@ -225,6 +225,15 @@ impl Report {
     /// Fails when findings fall to the default and there is none.
     pub fn split(&mut self, default: Option<Target>) -> Result<Vec<TargetScan>, NoTarget> {
         let default = default.or_else(|| self.target.clone());
+        // A report of one target: its findings go to the default as they
+        // are, not moved one by one.
+        if self.targets.is_empty() && self.findings.iter().all(|f| f.target.is_none()) {
+            let findings = std::mem::take(&mut self.findings);
+            let target = default.ok_or(NoTarget {
+                records: findings.len(),
+            })?;
+            return Ok(vec![TargetScan { target, findings }]);
+        }
         let mut by_target: BTreeMap<Target, Vec<Finding>> = self
             .targets
             .iter()

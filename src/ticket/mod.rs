@@ -121,7 +121,8 @@ pub struct TicketTransition {
 
 #[derive(Default)]
 struct Aggregate {
-    open: BTreeSet<String>,
+    /// Open members, in the order of the target's records (sorted).
+    open: Vec<String>,
     counts: TicketCounts,
     severity_open: Option<Severity>,
     severity_any: Option<Severity>,
@@ -153,7 +154,7 @@ pub fn refresh(
         match rec.status {
             Status::Open => {
                 a.counts.open += 1;
-                a.open.insert(fp.clone());
+                a.open.push(fp.clone());
                 a.severity_open = a.severity_open.max(Some(sev));
                 a.due = match (a.due, rec.due_at) {
                     (Some(x), Some(y)) => Some(x.min(y)),
@@ -229,6 +230,8 @@ pub fn refresh(
             .route(sample.team.as_deref(), severity, f.category)
             .to_string();
         let is_open = !a.open.is_empty();
+        // Built from sorted keys in one go, not key by key.
+        let open: BTreeSet<String> = a.open.into_iter().collect();
         let mut push = |rec: &mut TicketRecord, kind| {
             rec.seq += 1;
             out.push(TicketTransition {
@@ -271,7 +274,7 @@ pub fn refresh(
                     status: TicketStatus::Open,
                     severity,
                     due_at: a.due,
-                    open_members: a.open,
+                    open_members: open,
                     counts: a.counts,
                     breached: a.breached,
                     route,
@@ -286,12 +289,12 @@ pub fn refresh(
             Some(rec) => {
                 let was_open = rec.status == TicketStatus::Open;
                 let changed =
-                    rec.open_members != a.open || rec.severity != severity || rec.due_at != a.due;
+                    rec.open_members != open || rec.severity != severity || rec.due_at != a.due;
                 let newly_breached = is_open && a.breached && !rec.breached;
                 rec.counts = a.counts;
                 rec.severity = severity;
                 rec.due_at = a.due;
-                rec.open_members = a.open;
+                rec.open_members = open;
                 rec.breached = a.breached;
                 rec.route = route;
                 rec.title = title;
