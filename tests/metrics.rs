@@ -351,12 +351,13 @@ fn decisions_flow_through_the_service_into_the_accepted_gauges() {
     service.stop().unwrap();
 }
 
-#[test]
-fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excused() {
-    use custody::lifecycle::{DecisionKind, DecisionRecord, State};
-    use custody::model::Provenance;
-    let metrics = Metrics::new();
-    metrics.set_teams(["web"], 10);
+/// An engine that attributes every finding to the team `web`, and
+/// Bandit's reports of the two tornado releases decoded by it.
+fn web_engine_and_bandit_reports() -> (
+    Engine,
+    custody::normalize::Report,
+    custody::normalize::Report,
+) {
     let engine =
         Engine::new(&custody::config::Config::default()).with_attribution(Box::new(Team("web")));
     let decode = |path: &str| {
@@ -367,6 +368,16 @@ fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excus
     };
     let (old, new) = old_new("bandit");
     let (old, new) = (decode(&old), decode(&new));
+    (engine, old, new)
+}
+
+#[test]
+fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excused() {
+    use custody::lifecycle::{DecisionKind, DecisionRecord, State};
+    use custody::model::Provenance;
+    let metrics = Metrics::new();
+    metrics.set_teams(["web"], 10);
+    let (engine, old, new) = web_engine_and_bandit_reports();
     let target: Target = "repo:github.com/tornadoweb/tornado".parse().unwrap();
     let meta = |id: &str, commit: &str| ScanMeta {
         scan_id: id.into(),
@@ -478,16 +489,7 @@ fn introduced_findings_and_their_time_to_fix_count_against_the_team_unless_excus
 fn mttr_on_the_scorecard_comes_from_the_state_and_survives_a_restore() {
     use custody::lifecycle::State;
     use custody::service::changelog::{baseline_record, records, Restorer};
-    let engine =
-        Engine::new(&custody::config::Config::default()).with_attribution(Box::new(Team("web")));
-    let decode = |path: &str| {
-        let bytes = std::fs::read(path).unwrap();
-        custody::normalize::decode(&bytes, None, engine.decode_context())
-            .unwrap()
-            .1
-    };
-    let (old, new) = old_new("bandit");
-    let (old, new) = (decode(&old), decode(&new));
+    let (engine, old, new) = web_engine_and_bandit_reports();
     let target: Target = "repo:github.com/tornadoweb/tornado".parse().unwrap();
     let spec = target.to_string();
     let meta = |id: &str| ScanMeta {

@@ -537,6 +537,20 @@ fn a_partition_pauses_at_its_bound_and_resumes_at_half() {
     assert!(!p.paused);
 }
 
+/// Acknowledges every record the edge holds, keeping them in `log` (the
+/// changelog as the broker holds it).
+fn deliver_into(b: &Bench, log: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    for e in b.edge.take() {
+        if let Rec::Produce {
+            key, payload, ack, ..
+        } = e
+        {
+            ack.delivered();
+            log.push((key, payload));
+        }
+    }
+}
+
 #[test]
 fn after_a_crash_what_the_changelog_says_was_applied_is_not_sent_again() {
     let b = Bench::new(|_| {});
@@ -550,15 +564,7 @@ fn after_a_crash_what_the_changelog_says_was_applied_is_not_sent_again() {
         first_events.extend(event_ids(&events));
         deliver(&events);
         b.step(&mut p);
-        for e in b.edge.take() {
-            if let Rec::Produce {
-                key, payload, ack, ..
-            } = e
-            {
-                ack.delivered();
-                log.push((key, payload));
-            }
-        }
+        deliver_into(&b, &mut log);
     }
     // The process died before its offsets were committed: both messages
     // come again, then a new one.
@@ -588,15 +594,7 @@ fn applied_log(
     let settle = |p: &mut PartitionProcessor, log: &mut Vec<_>| {
         deliver(&b.edge.take());
         b.step(p);
-        for e in b.edge.take() {
-            if let Rec::Produce {
-                key, payload, ack, ..
-            } = e
-            {
-                ack.delivered();
-                log.push((key, payload));
-            }
-        }
+        deliver_into(b, log);
     };
     // What a restore rewrote (under the JSON format).
     p.decode_some(&b.env(), &|| false);
