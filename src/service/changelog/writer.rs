@@ -91,15 +91,13 @@ impl Writer {
         let mut adding = dict.adding();
         let mut findings = Vec::with_capacity(fingerprints.len());
         for fp in fingerprints {
-            let value = ts.findings.get(fp).map(|rec| {
-                buf.clear();
-                binary::encode_finding(buf, &mut adding, rec);
-                buf.as_slice().to_vec()
-            });
-            findings.push(Record {
-                key: key(b'f', target, fp),
-                value,
-            });
+            findings.push(finding_record(
+                buf,
+                &mut adding,
+                target,
+                fp,
+                ts.findings.get(fp).map(|rec| &**rec),
+            ));
         }
         let (base, added) = (adding.base, adding.added);
         let mut out = Vec::with_capacity(findings.len() + 2);
@@ -145,12 +143,7 @@ impl Writer {
         let mut adding = dict.adding();
         let mut findings = Vec::with_capacity(ts.findings.len());
         for (fp, rec) in &ts.findings {
-            buf.clear();
-            binary::encode_finding(buf, &mut adding, rec);
-            findings.push(Record {
-                key: key(b'f', target, fp),
-                value: Some(buf.as_slice().to_vec()),
-            });
+            findings.push(finding_record(buf, &mut adding, target, fp, Some(rec)));
         }
         let (base, added) = (adding.base, adding.added);
         let mut out = Vec::with_capacity(findings.len() + old.chunks.len() + 2);
@@ -197,6 +190,26 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// The binary record of finding `fp` of `target`, its texts named through
+/// `texts`; a tombstone when the target no longer has it (`rec` is `None`).
+fn finding_record(
+    buf: &mut Vec<u8>,
+    texts: &mut impl binary::Intern,
+    target: &str,
+    fp: &str,
+    rec: Option<&FindingRecord>,
+) -> Record {
+    let value = rec.map(|rec| {
+        buf.clear();
+        binary::encode_finding(buf, texts, rec);
+        buf.as_slice().to_vec()
+    });
+    Record {
+        key: key(b'f', target, fp),
+        value,
     }
 }
 
