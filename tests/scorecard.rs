@@ -3,13 +3,12 @@
 //! Without chromium the test skips, saying so, unless
 //! `CUSTODY_REQUIRE_BROWSER` is set (CI sets it), when it fails.
 
-use crate::service::{http_get, old_new, wait_done, Harness};
+use crate::service::{http_get, old_new, serve_http, wait_done, Harness};
 use custody::kafka::publish::DEFAULT_CHUNK_BYTES;
 use custody::model::TicketEventKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TORNADO: &str = "repo:github.com/tornadoweb/tornado";
@@ -85,18 +84,8 @@ fn the_scorecard_shows_every_team_and_each_team_only_its_own_tickets_in_a_browse
     };
     let h = Harness::new(2);
     let service = h.start_owned();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(custody::service::http::serve(
-        listener,
-        custody::service::http::AppState {
-            health: Arc::clone(&service.health),
-            metrics: Arc::clone(&service.metrics),
-        },
-    ));
+    // Kept alive while the test runs: it serves the endpoints.
+    let (_rt, addr) = serve_http(&service);
     // tornado 6.4.2, then 6.5: inherited, then introduced and fixed.
     let mut n = 0;
     for scanner in ["bandit", "semgrep"] {

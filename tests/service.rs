@@ -1661,6 +1661,24 @@ fn missing_topics_are_named_when_creation_is_off() {
     assert!(!text.contains("custody.reports"), "{text}");
 }
 
+/// `service`'s HTTP endpoints served on a free local port: the runtime
+/// serving them (they stop when it is dropped) and their address.
+pub fn serve_http(service: &Service) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(custody::service::http::serve(
+        listener,
+        custody::service::http::AppState {
+            health: Arc::clone(&service.health),
+            metrics: Arc::clone(&service.metrics),
+        },
+    ));
+    (rt, addr)
+}
+
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -1683,18 +1701,8 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 fn http_serves_metrics_health_and_readiness() {
     let h = Harness::new(2);
     let service = h.start();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(custody::service::http::serve(
-        listener,
-        custody::service::http::AppState {
-            health: Arc::clone(&service.health),
-            metrics: Arc::clone(&service.metrics),
-        },
-    ));
+    // Kept alive while the test runs: it serves the endpoints.
+    let (_rt, addr) = serve_http(&service);
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(addr, "/readyz").0 != 200 {
         assert!(Instant::now() < deadline, "never ready");
