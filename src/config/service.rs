@@ -35,6 +35,7 @@ pub(crate) struct RawKafka {
     tick_interval_secs: Option<u64>,
     last_seen_resolution_secs: Option<u64>,
     changelog_format: Option<ChangelogFormat>,
+    decoded_findings_per_partition: Option<usize>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
 }
@@ -130,6 +131,11 @@ pub struct ServiceSettings {
     pub last_seen_resolution: Duration,
     /// How changelog values are written.
     pub changelog_format: ChangelogFormat,
+    /// Findings each partition keeps decoded in memory: past it, the
+    /// targets used least recently are evicted into a compact form and
+    /// decoded again when a message, the SLA clock or a re-attribution
+    /// needs them. Zero: no bound, every target stays decoded.
+    pub decoded_findings_per_partition: usize,
     /// librdkafka settings passed through.
     pub properties: BTreeMap<String, String>,
     /// HTTP listen address.
@@ -167,6 +173,7 @@ impl Default for ServiceSettings {
             tick_interval: Duration::from_secs(60),
             last_seen_resolution: Duration::from_secs(3600),
             changelog_format: ChangelogFormat::Binary,
+            decoded_findings_per_partition: 0,
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,
@@ -328,6 +335,9 @@ pub(crate) fn validate(
     }
     if let Some(f) = kafka.changelog_format {
         s.changelog_format = f;
+    }
+    if let Some(n) = kafka.decoded_findings_per_partition {
+        s.decoded_findings_per_partition = n;
     }
     for (k, v) in kafka.properties {
         let text = match v {

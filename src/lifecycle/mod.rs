@@ -1032,6 +1032,20 @@ pub fn reattribute(
     out
 }
 
+/// The first moment [`tick`] has something to do on `ts`: the earliest
+/// acceptance to expire and SLA to breach; `None` while nothing would
+/// ever change by the clock alone.
+pub fn next_tick(ts: &TargetState) -> Option<DateTime<Utc>> {
+    ts.findings
+        .values()
+        .filter_map(|rec| match rec.status {
+            Status::Accepted => rec.accepted_until,
+            Status::Open if !rec.sla_breached => rec.due_at,
+            _ => None,
+        })
+        .min()
+}
+
 /// Advances the clock: expired acceptances reopen, open findings past their
 /// due date breach (once).
 pub fn tick(ts: &mut TargetState, now: DateTime<Utc>) -> Vec<Transition> {
