@@ -7,6 +7,8 @@
 
 use super::{changelog, Env, Failure, PartitionProcessor};
 use crate::lifecycle::{self, State};
+use crate::metrics::{StatePass, TargetSummary};
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The decoded targets in order of use.
@@ -85,18 +87,21 @@ impl PartitionProcessor {
             let Some(t) = self.hot.oldest() else {
                 break;
             };
-            self.evict(&t);
+            self.evict(&t, env.wall);
         }
     }
 
     /// Moves `target`'s state out of memory into the compact store, and
-    /// its dictionary out of the writer.
-    pub(crate) fn evict(&mut self, target: &str) {
+    /// its dictionary out of the writer; what the gauges count of it is
+    /// summed up at `now`.
+    pub(crate) fn evict(&mut self, target: &str, now: DateTime<Utc>) {
         self.hot.forget(target);
         let Some(ts) = self.state.as_mut().and_then(|s| s.targets.remove(target)) else {
             return;
         };
         let wake = lifecycle::next_tick(&ts);
+        self.summaries
+            .insert(target.to_string(), TargetSummary::of(target, &ts, now));
         let frozen = self.writer.freeze(target, &ts);
         self.cold.put(target, frozen, wake, ts.findings.len());
     }
@@ -108,6 +113,7 @@ impl PartitionProcessor {
         let Some(thawed) = self.cold.take(target, &self.changelog_topic) else {
             return Ok(false);
         };
+        self.summaries.remove(target);
         let mut thawed = match thawed {
             Ok(t) => t,
             Err(e) => {
@@ -133,5 +139,26 @@ impl PartitionProcessor {
             state.targets.insert(target.to_string(), ts);
         }
         Ok(true)
+    }
+
+    /// Adds what the gauges and the scorecard count of every target of the
+    /// partition, decoded or evicted, in the order of their specs (evicted
+    /// ones by the summary taken when they were evicted).
+    pub fn summarize(&self, pass: &mut StatePass<'_>, now: DateTime<Utc>) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let mut cold: Vec<(&String, &TargetSummary)> = self.summaries.iter().collect();
+        cold.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut cold = cold.into_iter().peekable();
+        for (spec, ts) in &state.targets {
+            while let Some((_, s)) = cold.next_if(|(c, _)| *c < spec) {
+                pass.add(s);
+            }
+            pass.add(&TargetSummary::of(spec, ts, now));
+        }
+        for (_, s) in cold {
+            pass.add(s);
+        }
     }
 }

@@ -167,6 +167,8 @@ pub struct PartitionProcessor {
     pub(crate) cold: changelog::ColdStore,
     /// The decoded targets in order of use.
     hot: cache::Lru,
+    /// What the gauges count of each evicted target.
+    summaries: HashMap<String, crate::metrics::TargetSummary>,
     jobs: VecDeque<Job>,
     pending: VecDeque<Pending>,
     chunks: HashMap<(String, String), ChunkBuf>,
@@ -296,6 +298,7 @@ impl PartitionProcessor {
             writer: changelog::Writer::default(),
             cold: changelog::ColdStore::new(),
             hot: cache::Lru::default(),
+            summaries: HashMap::new(),
             jobs: VecDeque::new(),
             pending: VecDeque::new(),
             chunks: HashMap::new(),

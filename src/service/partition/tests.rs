@@ -1845,7 +1845,7 @@ fn evicted_as_never(ops: &[CacheOp], budget: usize, json: bool) -> Result<(), Te
             }
             CacheOp::Evict { target } => {
                 let target = CACHE_TARGETS[*target as usize % CACHE_TARGETS.len()];
-                evicting.p.evict(target);
+                evicting.p.evict(target, wall);
             }
             CacheOp::Restart => {
                 for c in [&mut never, &mut evicting] {
@@ -1857,6 +1857,23 @@ fn evicted_as_never(ops: &[CacheOp], budget: usize, json: bool) -> Result<(), Te
             }
         }
         prop_assert_eq!(&never.produced, &evicting.produced, "after {:?}", op);
+        // The gauges and the scorecard count evicted targets as decoded
+        // ones, later too.
+        for at in [wall, wall + chrono::Duration::days(9)] {
+            for c in [&never, &evicting] {
+                let mut pass = c.bench.cx.metrics.state_pass(at);
+                c.p.summarize(&mut pass, at);
+                pass.finish();
+            }
+            prop_assert_eq!(
+                never.bench.cx.metrics.scorecard(),
+                evicting.bench.cx.metrics.scorecard()
+            );
+            prop_assert_eq!(
+                never.bench.cx.metrics.render(),
+                evicting.bench.cx.metrics.render()
+            );
+        }
         opened = never
             .produced
             .iter()
