@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default budget of findings each partition keeps decoded
+/// (`[kafka] decoded_findings_per_partition`): about 40 MiB of decoded
+/// state a partition, the rest kept compact.
+pub const DEFAULT_DECODED_FINDINGS: usize = 20_000;
+
 /// Default cap on distinct team label values of the metrics.
 pub const DEFAULT_MAX_TEAMS: usize = 500;
 
@@ -173,7 +178,7 @@ impl Default for ServiceSettings {
             tick_interval: Duration::from_secs(60),
             last_seen_resolution: Duration::from_secs(3600),
             changelog_format: ChangelogFormat::Binary,
-            decoded_findings_per_partition: 0,
+            decoded_findings_per_partition: DEFAULT_DECODED_FINDINGS,
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,

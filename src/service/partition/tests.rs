@@ -1986,3 +1986,26 @@ fn the_clock_decodes_an_evicted_target_at_its_first_deadline_and_not_before() {
     // Evicted again, with no deadline left.
     assert_eq!(evicting.p.cold.meta(TARGET).map(|m| m.wake), Some(None));
 }
+
+/// What a last scan observed is kept as 16 bytes a `v1:` fingerprint and
+/// reads back the same; a list with any other fingerprint is kept as it is.
+#[test]
+fn observed_fingerprints_are_kept_as_digests_and_read_back_the_same() {
+    use super::rescan::Observed;
+    let v1: Vec<String> = (0..5u32).map(|i| format!("v1:{:032x}", i * 7919)).collect();
+    let kept = Observed::new(v1.clone());
+    assert!(matches!(kept, Observed::Digests(_)));
+    assert_eq!(kept.to_strings(), v1);
+    for odd in [
+        "v1:ABCDEF00000000000000000000000000",
+        "v2:00",
+        "plain",
+        "v1:00",
+    ] {
+        let mut fps = v1.clone();
+        fps.push(odd.to_string());
+        let kept = Observed::new(fps.clone());
+        assert!(matches!(kept, Observed::Texts(_)), "{odd}");
+        assert_eq!(kept.to_strings(), fps);
+    }
+}
