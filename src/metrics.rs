@@ -685,6 +685,9 @@ pub struct TargetSummary {
     /// Open tickets in key order, the first [`TICKETS_PER_TEAM`] of each
     /// team, with its team.
     tickets: Vec<(Option<String>, TicketRow)>,
+    /// Rows left out to save memory (see [`TargetSummary::strip_rows`]):
+    /// how many unowned rows, and ticket rows by team.
+    stripped: Option<(u64, BTreeMap<Option<String>, u64>)>,
 }
 
 /// One team's share of a [`TargetSummary`].
@@ -712,6 +715,35 @@ struct TeamPart {
 }
 
 impl TargetSummary {
+    /// Leaves out the rows the scorecard may list, keeping how many there
+    /// were: a pass that may list them ([`StatePass::needs_rows`]) must
+    /// have them back ([`TargetSummary::restore_rows`]); one that may not
+    /// counts them as those beyond the lists, as it would have.
+    pub fn strip_rows(&mut self) {
+        if self.stripped.is_some() {
+            return;
+        }
+        let mut teams: BTreeMap<Option<String>, u64> = BTreeMap::new();
+        for (team, _) in &self.tickets {
+            *teams.entry(team.clone()).or_default() += 1;
+        }
+        self.stripped = Some((self.unowned.len() as u64, teams));
+        self.unowned = Vec::new();
+        self.tickets = Vec::new();
+    }
+
+    /// Whether rows were left out.
+    pub fn stripped(&self) -> bool {
+        self.stripped.is_some()
+    }
+
+    /// Takes back the rows of `full`, a summary of the same target's state.
+    pub fn restore_rows(&mut self, full: TargetSummary) {
+        self.unowned = full.unowned;
+        self.tickets = full.tickets;
+        self.stripped = None;
+    }
+
     /// The summary of target `spec`'s state `ts` at `now`.
     pub fn of(spec: &str, ts: &crate::lifecycle::TargetState, now: DateTime<Utc>) -> TargetSummary {
         let month = now - chrono::Duration::days(30);
@@ -851,7 +883,23 @@ pub struct StatePass<'a> {
 }
 
 impl StatePass<'_> {
-    /// Counts one target.
+    /// Whether the pass may list rows `s` left out (see
+    /// [`TargetSummary::strip_rows`]), with the rows added so far.
+    pub fn needs_rows(&self, s: &TargetSummary) -> bool {
+        let Some((unowned, teams)) = &s.stripped else {
+            return false;
+        };
+        (*unowned > 0 && self.unowned_rows.len() < UNATTRIBUTED_LISTED)
+            || teams.keys().any(|team| {
+                let label = self.metrics.team_label(team.as_deref());
+                self.tickets
+                    .get(&label)
+                    .is_none_or(|(rows, _)| rows.len() < TICKETS_PER_TEAM)
+            })
+    }
+
+    /// Counts one target; one whose rows were left out only when the pass
+    /// does not need them ([`StatePass::needs_rows`]).
     pub fn add(&mut self, s: &TargetSummary) {
         let now = self.now;
         for (status, n) in &s.by_status {
@@ -912,6 +960,14 @@ impl StatePass<'_> {
                 *more += 1;
             } else {
                 rows.push(row.clone());
+            }
+        }
+        if let Some((unowned, teams)) = &s.stripped {
+            // Past the lists: each counted as one more.
+            self.unowned_more += unowned;
+            for (team, n) in teams {
+                let label = self.metrics.team_label(team.as_deref());
+                self.tickets.entry(label).or_default().1 += n;
             }
         }
         for (team, p) in &s.teams {

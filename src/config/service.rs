@@ -411,6 +411,7 @@ mod tests {
             shutdown_timeout_secs = 5
             last_seen_resolution_secs = 0
             changelog_format = "json"
+            decoded_findings_per_partition = 5000
             [kafka.properties]
             "security.protocol" = "SASL_SSL"
             "fetch.wait.max.ms" = 100
@@ -428,6 +429,13 @@ mod tests {
         assert_eq!(s.properties["fetch.wait.max.ms"], "100");
         assert_eq!(s.last_seen_resolution, std::time::Duration::ZERO);
         assert_eq!(s.changelog_format, super::ChangelogFormat::Json);
+        assert_eq!(s.decoded_findings_per_partition, 5000);
+        assert_eq!(
+            crate::config::Config::default()
+                .service
+                .decoded_findings_per_partition,
+            super::DEFAULT_DECODED_FINDINGS
+        );
         assert_eq!(
             crate::config::Config::default().service.changelog_format,
             super::ChangelogFormat::Binary

@@ -469,11 +469,11 @@ impl Core {
         }
     }
 
-    pub(super) fn state_gauges(&self) {
+    pub(super) fn state_gauges(&mut self) {
         // Evicted targets are counted from their summaries.
         let now = Utc::now();
         let mut pass = self.cx.metrics.state_pass(now);
-        for p in self.parts.values() {
+        for p in self.parts.values_mut() {
             p.summarize(&mut pass, now);
         }
         pass.finish();

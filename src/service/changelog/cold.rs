@@ -261,6 +261,17 @@ impl ColdStore {
         }))
     }
 
+    /// `target`'s records decoded, left in the store: `None` when none
+    /// are kept.
+    pub fn peek(&self, target: &str, topic: &str) -> Option<Result<Decoded, String>> {
+        let e = self.targets.get(target)?;
+        let b = self.blocks.get(&e.block)?;
+        let start = e.start as usize + HEADER + target.len();
+        let end = e.start as usize + e.len as usize;
+        let image = b.bytes.get(start..end).unwrap_or_default();
+        Some(read_image(target, image, topic))
+    }
+
     /// Whether `target` is kept here.
     pub fn contains(&self, target: &str) -> bool {
         self.targets.contains_key(target)

@@ -100,8 +100,9 @@ impl PartitionProcessor {
             return;
         };
         let wake = lifecycle::next_tick(&ts);
-        self.summaries
-            .insert(target.to_string(), TargetSummary::of(target, &ts, now));
+        let mut summary = TargetSummary::of(target, &ts, now);
+        summary.strip_rows();
+        self.summaries.insert(target.to_string(), summary);
         let frozen = self.writer.freeze(target, &ts);
         self.cold.put(target, frozen, wake, ts.findings.len());
     }
@@ -143,22 +144,60 @@ impl PartitionProcessor {
 
     /// Adds what the gauges and the scorecard count of every target of the
     /// partition, decoded or evicted, in the order of their specs (evicted
-    /// ones by the summary taken when they were evicted).
-    pub fn summarize(&self, pass: &mut StatePass<'_>, now: DateTime<Utc>) {
+    /// ones by the summary taken when they were evicted, its rows decoded
+    /// again, and kept, when the pass may list them).
+    pub fn summarize(&mut self, pass: &mut StatePass<'_>, now: DateTime<Utc>) {
         let Some(state) = self.state.as_ref() else {
             return;
         };
-        let mut cold: Vec<(&String, &TargetSummary)> = self.summaries.iter().collect();
-        cold.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut cold: Vec<String> = self.summaries.keys().cloned().collect();
+        cold.sort_unstable();
         let mut cold = cold.into_iter().peekable();
-        for (spec, ts) in &state.targets {
-            while let Some((_, s)) = cold.next_if(|(c, _)| *c < spec) {
+        let mut order: Vec<(String, bool)> = Vec::with_capacity(state.targets.len() + cold.len());
+        for spec in state.targets.keys() {
+            while let Some(c) = cold.next_if(|c| c < spec) {
+                order.push((c, true));
+            }
+            order.push((spec.clone(), false));
+        }
+        order.extend(cold.map(|c| (c, true)));
+        for (spec, is_cold) in order {
+            if !is_cold {
+                if let Some(ts) = self.state.as_ref().and_then(|s| s.targets.get(&spec)) {
+                    pass.add(&TargetSummary::of(&spec, ts, now));
+                }
+                continue;
+            }
+            let needs = self
+                .summaries
+                .get(&spec)
+                .is_some_and(|s| pass.needs_rows(s));
+            if needs {
+                let full = self.cold_summary(&spec, now);
+                if let (Some(s), Some(full)) = (self.summaries.get_mut(&spec), full) {
+                    s.restore_rows(full);
+                }
+            }
+            if let Some(s) = self.summaries.get(&spec) {
                 pass.add(s);
             }
-            pass.add(&TargetSummary::of(spec, ts, now));
         }
-        for (_, s) in cold {
-            pass.add(s);
+    }
+
+    /// The summary of an evicted target, decoded for it and let go.
+    fn cold_summary(&self, target: &str, now: DateTime<Utc>) -> Option<TargetSummary> {
+        let decoded = match self.cold.peek(target, &self.changelog_topic)? {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(target = %target, "an evicted target does not decode: {e}");
+                return None;
+            }
+        };
+        let mut r = changelog::Restorer::new();
+        for p in decoded.parsed {
+            r.apply_parsed(p);
         }
+        let ts = r.finish().targets.remove(target).unwrap_or_default();
+        Some(TargetSummary::of(target, &ts, now))
     }
 }

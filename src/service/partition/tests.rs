@@ -1860,7 +1860,7 @@ fn evicted_as_never(ops: &[CacheOp], budget: usize, json: bool) -> Result<(), Te
         // The gauges and the scorecard count evicted targets as decoded
         // ones, later too.
         for at in [wall, wall + chrono::Duration::days(9)] {
-            for c in [&never, &evicting] {
+            for c in [&mut never, &mut evicting] {
                 let mut pass = c.bench.cx.metrics.state_pass(at);
                 c.p.summarize(&mut pass, at);
                 pass.finish();
@@ -2008,4 +2008,63 @@ fn observed_fingerprints_are_kept_as_digests_and_read_back_the_same() {
         assert!(matches!(kept, Observed::Texts(_)), "{odd}");
         assert_eq!(kept.to_strings(), fps);
     }
+}
+
+/// A pass of the gauges lists an evicted target's rows by decoding it
+/// again only when the scorecard may list them: past full lists, the
+/// rows its summary left out count as those beyond the lists, as they
+/// would decoded; either way the gauges and the page are those of a
+/// partition that never evicts.
+#[test]
+fn the_scorecard_decodes_an_evicted_target_only_for_rows_it_may_list() {
+    const LATER: &str = "repo:github.com/acme/web";
+    let mut never = Cached::new(0, false);
+    let mut evicting = Cached::new(1, false);
+    let t0 = Utc
+        .timestamp_opt(1_790_000_000, 0)
+        .single()
+        .unwrap_or_default();
+    let many: Vec<u8> = (0..60).collect();
+    for c in [&mut never, &mut evicting] {
+        // The later target (by spec) first: it is the one evicted.
+        for (offset, target, findings) in [(0, LATER, &[1u8, 2, 3][..]), (1, TARGET, &many[..])] {
+            let mut msg = message(offset, target, report(findings), &[]);
+            msg.timestamp = Some(t0.timestamp_millis());
+            c.p.on_message(&c.bench.cx, msg, c.bench.start);
+            c.settle(t0);
+        }
+    }
+    assert!(evicting.p.cold.contains(LATER));
+    for c in [&mut never, &mut evicting] {
+        let mut pass = c.bench.cx.metrics.state_pass(t0);
+        c.p.summarize(&mut pass, t0);
+        pass.finish();
+    }
+    let card = evicting.bench.cx.metrics.scorecard();
+    assert_eq!(card.unattributed.len(), crate::metrics::UNATTRIBUTED_LISTED);
+    assert_eq!(card.unattributed_more, 63 - 25);
+    assert_eq!(card, never.bench.cx.metrics.scorecard());
+    assert_eq!(
+        evicting.bench.cx.metrics.render(),
+        never.bench.cx.metrics.render()
+    );
+    assert!(
+        evicting.p.summaries[LATER].stripped(),
+        "the lists were full before it: not decoded for them"
+    );
+    // Once the earlier target is evicted too, the later one is needed
+    // again... only if the lists are not full before it: they are, by
+    // the earlier one's own rows, read back from its copy.
+    evicting.p.evict(TARGET, t0);
+    for c in [&mut never, &mut evicting] {
+        let mut pass = c.bench.cx.metrics.state_pass(t0);
+        c.p.summarize(&mut pass, t0);
+        pass.finish();
+    }
+    assert_eq!(
+        evicting.bench.cx.metrics.scorecard(),
+        never.bench.cx.metrics.scorecard()
+    );
+    assert!(!evicting.p.summaries[TARGET].stripped(), "its rows listed");
+    assert!(evicting.p.summaries[LATER].stripped());
 }
