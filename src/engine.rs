@@ -137,12 +137,17 @@ impl Engine {
     /// full apply of a scan observing them would leave as it is. Any
     /// status counts (re-attribution passes over resolved and false
     /// positive findings; an observation does not).
-    pub fn attribution_holds(&self, state: &State, target: &Target, observed: &[String]) -> bool {
+    pub fn attribution_holds(
+        &self,
+        state: &State,
+        target: &Target,
+        observed: &(impl lifecycle::Fingerprints + ?Sized),
+    ) -> bool {
         let spec = target.to_string();
         let Some(ts) = state.targets.get(&spec) else {
             return false;
         };
-        observed.iter().all(|fp| {
+        observed.each(&mut |fp| {
             ts.findings.get(fp).is_some_and(|rec| {
                 let (attribution, key) = self.decide_owner(target, &spec, fp, &rec.finding);
                 key == rec.ticket_key
@@ -437,7 +442,7 @@ impl Engine {
         &self,
         state: &mut State,
         target: &Target,
-        observed: &[String],
+        observed: &(impl lifecycle::Fingerprints + ?Sized),
         now: DateTime<Utc>,
         seen_resolution: std::time::Duration,
     ) -> Option<Touched> {

@@ -10,6 +10,7 @@
 //! (dependency findings), so no two findings of a target share a
 //! fingerprint and no two targets share a path.
 
+use custody::config::service::ServiceSettings;
 use custody::config::Config;
 use custody::engine::Engine;
 use custody::metrics::Metrics;
@@ -144,9 +145,17 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// A partition with an empty changelog, restored.
+    /// A partition with an empty changelog, restored, under the default
+    /// settings.
     pub fn new() -> Partition {
-        let config = Config::default();
+        Partition::with(|_| {})
+    }
+
+    /// A partition with an empty changelog, restored, under the default
+    /// settings as `tune` changes them.
+    pub fn with(tune: impl FnOnce(&mut ServiceSettings)) -> Partition {
+        let mut config = Config::default();
+        tune(&mut config.service);
         let engine = Engine::new(&config);
         let cx = Shared {
             settings_digest: engine.settings_digest(),

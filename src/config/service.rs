@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default budget of findings each partition keeps decoded
+/// (`[kafka] decoded_findings_per_partition`): about 40 MiB of decoded
+/// state a partition, the rest kept compact.
+pub const DEFAULT_DECODED_FINDINGS: usize = 20_000;
+
 /// Default cap on distinct team label values of the metrics.
 pub const DEFAULT_MAX_TEAMS: usize = 500;
 
@@ -35,6 +40,7 @@ pub(crate) struct RawKafka {
     tick_interval_secs: Option<u64>,
     last_seen_resolution_secs: Option<u64>,
     changelog_format: Option<ChangelogFormat>,
+    decoded_findings_per_partition: Option<usize>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
 }
@@ -130,6 +136,11 @@ pub struct ServiceSettings {
     pub last_seen_resolution: Duration,
     /// How changelog values are written.
     pub changelog_format: ChangelogFormat,
+    /// Findings each partition keeps decoded in memory: past it, the
+    /// targets used least recently are evicted into a compact form and
+    /// decoded again when a message, the SLA clock or a re-attribution
+    /// needs them. Zero: no bound, every target stays decoded.
+    pub decoded_findings_per_partition: usize,
     /// librdkafka settings passed through.
     pub properties: BTreeMap<String, String>,
     /// HTTP listen address.
@@ -167,6 +178,7 @@ impl Default for ServiceSettings {
             tick_interval: Duration::from_secs(60),
             last_seen_resolution: Duration::from_secs(3600),
             changelog_format: ChangelogFormat::Binary,
+            decoded_findings_per_partition: DEFAULT_DECODED_FINDINGS,
             properties: BTreeMap::new(),
             http_listen: "0.0.0.0:9464".into(),
             ownership: None,
@@ -329,6 +341,9 @@ pub(crate) fn validate(
     if let Some(f) = kafka.changelog_format {
         s.changelog_format = f;
     }
+    if let Some(n) = kafka.decoded_findings_per_partition {
+        s.decoded_findings_per_partition = n;
+    }
     for (k, v) in kafka.properties {
         let text = match v {
             toml::Value::String(s) => s,
@@ -396,6 +411,7 @@ mod tests {
             shutdown_timeout_secs = 5
             last_seen_resolution_secs = 0
             changelog_format = "json"
+            decoded_findings_per_partition = 5000
             [kafka.properties]
             "security.protocol" = "SASL_SSL"
             "fetch.wait.max.ms" = 100
@@ -413,6 +429,13 @@ mod tests {
         assert_eq!(s.properties["fetch.wait.max.ms"], "100");
         assert_eq!(s.last_seen_resolution, std::time::Duration::ZERO);
         assert_eq!(s.changelog_format, super::ChangelogFormat::Json);
+        assert_eq!(s.decoded_findings_per_partition, 5000);
+        assert_eq!(
+            crate::config::Config::default()
+                .service
+                .decoded_findings_per_partition,
+            super::DEFAULT_DECODED_FINDINGS
+        );
         assert_eq!(
             crate::config::Config::default().service.changelog_format,
             super::ChangelogFormat::Binary

@@ -469,11 +469,14 @@ impl Core {
         }
     }
 
-    pub(super) fn state_gauges(&self) {
-        self.cx.metrics.set_state(
-            self.parts.values().filter_map(|p| p.state.as_ref()),
-            Utc::now(),
-        );
+    pub(super) fn state_gauges(&mut self) {
+        // Evicted targets are counted from their summaries.
+        let now = Utc::now();
+        let mut pass = self.cx.metrics.state_pass(now);
+        for p in self.parts.values_mut() {
+            p.summarize(&mut pass, now);
+        }
+        pass.finish();
     }
 
     pub(super) fn lag_gauges(&self) {

@@ -625,7 +625,7 @@ fn observe_listed(
 /// is not what that scan left, and the scan must be applied in full.
 pub fn observe_unchanged(
     ts: &mut TargetState,
-    observed: &[String],
+    observed: &(impl Fingerprints + ?Sized),
     now: DateTime<Utc>,
     mut changes: Option<&mut Changes>,
 ) -> bool {
@@ -633,28 +633,53 @@ pub fn observe_unchanged(
     // than a search of the tree for each fingerprint.
     let mut records = ts.findings.iter();
     let mut prev: Option<&String> = None;
-    for fp in observed {
-        if prev.is_some_and(|p| p >= fp) {
+    let found = observed.each(&mut |fp| {
+        if prev.is_some_and(|p| p.as_str() >= fp) {
             return false;
         }
-        prev = Some(fp);
-        let found = records.find(|(k, _)| *k >= fp);
-        if !found.is_some_and(|(k, rec)| k == fp && rec.status != Status::Resolved) {
-            return false;
+        match records.find(|(k, _)| k.as_str() >= fp) {
+            Some((k, rec)) if k == fp && rec.status != Status::Resolved => {
+                prev = Some(k);
+                true
+            }
+            _ => false,
         }
+    });
+    if !found {
+        return false;
     }
     let mut records = ts.findings.iter_mut();
-    for fp in observed {
-        if let Some((_, rec)) = records.find(|(k, _)| *k == fp) {
+    observed.each(&mut |fp| {
+        if let Some((_, rec)) = records.find(|(k, _)| k.as_str() == fp) {
             let before = std::mem::replace(&mut rec.last_seen, now);
             if let Some(c) = changes.as_deref_mut() {
                 if c.seen_moved(before, now) {
-                    c.changed.push(fp.clone());
+                    c.changed.push(fp.to_string());
                 }
             }
         }
-    }
+        true
+    });
     true
+}
+
+/// Fingerprints a scan observed, sorted, however they are kept.
+pub trait Fingerprints {
+    /// Calls `f` on each in order while it returns true; whether it did
+    /// on every one.
+    fn each(&self, f: &mut dyn FnMut(&str) -> bool) -> bool;
+}
+
+impl Fingerprints for [String] {
+    fn each(&self, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.iter().all(|fp| f(fp))
+    }
+}
+
+impl Fingerprints for Vec<String> {
+    fn each(&self, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.as_slice().each(f)
+    }
 }
 
 /// A known finding reported again: updates its record, pushing what
@@ -1030,6 +1055,20 @@ pub fn reattribute(
         }
     }
     out
+}
+
+/// The first moment [`tick`] has something to do on `ts`: the earliest
+/// acceptance to expire and SLA to breach; `None` while nothing would
+/// ever change by the clock alone.
+pub fn next_tick(ts: &TargetState) -> Option<DateTime<Utc>> {
+    ts.findings
+        .values()
+        .filter_map(|rec| match rec.status {
+            Status::Accepted => rec.accepted_until,
+            Status::Open if !rec.sla_breached => rec.due_at,
+            _ => None,
+        })
+        .min()
 }
 
 /// Advances the clock: expired acceptances reopen, open findings past their

@@ -251,7 +251,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `n` bytes.
-    fn bytes(&mut self, n: u64, what: &str) -> Result<&'a [u8], String> {
+    pub fn bytes(&mut self, n: u64, what: &str) -> Result<&'a [u8], String> {
         let left = self.buf.len() - self.pos;
         let n = usize::try_from(n)
             .ok()
@@ -1350,6 +1350,121 @@ impl Dict {
             dict: self,
             added: Vec::new(),
         }
+    }
+}
+
+/// Texts of consecutive ids from the first.
+pub type Chunk = (u64, Vec<Arc<str>>);
+
+/// What a target's dictionary holds besides its texts, kept while the
+/// target is evicted from memory (see [`super::cold`]): with the texts
+/// its chunk records carry, [`Dict::thawed`] gives the same dictionary
+/// back, so the records written after the target is decoded again are
+/// those written had it stayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DictMeta {
+    next: u64,
+    chunks: Vec<u64>,
+    used: usize,
+    binary: bool,
+}
+
+impl DictMeta {
+    /// The next id the dictionary gives.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+}
+
+impl Dict {
+    /// The id of `text`, when the dictionary holds it.
+    pub fn lookup(&self, text: &str) -> Option<u64> {
+        self.ids.get(text).copied()
+    }
+
+    /// The texts as chunks of consecutive ids, each starting at one of the
+    /// dictionary's chunk records (or where ids resume after a gap), and
+    /// what else it holds: see [`DictMeta`].
+    pub fn freeze(&self) -> (Vec<Chunk>, DictMeta) {
+        let mut by_id: Vec<(u64, &Arc<str>)> = self.ids.iter().map(|(s, &id)| (id, s)).collect();
+        by_id.sort_unstable_by_key(|&(id, _)| id);
+        let mut out: Vec<Chunk> = Vec::new();
+        let mut bases = self.chunks.iter().copied().peekable();
+        for (id, s) in by_id {
+            // A chunk record starts at `id`: a new run.
+            let mut starts = false;
+            while bases.peek().is_some_and(|&b| b <= id) {
+                starts |= bases.next() == Some(id);
+            }
+            match out.last_mut() {
+                Some((base, texts)) if !starts && *base + texts.len() as u64 == id => {
+                    texts.push(Arc::clone(s));
+                }
+                _ => out.push((id, vec![Arc::clone(s)])),
+            }
+        }
+        let meta = DictMeta {
+            next: self.next,
+            chunks: self.chunks.clone(),
+            used: self.used,
+            binary: self.binary,
+        };
+        (out, meta)
+    }
+
+    /// The dictionary [`Dict::freeze`] gave: its texts read back from the
+    /// chunks it gave (`strings`, nothing else), and `meta`.
+    pub fn thawed(strings: &Strings, meta: DictMeta) -> Dict {
+        let ids = strings
+            .entries()
+            .map(|(id, s)| (Arc::clone(s), id))
+            .collect();
+        Dict {
+            ids,
+            next: meta.next,
+            chunks: meta.chunks,
+            used: meta.used,
+            binary: meta.binary,
+        }
+    }
+}
+
+/// Names texts by a target's dictionary where it holds them, and the
+/// others by ids from `base` on (past every id the dictionary gives),
+/// collected in `extra`: what an evicted target's records are written
+/// with (see [`super::cold`]).
+pub struct Freezing<'a> {
+    pub dict: Option<&'a Dict>,
+    pub base: u64,
+    pub extra: Vec<Arc<str>>,
+    extra_ids: HashMap<Arc<str>, u64>,
+}
+
+impl<'a> Freezing<'a> {
+    /// Texts of `dict` by its ids, the others from `base`.
+    pub fn new(dict: Option<&'a Dict>, base: u64) -> Freezing<'a> {
+        Freezing {
+            dict,
+            base,
+            extra: Vec::new(),
+            extra_ids: HashMap::new(),
+        }
+    }
+}
+
+impl Intern for Freezing<'_> {
+    fn id(&mut self, text: &str) -> u64 {
+        if let Some(id) = self.dict.and_then(|d| d.lookup(text)) {
+            return id;
+        }
+        if let Some(&id) = self.extra_ids.get(text) {
+            return id;
+        }
+        let id = self.base.saturating_add(self.extra.len() as u64);
+        let s: Arc<str> = Arc::from(text);
+        self.extra_ids.insert(Arc::clone(&s), id);
+        self.extra.push(s);
+        id
     }
 }
 

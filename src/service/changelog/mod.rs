@@ -89,9 +89,11 @@
 //! JSON can be rolled back to once the log is compacted (see the README).
 
 pub mod binary;
+mod cold;
 mod restore;
 mod writer;
 
+pub use cold::*;
 pub use restore::*;
 pub use writer::*;
 

@@ -173,6 +173,63 @@ impl Writer {
         out
     }
 
+    /// Every record of `target` (`ts`) in the binary form, for the target
+    /// to leave memory (see [`super::cold`]): its dictionary's texts as
+    /// chunk records under the ids the changelog knows them by (with the
+    /// rest of the dictionary in [`Frozen::dict`]; the writer forgets it),
+    /// then its findings, texts the dictionary lacks named from
+    /// [`Frozen::extra`] on, its tickets and its baseline.
+    pub fn freeze(&mut self, target: &str, ts: &TargetState) -> Frozen {
+        let dict = self.dicts.remove(target);
+        let (chunks, meta) = match dict.as_ref().map(Dict::freeze) {
+            Some((chunks, meta)) => (chunks, Some(meta)),
+            None => (Vec::new(), None),
+        };
+        let extra = meta.as_ref().map_or(0, binary::DictMeta::next);
+        let buf = &mut self.buf;
+        let mut texts = binary::Freezing::new(dict.as_ref(), extra);
+        let mut findings = Vec::with_capacity(ts.findings.len());
+        for (fp, rec) in &ts.findings {
+            findings.push(finding_record(buf, &mut texts, target, fp, Some(rec)));
+        }
+        let mut out: Vec<Record> = chunks
+            .iter()
+            .map(|(base, texts)| chunk_record(buf, target, *base, texts))
+            .collect();
+        if !texts.extra.is_empty() {
+            out.push(chunk_record(buf, target, extra, &texts.extra));
+        }
+        out.append(&mut findings);
+        out.extend(binary_tickets(buf, ts, target, None));
+        if !ts.baselined.is_empty() {
+            out.push(Record {
+                key: key(b'b', target, ""),
+                value: serde_json::to_vec(&ts.baselined).ok(),
+            });
+        }
+        Frozen {
+            records: out,
+            dict: meta,
+            extra,
+        }
+    }
+
+    /// Takes back the dictionary of a target [`Writer::freeze`] gave,
+    /// whose records were decoded again with `strings`.
+    pub fn thaw(
+        &mut self,
+        target: &str,
+        strings: &mut Strings,
+        dict: Option<binary::DictMeta>,
+        extra: u64,
+    ) {
+        strings.set(extra, None);
+        if let Some(meta) = dict {
+            self.dicts
+                .insert(target.to_string(), Dict::thawed(strings, meta));
+        }
+    }
+
     /// The record of `target`'s last scan in the writer's format (in the
     /// binary form, its observed fingerprints as a bitmap over the
     /// target's findings in `state`); a tombstone when it would be larger
@@ -268,4 +325,15 @@ fn whole_json(ts: &TargetState, target: &str) -> Vec<Record> {
         value: json(&mut buf, rec),
     }));
     out
+}
+
+/// A target's records for it to leave memory (see [`Writer::freeze`]).
+#[derive(Debug)]
+pub struct Frozen {
+    /// Its records.
+    pub records: Vec<Record>,
+    /// What its dictionary holds besides the texts of the records.
+    pub dict: Option<binary::DictMeta>,
+    /// The first id of texts the dictionary did not hold.
+    pub extra: u64,
 }

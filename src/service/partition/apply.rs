@@ -5,7 +5,8 @@
 use super::super::changelog;
 use super::super::meta::{header, MessageMeta};
 use super::rescan::{
-    known, last_scan, remembered, Decode, DecodedReport, Digests, LastScan, Prepared, ScanId,
+    known, last_scan, remembered, Decode, DecodedReport, Digests, LastScan, Observed, Prepared,
+    ScanId,
 };
 use super::{Ack, Decided, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending};
 use crate::engine::Output;
@@ -345,7 +346,7 @@ impl PartitionProcessor {
                     complete: meta.complete,
                     findings,
                     ownership,
-                    observed: std::mem::take(&mut touched.observed),
+                    observed: Observed::new(std::mem::take(&mut touched.observed)),
                     restored: false,
                 };
                 records.push(self.writer.scan_record(

@@ -33,9 +33,12 @@
 //!   sent again is not decoded again, and the decode itself;
 //! - `apply`: jobs applied in offset order, events emitted, dead letters;
 //! - `settle`: changelog records behind acknowledged events, offsets behind
-//!   changelog records, backpressure, chunk timeouts.
+//!   changelog records, backpressure, chunk timeouts;
+//! - `cache`: the decoded targets kept within a budget, the others
+//!   evicted into a compact store and decoded again when needed.
 
 mod apply;
+mod cache;
 mod effect;
 mod intake;
 mod message;
@@ -53,7 +56,7 @@ use super::meta::MessageMeta;
 use crate::engine::Output;
 use crate::lifecycle::State;
 use rescan::{known, last_scan, Decode, Known, LastScan};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -160,6 +163,12 @@ pub struct PartitionProcessor {
     /// Writes the changelog records, in the configured format (set at
     /// restore), with each target's dictionary.
     writer: changelog::Writer,
+    /// Targets evicted from `state` (see `cache`).
+    pub(crate) cold: changelog::ColdStore,
+    /// The decoded targets in order of use.
+    hot: cache::Lru,
+    /// What the gauges count of each evicted target.
+    summaries: HashMap<String, crate::metrics::TargetSummary>,
     jobs: VecDeque<Job>,
     pending: VecDeque<Pending>,
     chunks: HashMap<(String, String), ChunkBuf>,
@@ -287,6 +296,9 @@ impl PartitionProcessor {
             state: None,
             raw: changelog::RawLog::new(),
             writer: changelog::Writer::default(),
+            cold: changelog::ColdStore::new(),
+            hot: cache::Lru::default(),
+            summaries: HashMap::new(),
             jobs: VecDeque::new(),
             pending: VecDeque::new(),
             chunks: HashMap::new(),
@@ -384,15 +396,23 @@ impl PartitionProcessor {
             self.apply_ready(env, spent);
             self.expire_chunks(env);
             self.settle(env);
+            self.evict_over_budget(env);
         }
         // Restoring too: what it holds meanwhile is bounded.
         self.backpressure(env);
     }
 
-    /// Advances the SLA clock to `env.wall`.
+    /// Advances the SLA clock to `env.wall`: on the decoded targets, and
+    /// on the evicted ones whose first deadline has come (decoded again
+    /// for it).
     pub fn tick(&mut self, env: &Env<'_>) {
         if let Err(e) = self.materialize_all(env) {
             env.fail(e);
+        }
+        for target in self.cold.due(env.wall) {
+            if let Err(e) = self.materialize(env, &target) {
+                env.fail(e);
+            }
         }
         if let Some(state) = self.state.as_mut() {
             let out = env.cx.engine.tick(state, env.wall);
@@ -403,9 +423,11 @@ impl PartitionProcessor {
             }
             self.emit_step(env, out);
         }
+        self.evict_over_budget(env);
     }
 
-    /// Re-attributes every target after an ownership change.
+    /// Re-attributes every target after an ownership change, decoding the
+    /// evicted ones one at a time (evicted again past the budget).
     pub fn reattribute(&mut self, env: &Env<'_>) {
         if let Err(e) = self.materialize_all(env) {
             env.fail(e);
@@ -414,13 +436,19 @@ impl PartitionProcessor {
         // records a rescan would still re-attribute (false positives), so
         // nothing remembered survives it.
         self.last_scans.clear();
-        let targets: Vec<String> = self
+        let mut targets: BTreeSet<String> = self
             .state
             .as_ref()
             .map(|s| s.targets.keys().cloned().collect())
             .unwrap_or_default();
+        targets.extend(self.cold.targets().map(String::from));
         for spec in &targets {
+            if let Err(e) = self.materialize(env, spec) {
+                env.fail(e);
+                continue;
+            }
             self.reattribute_target(env, spec);
+            self.evict_over_budget(env);
         }
     }
 
@@ -435,6 +463,7 @@ impl PartitionProcessor {
                 env.fail(e);
                 return false;
             }
+            self.evict_over_budget(env);
         }
         !self.raw.is_empty()
     }
@@ -475,6 +504,13 @@ impl PartitionProcessor {
         if let Some(e) = self.broken.get(target) {
             return Err(Failure::Fatal(e.clone()));
         }
+        self.hot.touch(target);
+        // An evicted target: it was decoded before, under the ownership in
+        // force (a change since re-attributed it), and its records are
+        // written in the writer's format.
+        if self.thaw(target)? {
+            return Ok(());
+        }
         let topic = &self.changelog_topic;
         let marks = self.raw.take_marks(target);
         let Some(decoded) = self
@@ -489,6 +525,7 @@ impl PartitionProcessor {
         let decoded = match decoded {
             Ok(d) => d,
             Err(e) => {
+                self.hot.forget(target);
                 self.broken.insert(target.to_string(), e.clone());
                 return Err(Failure::Fatal(e));
             }
@@ -549,6 +586,7 @@ impl PartitionProcessor {
     fn materialize_all(&mut self, env: &Env<'_>) -> Result<(), Failure> {
         while let Some(t) = self.raw.any_target() {
             self.materialize(env, &t)?;
+            self.evict_over_budget(env);
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 use super::super::changelog;
 use super::super::meta::MessageMeta;
 use super::Bytes;
+use crate::lifecycle::Fingerprints;
 use crate::normalize::{self, DecodeError, Format, Report};
 use std::collections::HashMap;
 
@@ -117,7 +118,7 @@ pub(super) struct LastScan {
     /// its findings may be attributed otherwise.
     pub(super) ownership: u64,
     /// The fingerprints it observed.
-    pub(super) observed: Vec<String>,
+    pub(super) observed: Observed,
     /// Read from the changelog, and its attributions not yet checked
     /// against the ownership in force.
     pub(super) restored: bool,
@@ -144,7 +145,7 @@ impl LastScan {
             scanner: self.scanner.clone(),
             complete: self.complete,
             findings: self.findings,
-            observed: self.observed.clone(),
+            observed: self.observed.to_strings(),
             settings: settings.to_string(),
         }
     }
@@ -174,7 +175,7 @@ impl LastScan {
             complete: scan.complete,
             findings: scan.findings,
             ownership,
-            observed: scan.observed,
+            observed: Observed::new(scan.observed),
             restored: true,
         })
     }
@@ -464,5 +465,68 @@ mod tests {
             ruff.decode(digests()).unwrap();
         });
         assert_eq!(text, "");
+    }
+}
+
+/// The fingerprints a scan observed, sorted, kept compact: `v1:`
+/// fingerprints (the prefix and 32 lowercase hex digits) as their 16
+/// bytes, 16 bytes each rather than a string of 35 and its header; any
+/// other list as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Observed {
+    Digests(Box<[[u8; 16]]>),
+    Texts(Vec<String>),
+}
+
+/// The prefix of a fingerprint [`Observed`] keeps as bytes.
+const V1: &str = "v1:";
+
+impl Observed {
+    /// `fps`, compact when every one is a `v1:` fingerprint.
+    pub(super) fn new(fps: Vec<String>) -> Observed {
+        let digest = |fp: &String| -> Option<[u8; 16]> {
+            let h = fp.strip_prefix(V1)?;
+            if h.len() != 32
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return None;
+            }
+            let mut d = [0u8; 16];
+            hex::decode_to_slice(h, &mut d).ok()?;
+            Some(d)
+        };
+        match fps.iter().map(digest).collect::<Option<Vec<_>>>() {
+            Some(d) => Observed::Digests(d.into_boxed_slice()),
+            None => Observed::Texts(fps),
+        }
+    }
+
+    /// The fingerprints as strings.
+    pub(super) fn to_strings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.each(&mut |fp| {
+            out.push(fp.to_string());
+            true
+        });
+        out
+    }
+}
+
+impl crate::lifecycle::Fingerprints for Observed {
+    fn each(&self, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        match self {
+            Observed::Texts(fps) => fps.each(f),
+            Observed::Digests(ds) => {
+                let mut buf = [0u8; 3 + 32];
+                buf[..3].copy_from_slice(V1.as_bytes());
+                ds.iter().all(|d| {
+                    // Cannot fail: 32 hex digits fit the 32 bytes left.
+                    let _ = hex::encode_to_slice(d, &mut buf[3..]);
+                    f(std::str::from_utf8(&buf).unwrap_or_default())
+                })
+            }
+        }
     }
 }

@@ -1668,3 +1668,403 @@ fn the_services_ticket_events_quote_the_rules_help() {
         assert!(body.contains("**About this rule:**"), "{body}");
     }
 }
+
+// ---------------------------------------------------------------------
+// The decoded state as a cache: targets evicted and decoded again.
+
+/// What the cache property test does next.
+#[derive(Debug, Clone)]
+enum CacheOp {
+    /// A report of target `target` with `findings`, `hours` after the
+    /// last step.
+    Scan {
+        target: u8,
+        findings: Vec<u8>,
+        hours: u8,
+    },
+    /// The risk of the `which`-th finding opened so far accepted for
+    /// `days` days.
+    Accept { which: u8, days: u8 },
+    /// The SLA clock advances `days` days and ticks.
+    Tick { days: u8 },
+    /// Target `target` evicted (by the evicting processor only).
+    Evict { target: u8 },
+    /// Both processors restart from their changelogs (under the binary
+    /// format from then on, when the run began under JSON).
+    Restart,
+}
+
+fn cache_op() -> impl Strategy<Value = CacheOp> {
+    prop_oneof![
+        6 => (0u8..3, prop::collection::vec(0u8..6, 0..5), 0u8..72)
+            .prop_map(|(target, findings, hours)| CacheOp::Scan { target, findings, hours }),
+        2 => (any::<u8>(), 1u8..20).prop_map(|(which, days)| CacheOp::Accept { which, days }),
+        2 => (0u8..20).prop_map(|days| CacheOp::Tick { days }),
+        3 => (0u8..3).prop_map(|target| CacheOp::Evict { target }),
+        1 => Just(CacheOp::Restart),
+    ]
+}
+
+const CACHE_TARGETS: [&str; 3] = [
+    TARGET,
+    "repo:github.com/acme/web",
+    "image:ghcr.io/acme/web-api",
+];
+
+/// The bench's environment with the wall clock at `wall`.
+fn env_at(b: &Bench, wall: chrono::DateTime<Utc>) -> Env<'_> {
+    Env { wall, ..b.env() }
+}
+
+/// One processor of the cache test, with its changelog.
+struct Cached {
+    bench: Bench,
+    p: PartitionProcessor,
+    log: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Every record produced: topic, key, payload.
+    produced: Vec<(String, String, String)>,
+}
+
+impl Cached {
+    fn new(budget: usize, json: bool) -> Cached {
+        let bench = Bench::new(|s| {
+            s.decoded_findings_per_partition = budget;
+            if json {
+                s.changelog_format = ChangelogFormat::Json;
+            }
+        });
+        let p = bench.restored(&[]);
+        bench.edge.take();
+        Cached {
+            bench,
+            p,
+            log: Vec::new(),
+            produced: Vec::new(),
+        }
+    }
+
+    /// Steps, acknowledging everything produced, until nothing more is.
+    fn settle(&mut self, wall: chrono::DateTime<Utc>) {
+        let changelog = self.bench.cx.settings.changelog_for(REPORTS);
+        for _ in 0..10 {
+            self.p.step(&env_at(&self.bench, wall), &|| false);
+            let effects = self.bench.edge.take();
+            if effects.is_empty() {
+                break;
+            }
+            for e in &effects {
+                if let Rec::Fail(e) = e {
+                    panic!("the processor failed: {e}");
+                }
+                if let Rec::Produce {
+                    topic,
+                    key,
+                    payload,
+                    ack,
+                    ..
+                } = e
+                {
+                    ack.delivered();
+                    if *topic == changelog {
+                        self.log.push((key.clone(), payload.clone()));
+                    }
+                    self.produced.push((
+                        topic.clone(),
+                        String::from_utf8_lossy(key).into_owned(),
+                        payload.as_deref().map_or_else(String::new, hex::encode),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `ops` on a processor that never evicts and on one whose budget
+/// is `budget` findings and that evicts when told; their records are
+/// compared after each op.
+fn evicted_as_never(ops: &[CacheOp], budget: usize, json: bool) -> Result<(), TestCaseError> {
+    let mut never = Cached::new(0, json);
+    let mut evicting = Cached::new(budget, json);
+    let mut wall = Utc
+        .timestamp_opt(1_790_000_000, 0)
+        .single()
+        .unwrap_or_default();
+    let mut offset = 0i64;
+    let mut opened: Vec<(String, String)> = Vec::new();
+    for op in ops {
+        match op {
+            CacheOp::Scan {
+                target,
+                findings,
+                hours,
+            } => {
+                wall += chrono::Duration::hours(i64::from(*hours));
+                let target = CACHE_TARGETS[*target as usize % CACHE_TARGETS.len()];
+                for c in [&mut never, &mut evicting] {
+                    let mut msg = message(offset, target, report(findings), &[]);
+                    msg.timestamp = Some(wall.timestamp_millis());
+                    c.p.on_message(&c.bench.cx, msg, c.bench.start);
+                    c.settle(wall);
+                }
+                offset += 1;
+            }
+            CacheOp::Accept { which, days } => {
+                if opened.is_empty() {
+                    continue;
+                }
+                let (target, fp) = &opened[*which as usize % opened.len()];
+                let d = crate::lifecycle::DecisionRecord {
+                    target: target.parse().expect("a target"),
+                    fingerprint: fp.clone(),
+                    decision: crate::lifecycle::DecisionKind::AcceptRisk,
+                    expires_at: Some(wall + chrono::Duration::days(i64::from(*days))),
+                    reason: "r".into(),
+                    author: "a".into(),
+                    decided_at: wall,
+                };
+                let payload = serde_json::to_vec(&d).expect("a decision");
+                for c in [&mut never, &mut evicting] {
+                    let mut msg = sniffed(
+                        offset,
+                        target,
+                        payload.clone(),
+                        &[(header::KIND, "decision")],
+                    );
+                    msg.timestamp = Some(wall.timestamp_millis());
+                    c.p.on_message(&c.bench.cx, msg, c.bench.start);
+                    c.settle(wall);
+                }
+                offset += 1;
+            }
+            CacheOp::Tick { days } => {
+                wall += chrono::Duration::days(i64::from(*days));
+                for c in [&mut never, &mut evicting] {
+                    c.p.tick(&env_at(&c.bench, wall));
+                    c.settle(wall);
+                }
+            }
+            CacheOp::Evict { target } => {
+                let target = CACHE_TARGETS[*target as usize % CACHE_TARGETS.len()];
+                evicting.p.evict(target, wall);
+            }
+            CacheOp::Restart => {
+                for c in [&mut never, &mut evicting] {
+                    c.bench.cx.settings.changelog_format = ChangelogFormat::Binary;
+                    c.p = c.bench.restored(&c.log);
+                    c.bench.edge.take();
+                    c.settle(wall);
+                }
+            }
+        }
+        prop_assert_eq!(&never.produced, &evicting.produced, "after {:?}", op);
+        // The gauges and the scorecard count evicted targets as decoded
+        // ones, later too.
+        for at in [wall, wall + chrono::Duration::days(9)] {
+            for c in [&mut never, &mut evicting] {
+                let mut pass = c.bench.cx.metrics.state_pass(at);
+                c.p.summarize(&mut pass, at);
+                pass.finish();
+            }
+            prop_assert_eq!(
+                never.bench.cx.metrics.scorecard(),
+                evicting.bench.cx.metrics.scorecard()
+            );
+            prop_assert_eq!(
+                never.bench.cx.metrics.render(),
+                evicting.bench.cx.metrics.render()
+            );
+        }
+        opened = never
+            .produced
+            .iter()
+            .filter(|(topic, _, _)| *topic == never.bench.cx.settings.findings_topic)
+            .filter_map(|(_, _, payload)| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&hex::decode(payload).ok()?).ok()?;
+                (v["event"] == "opened").then(|| {
+                    (
+                        v["target"].as_str().unwrap_or_default().to_string(),
+                        v["fingerprint"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+            })
+            .collect();
+    }
+    // The same state in the end, every target decoded.
+    for c in [&mut never, &mut evicting] {
+        for t in CACHE_TARGETS {
+            c.p.materialize(&c.bench.env(), t).expect("decoded");
+        }
+    }
+    prop_assert_eq!(never.p.state.as_ref(), evicting.p.state.as_ref());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Targets evicted at any moment (told to, or past a budget of a few
+    /// findings) and decoded again by the next report, decision, tick or
+    /// restart give exactly the events and changelog records a processor
+    /// that never evicts gives, under either changelog format.
+    #[test]
+    fn an_evicted_target_gives_the_events_and_records_it_gives_when_never_evicted(
+        ops in prop::collection::vec(cache_op(), 1..40),
+        budget in prop_oneof![Just(0usize), 1usize..8],
+        json in any::<bool>(),
+    ) {
+        evicted_as_never(&ops, budget, json)?;
+    }
+}
+
+/// The SLA clock decodes an evicted target only once its first deadline
+/// has come: before, the target stays evicted and nothing happens; at it,
+/// its findings breach as they do on a target never evicted (and once
+/// evicted again, it has no deadline left).
+#[test]
+fn the_clock_decodes_an_evicted_target_at_its_first_deadline_and_not_before() {
+    const OTHER: &str = "repo:github.com/acme/web";
+    let mut never = Cached::new(0, false);
+    let mut evicting = Cached::new(1, false);
+    let t0 = Utc
+        .timestamp_opt(1_790_000_000, 0)
+        .single()
+        .unwrap_or_default();
+    for c in [&mut never, &mut evicting] {
+        for (offset, target, findings, at) in [
+            (0, TARGET, &[1u8, 2][..], t0),
+            (1, OTHER, &[3][..], t0 + chrono::Duration::days(3)),
+        ] {
+            let mut msg = message(offset, target, report(findings), &[]);
+            msg.timestamp = Some(at.timestamp_millis());
+            c.p.on_message(&c.bench.cx, msg, c.bench.start);
+            c.settle(at);
+        }
+    }
+    assert!(evicting.p.cold.contains(TARGET), "evicted past the budget");
+    let due = evicting
+        .p
+        .cold
+        .meta(TARGET)
+        .and_then(|m| m.wake)
+        .expect("open findings have a deadline");
+    let breaches = |c: &Cached| {
+        c.produced
+            .iter()
+            .filter(|(topic, _, _)| *topic == c.bench.cx.settings.findings_topic)
+            .filter_map(|(_, _, p)| {
+                serde_json::from_slice::<serde_json::Value>(&hex::decode(p).ok()?).ok()
+            })
+            .filter(|v| v["event"] == "sla_breached")
+            .map(|v| v["target"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = due - chrono::Duration::seconds(1);
+    for c in [&mut never, &mut evicting] {
+        c.p.tick(&env_at(&c.bench, before));
+        c.settle(before);
+        assert!(breaches(c).is_empty());
+    }
+    assert!(evicting.p.cold.contains(TARGET), "not decoded before");
+    for c in [&mut never, &mut evicting] {
+        c.p.tick(&env_at(&c.bench, due));
+        c.settle(due);
+    }
+    assert_eq!(breaches(&evicting), [TARGET, TARGET]);
+    assert_eq!(never.produced, evicting.produced);
+    // The target the clock used is the last used: the other is evicted,
+    // with its own deadline, three days later.
+    assert!(evicting.p.cold.contains(OTHER));
+    assert!(!evicting.p.cold.contains(TARGET));
+    let later = due + chrono::Duration::days(3);
+    for c in [&mut never, &mut evicting] {
+        c.p.tick(&env_at(&c.bench, later));
+        c.settle(later);
+    }
+    assert_eq!(breaches(&evicting), [TARGET, TARGET, OTHER]);
+    assert_eq!(never.produced, evicting.produced);
+    // Evicted again, with no deadline left.
+    assert_eq!(evicting.p.cold.meta(TARGET).map(|m| m.wake), Some(None));
+}
+
+/// What a last scan observed is kept as 16 bytes a `v1:` fingerprint and
+/// reads back the same; a list with any other fingerprint is kept as it is.
+#[test]
+fn observed_fingerprints_are_kept_as_digests_and_read_back_the_same() {
+    use super::rescan::Observed;
+    let v1: Vec<String> = (0..5u32).map(|i| format!("v1:{:032x}", i * 7919)).collect();
+    let kept = Observed::new(v1.clone());
+    assert!(matches!(kept, Observed::Digests(_)));
+    assert_eq!(kept.to_strings(), v1);
+    for odd in [
+        "v1:ABCDEF00000000000000000000000000",
+        "v2:00",
+        "plain",
+        "v1:00",
+    ] {
+        let mut fps = v1.clone();
+        fps.push(odd.to_string());
+        let kept = Observed::new(fps.clone());
+        assert!(matches!(kept, Observed::Texts(_)), "{odd}");
+        assert_eq!(kept.to_strings(), fps);
+    }
+}
+
+/// A pass of the gauges lists an evicted target's rows by decoding it
+/// again only when the scorecard may list them: past full lists, the
+/// rows its summary left out count as those beyond the lists, as they
+/// would decoded; either way the gauges and the page are those of a
+/// partition that never evicts.
+#[test]
+fn the_scorecard_decodes_an_evicted_target_only_for_rows_it_may_list() {
+    const LATER: &str = "repo:github.com/acme/web";
+    let mut never = Cached::new(0, false);
+    let mut evicting = Cached::new(1, false);
+    let t0 = Utc
+        .timestamp_opt(1_790_000_000, 0)
+        .single()
+        .unwrap_or_default();
+    let many: Vec<u8> = (0..60).collect();
+    for c in [&mut never, &mut evicting] {
+        // The later target (by spec) first: it is the one evicted.
+        for (offset, target, findings) in [(0, LATER, &[1u8, 2, 3][..]), (1, TARGET, &many[..])] {
+            let mut msg = message(offset, target, report(findings), &[]);
+            msg.timestamp = Some(t0.timestamp_millis());
+            c.p.on_message(&c.bench.cx, msg, c.bench.start);
+            c.settle(t0);
+        }
+    }
+    assert!(evicting.p.cold.contains(LATER));
+    for c in [&mut never, &mut evicting] {
+        let mut pass = c.bench.cx.metrics.state_pass(t0);
+        c.p.summarize(&mut pass, t0);
+        pass.finish();
+    }
+    let card = evicting.bench.cx.metrics.scorecard();
+    assert_eq!(card.unattributed.len(), crate::metrics::UNATTRIBUTED_LISTED);
+    assert_eq!(card.unattributed_more, 63 - 25);
+    assert_eq!(card, never.bench.cx.metrics.scorecard());
+    assert_eq!(
+        evicting.bench.cx.metrics.render(),
+        never.bench.cx.metrics.render()
+    );
+    assert!(
+        evicting.p.summaries[LATER].stripped(),
+        "the lists were full before it: not decoded for them"
+    );
+    // Once the earlier target is evicted too, the later one is needed
+    // again... only if the lists are not full before it: they are, by
+    // the earlier one's own rows, read back from its copy.
+    evicting.p.evict(TARGET, t0);
+    for c in [&mut never, &mut evicting] {
+        let mut pass = c.bench.cx.metrics.state_pass(t0);
+        c.p.summarize(&mut pass, t0);
+        pass.finish();
+    }
+    assert_eq!(
+        evicting.bench.cx.metrics.scorecard(),
+        never.bench.cx.metrics.scorecard()
+    );
+    assert!(!evicting.p.summaries[TARGET].stripped(), "its rows listed");
+    assert!(evicting.p.summaries[LATER].stripped());
+}
