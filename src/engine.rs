@@ -69,7 +69,24 @@ pub trait Sink {
     fn finding(&mut self, event: FindingEvent);
     /// A ticket event.
     fn ticket(&mut self, event: TicketEvent);
+    /// Finding events in order, many at once (a large step hands them
+    /// over in runs, built on all cores); by default one at a time.
+    fn findings(&mut self, events: Vec<FindingEvent>) {
+        for e in events {
+            self.finding(e);
+        }
+    }
 }
+
+/// A step with at least this many transitions builds its finding events
+/// on all cores, in runs of [`EVENT_RUN`]; a smaller one (every step of
+/// the service's usual reports) stays on its thread.
+const PARALLEL_EVENTS: usize = 4096;
+
+/// How many finding events a large step builds and hands over at once:
+/// enough to keep both halves of a split busy, few enough that a step
+/// over 100,000 findings never holds all of its events.
+const EVENT_RUN: usize = 8192;
 
 impl Sink for Output {
     fn finding(&mut self, event: FindingEvent) {
@@ -88,6 +105,10 @@ pub struct Engine {
     tickets: TicketSettings,
     decode: DecodeContext,
     attribute: Box<dyn Attribute>,
+    /// Steps with at least this many transitions build their finding
+    /// events on all cores ([`PARALLEL_EVENTS`]; tests set it out of
+    /// reach to compare with the events built one at a time).
+    parallel_events: usize,
 }
 
 impl Engine {
@@ -104,6 +125,7 @@ impl Engine {
                 secret_salt: config.secret_salt.clone(),
             },
             attribute: Box::new(Unattributed::default()),
+            parallel_events: PARALLEL_EVENTS,
         }
     }
 
@@ -638,13 +660,41 @@ impl Engine {
                 keys.insert(key.clone());
             }
         };
-        for t in &transitions {
-            if let Some(rec) = ts.findings.get(&t.fingerprint) {
-                touch(&rec.ticket_key);
-                sink.finding(finding_event(rec, t, target, now, scan_id));
+        if transitions.len() < self.parallel_events {
+            for t in &transitions {
+                if let Some(rec) = ts.findings.get(&t.fingerprint) {
+                    touch(&rec.ticket_key);
+                    sink.finding(finding_event(rec, t, target, now, scan_id));
+                }
+                if let Some(k) = &t.previous_ticket {
+                    touch(k);
+                }
             }
-            if let Some(k) = &t.previous_ticket {
-                touch(k);
+        } else {
+            // The same events in the same order: each run is built in
+            // parallel into a vector indexed like the transitions.
+            use rayon::prelude::*;
+            let records = &ts.findings;
+            for run in transitions.chunks(EVENT_RUN) {
+                let built: Vec<Option<(&String, FindingEvent)>> = run
+                    .par_iter()
+                    .with_min_len(256)
+                    .map(|t| {
+                        let rec = records.get(&t.fingerprint)?;
+                        Some((&rec.ticket_key, finding_event(rec, t, target, now, scan_id)))
+                    })
+                    .collect();
+                let mut events = Vec::with_capacity(built.len());
+                for (t, made) in run.iter().zip(built) {
+                    if let Some((key, event)) = made {
+                        touch(key);
+                        events.push(event);
+                    }
+                    if let Some(k) = &t.previous_ticket {
+                        touch(k);
+                    }
+                }
+                sink.findings(events);
             }
         }
         let ctx = RefreshContext {
@@ -859,5 +909,100 @@ fn ticket_event(
         counts: rec.counts,
         fingerprints: rec.open_members.iter().cloned().collect(),
         attribution,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Category, Location, ScanMeta, Severity};
+
+    fn target() -> Target {
+        "repo:github.com/acme/payments".parse().unwrap()
+    }
+
+    /// `n` code findings over 40 rules and 300 files, every tenth line
+    /// repeated in its file (occurrence counters), from `from`.
+    fn findings(from: usize, n: usize, severity: impl Fn(usize) -> Severity) -> Vec<Finding> {
+        (from..from + n)
+            .map(|i| {
+                let mut f = Finding::new(
+                    "bandit",
+                    Category::Sast,
+                    format!("B{}", i % 40),
+                    severity(i),
+                    format!("call at {i}"),
+                );
+                f.location = Some(Location {
+                    path: format!("src/m{}.py", i % 300),
+                    start_line: Some(u32::try_from(i).unwrap()),
+                    ..Location::default()
+                });
+                let line = if i % 10 == 0 {
+                    "eval(x)".to_string()
+                } else {
+                    format!("call({i})")
+                };
+                f.content_hash = Some(crate::fingerprint::line_hash(&line));
+                f
+            })
+            .collect()
+    }
+
+    fn scan(id: &str) -> ScanMeta {
+        ScanMeta {
+            scan_id: id.into(),
+            target: target(),
+            commit: Some("abc".into()),
+            git_ref: None,
+            complete: true,
+            coverage: [("bandit".to_string(), Category::Sast)]
+                .into_iter()
+                .collect(),
+            rule_help: Default::default(),
+        }
+    }
+
+    /// A step of thousands of transitions builds its finding events on all
+    /// cores: the events (finding events, then ticket events), their order
+    /// and the state left are those of the events built one at a time, for
+    /// a first scan (all opened) and a rescan that resolves, updates and
+    /// opens.
+    #[test]
+    fn a_large_steps_events_are_those_built_one_at_a_time() {
+        let config = Config::default();
+        let parallel = Engine::new(&config);
+        let mut serial = Engine::new(&config);
+        serial.parallel_events = usize::MAX;
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = findings(0, 6000, |_| Severity::Medium);
+        let mut second: Vec<Finding> = findings(0, 6000, |i| {
+            if i % 2 == 0 {
+                Severity::High
+            } else {
+                Severity::Medium
+            }
+        })
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 0)
+        .map(|(_, f)| f)
+        .collect();
+        second.extend(findings(6000, 1000, |_| Severity::Low));
+        let (mut a, mut b) = (State::new(), State::new());
+        for (id, report) in [("s1", first), ("s2", second)] {
+            let from_parallel = parallel.scan(&mut a, &scan(id), report.clone(), now);
+            let from_serial = serial.scan(&mut b, &scan(id), report, now);
+            assert!(from_parallel.findings.len() >= PARALLEL_EVENTS, "{id}");
+            assert_eq!(from_parallel.findings, from_serial.findings, "{id}");
+            assert_eq!(from_parallel.tickets, from_serial.tickets, "{id}");
+            assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&b).unwrap(),
+                "{id}"
+            );
+        }
     }
 }

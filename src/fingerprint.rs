@@ -300,6 +300,10 @@ pub fn assign_in_place_known(
     assign_with(findings, target, Some(known))
 }
 
+/// A report with at least this many code findings has their digests made
+/// on all cores; a smaller one on the calling thread.
+const PARALLEL_DIGESTS: usize = 4096;
+
 fn assign_with(
     findings: &mut Vec<Finding>,
     target: &Target,
@@ -336,8 +340,12 @@ fn assign_with(
                 }
             }
         }
+        // Each member's place (finding, group, occurrence) is settled here;
+        // the digests, independent of one another, are made after.
         let mut members = Vec::new();
-        for ((scanner, rule, path, (basis_kind, basis)), (first, _)) in groups {
+        let mut keys: Vec<Key<'_>> = Vec::with_capacity(groups.len());
+        let mut places: Vec<(usize, usize, usize)> = Vec::with_capacity(findings.len());
+        for (key, (first, _)) in groups {
             let pos = |i: usize| {
                 let loc = findings[i].location.as_ref();
                 (
@@ -353,25 +361,39 @@ fn assign_with(
                 at = next[at];
             }
             members.sort_by_key(|&i| pos(i));
-            for (occurrence, &i) in members.iter().enumerate() {
-                let occ = occurrence.to_string();
-                fps[i] = Some(format!(
-                    "{VERSION}:{}",
-                    digest(
-                        &[
-                            b"v1-code",
-                            scanner.as_bytes(),
-                            rule.as_bytes(),
-                            t.as_bytes(),
-                            path.as_bytes(),
-                            basis_kind.as_bytes(),
-                            basis.as_bytes(),
-                            occ.as_bytes(),
-                        ],
-                        16
-                    )
-                ));
-            }
+            let g = keys.len();
+            places.extend(members.iter().enumerate().map(|(occ, &i)| (i, g, occ)));
+            keys.push(key);
+        }
+        let code = |&(i, g, occurrence): &(usize, usize, usize)| {
+            let (scanner, rule, path, (basis_kind, basis)) = &keys[g];
+            let occ = occurrence.to_string();
+            let fp = format!(
+                "{VERSION}:{}",
+                digest(
+                    &[
+                        b"v1-code",
+                        scanner.as_bytes(),
+                        rule.as_bytes(),
+                        t.as_bytes(),
+                        path.as_bytes(),
+                        basis_kind.as_bytes(),
+                        basis.as_bytes(),
+                        occ.as_bytes(),
+                    ],
+                    16
+                )
+            );
+            (i, fp)
+        };
+        let made: Vec<(usize, String)> = if places.len() >= PARALLEL_DIGESTS {
+            use rayon::prelude::*;
+            places.par_iter().with_min_len(1024).map(code).collect()
+        } else {
+            places.iter().map(code).collect()
+        };
+        for (i, fp) in made {
+            fps[i] = Some(fp);
         }
     }
     let fps: Vec<String> = fps.into_iter().map(Option::unwrap_or_default).collect();
@@ -464,6 +486,44 @@ mod tests {
 
     fn target() -> Target {
         "repo:github.com/acme/api".parse().unwrap()
+    }
+
+    /// A report large enough to have its digests made on all cores gives
+    /// every finding the fingerprint it has in a report of its group
+    /// alone (a code fingerprint depends on its group, nothing else).
+    #[test]
+    fn a_large_reports_fingerprints_are_its_groups_alone() {
+        let all: Vec<Finding> = (0..PARALLEL_DIGESTS + 500)
+            .map(|i| {
+                let text = if i % 3 == 0 {
+                    "eval(x)".to_string()
+                } else {
+                    format!("f({i})")
+                };
+                code(
+                    &format!("B{}", i % 7),
+                    &format!("m{}.py", i % 50),
+                    1 + (i % 97) as u32,
+                    &text,
+                )
+            })
+            .collect();
+        let whole = assign(all.clone(), &target());
+        let mut one_by_one = Vec::new();
+        let mut groups: HashMap<(String, String), Vec<Finding>> = HashMap::new();
+        for f in all {
+            let key = (f.rule_id.clone(), f.path().unwrap_or("").to_string());
+            groups.entry(key).or_default().push(f);
+        }
+        for (_, group) in groups {
+            one_by_one.extend(assign(group, &target()));
+        }
+        let mut whole_fps: Vec<&String> = whole.iter().map(|(fp, _)| fp).collect();
+        let mut alone_fps: Vec<&String> = one_by_one.iter().map(|(fp, _)| fp).collect();
+        whole_fps.sort();
+        alone_fps.sort();
+        assert_eq!(whole_fps.len(), PARALLEL_DIGESTS + 500);
+        assert_eq!(whole_fps, alone_fps);
     }
 
     #[test]

@@ -421,21 +421,37 @@ impl Core {
         // once the step has lasted STEP_BUDGET.
         let until = Instant::now() + STEP_BUDGET;
         let spent = move || Instant::now() >= until;
+        // Only partitions a step would change are stepped: with hundreds
+        // assigned, most have nothing to do at any one turn of the loop.
         if busy < 2 {
-            let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+            let keys: Vec<(String, i32)> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| p.wants_step())
+                .map(|(tp, _)| tp.clone())
+                .collect();
             for tp in &keys {
                 self.step_partition(consumer, tp, &spent);
             }
         } else {
-            let mut parts: Vec<((String, i32), PartitionProcessor)> = self.parts.drain().collect();
-            {
-                let edge = self.edge(consumer);
-                let env = self.env(&edge);
-                parts
-                    .par_iter_mut()
-                    .for_each(|(_, part)| part.step(&env, &spent));
-            }
-            self.parts.extend(parts);
+            // In place: the processors stay in the map, which is neither
+            // emptied nor rebuilt at every turn.
+            let edge = KafkaEdge {
+                output: &self.out,
+                consumer,
+                health: &self.cx.health,
+                settings: &self.cx.settings,
+            };
+            let env = Env {
+                cx: &self.cx,
+                edge: &edge,
+                wall: Utc::now(),
+                now: Instant::now(),
+            };
+            self.parts
+                .par_iter_mut()
+                .filter(|(_, part)| part.wants_step())
+                .for_each(|(_, part)| part.step(&env, &spent));
         }
         // Backpressure may have paused or resumed partitions.
         self.update_gauges();

@@ -630,8 +630,17 @@ struct Fixup {
     artifact: Option<usize>,
 }
 
-/// What converting a run's results needs and collects.
+/// What converting a run's results needs and collects: what converting
+/// one result reads ([`RunRules`]), and what the results add to, in their
+/// order ([`RunBooks`]).
 struct RunState<'r, 'de> {
+    rules: RunRules<'r, 'de>,
+    books: RunBooks,
+}
+
+/// What converting one result reads, never changed by it: a large run's
+/// results are converted on another thread while this one parses.
+struct RunRules<'r, 'de> {
     ctx: &'r DecodeContext,
     scanner: String,
     category: Category,
@@ -639,53 +648,84 @@ struct RunState<'r, 'de> {
     by_id: HashMap<String, (usize, usize)>,
     /// Per component and rule: title and help link, shared by its findings.
     meta: Vec<Vec<RuleMeta>>,
-    /// Distinct severity sources, shared by the findings that give them.
-    sources: HashMap<String, Arc<str>>,
-    base_ids: Vec<String>,
-    fixups: Vec<Fixup>,
     n: usize,
     /// Whether its rules' `help` describes one result rather than the
     /// rule: Checkov writes its first result's resource there.
     help_of_a_result: bool,
+}
+
+/// What a run's results add to, one after the other in their order.
+#[derive(Default)]
+struct RunBooks {
+    /// Distinct severity sources, shared by the findings that give them.
+    sources: HashMap<String, Arc<str>>,
+    base_ids: Vec<String>,
+    fixups: Vec<Fixup>,
     /// Per component and rule: whether its help was taken (once per rule,
     /// not looked up per result).
     helped: Vec<Vec<bool>>,
 }
 
+/// One result converted, before it takes its place in the report.
+// Nearly every result is a finding: boxing it would allocate once per
+// result to spare moving a skipped one's few bytes.
+#[allow(clippy::large_enum_variant)]
+enum Converted {
+    /// Not a failure (its `kind`): recorded as skipped.
+    Skipped(String),
+    /// A finding, with where its severity came from, the `uriBaseId` its
+    /// path is relative to, the artifact its location points to, and its
+    /// rule (component and index).
+    Finding {
+        finding: Finding,
+        source: String,
+        base: Option<String>,
+        artifact: Option<usize>,
+        at: Option<(usize, usize)>,
+    },
+}
+
 impl<'r, 'de> RunState<'r, 'de> {
     fn new(tool: Tool<'de>, ctx: &'r DecodeContext, n: usize) -> RunState<'r, 'de> {
         let driver_name = tool.driver.name.as_deref().unwrap_or("");
-        let mut state = RunState {
+        let mut rules = RunRules {
             ctx,
             scanner: scanner_name(driver_name),
             category: category_for_tool(driver_name),
             by_id: HashMap::new(),
             meta: Vec::new(),
-            sources: HashMap::new(),
-            base_ids: Vec::new(),
-            fixups: Vec::new(),
             n,
             help_of_a_result: scanner_name(driver_name) == "checkov",
-            helped: Vec::new(),
             tool,
         };
         let mut by_id = HashMap::new();
         let mut meta = Vec::new();
-        for c in 0..=state.tool.extensions.as_ref().map_or(0, Vec::len) {
-            let rules = state.component(c);
-            for (i, r) in rules.iter().enumerate() {
+        for c in 0..=rules.tool.extensions.as_ref().map_or(0, Vec::len) {
+            let component = rules.component(c);
+            for (i, r) in component.iter().enumerate() {
                 if let Some(id) = r.id.as_deref() {
                     by_id.entry(id.to_string()).or_insert((c, i));
                 }
             }
-            meta.push(rules.iter().map(RuleMeta::of).collect());
+            meta.push(component.iter().map(RuleMeta::of).collect());
         }
-        state.helped = meta.iter().map(|m: &Vec<RuleMeta>| vec![false; m.len()]).collect();
-        state.by_id = by_id;
-        state.meta = meta;
-        state
+        let books = RunBooks {
+            helped: meta.iter().map(|m: &Vec<RuleMeta>| vec![false; m.len()]).collect(),
+            ..RunBooks::default()
+        };
+        rules.by_id = by_id;
+        rules.meta = meta;
+        RunState { rules, books }
     }
 
+    /// Converts one result (or records why it is skipped).
+    fn push(&mut self, i: usize, res: &SarifResult<'_>, report: &mut Report) {
+        let converted = self.rules.convert(res);
+        self.books.take(&self.rules, i, converted, report);
+    }
+}
+
+impl<'de> RunRules<'_, 'de> {
     /// The rules of the driver (component 0) or of extension `c - 1`.
     fn component(&self, c: usize) -> &[Rule<'de>] {
         let comp = match c {
@@ -722,27 +762,57 @@ impl<'r, 'de> RunState<'r, 'de> {
         self.by_id.get(id).copied()
     }
 
-    /// Converts one result (or records why it is skipped).
-    fn push(&mut self, i: usize, res: &SarifResult<'_>, report: &mut Report) {
+    /// Converts one result on its own: what does not depend on the
+    /// results before it.
+    fn convert(&self, res: &SarifResult<'_>) -> Converted {
         let kind = res.kind.as_deref().unwrap_or("fail");
         if matches!(kind, "pass" | "notApplicable" | "informational") {
-            report
-                .skipped
-                .push(format!("run {} result {i}: kind {kind}", self.n));
-            return;
+            return Converted::Skipped(kind.to_string());
         }
         let at = self.rule(res);
+        let rule = at.and_then(|(c, i)| self.component(c).get(i));
+        let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
+        let (mut finding, source, base, artifact) =
+            to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
+        finding.disposition = res.suppressions.as_deref().and_then(suppression);
+        Converted::Finding {
+            finding,
+            source,
+            base: base.map(str::to_string),
+            artifact,
+            at,
+        }
+    }
+}
+
+impl RunBooks {
+    /// Places result `i`, converted, in the report: what depends on the
+    /// results before it (the rule's help taken by its first result,
+    /// shared severity sources, paths to complete after the run).
+    fn take(&mut self, rules: &RunRules<'_, '_>, i: usize, c: Converted, report: &mut Report) {
+        let (mut f, source, base, artifact, at) = match c {
+            Converted::Skipped(kind) => {
+                report
+                    .skipped
+                    .push(format!("run {} result {i}: kind {kind}", rules.n));
+                return;
+            }
+            Converted::Finding {
+                finding,
+                source,
+                base,
+                artifact,
+                at,
+            } => (finding, source, base, artifact, at),
+        };
         // The rule's first result takes its help.
         let first = at
             .and_then(|(c, i)| self.helped.get_mut(c)?.get_mut(i))
             .is_some_and(|taken| !std::mem::replace(taken, true));
-        let rule = at.and_then(|(c, i)| self.component(c).get(i));
-        let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
-        let (mut f, source, base, artifact) =
-            to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
+        let rule = at.and_then(|(c, i)| rules.component(c).get(i));
         if let Some(text) = rule
             .filter(|_| first)
-            .and_then(|r| help_text(r, self.help_of_a_result))
+            .and_then(|r| help_text(r, rules.help_of_a_result))
         {
             report.rule_help.insert(&f.rule_id, text);
         }
@@ -755,11 +825,10 @@ impl<'r, 'de> RunState<'r, 'de> {
             }
         };
         f.severity_source = Some(shared);
-        f.disposition = res.suppressions.as_deref().and_then(suppression);
-        let base = base.map(|b| match self.base_ids.iter().position(|x| x == b) {
+        let base = base.map(|b| match self.base_ids.iter().position(|x| *x == b) {
             Some(p) => p,
             None => {
-                self.base_ids.push(b.to_string());
+                self.base_ids.push(b);
                 self.base_ids.len() - 1
             }
         });
@@ -773,6 +842,10 @@ impl<'r, 'de> RunState<'r, 'de> {
         report.findings.push(f);
     }
 }
+
+/// Results parsed before a run's results are converted on a thread of
+/// their own: a run of fewer is converted as it is parsed.
+const PIPELINE_BATCH: usize = 1024;
 
 struct ResultsSeed<'a, 'r, 'de> {
     run: &'a mut RunState<'r, 'de>,
@@ -802,13 +875,69 @@ impl<'de2> Visitor<'de2> for ResultsSeed<'_, '_, '_> {
         d.deserialize_seq(self)
     }
 
+    /// A run of more than [`PIPELINE_BATCH`] results is parsed here and
+    /// converted on another thread, batch by batch, the converted batches
+    /// taken back in order: the report is the same as converted in line.
     fn visit_seq<A: SeqAccess<'de2>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut i = 0;
-        while let Some(res) = seq.next_element::<SarifResult<'de2>>()? {
-            self.run.push(i, &res, self.report);
-            i += 1;
+        use std::sync::mpsc::sync_channel;
+        let ResultsSeed { run, report } = self;
+        let mut batch = Vec::new();
+        while batch.len() < PIPELINE_BATCH {
+            match seq.next_element::<SarifResult<'de2>>()? {
+                Some(res) => batch.push(res),
+                None => {
+                    for (i, res) in batch.iter().enumerate() {
+                        run.push(i, res, report);
+                    }
+                    return Ok(());
+                }
+            }
         }
-        Ok(())
+        let RunState { rules, books } = run;
+        let rules = &*rules;
+        std::thread::scope(|s| {
+            // At most two batches away: one converting, one waiting.
+            let (to_convert, batches) = sync_channel::<Vec<SarifResult<'de2>>>(2);
+            let (converted, back) = sync_channel::<Vec<Converted>>(2);
+            s.spawn(move || {
+                for batch in batches {
+                    let out: Vec<Converted> = batch.iter().map(|r| rules.convert(r)).collect();
+                    drop(batch);
+                    if converted.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
+            let lost = || A::Error::custom("the thread converting SARIF results stopped");
+            let mut i = 0;
+            let mut away = 0usize;
+            let mut ended = false;
+            loop {
+                if !batch.is_empty() {
+                    to_convert.send(batch).map_err(|_| lost())?;
+                    away += 1;
+                }
+                // Parse the next batch while the last one converts.
+                batch = Vec::with_capacity(PIPELINE_BATCH);
+                while !ended && batch.len() < PIPELINE_BATCH {
+                    match seq.next_element::<SarifResult<'de2>>()? {
+                        Some(res) => batch.push(res),
+                        None => ended = true,
+                    }
+                }
+                let keep_away = usize::from(!ended || !batch.is_empty());
+                while away > keep_away {
+                    for c in back.recv().map_err(|_| lost())? {
+                        books.take(rules, i, c, report);
+                        i += 1;
+                    }
+                    away -= 1;
+                }
+                if ended && batch.is_empty() && away == 0 {
+                    return Ok(());
+                }
+            }
+        })
     }
 }
 
@@ -862,7 +991,7 @@ impl<'de> Visitor<'de> for RunSeed<'_> {
             .deserialize(&mut de)
             .map_err(A::Error::custom)?;
         }
-        report.coverage.insert((run.scanner.clone(), run.category));
+        report.coverage.insert((run.rules.scanner.clone(), run.rules.category));
         if let Some(p) = provenance.as_ref().and_then(|v| v.first()) {
             if report.target.is_none() {
                 report.target = p
@@ -895,7 +1024,7 @@ fn complete_paths(
     report: &mut Report,
 ) {
     let base_uri = |id: &str| bases?.get(id)?.uri.as_deref();
-    for fix in &run.fixups {
+    for fix in &run.books.fixups {
         let Some(f) = report.findings.get_mut(fix.finding) else {
             continue;
         };
@@ -912,7 +1041,7 @@ fn complete_paths(
         }
         let base = fix
             .base
-            .and_then(|b| run.base_ids.get(b))
+            .and_then(|b| run.books.base_ids.get(b))
             .and_then(|id| base_uri(id));
         if let (Some(base), Some(l)) = (base, f.location.as_mut()) {
             l.path = strip_base(&l.path, base);
@@ -1405,6 +1534,83 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
         crate::testing::decode_with(&SarifDecoder, bytes)
+    }
+
+    /// A run of `n` results from `from`, each with its own message: every
+    /// seventh passes, rules alternate (each with help), paths are
+    /// relative to a base id or given by an artifact.
+    fn numbered_run(from: usize, n: usize) -> String {
+        let results: Vec<String> = (from..from + n)
+            .map(|i| {
+                let kind = if i % 7 == 0 { "pass" } else { "fail" };
+                let location = if i % 2 == 0 {
+                    r#"{"uri":"a/f.py","uriBaseId":"SRC"}"#.to_string()
+                } else {
+                    format!(r#"{{"index":{}}}"#, i % 3)
+                };
+                format!(
+                    r#"{{"ruleId":"R{}","kind":"{kind}","message":{{"text":"m{i}"}},"locations":[{{"physicalLocation":{{"artifactLocation":{location},"region":{{"startLine":{},"snippet":{{"text":"x = {i}"}}}}}}}}]}}"#,
+                    i % 5,
+                    1 + i % 40
+                )
+            })
+            .collect();
+        let rules: Vec<String> = (0..5)
+            .map(|r| format!(r#"{{"id":"R{r}","help":{{"text":"help of R{r}"}}}}"#))
+            .collect();
+        format!(
+            r#"{{"tool":{{"driver":{{"name":"Semgrep","rules":[{}]}}}},"originalUriBaseIds":{{"SRC":{{"uri":"file:///src/"}}}},"artifacts":[{{"location":{{"uri":"file:///src/b/0.py"}}}},{{"location":{{"uri":"file:///src/b/1.py"}}}},{{"location":{{"uri":"file:///src/b/2.py"}}}}],"results":[{}]}}"#,
+            rules.join(","),
+            results.join(",")
+        )
+    }
+
+    /// A run too large to convert as it is parsed (its results converted
+    /// on another thread, batch by batch) gives the findings, in the same
+    /// order, that the same results give in runs small enough to be
+    /// converted in line; and the same skipped results and rule help.
+    #[test]
+    fn a_large_run_decodes_as_small_runs_do() {
+        let n = PIPELINE_BATCH * 3 + 17;
+        let whole = format!(r#"{{"version":"2.1.0","runs":[{}]}}"#, numbered_run(0, n));
+        let whole = decode(whole.as_bytes()).unwrap();
+        let mut parts = Vec::new();
+        let mut skipped = 0;
+        let mut from = 0;
+        while from < n {
+            let len = (n - from).min(PIPELINE_BATCH - 1);
+            let run = format!(r#"{{"version":"2.1.0","runs":[{}]}}"#, numbered_run(from, len));
+            let r = decode(run.as_bytes()).unwrap();
+            skipped += r.skipped.len();
+            parts.extend(r.findings);
+            from += len;
+        }
+        assert_eq!(whole.findings.len(), n - n.div_ceil(7));
+        assert_eq!(whole.findings, parts);
+        assert_eq!(whole.skipped.len(), skipped);
+        assert_eq!(whole.skipped[1], "run 0 result 7: kind pass");
+        let messages: Vec<&str> = whole.findings.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(&messages[..3], ["m1", "m2", "m3"]);
+        assert_eq!(whole.findings[1].path(), Some("a/f.py"));
+        assert_eq!(whole.findings[2].path(), Some("/src/b/0.py"));
+        assert_eq!(whole.rule_help.get("R3").map(|h| &**h), Some("help of R3"));
+    }
+
+    /// A run whose results cannot be parsed past its first batches is
+    /// refused, as a small one is, while its results are converted.
+    #[test]
+    fn a_large_run_broken_after_its_first_batches_is_refused() {
+        let run = numbered_run(0, PIPELINE_BATCH * 2 + 5);
+        let broken = format!(
+            r#"{{"version":"2.1.0","runs":[{}"#,
+            &run[..run.len() - 40]
+        );
+        assert!(decode(broken.as_bytes()).is_err());
+        let wrong = format!(
+            r#"{{"version":"2.1.0","runs":[{}]}}"#,
+            run.replacen(r#""message":{"text":"m2000"}"#, r#""message":7"#, 1)
+        );
+        assert!(decode(wrong.as_bytes()).is_err());
     }
 
     fn ruff_fixture() -> Vec<u8> {

@@ -380,6 +380,13 @@ impl PartitionProcessor {
         !self.jobs.is_empty()
     }
 
+    /// Whether [`PartitionProcessor::step`] would do anything: it has
+    /// messages to apply or settle, chunks to time out, or is paused (and
+    /// may resume). A step of any other partition changes nothing.
+    pub fn wants_step(&self) -> bool {
+        !self.jobs.is_empty() || !self.pending.is_empty() || !self.chunks.is_empty() || self.paused
+    }
+
     /// Whether the state is restored.
     pub fn restored(&self) -> bool {
         self.state.is_some()
