@@ -362,6 +362,44 @@ impl Engine {
         out
     }
 
+    /// Publishes the tickets across targets ([`ticket::Grouping::TeamRule`])
+    /// that the targets' parts in `state` make, as they differ from their
+    /// records in `state.aggregates` (the tickets as last published),
+    /// which it updates: run after each run's steps, it says once what
+    /// the run changed, and nothing when it changed nothing.
+    pub fn aggregate(&self, state: &mut State, now: DateTime<Utc>) -> Output {
+        let parts = ticket::aggregate::parts_of(&state.targets, self.tickets.max_locations);
+        let keys: BTreeSet<String> = parts
+            .keys()
+            .chain(
+                state
+                    .aggregates
+                    .iter()
+                    .filter(|(_, r)| r.status == ticket::TicketStatus::Open)
+                    .map(|(k, _)| k),
+            )
+            .cloned()
+            .collect();
+        let mut out = Output::default();
+        for key in &keys {
+            let p = parts.get(key);
+            let transitions = ticket::aggregate::derive(
+                key,
+                p,
+                &mut state.aggregates,
+                &self.router,
+                &self.tickets,
+            );
+            let Some(rec) = state.aggregates.get(key) else {
+                continue;
+            };
+            for t in &transitions {
+                out.ticket(across_event(rec, t, now, p, &self.tickets));
+            }
+        }
+        out
+    }
+
     /// What decoders need (the secret salt).
     pub fn decode_context(&self) -> &DecodeContext {
         &self.decode
@@ -653,6 +691,12 @@ impl Engine {
         let gathered = gathered_members(ts, &ticket_transitions);
         for t in &ticket_transitions {
             if let Some(rec) = ts.tickets.get(&t.key) {
+                // A target's part of a ticket across targets publishes
+                // nothing: the ticket is the sum of the parts
+                // ([`Engine::aggregate`]).
+                if rec.grouping == ticket::Grouping::TeamRule {
+                    continue;
+                }
                 let members: Vec<&FindingRecord> = match gathered.get(t.key.as_str()) {
                     Some(members) => members.clone(),
                     None => rec
@@ -805,6 +849,69 @@ fn finding_event(
     }
 }
 
+/// The event of a transition of a ticket across targets, from its record
+/// and its targets' contributions.
+fn across_event(
+    rec: &TicketRecord,
+    t: &TicketTransition,
+    now: DateTime<Utc>,
+    parts: Option<&BTreeMap<String, ticket::aggregate::Contribution>>,
+    settings: &TicketSettings,
+) -> TicketEvent {
+    let open: Vec<&ticket::aggregate::Contribution> = parts
+        .map(|p| p.values().filter(|c| c.is_open()).collect())
+        .unwrap_or_default();
+    let across: Vec<(&TicketRecord, &FindingRecord)> = open
+        .iter()
+        .flat_map(|c| c.members.iter().map(move |m| (&c.part, m)))
+        .collect();
+    let members: Vec<&FindingRecord> = across.iter().map(|(_, m)| *m).collect();
+    let attribution = members.first().map_or_else(
+        || Arc::new(Attribution::unattributed()),
+        |r| Arc::clone(&r.attribution),
+    );
+    let labels = render::labels(rec, rec.team.as_deref(), &members);
+    let body = render::body(
+        &render::BodyInput {
+            rec,
+            key: &t.key,
+            kind: t.kind,
+            reason: t.reason,
+            moved_to: None,
+            team: rec.team.as_deref(),
+            members,
+            attribution: &attribution,
+            across: Some(across),
+        },
+        settings,
+    );
+    TicketEvent {
+        kind: EventClass::Ticket,
+        event: t.kind,
+        event_id: event_id("ticket", &t.key, t.seq, t.kind.as_str()),
+        at: now,
+        ticket_key: t.key.clone(),
+        team: rec.team.clone(),
+        previous_team: None,
+        reassigned_to: None,
+        reason: t.reason,
+        grouping: rec.grouping,
+        severity: rec.severity,
+        target: rec.target.clone(),
+        targets: open.iter().map(|c| c.part.target.clone()).collect(),
+        category: rec.category,
+        group: rec.group.clone(),
+        title: rec.title.clone(),
+        body,
+        labels,
+        route: rec.route.clone(),
+        due_at: rec.due_at,
+        counts: rec.counts,
+        fingerprints: rec.open_members.iter().cloned().collect(),
+        attribution,
+    }
+}
+
 fn ticket_event(
     rec: &TicketRecord,
     t: &TicketTransition,
@@ -828,6 +935,7 @@ fn ticket_event(
             team: team.as_deref(),
             members,
             attribution: &attribution,
+            across: None,
         },
         settings,
     );
@@ -844,6 +952,7 @@ fn ticket_event(
         grouping: rec.grouping,
         severity: rec.severity,
         target: rec.target.clone(),
+        targets: Vec::new(),
         category: rec.category,
         group: rec.group.clone(),
         title: rec.title.clone(),

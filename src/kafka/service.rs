@@ -30,6 +30,14 @@ impl Service {
     /// topic is read to its end first, and followed from then on.
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
+        // A ticket across targets is the sum of parts kept by partitions
+        // that may be on other instances: the service has no stage that
+        // sums them yet, and would publish none of those tickets.
+        if let Some(who) = config.tickets.team_rule_users() {
+            return Err(RunError::Unsupported(format!(
+                "tickets: grouping \"team_rule\" ({who}) is supported by custody process only, not yet by custody run; choose another grouping for the service"
+            )));
+        }
         topics::ensure(config).map_err(RunError::Kafka)?;
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());

@@ -45,6 +45,9 @@ pub enum RunError {
     /// An event could not be delivered.
     #[error("delivery failed: {0}")]
     Delivery(String),
+    /// The configuration asks for something the service does not do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Worker {
