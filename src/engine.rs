@@ -382,22 +382,36 @@ impl Engine {
             .collect();
         let mut out = Output::default();
         for key in &keys {
-            let p = parts.get(key);
-            let transitions = ticket::aggregate::derive(
-                key,
-                p,
-                &mut state.aggregates,
-                &self.router,
-                &self.tickets,
-            );
-            let Some(rec) = state.aggregates.get(key) else {
-                continue;
-            };
-            for t in &transitions {
-                out.ticket(across_event(rec, t, now, p, &self.tickets));
-            }
+            self.publish_across(key, parts.get(key), &mut state.aggregates, now, &mut out);
         }
         out
+    }
+
+    /// Derives the ticket across targets `key` from its targets' parts
+    /// (`parts`, by target spec; None when no target has one) and its
+    /// record as last published in `published`, which it updates, and
+    /// hands its events to `sink` (see [`ticket::aggregate::derive`]).
+    pub fn publish_across(
+        &self,
+        key: &str,
+        parts: Option<&BTreeMap<String, ticket::aggregate::Contribution>>,
+        published: &mut BTreeMap<String, TicketRecord>,
+        now: DateTime<Utc>,
+        sink: &mut dyn Sink,
+    ) {
+        let transitions =
+            ticket::aggregate::derive(key, parts, published, &self.router, &self.tickets);
+        let Some(rec) = published.get(key) else {
+            return;
+        };
+        for t in &transitions {
+            sink.ticket(across_event(rec, t, now, parts, &self.tickets));
+        }
+    }
+
+    /// The ticket settings (groupings, locations a body lists).
+    pub fn ticket_settings(&self) -> &TicketSettings {
+        &self.tickets
     }
 
     /// What decoders need (the secret salt).
