@@ -52,6 +52,10 @@ pub struct Output {
     pub findings: Vec<FindingEvent>,
     /// Ticket events.
     pub tickets: Vec<TicketEvent>,
+    /// The changes of targets' parts of tickets across targets (grouping
+    /// `team_rule`), which publish no event of their own: what the service
+    /// sends to the stage that sums them.
+    pub parts: Vec<ticket::aggregate::PartChange>,
 }
 
 impl Output {
@@ -59,6 +63,7 @@ impl Output {
     pub fn extend(&mut self, other: Output) {
         self.findings.extend(other.findings);
         self.tickets.extend(other.tickets);
+        self.parts.extend(other.parts);
     }
 }
 
@@ -69,6 +74,13 @@ pub trait Sink {
     fn finding(&mut self, event: FindingEvent);
     /// A ticket event.
     fn ticket(&mut self, event: TicketEvent);
+    /// Whether it takes the changes of parts of tickets across targets
+    /// ([`Sink::part`]); they cost a walk of each changed part's members.
+    fn wants_parts(&self) -> bool {
+        false
+    }
+    /// A change of a target's part of a ticket across targets.
+    fn part(&mut self, _change: ticket::aggregate::PartChange) {}
 }
 
 impl Sink for Output {
@@ -78,6 +90,14 @@ impl Sink for Output {
 
     fn ticket(&mut self, event: TicketEvent) {
         self.tickets.push(event);
+    }
+
+    fn wants_parts(&self) -> bool {
+        true
+    }
+
+    fn part(&mut self, change: ticket::aggregate::PartChange) {
+        self.parts.push(change);
     }
 }
 
@@ -702,6 +722,22 @@ impl Engine {
             regrouped: &regroup.stale,
         };
         let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);
+        if sink.wants_parts() {
+            let spec = target.to_string();
+            for key in &keys {
+                if ts
+                    .tickets
+                    .get(key)
+                    .is_some_and(|r| r.grouping == ticket::Grouping::TeamRule)
+                {
+                    if let Some(change) =
+                        ticket::aggregate::part_change(ts, &spec, key, self.tickets.max_locations)
+                    {
+                        sink.part(change);
+                    }
+                }
+            }
+        }
         let gathered = gathered_members(ts, &ticket_transitions);
         for t in &ticket_transitions {
             if let Some(rec) = ts.tickets.get(&t.key) {

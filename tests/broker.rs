@@ -1420,3 +1420,164 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
         "{stderr}"
     );
 }
+
+/// Every event of `topic` so far, as JSON.
+fn events_of(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    read(brokers, topic)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect()
+}
+
+/// How many times `log` holds `line`.
+fn count_lines(log: &Path, line: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(line)
+        .count()
+}
+
+/// Tickets grouped by team and rule in the service: two targets on
+/// different partitions of the reports topic each send their parts to the
+/// partition that sums the ticket; each ticket opens once and is updated
+/// with the second target. A restart restores the stage from its topics
+/// and publishes nothing again; a fix of one target then updates each
+/// ticket once, naming the other target alone.
+#[test]
+fn team_rule_tickets_are_summed_across_partitions_once_through_a_restart() {
+    let Some(brokers) = broker() else { return };
+    let names = Names::new("team-rule", &run_id());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &brokers, &names);
+    edit(&cfg, |t| {
+        t.replace("[tickets]\n", "[tickets]\ngrouping = \"team_rule\"\n")
+    });
+    let log = dir.path().join("custody-1.log");
+    let mut child = spawn_run(&cfg, &log);
+    wait_for_topics(&brokers, &names, &log);
+    wait_for_line(&log, RESTORED, &mut child);
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/churn/bandit-6.5.json"
+    );
+    let (api, web) = ("repo:github.com/acme/api", "repo:github.com/acme/web2");
+    publish(&brokers, &names.reports, api, report);
+    publish(&brokers, &names.reports, web, report);
+    let placed = records(&brokers, &names.reports, 4);
+    let partition_of = |target: &str| {
+        placed
+            .iter()
+            .find(|(_, _, k)| k == target.as_bytes())
+            .map(|(p, _, _)| *p)
+    };
+    assert_ne!(
+        partition_of(api),
+        partition_of(web),
+        "the two targets on different partitions: {placed:?}"
+    );
+
+    // Each ticket opened, then updated with both targets.
+    let both = serde_json::json!([api, web]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let evs = loop {
+        let evs = events_of(&brokers, &names.tickets);
+        let keys: BTreeSet<&str> = evs
+            .iter()
+            .filter_map(|e| e["ticket_key"].as_str())
+            .collect();
+        let done = !keys.is_empty()
+            && keys.iter().all(|k| {
+                evs.iter()
+                    .any(|e| e["ticket_key"] == *k && e["targets"] == both)
+            });
+        if done {
+            break evs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tickets not summed: {}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in &evs {
+        assert_eq!(e["grouping"], "team_rule", "{e}");
+        by_key
+            .entry(e["ticket_key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["event"].as_str().unwrap().to_string());
+    }
+    assert!(by_key.len() > 1, "{by_key:?}");
+    for (k, kinds) in &by_key {
+        assert_eq!(kinds, &["opened", "updated"], "{k}");
+    }
+    let last = evs.iter().rev().find(|e| e["event"] == "updated").unwrap();
+    let body = last["body"].as_str().unwrap();
+    assert!(
+        body.contains(&format!("`{api}`")) && body.contains(&format!("`{web}`")),
+        "{body}"
+    );
+
+    // A restart: the stage restores each partition it is given and says
+    // nothing new.
+    assert!(terminate(child).success());
+    let log2 = dir.path().join("custody-2.log");
+    let mut child = spawn_run(&cfg, &log2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_lines(&log2, "ticket stage: partition restored") < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "stage not restored: {}",
+            tail(&log2)
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{}", tail(&log2));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Then one target fixed: one update per ticket, naming the other.
+    let empty = dir.path().join("bandit-empty.json");
+    std::fs::write(
+        &empty,
+        r#"{"errors":[],"generated_at":"2026-11-24T16:25:32Z","metrics":{},"results":[]}"#,
+    )
+    .unwrap();
+    publish(&brokers, &names.reports, api, empty.to_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let after = events_of(&brokers, &names.tickets);
+        if after.len() >= evs.len() + by_key.len() {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no update after the fix: {}",
+            tail(&log2)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let after_all = events_of(&brokers, &names.tickets);
+    assert_eq!(after_all.len(), after.len(), "nothing more came");
+    assert_eq!(
+        after.len(),
+        evs.len() + by_key.len(),
+        "the restart published nothing again"
+    );
+    let ids: BTreeSet<&str> = after
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), after.len(), "no event id twice");
+    // Read partition by partition: the new events are those not seen.
+    let seen: BTreeSet<&str> = evs.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    let new: Vec<&serde_json::Value> = after
+        .iter()
+        .filter(|e| !seen.contains(e["event_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(new.len(), by_key.len());
+    for e in new {
+        assert_eq!(e["event"], "updated", "{e}");
+        assert_eq!(e["targets"], serde_json::json!([web]), "{e}");
+    }
+    assert!(terminate(child).success());
+}

@@ -149,6 +149,7 @@ impl Partition {
         let config = Config::default();
         let engine = Engine::new(&config);
         let cx = Shared {
+            ticket_parts: None,
             settings_digest: engine.settings_digest(),
             settings: config.service.clone(),
             engine,

@@ -1,9 +1,12 @@
 //! A running service: topics checked, the ownership topic followed if
-//! ownership comes from one, and the consumer loop on its own thread.
+//! ownership comes from one, the consumer loop on its own thread, and the
+//! stage that sums tickets across targets on another when a team's
+//! tickets are grouped so.
 
 use super::ownership_topic;
 use super::topics;
 use super::{RunError, Worker};
+use crate::config::service::Delivery;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -22,6 +25,9 @@ pub struct Service {
     /// The thread following the ownership topic, if ownership comes from
     /// one.
     follower: Option<std::thread::JoinHandle<()>>,
+    /// The stage that sums tickets across targets, when a team's tickets
+    /// are grouped so.
+    tickets: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
@@ -30,15 +36,24 @@ impl Service {
     /// topic is read to its end first, and followed from then on.
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
-        // A ticket across targets is the sum of parts kept by partitions
-        // that may be on other instances: the service has no stage that
-        // sums them yet, and would publish none of those tickets.
-        if let Some(who) = config.tickets.team_rule_users() {
+        // Tickets across targets are summed by a stage of their own, which
+        // publishes at least once (with ids that repeat): not offered
+        // under exactly-once delivery yet.
+        let team_rule = config.tickets.team_rule_users();
+        if let (Some(who), Delivery::ExactlyOnce) = (&team_rule, settings.delivery) {
             return Err(RunError::Unsupported(format!(
-                "tickets: grouping \"team_rule\" ({who}) is supported by custody process only, not yet by custody run; choose another grouping for the service"
+                "tickets: grouping \"team_rule\" ({who}) is not supported with kafka.delivery = \"exactly-once\" yet; choose another grouping or at-least-once delivery"
             )));
         }
         topics::ensure(config).map_err(RunError::Kafka)?;
+        let ticket_parts = match team_rule {
+            Some(_) => {
+                let topic = settings.ticket_parts_topic();
+                let n = topics::partitions(config, &topic).map_err(RunError::Kafka)?;
+                Some((topic, n))
+            }
+            None => None,
+        };
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
         let (ownership, follower) = match (ownership, &settings.ownership_topic) {
@@ -66,6 +81,7 @@ impl Service {
             Arc::clone(&metrics),
             Arc::clone(&health),
             ownership,
+            ticket_parts.clone(),
         )
         .and_then(|worker| {
             std::thread::Builder::new()
@@ -84,11 +100,26 @@ impl Service {
                 return Err(e);
             }
         };
+        let tickets = match ticket_parts {
+            Some(_) => match super::ticket_stage::spawn(config, Arc::clone(&health)) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    health.stop.store(true, Ordering::Relaxed);
+                    let _ = handle.join();
+                    if let Some(f) = follower {
+                        let _ = f.join();
+                    }
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         Ok(Service {
             health,
             metrics,
             handle: Some(handle),
             follower,
+            tickets,
         })
     }
 
@@ -106,6 +137,9 @@ impl Service {
     fn join(&mut self) -> Result<(), RunError> {
         if let Some(f) = self.follower.take() {
             let _ = f.join();
+        }
+        if let Some(t) = self.tickets.take() {
+            let _ = t.join();
         }
         match self.handle.take() {
             Some(h) => h

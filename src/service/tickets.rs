@@ -2,8 +2,10 @@
 //! records that carry each target's part of such a ticket from the
 //! partition that keeps the target to the one that sums the ticket, and
 //! the stage that sums them. Free of Kafka clients, like the rest of
-//! [`crate::service`]; the Kafka edge does not drive it yet (`custody run`
-//! refuses the grouping), `custody process` sums parts in one state.
+//! [`crate::service`]: partition processors send the records of the parts
+//! their steps changed, and [`crate::kafka::ticket_stage`] drives a
+//! [`Stage`] per partition of the parts topic. (`custody process` sums the
+//! parts of its one state directly.)
 //!
 //! A part's record is keyed `K\0target` (K the ticket's key,
 //! [`crate::ticket::team_rule_key`]) and belongs in partition
@@ -19,7 +21,6 @@
 
 use crate::engine::{Engine, Output};
 use crate::lifecycle::State;
-use crate::model::TicketCounts;
 use crate::model::{Target, TicketEvent};
 use crate::ticket::aggregate::{self, Contribution, Parts};
 use crate::ticket::TicketRecord;
@@ -65,9 +66,27 @@ pub fn parse_record_key(key: &[u8]) -> Result<(&str, &str), String> {
         .ok_or_else(|| format!("a key not of the form ticket\\0target: {text:?}"))
 }
 
-/// The records of `target`'s parts among the ticket records `tickets` (a
-/// step's touched ticket keys): one per part, its contribution, or a
-/// tombstone when it holds no member. Other tickets give none.
+/// The record of a part's change.
+pub fn part_record(change: &aggregate::PartChange) -> Result<ContributionRecord, String> {
+    let value = match &change.contribution {
+        Some(c) => Some(serde_json::to_vec(c).map_err(|e| {
+            format!(
+                "part of ticket {} for {}: {e}",
+                change.ticket, change.target
+            )
+        })?),
+        None => None,
+    };
+    Ok(ContributionRecord {
+        ticket: change.ticket.clone(),
+        key: record_key(&change.ticket, &change.target),
+        value,
+    })
+}
+
+/// The records of `target`'s parts among the ticket records `tickets`:
+/// one per part, its contribution, or a tombstone when it holds no member.
+/// Other tickets give none.
 pub fn contribution_records(
     state: &State,
     target: &Target,
@@ -78,30 +97,17 @@ pub fn contribution_records(
     let Some(ts) = state.targets.get(&spec) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for key in tickets {
-        let Some((ticket, c)) = aggregate::contribution(ts, key, max_locations) else {
-            continue;
-        };
-        let empty = c.part.open_members.is_empty() && c.part.counts == TicketCounts::default();
-        let value = if empty {
-            None
-        } else {
-            match serde_json::to_vec(&c) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::error!(ticket = %ticket, target = %spec, "a ticket part not written: {e}");
-                    continue;
-                }
+    tickets
+        .iter()
+        .filter_map(|key| aggregate::part_change(ts, &spec, key, max_locations))
+        .filter_map(|change| match part_record(&change) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!("a ticket part not written: {e}");
+                None
             }
-        };
-        out.push(ContributionRecord {
-            key: record_key(&ticket, &spec),
-            ticket,
-            value,
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// What the stage publishes for one change: the ticket events, then the
@@ -288,15 +294,23 @@ mod tests {
             coverage: [("t".to_string(), crate::model::Category::Sast)].into(),
             rule_help: Default::default(),
         };
+        let mut out = Output::default();
         let touched = engine.scan_touched(
             state,
             &meta,
             report.findings,
             now(),
-            &mut Output::default(),
+            &mut out,
             std::time::Duration::ZERO,
         );
-        contribution_records(state, &target, &touched.tickets, 20)
+        let records = contribution_records(state, &target, &touched.tickets, 20);
+        // The step's output carries the same changes of parts, as the
+        // partition processor sends them.
+        let sent: Vec<ContributionRecord> =
+            out.parts.iter().map(|c| part_record(c).unwrap()).collect();
+        assert_eq!(sent, records);
+        assert!(out.tickets.is_empty(), "a part publishes no ticket event");
+        records
     }
 
     fn apply_all(stage: &mut Stage, engine: &Engine, records: &[ContributionRecord]) -> Published {

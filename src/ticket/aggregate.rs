@@ -39,6 +39,35 @@ impl Contribution {
     }
 }
 
+/// A change of one target's part: its contribution, or None once the part
+/// holds no member at all (its findings were regrouped or reassigned).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartChange {
+    /// The ticket's key ([`team_rule_key`]).
+    pub ticket: String,
+    /// The target's spec.
+    pub target: String,
+    /// The part's contribution; None: the part is gone.
+    pub contribution: Option<Contribution>,
+}
+
+/// The change of the part `key` of the state `ts` of target `spec`; None
+/// when `key` is no such part.
+pub fn part_change(
+    ts: &TargetState,
+    spec: &str,
+    key: &str,
+    max_locations: usize,
+) -> Option<PartChange> {
+    let (ticket, c) = contribution(ts, key, max_locations)?;
+    let empty = c.part.open_members.is_empty() && c.part.counts == TicketCounts::default();
+    Some(PartChange {
+        ticket,
+        target: spec.to_string(),
+        contribution: (!empty).then_some(c),
+    })
+}
+
 /// Each ticket across targets (by key) with each target's contribution
 /// (by target spec).
 pub type Parts = BTreeMap<String, BTreeMap<String, Contribution>>;
