@@ -1442,9 +1442,11 @@ fn count_lines(log: &Path, line: &str) -> usize {
 /// partition that sums the ticket; each ticket opens once and is updated
 /// with the second target. A restart restores the stage from its topics
 /// and publishes nothing again; a fix of one target then updates each
-/// ticket once, naming the other target alone.
+/// ticket once, naming the other target alone. Dropping the grouping
+/// resolves each ticket once as regrouped while the target's own tickets
+/// open.
 #[test]
-fn team_rule_tickets_are_summed_across_partitions_once_through_a_restart() {
+fn team_rule_tickets_are_summed_across_partitions_once_through_a_restart_and_a_regrouping() {
     let Some(brokers) = broker() else { return };
     let names = Names::new("team-rule", &run_id());
     let dir = tempfile::tempdir().unwrap();
@@ -1579,5 +1581,40 @@ fn team_rule_tickets_are_summed_across_partitions_once_through_a_restart() {
         assert_eq!(e["event"], "updated", "{e}");
         assert_eq!(e["targets"], serde_json::json!([web]), "{e}");
     }
+    assert!(terminate(child).success());
+
+    // The grouping dropped: at restore the parts are regrouped, and each
+    // ticket resolves once as regrouped while the target's own tickets
+    // open.
+    edit(&cfg, |t| t.replace("grouping = \"team_rule\"\n", ""));
+    let log3 = dir.path().join("custody-3.log");
+    let child = spawn_run(&cfg, &log3);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (resolved, opened) = loop {
+        let now = events_of(&brokers, &names.tickets);
+        let opened = now
+            .iter()
+            .filter(|e| e["grouping"] == "team_target_rule" && e["event"] == "opened")
+            .count();
+        let resolved: Vec<serde_json::Value> = now
+            .into_iter()
+            .filter(|e| e["grouping"] == "team_rule" && e["event"] == "resolved")
+            .collect();
+        if resolved.len() >= by_key.len() && opened >= by_key.len() {
+            break (resolved, opened);
+        }
+        assert!(Instant::now() < deadline, "not regrouped: {}", tail(&log3));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let keys: BTreeSet<&str> = resolved
+        .iter()
+        .map(|e| {
+            assert_eq!(e["reason"], "regrouped", "{e}");
+            e["ticket_key"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(keys.len(), resolved.len(), "each resolved once");
+    assert_eq!(keys, by_key.keys().map(String::as_str).collect());
+    assert_eq!(opened, by_key.len(), "web's own tickets, one per rule");
     assert!(terminate(child).success());
 }

@@ -46,13 +46,14 @@ impl Service {
             )));
         }
         topics::ensure(config).map_err(RunError::Kafka)?;
-        let ticket_parts = match team_rule {
-            Some(_) => {
-                let topic = settings.ticket_parts_topic();
-                let n = topics::partitions(config, &topic).map_err(RunError::Kafka)?;
-                Some((topic, n))
-            }
-            None => None,
+        // The parts are sent and summed while a team is grouped so, and
+        // after the last one left the grouping too (its parts topic is
+        // there): its tickets resolve as regrouped once, not never.
+        let parts_topic = settings.ticket_parts_topic();
+        let ticket_parts = match (&team_rule, topics::partitions(config, &parts_topic)) {
+            (_, Ok(n)) => Some((parts_topic, n)),
+            (Some(_), Err(e)) => return Err(RunError::Kafka(e)),
+            (None, Err(_)) => None,
         };
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
