@@ -70,8 +70,13 @@ struct Run {
     parts_topic: String,
     published_topic: String,
     held: HashMap<i32, Held>,
+    /// What the batch publishes, by partition.
+    pending: HashMap<i32, Published>,
     health: Arc<Health>,
 }
+
+/// Most records taken in one batch.
+const BATCH: usize = 500;
 
 /// Starts the stage on a thread of its own; it ends at the service's stop.
 pub(super) fn spawn(config: &Config, health: Arc<Health>) -> Result<JoinHandle<()>, RunError> {
@@ -110,6 +115,7 @@ pub(super) fn spawn(config: &Config, health: Arc<Health>) -> Result<JoinHandle<(
         parts_topic,
         published_topic: s.published_tickets_topic(),
         held: HashMap::new(),
+        pending: HashMap::new(),
         health,
     };
     std::thread::Builder::new()
@@ -123,51 +129,54 @@ impl Run {
         tracing::info!(topic = %self.parts_topic, "ticket stage started");
         while !self.health.stop.load(Ordering::Relaxed) {
             self.follow_assignment();
-            let Some(r) = self
-                .consumer
-                .poll(Duration::from_millis(100))
-                .map(|r| r.map(|m| m.detach()))
-            else {
-                continue;
-            };
-            match r {
-                Ok(m) => {
-                    let p = m.partition();
-                    if !self.held.contains_key(&p) {
-                        self.take(p);
-                    }
-                    let (offset, key, value) = (m.offset(), m.key(), m.payload());
-                    let Some(h) = self.held.get_mut(&p) else {
-                        continue;
-                    };
-                    let key = key.unwrap_or_default();
-                    if h.live {
-                        match h.stage.apply(key, value, &self.engine, Utc::now()) {
-                            Ok(out) => self.publish(p, out),
-                            Err(e) => {
-                                tracing::warn!(partition = p, offset, "ticket part skipped: {e}")
-                            }
-                        }
-                    } else {
-                        if let Err(e) = h.stage.restore_part(key, value) {
-                            tracing::warn!(partition = p, offset, "ticket part skipped: {e}");
-                        }
-                        if offset + 1 >= h.end {
+            // What has arrived, up to a batch, published together: one
+            // wait for the broker's acknowledgements per batch.
+            let mut wait = Duration::from_millis(100);
+            for _ in 0..BATCH {
+                let Some(r) = self.consumer.poll(wait).map(|r| r.map(|m| m.detach())) else {
+                    break;
+                };
+                wait = Duration::ZERO;
+                match r {
+                    Ok(m) => self.take_record(&m),
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        if self.held.get(&p).is_some_and(|h| !h.live) {
                             self.settle(p);
                         }
                     }
+                    Err(e) => tracing::warn!("ticket stage: {e}"),
                 }
-                Err(KafkaError::PartitionEOF(p)) => {
-                    if self.held.get(&p).is_some_and(|h| !h.live) {
-                        self.settle(p);
-                    }
-                }
-                Err(e) => tracing::warn!("ticket stage: {e}"),
             }
+            self.publish();
         }
         let _ = self.producer.flush(Duration::from_secs(10));
         self.consumer.unsubscribe();
         tracing::info!("ticket stage stopped");
+    }
+
+    /// One record of the parts topic: restored, or applied.
+    fn take_record(&mut self, m: &rdkafka::message::OwnedMessage) {
+        let p = m.partition();
+        if !self.held.contains_key(&p) {
+            self.take(p);
+        }
+        let (offset, key, value) = (m.offset(), m.key().unwrap_or_default(), m.payload());
+        let Some(h) = self.held.get_mut(&p) else {
+            return;
+        };
+        if h.live {
+            match h.stage.apply(key, value, &self.engine, Utc::now()) {
+                Ok(out) => self.pending.entry(p).or_default().extend(out),
+                Err(e) => tracing::warn!(partition = p, offset, "ticket part skipped: {e}"),
+            }
+        } else {
+            if let Err(e) = h.stage.restore_part(key, value) {
+                tracing::warn!(partition = p, offset, "ticket part skipped: {e}");
+            }
+            if offset + 1 >= h.end {
+                self.settle(p);
+            }
+        }
     }
 
     /// Takes the partitions newly given, forgets those taken away.
@@ -274,16 +283,21 @@ impl Run {
             events = out.events.len(),
             "ticket stage: partition restored"
         );
-        self.publish(p, out);
+        self.pending.entry(p).or_default().extend(out);
     }
 
-    /// Sends the events, waits for them, then writes the tickets' records.
-    fn publish(&mut self, p: i32, out: Published) {
-        if out.events.is_empty() && out.records.is_empty() {
+    /// Sends the events of the batch, waits for them, then writes their
+    /// tickets' records.
+    fn publish(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending
+            .values()
+            .all(|o| o.events.is_empty() && o.records.is_empty())
+        {
             return;
         }
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
-        for e in &out.events {
+        for e in pending.values().flat_map(|o| &o.events) {
             let Ok(payload) = serde_json::to_vec(e) else {
                 continue;
             };
@@ -297,18 +311,19 @@ impl Run {
         if flushed.is_err() || self.producer.context().failed.load(Ordering::Relaxed) != failed {
             // Sent again, with the same ids, by the next restore.
             tracing::error!(
-                partition = p,
                 "ticket events not acknowledged; their tickets' records are not written"
             );
             return;
         }
-        for (key, value) in &out.records {
-            self.send(
-                BaseRecord::to(&self.published_topic)
-                    .partition(p)
-                    .key(key.as_bytes())
-                    .payload(&value[..]),
-            );
+        for (p, out) in &pending {
+            for (key, value) in &out.records {
+                self.send(
+                    BaseRecord::to(&self.published_topic)
+                        .partition(*p)
+                        .key(key.as_bytes())
+                        .payload(&value[..]),
+                );
+            }
         }
         let _ = self.producer.flush(Duration::from_secs(30));
     }

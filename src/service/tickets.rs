@@ -121,6 +121,14 @@ pub struct Published {
     pub records: Vec<(String, Vec<u8>)>,
 }
 
+impl Published {
+    /// Appends what a later change published.
+    pub fn extend(&mut self, other: Published) {
+        self.events.extend(other.events);
+        self.records.extend(other.records);
+    }
+}
+
 /// One partition of the contributions topic: the latest part per ticket
 /// and target, and each ticket as last published.
 #[derive(Debug, Default)]
