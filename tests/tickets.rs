@@ -740,27 +740,3 @@ fn switching_to_team_and_rule_regroups_once_without_a_flood() {
             .contains("grouped by `team_target_rule`"));
     }
 }
-
-/// The stage that sums tickets across targets publishes at least once:
-/// under exactly-once delivery, a configuration grouping a team by team
-/// and rule is refused at start, naming the key.
-#[test]
-fn the_service_refuses_team_and_rule_tickets_under_exactly_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        "[kafka]\ndelivery = \"exactly-once\"\n[tickets.teams.appsec]\ngrouping = \"team_rule\"\n",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run custody");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("tickets.teams.appsec.grouping") && err.contains("exactly-once"),
-        "{err}"
-    );
-}

@@ -6,7 +6,6 @@
 use super::ownership_topic;
 use super::topics;
 use super::{RunError, Worker};
-use crate::config::service::Delivery;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -36,15 +35,7 @@ impl Service {
     /// topic is read to its end first, and followed from then on.
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
-        // Tickets across targets are summed by a stage of their own, which
-        // publishes at least once (with ids that repeat): not offered
-        // under exactly-once delivery yet.
         let team_rule = config.tickets.team_rule_users();
-        if let (Some(who), Delivery::ExactlyOnce) = (&team_rule, settings.delivery) {
-            return Err(RunError::Unsupported(format!(
-                "tickets: grouping \"team_rule\" ({who}) is not supported with kafka.delivery = \"exactly-once\" yet; choose another grouping or at-least-once delivery"
-            )));
-        }
         topics::ensure(config).map_err(RunError::Kafka)?;
         // The parts are sent and summed while a team is grouped so, and
         // after the last one left the grouping too (its parts topic is
@@ -102,17 +93,20 @@ impl Service {
             }
         };
         let tickets = match ticket_parts {
-            Some(_) => match super::ticket_stage::spawn(config, Arc::clone(&health)) {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    health.stop.store(true, Ordering::Relaxed);
-                    let _ = handle.join();
-                    if let Some(f) = follower {
-                        let _ = f.join();
+            Some(_) => {
+                match super::ticket_stage::spawn(config, Arc::clone(&health), Arc::clone(&metrics))
+                {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        health.stop.store(true, Ordering::Relaxed);
+                        let _ = handle.join();
+                        if let Some(f) = follower {
+                            let _ = f.join();
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
-            },
+            }
             None => None,
         };
         Ok(Service {

@@ -9,12 +9,15 @@
 //! as it comes. Ticket events go to their routed topics, keyed by ticket,
 //! with ids derived from the ticket and its sequence; each ticket's record
 //! is written once its events are acknowledged, so a crash between the
-//! two sends the same events, with the same ids, again.
+//! two sends the same events, with the same ids, again. Under exactly-once
+//! delivery a partition's events and records go in one transaction of the
+//! partition's own transactional producer.
 
 use super::client_config;
 use super::worker::RunError;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::service::health::Health;
 use crate::service::tickets::{Published, Stage};
 use chrono::Utc;
@@ -60,6 +63,10 @@ struct Held {
     /// restored.
     end: i64,
     live: bool,
+    /// Exactly-once: the partition's own transactional producer (its id
+    /// names the partition, so whoever takes the partition next fences
+    /// it, and a transaction it left open is aborted).
+    producer: Option<BaseProducer<Deliveries>>,
 }
 
 struct Run {
@@ -67,19 +74,29 @@ struct Run {
     consumer: BaseConsumer,
     reader: BaseConsumer,
     producer: BaseProducer<Deliveries>,
+    /// The producers' settings, for the partitions' own under
+    /// exactly-once.
+    pcfg: rdkafka::ClientConfig,
+    eos: bool,
+    group_id: String,
     parts_topic: String,
     published_topic: String,
     held: HashMap<i32, Held>,
     /// What the batch publishes, by partition.
     pending: HashMap<i32, Published>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 /// Most records taken in one batch.
 const BATCH: usize = 500;
 
 /// Starts the stage on a thread of its own; it ends at the service's stop.
-pub(super) fn spawn(config: &Config, health: Arc<Health>) -> Result<JoinHandle<()>, RunError> {
+pub(super) fn spawn(
+    config: &Config,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> Result<JoinHandle<()>, RunError> {
     let s = &config.service;
     let k = |what: &str, e: KafkaError| RunError::Kafka(format!("ticket stage: {what}: {e}"));
     let mut cfg = client_config(s);
@@ -112,11 +129,15 @@ pub(super) fn spawn(config: &Config, health: Arc<Health>) -> Result<JoinHandle<(
         consumer,
         reader,
         producer,
+        pcfg,
+        eos: s.delivery == crate::config::service::Delivery::ExactlyOnce,
+        group_id: s.group_id.clone(),
         parts_topic,
         published_topic: s.published_tickets_topic(),
         held: HashMap::new(),
         pending: HashMap::new(),
         health,
+        metrics,
     };
     std::thread::Builder::new()
         .name("custody-tickets".into())
@@ -193,8 +214,23 @@ impl Run {
         }
     }
 
-    /// A partition given: its published tickets read back, its end noted.
+    /// A partition given: under exactly-once its producer made first
+    /// (fencing the previous owner's), its published tickets read back,
+    /// its end noted.
     fn take(&mut self, p: i32) {
+        let producer = if self.eos {
+            match self.transactional(p) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // Taken again at the next look at the assignment.
+                    tracing::error!(partition = p, "ticket stage: {e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let mut stage = Stage::new();
         match self.read_published(p, &mut stage) {
             Ok(n) => tracing::info!(partition = p, tickets = n, "ticket stage: restoring"),
@@ -221,11 +257,28 @@ impl Run {
                 stage,
                 end,
                 live: false,
+                producer,
             },
         );
         if end == 0 {
             self.settle(p);
         }
+    }
+
+    /// The transactional producer of partition `p`.
+    fn transactional(&self, p: i32) -> Result<BaseProducer<Deliveries>, String> {
+        let mut cfg = self.pcfg.clone();
+        cfg.set(
+            "transactional.id",
+            format!("{}.tickets.{}", self.group_id, p),
+        );
+        let producer: BaseProducer<Deliveries> = cfg
+            .create_with_context(Deliveries::default())
+            .map_err(|e| format!("producer: {e}"))?;
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(|e| format!("transactions: {e}"))?;
+        Ok(producer)
     }
 
     /// Reads partition `p` of the published tickets to its end.
@@ -296,6 +349,12 @@ impl Run {
         {
             return;
         }
+        if self.eos {
+            for (p, out) in pending {
+                self.publish_transaction(p, &out);
+            }
+            return;
+        }
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         for e in pending.values().flat_map(|o| &o.events) {
             let Ok(payload) = serde_json::to_vec(e) else {
@@ -315,6 +374,9 @@ impl Run {
             );
             return;
         }
+        for e in pending.values().flat_map(|o| &o.events) {
+            self.metrics.event("ticket", &e.route);
+        }
         for (p, out) in &pending {
             for (key, value) in &out.records {
                 self.send(
@@ -328,25 +390,88 @@ impl Run {
         let _ = self.producer.flush(Duration::from_secs(30));
     }
 
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    self.producer.poll(Duration::from_millis(100));
-                    record = r;
+    /// Exactly-once: a partition's events and its tickets' records in one
+    /// transaction. A transaction that fails is aborted and the partition
+    /// restored again, which sends them again.
+    fn publish_transaction(&mut self, p: i32, out: &Published) {
+        if out.events.is_empty() && out.records.is_empty() {
+            return;
+        }
+        let Some(producer) = self.held.get(&p).and_then(|h| h.producer.as_ref()) else {
+            // Taken away: its next owner publishes what differs.
+            return;
+        };
+        let failed = producer.context().failed.load(Ordering::Relaxed);
+        let result = (|| -> Result<(), String> {
+            producer.begin_transaction().map_err(|e| e.to_string())?;
+            for e in &out.events {
+                let Ok(payload) = serde_json::to_vec(e) else {
+                    continue;
+                };
+                send_with(
+                    producer,
+                    BaseRecord::to(&e.route)
+                        .key(e.ticket_key.as_bytes())
+                        .payload(&payload[..]),
+                );
+            }
+            for (key, value) in &out.records {
+                send_with(
+                    producer,
+                    BaseRecord::to(&self.published_topic)
+                        .partition(p)
+                        .key(key.as_bytes())
+                        .payload(&value[..]),
+                );
+            }
+            producer
+                .flush(Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
+            if producer.context().failed.load(Ordering::Relaxed) != failed {
+                return Err("a record was refused".into());
+            }
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .map_err(|e| e.to_string())
+        })();
+        match result {
+            Ok(()) => {
+                for e in &out.events {
+                    self.metrics.event("ticket", &e.route);
                 }
-                Err((e, _)) => {
-                    tracing::error!("a ticket record not sent: {e}");
-                    self.producer
-                        .context()
-                        .failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    partition = p,
+                    "ticket stage: transaction failed: {e}; restoring the partition again"
+                );
+                let _ = producer.abort_transaction(Duration::from_secs(30));
+                self.held.remove(&p);
+            }
+        }
+    }
+
+    fn send(&self, record: BaseRecord<'_, [u8], [u8]>) {
+        send_with(&self.producer, record);
+    }
+}
+
+/// Sends a record, waiting while the producer's queue is full.
+fn send_with(producer: &BaseProducer<Deliveries>, mut record: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                producer.poll(Duration::from_millis(100));
+                record = r;
+            }
+            Err((e, _)) => {
+                tracing::error!("a ticket record not sent: {e}");
+                producer.context().failed.fetch_add(1, Ordering::Relaxed);
+                return;
             }
         }
     }
