@@ -693,7 +693,8 @@ mod tests {
     }
 
     /// `team_rule` is a grouping like the others, globally or per team,
-    /// and the service is told which key asks for it.
+    /// and the key that asks for it is named (the service makes the
+    /// stage's topics when one does).
     #[test]
     fn team_rule_groupings_parse_and_name_their_key() {
         let c = Config::parse("[tickets]\ngrouping = \"team_rule\"\n", "t.toml").unwrap();

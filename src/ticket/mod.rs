@@ -3,7 +3,9 @@
 //! a team can be given another [`Grouping`]. Ticket transitions are
 //! derived by comparing a ticket's open members before and after a step,
 //! and each ticket is routed to a topic by team, severity and category.
-//! [`render`] writes the title, body and labels a tracker shows.
+//! [`render`] writes the title, body and labels a tracker shows;
+//! [`aggregate`] sums the targets' parts of the tickets that span targets
+//! (grouping by team and rule).
 
 pub mod aggregate;
 pub mod render;
