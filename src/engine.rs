@@ -388,7 +388,9 @@ impl Engine {
     /// which it updates: run after each run's steps, it says once what
     /// the run changed, and nothing when it changed nothing.
     pub fn aggregate(&self, state: &mut State, now: DateTime<Utc>) -> Output {
-        let parts = ticket::aggregate::parts_of(&state.targets, self.tickets.max_locations);
+        // The parts without their members: most runs change few tickets,
+        // and only those need members, for their events' bodies.
+        let parts = ticket::aggregate::parts_of(&state.targets, 0);
         let keys: BTreeSet<String> = parts
             .keys()
             .chain(
@@ -402,7 +404,41 @@ impl Engine {
             .collect();
         let mut out = Output::default();
         for key in &keys {
-            self.publish_across(key, parts.get(key), &mut state.aggregates, now, &mut out);
+            let p = parts.get(key);
+            let transitions = ticket::aggregate::derive(
+                key,
+                p,
+                &mut state.aggregates,
+                &self.router,
+                &self.tickets,
+            );
+            let Some(rec) = state
+                .aggregates
+                .get(key)
+                .filter(|_| !transitions.is_empty())
+            else {
+                continue;
+            };
+            let full: Option<BTreeMap<String, ticket::aggregate::Contribution>> = p.map(|p| {
+                p.iter()
+                    .filter_map(|(spec, c)| {
+                        let ts = state.targets.get(spec)?;
+                        let part = ticket::group_key(
+                            ticket::Grouping::TeamRule,
+                            c.part.team.as_deref(),
+                            spec,
+                            &c.part.group,
+                            "",
+                        );
+                        let (_, c) =
+                            ticket::aggregate::contribution(ts, &part, self.tickets.max_locations)?;
+                        Some((spec.clone(), c))
+                    })
+                    .collect()
+            });
+            for t in &transitions {
+                out.ticket(across_event(rec, t, now, full.as_ref(), &self.tickets));
+            }
         }
         out
     }

@@ -73,7 +73,8 @@ pub fn part_change(
 pub type Parts = BTreeMap<String, BTreeMap<String, Contribution>>;
 
 /// The contribution of the part `key` of a target's state, with the key
-/// of the ticket it is part of; None when `key` is no such part.
+/// of the ticket it is part of; None when `key` is no such part. With
+/// `max_locations` 0, without members (what deriving the ticket needs).
 pub fn contribution(
     ts: &TargetState,
     key: &str,
@@ -82,6 +83,15 @@ pub fn contribution(
     let part = ts.tickets.get(key)?;
     if part.grouping != Grouping::TeamRule {
         return None;
+    }
+    if max_locations == 0 {
+        return Some((
+            team_rule_key(part.team.as_deref(), &part.group),
+            Contribution {
+                part: part.clone(),
+                members: Vec::new(),
+            },
+        ));
     }
     let mut members: Vec<&FindingRecord> = part
         .open_members
