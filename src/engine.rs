@@ -52,6 +52,10 @@ pub struct Output {
     pub findings: Vec<FindingEvent>,
     /// Ticket events.
     pub tickets: Vec<TicketEvent>,
+    /// The changes of targets' parts of tickets across targets (grouping
+    /// `team_rule`), which publish no event of their own: what the service
+    /// sends to the stage that sums them.
+    pub parts: Vec<ticket::aggregate::PartChange>,
 }
 
 impl Output {
@@ -59,6 +63,7 @@ impl Output {
     pub fn extend(&mut self, other: Output) {
         self.findings.extend(other.findings);
         self.tickets.extend(other.tickets);
+        self.parts.extend(other.parts);
     }
 }
 
@@ -76,6 +81,13 @@ pub trait Sink {
             self.finding(e);
         }
     }
+    /// Whether it takes the changes of parts of tickets across targets
+    /// ([`Sink::part`]); they cost a walk of each changed part's members.
+    fn wants_parts(&self) -> bool {
+        false
+    }
+    /// A change of a target's part of a ticket across targets.
+    fn part(&mut self, _change: ticket::aggregate::PartChange) {}
 }
 
 /// A step with at least this many transitions builds its finding events
@@ -95,6 +107,14 @@ impl Sink for Output {
 
     fn ticket(&mut self, event: TicketEvent) {
         self.tickets.push(event);
+    }
+
+    fn wants_parts(&self) -> bool {
+        true
+    }
+
+    fn part(&mut self, change: ticket::aggregate::PartChange) {
+        self.parts.push(change);
     }
 }
 
@@ -387,6 +407,94 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Publishes the tickets across targets ([`ticket::Grouping::TeamRule`])
+    /// that the targets' parts in `state` make, as they differ from their
+    /// records in `state.aggregates` (the tickets as last published),
+    /// which it updates: run after each run's steps, it says once what
+    /// the run changed, and nothing when it changed nothing.
+    pub fn aggregate(&self, state: &mut State, now: DateTime<Utc>) -> Output {
+        // The parts without their members: most runs change few tickets,
+        // and only those need members, for their events' bodies.
+        let parts = ticket::aggregate::parts_of(&state.targets, 0);
+        let keys: BTreeSet<String> = parts
+            .keys()
+            .chain(
+                state
+                    .aggregates
+                    .iter()
+                    .filter(|(_, r)| r.status == ticket::TicketStatus::Open)
+                    .map(|(k, _)| k),
+            )
+            .cloned()
+            .collect();
+        let mut out = Output::default();
+        for key in &keys {
+            let p = parts.get(key);
+            let transitions = ticket::aggregate::derive(
+                key,
+                p,
+                &mut state.aggregates,
+                &self.router,
+                &self.tickets,
+            );
+            let Some(rec) = state
+                .aggregates
+                .get(key)
+                .filter(|_| !transitions.is_empty())
+            else {
+                continue;
+            };
+            let full: Option<BTreeMap<String, ticket::aggregate::Contribution>> = p.map(|p| {
+                p.iter()
+                    .filter_map(|(spec, c)| {
+                        let ts = state.targets.get(spec)?;
+                        let part = ticket::group_key(
+                            ticket::Grouping::TeamRule,
+                            c.part.team.as_deref(),
+                            spec,
+                            &c.part.group,
+                            "",
+                        );
+                        let (_, c) =
+                            ticket::aggregate::contribution(ts, &part, self.tickets.max_locations)?;
+                        Some((spec.clone(), c))
+                    })
+                    .collect()
+            });
+            for t in &transitions {
+                out.ticket(across_event(rec, t, now, full.as_ref(), &self.tickets));
+            }
+        }
+        out
+    }
+
+    /// Derives the ticket across targets `key` from its targets' parts
+    /// (`parts`, by target spec; None when no target has one) and its
+    /// record as last published in `published`, which it updates, and
+    /// hands its events to `sink` (see [`ticket::aggregate::derive`]).
+    pub fn publish_across(
+        &self,
+        key: &str,
+        parts: Option<&BTreeMap<String, ticket::aggregate::Contribution>>,
+        published: &mut BTreeMap<String, TicketRecord>,
+        now: DateTime<Utc>,
+        sink: &mut dyn Sink,
+    ) {
+        let transitions =
+            ticket::aggregate::derive(key, parts, published, &self.router, &self.tickets);
+        let Some(rec) = published.get(key) else {
+            return;
+        };
+        for t in &transitions {
+            sink.ticket(across_event(rec, t, now, parts, &self.tickets));
+        }
+    }
+
+    /// The ticket settings (groupings, locations a body lists).
+    pub fn ticket_settings(&self) -> &TicketSettings {
+        &self.tickets
     }
 
     /// What decoders need (the secret salt).
@@ -705,9 +813,31 @@ impl Engine {
             regrouped: &regroup.stale,
         };
         let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);
+        if sink.wants_parts() {
+            let spec = target.to_string();
+            for key in &keys {
+                if ts
+                    .tickets
+                    .get(key)
+                    .is_some_and(|r| r.grouping == ticket::Grouping::TeamRule)
+                {
+                    if let Some(change) =
+                        ticket::aggregate::part_change(ts, &spec, key, self.tickets.max_locations)
+                    {
+                        sink.part(change);
+                    }
+                }
+            }
+        }
         let gathered = gathered_members(ts, &ticket_transitions);
         for t in &ticket_transitions {
             if let Some(rec) = ts.tickets.get(&t.key) {
+                // A target's part of a ticket across targets publishes
+                // nothing: the ticket is the sum of the parts
+                // ([`Engine::aggregate`]).
+                if rec.grouping == ticket::Grouping::TeamRule {
+                    continue;
+                }
                 let members: Vec<&FindingRecord> = match gathered.get(t.key.as_str()) {
                     Some(members) => members.clone(),
                     None => rec
@@ -860,6 +990,69 @@ fn finding_event(
     }
 }
 
+/// The event of a transition of a ticket across targets, from its record
+/// and its targets' contributions.
+fn across_event(
+    rec: &TicketRecord,
+    t: &TicketTransition,
+    now: DateTime<Utc>,
+    parts: Option<&BTreeMap<String, ticket::aggregate::Contribution>>,
+    settings: &TicketSettings,
+) -> TicketEvent {
+    let open: Vec<&ticket::aggregate::Contribution> = parts
+        .map(|p| p.values().filter(|c| c.is_open()).collect())
+        .unwrap_or_default();
+    let across: Vec<(&TicketRecord, &FindingRecord)> = open
+        .iter()
+        .flat_map(|c| c.members.iter().map(move |m| (&c.part, m)))
+        .collect();
+    let members: Vec<&FindingRecord> = across.iter().map(|(_, m)| *m).collect();
+    let attribution = members.first().map_or_else(
+        || Arc::new(Attribution::unattributed()),
+        |r| Arc::clone(&r.attribution),
+    );
+    let labels = render::labels(rec, rec.team.as_deref(), &members);
+    let body = render::body(
+        &render::BodyInput {
+            rec,
+            key: &t.key,
+            kind: t.kind,
+            reason: t.reason,
+            moved_to: None,
+            team: rec.team.as_deref(),
+            members,
+            attribution: &attribution,
+            across: Some(across),
+        },
+        settings,
+    );
+    TicketEvent {
+        kind: EventClass::Ticket,
+        event: t.kind,
+        event_id: event_id("ticket", &t.key, t.seq, t.kind.as_str()),
+        at: now,
+        ticket_key: t.key.clone(),
+        team: rec.team.clone(),
+        previous_team: None,
+        reassigned_to: None,
+        reason: t.reason,
+        grouping: rec.grouping,
+        severity: rec.severity,
+        target: rec.target.clone(),
+        targets: open.iter().map(|c| c.part.target.clone()).collect(),
+        category: rec.category,
+        group: rec.group.clone(),
+        title: rec.title.clone(),
+        body,
+        labels,
+        route: rec.route.clone(),
+        due_at: rec.due_at,
+        counts: rec.counts,
+        fingerprints: rec.open_members.iter().cloned().collect(),
+        attribution,
+    }
+}
+
 fn ticket_event(
     rec: &TicketRecord,
     t: &TicketTransition,
@@ -883,6 +1076,7 @@ fn ticket_event(
             team: team.as_deref(),
             members,
             attribution: &attribution,
+            across: None,
         },
         settings,
     );
@@ -899,6 +1093,7 @@ fn ticket_event(
         grouping: rec.grouping,
         severity: rec.severity,
         target: rec.target.clone(),
+        targets: Vec::new(),
         category: rec.category,
         group: rec.group.clone(),
         title: rec.title.clone(),

@@ -271,6 +271,9 @@ pub fn run(s: &Settings, mut stdin: impl Read, stdout: impl Write, mut stderr: i
     let ticked = engine.tick(&mut state, s.now);
     forget_scans(&mut state, &ticked);
     out.feed(ticked);
+    // Tickets across targets are the sum of the targets' parts: published
+    // once the run's steps are done, as they differ from the last run's.
+    out.feed(engine.aggregate(&mut state, s.now));
     let tally = match out.finish() {
         Ok(tally) => tally,
         Err(e) => {
@@ -864,13 +867,21 @@ fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
         if none > 0 {
             unattributed.insert(target.clone(), none);
         }
-        for t in ts
-            .tickets
-            .values()
-            .filter(|t| t.status == crate::ticket::TicketStatus::Open)
-        {
+        // A target's part of a ticket across targets is no ticket: those
+        // are counted from the state's aggregates below.
+        for t in ts.tickets.values().filter(|t| {
+            t.status == crate::ticket::TicketStatus::Open
+                && t.grouping != crate::ticket::Grouping::TeamRule
+        }) {
             *tickets_open.entry(t.team.as_deref()).or_default() += 1;
         }
+    }
+    for t in state
+        .aggregates
+        .values()
+        .filter(|t| t.status == crate::ticket::TicketStatus::Open)
+    {
+        *tickets_open.entry(t.team.as_deref()).or_default() += 1;
     }
     let teams: BTreeSet<Option<String>> = open
         .keys()

@@ -1420,3 +1420,233 @@ fn a_changelog_or_ownership_topic_that_retention_would_empty_stops_the_start() {
         "{stderr}"
     );
 }
+
+/// Every event of `topic` so far, as JSON.
+fn events_of(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    read(brokers, topic)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect()
+}
+
+/// How many times `log` holds `line`.
+fn count_lines(log: &Path, line: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(line)
+        .count()
+}
+
+/// Tickets grouped by team and rule in the service: two targets on
+/// different partitions of the reports topic each send their parts to the
+/// partition that sums the ticket; each ticket opens once and is updated
+/// with the second target. A restart restores the stage from its topics
+/// and publishes nothing again; a fix of one target then updates each
+/// ticket once, naming the other target alone. Dropping the grouping
+/// resolves each ticket once as regrouped while the target's own tickets
+/// open.
+#[test]
+fn team_rule_tickets_are_summed_across_partitions_once_through_a_restart_and_a_regrouping() {
+    team_rule_tickets("at-least-once");
+}
+
+/// The same with `delivery = "exactly-once"`: the stage publishes each
+/// partition's events and tickets' records in one transaction, with a
+/// transactional id per partition.
+#[test]
+fn team_rule_tickets_under_exactly_once() {
+    team_rule_tickets("exactly-once");
+}
+
+fn team_rule_tickets(delivery: &str) {
+    let Some(brokers) = broker() else { return };
+    // Both deliveries' tests run at once: their names differ.
+    let names = Names::new(&format!("team-rule-{delivery}"), &run_id());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &brokers, &names);
+    edit(&cfg, |t| {
+        t.replace("[tickets]\n", "[tickets]\ngrouping = \"team_rule\"\n")
+            .replace(
+                "[kafka]\n",
+                &format!("[kafka]\ndelivery = \"{delivery}\"\n"),
+            )
+    });
+    let log = dir.path().join("custody-1.log");
+    let mut child = spawn_run(&cfg, &log);
+    wait_for_topics(&brokers, &names, &log);
+    wait_for_line(&log, RESTORED, &mut child);
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/churn/bandit-6.5.json"
+    );
+    let (api, web) = ("repo:github.com/acme/api", "repo:github.com/acme/web2");
+    publish(&brokers, &names.reports, api, report);
+    publish(&brokers, &names.reports, web, report);
+    let placed = records(&brokers, &names.reports, 4);
+    let partition_of = |target: &str| {
+        placed
+            .iter()
+            .find(|(_, _, k)| k == target.as_bytes())
+            .map(|(p, _, _)| *p)
+    };
+    assert_ne!(
+        partition_of(api),
+        partition_of(web),
+        "the two targets on different partitions: {placed:?}"
+    );
+
+    // Each ticket opened, then updated with both targets: one per rule the
+    // report names (the findings are unattributed).
+    let rules: BTreeSet<String> = {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["test_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let both = serde_json::json!([api, web]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let evs = loop {
+        let evs = events_of(&brokers, &names.tickets);
+        let keys: BTreeSet<&str> = evs
+            .iter()
+            .filter_map(|e| e["ticket_key"].as_str())
+            .collect();
+        let done = keys.len() == rules.len()
+            && keys.iter().all(|k| {
+                evs.iter()
+                    .any(|e| e["ticket_key"] == *k && e["targets"] == both)
+            });
+        if done {
+            break evs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tickets not summed: {}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in &evs {
+        assert_eq!(e["grouping"], "team_rule", "{e}");
+        by_key
+            .entry(e["ticket_key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["event"].as_str().unwrap().to_string());
+    }
+    assert!(by_key.len() > 1, "{by_key:?}");
+    // Opened once: with the first target's part, then updated with the
+    // second's; or with both, when the stage was given the partition
+    // after both parts were there.
+    for (k, kinds) in &by_key {
+        assert_eq!(kinds[0], "opened", "{k}: {kinds:?}");
+        assert!(kinds[1..].iter().all(|e| e == "updated"), "{k}: {kinds:?}");
+        assert!(kinds.len() <= 2, "{k}: {kinds:?}");
+    }
+    let last = evs.iter().rev().find(|e| e["event"] == "updated").unwrap();
+    let body = last["body"].as_str().unwrap();
+    assert!(
+        body.contains(&format!("`{api}`")) && body.contains(&format!("`{web}`")),
+        "{body}"
+    );
+
+    // A restart: the stage restores each partition it is given and says
+    // nothing new.
+    assert!(terminate(child).success());
+    let log2 = dir.path().join("custody-2.log");
+    let mut child = spawn_run(&cfg, &log2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_lines(&log2, "ticket stage: partition restored") < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "stage not restored: {}",
+            tail(&log2)
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{}", tail(&log2));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Then one target fixed: one update per ticket, naming the other.
+    let empty = dir.path().join("bandit-empty.json");
+    std::fs::write(
+        &empty,
+        r#"{"errors":[],"generated_at":"2026-11-24T16:25:32Z","metrics":{},"results":[]}"#,
+    )
+    .unwrap();
+    publish(&brokers, &names.reports, api, empty.to_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let after = events_of(&brokers, &names.tickets);
+        if after.len() >= evs.len() + by_key.len() {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no update after the fix: {}",
+            tail(&log2)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let after_all = events_of(&brokers, &names.tickets);
+    assert_eq!(after_all.len(), after.len(), "nothing more came");
+    assert_eq!(
+        after.len(),
+        evs.len() + by_key.len(),
+        "the restart published nothing again"
+    );
+    let ids: BTreeSet<&str> = after
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), after.len(), "no event id twice");
+    // Read partition by partition: the new events are those not seen.
+    let seen: BTreeSet<&str> = evs.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    let new: Vec<&serde_json::Value> = after
+        .iter()
+        .filter(|e| !seen.contains(e["event_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(new.len(), by_key.len());
+    for e in new {
+        assert_eq!(e["event"], "updated", "{e}");
+        assert_eq!(e["targets"], serde_json::json!([web]), "{e}");
+    }
+    assert!(terminate(child).success());
+
+    // The grouping dropped: at restore the parts are regrouped, and each
+    // ticket resolves once as regrouped while the target's own tickets
+    // open.
+    edit(&cfg, |t| t.replace("grouping = \"team_rule\"\n", ""));
+    let log3 = dir.path().join("custody-3.log");
+    let child = spawn_run(&cfg, &log3);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (resolved, opened) = loop {
+        let now = events_of(&brokers, &names.tickets);
+        let opened = now
+            .iter()
+            .filter(|e| e["grouping"] == "team_target_rule" && e["event"] == "opened")
+            .count();
+        let resolved: Vec<serde_json::Value> = now
+            .into_iter()
+            .filter(|e| e["grouping"] == "team_rule" && e["event"] == "resolved")
+            .collect();
+        if resolved.len() >= by_key.len() && opened >= by_key.len() {
+            break (resolved, opened);
+        }
+        assert!(Instant::now() < deadline, "not regrouped: {}", tail(&log3));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let keys: BTreeSet<&str> = resolved
+        .iter()
+        .map(|e| {
+            assert_eq!(e["reason"], "regrouped", "{e}");
+            e["ticket_key"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(keys.len(), resolved.len(), "each resolved once");
+    assert_eq!(keys, by_key.keys().map(String::as_str).collect());
+    assert_eq!(opened, by_key.len(), "web's own tickets, one per rule");
+    assert!(terminate(child).success());
+}

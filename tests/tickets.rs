@@ -530,3 +530,213 @@ fn the_readmes_example_of_a_rules_help_is_a_golden_body() {
         "the README's example is no body of the golden file:\n{example}"
     );
 }
+
+/// `custody process` over `report` as a scan of `target`, with the example
+/// ownership (any target but tornado falls back to appsec): its ticket
+/// events, and the open tickets its summary counts for appsec.
+fn run_target_counted(
+    report: &Path,
+    config: &Path,
+    state: &Path,
+    target: &str,
+) -> (Vec<Value>, u64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args([
+            "process", "--target", target, "--at", AT, "--emit", "tickets",
+        ])
+        .args(["--summary", "json"])
+        .arg("--owners")
+        .arg(fixture("ownership/owners.toml"))
+        .arg("--config")
+        .arg(config)
+        .arg("--state")
+        .arg(state)
+        .arg(report)
+        .output()
+        .expect("run custody");
+    let evs = events(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    let open = summary["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["team"] == "appsec")
+        .map_or(0, |t| t["tickets_open"].as_u64().unwrap());
+    (evs, open)
+}
+
+fn run_target(report: &Path, config: &Path, state: &Path, target: &str) -> Vec<Value> {
+    run_target_counted(report, config, state, target).0
+}
+
+/// The ticket events of one key, by key.
+fn by_key(evs: &[Value]) -> BTreeMap<String, Vec<&Value>> {
+    let mut m: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for e in evs {
+        m.entry(e["ticket_key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e);
+    }
+    m
+}
+
+const API: &str = "repo:github.com/acme/api";
+const WEB: &str = "repo:github.com/acme/web";
+
+/// A complete bandit scan that found nothing.
+fn empty_bandit(dir: &Path) -> PathBuf {
+    let p = dir.join("bandit-empty.sarif");
+    std::fs::write(
+        &p,
+        r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"Bandit","rules":[]}},"results":[]}]}"#,
+    )
+    .unwrap();
+    p
+}
+
+/// A team grouped by team and rule gets one ticket per rule across its
+/// targets: opened once by the first target's scan, updated with the
+/// second's locations (each naming its target), still open while one
+/// target has the findings, resolved once both are fixed.
+#[test]
+fn a_team_grouped_by_team_and_rule_gets_one_ticket_across_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let report = fixture("churn/bandit-6.5.sarif");
+    let cfg = config(
+        tmp.path(),
+        "[tickets.teams.appsec]\ngrouping = \"team_rule\"\n",
+    );
+
+    let first = run_target(&report, &cfg, &state, API);
+    assert!(!first.is_empty());
+    let rules: BTreeSet<String> = first
+        .iter()
+        .map(|e| e["group"].as_str().unwrap().to_string())
+        .collect();
+    assert!(rules.len() > 1, "{rules:?}");
+    for e in &first {
+        assert_eq!(e["event"], "opened", "{e}");
+        assert_eq!(e["grouping"], "team_rule");
+        assert_eq!(e["team"], "appsec");
+        assert_eq!(e["targets"], serde_json::json!([API]));
+        assert!(e["title"].as_str().unwrap().ends_with("(appsec)"), "{e}");
+    }
+    assert_eq!(by_key(&first).len(), rules.len(), "one ticket per rule");
+    let opened = by_key(&first);
+
+    // The second target's scan: the same tickets, updated, none opened;
+    // the summary counts them once, not once per target.
+    let (second, tickets_open) = run_target_counted(&report, &cfg, &state, WEB);
+    assert_eq!(tickets_open, rules.len() as u64);
+    let updated = by_key(&second);
+    assert_eq!(
+        updated.keys().collect::<Vec<_>>(),
+        opened.keys().collect::<Vec<_>>()
+    );
+    for (key, evs) in &updated {
+        assert_eq!(evs.len(), 1, "{key}: {evs:?}");
+        let e = evs[0];
+        assert_eq!(e["event"], "updated", "{e}");
+        assert_eq!(e["targets"], serde_json::json!([API, WEB]));
+        let before = opened[key][0]["fingerprints"].as_array().unwrap().len();
+        let now = e["fingerprints"].as_array().unwrap().len();
+        assert_eq!(now, 2 * before, "each target has the same findings");
+        assert_eq!(e["counts"]["open"], now);
+        let body = e["body"].as_str().unwrap();
+        assert!(body.contains("**Targets:** 2"), "{body}");
+        assert!(
+            body.contains(&format!("- `{API}` ")) && body.contains(&format!("- `{WEB}` ")),
+            "every location names its target: {body}"
+        );
+        assert_own_headings(body);
+    }
+
+    // The same scan again: nothing to say.
+    assert!(run_target(&report, &cfg, &state, WEB).is_empty());
+
+    // One target fixed: still open, with the other's findings alone.
+    let empty = empty_bandit(tmp.path());
+    let fixed = run_target(&empty, &cfg, &state, API);
+    assert_eq!(by_key(&fixed).len(), rules.len());
+    for e in &fixed {
+        assert_eq!(e["event"], "updated", "{e}");
+        assert_eq!(e["targets"], serde_json::json!([WEB]));
+    }
+    // Both fixed: each ticket resolves, once.
+    let resolved = run_target(&empty, &cfg, &state, WEB);
+    assert_eq!(resolved.len(), rules.len(), "{:?}", kinds(&resolved));
+    for e in &resolved {
+        assert_eq!(e["event"], "resolved", "{e}");
+        assert!(e.get("reason").is_none(), "{e}");
+        assert!(e["fingerprints"].as_array().unwrap().is_empty());
+    }
+}
+
+/// Switching a team to team-and-rule tickets resolves its per-target
+/// tickets as `regrouped` and opens each ticket across targets once; a run
+/// after that says nothing; switching back resolves those as `regrouped`
+/// and reopens the per-target tickets.
+#[test]
+fn switching_to_team_and_rule_regroups_once_without_a_flood() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let report = fixture("churn/bandit-6.5.sarif");
+    let default = config(tmp.path(), "");
+    let team_rule = config(
+        tmp.path(),
+        "[tickets.teams.appsec]\ngrouping = \"team_rule\"\n",
+    );
+
+    let mut old = BTreeSet::new();
+    for target in [API, WEB] {
+        for e in run_target(&report, &default, &state, target) {
+            assert_eq!(e["event"], "opened");
+            old.insert(e["ticket_key"].as_str().unwrap().to_string());
+        }
+    }
+    let switched = run_target(&report, &team_rule, &state, WEB);
+    let resolved: BTreeSet<String> = switched
+        .iter()
+        .filter(|e| e["event"] == "resolved")
+        .map(|e| {
+            assert_eq!(e["reason"], "regrouped", "{e}");
+            assert_eq!(e["grouping"], "team_target_rule");
+            e["ticket_key"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(resolved, old, "every per-target ticket resolves, once");
+    let new: Vec<&Value> = switched.iter().filter(|e| e["event"] == "opened").collect();
+    assert_eq!(
+        new.len() * 2,
+        old.len(),
+        "one ticket per rule for two targets"
+    );
+    for e in &new {
+        assert_eq!(e["grouping"], "team_rule");
+        assert_eq!(e["targets"], serde_json::json!([API, WEB]));
+    }
+    assert_eq!(
+        switched.len(),
+        old.len() + new.len(),
+        "{:?}",
+        kinds(&switched)
+    );
+
+    assert!(run_target(&report, &team_rule, &state, WEB).is_empty());
+
+    let back = run_target(&report, &default, &state, API);
+    let k = kinds(&back);
+    assert_eq!(k.get("resolved"), Some(&new.len()), "{k:?}");
+    assert_eq!(k.get("reopened"), Some(&old.len()), "{k:?}");
+    assert_eq!(back.len(), new.len() + old.len());
+    for e in back.iter().filter(|e| e["event"] == "resolved") {
+        assert_eq!(e["reason"], "regrouped", "{e}");
+        assert_eq!(e["grouping"], "team_rule");
+        assert!(e["body"]
+            .as_str()
+            .unwrap()
+            .contains("grouped by `team_target_rule`"));
+    }
+}

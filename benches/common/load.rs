@@ -158,6 +158,7 @@ impl Partition {
         tune(&mut config.service);
         let engine = Engine::new(&config);
         let cx = Shared {
+            ticket_parts: None,
             settings_digest: engine.settings_digest(),
             settings: config.service.clone(),
             engine,

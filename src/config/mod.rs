@@ -288,6 +288,18 @@ impl Default for TicketSettings {
 }
 
 impl TicketSettings {
+    /// Who is grouped by `team_rule` (tickets across targets): the
+    /// configuration key that says so, first found; None when nobody is.
+    pub fn team_rule_users(&self) -> Option<String> {
+        if self.grouping == Grouping::TeamRule {
+            return Some("tickets.grouping".to_string());
+        }
+        self.team_grouping
+            .iter()
+            .find(|(_, g)| **g == Grouping::TeamRule)
+            .map(|(t, _)| format!("tickets.teams.{t}.grouping"))
+    }
+
     /// The grouping of `team`'s tickets.
     pub fn grouping_for(&self, team: Option<&str>) -> Grouping {
         team.and_then(|t| self.team_grouping.get(t))
@@ -661,7 +673,7 @@ mod tests {
             ),
             ("[sla.categories.malware]\nhigh = 1", "malware"),
             ("[tickets]\nmax_locations = 0", "tickets.max_locations"),
-            ("[tickets]\ngrouping = \"team_rule\"", "team_rule"),
+            ("[tickets]\ngrouping = \"team_and_rule\"", "team_and_rule"),
             ("[tickets.teams.qa]\ngrouping = \"per_line\"", "per_line"),
             ("[tickets]\ndefault_ref = \"a b\"", "tickets.default_ref"),
             (
@@ -678,5 +690,31 @@ mod tests {
             let err = Config::parse(text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    /// `team_rule` is a grouping like the others, globally or per team,
+    /// and the key that asks for it is named (the service makes the
+    /// stage's topics when one does).
+    #[test]
+    fn team_rule_groupings_parse_and_name_their_key() {
+        let c = Config::parse("[tickets]\ngrouping = \"team_rule\"\n", "t.toml").unwrap();
+        assert_eq!(c.tickets.grouping_for(Some("qa")), Grouping::TeamRule);
+        assert_eq!(
+            c.tickets.team_rule_users().as_deref(),
+            Some("tickets.grouping")
+        );
+        let c = Config::parse(
+            "[tickets.teams.qa]\ngrouping = \"team_rule\"\n[tickets.teams.web]\ngrouping = \"finding\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.tickets.grouping_for(Some("qa")), Grouping::TeamRule);
+        assert_eq!(c.tickets.grouping_for(None), Grouping::TeamTargetRule);
+        assert_eq!(
+            c.tickets.team_rule_users().as_deref(),
+            Some("tickets.teams.qa.grouping")
+        );
+        let c = Config::parse("[tickets.teams.web]\ngrouping = \"finding\"\n", "t.toml").unwrap();
+        assert_eq!(c.tickets.team_rule_users(), None);
     }
 }

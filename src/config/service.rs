@@ -190,6 +190,19 @@ impl Default for ServiceSettings {
 }
 
 impl ServiceSettings {
+    /// The compacted topic that carries each target's part of a ticket
+    /// across targets (grouping `team_rule`) to the partition that sums
+    /// the ticket: `<changelog_topic>.ticket-parts`.
+    pub fn ticket_parts_topic(&self) -> String {
+        format!("{}.ticket-parts", self.changelog_topic)
+    }
+
+    /// The compacted topic of the tickets across targets as last
+    /// published, one record per ticket: `<changelog_topic>.tickets`.
+    pub fn published_tickets_topic(&self) -> String {
+        format!("{}.tickets", self.changelog_topic)
+    }
+
     /// The changelog topic of a reports topic.
     pub fn changelog_for(&self, reports_topic: &str) -> String {
         if self.reports_topics.len() <= 1 {

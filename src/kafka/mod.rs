@@ -16,6 +16,7 @@
 //! - [`service`]: a running service (topics checked, ownership followed,
 //!   the loop on its thread);
 //! - [`topics`]: checking and creating topics;
+//! - [`ticket_stage`]: the stage that sums tickets across targets;
 //! - [`ownership_topic`]: ownership published on a compacted topic, and
 //!   followed;
 //! - [`publish`]: reports onto the reports topic, chunked or enveloped;
@@ -32,6 +33,7 @@ pub mod publish;
 pub mod restore;
 pub mod service;
 pub mod shutdown;
+pub mod ticket_stage;
 pub mod topics;
 pub mod worker;
 

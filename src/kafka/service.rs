@@ -1,5 +1,7 @@
 //! A running service: topics checked, the ownership topic followed if
-//! ownership comes from one, and the consumer loop on its own thread.
+//! ownership comes from one, the consumer loop on its own thread, and the
+//! stage that sums tickets across targets on another when a team's
+//! tickets are grouped so.
 
 use super::ownership_topic;
 use super::topics;
@@ -22,6 +24,9 @@ pub struct Service {
     /// The thread following the ownership topic, if ownership comes from
     /// one.
     follower: Option<std::thread::JoinHandle<()>>,
+    /// The stage that sums tickets across targets, when a team's tickets
+    /// are grouped so.
+    tickets: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
@@ -30,7 +35,17 @@ impl Service {
     /// topic is read to its end first, and followed from then on.
     pub fn start(config: &Config, ownership: Option<Arc<Reloadable>>) -> Result<Service, RunError> {
         let settings = &config.service;
+        let team_rule = config.tickets.team_rule_users();
         topics::ensure(config).map_err(RunError::Kafka)?;
+        // The parts are sent and summed while a team is grouped so, and
+        // after the last one left the grouping too (its parts topic is
+        // there): its tickets resolve as regrouped once, not never.
+        let parts_topic = settings.ticket_parts_topic();
+        let ticket_parts = match (&team_rule, topics::partitions(config, &parts_topic)) {
+            (_, Ok(n)) => Some((parts_topic, n)),
+            (Some(_), Err(e)) => return Err(RunError::Kafka(e)),
+            (None, Err(_)) => None,
+        };
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
         let (ownership, follower) = match (ownership, &settings.ownership_topic) {
@@ -58,6 +73,7 @@ impl Service {
             Arc::clone(&metrics),
             Arc::clone(&health),
             ownership,
+            ticket_parts.clone(),
         )
         .and_then(|worker| {
             std::thread::Builder::new()
@@ -76,11 +92,29 @@ impl Service {
                 return Err(e);
             }
         };
+        let tickets = match ticket_parts {
+            Some(_) => {
+                match super::ticket_stage::spawn(config, Arc::clone(&health), Arc::clone(&metrics))
+                {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        health.stop.store(true, Ordering::Relaxed);
+                        let _ = handle.join();
+                        if let Some(f) = follower {
+                            let _ = f.join();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Service {
             health,
             metrics,
             handle: Some(handle),
             follower,
+            tickets,
         })
     }
 
@@ -98,6 +132,9 @@ impl Service {
     fn join(&mut self) -> Result<(), RunError> {
         if let Some(f) = self.follower.take() {
             let _ = f.join();
+        }
+        if let Some(t) = self.tickets.take() {
+            let _ = t.join();
         }
         match self.handle.take() {
             Some(h) => h

@@ -34,6 +34,10 @@ pub fn wanted(config: &Config) -> Vec<(String, &'static str)> {
     if let Some(t) = &s.ownership_topic {
         out.push((t.clone(), "ownership"));
     }
+    if config.tickets.team_rule_users().is_some() {
+        out.push((s.ticket_parts_topic(), "ticket parts"));
+        out.push((s.published_tickets_topic(), "published tickets"));
+    }
     let mut seen = BTreeSet::new();
     out.retain(|(t, _)| seen.insert(t.clone()));
     out
@@ -58,6 +62,14 @@ fn existing(config: &Config) -> Result<BTreeMap<String, usize>, String> {
         .filter(|t| t.error().is_none())
         .map(|t| (t.name().to_string(), t.partitions().len()))
         .collect())
+}
+
+/// The partition count of `topic`.
+pub fn partitions(config: &Config, topic: &str) -> Result<i32, String> {
+    let have = existing(config)?;
+    have.get(topic)
+        .and_then(|n| i32::try_from(*n).ok())
+        .ok_or_else(|| format!("topic {topic} is missing"))
 }
 
 /// Checks that every topic exists, creating missing ones when allowed, and
@@ -85,6 +97,9 @@ pub fn ensure(config: &Config) -> Result<(), String> {
                 // One partition, compacted: the newest version of each
                 // file is kept.
                 "ownership" => plan.push((t.clone(), 1, true)),
+                // Compacted: a target's newest part of each ticket, the
+                // newest record of each ticket, partitioned alike.
+                "ticket parts" | "published tickets" => plan.push((t.clone(), s.partitions, true)),
                 _ => plan.push((t.clone(), s.partitions, false)),
             }
         }

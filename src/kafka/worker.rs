@@ -45,6 +45,9 @@ pub enum RunError {
     /// An event could not be delivered.
     #[error("delivery failed: {0}")]
     Delivery(String),
+    /// The configuration asks for something the service does not do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Worker {
@@ -56,6 +59,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         ownership: Option<Arc<crate::ownership::Reloadable>>,
+        ticket_parts: Option<(String, i32)>,
     ) -> Result<Worker, RunError> {
         if let Some(own) = &ownership {
             metrics.set_teams(
@@ -112,6 +116,7 @@ impl Worker {
         let (tx, rx) = mpsc::channel();
         let core = Arc::new(Mutex::new(Core {
             cx: Shared {
+                ticket_parts,
                 settings: settings.clone(),
                 settings_digest: engine.settings_digest(),
                 engine,

@@ -243,6 +243,11 @@ pub struct State {
     /// was one report of that target alone.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_scans: BTreeMap<String, ScanRecord>,
+    /// `custody process`: the tickets across targets (grouping
+    /// `team_rule`) as last published, by key; each target keeps its part
+    /// of them in `targets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aggregates: BTreeMap<String, crate::model::ticket::TicketRecord>,
 }
 
 /// What is known of a target's last scan: enough to recognize the same
@@ -297,6 +302,7 @@ impl State {
             targets: BTreeMap::new(),
             ownership: None,
             last_scans: BTreeMap::new(),
+            aggregates: BTreeMap::new(),
         }
     }
 

@@ -301,13 +301,19 @@ pub struct TicketEvent {
     /// `resolved` of a ticket whose team's grouping changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<TicketReason>,
-    /// How the ticket groups findings: `team_target_rule`, `team_target`
-    /// or `finding`.
+    /// How the ticket groups findings: `team_target_rule`, `team_target`,
+    /// `finding` or `team_rule` (one ticket per team and rule across
+    /// targets).
     pub grouping: super::ticket::Grouping,
     /// Highest severity among open members (or among all, once resolved).
     pub severity: Severity,
-    /// The target.
+    /// The target (under `team_rule`, the first of `targets`, or of the
+    /// targets that held members once none is left).
     pub target: Target,
+    /// Under `team_rule`: every target holding open members, sorted.
+    /// Absent under the other groupings, whose tickets hold one target's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
     /// Category of the members.
     pub category: Category,
     /// The rule or vulnerability the group is about (empty when the

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// What findings one ticket holds. Per-target state keeps every ticket, so
-/// every grouping stays within one target.
+/// every grouping but [`Grouping::TeamRule`] stays within one target; that
+/// one's per-target parts are kept like the others' tickets and summed
+/// across targets into one ticket ([`crate::ticket::aggregate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Grouping {
@@ -20,6 +22,8 @@ pub enum Grouping {
     TeamTarget,
     /// One ticket per finding.
     Finding,
+    /// One ticket per team and rule or vulnerability, across targets.
+    TeamRule,
 }
 
 impl Grouping {
@@ -29,6 +33,7 @@ impl Grouping {
             Grouping::TeamTargetRule => "team_target_rule",
             Grouping::TeamTarget => "team_target",
             Grouping::Finding => "finding",
+            Grouping::TeamRule => "team_rule",
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`health`]: liveness, readiness and the stop flags the loop, the
 //!   HTTP endpoints and the front ends share;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`tickets`]: tickets across targets: the records of each target's
+//!   part and the stage that sums them.
 //!
 //! Its settings (`[kafka]`, `[http]`, `[ownership]` and environment
 //! overrides) are [`crate::config::service`].
@@ -18,3 +20,4 @@ pub mod http;
 pub mod meta;
 pub mod partition;
 pub mod scorecard;
+pub mod tickets;

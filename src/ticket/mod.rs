@@ -3,8 +3,11 @@
 //! a team can be given another [`Grouping`]. Ticket transitions are
 //! derived by comparing a ticket's open members before and after a step,
 //! and each ticket is routed to a topic by team, severity and category.
-//! [`render`] writes the title, body and labels a tracker shows.
+//! [`render`] writes the title, body and labels a tracker shows;
+//! [`aggregate`] sums the targets' parts of the tickets that span targets
+//! (grouping by team and rule).
 
+pub mod aggregate;
 pub mod render;
 
 use crate::config::{Route, TicketSettings};
@@ -38,6 +41,8 @@ pub fn ticket_key_of_spec(team: Option<&str>, target_spec: &str, group: &str) ->
 /// vulnerability `group`) of `team` belongs to under `grouping`. The
 /// default grouping keeps the keys it always had (`tk1-`); the others are
 /// `tk2-`, hashed with the grouping's name so no two groupings share a key.
+/// Under [`Grouping::TeamRule`] this is the key of the target's part of
+/// the ticket; the ticket's own key is [`team_rule_key`].
 pub fn group_key(
     grouping: Grouping,
     team: Option<&str>,
@@ -49,7 +54,19 @@ pub fn group_key(
         Grouping::TeamTargetRule => return ticket_key_of_spec(team, target_spec, group),
         Grouping::TeamTarget => "",
         Grouping::Finding => fingerprint,
+        Grouping::TeamRule => group,
     };
+    tk2(grouping, team, target_spec, last)
+}
+
+/// The key of the ticket of `team` and rule or vulnerability `group`
+/// under [`Grouping::TeamRule`], whatever the target: a `tk2-` key with an
+/// empty target, so it is never a target's part ([`group_key`]).
+pub fn team_rule_key(team: Option<&str>, group: &str) -> String {
+    tk2(Grouping::TeamRule, team, "", group)
+}
+
+fn tk2(grouping: Grouping, team: Option<&str>, target_spec: &str, last: &str) -> String {
     let mut h = Sha256::new();
     for part in [grouping.as_str(), team.unwrap_or(""), target_spec, last] {
         h.update((part.len() as u64).to_le_bytes());

@@ -15,7 +15,7 @@ use crate::lifecycle::FindingRecord;
 use crate::model::{
     bound_text, Attribution, Category, Finding, Target, TargetKind, TicketEventKind, TicketReason,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 pub use crate::config::links::{check_link_template, LINK_PLACEHOLDERS};
@@ -45,7 +45,7 @@ pub fn title(grouping: Grouping, target: &Target, f: &Finding) -> String {
         None => f.title.as_deref().unwrap_or(&f.rule_id).to_string(),
     };
     let mut t = match grouping {
-        Grouping::TeamTargetRule => rule,
+        Grouping::TeamTargetRule | Grouping::TeamRule => rule,
         Grouping::TeamTarget => format!("Security findings in {}", target.name()),
         Grouping::Finding => match (&f.package, &f.location) {
             (None, Some(l)) => match l.start_line {
@@ -61,6 +61,20 @@ pub fn title(grouping: Grouping, target: &Target, f: &Finding) -> String {
     bound_text(&mut t, MAX_TITLE_BYTES);
     t
 }
+
+/// The title of a ticket of `team` across targets
+/// ([`Grouping::TeamRule`]): its parts' title (the rule) and the team.
+pub fn team_rule_title(part_title: &str, team: Option<&str>) -> String {
+    let mut t = format!("{part_title} ({})", team.unwrap_or("unattributed"));
+    if t.contains(char::is_control) {
+        t = t.replace(char::is_control, " ");
+    }
+    bound_text(&mut t, MAX_TITLE_BYTES);
+    t
+}
+
+/// Most targets a ticket across targets names in its summary.
+const MAX_TARGETS: usize = 10;
 
 /// What a body is written from.
 pub struct BodyInput<'a> {
@@ -80,11 +94,21 @@ pub struct BodyInput<'a> {
     pub members: Vec<&'a FindingRecord>,
     /// Why the team owns it.
     pub attribution: &'a Attribution,
+    /// For a ticket across targets ([`Grouping::TeamRule`]): the open
+    /// members each target's part lists (its first
+    /// `tickets.max_locations`), with that part, for the locations, each
+    /// naming its target and linked at its part's commit. `members` then
+    /// holds the same members, and the record's open members count them
+    /// all.
+    pub across: Option<Vec<(&'a TicketRecord, &'a FindingRecord)>>,
 }
 
 /// The Markdown body of a ticket event.
 pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
     let rec = input.rec;
+    if let Some(across) = &input.across {
+        return body_across(input, across, settings);
+    }
     let total = input.members.len();
     let mut members = input.members.clone();
     // By place, so a body reads file by file and stays the same between
@@ -99,6 +123,54 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
         members.select_nth_unstable_by(listed - 1, order);
     }
     members[..listed].sort_by(order);
+    let mut out = head(input, settings);
+    let _ = write!(out, "**Target:** {}", code(&rec.target.to_string()));
+    match (&rec.commit, &rec.git_ref) {
+        (Some(c), Some(r)) => {
+            let _ = write!(out, " at {} ({})", code(c), code(r));
+        }
+        (Some(c), None) => {
+            let _ = write!(out, " at {}", code(c));
+        }
+        (None, Some(r)) => {
+            let _ = write!(out, " at {}", code(r));
+        }
+        (None, None) => {}
+    }
+    out.push_str("\n\n");
+
+    rule_section(&mut out, rec, &members);
+
+    // Locations.
+    if !members.is_empty() {
+        out.push_str("### Locations\n\n");
+        let with_rule = rec.grouping == Grouping::TeamTarget;
+        for m in &members[..listed] {
+            let _ = writeln!(
+                out,
+                "- {}",
+                line(&location(&m.finding, rec, settings, with_rule))
+            );
+        }
+        if total > listed {
+            let _ = writeln!(
+                out,
+                "- and {} more (every fingerprint is in the event)",
+                total - listed
+            );
+        }
+        out.push('\n');
+    }
+
+    tail(&mut out, input);
+    bound_text(&mut out, MAX_BODY_BYTES);
+    out
+}
+
+/// What happened (a resolution, reassignment or breach says so first),
+/// then the severity, category, open count and due date.
+fn head(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
+    let rec = input.rec;
     let mut out = String::new();
     match (input.kind, input.reason) {
         (TicketEventKind::Resolved, Some(TicketReason::Regrouped)) => {
@@ -144,22 +216,12 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
         None => out.push_str(" · **SLA due:** none"),
     }
     out.push_str("\n\n");
-    let _ = write!(out, "**Target:** {}", code(&rec.target.to_string()));
-    match (&rec.commit, &rec.git_ref) {
-        (Some(c), Some(r)) => {
-            let _ = write!(out, " at {} ({})", code(c), code(r));
-        }
-        (Some(c), None) => {
-            let _ = write!(out, " at {}", code(c));
-        }
-        (None, Some(r)) => {
-            let _ = write!(out, " at {}", code(r));
-        }
-        (None, None) => {}
-    }
-    out.push_str("\n\n");
+    out
+}
 
-    // The rule, or the rules of a ticket that spans them.
+/// The rule, or the rules of a ticket that spans them, described by
+/// `members` (the listed ones, in order).
+fn rule_section(out: &mut String, rec: &TicketRecord, members: &[&FindingRecord]) {
     let rules: Vec<&Finding> = {
         let mut seen = BTreeSet::new();
         let mut v: Vec<&Finding> = members
@@ -223,28 +285,11 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
     } else {
         let _ = writeln!(out, "### Rule {}\n", code(&rec.group));
     }
+}
 
-    // Locations.
-    if !members.is_empty() {
-        out.push_str("### Locations\n\n");
-        let with_rule = rec.grouping == Grouping::TeamTarget;
-        for m in &members[..listed] {
-            let _ = writeln!(
-                out,
-                "- {}",
-                line(&location(&m.finding, rec, settings, with_rule))
-            );
-        }
-        if total > listed {
-            let _ = writeln!(
-                out,
-                "- and {} more (every fingerprint is in the event)",
-                total - listed
-            );
-        }
-        out.push('\n');
-    }
-
+/// Why this team, and the ticket's key and grouping.
+fn tail(out: &mut String, input: &BodyInput<'_>) {
+    let rec = input.rec;
     // Why this team.
     out.push_str("### Ownership\n\n");
     out.push_str(&ownership(input.attribution));
@@ -254,6 +299,94 @@ pub fn body(input: &BodyInput<'_>, settings: &TicketSettings) -> String {
         code(input.key),
         code(rec.grouping.as_str())
     );
+}
+
+/// The body of a ticket across targets: as [`body`], with the targets
+/// holding open members named in the summary and each location naming
+/// its target (linked at that target's commit).
+fn body_across(
+    input: &BodyInput<'_>,
+    across: &[(&TicketRecord, &FindingRecord)],
+    settings: &TicketSettings,
+) -> String {
+    let rec = input.rec;
+    // Each target's members in turn (each target's first by place), so
+    // that every target shows while there is room; then by target and
+    // place.
+    let mut by_target: BTreeMap<String, Vec<(&TicketRecord, &FindingRecord)>> = BTreeMap::new();
+    for (part, m) in across {
+        by_target
+            .entry(part.target.to_string())
+            .or_default()
+            .push((part, m));
+    }
+    for members in by_target.values_mut() {
+        members.sort_by(|a, b| {
+            (place(&a.1.finding), &a.1.finding.rule_id)
+                .cmp(&(place(&b.1.finding), &b.1.finding.rule_id))
+        });
+    }
+    let mut listed: Vec<(&str, &TicketRecord, &FindingRecord)> = Vec::new();
+    let mut round = 0;
+    while listed.len() < settings.max_locations {
+        let before = listed.len();
+        for (target, members) in &by_target {
+            if listed.len() == settings.max_locations {
+                break;
+            }
+            if let Some((part, m)) = members.get(round) {
+                listed.push((target.as_str(), part, m));
+            }
+        }
+        if listed.len() == before {
+            break;
+        }
+        round += 1;
+    }
+    listed.sort_by(|a, b| {
+        (a.0, place(&a.2.finding), &a.2.finding.rule_id).cmp(&(
+            b.0,
+            place(&b.2.finding),
+            &b.2.finding.rule_id,
+        ))
+    });
+    let mut out = head(input, settings);
+    // The targets holding open members (none once resolved).
+    let targets: Vec<&String> = by_target.keys().collect();
+    if !targets.is_empty() {
+        let _ = write!(out, "**Targets:** {}", targets.len());
+        for (i, t) in targets.iter().take(MAX_TARGETS).enumerate() {
+            out.push_str(if i == 0 { " · " } else { ", " });
+            out.push_str(&code(t));
+        }
+        if targets.len() > MAX_TARGETS {
+            let _ = write!(out, " and {} more", targets.len() - MAX_TARGETS);
+        }
+        out.push_str("\n\n");
+    }
+    let members: Vec<&FindingRecord> = listed.iter().map(|(_, _, m)| *m).collect();
+    rule_section(&mut out, rec, &members);
+    if !listed.is_empty() {
+        out.push_str("### Locations\n\n");
+        for (target, part, m) in &listed {
+            let l = format!(
+                "{} {}",
+                code(target),
+                location(&m.finding, part, settings, false)
+            );
+            let _ = writeln!(out, "- {}", line(&l));
+        }
+        let total = rec.open_members.len();
+        if total > listed.len() {
+            let _ = writeln!(
+                out,
+                "- and {} more (every fingerprint is in the event)",
+                total - listed.len()
+            );
+        }
+        out.push('\n');
+    }
+    tail(&mut out, input);
     bound_text(&mut out, MAX_BODY_BYTES);
     out
 }
@@ -369,7 +502,7 @@ fn encode(out: &mut String, s: &str, keep_slash: bool) {
 }
 
 /// Sort key: path, line, then package.
-fn place(f: &Finding) -> (&str, u32, &str, &str) {
+pub(crate) fn place(f: &Finding) -> (&str, u32, &str, &str) {
     (
         f.path().unwrap_or(""),
         f.start_line().unwrap_or(0),

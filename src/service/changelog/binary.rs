@@ -1005,6 +1005,7 @@ pub fn encode_ticket(out: &mut Vec<u8>, rec: &TicketRecord, target: &str) {
         Grouping::TeamTargetRule => 0,
         Grouping::TeamTarget => 1,
         Grouping::Finding => 2,
+        Grouping::TeamRule => 3,
     });
     for t in [&rec.commit, &rec.git_ref].into_iter().flatten() {
         put_text(out, t);
@@ -1062,6 +1063,7 @@ pub fn decode_ticket(value: &[u8], target: &str) -> Result<TicketRecord, String>
         0 => "team_target_rule",
         1 => "team_target",
         2 => "finding",
+        3 => "team_rule",
         g => return Err(r.err("grouping", &format!("unknown value {g}"))),
     };
     m.insert("grouping".into(), grouping.into());
@@ -1679,6 +1681,25 @@ mod tests {
             decode_ticket(&out, "repo:github.com/acme/api").unwrap(),
             rec
         );
+        // Every grouping, a target's part of a ticket across targets
+        // among them.
+        for grouping in [
+            Grouping::TeamTargetRule,
+            Grouping::TeamTarget,
+            Grouping::Finding,
+            Grouping::TeamRule,
+        ] {
+            let rec = TicketRecord {
+                grouping,
+                ..rec.clone()
+            };
+            let mut out = Vec::new();
+            encode_ticket(&mut out, &rec, "repo:github.com/acme/api");
+            assert_eq!(
+                decode_ticket(&out, "repo:github.com/acme/api").unwrap(),
+                rec
+            );
+        }
         let mut other = Vec::new();
         encode_ticket(&mut other, &rec, "repo:github.com/acme/web");
         assert!(other.len() > out.len());

@@ -569,6 +569,24 @@ impl PartitionProcessor {
                 env.cx.metrics.event("ticket", &e.route);
             }
         }
+        // The targets' parts of tickets across targets, to the partition
+        // that sums each ticket (sent again on a replay: a part's record
+        // replaces the one before it).
+        if let Some((parts_topic, n)) = &env.cx.ticket_parts {
+            for change in &out.parts {
+                match crate::service::tickets::part_record(change) {
+                    Ok(r) => env.produce(
+                        parts_topic,
+                        Some(crate::service::tickets::partition_of(&r.ticket, *n)),
+                        &r.key,
+                        r.value.as_deref(),
+                        Vec::new(),
+                        &ack,
+                    ),
+                    Err(e) => tracing::error!("a ticket part not sent: {e}"),
+                }
+            }
+        }
         ack.add(-1);
         if let Some(m) = &msg {
             self.last_applied = Some(m.offset);

@@ -24,6 +24,9 @@ pub struct Shared {
     /// Exactly-once: everything goes through transactions, and offsets are
     /// the edge's to commit ([`PartitionProcessor::eos_frontier`]).
     pub eos: bool,
+    /// The topic of the targets' parts of tickets across targets and its
+    /// partition count, when a team's tickets are grouped so.
+    pub ticket_parts: Option<(String, i32)>,
     /// [`Engine::settings_digest`], for the changelog's last scan records.
     pub settings_digest: String,
 }

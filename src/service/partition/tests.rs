@@ -101,6 +101,7 @@ fn shared(tune: impl FnOnce(&mut ServiceSettings)) -> Shared {
     tune(&mut settings);
     let engine = Engine::new(&Config::default());
     Shared {
+        ticket_parts: None,
         settings_digest: engine.settings_digest(),
         settings,
         engine,
