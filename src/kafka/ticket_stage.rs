@@ -18,7 +18,7 @@ use super::worker::RunError;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::service::health::Health;
+use crate::service::health::{lock, Health};
 use crate::service::tickets::{Published, Stage};
 use chrono::Utc;
 use rdkafka::client::ClientContext;
@@ -27,7 +27,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -82,6 +82,10 @@ struct Run {
     parts_topic: String,
     published_topic: String,
     held: HashMap<i32, Held>,
+    /// Partitions to read again from their beginning when next taken: let
+    /// go to be restored again (a publish that failed), or not taken when
+    /// a record of theirs came (the record was passed over).
+    rewind: HashSet<i32>,
     /// What the batch publishes, by partition.
     pending: HashMap<i32, Published>,
     health: Arc<Health>,
@@ -135,6 +139,7 @@ pub(super) fn spawn(
         parts_topic,
         published_topic: s.published_tickets_topic(),
         held: HashMap::new(),
+        rewind: HashSet::new(),
         pending: HashMap::new(),
         health,
         metrics,
@@ -179,7 +184,14 @@ impl Run {
     fn take_record(&mut self, m: &rdkafka::message::OwnedMessage) {
         let p = m.partition();
         if !self.held.contains_key(&p) {
+            // A partition read again from its beginning: this record, from
+            // before the rewind, comes again.
+            let rewound = self.rewind.contains(&p);
             self.take(p);
+            if rewound || !self.held.contains_key(&p) {
+                self.rewind.insert(p);
+                return;
+            }
         }
         let (offset, key, value) = (m.offset(), m.key().unwrap_or_default(), m.payload());
         let Some(h) = self.held.get_mut(&p) else {
@@ -206,7 +218,17 @@ impl Run {
             return;
         };
         let now: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        self.held.retain(|p, _| now.contains(p));
+        let gone: Vec<i32> = self
+            .held
+            .keys()
+            .filter(|p| !now.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            self.drop_partition(p);
+            // Given again later, it starts from the beginning anyway.
+            self.rewind.remove(&p);
+        }
         for p in now {
             if !self.held.contains_key(&p) {
                 self.take(p);
@@ -214,10 +236,41 @@ impl Run {
         }
     }
 
+    /// Lets partition `p` go to be restored again: read from its
+    /// beginning when next taken.
+    fn restore_again(&mut self, p: i32) {
+        self.drop_partition(p);
+        self.rewind.insert(p);
+    }
+
+    /// Lets partition `p` go (taken away, or to be restored again): the
+    /// instance's readiness no longer waits for it.
+    fn drop_partition(&mut self, p: i32) {
+        self.held.remove(&p);
+        lock(&self.health.partitions).remove(&(self.parts_topic.clone(), p));
+    }
+
     /// A partition given: under exactly-once its producer made first
     /// (fencing the previous owner's), its published tickets read back,
     /// its end noted.
     fn take(&mut self, p: i32) {
+        if self.rewind.contains(&p) {
+            if let Err(e) = self.consumer.seek(
+                &self.parts_topic,
+                p,
+                Offset::Beginning,
+                Duration::from_secs(10),
+            ) {
+                // Tried again at the next look at the assignment.
+                tracing::warn!(
+                    partition = p,
+                    "ticket stage: cannot read again from the beginning: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+            self.rewind.remove(&p);
+        }
         let producer = if self.eos {
             match self.transactional(p) {
                 Ok(t) => Some(t),
@@ -231,13 +284,22 @@ impl Run {
         } else {
             None
         };
+        // The instance is not ready while the partition restores.
+        lock(&self.health.partitions).insert((self.parts_topic.clone(), p), false);
         let mut stage = Stage::new();
         match self.read_published(p, &mut stage) {
             Ok(n) => tracing::info!(partition = p, tickets = n, "ticket stage: restoring"),
-            Err(e) => tracing::error!(
-                partition = p,
-                "ticket stage: published tickets not read: {e}"
-            ),
+            Err(e) => {
+                // Not taken without them: it would publish every ticket
+                // again as new. Taken again at the next look at the
+                // assignment; the instance is not ready meanwhile.
+                tracing::error!(
+                    partition = p,
+                    "ticket stage: published tickets not read: {e}; trying again"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+                return;
+            }
         }
         let end =
             match self
@@ -330,6 +392,7 @@ impl Run {
             return;
         };
         h.live = true;
+        lock(&self.health.partitions).insert((self.parts_topic.clone(), p), true);
         let out = h.stage.settle(&self.engine, Utc::now());
         tracing::info!(
             partition = p,
@@ -368,10 +431,15 @@ impl Run {
         }
         let flushed = self.producer.flush(Duration::from_secs(30));
         if flushed.is_err() || self.producer.context().failed.load(Ordering::Relaxed) != failed {
-            // Sent again, with the same ids, by the next restore.
+            // Their partitions are restored again, which sends them again
+            // with the same ids: what was published is what their records
+            // say, and these records are not written.
             tracing::error!(
-                "ticket events not acknowledged; their tickets' records are not written"
+                "ticket events not acknowledged; their tickets' records are not written, and their partitions are restored again"
             );
+            for p in pending.keys() {
+                self.restore_again(*p);
+            }
             return;
         }
         for e in pending.values().flat_map(|o| &o.events) {
@@ -446,7 +514,7 @@ impl Run {
                     "ticket stage: transaction failed: {e}; restoring the partition again"
                 );
                 let _ = producer.abort_transaction(Duration::from_secs(30));
-                self.held.remove(&p);
+                self.restore_again(p);
             }
         }
     }
