@@ -4,7 +4,7 @@
 //!
 //! | row (argument) | measure | how |
 //! |---|---|---|
-//! | `memory` | `bytes_per_finding` | RSS growth of this process per open finding, 10 M findings over 10 k targets, with the curve at 1 M and 3 M |
+//! | `memory` | `bytes_per_finding` | RSS growth of this process per open finding, 10 M findings over 10 k targets, with the curve at 1 M and 3 M, under the default settings (20,000 findings decoded, the rest evicted) |
 //! | `changelog` | `changelog_bytes_per_finding` | key + value bytes of the changelog records the partition processor writes for new findings, per finding |
 //! | `first_scans` | `first_scan_ratio` | every report a new target: custody's sustained rate / a plain consumer's |
 //! | `rescans` | `rescan_ratio` | known targets rescanned with the same report, custody primed: median of 3 runs |
@@ -16,8 +16,11 @@
 //! restore` one (or several, named). The service rows run on librdkafka's mock cluster, or on
 //! Apache Kafka with `CUSTODY_BENCH_BROKERS=host:port` (see
 //! `common/service.rs`). `CUSTODY_BENCH_FINDINGS` lowers the memory row's
-//! top (10,000,000 by default: about 10 GB of state today) for a quick run;
-//! `CUSTODY_BENCH_TARGETS` sets its targets (10,000).
+//! top (10,000,000 by default: about 2 GB of state today) for a quick run;
+//! `CUSTODY_BENCH_TARGETS` sets its targets (10,000). The memory row
+//! measures the default `decoded_findings_per_partition`: the partition
+//! keeps that many findings decoded and the targets beyond them evicted,
+//! in their compact form.
 //! `CUSTODY_BENCH_LATENCY_RATE=<reports/s>` measures the latency row at
 //! that rate instead of half the first scans' maximum (which is then not
 //! measured).
@@ -76,8 +79,9 @@ fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Open findings built through one partition's processor, `top` of them
-/// over `targets` targets (each a first scan of `top / targets`
+/// Open findings built through one partition's processor under the
+/// default settings (its budget of decoded findings among them), `top` of
+/// them over `targets` targets (each a first scan of `top / targets`
 /// findings); RSS read at 1 M, 3 M and the top. Returns bytes per finding
 /// at the top.
 fn memory() -> f64 {

@@ -67,7 +67,7 @@ const DECODED_BOUND: f64 = 3_300.0;
 /// Heap bytes per open finding of targets evicted from the decoded state
 /// may not exceed this: their records in the binary form, what the gauges
 /// count of them, the remembered last scan. Measured when it was written:
-/// about 225 bytes (with one target of the 20 decoded, 80 of them).
+/// about 195 bytes (with one target of the 20 decoded, 80 of them).
 const EVICTED_BOUND: f64 = 500.0;
 
 /// Heap bytes per finding left by first scans of 20 targets of 1,000

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 const BLOCK: usize = 1 << 20;
 
 /// Bytes of an entry's header in its block: the target's length and the
-/// image's, as little-endian `u32`s.
-const HEADER: usize = 8;
+/// image's, as a little-endian `u32` and `u64`.
+const HEADER: usize = 12;
 
 /// What is kept of an evicted target besides its records.
 #[derive(Debug, Clone)]
@@ -37,9 +37,9 @@ pub struct ColdMeta {
 struct Entry {
     block: u32,
     /// Where its header starts in the block.
-    start: u32,
+    start: usize,
     /// Header, target and image.
-    len: u32,
+    len: usize,
     meta: ColdMeta,
 }
 
@@ -147,12 +147,13 @@ impl ColdStore {
             return;
         };
         let start = block.bytes.len();
+        // A target's spec is a message's key or header: far below 4 GiB.
         block
             .bytes
             .extend_from_slice(&(target.len() as u32).to_le_bytes());
         block
             .bytes
-            .extend_from_slice(&(image.len() as u32).to_le_bytes());
+            .extend_from_slice(&(image.len() as u64).to_le_bytes());
         block.bytes.extend_from_slice(target.as_bytes());
         block.bytes.extend_from_slice(image);
         block.live += len;
@@ -161,8 +162,8 @@ impl ColdStore {
             target.into(),
             Entry {
                 block: id,
-                start: start as u32,
-                len: len as u32,
+                start,
+                len,
                 meta,
             },
         );
@@ -171,7 +172,7 @@ impl ColdStore {
     /// Forgets what is kept of `target`: its bytes become garbage.
     fn remove(&mut self, target: &str) -> Option<ColdMeta> {
         let e = self.targets.remove(target)?;
-        let len = e.len as usize;
+        let len = e.len;
         self.live -= len;
         self.garbage += len;
         let empty = match self.blocks.get_mut(&e.block) {
@@ -211,15 +212,15 @@ impl ColdStore {
             let bytes = &block.bytes;
             let mut pos = 0;
             while pos + HEADER <= bytes.len() {
-                let word = |at: usize| {
-                    let mut w = [0u8; 4];
-                    w.copy_from_slice(&bytes[at..at + 4]);
-                    u32::from_le_bytes(w) as usize
-                };
-                let (tlen, ilen) = (word(pos), word(pos + 4));
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&bytes[pos..pos + 4]);
+                let tlen = u32::from_le_bytes(w) as usize;
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[pos + 4..pos + HEADER]);
+                let ilen = usize::try_from(u64::from_le_bytes(w)).unwrap_or(usize::MAX);
                 let t = pos + HEADER;
-                let i = t + tlen;
-                let end = i + ilen;
+                let i = t.saturating_add(tlen);
+                let end = i.saturating_add(ilen);
                 if end > bytes.len() {
                     break;
                 }
@@ -227,10 +228,10 @@ impl ColdStore {
                 let live = self
                     .targets
                     .get(&*target)
-                    .is_some_and(|e| e.block == id && e.start as usize == pos);
+                    .is_some_and(|e| e.block == id && e.start == pos);
                 if live {
                     if let Some(e) = self.targets.remove(&*target) {
-                        self.live -= e.len as usize;
+                        self.live -= e.len;
                         self.append(&target, &bytes[i..end], e.meta);
                     }
                 }
@@ -248,8 +249,8 @@ impl ColdStore {
             .get(&e.block)
             .ok_or_else(|| format!("the evicted target {target}'s block is gone"))
             .and_then(|b| {
-                let start = e.start as usize + HEADER + target.len();
-                let end = e.start as usize + e.len as usize;
+                let start = e.start + HEADER + target.len();
+                let end = e.start + e.len;
                 let image = b.bytes.get(start..end).unwrap_or_default();
                 read_image(target, image, topic)
             });
@@ -266,8 +267,8 @@ impl ColdStore {
     pub fn peek(&self, target: &str, topic: &str) -> Option<Result<Decoded, String>> {
         let e = self.targets.get(target)?;
         let b = self.blocks.get(&e.block)?;
-        let start = e.start as usize + HEADER + target.len();
-        let end = e.start as usize + e.len as usize;
+        let start = e.start + HEADER + target.len();
+        let end = e.start + e.len;
         let image = b.bytes.get(start..end).unwrap_or_default();
         Some(read_image(target, image, topic))
     }

@@ -45,13 +45,20 @@ impl Lru {
         }
     }
 
-    /// Counts again the findings of the targets used since last counted.
+    /// Counts again the findings of the targets used since last counted;
+    /// one the state does not have (a decision about a target never
+    /// scanned) is forgotten.
     fn recount(&mut self, state: &State) {
-        for t in self.dirty.drain() {
-            if let Some(e) = self.used.get_mut(&t) {
-                let n = state.targets.get(&t).map_or(0, |ts| ts.findings.len());
-                self.findings = self.findings - e.1 + n;
-                e.1 = n;
+        for t in std::mem::take(&mut self.dirty) {
+            match state.targets.get(&t) {
+                Some(ts) => {
+                    if let Some(e) = self.used.get_mut(&t) {
+                        let n = ts.findings.len();
+                        self.findings = self.findings - e.1 + n;
+                        e.1 = n;
+                    }
+                }
+                None => self.forget(&t),
             }
         }
     }
@@ -100,6 +107,11 @@ impl PartitionProcessor {
             return;
         };
         let wake = lifecycle::next_tick(&ts);
+        tracing::debug!(
+            target = %target,
+            findings = ts.findings.len(),
+            "a target's state evicted from memory past decoded_findings_per_partition"
+        );
         let mut summary = TargetSummary::of(target, &ts, now);
         summary.strip_rows();
         self.summaries.insert(target.to_string(), summary);

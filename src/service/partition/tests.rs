@@ -727,6 +727,9 @@ enum Op {
     /// Exactly-once: the open transaction commits, with the offset the
     /// processor says is applied (at-least-once: nothing).
     Commit,
+    /// A target's state is evicted from memory (decoded again when next
+    /// needed).
+    Evict { which: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -739,6 +742,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::DecodeAhead),
         2 => any::<u8>().prop_map(|which| Op::DecodeBack { which }),
         2 => Just(Op::Commit),
+        1 => any::<u8>().prop_map(|which| Op::Evict { which }),
     ]
 }
 
@@ -1148,6 +1152,14 @@ fn run(input: Vec<Incoming>, ops: &[Op], eos: bool) -> BTreeMap<String, Vec<u8>>
             }
             Op::DecodeBack { which } => w.decode_back(*which),
             Op::Commit => w.commit(),
+            Op::Evict { which } => {
+                let target = if which % 2 == 0 {
+                    TARGET
+                } else {
+                    "repo:github.com/acme/web"
+                };
+                w.p.evict(target, w.bench.env().wall);
+            }
         }
     }
     w.finish();
@@ -1170,8 +1182,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     /// Whatever the interleaving of messages (chunked scans among them),
-    /// acknowledgements, lost records, crashes, rebalances and decodes run
-    /// ahead and handed back in any order, the ordering
+    /// acknowledgements, lost records, crashes, rebalances, decodes run
+    /// ahead and handed back in any order and targets evicted, the ordering
     /// rules hold at every effect (checked as they
     /// come, see `World::collect`), the in-flight bound holds, no two
     /// different events share an id, and the events delivered in the end
