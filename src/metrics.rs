@@ -826,8 +826,16 @@ impl TargetSummary {
             let member = t.open_members.iter().find_map(|fp| ts.findings.get(fp));
             let loc = member.and_then(|m| m.finding.location.as_ref());
             let a = member.map(|m| &*m.attribution);
+            // A target's part of a ticket across targets shows under the
+            // key of the ticket its team's tracker has.
+            let key = match t.grouping {
+                crate::model::ticket::Grouping::TeamRule => {
+                    crate::ticket::team_rule_key(t.team.as_deref(), &t.group)
+                }
+                _ => key.clone(),
+            };
             let row = TicketRow {
-                key: key.clone(),
+                key,
                 target: spec.to_string(),
                 rule: t.group.clone(),
                 title: t.title.clone(),

@@ -549,3 +549,46 @@ fn mttr_on_the_scorecard_comes_from_the_state_and_survives_a_restore() {
     assert_eq!(count, m);
     assert!((mttr.unwrap() - 3.0 * day).abs() < 1.0, "{mttr:?}");
 }
+
+/// A team grouped by (team, rule): its page lists each target's part of a
+/// ticket under the key of the ticket its tracker has (the one the ticket
+/// events carry), not the part's own key.
+#[test]
+fn a_team_rule_tickets_rows_carry_the_trackers_ticket_key() {
+    use custody::lifecycle::State;
+    use custody::model::ticket::Grouping;
+    let mut config = custody::config::Config::default();
+    config.tickets.grouping = Grouping::TeamRule;
+    let engine = Engine::new(&config).with_attribution(Box::new(Team("web")));
+    let (_, old, _) = web_engine_and_bandit_reports();
+    let metrics = Metrics::new();
+    metrics.set_teams(["web"], 10);
+    let mut state = State::new();
+    let now = chrono::Utc::now();
+    for spec in ["repo:github.com/acme/api", "repo:github.com/acme/web"] {
+        let meta = ScanMeta {
+            scan_id: spec.into(),
+            target: spec.parse().unwrap(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: old.coverage.clone(),
+            rule_help: Default::default(),
+        };
+        engine.scan(&mut state, &meta, old.findings.clone(), now);
+    }
+    metrics.set_state([&state], now);
+    let card = metrics.scorecard();
+    let rows = &card.teams["web"].tickets;
+    assert!(!rows.is_empty());
+    let targets: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets.len(), 2, "each target's part is listed");
+    for r in rows {
+        assert_eq!(
+            r.key,
+            custody::ticket::team_rule_key(Some("web"), &r.rule),
+            "{r:?}"
+        );
+    }
+}
