@@ -424,7 +424,7 @@ fn unique_events(brokers: &str, topics: &[&str]) -> (Vec<serde_json::Value>, usi
 #[test]
 fn sigkill_at_random_moments_gives_the_events_process_gives() {
     let Some(brokers) = broker() else { return };
-    let copies = sigkill_at_random_moments(&brokers, "at-least-once");
+    let copies = sigkill_at_random_moments(&brokers, "at-least-once", None);
     eprintln!("at-least-once: {copies} redelivered copies");
 }
 
@@ -435,12 +435,29 @@ fn sigkill_at_random_moments_gives_the_events_process_gives() {
 #[test]
 fn exactly_once_under_sigkill_gives_every_event_once() {
     let Some(brokers) = broker() else { return };
-    let copies = sigkill_at_random_moments(&brokers, "exactly-once");
+    let copies = sigkill_at_random_moments(&brokers, "exactly-once", None);
     assert_eq!(copies, 0, "a read_committed consumer saw events twice");
 }
 
-/// The kill test under `delivery`; returns the redelivered copies seen.
-fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
+/// The same kills with `decoded_findings_per_partition = 50`, far below
+/// one target's findings (a scan has about 270): each partition keeps one
+/// target decoded, the others evicted into their compact form (their
+/// changelog records written from it, and restored after the kills) and
+/// decoded again for a message; the last run gets a wave of its own once
+/// every target is evicted or decoded. The events are still those
+/// `custody process` gives, and `/metrics` shows the evictions and the
+/// decodes again.
+#[test]
+fn sigkill_with_state_evicted_gives_the_events_process_gives() {
+    let Some(brokers) = broker() else { return };
+    let copies = sigkill_at_random_moments(&brokers, "at-least-once", Some(50));
+    eprintln!("at-least-once, evicting: {copies} redelivered copies");
+}
+
+/// The kill test under `delivery`, with `budget` decoded findings per
+/// partition when given (then the state is evicted and decoded again,
+/// which `/metrics` must show); returns the redelivered copies seen.
+fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize>) -> usize {
     const SCANS: [&str; 4] = ["6.4.2", "6.5", "6.4.2", "6.5"];
     const CHAOS_TARGETS: usize = 10;
     const KILLS: usize = 5;
@@ -460,6 +477,34 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
             "[kafka.properties]\n\"transaction.timeout.ms\" = 10000",
         )
     });
+    // One port for every run (each one dead before the next starts), for
+    // its cache counters just before it is killed.
+    let port = free_port();
+    if let Some(budget) = budget {
+        edit(&cfg, |text| {
+            text.replace(
+                "partitions = 4\n",
+                &format!("partitions = 4\ndecoded_findings_per_partition = {budget}\n"),
+            )
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        });
+    }
+    // The running instance's evictions and decodes again.
+    let counters = || {
+        let (code, body) = crate::service::http_get(([127, 0, 0, 1], port).into(), "/metrics");
+        assert_eq!(code, 200);
+        (
+            crate::service::metric(&body, "custody_state_evictions_total"),
+            crate::service::metric(&body, "custody_state_thaws_total"),
+        )
+    };
+    // Those of each run, in order.
+    let mut cache: Vec<(f64, f64)> = Vec::new();
+    let scrape = |cache: &mut Vec<(f64, f64)>| {
+        if budget.is_some() {
+            cache.push(counters());
+        }
+    };
     let targets: Vec<String> = (0..CHAOS_TARGETS)
         .map(|i| format!("repo:github.com/acme/chaos-{i}"))
         .collect();
@@ -470,7 +515,9 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         .flat_map(|r| targets.iter().map(move |t| (t.as_str(), file(r))))
         .collect();
     let total = reports.len() as i64;
-    let mut waves = reports.chunks(reports.len().div_ceil(KILLS));
+    // Evicting, the last run has a wave too (see below).
+    let runs_with_reports = KILLS + usize::from(budget.is_some());
+    let mut waves = reports.chunks(reports.len().div_ceil(runs_with_reports));
     let mut moments = Moments::new();
     let mut at_kill = Vec::new();
     for run in 0..KILLS {
@@ -488,6 +535,7 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         if delivery == "exactly-once" {
             wait_for_line(&log, RESTORED, &mut child);
             std::thread::sleep(moments.next(1500));
+            scrape(&mut cache);
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
@@ -508,6 +556,7 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(moments.next(400));
+        scrape(&mut cache);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
@@ -522,6 +571,30 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
     let mut child = spawn_run(&cfg, &log);
     // Started (its SIGTERM handler set) before it is stopped.
     wait_for_line(&log, RESTORED, &mut child);
+    let last_wave = waves.next().unwrap_or_default();
+    if budget.is_some() {
+        // Once the reports published so far are done and every target
+        // restored was decoded (all but one a partition evicted since: one
+        // target's findings are past the budget), the last wave: at least
+        // one of its five targets is decoded again from its compact form.
+        let published = total - last_wave.len() as i64;
+        let floor = (CHAOS_TARGETS - 4) as f64;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while committed(&brokers, &names.group, &names.reports, 4) < published
+            || counters().0 < floor
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the last run did not decode and evict every target ({:?}): {}",
+                counters(),
+                tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for (target, report) in last_wave {
+            publish(&brokers, &names.reports, target, report);
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(240);
     while committed(&brokers, &names.group, &names.reports, 4) < total {
         assert!(
@@ -531,9 +604,21 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    scrape(&mut cache);
     let status = terminate(child);
     assert!(status.success(), "exit {status}: {}", tail(&log));
     assert_eq!(committed(&brokers, &names.group, &names.reports, 4), total);
+    if budget.is_some() {
+        eprintln!("(evictions, decodes again) of each run: {cache:?}");
+        assert!(
+            cache[..KILLS].iter().any(|(evicted, _)| *evicted > 0.0),
+            "the killed runs must evict: {cache:?}"
+        );
+        assert!(
+            cache[KILLS].1 > 0.0,
+            "the last run must decode evicted targets again: {cache:?}"
+        );
+    }
 
     // How many restores found a killed run's transaction still open and
     // waited for the broker to abort it (exactly-once only).
