@@ -454,6 +454,15 @@ fn sigkill_with_state_evicted_gives_the_events_process_gives() {
     eprintln!("at-least-once, evicting: {copies} redelivered copies");
 }
 
+/// The evicting kills under exactly-once: still every event once, the
+/// same as `custody process` gives.
+#[test]
+fn exactly_once_with_state_evicted_gives_every_event_once() {
+    let Some(brokers) = broker() else { return };
+    let copies = sigkill_at_random_moments(&brokers, "exactly-once", Some(50));
+    assert_eq!(copies, 0, "a read_committed consumer saw events twice");
+}
+
 /// The kill test under `delivery`, with `budget` decoded findings per
 /// partition when given (then the state is evicted and decoded again,
 /// which `/metrics` must show); returns the redelivered copies seen.

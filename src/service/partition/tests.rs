@@ -1771,35 +1771,40 @@ impl Cached {
 
     /// Steps, acknowledging everything produced, until nothing more is.
     fn settle(&mut self, wall: chrono::DateTime<Utc>) {
-        let changelog = self.bench.cx.settings.changelog_for(REPORTS);
         for _ in 0..10 {
             self.p.step(&env_at(&self.bench, wall), &|| false);
             let effects = self.bench.edge.take();
             if effects.is_empty() {
                 break;
             }
-            for e in &effects {
-                if let Rec::Fail(e) = e {
-                    panic!("the processor failed: {e}");
+            self.deliver(&effects);
+        }
+    }
+
+    /// Acknowledges the records of `effects`, in order, and keeps them.
+    fn deliver(&mut self, effects: &[Rec]) {
+        let changelog = self.bench.cx.settings.changelog_for(REPORTS);
+        for e in effects {
+            if let Rec::Fail(e) = e {
+                panic!("the processor failed: {e}");
+            }
+            if let Rec::Produce {
+                topic,
+                key,
+                payload,
+                ack,
+                ..
+            } = e
+            {
+                ack.delivered();
+                if *topic == changelog {
+                    self.log.push((key.clone(), payload.clone()));
                 }
-                if let Rec::Produce {
-                    topic,
-                    key,
-                    payload,
-                    ack,
-                    ..
-                } = e
-                {
-                    ack.delivered();
-                    if *topic == changelog {
-                        self.log.push((key.clone(), payload.clone()));
-                    }
-                    self.produced.push((
-                        topic.clone(),
-                        String::from_utf8_lossy(key).into_owned(),
-                        payload.as_deref().map_or_else(String::new, hex::encode),
-                    ));
-                }
+                self.produced.push((
+                    topic.clone(),
+                    String::from_utf8_lossy(key).into_owned(),
+                    payload.as_deref().map_or_else(String::new, hex::encode),
+                ));
             }
         }
     }
@@ -1968,6 +1973,93 @@ proptest! {
         ],
     ) {
         evicted_as_never(&ops, budget, json, grouping)?;
+    }
+}
+
+/// A target evicted while the records of the steps that changed it are in
+/// flight (its events not acknowledged, so its changelog records not
+/// produced yet; under exactly-once, produced and not acknowledged), and
+/// decoded again for a message before any of them is acknowledged, gives
+/// the events and changelog records a processor that never evicts gives,
+/// under either changelog format and delivery; restored from those
+/// records, the same state and the same events for the messages after.
+#[test]
+fn a_target_evicted_with_its_records_in_flight_is_decoded_again_as_never_evicted() {
+    const OTHER: &str = "repo:github.com/acme/web";
+    let t0 = Utc
+        .timestamp_opt(1_790_000_000, 0)
+        .single()
+        .unwrap_or_default();
+    for (json, eos) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut never = Cached::new(0, json);
+        let mut evicting = Cached::new(1, json);
+        let mut in_flight: [Vec<Rec>; 2] = Default::default();
+        for c in [&mut never, &mut evicting] {
+            c.bench.cx.eos = eos;
+        }
+        // Nothing acknowledged: TARGET is evicted past the budget by
+        // OTHER's scan, decoded again by its own next one (which resolves
+        // finding 2 and evicts OTHER), and evicted again by OTHER's next.
+        let scans: [(&str, &[u8]); 4] = [
+            (TARGET, &[1, 2]),
+            (OTHER, &[3]),
+            (TARGET, &[1]),
+            (OTHER, &[3, 4]),
+        ];
+        for (offset, (target, findings)) in scans.into_iter().enumerate() {
+            for (c, held) in [&mut never, &mut evicting].into_iter().zip(&mut in_flight) {
+                let mut msg = message(offset as i64, target, report(findings), &[]);
+                msg.timestamp = Some(t0.timestamp_millis() + offset as i64);
+                c.p.on_message(&c.bench.cx, msg, c.bench.start);
+                c.p.step(&env_at(&c.bench, t0), &|| false);
+                held.extend(c.bench.edge.take());
+            }
+            let evicted = if offset % 2 == 0 { OTHER } else { TARGET };
+            if offset > 0 {
+                assert!(
+                    evicting.p.cold.contains(evicted),
+                    "{evicted} evicted after message {offset} (json {json}, eos {eos})"
+                );
+            }
+        }
+        let changelog = never.bench.cx.settings.changelog_for(REPORTS);
+        let written = |held: &[Rec]| {
+            held.iter()
+                .filter(|r| matches!(r, Rec::Produce { topic, .. } if *topic == changelog))
+                .count()
+        };
+        assert_eq!(
+            written(&in_flight[1]),
+            if eos { written(&in_flight[0]) } else { 0 },
+            "changelog records wait for the events under at-least-once"
+        );
+        assert!(evicting.p.in_flight() > 0, "the steps are still in flight");
+        for (c, held) in [&mut never, &mut evicting].into_iter().zip(&in_flight) {
+            c.deliver(held);
+            c.settle(t0);
+        }
+        assert_eq!(never.produced, evicting.produced, "json {json}, eos {eos}");
+        // Restored from the changelog written so: the same state, and the
+        // same events for the next scans.
+        for c in [&mut never, &mut evicting] {
+            c.p = c.bench.restored(&c.log);
+            c.bench.edge.take();
+            c.settle(t0);
+            for (offset, (target, findings)) in [(TARGET, &[2u8, 5][..]), (OTHER, &[][..])]
+                .into_iter()
+                .enumerate()
+            {
+                let mut msg = message(10 + offset as i64, target, report(findings), &[]);
+                msg.timestamp = Some(t0.timestamp_millis() + 10 + offset as i64);
+                c.p.on_message(&c.bench.cx, msg, c.bench.start);
+                c.settle(t0);
+            }
+            for t in [TARGET, OTHER] {
+                c.p.materialize(&c.bench.env(), t).expect("decoded");
+            }
+        }
+        assert_eq!(never.produced, evicting.produced, "json {json}, eos {eos}");
+        assert_eq!(never.p.state, evicting.p.state, "json {json}, eos {eos}");
     }
 }
 
