@@ -529,27 +529,51 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize
     let mut waves = reports.chunks(reports.len().div_ceil(runs_with_reports));
     let mut moments = Moments::new();
     let mut at_kill = Vec::new();
+    // Reports published so far, at each kill.
+    let mut published: i64 = 0;
+    let mut published_at_kill = Vec::new();
     for run in 0..KILLS {
         let log = dir.path().join(format!("run{run}.log"));
         let mut child = spawn_run(&cfg, &log);
         wait_for_topics(&brokers, &names, &log);
         let before = read(&brokers, &names.findings).len();
-        for (target, report) in waves.next().unwrap_or_default() {
-            publish(&brokers, &names.reports, target, report);
-        }
-        // Once this run has produced events, a random moment later. Under
-        // exactly-once, events are seen only once their transaction
-        // commits: there the kill comes at a random moment once the run is
-        // restored, mid-transaction as often as not.
+        let wave = waves.next().unwrap_or_default();
+        // Under exactly-once, events are seen only once their transaction
+        // commits: there the wave is published once the run is restored,
+        // and the kill comes at a random moment while it is, at the latest
+        // as its last report is published, mid-transaction as often as not
+        // (a run killed once its restore and its wave were done had mostly
+        // committed all of it).
         if delivery == "exactly-once" {
             wait_for_line(&log, RESTORED, &mut child);
-            std::thread::sleep(moments.next(1500));
-            scrape(&mut cache);
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
+            let sent = std::sync::atomic::AtomicI64::new(0);
+            let (done, published_all) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let publisher = s.spawn(|| {
+                    for (target, report) in wave {
+                        publish(&brokers, &names.reports, target, report);
+                        sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = done.send(());
+                });
+                let _ = published_all.recv_timeout(moments.next(2000));
+                scrape(&mut cache);
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                let c = committed(&brokers, &names.group, &names.reports, 4);
+                at_kill.push(c);
+                published_at_kill.push(published + sent.load(std::sync::atomic::Ordering::SeqCst));
+                publisher.join().unwrap();
+            });
+            published += wave.len() as i64;
             continue;
         }
+        for (target, report) in wave {
+            publish(&brokers, &names.reports, target, report);
+            published += 1;
+        }
+        published_at_kill.push(published);
+        // Once this run has produced events, a random moment later.
         let deadline = Instant::now() + Duration::from_secs(120);
         while read(&brokers, &names.findings).len() <= before {
             assert!(
@@ -570,10 +594,15 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize
         child.wait().unwrap();
         at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
     }
-    eprintln!("offsets committed at each kill: {at_kill:?} of {total}");
+    eprintln!("offsets committed at each kill: {at_kill:?} of {published_at_kill:?} published");
+    let mid_work = at_kill
+        .iter()
+        .zip(&published_at_kill)
+        .filter(|(c, p)| c < p)
+        .count();
     assert!(
-        at_kill.iter().filter(|&&c| c < total).count() >= 3,
-        "most kills must come with work not yet committed: {at_kill:?}"
+        mid_work >= 3,
+        "most kills must come with work not yet committed: {at_kill:?} of {published_at_kill:?}"
     );
 
     let log = dir.path().join("last.log");
@@ -587,7 +616,6 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize
         // budget; this run's evictions less its decodes again are the
         // targets evicted now), the last wave: at least one of its five
         // targets is decoded again from its compact form.
-        let published = total - last_wave.len() as i64;
         let floor = (CHAOS_TARGETS - 4) as f64;
         let evicted_now = || {
             let (evicted, thawed) = counters();
