@@ -59,6 +59,8 @@ pub struct Metrics {
     paused: IntGauge,
     in_flight_bytes: IntGauge,
     ownership_reloads: IntCounterVec,
+    evictions: IntCounter,
+    thaws: IntCounter,
     open: IntGaugeVec,
     unattributed: IntGaugeVec,
     breached: IntGaugeVec,
@@ -314,6 +316,19 @@ impl Metrics {
             "Ownership configuration reloads, by result (ok, refused).",
             &["result"],
         );
+        let evictions = IntCounter::new(
+            "custody_state_evictions_total",
+            "Targets whose decoded state was evicted from memory into its compact form, past decoded_findings_per_partition.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(evictions.clone()))
+            .expect("unique metric");
+        let thaws = IntCounter::new(
+            "custody_state_thaws_total",
+            "Evicted targets decoded again from their compact form, for a message, the SLA clock or a re-attribution.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(thaws.clone())).expect("unique metric");
         let sev_team = &["team", "severity"];
         let open = gauge_vec(
             &r,
@@ -458,6 +473,8 @@ impl Metrics {
             paused,
             in_flight_bytes,
             ownership_reloads,
+            evictions,
+            thaws,
         }
     }
 
@@ -544,6 +561,16 @@ impl Metrics {
         self.ownership_reloads
             .with_label_values(&[if ok { "ok" } else { "refused" }])
             .inc();
+    }
+
+    /// A target's state evicted from memory past the decoded budget.
+    pub fn state_evicted(&self) {
+        self.evictions.inc();
+    }
+
+    /// An evicted target decoded again.
+    pub fn state_thawed(&self) {
+        self.thaws.inc();
     }
 
     /// The processing latency histogram, for the benchmark's p99.

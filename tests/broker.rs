@@ -424,7 +424,7 @@ fn unique_events(brokers: &str, topics: &[&str]) -> (Vec<serde_json::Value>, usi
 #[test]
 fn sigkill_at_random_moments_gives_the_events_process_gives() {
     let Some(brokers) = broker() else { return };
-    let copies = sigkill_at_random_moments(&brokers, "at-least-once");
+    let copies = sigkill_at_random_moments(&brokers, "at-least-once", None);
     eprintln!("at-least-once: {copies} redelivered copies");
 }
 
@@ -435,12 +435,38 @@ fn sigkill_at_random_moments_gives_the_events_process_gives() {
 #[test]
 fn exactly_once_under_sigkill_gives_every_event_once() {
     let Some(brokers) = broker() else { return };
-    let copies = sigkill_at_random_moments(&brokers, "exactly-once");
+    let copies = sigkill_at_random_moments(&brokers, "exactly-once", None);
     assert_eq!(copies, 0, "a read_committed consumer saw events twice");
 }
 
-/// The kill test under `delivery`; returns the redelivered copies seen.
-fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
+/// The same kills with `decoded_findings_per_partition = 50`, far below
+/// one target's findings (a scan has about 270): each partition keeps one
+/// target decoded, the others evicted into their compact form (their
+/// changelog records written from it, and restored after the kills) and
+/// decoded again for a message; the last run gets a wave of its own once
+/// every target is evicted or decoded. The events are still those
+/// `custody process` gives, and `/metrics` shows the evictions and the
+/// decodes again.
+#[test]
+fn sigkill_with_state_evicted_gives_the_events_process_gives() {
+    let Some(brokers) = broker() else { return };
+    let copies = sigkill_at_random_moments(&brokers, "at-least-once", Some(50));
+    eprintln!("at-least-once, evicting: {copies} redelivered copies");
+}
+
+/// The evicting kills under exactly-once: still every event once, the
+/// same as `custody process` gives.
+#[test]
+fn exactly_once_with_state_evicted_gives_every_event_once() {
+    let Some(brokers) = broker() else { return };
+    let copies = sigkill_at_random_moments(&brokers, "exactly-once", Some(50));
+    assert_eq!(copies, 0, "a read_committed consumer saw events twice");
+}
+
+/// The kill test under `delivery`, with `budget` decoded findings per
+/// partition when given (then the state is evicted and decoded again,
+/// which `/metrics` must show); returns the redelivered copies seen.
+fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize>) -> usize {
     const SCANS: [&str; 4] = ["6.4.2", "6.5", "6.4.2", "6.5"];
     const CHAOS_TARGETS: usize = 10;
     const KILLS: usize = 5;
@@ -460,6 +486,34 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
             "[kafka.properties]\n\"transaction.timeout.ms\" = 10000",
         )
     });
+    // One port for every run (each one dead before the next starts), for
+    // its cache counters just before it is killed.
+    let port = free_port();
+    if let Some(budget) = budget {
+        edit(&cfg, |text| {
+            text.replace(
+                "partitions = 4\n",
+                &format!("partitions = 4\ndecoded_findings_per_partition = {budget}\n"),
+            )
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        });
+    }
+    // The running instance's evictions and decodes again.
+    let counters = || {
+        let (code, body) = crate::service::http_get(([127, 0, 0, 1], port).into(), "/metrics");
+        assert_eq!(code, 200);
+        (
+            crate::service::metric(&body, "custody_state_evictions_total"),
+            crate::service::metric(&body, "custody_state_thaws_total"),
+        )
+    };
+    // Those of each run, in order.
+    let mut cache: Vec<(f64, f64)> = Vec::new();
+    let scrape = |cache: &mut Vec<(f64, f64)>| {
+        if budget.is_some() {
+            cache.push(counters());
+        }
+    };
     let targets: Vec<String> = (0..CHAOS_TARGETS)
         .map(|i| format!("repo:github.com/acme/chaos-{i}"))
         .collect();
@@ -470,29 +524,56 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         .flat_map(|r| targets.iter().map(move |t| (t.as_str(), file(r))))
         .collect();
     let total = reports.len() as i64;
-    let mut waves = reports.chunks(reports.len().div_ceil(KILLS));
+    // Evicting, the last run has a wave too (see below).
+    let runs_with_reports = KILLS + usize::from(budget.is_some());
+    let mut waves = reports.chunks(reports.len().div_ceil(runs_with_reports));
     let mut moments = Moments::new();
     let mut at_kill = Vec::new();
+    // Reports published so far, at each kill.
+    let mut published: i64 = 0;
+    let mut published_at_kill = Vec::new();
     for run in 0..KILLS {
         let log = dir.path().join(format!("run{run}.log"));
         let mut child = spawn_run(&cfg, &log);
         wait_for_topics(&brokers, &names, &log);
         let before = read(&brokers, &names.findings).len();
-        for (target, report) in waves.next().unwrap_or_default() {
-            publish(&brokers, &names.reports, target, report);
-        }
-        // Once this run has produced events, a random moment later. Under
-        // exactly-once, events are seen only once their transaction
-        // commits: there the kill comes at a random moment once the run is
-        // restored, mid-transaction as often as not.
+        let wave = waves.next().unwrap_or_default();
+        // Under exactly-once, events are seen only once their transaction
+        // commits: there the wave is published once the run is restored,
+        // and the kill comes at a random moment while it is, at the latest
+        // as its last report is published, mid-transaction as often as not
+        // (a run killed once its restore and its wave were done had mostly
+        // committed all of it).
         if delivery == "exactly-once" {
             wait_for_line(&log, RESTORED, &mut child);
-            std::thread::sleep(moments.next(1500));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
+            let sent = std::sync::atomic::AtomicI64::new(0);
+            let (done, published_all) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let publisher = s.spawn(|| {
+                    for (target, report) in wave {
+                        publish(&brokers, &names.reports, target, report);
+                        sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = done.send(());
+                });
+                let _ = published_all.recv_timeout(moments.next(2000));
+                scrape(&mut cache);
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                let c = committed(&brokers, &names.group, &names.reports, 4);
+                at_kill.push(c);
+                published_at_kill.push(published + sent.load(std::sync::atomic::Ordering::SeqCst));
+                publisher.join().unwrap();
+            });
+            published += wave.len() as i64;
             continue;
         }
+        for (target, report) in wave {
+            publish(&brokers, &names.reports, target, report);
+            published += 1;
+        }
+        published_at_kill.push(published);
+        // Once this run has produced events, a random moment later.
         let deadline = Instant::now() + Duration::from_secs(120);
         while read(&brokers, &names.findings).len() <= before {
             assert!(
@@ -508,20 +589,54 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(moments.next(400));
+        scrape(&mut cache);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         at_kill.push(committed(&brokers, &names.group, &names.reports, 4));
     }
-    eprintln!("offsets committed at each kill: {at_kill:?} of {total}");
+    eprintln!("offsets committed at each kill: {at_kill:?} of {published_at_kill:?} published");
+    let mid_work = at_kill
+        .iter()
+        .zip(&published_at_kill)
+        .filter(|(c, p)| c < p)
+        .count();
     assert!(
-        at_kill.iter().filter(|&&c| c < total).count() >= 3,
-        "most kills must come with work not yet committed: {at_kill:?}"
+        mid_work >= 3,
+        "most kills must come with work not yet committed: {at_kill:?} of {published_at_kill:?}"
     );
 
     let log = dir.path().join("last.log");
     let mut child = spawn_run(&cfg, &log);
     // Started (its SIGTERM handler set) before it is stopped.
     wait_for_line(&log, RESTORED, &mut child);
+    let last_wave = waves.next().unwrap_or_default();
+    if budget.is_some() {
+        // Once the reports published so far are done and all targets but
+        // one a partition are evicted (one target's findings are past the
+        // budget; this run's evictions less its decodes again are the
+        // targets evicted now), the last wave: at least one of its five
+        // targets is decoded again from its compact form.
+        let floor = (CHAOS_TARGETS - 4) as f64;
+        let evicted_now = || {
+            let (evicted, thawed) = counters();
+            evicted - thawed
+        };
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while committed(&brokers, &names.group, &names.reports, 4) < published
+            || evicted_now() < floor
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the last run did not evict all targets but one a partition ({:?}): {}",
+                counters(),
+                tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for (target, report) in last_wave {
+            publish(&brokers, &names.reports, target, report);
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(240);
     while committed(&brokers, &names.group, &names.reports, 4) < total {
         assert!(
@@ -531,9 +646,21 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str) -> usize {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    scrape(&mut cache);
     let status = terminate(child);
     assert!(status.success(), "exit {status}: {}", tail(&log));
     assert_eq!(committed(&brokers, &names.group, &names.reports, 4), total);
+    if budget.is_some() {
+        eprintln!("(evictions, decodes again) of each run: {cache:?}");
+        assert!(
+            cache[..KILLS].iter().any(|(evicted, _)| *evicted > 0.0),
+            "the killed runs must evict: {cache:?}"
+        );
+        assert!(
+            cache[KILLS].1 > 0.0,
+            "the last run must decode evicted targets again: {cache:?}"
+        );
+    }
 
     // How many restores found a killed run's transaction still open and
     // waited for the broker to abort it (exactly-once only).

@@ -94,17 +94,19 @@ impl PartitionProcessor {
             let Some(t) = self.hot.oldest() else {
                 break;
             };
-            self.evict(&t, env.wall);
+            if self.evict(&t, env.wall) {
+                env.cx.metrics.state_evicted();
+            }
         }
     }
 
     /// Moves `target`'s state out of memory into the compact store, and
     /// its dictionary out of the writer; what the gauges count of it is
-    /// summed up at `now`.
-    pub(crate) fn evict(&mut self, target: &str, now: DateTime<Utc>) {
+    /// summed up at `now`. False when it was not decoded.
+    pub(crate) fn evict(&mut self, target: &str, now: DateTime<Utc>) -> bool {
         self.hot.forget(target);
         let Some(ts) = self.state.as_mut().and_then(|s| s.targets.remove(target)) else {
-            return;
+            return false;
         };
         let wake = lifecycle::next_tick(&ts);
         tracing::debug!(
@@ -117,6 +119,7 @@ impl PartitionProcessor {
         self.summaries.insert(target.to_string(), summary);
         let frozen = self.writer.freeze(target, &ts);
         self.cold.put(target, frozen, wake, ts.findings.len());
+        true
     }
 
     /// Decodes `target` again from the compact store, when it is there

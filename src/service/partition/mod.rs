@@ -516,6 +516,7 @@ impl PartitionProcessor {
         // force (a change since re-attributed it), and its records are
         // written in the writer's format.
         if self.thaw(target)? {
+            env.cx.metrics.state_thawed();
             return Ok(());
         }
         let topic = &self.changelog_topic;
