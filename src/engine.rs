@@ -857,6 +857,7 @@ impl Engine {
                     attribution,
                     members,
                     &self.tickets,
+                    None,
                 ));
             }
         }
@@ -1011,48 +1012,30 @@ fn across_event(
         || Arc::new(Attribution::unattributed()),
         |r| Arc::clone(&r.attribution),
     );
-    let labels = render::labels(rec, rec.team.as_deref(), &members);
-    let body = render::body(
-        &render::BodyInput {
-            rec,
-            key: &t.key,
-            kind: t.kind,
-            reason: t.reason,
-            moved_to: None,
-            team: rec.team.as_deref(),
-            members,
-            attribution: &attribution,
-            across: Some(across),
-        },
-        settings,
-    );
-    TicketEvent {
-        kind: EventClass::Ticket,
-        event: t.kind,
-        event_id: event_id("ticket", &t.key, t.seq, t.kind.as_str()),
-        at: now,
-        ticket_key: t.key.clone(),
-        team: rec.team.clone(),
-        previous_team: None,
-        reassigned_to: None,
-        reason: t.reason,
-        grouping: rec.grouping,
-        severity: rec.severity,
-        target: rec.target.clone(),
-        targets: open.iter().map(|c| c.part.target.clone()).collect(),
-        category: rec.category,
-        group: rec.group.clone(),
-        title: rec.title.clone(),
-        body,
-        labels,
-        route: rec.route.clone(),
-        due_at: rec.due_at,
-        counts: rec.counts,
-        fingerprints: rec.open_members.iter().cloned().collect(),
+    let targets = open.iter().map(|c| c.part.target.clone()).collect();
+    ticket_event(
+        rec,
+        t,
+        now,
         attribution,
-    }
+        members,
+        settings,
+        Some(Across {
+            members: across,
+            targets,
+        }),
+    )
 }
 
+/// A ticket across targets' members with the target each is of, and the
+/// targets with open findings.
+struct Across<'a> {
+    members: Vec<(&'a TicketRecord, &'a FindingRecord)>,
+    targets: Vec<Target>,
+}
+
+/// The event of a ticket's transition, from its record and the members
+/// its body lists (with their targets, for a ticket across targets).
 fn ticket_event(
     rec: &TicketRecord,
     t: &TicketTransition,
@@ -1060,7 +1043,9 @@ fn ticket_event(
     attribution: Arc<Attribution>,
     members: Vec<&FindingRecord>,
     settings: &TicketSettings,
+    across: Option<Across<'_>>,
 ) -> TicketEvent {
+    let (across, targets) = across.map_or((None, Vec::new()), |a| (Some(a.members), a.targets));
     let team = match &t.moved_to {
         Some((team, _)) => team.clone(),
         None => rec.team.clone(),
@@ -1076,7 +1061,7 @@ fn ticket_event(
             team: team.as_deref(),
             members,
             attribution: &attribution,
-            across: None,
+            across,
         },
         settings,
     );
@@ -1093,7 +1078,7 @@ fn ticket_event(
         grouping: rec.grouping,
         severity: rec.severity,
         target: rec.target.clone(),
-        targets: Vec::new(),
+        targets,
         category: rec.category,
         group: rec.group.clone(),
         title: rec.title.clone(),
