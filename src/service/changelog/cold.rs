@@ -8,12 +8,10 @@
 //! to what it holds however often targets come and go.
 
 use super::binary::{self, DictMeta};
+use super::restore::BLOCK;
 use super::{decode_target, Decoded, Frozen, RawRecord};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-
-/// Bytes per block.
-const BLOCK: usize = 1 << 20;
 
 /// Bytes of an entry's header in its block: the target's length and the
 /// image's, as a little-endian `u32` and `u64`.
