@@ -148,16 +148,6 @@ pub fn derive(
     settings: &TicketSettings,
 ) -> Vec<TicketTransition> {
     let mut out = Vec::new();
-    let mut push = |rec: &mut TicketRecord, kind, reason| {
-        rec.seq += 1;
-        out.push(TicketTransition {
-            key: key.to_string(),
-            kind,
-            seq: rec.seq,
-            moved_to: None,
-            reason,
-        });
-    };
     let all: Vec<&Contribution> = parts.map(|p| p.values().collect()).unwrap_or_default();
     let open: Vec<&Contribution> = all.iter().copied().filter(|c| c.is_open()).collect();
     let Some(sample) = open.first().or(all.first()).copied() else {
@@ -171,7 +161,12 @@ pub fn derive(
                 rec.open_members.clear();
                 rec.counts = TicketCounts::default();
                 rec.breached = false;
-                push(rec, TicketEventKind::Resolved, reason);
+                out.push(TicketTransition::next(
+                    rec,
+                    key,
+                    TicketEventKind::Resolved,
+                    reason,
+                ));
             }
         }
         return out;
@@ -215,7 +210,7 @@ pub fn derive(
     match tickets.get_mut(key) {
         None if !is_open => {}
         None => {
-            let mut rec = TicketRecord {
+            let rec = TicketRecord {
                 team,
                 target: sample.part.target.clone(),
                 group: sample.part.group.clone(),
@@ -234,46 +229,25 @@ pub fn derive(
                 route,
                 seq: 0,
             };
-            push(&mut rec, TicketEventKind::Opened, None);
-            if rec.breached {
-                push(&mut rec, TicketEventKind::SlaBreached, None);
-            }
+            let rec = super::open_record(rec, key, &mut out);
             tickets.insert(key.to_string(), rec);
         }
         Some(rec) => {
-            let was_open = rec.status == TicketStatus::Open;
-            let changed =
-                rec.open_members != members || rec.severity != severity || rec.due_at != due;
-            let newly_breached = is_open && breached && !rec.breached;
             rec.target = sample.part.target.clone();
             rec.category = sample.part.category;
-            rec.counts = counts;
-            rec.severity = severity;
-            rec.due_at = due;
-            rec.open_members = members;
-            rec.breached = breached;
-            rec.route = route;
-            rec.title = title;
-            if help.is_some() {
-                rec.help = help;
-            }
-            match (was_open, is_open) {
-                (false, true) => {
-                    rec.status = TicketStatus::Open;
-                    push(rec, TicketEventKind::Reopened, None);
-                }
-                (true, false) => {
-                    rec.status = TicketStatus::Resolved;
-                    let reason = (settings.grouping_for(rec.team.as_deref()) != Grouping::TeamRule)
-                        .then_some(TicketReason::Regrouped);
-                    push(rec, TicketEventKind::Resolved, reason);
-                }
-                (true, true) if changed => push(rec, TicketEventKind::Updated, None),
-                _ => {}
-            }
-            if newly_breached {
-                push(rec, TicketEventKind::SlaBreached, None);
-            }
+            let reason = (settings.grouping_for(rec.team.as_deref()) != Grouping::TeamRule)
+                .then_some(TicketReason::Regrouped);
+            let fresh = super::Refreshed {
+                open_members: members,
+                severity,
+                due_at: due,
+                counts,
+                breached,
+                route,
+                title,
+                help,
+            };
+            super::refresh_record(rec, key, fresh, is_open, reason, &mut out);
         }
     }
     out

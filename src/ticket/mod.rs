@@ -136,6 +136,115 @@ pub struct TicketTransition {
     pub reason: Option<TicketReason>,
 }
 
+impl TicketTransition {
+    /// The next transition of ticket `key`, counted in its record.
+    pub(crate) fn next(
+        rec: &mut TicketRecord,
+        key: &str,
+        kind: TicketEventKind,
+        reason: Option<TicketReason>,
+    ) -> TicketTransition {
+        rec.seq += 1;
+        TicketTransition {
+            key: key.to_string(),
+            kind,
+            seq: rec.seq,
+            moved_to: None,
+            reason,
+        }
+    }
+}
+
+/// What a ticket's open members make of its record at a refresh.
+pub(crate) struct Refreshed {
+    pub open_members: BTreeSet<String>,
+    pub severity: Severity,
+    pub due_at: Option<DateTime<Utc>>,
+    pub counts: TicketCounts,
+    pub breached: bool,
+    pub route: String,
+    pub title: String,
+    /// None: the ticket keeps the help it has (the report did not
+    /// describe the rule).
+    pub help: Option<std::sync::Arc<str>>,
+}
+
+/// A new ticket record, opened (and breached, when its members are).
+pub(crate) fn open_record(
+    mut rec: TicketRecord,
+    key: &str,
+    out: &mut Vec<TicketTransition>,
+) -> TicketRecord {
+    out.push(TicketTransition::next(
+        &mut rec,
+        key,
+        TicketEventKind::Opened,
+        None,
+    ));
+    if rec.breached {
+        out.push(TicketTransition::next(
+            &mut rec,
+            key,
+            TicketEventKind::SlaBreached,
+            None,
+        ));
+    }
+    rec
+}
+
+/// Refreshes a ticket's record with what its open members make of it
+/// (`is_open`: it has any), and gives its transitions: reopened, resolved
+/// (with `resolved_reason`), updated when its members, severity or due
+/// date changed while open, and `sla_breached` once it newly passed its
+/// due date while open.
+pub(crate) fn refresh_record(
+    rec: &mut TicketRecord,
+    key: &str,
+    fresh: Refreshed,
+    is_open: bool,
+    resolved_reason: Option<TicketReason>,
+    out: &mut Vec<TicketTransition>,
+) {
+    let was_open = rec.status == TicketStatus::Open;
+    let changed = rec.open_members != fresh.open_members
+        || rec.severity != fresh.severity
+        || rec.due_at != fresh.due_at;
+    let newly_breached = is_open && fresh.breached && !rec.breached;
+    rec.counts = fresh.counts;
+    rec.severity = fresh.severity;
+    rec.due_at = fresh.due_at;
+    rec.open_members = fresh.open_members;
+    rec.breached = fresh.breached;
+    rec.route = fresh.route;
+    rec.title = fresh.title;
+    if fresh.help.is_some() {
+        rec.help = fresh.help;
+    }
+    let kind = match (was_open, is_open) {
+        (false, true) => {
+            rec.status = TicketStatus::Open;
+            Some((TicketEventKind::Reopened, None))
+        }
+        (true, false) => {
+            rec.status = TicketStatus::Resolved;
+            Some((TicketEventKind::Resolved, resolved_reason))
+        }
+        (true, true) if changed => Some((TicketEventKind::Updated, None)),
+        _ => None,
+    };
+    if let Some((kind, reason)) = kind {
+        out.push(TicketTransition::next(rec, key, kind, reason));
+    }
+    if newly_breached {
+        out.push(TicketTransition::next(
+            rec,
+            key,
+            TicketEventKind::SlaBreached,
+            None,
+        ));
+    }
+}
+
 #[derive(Default)]
 struct Aggregate {
     /// Open members, in the order of the target's records (sorted).
@@ -249,16 +358,6 @@ pub fn refresh(
         let is_open = !a.open.is_empty();
         // Built from sorted keys in one go, not key by key.
         let open: BTreeSet<String> = a.open.into_iter().collect();
-        let mut push = |rec: &mut TicketRecord, kind| {
-            rec.seq += 1;
-            out.push(TicketTransition {
-                key: key.to_string(),
-                kind,
-                seq: rec.seq,
-                moved_to: None,
-                reason: None,
-            });
-        };
         let (commit, git_ref) = ctx.scan.unwrap_or_default();
         // A ticket spanning rules has no one rule to explain; a ticket per
         // finding keeps none, or every finding would carry its rule's help
@@ -275,7 +374,7 @@ pub fn refresh(
         match ts.tickets.get_mut(key) {
             None if !is_open => {}
             None => {
-                let mut rec = TicketRecord {
+                let rec = TicketRecord {
                     team: sample.team.clone(),
                     target: target.clone(),
                     group: match grouping {
@@ -297,24 +396,10 @@ pub fn refresh(
                     route,
                     seq: 0,
                 };
-                push(&mut rec, TicketEventKind::Opened);
-                if rec.breached {
-                    push(&mut rec, TicketEventKind::SlaBreached);
-                }
+                let rec = open_record(rec, key, &mut out);
                 ts.tickets.insert(key.to_string(), rec);
             }
             Some(rec) => {
-                let was_open = rec.status == TicketStatus::Open;
-                let changed =
-                    rec.open_members != open || rec.severity != severity || rec.due_at != a.due;
-                let newly_breached = is_open && a.breached && !rec.breached;
-                rec.counts = a.counts;
-                rec.severity = severity;
-                rec.due_at = a.due;
-                rec.open_members = open;
-                rec.breached = a.breached;
-                rec.route = route;
-                rec.title = title;
                 if ctx.scan.is_some() {
                     rec.commit = commit.map(str::to_string);
                     rec.git_ref = git_ref.map(str::to_string);
@@ -322,24 +407,17 @@ pub fn refresh(
                 // A scan whose report does not describe the rule (another
                 // scanner's, or a chunk without the rule table) keeps the
                 // help the ticket has.
-                if help.is_some() {
-                    rec.help = help;
-                }
-                match (was_open, is_open) {
-                    (false, true) => {
-                        rec.status = TicketStatus::Open;
-                        push(rec, TicketEventKind::Reopened);
-                    }
-                    (true, false) => {
-                        rec.status = TicketStatus::Resolved;
-                        push(rec, TicketEventKind::Resolved);
-                    }
-                    (true, true) if changed => push(rec, TicketEventKind::Updated),
-                    _ => {}
-                }
-                if newly_breached {
-                    push(rec, TicketEventKind::SlaBreached);
-                }
+                let fresh = Refreshed {
+                    open_members: open,
+                    severity,
+                    due_at: a.due,
+                    counts: a.counts,
+                    breached: a.breached,
+                    route,
+                    title,
+                    help,
+                };
+                refresh_record(rec, key, fresh, is_open, None, &mut out);
             }
         }
     }
