@@ -196,12 +196,12 @@ fi
 echo "ok ($families metric families, no lint findings)"
 # Families with no series are not exposed at all, so the demo cannot show
 # (nor promtool lint) those that nothing in the demo sets.
-declared=$(grep -o '"custody_[a-z0-9_]*"' src/metrics.rs | tr -d '"' | sort -u)
+declared=$(grep -o '"custody_[a-z0-9_]*"' src/metrics/mod.rs | tr -d '"' | sort -u)
 absent=$(for name in $declared; do
   grep -q "^# TYPE $name " "$tmp/metrics.txt" || printf '%s ' "$name"
 done)
 if [[ -n $absent ]]; then
-  echo "note: declared in src/metrics.rs but without series in the demo (not linted): $absent"
+  echo "note: declared in src/metrics/mod.rs but without series in the demo (not linted): $absent"
 fi
 
 step "GET /healthz, /readyz, /api/teams"

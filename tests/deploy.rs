@@ -8,7 +8,7 @@
 //! Which families custody declares: `Metrics::render` cannot say on its own,
 //! because the prometheus crate leaves families without any series out of
 //! the exposition (every labelled family of a fresh registry), so the names
-//! are read from the string literals of `src/metrics.rs`, and the rendered
+//! are read from the string literals of `src/metrics/mod.rs`, and the rendered
 //! `# TYPE` lines confirm the kinds of those that are exposed.
 
 use custody::metrics::Metrics;
@@ -26,7 +26,7 @@ fn read(rel: &str) -> String {
 
 /// Metric families custody declares, `name -> is a histogram`.
 fn families() -> BTreeMap<String, bool> {
-    let src = read("src/metrics.rs");
+    let src = read("src/metrics/mod.rs");
     let mut out = BTreeMap::new();
     for (at, _) in src.match_indices("\"custody_") {
         let rest = &src[at + 1..];
@@ -45,20 +45,20 @@ fn families() -> BTreeMap<String, bool> {
     }
     assert!(
         out.len() >= 20,
-        "expected custody's metric families in src/metrics.rs, found {out:?}"
+        "expected custody's metric families in src/metrics/mod.rs, found {out:?}"
     );
     // What a fresh registry does expose must agree.
     let rendered = Metrics::new().render();
     for line in rendered.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
-            let histogram = out
-                .get(name)
-                .unwrap_or_else(|| panic!("{name} is rendered but not found in src/metrics.rs"));
+            let histogram = out.get(name).unwrap_or_else(|| {
+                panic!("{name} is rendered but not found in src/metrics/mod.rs")
+            });
             assert_eq!(
                 *histogram,
                 kind == "histogram",
-                "{name}: kind {kind} disagrees with src/metrics.rs"
+                "{name}: kind {kind} disagrees with src/metrics/mod.rs"
             );
         }
     }
