@@ -21,7 +21,8 @@
 //! judges.
 //!
 //! `CUSTODY_BENCH_BROKERS=host:port` runs the same on an external broker
-//! instead (Apache Kafka from `scripts/kafka.sh start`): the topics of each
+//! instead (Apache Kafka from `KAFKA_PROFILE=server scripts/kafka.sh
+//! start`, the JVM as Kafka's own scripts run it): the topics of each
 //! run are made there and deleted after it, the plain consumer reads the
 //! same topic from the same broker, and each partition gets 16 times the
 //! reports (`CUSTODY_BENCH_SCALE`) over 24 partitions
@@ -639,6 +640,12 @@ pub fn throughput(workload: Workload, primed: bool) -> (Rates, Rates) {
 pub fn latency(max_rate: f64) -> f64 {
     let rate = max_rate / 2.0;
     eprintln!("== latency: publish -> ticket event at {rate:.1} reports/s");
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let partitions = 32;
     let (cluster, config) = cluster_and_config(partitions, "lat");
     let service = Service::start(&config, None).expect("service");
@@ -666,8 +673,14 @@ pub fn latency(max_rate: f64) -> f64 {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = std::sync::Arc::clone(&stop);
     let reading = std::thread::spawn(move || {
-        // Latest ticket event per target: all its tickets are out.
-        let mut done: HashMap<String, f64> = HashMap::new();
+        // Per target, the latest of its ticket events: when custody
+        // produced it (the record's create time) and when it was read,
+        // each in ms after the report's time. A target is done when all
+        // its tickets are out.
+        let mut done: HashMap<String, (f64, f64)> = HashMap::new();
+        // Every event's split: report -> produced (custody), produced ->
+        // read (librdkafka, the broker and this reader).
+        let mut split: Vec<(f64, f64)> = Vec::new();
         let mut idle_since = Instant::now();
         while !stop2.load(Ordering::Relaxed) || idle_since.elapsed() < Duration::from_secs(1) {
             if let Some(Ok(m)) = reader.poll(Duration::from_millis(20)) {
@@ -678,12 +691,19 @@ pub fn latency(max_rate: f64) -> f64 {
                     .and_then(|b| serde_json::from_slice::<TicketEvent>(b).ok())
                 {
                     let ms = (now - ev.at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                    let slot = done.entry(ev.target.to_string()).or_insert(0.0);
-                    *slot = slot.max(ms);
+                    let produced = m
+                        .timestamp()
+                        .to_millis()
+                        .map_or(0.0, |t| (t - ev.at.timestamp_millis()) as f64);
+                    let slot = done.entry(ev.target.to_string()).or_insert((0.0, 0.0));
+                    *slot = (slot.0.max(produced), slot.1.max(ms));
+                    if ev.target.to_string().contains("/lat-") {
+                        split.push((produced, ms - produced));
+                    }
                 }
             }
         }
-        done
+        (done, split)
     });
     // Warm-up: the first second after start is not steady state (fetch
     // sessions and the ticket reader settle); its reports are excluded.
@@ -698,7 +718,19 @@ pub fn latency(max_rate: f64) -> f64 {
             report.as_bytes(),
         );
     };
-    let warmup = (rate as usize).max(10);
+    // On Apache Kafka the first seconds of a run's new topics are slow
+    // (the run's first ticket events are read seconds after they were
+    // produced; printed below): five seconds there
+    // (`CUSTODY_BENCH_WARMUP_S` sets it).
+    let warmup_s: f64 = std::env::var("CUSTODY_BENCH_WARMUP_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if external_brokers().is_some() {
+            5.0
+        } else {
+            1.0
+        });
+    let warmup = ((rate * warmup_s) as usize).max(10);
     for i in 0..warmup {
         send_report("warm", i);
         std::thread::sleep(Duration::from_secs_f64(1.0 / rate));
@@ -729,11 +761,50 @@ pub fn latency(max_rate: f64) -> f64 {
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
-    let done = reading.join().expect("reader");
+    let (done, mut split) = reading.join().expect("reader");
+    // The warm-up's start: how long its first reports' tickets took.
+    let first_warm: Vec<f64> = (0..warmup.min(10))
+        .filter_map(|i| done.get(&format!("repo:github.com/acme/warm-{i}")))
+        .map(|(_, read)| *read)
+        .collect();
+    eprintln!(
+        "  warm-up ({warmup_s} s, excluded): its first 10 reports' tickets read after {} ms",
+        first_warm
+            .iter()
+            .map(|l| format!("{l:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let pct = |v: &mut Vec<f64>, f: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(((v.len() as f64 * f).ceil() as usize).clamp(1, v.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let (mut custody, mut kafka): (Vec<f64>, Vec<f64>) = split.drain(..).unzip();
+    eprintln!(
+        "  per ticket event: report -> produced by custody p50 {:.0} p99 {:.0} ms; produced -> read p50 {:.0} p99 {:.0} ms",
+        pct(&mut custody, 0.5),
+        pct(&mut custody, 0.99),
+        pct(&mut kafka, 0.5),
+        pct(&mut kafka, 0.99)
+    );
+    if std::env::var("CUSTODY_BENCH_LATENCY_TRACE").is_ok() {
+        let mut by_i: Vec<(usize, (f64, f64))> = done
+            .iter()
+            .filter_map(|(t, l)| Some((t.split("/lat-").nth(1)?.parse().ok()?, *l)))
+            .collect();
+        by_i.sort_by_key(|x| x.0);
+        let line: Vec<String> = by_i
+            .iter()
+            .map(|(_, (p, r))| format!("{p:.0}/{r:.0}"))
+            .collect();
+        eprintln!("  by report (produced/read, ms): {}", line.join(" "));
+    }
     let mut lat: Vec<f64> = done
         .iter()
         .filter(|(t, _)| t.contains("/lat-"))
-        .map(|(_, l)| *l)
+        .map(|(_, l)| l.1)
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| lat[((lat.len() as f64 * f).ceil() as usize).clamp(1, lat.len()) - 1];
