@@ -680,8 +680,10 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize
 
 /// Checks that custody's events, redelivered copies (same id, byte for
 /// byte the same) dropped, are per target exactly those `custody process`
-/// gives for `files` in order, and that every ticket a finding event names
-/// has ticket events. Returns the events compared and the copies dropped.
+/// gives for `files` in order, that every ticket a finding event names
+/// has ticket events, and that a target's finding events are all in the
+/// findings partition of its reports' number. Returns the events compared
+/// and the copies dropped.
 fn same_events_as_process(
     brokers: &str,
     names: &Names,
@@ -726,6 +728,26 @@ fn same_events_as_process(
         diff.len(),
         &diff[..diff.len().min(20)]
     );
+    // A target's finding events are all in the findings partition of its
+    // reports' number (both topics have 4), whatever their fingerprints.
+    let reports_in: BTreeMap<Vec<u8>, i32> = records(brokers, &names.reports, 4)
+        .into_iter()
+        .map(|(p, _, key, _)| (key, p))
+        .collect();
+    let mut findings_in: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    for (p, _, _, payload) in records(brokers, &names.findings, 4) {
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let target = v["target"].as_str().unwrap_or_default().to_string();
+        findings_in.entry(target).or_default().insert(p);
+    }
+    assert_eq!(findings_in.len(), targets.len(), "{findings_in:?}");
+    for (target, parts) in &findings_in {
+        let want = reports_in.get(target.as_bytes());
+        assert!(
+            want.is_some_and(|p| parts.len() == 1 && parts.contains(p)),
+            "{target}'s finding events are in partitions {parts:?}, its reports in {want:?}"
+        );
+    }
     let tickets: BTreeSet<&str> = events
         .iter()
         .filter(|e| e["kind"] == "ticket")
@@ -988,10 +1010,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Every record of `topic`'s partitions: (partition, offset, key), in
-/// log order per partition (a compacted log keeps gaps where records were
-/// cleaned away).
-fn records(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, Vec<u8>)> {
+/// Every record of `topic`'s partitions: (partition, offset, key,
+/// payload), in log order per partition (a compacted log keeps gaps where
+/// records were cleaned away).
+fn records(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
     use rdkafka::message::Message;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -1015,6 +1037,7 @@ fn records(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, Vec<u8
                 m.partition(),
                 m.offset(),
                 m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
             )),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
@@ -1214,11 +1237,11 @@ fn compacted_changelog_restores(format: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let kept = loop {
         let kept = records(&brokers, &changelog, 4);
-        let b_kept = kept.iter().any(|(_, _, k)| *k == scan_key_of_b);
+        let b_kept = kept.iter().any(|(_, _, k, _)| *k == scan_key_of_b);
         let cleaned = (0..4).all(|p| {
             kept.iter()
-                .filter(|(q, _, _)| *q == p)
-                .map(|(_, o, _)| *o)
+                .filter(|(q, _, _, _)| *q == p)
+                .map(|(_, o, _, _)| *o)
                 .min()
                 .is_some_and(|o| o > 0)
         });
@@ -1233,7 +1256,7 @@ fn compacted_changelog_restores(format: &str) {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!((kept.len() as i64) < written);
-    let first: BTreeMap<i32, i64> = kept.iter().fold(BTreeMap::new(), |mut m, (p, o, _)| {
+    let first: BTreeMap<i32, i64> = kept.iter().fold(BTreeMap::new(), |mut m, (p, o, _, _)| {
         m.entry(*p).or_insert(*o);
         m
     });
@@ -1613,8 +1636,8 @@ fn team_rule_tickets(delivery: &str) {
     let partition_of = |target: &str| {
         placed
             .iter()
-            .find(|(_, _, k)| k == target.as_bytes())
-            .map(|(p, _, _)| *p)
+            .find(|(_, _, k, _)| k == target.as_bytes())
+            .map(|(p, _, _, _)| *p)
     };
     assert_ne!(
         partition_of(api),

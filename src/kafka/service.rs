@@ -5,6 +5,7 @@
 
 use super::ownership_topic;
 use super::topics;
+use super::worker::OutputLayout;
 use super::{RunError, Worker};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -46,6 +47,18 @@ impl Service {
             (Some(_), Err(e)) => return Err(RunError::Kafka(e)),
             (None, Err(_)) => None,
         };
+        // A report's finding events go to the findings partition of its
+        // own number; without the count, the partitioner spreads them.
+        let findings_partitions = match topics::partitions(config, &settings.findings_topic) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(
+                    topic = %settings.findings_topic,
+                    "finding events spread by their key: {e}"
+                );
+                None
+            }
+        };
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
         let (ownership, follower) = match (ownership, &settings.ownership_topic) {
@@ -73,7 +86,10 @@ impl Service {
             Arc::clone(&metrics),
             Arc::clone(&health),
             ownership,
-            ticket_parts.clone(),
+            OutputLayout {
+                ticket_parts: ticket_parts.clone(),
+                findings_partitions,
+            },
         )
         .and_then(|worker| {
             std::thread::Builder::new()

@@ -33,6 +33,18 @@ pub struct Worker {
     pub(super) ownership: Option<Arc<crate::ownership::Reloadable>>,
 }
 
+/// The output topics' partitions the processors send to themselves, read
+/// from the brokers at start.
+#[derive(Debug, Clone, Default)]
+pub struct OutputLayout {
+    /// The topic of the targets' parts of tickets across targets and its
+    /// partition count, when it is there.
+    pub ticket_parts: Option<(String, i32)>,
+    /// The findings topic's partition count (see
+    /// [`Shared::findings_partitions`]).
+    pub findings_partitions: Option<i32>,
+}
+
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -59,7 +71,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         ownership: Option<Arc<crate::ownership::Reloadable>>,
-        ticket_parts: Option<(String, i32)>,
+        layout: OutputLayout,
     ) -> Result<Worker, RunError> {
         if let Some(own) = &ownership {
             metrics.set_teams(
@@ -116,7 +128,8 @@ impl Worker {
         let (tx, rx) = mpsc::channel();
         let core = Arc::new(Mutex::new(Core {
             cx: Shared {
-                ticket_parts,
+                ticket_parts: layout.ticket_parts,
+                findings_partitions: layout.findings_partitions,
                 settings: settings.clone(),
                 settings_digest: engine.settings_digest(),
                 engine,

@@ -540,13 +540,18 @@ impl PartitionProcessor {
         // One buffer for every payload: librdkafka copies what it is given.
         let mut payload = Vec::with_capacity(4096);
         let topic = &env.cx.settings.findings_topic;
+        let partition = env
+            .cx
+            .findings_partitions
+            .filter(|n| *n > 0)
+            .map(|n| self.partition % n);
         for e in &out.findings {
             env.cx.metrics.finding_event(e);
             payload.clear();
             if serde_json::to_writer(&mut payload, e).is_ok() {
                 env.produce(
                     topic,
-                    None,
+                    partition,
                     e.fingerprint.as_bytes(),
                     Some(&payload),
                     Vec::new(),

@@ -27,6 +27,13 @@ pub struct Shared {
     /// The topic of the targets' parts of tickets across targets and its
     /// partition count, when a team's tickets are grouped so.
     pub ticket_parts: Option<(String, i32)>,
+    /// The findings topic's partition count. A report's finding events go
+    /// to the partition of the same number as its own, modulo this count:
+    /// a target's events all in one partition, in order, and a step's
+    /// events in one batch, not one batch per event. `None` when the
+    /// count could not be read: the producer's partitioner then spreads
+    /// them by their key (the fingerprint).
+    pub findings_partitions: Option<i32>,
     /// [`Engine::settings_digest`], for the changelog's last scan records.
     pub settings_digest: String,
 }

@@ -102,6 +102,7 @@ fn shared(tune: impl FnOnce(&mut ServiceSettings)) -> Shared {
     let engine = Engine::new(&Config::default());
     Shared {
         ticket_parts: None,
+        findings_partitions: None,
         settings_digest: engine.settings_digest(),
         settings,
         engine,
@@ -146,8 +147,17 @@ impl Bench {
 
     /// A partition with its state restored from `log` (key, value).
     fn restored(&self, log: &[(Vec<u8>, Option<Vec<u8>>)]) -> PartitionProcessor {
+        self.restored_on(0, log)
+    }
+
+    /// Partition `partition` of the reports topic, restored from `log`.
+    fn restored_on(
+        &self,
+        partition: i32,
+        log: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> PartitionProcessor {
         let changelog = self.cx.settings.changelog_for(REPORTS);
-        let mut p = PartitionProcessor::new(REPORTS, 0, &changelog, 1, self.start);
+        let mut p = PartitionProcessor::new(REPORTS, partition, &changelog, 1, self.start);
         let mut raw = changelog::RawLog::new();
         for (i, (k, v)) in log.iter().enumerate() {
             raw.push(i as i64, k, v.as_deref())
@@ -276,6 +286,49 @@ fn a_reports_changelog_waits_for_its_events_and_its_offset_for_its_changelog() {
 }
 
 /// The targets of the finding events among `effects`, in order.
+#[test]
+fn a_reports_finding_events_go_to_the_findings_partition_of_its_own_number() {
+    // Reports partition 6, a findings topic of 4 partitions: partition 2,
+    // every event of the report, whatever its fingerprint.
+    let mut b = Bench::new(|_| {});
+    b.cx.findings_partitions = Some(4);
+    let mut p = b.restored_on(6, &[]);
+    b.edge.take();
+    b.feed(&mut p, message(0, TARGET, report(&[1, 2, 3, 4, 5]), &[]));
+    let events = b.edge.take();
+    let findings = produced(&events, &b.cx.settings.findings_topic);
+    assert_eq!(findings.len(), 5, "five findings opened: {events:?}");
+    assert!(
+        findings.iter().all(|r| matches!(
+            r,
+            Rec::Produce {
+                partition: Some(2),
+                ..
+            }
+        )),
+        "{findings:?}"
+    );
+    // The count not known: the producer's partitioner spreads them by key.
+    let mut b = Bench::new(|_| {});
+    b.cx.findings_partitions = None;
+    let mut p = b.restored_on(6, &[]);
+    b.edge.take();
+    b.feed(&mut p, message(0, TARGET, report(&[1, 2]), &[]));
+    let events = b.edge.take();
+    let findings = produced(&events, &b.cx.settings.findings_topic);
+    assert_eq!(findings.len(), 2, "{events:?}");
+    assert!(
+        findings.iter().all(|r| matches!(
+            r,
+            Rec::Produce {
+                partition: None,
+                ..
+            }
+        )),
+        "{findings:?}"
+    );
+}
+
 fn event_targets(b: &Bench, effects: &[Rec]) -> Vec<String> {
     produced(effects, &b.cx.settings.findings_topic)
         .iter()
