@@ -288,45 +288,26 @@ fn a_reports_changelog_waits_for_its_events_and_its_offset_for_its_changelog() {
 /// The targets of the finding events among `effects`, in order.
 #[test]
 fn a_reports_finding_events_go_to_the_findings_partition_of_its_own_number() {
-    // Reports partition 6, a findings topic of 4 partitions: partition 2,
-    // every event of the report, whatever its fingerprint.
-    let mut b = Bench::new(|_| {});
-    b.cx.findings_partitions = Some(4);
-    let mut p = b.restored_on(6, &[]);
-    b.edge.take();
-    b.feed(&mut p, message(0, TARGET, report(&[1, 2, 3, 4, 5]), &[]));
-    let events = b.edge.take();
-    let findings = produced(&events, &b.cx.settings.findings_topic);
-    assert_eq!(findings.len(), 5, "five findings opened: {events:?}");
-    assert!(
-        findings.iter().all(|r| matches!(
-            r,
-            Rec::Produce {
-                partition: Some(2),
-                ..
-            }
-        )),
-        "{findings:?}"
-    );
-    // The count not known: the producer's partitioner spreads them by key.
-    let mut b = Bench::new(|_| {});
-    b.cx.findings_partitions = None;
-    let mut p = b.restored_on(6, &[]);
-    b.edge.take();
-    b.feed(&mut p, message(0, TARGET, report(&[1, 2]), &[]));
-    let events = b.edge.take();
-    let findings = produced(&events, &b.cx.settings.findings_topic);
-    assert_eq!(findings.len(), 2, "{events:?}");
-    assert!(
-        findings.iter().all(|r| matches!(
-            r,
-            Rec::Produce {
-                partition: None,
-                ..
-            }
-        )),
-        "{findings:?}"
-    );
+    // Reports partition 6: with a findings topic of 4 partitions, every
+    // event of the report goes to partition 2, whatever its fingerprint;
+    // with the count not known, the producer's partitioner spreads them
+    // by key.
+    for (count, want) in [(Some(4), Some(2)), (None, None)] {
+        let mut b = Bench::new(|_| {});
+        b.cx.findings_partitions = count;
+        let mut p = b.restored_on(6, &[]);
+        b.edge.take();
+        b.feed(&mut p, message(0, TARGET, report(&[1, 2, 3, 4, 5]), &[]));
+        let events = b.edge.take();
+        let findings = produced(&events, &b.cx.settings.findings_topic);
+        assert_eq!(findings.len(), 5, "five findings opened: {events:?}");
+        assert!(
+            findings
+                .iter()
+                .all(|r| matches!(r, Rec::Produce { partition, .. } if *partition == want)),
+            "{count:?} partitions: {findings:?}"
+        );
+    }
 }
 
 fn event_targets(b: &Bench, effects: &[Rec]) -> Vec<String> {
