@@ -540,11 +540,7 @@ impl PartitionProcessor {
         // One buffer for every payload: librdkafka copies what it is given.
         let mut payload = Vec::with_capacity(4096);
         let topic = &env.cx.settings.findings_topic;
-        let partition = env
-            .cx
-            .findings_partitions
-            .filter(|n| *n > 0)
-            .map(|n| self.partition % n);
+        let partition = env.cx.event_partition(topic, self.partition);
         for e in &out.findings {
             env.cx.metrics.finding_event(e);
             payload.clear();
@@ -560,12 +556,25 @@ impl PartitionProcessor {
                 env.cx.metrics.event("finding", topic);
             }
         }
+        // A per-target ticket's events come from its target's partition
+        // alone, so they go to that partition of their route's topic as
+        // finding events do (a step's tickets mostly share one route: its
+        // partition is looked up once per run of them).
+        let mut route: Option<(&str, Option<i32>)> = None;
         for e in &out.tickets {
+            let partition = match route {
+                Some((topic, p)) if topic == e.route => p,
+                _ => {
+                    let p = env.cx.event_partition(&e.route, self.partition);
+                    route = Some((&e.route, p));
+                    p
+                }
+            };
             payload.clear();
             if serde_json::to_writer(&mut payload, e).is_ok() {
                 env.produce(
                     &e.route,
-                    None,
+                    partition,
                     e.ticket_key.as_bytes(),
                     Some(&payload),
                     Vec::new(),
