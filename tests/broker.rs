@@ -681,9 +681,9 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize
 /// Checks that custody's events, redelivered copies (same id, byte for
 /// byte the same) dropped, are per target exactly those `custody process`
 /// gives for `files` in order, that every ticket a finding event names
-/// has ticket events, and that a target's finding events are all in the
-/// findings partition of its reports' number. Returns the events compared
-/// and the copies dropped.
+/// has ticket events, and that a target's finding and ticket events are
+/// all in the partition of its reports' number of their topics. Returns
+/// the events compared and the copies dropped.
 fn same_events_as_process(
     brokers: &str,
     names: &Names,
@@ -728,25 +728,28 @@ fn same_events_as_process(
         diff.len(),
         &diff[..diff.len().min(20)]
     );
-    // A target's finding events are all in the findings partition of its
-    // reports' number (both topics have 4), whatever their fingerprints.
+    // A target's finding events, and the events of its own tickets, are
+    // all in the partition of its reports' number of their topic (all
+    // three have 4), whatever their fingerprints and ticket keys.
     let reports_in: BTreeMap<Vec<u8>, i32> = records(brokers, &names.reports, 4)
         .into_iter()
         .map(|(p, _, key, _)| (key, p))
         .collect();
-    let mut findings_in: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
-    for (p, _, _, payload) in records(brokers, &names.findings, 4) {
-        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        let target = v["target"].as_str().unwrap_or_default().to_string();
-        findings_in.entry(target).or_default().insert(p);
-    }
-    assert_eq!(findings_in.len(), targets.len(), "{findings_in:?}");
-    for (target, parts) in &findings_in {
-        let want = reports_in.get(target.as_bytes());
-        assert!(
-            want.is_some_and(|p| parts.len() == 1 && parts.contains(p)),
-            "{target}'s finding events are in partitions {parts:?}, its reports in {want:?}"
-        );
+    for (topic, what) in [(&names.findings, "finding"), (&names.tickets, "ticket")] {
+        let mut events_in: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+        for (p, _, _, payload) in records(brokers, topic, 4) {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            let target = v["target"].as_str().unwrap_or_default().to_string();
+            events_in.entry(target).or_default().insert(p);
+        }
+        assert_eq!(events_in.len(), targets.len(), "{what}: {events_in:?}");
+        for (target, parts) in &events_in {
+            let want = reports_in.get(target.as_bytes());
+            assert!(
+                want.is_some_and(|p| parts.len() == 1 && parts.contains(p)),
+                "{target}'s {what} events are in partitions {parts:?}, its reports in {want:?}"
+            );
+        }
     }
     let tickets: BTreeSet<&str> = events
         .iter()

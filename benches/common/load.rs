@@ -159,7 +159,7 @@ impl Partition {
         let engine = Engine::new(&config);
         let cx = Shared {
             ticket_parts: None,
-            findings_partitions: None,
+            event_partitions: Default::default(),
             settings_digest: engine.settings_digest(),
             settings: config.service.clone(),
             engine,

@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::ownership::Reloadable;
 use crate::service::health::Health;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -47,16 +48,19 @@ impl Service {
             (Some(_), Err(e)) => return Err(RunError::Kafka(e)),
             (None, Err(_)) => None,
         };
-        // A report's finding events go to the findings partition of its
-        // own number; without the count, the partitioner spreads them.
-        let findings_partitions = match topics::partitions(config, &settings.findings_topic) {
-            Ok(n) => Some(n),
+        // A report's finding events, and its targets' own ticket events,
+        // go to the partition of its own number of their topics; a topic
+        // whose count is not read leaves them to the partitioner.
+        let mut event_topics = vec![
+            settings.findings_topic.clone(),
+            config.default_topic.clone(),
+        ];
+        event_topics.extend(config.routes.iter().map(|r| r.topic.clone()));
+        let event_partitions = match topics::partition_counts(config, &event_topics) {
+            Ok(counts) => counts,
             Err(e) => {
-                tracing::warn!(
-                    topic = %settings.findings_topic,
-                    "finding events spread by their key: {e}"
-                );
-                None
+                tracing::warn!("events spread by their key: {e}");
+                BTreeMap::new()
             }
         };
         let health = Arc::new(Health::default());
@@ -88,7 +92,7 @@ impl Service {
             ownership,
             OutputLayout {
                 ticket_parts: ticket_parts.clone(),
-                findings_partitions,
+                event_partitions,
             },
         )
         .and_then(|worker| {

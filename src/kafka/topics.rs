@@ -72,6 +72,25 @@ pub fn partitions(config: &Config, topic: &str) -> Result<i32, String> {
         .ok_or_else(|| format!("topic {topic} is missing"))
 }
 
+/// The partition counts of `topics`, read in one metadata request; a
+/// topic missing is left out, with a warning.
+pub fn partition_counts(
+    config: &Config,
+    topics: &[String],
+) -> Result<BTreeMap<String, i32>, String> {
+    let have = existing(config)?;
+    let mut out = BTreeMap::new();
+    for t in topics {
+        match have.get(t).and_then(|n| i32::try_from(*n).ok()) {
+            Some(n) => {
+                out.insert(t.clone(), n);
+            }
+            None => tracing::warn!(topic = %t, "events spread by their key: the topic is missing"),
+        }
+    }
+    Ok(out)
+}
+
 /// Checks that every topic exists, creating missing ones when allowed, and
 /// that each changelog has at least as many partitions as its reports
 /// topic.

@@ -16,7 +16,7 @@ use crate::service::partition::Shared;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -40,9 +40,9 @@ pub struct OutputLayout {
     /// The topic of the targets' parts of tickets across targets and its
     /// partition count, when it is there.
     pub ticket_parts: Option<(String, i32)>,
-    /// The findings topic's partition count (see
-    /// [`Shared::findings_partitions`]).
-    pub findings_partitions: Option<i32>,
+    /// The partition counts of the topics events go to (see
+    /// [`Shared::event_partitions`]).
+    pub event_partitions: BTreeMap<String, i32>,
 }
 
 /// Why the service could not start or stopped.
@@ -129,7 +129,7 @@ impl Worker {
         let core = Arc::new(Mutex::new(Core {
             cx: Shared {
                 ticket_parts: layout.ticket_parts,
-                findings_partitions: layout.findings_partitions,
+                event_partitions: layout.event_partitions,
                 settings: settings.clone(),
                 settings_digest: engine.settings_digest(),
                 engine,

@@ -968,15 +968,7 @@ const T_EXTRA: u8 = 1 << 7;
 pub fn encode_ticket(out: &mut Vec<u8>, rec: &TicketRecord, target: &str) {
     use crate::model::ticket::{Grouping, TicketStatus};
     // Fields this version does not know of (none, unless tickets grew).
-    let extra = match serde_json::to_value(rec) {
-        Ok(serde_json::Value::Object(mut m)) => {
-            TICKET_FIELDS.iter().for_each(|f| {
-                m.remove(*f);
-            });
-            m
-        }
-        _ => serde_json::Map::new(),
-    };
+    let extra = extra_ticket_fields(rec);
     let own_target = rec.target.to_string() == target
         && target.parse::<crate::model::Target>().ok().as_ref() == Some(&rec.target);
     let flags = [
@@ -1036,6 +1028,164 @@ pub fn encode_ticket(out: &mut Vec<u8>, rec: &TicketRecord, target: &str) {
     if !extra.is_empty() {
         // Cannot fail: a map of JSON values.
         let _ = serde_json::to_writer(&mut *out, &extra);
+    }
+}
+
+/// A ticket record's fields besides [`TICKET_FIELDS`], as JSON: the map
+/// `serde_json::to_value` gives for the record, those fields removed.
+fn extra_ticket_fields(rec: &TicketRecord) -> serde_json::Map<String, serde_json::Value> {
+    use serde::Serialize;
+    rec.serialize(ExtraFields)
+        .or_else(|_| match serde_json::to_value(rec) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                TICKET_FIELDS.iter().for_each(|f| {
+                    m.remove(*f);
+                });
+                Ok(m)
+            }
+            _ => Ok::<_, serde_json::Error>(serde_json::Map::new()),
+        })
+        .unwrap_or_default()
+}
+
+/// Serializes a struct into the JSON map of its fields besides
+/// [`TICKET_FIELDS`], the others passed over unread: what
+/// `serde_json::to_value` and removing them gives, without putting
+/// every ticket's members together as JSON only to drop them. Anything
+/// but a struct is an error (the caller then takes that way).
+struct ExtraFields;
+
+/// See [`ExtraFields`].
+struct ExtraStruct(serde_json::Map<String, serde_json::Value>);
+
+impl serde::ser::SerializeStruct for ExtraStruct {
+    type Ok = serde_json::Map<String, serde_json::Value>;
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: ?Sized + serde::Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        if !TICKET_FIELDS.contains(&key) {
+            self.0.insert(key.to_string(), serde_json::to_value(value)?);
+        }
+        Ok(())
+    }
+
+    fn end(self) -> Result<Self::Ok, serde_json::Error> {
+        Ok(self.0)
+    }
+}
+
+/// Serializer methods of [`ExtraFields`] for what is not a struct.
+macro_rules! not_a_struct {
+    ($($name:ident($($arg:ty),*)),* $(,)?) => {
+        $(fn $name(self, $(_: $arg),*) -> Result<Self::Ok, serde_json::Error> {
+            Err(serde::ser::Error::custom("not a struct"))
+        })*
+    };
+}
+
+impl serde::Serializer for ExtraFields {
+    type Ok = serde_json::Map<String, serde_json::Value>;
+    type Error = serde_json::Error;
+    type SerializeSeq = serde::ser::Impossible<Self::Ok, serde_json::Error>;
+    type SerializeTuple = serde::ser::Impossible<Self::Ok, serde_json::Error>;
+    type SerializeTupleStruct = serde::ser::Impossible<Self::Ok, serde_json::Error>;
+    type SerializeTupleVariant = serde::ser::Impossible<Self::Ok, serde_json::Error>;
+    type SerializeMap = serde::ser::Impossible<Self::Ok, serde_json::Error>;
+    type SerializeStruct = ExtraStruct;
+    type SerializeStructVariant = serde::ser::Impossible<Self::Ok, serde_json::Error>;
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<ExtraStruct, serde_json::Error> {
+        Ok(ExtraStruct(serde_json::Map::new()))
+    }
+
+    not_a_struct!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
+    );
+
+    fn serialize_some<T: ?Sized + serde::Serialize>(
+        self,
+        _: &T,
+    ) -> Result<Self::Ok, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_newtype_struct<T: ?Sized + serde::Serialize>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Self::Ok, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_newtype_variant<T: ?Sized + serde::Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Self::Ok, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, serde_json::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
     }
 }
 
@@ -1700,6 +1850,25 @@ mod tests {
                 rec
             );
         }
+        // The fields past those this form knows are those of the record
+        // as JSON, whether it has any or not.
+        for r in [
+            &rec,
+            &TicketRecord {
+                help: None,
+                ..rec.clone()
+            },
+        ] {
+            let mut whole = match serde_json::to_value(r).unwrap() {
+                serde_json::Value::Object(m) => m,
+                v => panic!("{v}"),
+            };
+            TICKET_FIELDS.iter().for_each(|f| {
+                whole.remove(*f);
+            });
+            assert_eq!(extra_ticket_fields(r), whole);
+        }
+        assert_eq!(extra_ticket_fields(&rec).len(), 1);
         let mut other = Vec::new();
         encode_ticket(&mut other, &rec, "repo:github.com/acme/web");
         assert!(other.len() > out.len());

@@ -87,6 +87,10 @@ impl Writer {
         };
         let dict = self.dicts.entry(target.to_string()).or_default();
         dict.binary = true;
+        // A dictionary empty before the step (a target's first scan, say)
+        // holds only texts its findings just used: none unused, nothing
+        // to count.
+        let fresh = dict.is_empty();
         let buf = &mut self.buf;
         let mut adding = dict.adding();
         let mut findings = Vec::with_capacity(fingerprints.len());
@@ -107,7 +111,11 @@ impl Writer {
         }
         out.append(&mut findings);
         out.extend(binary_tickets(buf, ts, target, tickets));
-        if dict.len() > 2 * dict.used + DICT_SLACK {
+        if fresh {
+            // Every text was added encoding a finding the target has, so
+            // its findings use at least these (a count would say so).
+            dict.used = dict.used.max(dict.len());
+        } else if dict.len() > 2 * dict.used + DICT_SLACK {
             let mut counting = binary::Counting::default();
             for rec in ts.findings.values() {
                 buf.clear();

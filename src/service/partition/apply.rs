@@ -540,13 +540,10 @@ impl PartitionProcessor {
         // One buffer for every payload: librdkafka copies what it is given.
         let mut payload = Vec::with_capacity(4096);
         let topic = &env.cx.settings.findings_topic;
-        let partition = env
-            .cx
-            .findings_partitions
-            .filter(|n| *n > 0)
-            .map(|n| self.partition % n);
+        let partition = env.cx.event_partition(topic, self.partition);
+        env.cx.metrics.finding_events(&out.findings);
+        let mut produced = 0;
         for e in &out.findings {
-            env.cx.metrics.finding_event(e);
             payload.clear();
             if serde_json::to_writer(&mut payload, e).is_ok() {
                 env.produce(
@@ -557,22 +554,45 @@ impl PartitionProcessor {
                     Vec::new(),
                     &ack,
                 );
-                env.cx.metrics.event("finding", topic);
+                produced += 1;
             }
         }
+        env.cx.metrics.events("finding", topic, produced);
+        // A per-target ticket's events come from its target's partition
+        // alone, so they go to that partition of their route's topic as
+        // finding events do (a step's tickets mostly share one route: its
+        // partition is looked up once per run of them).
+        // (Their count too: added to the metric once per run.)
+        let mut route: Option<(&str, Option<i32>, u64)> = None;
         for e in &out.tickets {
+            let partition = match &mut route {
+                Some((topic, p, _)) if *topic == e.route => *p,
+                _ => {
+                    if let Some((topic, _, n)) = route {
+                        env.cx.metrics.events("ticket", topic, n);
+                    }
+                    let p = env.cx.event_partition(&e.route, self.partition);
+                    route = Some((&e.route, p, 0));
+                    p
+                }
+            };
             payload.clear();
             if serde_json::to_writer(&mut payload, e).is_ok() {
                 env.produce(
                     &e.route,
-                    None,
+                    partition,
                     e.ticket_key.as_bytes(),
                     Some(&payload),
                     Vec::new(),
                     &ack,
                 );
-                env.cx.metrics.event("ticket", &e.route);
+                if let Some((_, _, n)) = &mut route {
+                    *n += 1;
+                }
             }
+        }
+        if let Some((topic, _, n)) = route {
+            env.cx.metrics.events("ticket", topic, n);
         }
         // The targets' parts of tickets across targets, to the partition
         // that sums each ticket (sent again on a replay: a part's record

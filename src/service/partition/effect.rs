@@ -7,6 +7,7 @@ use crate::config::service::ServiceSettings;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,13 +28,17 @@ pub struct Shared {
     /// The topic of the targets' parts of tickets across targets and its
     /// partition count, when a team's tickets are grouped so.
     pub ticket_parts: Option<(String, i32)>,
-    /// The findings topic's partition count. A report's finding events go
-    /// to the partition of the same number as its own, modulo this count:
-    /// a target's events all in one partition, in order, and a step's
-    /// events in one batch, not one batch per event. `None` when the
-    /// count could not be read: the producer's partitioner then spreads
-    /// them by their key (the fingerprint).
-    pub findings_partitions: Option<i32>,
+    /// The partition counts of the topics events go to (the findings
+    /// topic, the ticket routes' topics), read at start. A report's finding
+    /// events, and the events of its targets' own tickets, go to the
+    /// partition of the same number as the report's, modulo their topic's
+    /// count: a target's events all in one partition of each topic, in
+    /// order (a target's reports all come in one partition), and a step's
+    /// events in one batch per topic, not one batch per event. A topic
+    /// missing here (its count could not be read) leaves them to the
+    /// producer's partitioner, which spreads them by their key (the
+    /// fingerprint, the ticket key).
+    pub event_partitions: BTreeMap<String, i32>,
     /// [`Engine::settings_digest`], for the changelog's last scan records.
     pub settings_digest: String,
 }
@@ -43,6 +48,16 @@ impl Shared {
     /// ownership cannot change.
     pub fn ownership_generation(&self) -> u64 {
         self.ownership.as_ref().map_or(0, |o| o.generation())
+    }
+
+    /// The partition of `topic` that the events of a report read from
+    /// partition `from` go to (see [`Shared::event_partitions`]); `None`
+    /// leaves them to the producer's partitioner.
+    pub fn event_partition(&self, topic: &str, from: i32) -> Option<i32> {
+        self.event_partitions
+            .get(topic)
+            .filter(|n| **n > 0)
+            .map(|n| from.rem_euclid(*n))
     }
 }
 

@@ -102,7 +102,7 @@ fn shared(tune: impl FnOnce(&mut ServiceSettings)) -> Shared {
     let engine = Engine::new(&Config::default());
     Shared {
         ticket_parts: None,
-        findings_partitions: None,
+        event_partitions: Default::default(),
         settings_digest: engine.settings_digest(),
         settings,
         engine,
@@ -285,7 +285,8 @@ fn a_reports_changelog_waits_for_its_events_and_its_offset_for_its_changelog() {
     assert_eq!(p.in_flight(), 0);
 }
 
-/// The targets of the finding events among `effects`, in order.
+/// A report's finding events go to the findings partition of the report's
+/// number, modulo the findings topic's count.
 #[test]
 fn a_reports_finding_events_go_to_the_findings_partition_of_its_own_number() {
     // Reports partition 6: with a findings topic of 4 partitions, every
@@ -294,7 +295,9 @@ fn a_reports_finding_events_go_to_the_findings_partition_of_its_own_number() {
     // by key.
     for (count, want) in [(Some(4), Some(2)), (None, None)] {
         let mut b = Bench::new(|_| {});
-        b.cx.findings_partitions = count;
+        if let Some(n) = count {
+            b.cx.event_partitions = [(b.cx.settings.findings_topic.clone(), n)].into();
+        }
         let mut p = b.restored_on(6, &[]);
         b.edge.take();
         b.feed(&mut p, message(0, TARGET, report(&[1, 2, 3, 4, 5]), &[]));
@@ -310,6 +313,50 @@ fn a_reports_finding_events_go_to_the_findings_partition_of_its_own_number() {
     }
 }
 
+/// The ticket events of a report's targets' own tickets go to the
+/// partition of the report's number in each route's topic, modulo that
+/// topic's count; a topic whose count is not known leaves them to the
+/// producer's partitioner.
+#[test]
+fn a_reports_ticket_events_go_to_the_partition_of_its_own_number_in_their_route() {
+    let mut b = Bench::new(|_| {});
+    let cfg = Config::parse(
+        "[[tickets.routes]]\ntopic = \"custody.tickets.urgent\"\nmin_severity = \"high\"\n",
+        "t.toml",
+    )
+    .expect("a route");
+    b.cx.engine = Engine::new(&cfg);
+    b.cx.settings_digest = b.cx.engine.settings_digest();
+    // Reports partition 7: urgent tickets (3 partitions) to partition 1,
+    // the others to the default topic, whose count is not known.
+    b.cx.event_partitions = [
+        (b.cx.settings.findings_topic.clone(), 4),
+        ("custody.tickets.urgent".to_string(), 3),
+    ]
+    .into();
+    let mut p = b.restored_on(7, &[]);
+    b.edge.take();
+    let mut payload = report(&[1, 2, 3]);
+    payload.extend_from_slice(
+        b"{\"scanner\":\"t\",\"category\":\"sast\",\"rule_id\":\"L1\",\"severity\":\"medium\",\"message\":\"l\",\"location\":{\"path\":\"src/l.py\"}}\n",
+    );
+    b.feed(&mut p, message(0, TARGET, payload, &[]));
+    let events = b.edge.take();
+    let partitions = |topic: &str| -> Vec<Option<i32>> {
+        produced(&events, topic)
+            .iter()
+            .filter_map(|r| match r {
+                Rec::Produce { partition, .. } => Some(*partition),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(partitions(&b.cx.settings.findings_topic), vec![Some(3); 4]);
+    assert_eq!(partitions("custody.tickets.urgent"), vec![Some(1); 3]);
+    assert_eq!(partitions("custody.tickets"), vec![None]);
+}
+
+/// The targets of the finding events among `effects`, in order.
 fn event_targets(b: &Bench, effects: &[Rec]) -> Vec<String> {
     produced(effects, &b.cx.settings.findings_topic)
         .iter()
