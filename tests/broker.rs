@@ -540,23 +540,54 @@ fn sigkill_at_random_moments(brokers: &str, delivery: &str, budget: Option<usize
         let wave = waves.next().unwrap_or_default();
         // Under exactly-once, events are seen only once their transaction
         // commits: there the wave is published once the run is restored,
-        // and the kill comes at a random moment while it is, at the latest
-        // as its last report is published, mid-transaction as often as not
-        // (a run killed once its restore and its wave were done had mostly
-        // committed all of it).
+        // and the run is killed as it is seen in the midst of a
+        // transaction: when a reader of uncommitted records has seen a
+        // number of the wave's finding events picked at random (a kill at
+        // a random time found the run idle, all of it committed, more
+        // often the faster it applies reports). The rest of the wave is
+        // published while the run is down.
         if delivery == "exactly-once" {
             wait_for_line(&log, RESTORED, &mut child);
+            let watcher: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "custody-test-watcher")
+                .set("isolation.level", "read_uncommitted")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..4 {
+                tpl.add_partition_offset(&names.findings, p, rdkafka::Offset::End)
+                    .unwrap();
+            }
+            watcher.assign(&tpl).unwrap();
+            let wanted = 1 + moments.next(40).as_millis() as usize;
             let sent = std::sync::atomic::AtomicI64::new(0);
-            let (done, published_all) = std::sync::mpsc::channel();
+            let all_sent = std::sync::atomic::AtomicBool::new(false);
             std::thread::scope(|s| {
                 let publisher = s.spawn(|| {
                     for (target, report) in wave {
                         publish(&brokers, &names.reports, target, report);
                         sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
-                    let _ = done.send(());
+                    all_sent.store(true, std::sync::atomic::Ordering::SeqCst);
                 });
-                let _ = published_all.recv_timeout(moments.next(2000));
+                // Or, should the wave's events never come, once it is all
+                // published and the run had ten seconds more.
+                let mut seen = 0;
+                let mut idle_until = None;
+                while seen < wanted {
+                    if let Some(Ok(_)) = watcher.poll(Duration::from_millis(5)) {
+                        seen += 1;
+                    }
+                    if all_sent.load(std::sync::atomic::Ordering::SeqCst) {
+                        let until =
+                            *idle_until.get_or_insert(Instant::now() + Duration::from_secs(10));
+                        if Instant::now() > until {
+                            break;
+                        }
+                    }
+                }
                 scrape(&mut cache);
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
