@@ -630,21 +630,25 @@ impl Engine {
         fps.reverse();
         let spec_ref = spec.as_str();
         let mut keys = ScanTicketKeys::new();
-        let observed = std::iter::from_fn(move || {
-            let finding = findings.pop()?;
-            let fingerprint = fps.pop()?;
+        // An iterator that knows its length: a first scan collects the
+        // observations into a vector sized once (see
+        // `lifecycle::apply_scan`), not grown by copying.
+        let n = findings.len().min(fps.len());
+        let observed = (0..n).map(move |_| {
+            let finding = findings.pop().expect("n findings");
+            let fingerprint = fps.pop().expect("n fingerprints");
             if findings.capacity() > 1024 && findings.len() < findings.capacity() / 4 {
                 findings.shrink_to_fit();
                 fps.shrink_to_fit();
             }
             let (attribution, ticket_key) =
                 self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
-            Some(Observation {
+            Observation {
                 fingerprint,
                 finding,
                 attribution,
                 ticket_key,
-            })
+            }
         });
         let ts = state.target_mut(target);
         let transitions =
