@@ -454,10 +454,13 @@ impl Changes {
         }
     }
 
-    /// The fingerprints changed, sorted, each once.
+    /// The fingerprints changed, sorted, each once (on all cores when
+    /// they are many, as after a large first scan; a few on the calling
+    /// thread).
     pub fn into_sorted(self) -> Vec<String> {
+        use rayon::slice::ParallelSliceMut;
         let mut changed = self.changed;
-        changed.sort_unstable();
+        changed.par_sort_unstable();
         changed.dedup();
         changed
     }
