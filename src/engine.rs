@@ -626,36 +626,66 @@ impl Engine {
             }
             None => None,
         };
-        // Hand findings over one at a time from the back of a reversed
-        // vector, shrinking it as it empties, so the report's findings and
-        // the state built from them are not both held in full.
-        findings.reverse();
-        fps.reverse();
         let spec_ref = spec.as_str();
-        let mut keys = ScanTicketKeys::new();
-        // An iterator that knows its length: a first scan collects the
-        // observations into a vector sized once (see
-        // `lifecycle::apply_scan`), not grown by copying.
-        let n = findings.len().min(fps.len());
-        let observed = (0..n).map(move |_| {
-            let finding = findings.pop().expect("n findings");
-            let fingerprint = fps.pop().expect("n fingerprints");
-            if findings.capacity() > 1024 && findings.len() < findings.capacity() / 4 {
-                findings.shrink_to_fit();
-                fps.shrink_to_fit();
-            }
-            let (attribution, ticket_key) =
-                self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
-            Observation {
-                fingerprint,
-                finding,
-                attribution,
-                ticket_key,
-            }
-        });
+        let first = state
+            .targets
+            .get(&spec)
+            .is_none_or(|ts| ts.findings.is_empty());
+        let transitions = if first && findings.len() >= self.parallel_events {
+            // A target's first large scan: `lifecycle::apply_scan` collects
+            // every observation to build the records on all cores, so they
+            // are made on all cores too (owners and ticket keys each with
+            // a cache per run, a pure function of team and rule), in order,
+            // and the report's findings are freed as a whole once moved.
+            use rayon::prelude::*;
+            let observed: Vec<Observation> = findings
+                .into_par_iter()
+                .zip(fps.into_par_iter())
+                .with_min_len(256)
+                .map_init(ScanTicketKeys::new, |keys, (finding, fingerprint)| {
+                    let (attribution, ticket_key) =
+                        self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, keys);
+                    Observation {
+                        fingerprint,
+                        finding,
+                        attribution,
+                        ticket_key,
+                    }
+                })
+                .collect();
+            let ts = state.target_mut(target);
+            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut())
+        } else {
+            // Hand findings over one at a time from the back of a reversed
+            // vector, shrinking it as it empties, so the report's findings
+            // and the state built from them are not both held in full.
+            findings.reverse();
+            fps.reverse();
+            let mut keys = ScanTicketKeys::new();
+            // An iterator that knows its length: a first scan collects the
+            // observations into a vector sized once (see
+            // `lifecycle::apply_scan`), not grown by copying.
+            let n = findings.len().min(fps.len());
+            let observed = (0..n).map(move |_| {
+                let finding = findings.pop().expect("n findings");
+                let fingerprint = fps.pop().expect("n fingerprints");
+                if findings.capacity() > 1024 && findings.len() < findings.capacity() / 4 {
+                    findings.shrink_to_fit();
+                    fps.shrink_to_fit();
+                }
+                let (attribution, ticket_key) =
+                    self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
+                Observation {
+                    fingerprint,
+                    finding,
+                    attribution,
+                    ticket_key,
+                }
+            });
+            let ts = state.target_mut(target);
+            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut())
+        };
         let ts = state.target_mut(target);
-        let transitions =
-            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut());
         let mut regrouped = Vec::new();
         let regroup = self.regroup(ts, &spec, &mut regrouped);
         if let Some(c) = changes {
