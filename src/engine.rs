@@ -616,39 +616,76 @@ impl Engine {
         };
         let mut changes = match touched {
             Some((changes, observed)) => {
+                // Sorted on all cores: a report of 100,000 findings has as
+                // many fingerprints (a small one is sorted on its thread).
+                use rayon::slice::ParallelSliceMut;
                 observed.clone_from(&fps);
-                observed.sort_unstable();
+                observed.par_sort_unstable();
                 observed.dedup();
                 Some(changes)
             }
             None => None,
         };
-        // Hand findings over one at a time from the back of a reversed
-        // vector, shrinking it as it empties, so the report's findings and
-        // the state built from them are not both held in full.
-        findings.reverse();
-        fps.reverse();
         let spec_ref = spec.as_str();
-        let mut keys = ScanTicketKeys::new();
-        let observed = std::iter::from_fn(move || {
-            let finding = findings.pop()?;
-            let fingerprint = fps.pop()?;
-            if findings.capacity() > 1024 && findings.len() < findings.capacity() / 4 {
-                findings.shrink_to_fit();
-                fps.shrink_to_fit();
-            }
-            let (attribution, ticket_key) =
-                self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
-            Some(Observation {
-                fingerprint,
-                finding,
-                attribution,
-                ticket_key,
-            })
-        });
+        let first = state
+            .targets
+            .get(&spec)
+            .is_none_or(|ts| ts.findings.is_empty());
+        let transitions = if first && findings.len() >= self.parallel_events {
+            // A target's first large scan: `lifecycle::apply_scan` collects
+            // every observation to build the records on all cores, so they
+            // are made on all cores too (owners and ticket keys each with
+            // a cache per run, a pure function of team and rule), in order,
+            // and the report's findings are freed as a whole once moved.
+            use rayon::prelude::*;
+            let observed: Vec<Observation> = findings
+                .into_par_iter()
+                .zip(fps.into_par_iter())
+                .with_min_len(256)
+                .map_init(ScanTicketKeys::new, |keys, (finding, fingerprint)| {
+                    let (attribution, ticket_key) =
+                        self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, keys);
+                    Observation {
+                        fingerprint,
+                        finding,
+                        attribution,
+                        ticket_key,
+                    }
+                })
+                .collect();
+            let ts = state.target_mut(target);
+            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut())
+        } else {
+            // Hand findings over one at a time from the back of a reversed
+            // vector, shrinking it as it empties, so the report's findings
+            // and the state built from them are not both held in full.
+            findings.reverse();
+            fps.reverse();
+            let mut keys = ScanTicketKeys::new();
+            // An iterator that knows its length: a first scan collects the
+            // observations into a vector sized once (see
+            // `lifecycle::apply_scan`), not grown by copying.
+            let n = findings.len().min(fps.len());
+            let observed = (0..n).map(move |_| {
+                let finding = findings.pop().expect("n findings");
+                let fingerprint = fps.pop().expect("n fingerprints");
+                if findings.capacity() > 1024 && findings.len() < findings.capacity() / 4 {
+                    findings.shrink_to_fit();
+                    fps.shrink_to_fit();
+                }
+                let (attribution, ticket_key) =
+                    self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
+                Observation {
+                    fingerprint,
+                    finding,
+                    attribution,
+                    ticket_key,
+                }
+            });
+            let ts = state.target_mut(target);
+            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut())
+        };
         let ts = state.target_mut(target);
-        let transitions =
-            lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut());
         let mut regrouped = Vec::new();
         let regroup = self.regroup(ts, &spec, &mut regrouped);
         if let Some(c) = changes {
@@ -757,54 +794,6 @@ impl Engine {
         // An empty id: none known (yet; see the service's lazy scan id).
         let scan_id = scan.map(|s| s.scan_id.as_str()).filter(|id| !id.is_empty());
         let ts = state.target_mut(target);
-        // One look-up per transition gives both its event and the ticket
-        // it touched (with the ticket a reassignment left). The events go
-        // out before the tickets are refreshed, which changes no finding
-        // record: the sink sees what it always did, finding events and
-        // then ticket events.
-        let mut keys = regroup.keys.clone();
-        let mut touch = |key: &String| {
-            if !keys.contains(key) {
-                keys.insert(key.clone());
-            }
-        };
-        if transitions.len() < self.parallel_events {
-            for t in &transitions {
-                if let Some(rec) = ts.findings.get(&t.fingerprint) {
-                    touch(&rec.ticket_key);
-                    sink.finding(finding_event(rec, t, target, now, scan_id));
-                }
-                if let Some(k) = &t.previous_ticket {
-                    touch(k);
-                }
-            }
-        } else {
-            // The same events in the same order: each run is built in
-            // parallel into a vector indexed like the transitions.
-            use rayon::prelude::*;
-            let records = &ts.findings;
-            for run in transitions.chunks(EVENT_RUN) {
-                let built: Vec<Option<(&String, FindingEvent)>> = run
-                    .par_iter()
-                    .with_min_len(256)
-                    .map(|t| {
-                        let rec = records.get(&t.fingerprint)?;
-                        Some((&rec.ticket_key, finding_event(rec, t, target, now, scan_id)))
-                    })
-                    .collect();
-                let mut events = Vec::with_capacity(built.len());
-                for (t, made) in run.iter().zip(built) {
-                    if let Some((key, event)) = made {
-                        touch(key);
-                        events.push(event);
-                    }
-                    if let Some(k) = &t.previous_ticket {
-                        touch(k);
-                    }
-                }
-                sink.findings(events);
-            }
-        }
         let ctx = RefreshContext {
             router: &self.router,
             settings: &self.tickets,
@@ -812,7 +801,42 @@ impl Engine {
             rule_help: scan.map(|s| &s.rule_help),
             regrouped: &regroup.stale,
         };
-        let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);
+        // One look-up per transition gives both its event and the ticket
+        // it touched (with the ticket a reassignment left). The events go
+        // out before the tickets are refreshed, which changes no finding
+        // record: the sink sees what it always did, finding events and
+        // then ticket events.
+        let mut keys = regroup.keys.clone();
+        let ticket_events = if transitions.len() < self.parallel_events {
+            for t in &transitions {
+                if let Some(rec) = ts.findings.get(&t.fingerprint) {
+                    touch(&mut keys, &rec.ticket_key);
+                    sink.finding(finding_event(rec, t, target, now, scan_id));
+                }
+                if let Some(k) = &t.previous_ticket {
+                    touch(&mut keys, k);
+                }
+            }
+            let ticket_transitions = ticket::refresh(ts, target, &keys, &ctx);
+            ticket_events(
+                &ts.findings,
+                &ts.tickets,
+                &ticket_transitions,
+                now,
+                &self.tickets,
+            )
+        } else {
+            self.events_in_parallel(
+                ts,
+                target,
+                &transitions,
+                now,
+                scan_id,
+                sink,
+                &ctx,
+                &mut keys,
+            )
+        };
         if sink.wants_parts() {
             let spec = target.to_string();
             for key in &keys {
@@ -829,40 +853,128 @@ impl Engine {
                 }
             }
         }
-        let gathered = gathered_members(ts, &ticket_transitions);
-        for t in &ticket_transitions {
-            if let Some(rec) = ts.tickets.get(&t.key) {
-                // A target's part of a ticket across targets publishes
-                // nothing: the ticket is the sum of the parts
-                // ([`Engine::aggregate`]).
-                if rec.grouping == ticket::Grouping::TeamRule {
-                    continue;
-                }
-                let members: Vec<&FindingRecord> = match gathered.get(t.key.as_str()) {
-                    Some(members) => members.clone(),
-                    None => rec
-                        .open_members
-                        .iter()
-                        .filter_map(|fp| ts.findings.get(fp).map(|r| &**r))
-                        .collect(),
-                };
-                let attribution = members.first().map_or_else(
-                    || Arc::new(Attribution::unattributed()),
-                    |r| Arc::clone(&r.attribution),
-                );
-                sink.ticket(ticket_event(
-                    rec,
-                    t,
-                    now,
-                    attribution,
-                    members,
-                    &self.tickets,
-                    None,
-                ));
-            }
+        for e in ticket_events {
+            sink.ticket(e);
         }
         keys
     }
+}
+
+impl Engine {
+    /// The finding events of a large step (see [`Engine::finish`]), built
+    /// on all cores in runs and handed to `sink` in order, while another
+    /// thread refreshes the tickets the transitions touched and builds
+    /// their events: the refresh changes only the tickets, and the
+    /// finding events read only the records. The tickets touched are
+    /// added to `keys` first, from one look-up of each transition's record
+    /// (on all cores) that also serves its event. Returns the ticket
+    /// events, to go out after the finding events.
+    #[allow(clippy::too_many_arguments)]
+    fn events_in_parallel(
+        &self,
+        ts: &mut lifecycle::TargetState,
+        target: &Target,
+        transitions: &[Transition],
+        now: DateTime<Utc>,
+        scan_id: Option<&str>,
+        sink: &mut dyn Sink,
+        ctx: &RefreshContext<'_>,
+        keys: &mut BTreeSet<String>,
+    ) -> Vec<TicketEvent> {
+        use rayon::prelude::*;
+        let lifecycle::TargetState {
+            findings, tickets, ..
+        } = ts;
+        let findings = &*findings;
+        let records: Vec<Option<&FindingRecord>> = transitions
+            .par_iter()
+            .with_min_len(256)
+            .map(|t| findings.get(&t.fingerprint).map(|r| &**r))
+            .collect();
+        for (t, rec) in transitions.iter().zip(&records) {
+            if let Some(rec) = rec {
+                touch(keys, &rec.ticket_key);
+            }
+            if let Some(k) = &t.previous_ticket {
+                touch(keys, k);
+            }
+        }
+        let keys = &*keys;
+        let settings = &self.tickets;
+        std::thread::scope(|scope| {
+            let refreshed = scope.spawn(move || {
+                let transitions = ticket::refresh_tickets(findings, tickets, target, keys, ctx);
+                ticket_events(findings, tickets, &transitions, now, settings)
+            });
+            // The same events in the same order as one at a time.
+            for (run, records) in transitions.chunks(EVENT_RUN).zip(records.chunks(EVENT_RUN)) {
+                let events: Vec<FindingEvent> = run
+                    .par_iter()
+                    .zip(records.par_iter())
+                    .with_min_len(256)
+                    .filter_map(|(t, rec)| {
+                        rec.map(|rec| finding_event(rec, t, target, now, scan_id))
+                    })
+                    .collect();
+                sink.findings(events);
+            }
+            refreshed
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+/// Adds a ticket key to those a step touched.
+fn touch(keys: &mut BTreeSet<String>, key: &String) {
+    if !keys.contains(key) {
+        keys.insert(key.clone());
+    }
+}
+
+/// The events of a target's ticket transitions, from its records and its
+/// refreshed tickets. A target's part of a ticket across targets
+/// publishes nothing: the ticket is the sum of the parts
+/// ([`Engine::aggregate`]).
+fn ticket_events(
+    findings: &BTreeMap<String, Box<FindingRecord>>,
+    tickets: &BTreeMap<String, TicketRecord>,
+    transitions: &[TicketTransition],
+    now: DateTime<Utc>,
+    settings: &TicketSettings,
+) -> Vec<TicketEvent> {
+    let gathered = gathered_members(findings, tickets, transitions);
+    let mut out = Vec::new();
+    for t in transitions {
+        let Some(rec) = tickets.get(&t.key) else {
+            continue;
+        };
+        if rec.grouping == ticket::Grouping::TeamRule {
+            continue;
+        }
+        let members: Vec<&FindingRecord> = match gathered.get(t.key.as_str()) {
+            Some(members) => members.clone(),
+            None => rec
+                .open_members
+                .iter()
+                .filter_map(|fp| findings.get(fp).map(|r| &**r))
+                .collect(),
+        };
+        let attribution = members.first().map_or_else(
+            || Arc::new(Attribution::unattributed()),
+            |r| Arc::clone(&r.attribution),
+        );
+        out.push(ticket_event(
+            rec,
+            t,
+            now,
+            attribution,
+            members,
+            settings,
+            None,
+        ));
+    }
+    out
 }
 
 /// The open members of the tickets that changed, gathered in one walk
@@ -874,23 +986,24 @@ impl Engine {
 /// (fingerprint order); a ticket for which it found another count is left
 /// out, and its members are looked up.
 fn gathered_members<'t>(
-    ts: &'t lifecycle::TargetState,
+    findings: &'t BTreeMap<String, Box<FindingRecord>>,
+    tickets: &'t BTreeMap<String, TicketRecord>,
     transitions: &[ticket::TicketTransition],
 ) -> BTreeMap<&'t str, Vec<&'t FindingRecord>> {
     let mut wanted: BTreeMap<&str, Vec<&FindingRecord>> = BTreeMap::new();
     let mut total = 0usize;
     for t in transitions {
-        if let Some((key, rec)) = ts.tickets.get_key_value(&t.key) {
+        if let Some((key, rec)) = tickets.get_key_value(&t.key) {
             if let btree_map::Entry::Vacant(slot) = wanted.entry(key.as_str()) {
                 total += rec.open_members.len();
                 slot.insert(Vec::with_capacity(rec.open_members.len()));
             }
         }
     }
-    if total == 0 || total.saturating_mul(4) < ts.findings.len() {
+    if total == 0 || total.saturating_mul(4) < findings.len() {
         return BTreeMap::new();
     }
-    for rec in ts.findings.values() {
+    for rec in findings.values() {
         if rec.status == crate::model::Status::Open {
             if let Some(members) = wanted.get_mut(rec.ticket_key.as_str()) {
                 members.push(rec);
@@ -898,7 +1011,7 @@ fn gathered_members<'t>(
         }
     }
     wanted.retain(|key, members| {
-        ts.tickets
+        tickets
             .get(*key)
             .is_some_and(|t| t.open_members.len() == members.len())
     });

@@ -407,48 +407,74 @@ fn scan_file(
     // flags and settings) is applied without decoding it, as the service
     // does: only `last_seen` moves (see `Engine::rescan_unchanged`). Not
     // with `--source`, whose checkout the fingerprints also read.
-    let remembered = s.source.is_none().then(|| {
-        let bytes = crate::fingerprint::hex(blake3::hash(&bytes).as_bytes());
-        ScanRecord {
-            bytes: Some(bytes),
-            content: None,
-            format: s.format.map(|f| f.name().to_string()),
-            scanner: s.scanner.clone(),
-            complete: !s.partial,
-            findings: 0,
-            observed: Vec::new(),
-            settings: scan_settings(s, engine),
+    let remembering = s.source.is_none();
+    let record = |bytes: String| ScanRecord {
+        bytes: Some(bytes),
+        content: None,
+        format: s.format.map(|f| f.name().to_string()),
+        scanner: s.scanner.clone(),
+        complete: !s.partial,
+        findings: 0,
+        observed: Vec::new(),
+        settings: scan_settings(s, engine),
+    };
+    let bytes_hash = |bytes: &[u8]| crate::fingerprint::hex(blake3::hash(bytes).as_bytes());
+    // The hash of the bytes is needed before decoding only when the
+    // target has a last scan to compare with; otherwise it is taken while
+    // the report is decoded.
+    let last = match &s.target {
+        Some(target) if remembering => {
+            let spec = target.to_string();
+            state.last_scans.remove(&spec).map(|last| (spec, last))
         }
-    });
-    if let (Some(now), Some(target)) = (&remembered, &s.target) {
-        let spec = target.to_string();
-        if let Some(last) = state.last_scans.remove(&spec) {
-            // The same report under the same flags and settings.
-            let same = last.bytes == now.bytes
-                && last.format == now.format
-                && last.scanner == now.scanner
-                && last.complete == now.complete
-                && last.settings == now.settings;
-            if same
-                && engine
-                    .rescan_unchanged(
-                        state,
-                        target,
-                        &last.observed,
-                        s.now,
-                        std::time::Duration::ZERO,
-                    )
-                    .is_some()
-            {
-                tracing::debug!(target = %spec, "the target's last scan again: not decoded");
-                let findings = last.findings;
-                state.last_scans.insert(spec, last);
-                return Ok(Scanned { findings, weak: 0 });
-            }
+        _ => None,
+    };
+    let mut remembered = None;
+    if let (Some((spec, last)), Some(target)) = (last, &s.target) {
+        let now = record(bytes_hash(&bytes));
+        // The same report under the same flags and settings.
+        let same = last.bytes == now.bytes
+            && last.format == now.format
+            && last.scanner == now.scanner
+            && last.complete == now.complete
+            && last.settings == now.settings;
+        if same
+            && engine
+                .rescan_unchanged(
+                    state,
+                    target,
+                    &last.observed,
+                    s.now,
+                    std::time::Duration::ZERO,
+                )
+                .is_some()
+        {
+            tracing::debug!(target = %spec, "the target's last scan again: not decoded");
+            let findings = last.findings;
+            state.last_scans.insert(spec, last);
+            return Ok(Scanned { findings, weak: 0 });
         }
+        remembered = Some(now);
     }
-    let (format, mut report) = normalize::decode(&bytes, s.format, engine.decode_context())?;
-    let scan_id = ScanMeta::content_id(&bytes);
+    // The scan id (a SHA-256 of the bytes) and, when still wanted, the
+    // BLAKE3 hash that remembers them, are taken on another thread while
+    // the report is decoded: a report of 60 MB costs some 50 ms of
+    // hashing, which then no longer waits for the decoding, nor it for
+    // them.
+    let want_hash = remembering && remembered.is_none();
+    let (decoded, (scan_id, hashed)) = std::thread::scope(|scope| {
+        let hashes = scope.spawn(|| {
+            let id = ScanMeta::content_id(&bytes);
+            (id, want_hash.then(|| bytes_hash(&bytes)))
+        });
+        let decoded = normalize::decode(&bytes, s.format, engine.decode_context());
+        let hashes = hashes
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (decoded, hashes)
+    });
+    let remembered = remembered.or_else(|| hashed.map(record));
+    let (format, mut report) = decoded?;
     drop(bytes);
     if let Some(name) = &s.scanner {
         report.set_scanner(name);

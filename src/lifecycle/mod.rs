@@ -403,15 +403,25 @@ fn push(
     prev: Option<String>,
     out: &mut Vec<Transition>,
 ) {
+    out.push(transition(rec, fp, kind, prev));
+}
+
+/// The record's next transition (its sequence number moves on).
+fn transition(
+    rec: &mut FindingRecord,
+    fp: &str,
+    kind: FindingEventKind,
+    prev: Option<String>,
+) -> Transition {
     rec.seq += 1;
-    out.push(Transition {
+    Transition {
         fingerprint: fp.to_string(),
         kind,
         previous_team: prev,
         seq: rec.seq,
         previous_ticket: None,
         previous_status: None,
-    });
+    }
 }
 
 /// What a state changelog needs to know of a scan: every record it
@@ -444,10 +454,13 @@ impl Changes {
         }
     }
 
-    /// The fingerprints changed, sorted, each once.
+    /// The fingerprints changed, sorted, each once (on all cores when
+    /// they are many, as after a large first scan; a few on the calling
+    /// thread).
     pub fn into_sorted(self) -> Vec<String> {
+        use rayon::slice::ParallelSliceMut;
         let mut changed = self.changed;
-        changed.sort_unstable();
+        changed.par_sort_unstable();
         changed.dedup();
         changed
     }
@@ -459,6 +472,11 @@ impl Changes {
     }
 }
 
+/// A target's first scan with at least this many findings builds its
+/// records on all cores ([`first_scan_in_parallel`]); a smaller one (the
+/// service's usual report) stays on its thread.
+const PARALLEL_FIRST_SCAN: usize = 4096;
+
 /// Applies one scan of a target: opens, updates, reopens and reassigns what
 /// it reports, then, if the scan is complete, resolves what it covers and
 /// did not report. With `changes`, the known records it changed are listed
@@ -469,7 +487,31 @@ pub fn apply_scan(
     observed: impl IntoIterator<Item = Observation>,
     now: DateTime<Utc>,
     policy: &SlaPolicy,
+    changes: Option<&mut Changes>,
+) -> Vec<Transition> {
+    apply_scan_from(
+        ts,
+        scan,
+        observed,
+        now,
+        policy,
+        changes,
+        PARALLEL_FIRST_SCAN,
+    )
+}
+
+/// [`apply_scan`], building the records of a target's first scan on all
+/// cores when it has at least `parallel_from` findings, each with a
+/// fingerprint of its own (tests set it out of reach to compare with the
+/// records built one at a time).
+fn apply_scan_from(
+    ts: &mut TargetState,
+    scan: &ScanMeta,
+    observed: impl IntoIterator<Item = Observation>,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
     mut changes: Option<&mut Changes>,
+    parallel_from: usize,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     let observed = observed.into_iter();
@@ -477,99 +519,39 @@ pub fn apply_scan(
     // its absence: the target's first scan (every record new) needs no
     // list of what it saw.
     let had_records = !ts.findings.is_empty();
-    let mut seen: HashSet<String> = if had_records {
-        HashSet::with_capacity(observed.size_hint().0)
-    } else {
-        HashSet::new()
-    };
+    let mut seen: HashSet<String> = HashSet::new();
     let mut scanners: BTreeSet<String> = BTreeSet::new();
-    for obs in observed {
-        let Observation {
-            fingerprint: fp,
-            finding,
-            attribution,
-            ticket_key,
-        } = obs;
-        if scan.complete && !scanners.contains(&finding.scanner) {
-            scanners.insert(finding.scanner.clone());
-        }
-        // A known record is looked up by reference; a new one (every
-        // record of a target's first scan) is placed with the one search
-        // that found its slot.
-        if had_records {
-            if let Some(rec) = ts.findings.get_mut(&fp) {
-                let known = (finding, attribution, ticket_key);
-                observe_listed(
-                    rec,
-                    &fp,
-                    known,
-                    now,
-                    policy,
-                    changes.as_deref_mut(),
-                    &mut out,
-                );
-                seen.insert(fp);
-                continue;
+    if had_records {
+        seen.reserve(observed.size_hint().0);
+        observe_each(
+            ts,
+            scan,
+            observed,
+            now,
+            policy,
+            changes.as_deref_mut(),
+            &mut seen,
+            &mut scanners,
+            &mut out,
+        );
+    } else {
+        let observed: Vec<Observation> = observed.collect();
+        match distinct_order(&observed, parallel_from) {
+            Some(order) => {
+                out =
+                    first_scan_in_parallel(ts, scan, observed, &order, now, policy, &mut scanners);
             }
-        }
-        match ts.findings.entry(fp) {
-            // Reported twice in the target's first scan (in a later one,
-            // found above); nothing to remember for `resolve_absent`.
-            Entry::Occupied(mut known) => {
-                let fp = known.key().clone();
-                let again = (finding, attribution, ticket_key);
-                let rec = known.get_mut();
-                observe_listed(
-                    rec,
-                    &fp,
-                    again,
-                    now,
-                    policy,
-                    changes.as_deref_mut(),
-                    &mut out,
-                );
-            }
-            Entry::Vacant(slot) => {
-                let sev = finding.severity;
-                let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
-                let state = finding.disposition.as_ref().map(|d| d.state);
-                let origin = Origin {
-                    provenance: if ts.baselined.contains(&finding.scanner) {
-                        Provenance::Introduced
-                    } else {
-                        Provenance::Inherited
-                    },
-                    at: now,
-                    commit: scan.commit.clone(),
-                    git_ref: scan.git_ref.clone(),
-                    scan_id: Some(scan.scan_id.clone()).filter(|s| !s.is_empty()),
-                };
-                let mut rec = Box::new(FindingRecord {
-                    status: state.map_or(Status::Open, Status::of),
-                    sources: Sources::one(finding.scanner.clone(), sev),
-                    evidence: evidence_hash(&finding),
-                    team: attribution.team.clone(),
-                    attribution,
-                    ticket_key,
-                    first_seen: now,
-                    last_seen: now,
-                    opened_at: now,
-                    due_at,
-                    sla_breached: false,
-                    resolved_at: None,
-                    accepted_until: None,
-                    seq: 0,
-                    vex: None,
-                    origin: Some(origin),
-                    finding: stored(finding),
-                });
-                let kind = state.map_or(FindingEventKind::Opened, disposition_event);
-                push(&mut rec, slot.key(), kind, None, &mut out);
-                if had_records {
-                    seen.insert(slot.key().clone());
-                }
-                slot.insert(rec);
-            }
+            None => observe_each(
+                ts,
+                scan,
+                observed.into_iter(),
+                now,
+                policy,
+                changes.as_deref_mut(),
+                &mut seen,
+                &mut scanners,
+                &mut out,
+            ),
         }
     }
     if scan.complete {
@@ -588,6 +570,188 @@ pub fn apply_scan(
             resolve_absent(ts, scan, &seen, now, policy, &mut out, changes);
         }
     }
+    out
+}
+
+/// The observations of a scan applied one at a time, in order: each finds
+/// its record, or opens one. Fingerprints go to `seen` when the target had
+/// records before (those not seen are resolved), and the scanners of a
+/// complete scan to `scanners`.
+#[allow(clippy::too_many_arguments)]
+fn observe_each(
+    ts: &mut TargetState,
+    scan: &ScanMeta,
+    observed: impl Iterator<Item = Observation>,
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+    mut changes: Option<&mut Changes>,
+    seen: &mut HashSet<String>,
+    scanners: &mut BTreeSet<String>,
+    out: &mut Vec<Transition>,
+) {
+    let had_records = !ts.findings.is_empty();
+    for obs in observed {
+        let Observation {
+            fingerprint: fp,
+            finding,
+            attribution,
+            ticket_key,
+        } = obs;
+        if scan.complete && !scanners.contains(&finding.scanner) {
+            scanners.insert(finding.scanner.clone());
+        }
+        // A known record is looked up by reference; a new one (every
+        // record of a target's first scan) is placed with the one search
+        // that found its slot.
+        if had_records {
+            if let Some(rec) = ts.findings.get_mut(&fp) {
+                let known = (finding, attribution, ticket_key);
+                observe_listed(rec, &fp, known, now, policy, changes.as_deref_mut(), out);
+                seen.insert(fp);
+                continue;
+            }
+        }
+        match ts.findings.entry(fp) {
+            // Reported twice in the target's first scan (in a later one,
+            // found above); nothing to remember for `resolve_absent`.
+            Entry::Occupied(mut known) => {
+                let fp = known.key().clone();
+                let again = (finding, attribution, ticket_key);
+                let rec = known.get_mut();
+                observe_listed(rec, &fp, again, now, policy, changes.as_deref_mut(), out);
+            }
+            Entry::Vacant(slot) => {
+                let (rec, t) = opened(
+                    &ts.baselined,
+                    scan,
+                    slot.key(),
+                    (finding, attribution, ticket_key),
+                    now,
+                    policy,
+                );
+                out.push(t);
+                if had_records {
+                    seen.insert(slot.key().clone());
+                }
+                slot.insert(rec);
+            }
+        }
+    }
+}
+
+/// The record a finding seen for the first time opens, and its transition
+/// (opened, or its disposition's): what both ways of applying a scan
+/// build, on whichever thread.
+fn opened(
+    baselined: &BTreeSet<String>,
+    scan: &ScanMeta,
+    fp: &str,
+    (finding, attribution, ticket_key): (Finding, Arc<Attribution>, String),
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+) -> (Box<FindingRecord>, Transition) {
+    let sev = finding.severity;
+    let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
+    let state = finding.disposition.as_ref().map(|d| d.state);
+    let origin = Origin {
+        provenance: if baselined.contains(&finding.scanner) {
+            Provenance::Introduced
+        } else {
+            Provenance::Inherited
+        },
+        at: now,
+        commit: scan.commit.clone(),
+        git_ref: scan.git_ref.clone(),
+        scan_id: Some(scan.scan_id.clone()).filter(|s| !s.is_empty()),
+    };
+    let mut rec = Box::new(FindingRecord {
+        status: state.map_or(Status::Open, Status::of),
+        sources: Sources::one(finding.scanner.clone(), sev),
+        evidence: evidence_hash(&finding),
+        team: attribution.team.clone(),
+        attribution,
+        ticket_key,
+        first_seen: now,
+        last_seen: now,
+        opened_at: now,
+        due_at,
+        sla_breached: false,
+        resolved_at: None,
+        accepted_until: None,
+        seq: 0,
+        vex: None,
+        origin: Some(origin),
+        finding: stored(finding),
+    });
+    let kind = state.map_or(FindingEventKind::Opened, disposition_event);
+    let t = transition(&mut rec, fp, kind, None);
+    (rec, t)
+}
+
+/// The order of `observed` by fingerprint, when they are at least
+/// `parallel_from` and no fingerprint is there twice (a finding reported
+/// twice in a first scan is opened, then observed again: one at a time).
+fn distinct_order(observed: &[Observation], parallel_from: usize) -> Option<Vec<usize>> {
+    use rayon::prelude::*;
+    if observed.len() < parallel_from.max(2) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..observed.len()).collect();
+    order.par_sort_unstable_by(|&a, &b| observed[a].fingerprint.cmp(&observed[b].fingerprint));
+    let twice = order
+        .windows(2)
+        .any(|w| observed[w[0]].fingerprint == observed[w[1]].fingerprint);
+    (!twice).then_some(order)
+}
+
+/// A large first scan of a target whose fingerprints are all distinct
+/// (`order` sorts them): every finding opens a record, so the records and
+/// their transitions are built on all cores, in the order the findings
+/// came, and the target's tree of records is built from them in key
+/// order at once, rather than searched for each one's slot. The same
+/// records and transitions as [`observe_each`] builds one at a time.
+fn first_scan_in_parallel(
+    ts: &mut TargetState,
+    scan: &ScanMeta,
+    observed: Vec<Observation>,
+    order: &[usize],
+    now: DateTime<Utc>,
+    policy: &SlaPolicy,
+    scanners: &mut BTreeSet<String>,
+) -> Vec<Transition> {
+    use rayon::prelude::*;
+    if scan.complete {
+        for obs in &observed {
+            if !scanners.contains(&obs.finding.scanner) {
+                scanners.insert(obs.finding.scanner.clone());
+            }
+        }
+    }
+    let baselined = &ts.baselined;
+    let mut records: Vec<Option<(String, Box<FindingRecord>)>> = Vec::new();
+    let mut out: Vec<Transition> = Vec::new();
+    observed
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|obs| {
+            let Observation {
+                fingerprint: fp,
+                finding,
+                attribution,
+                ticket_key,
+            } = obs;
+            let (rec, t) = opened(
+                baselined,
+                scan,
+                &fp,
+                (finding, attribution, ticket_key),
+                now,
+                policy,
+            );
+            (Some((fp, rec)), t)
+        })
+        .unzip_into_vecs(&mut records, &mut out);
+    ts.findings = order.iter().filter_map(|&i| records[i].take()).collect();
     out
 }
 
@@ -1157,6 +1321,92 @@ mod tests {
         );
         assert_eq!(ts.findings["a"].status, Status::Resolved);
         assert_eq!(ts.findings["b"].status, Status::Open);
+    }
+
+    /// A large first scan builds its records on all cores: the
+    /// transitions, their order, the records and what `changes` lists are
+    /// those of the records built one at a time, with fingerprints each
+    /// seen once, and with some seen twice (which goes one at a time).
+    #[test]
+    fn a_large_first_scan_is_the_first_scan_applied_one_at_a_time() {
+        let target: Target = "repo:github.com/acme/x".parse().unwrap();
+        let scan = ScanMeta {
+            scan_id: "s".into(),
+            target: target.clone(),
+            commit: Some("abc".into()),
+            git_ref: Some("main".into()),
+            complete: true,
+            coverage: [("bandit".to_string(), Category::Sast)].into(),
+            rule_help: Default::default(),
+        };
+        let team = Arc::new(Attribution {
+            team: Some("payments".into()),
+            ..Attribution::unattributed()
+        });
+        let observed = |n: usize, twice: bool| -> Vec<Observation> {
+            (0..n)
+                .map(|i| {
+                    let scanner = if i % 3 == 0 { "semgrep" } else { "bandit" };
+                    let severity = [Severity::Low, Severity::High, Severity::Critical][i % 3];
+                    let mut finding = Finding::new(
+                        scanner,
+                        Category::Sast,
+                        format!("R{}", i % 7),
+                        severity,
+                        format!("call {i} at line {}", i * 3),
+                    );
+                    finding.evidence.snippet = Some(format!("  call({i})\n"));
+                    if i % 50 == 0 {
+                        finding.disposition = Some(crate::model::Disposition {
+                            state: crate::model::DispositionState::Suppressed,
+                            kind: Some("in_source".into()),
+                            status: None,
+                            justification: None,
+                        });
+                    }
+                    // Fingerprints out of key order, as a report gives them.
+                    let k = if twice && i % 97 == 5 { i - 1 } else { i };
+                    Observation {
+                        fingerprint: format!(
+                            "{:016x}",
+                            (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        ),
+                        finding,
+                        attribution: if i % 2 == 0 {
+                            Arc::clone(&team)
+                        } else {
+                            Arc::new(Attribution::unattributed())
+                        },
+                        ticket_key: format!("tk{}", i % 11),
+                    }
+                })
+                .collect()
+        };
+        let policy = SlaPolicy::default();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        for twice in [false, true] {
+            let obs = observed(3 * PARALLEL_FIRST_SCAN, twice);
+            assert_eq!(distinct_order(&obs, PARALLEL_FIRST_SCAN).is_some(), !twice);
+            let mut states = Vec::new();
+            for parallel_from in [PARALLEL_FIRST_SCAN, usize::MAX] {
+                let mut ts = TargetState::default();
+                ts.baselined.insert("semgrep".into());
+                let mut changes = Changes::new(std::time::Duration::ZERO);
+                let transitions = apply_scan_from(
+                    &mut ts,
+                    &scan,
+                    obs.clone(),
+                    now,
+                    &policy,
+                    Some(&mut changes),
+                    parallel_from,
+                );
+                let state = serde_json::to_string(&ts).unwrap();
+                states.push((transitions, state, changes.baseline, changes.into_sorted()));
+            }
+            assert!(states[0].0.len() > 2 * PARALLEL_FIRST_SCAN);
+            assert_eq!(states[0], states[1], "twice: {twice}");
+        }
     }
 
     #[test]

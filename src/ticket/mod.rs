@@ -11,7 +11,7 @@ pub mod aggregate;
 pub mod render;
 
 use crate::config::{Route, TicketSettings};
-use crate::lifecycle::TargetState;
+use crate::lifecycle::{FindingRecord, TargetState};
 use crate::model::{
     Category, RuleHelp, Severity, Status, Target, TicketCounts, TicketEventKind, TicketReason,
 };
@@ -266,12 +266,25 @@ pub fn refresh(
     keys: &BTreeSet<String>,
     ctx: &RefreshContext<'_>,
 ) -> Vec<TicketTransition> {
+    refresh_tickets(&ts.findings, &mut ts.tickets, target, keys, ctx)
+}
+
+/// [`refresh`] on a target's records and tickets borrowed apart: it
+/// changes only the tickets, so a large step refreshes them while its
+/// finding events, which read the records, are built on other threads.
+pub fn refresh_tickets(
+    findings: &BTreeMap<String, Box<FindingRecord>>,
+    tickets: &mut BTreeMap<String, TicketRecord>,
+    target: &Target,
+    keys: &BTreeSet<String>,
+    ctx: &RefreshContext<'_>,
+) -> Vec<TicketTransition> {
     let router = ctx.router;
     let mut aggs: BTreeMap<&str, Aggregate> = keys
         .iter()
         .map(|k| (k.as_str(), Aggregate::default()))
         .collect();
-    for (fp, rec) in &ts.findings {
+    for (fp, rec) in findings {
         let Some(a) = aggs.get_mut(rec.ticket_key.as_str()) else {
             continue;
         };
@@ -305,22 +318,21 @@ pub fn refresh(
     let mut out = Vec::new();
     for (key, a) in aggs {
         let sample = a.sample_open.as_ref().or(a.sample_any.as_ref());
-        let Some(sample) = sample.and_then(|fp| ts.findings.get(fp)) else {
+        let Some(sample) = sample.and_then(|fp| findings.get(fp)) else {
             // No member left at all: its findings were reassigned. When
             // they all went to one other ticket, this one is `reassigned`
             // (naming where to); otherwise it is resolved.
-            let moved: BTreeSet<(Option<String>, String)> = ts
-                .tickets
+            let moved: BTreeSet<(Option<String>, String)> = tickets
                 .get(key)
                 .map(|rec| {
                     rec.open_members
                         .iter()
-                        .filter_map(|fp| ts.findings.get(fp))
+                        .filter_map(|fp| findings.get(fp))
                         .map(|r| (r.team.clone(), r.ticket_key.clone()))
                         .collect()
                 })
                 .unwrap_or_default();
-            if let Some(rec) = ts.tickets.get_mut(key) {
+            if let Some(rec) = tickets.get_mut(key) {
                 if rec.status == TicketStatus::Open {
                     // Regrouped findings went to the new grouping's
                     // tickets: this one resolves, saying why.
@@ -371,7 +383,7 @@ pub fn refresh(
                     .cloned()
             }),
         };
-        match ts.tickets.get_mut(key) {
+        match tickets.get_mut(key) {
             None if !is_open => {}
             None => {
                 let rec = TicketRecord {
@@ -397,7 +409,7 @@ pub fn refresh(
                     seq: 0,
                 };
                 let rec = open_record(rec, key, &mut out);
-                ts.tickets.insert(key.to_string(), rec);
+                tickets.insert(key.to_string(), rec);
             }
             Some(rec) => {
                 if ctx.scan.is_some() {
