@@ -514,15 +514,33 @@ fn apply_scan_from(
     parallel_from: usize,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
-    let observed = observed.into_iter();
+    let mut observed = observed.into_iter();
     // Only a record the target had before this scan can be resolved by
     // its absence: the target's first scan (every record new) needs no
     // list of what it saw.
     let had_records = !ts.findings.is_empty();
     let mut seen: HashSet<String> = HashSet::new();
     let mut scanners: BTreeSet<String> = BTreeSet::new();
-    if had_records {
+    // A first scan of many findings, each fingerprint once, is built on
+    // all cores; any other scan is applied one observation at a time.
+    let mut collected;
+    let one_at_a_time: Option<&mut dyn Iterator<Item = Observation>> = if had_records {
         seen.reserve(observed.size_hint().0);
+        Some(&mut observed)
+    } else {
+        let all: Vec<Observation> = observed.by_ref().collect();
+        match distinct_order(&all, parallel_from) {
+            Some(order) => {
+                out = first_scan_in_parallel(ts, scan, all, &order, now, policy, &mut scanners);
+                None
+            }
+            None => {
+                collected = all.into_iter();
+                Some(&mut collected)
+            }
+        }
+    };
+    if let Some(observed) = one_at_a_time {
         observe_each(
             ts,
             scan,
@@ -534,25 +552,6 @@ fn apply_scan_from(
             &mut scanners,
             &mut out,
         );
-    } else {
-        let observed: Vec<Observation> = observed.collect();
-        match distinct_order(&observed, parallel_from) {
-            Some(order) => {
-                out =
-                    first_scan_in_parallel(ts, scan, observed, &order, now, policy, &mut scanners);
-            }
-            None => observe_each(
-                ts,
-                scan,
-                observed.into_iter(),
-                now,
-                policy,
-                changes.as_deref_mut(),
-                &mut seen,
-                &mut scanners,
-                &mut out,
-            ),
-        }
     }
     if scan.complete {
         // Its scanners' baselines end with it: what they report from now
