@@ -559,40 +559,28 @@ impl PartitionProcessor {
         }
         env.cx.metrics.events("finding", topic, produced);
         // A per-target ticket's events come from its target's partition
-        // alone, so they go to that partition of their route's topic as
-        // finding events do (a step's tickets mostly share one route: its
-        // partition is looked up once per run of them).
-        // (Their count too: added to the metric once per run.)
-        let mut route: Option<(&str, Option<i32>, u64)> = None;
+        // alone, so they go to that partition of their route's topic, as
+        // finding events do; counted once per route.
+        let mut per_route: Vec<(&str, u64)> = Vec::new();
         for e in &out.tickets {
-            let partition = match &mut route {
-                Some((topic, p, _)) if *topic == e.route => *p,
-                _ => {
-                    if let Some((topic, _, n)) = route {
-                        env.cx.metrics.events("ticket", topic, n);
-                    }
-                    let p = env.cx.event_partition(&e.route, self.partition);
-                    route = Some((&e.route, p, 0));
-                    p
-                }
-            };
             payload.clear();
             if serde_json::to_writer(&mut payload, e).is_ok() {
                 env.produce(
                     &e.route,
-                    partition,
+                    env.cx.event_partition(&e.route, self.partition),
                     e.ticket_key.as_bytes(),
                     Some(&payload),
                     Vec::new(),
                     &ack,
                 );
-                if let Some((_, _, n)) = &mut route {
-                    *n += 1;
+                match per_route.iter_mut().find(|(route, _)| *route == e.route) {
+                    Some((_, n)) => *n += 1,
+                    None => per_route.push((&e.route, 1)),
                 }
             }
         }
-        if let Some((topic, _, n)) = route {
-            env.cx.metrics.events("ticket", topic, n);
+        for (route, n) in per_route {
+            env.cx.metrics.events("ticket", route, n);
         }
         // The targets' parts of tickets across targets, to the partition
         // that sums each ticket (sent again on a replay: a part's record
