@@ -280,31 +280,41 @@ impl Engine {
         (a, key)
     }
 
-    /// [`Engine::decide_owner`] for one scan's findings, with the ticket
-    /// keys it made kept in `keys`: under any grouping but `finding`, a
-    /// key is a hash of the team, the target and the rule alone, and a
-    /// report of 100,000 results has a few hundred of them.
-    fn decide_owner_in_scan(
+    /// [`Engine::decide_owner`] for one scan's finding, as the
+    /// observation the lifecycle applies, with the ticket keys it made
+    /// kept in `keys`: under any grouping but `finding`, a key is a hash
+    /// of the team, the target and the rule alone, and a report of 100,000
+    /// results has a few hundred of them.
+    fn observe_in_scan(
         &self,
         target: &Target,
         spec: &str,
-        fp: &str,
-        f: &Finding,
+        fingerprint: String,
+        finding: Finding,
         keys: &mut ScanTicketKeys,
-    ) -> (Arc<Attribution>, String) {
-        let a = self.attribute.attribute(target, f);
-        if self.tickets.grouping_for(a.team.as_deref()) == ticket::Grouping::Finding {
-            let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
-            return (a, key);
+    ) -> Observation {
+        let attribution = self.attribute.attribute(target, &finding);
+        let team = attribution.team.as_deref();
+        let ticket_key = if self.tickets.grouping_for(team) == ticket::Grouping::Finding {
+            self.ticket_key(spec, team, &fingerprint, &finding)
+        } else if let Some(key) = keys
+            .get(&attribution.team)
+            .and_then(|g| g.get(finding.group_id()))
+        {
+            key.clone()
+        } else {
+            let key = self.ticket_key(spec, team, &fingerprint, &finding);
+            keys.entry(attribution.team.clone())
+                .or_default()
+                .insert(finding.group_id().to_string(), key.clone());
+            key
+        };
+        Observation {
+            fingerprint,
+            finding,
+            attribution,
+            ticket_key,
         }
-        if let Some(key) = keys.get(&a.team).and_then(|g| g.get(f.group_id())) {
-            return (a, key.clone());
-        }
-        let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
-        keys.entry(a.team.clone())
-            .or_default()
-            .insert(f.group_id().to_string(), key.clone());
-        (a, key)
     }
 
     fn ticket_key(&self, spec: &str, team: Option<&str>, fp: &str, f: &Finding) -> String {
@@ -631,6 +641,7 @@ impl Engine {
             .targets
             .get(&spec)
             .is_none_or(|ts| ts.findings.is_empty());
+        let ts = state.target_mut(target);
         let transitions = if first && findings.len() >= self.parallel_events {
             // A target's first large scan: `lifecycle::apply_scan` collects
             // every observation to build the records on all cores, so they
@@ -643,17 +654,9 @@ impl Engine {
                 .zip(fps.into_par_iter())
                 .with_min_len(256)
                 .map_init(ScanTicketKeys::new, |keys, (finding, fingerprint)| {
-                    let (attribution, ticket_key) =
-                        self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, keys);
-                    Observation {
-                        fingerprint,
-                        finding,
-                        attribution,
-                        ticket_key,
-                    }
+                    self.observe_in_scan(target, spec_ref, fingerprint, finding, keys)
                 })
                 .collect();
-            let ts = state.target_mut(target);
             lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut())
         } else {
             // Hand findings over one at a time from the back of a reversed
@@ -673,19 +676,10 @@ impl Engine {
                     findings.shrink_to_fit();
                     fps.shrink_to_fit();
                 }
-                let (attribution, ticket_key) =
-                    self.decide_owner_in_scan(target, spec_ref, &fingerprint, &finding, &mut keys);
-                Observation {
-                    fingerprint,
-                    finding,
-                    attribution,
-                    ticket_key,
-                }
+                self.observe_in_scan(target, spec_ref, fingerprint, finding, &mut keys)
             });
-            let ts = state.target_mut(target);
             lifecycle::apply_scan(ts, scan, observed, now, &self.sla, changes.as_deref_mut())
         };
-        let ts = state.target_mut(target);
         let mut regrouped = Vec::new();
         let regroup = self.regroup(ts, &spec, &mut regrouped);
         if let Some(c) = changes {

@@ -528,7 +528,7 @@ fn apply_scan_from(
         seen.reserve(observed.size_hint().0);
         Some(&mut observed)
     } else {
-        let all: Vec<Observation> = observed.by_ref().collect();
+        let all: Vec<Observation> = observed.collect();
         match distinct_order(&all, parallel_from) {
             Some(order) => {
                 out = first_scan_in_parallel(ts, scan, all, &order, now, policy, &mut scanners);
