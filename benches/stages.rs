@@ -332,8 +332,28 @@ fn changelog_decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// One partition's processor (no broker: each record acknowledged at once)
+/// given the service bench's report (200 findings of about 1 KB, 221 KB)
+/// again and again for one target: what custody itself spends on a rescan
+/// that changes nothing, which the service bench's rescans row sets beside
+/// a plain consumer.
+fn partition_rescan(c: &mut Criterion) {
+    let report = common::sarif_padded(200, 400).into_bytes();
+    let target = "repo:github.com/acme/svc-0-0";
+    let mut part = common::load::Partition::new();
+    part.scan_as(target, report.clone(), "sarif");
+    let mut g = c.benchmark_group("partition");
+    g.throughput(Throughput::Elements(1));
+    let shared = custody::service::partition::Payload::owned(report);
+    g.bench_function("rescan-unchanged", |b| {
+        b.iter(|| part.scan_bytes(target, std::sync::Arc::clone(&shared), "sarif"))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    partition_rescan,
     decoders,
     fingerprinting,
     lifecycle,

@@ -453,9 +453,18 @@ fn merge(into: &mut Finding, other: Finding) {
 /// Lowercase hex of `bytes`, through a byte table (`hex::encode` goes
 /// through a `char` iterator, which showed in profiles of the service).
 pub fn hex(bytes: &[u8]) -> String {
-    let mut buf = vec![0u8; bytes.len() * 2];
-    // The buffer is exactly twice the input, so this cannot fail.
-    let _ = ::hex::encode_to_slice(bytes, &mut buf);
+    prefixed_hex("", bytes)
+}
+
+/// `prefix` followed by `bytes` in lowercase hex, in one allocation (the
+/// `hex` crate's `encode` goes a character at a time: a restore decodes a
+/// fingerprint this way for every finding).
+pub fn prefixed_hex(prefix: &str, bytes: &[u8]) -> String {
+    let mut buf = vec![0u8; prefix.len() + bytes.len() * 2];
+    buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    // The rest of the buffer is exactly twice the input, so this cannot
+    // fail.
+    let _ = ::hex::encode_to_slice(bytes, &mut buf[prefix.len()..]);
     String::from_utf8(buf).unwrap_or_default()
 }
 
@@ -467,6 +476,7 @@ mod tests {
         let bytes: Vec<u8> = (0..=255).collect();
         assert_eq!(hex(&bytes), ::hex::encode(&bytes));
         assert_eq!(hex(&[]), "");
+        assert_eq!(prefixed_hex("v1:", &[0xab, 0x01]), "v1:ab01");
     }
 
     use super::*;

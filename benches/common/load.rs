@@ -18,7 +18,7 @@ use custody::model::Finding;
 use custody::service::health::Health;
 use custody::service::meta::header;
 use custody::service::partition::{
-    Edge, Effect, Env, Incoming, PartitionProcessor, Payload, Shared,
+    Bytes, Edge, Effect, Env, Incoming, PartitionProcessor, Payload, Shared,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -190,13 +190,26 @@ impl Partition {
     /// Applies one complete scan of `target` (a native report) and settles
     /// everything it produced.
     pub fn scan(&mut self, target: &str, report: Vec<u8>) {
+        self.scan_as(target, report, "native");
+    }
+
+    /// Applies one complete scan of `target`, a report in `format` (its
+    /// header's value), and settles everything it produced.
+    pub fn scan_as(&mut self, target: &str, report: Vec<u8>, format: &str) {
+        self.scan_bytes(target, Payload::owned(report), format);
+    }
+
+    /// Applies one complete scan of `target`, a report in `format` shared
+    /// with the caller (as the service reads a report in place in its
+    /// consumer's fetch buffer), and settles everything it produced.
+    pub fn scan_bytes(&mut self, target: &str, report: Bytes, format: &str) {
         let msg = Incoming {
             offset: self.offset,
             timestamp: Some(1_790_000_000_000 + self.offset),
             key: Some(target.as_bytes().to_vec()),
-            payload: Some(Payload::owned(report)),
+            payload: Some(report),
             headers: vec![
-                (header::FORMAT.to_string(), Some(b"native".to_vec())),
+                (header::FORMAT.to_string(), Some(format.as_bytes().to_vec())),
                 (header::SCANNER.to_string(), Some(b"mixed".to_vec())),
             ],
         };

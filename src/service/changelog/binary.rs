@@ -287,8 +287,8 @@ impl<'a> Reader<'a> {
             TEXT_UTF8 => std::str::from_utf8(raw)
                 .map(str::to_string)
                 .map_err(|_| self.err(what, "not UTF-8")),
-            TEXT_HEX => Ok(hex::encode(raw)),
-            TEXT_FINGERPRINT => Ok(format!("{FINGERPRINT_PREFIX}{}", hex::encode(raw))),
+            TEXT_HEX => Ok(crate::fingerprint::hex(raw)),
+            TEXT_FINGERPRINT => Ok(crate::fingerprint::prefixed_hex(FINGERPRINT_PREFIX, raw)),
             m => Err(self.err(what, &format!("unknown text mode {m}"))),
         }
     }
