@@ -1190,89 +1190,113 @@ impl serde::Serializer for ExtraFields {
 }
 
 /// Reads a ticket record's value (`target`: the target its key names).
-/// The record is put together as JSON and read as such, so that a field
-/// this version does not know of is kept, and one it does not find gets
-/// its default.
+/// The fields this form writes are read into the record directly; the
+/// JSON after them, if any, gives the others this version knows
+/// ([`TicketExtra`]), and a field it does not know is passed over.
 pub fn decode_ticket(value: &[u8], target: &str) -> Result<TicketRecord, String> {
-    use serde_json::Value;
+    use crate::model::ticket::{Grouping, TicketStatus};
     let r = &mut Reader::new(value)?;
     let flags = r.byte("ticket flags")?;
     let on = |bit: u8| flags & bit != 0;
-    let mut m = serde_json::Map::new();
-    let text = |r: &mut Reader<'_>, what: &str| r.text(what).map(Value::String);
-    let team = on(T_TEAM).then(|| text(r, "team")).transpose()?;
-    m.insert("team".into(), team.unwrap_or(Value::Null));
-    let target = match on(T_TARGET) {
+    let team = on(T_TEAM).then(|| r.text("team")).transpose()?;
+    let target: crate::model::Target = match on(T_TARGET) {
         true => serde_json::from_str(&r.text("target")?)
             .map_err(|e| r.err("target", &format!("not a target: {e}")))?,
-        false => Value::String(target.to_string()),
+        false => target
+            .parse()
+            .map_err(|e| format!("ticket record: the key's target {target:?}: {e}"))?,
     };
-    m.insert("target".into(), target);
-    m.insert("group".into(), text(r, "group")?);
+    let group = r.text("group")?;
     let grouping = match r.byte("grouping")? {
-        0 => "team_target_rule",
-        1 => "team_target",
-        2 => "finding",
-        3 => "team_rule",
+        0 => Grouping::TeamTargetRule,
+        1 => Grouping::TeamTarget,
+        2 => Grouping::Finding,
+        3 => Grouping::TeamRule,
         g => return Err(r.err("grouping", &format!("unknown value {g}"))),
     };
-    m.insert("grouping".into(), grouping.into());
-    for (bit, field) in [(T_COMMIT, "commit"), (T_GIT_REF, "git_ref")] {
-        if on(bit) {
-            m.insert(field.into(), text(r, field)?);
-        }
-    }
+    let commit = on(T_COMMIT).then(|| r.text("commit")).transpose()?;
+    let git_ref = on(T_GIT_REF).then(|| r.text("git_ref")).transpose()?;
     let category = enum_byte(r, category_of, "category")?;
-    m.insert("category".into(), category.as_str().into());
-    m.insert("title".into(), text(r, "title")?);
-    m.insert(
-        "status".into(),
-        if on(T_OPEN) { "open" } else { "resolved" }.into(),
-    );
+    let title = r.text("title")?;
+    let status = if on(T_OPEN) {
+        TicketStatus::Open
+    } else {
+        TicketStatus::Resolved
+    };
     let severity = enum_byte(r, severity_of, "severity")?;
-    m.insert(
-        "severity".into(),
-        serde_json::to_value(severity).unwrap_or(Value::Null),
-    );
-    let due = on(T_DUE)
+    let due_at = on(T_DUE)
         .then(|| r.time(Base::ZERO, "due_at"))
         .transpose()?;
-    m.insert(
-        "due_at".into(),
-        serde_json::to_value(due).unwrap_or(Value::Null),
-    );
-    let mut counts = serde_json::Map::new();
-    for field in [
-        "open",
-        "accepted",
-        "resolved",
-        "false_positive",
-        "suppressed",
-        "not_affected",
-    ] {
-        counts.insert(field.into(), r.u32("counts")?.into());
+    let mut c = [0u32; 6];
+    for n in &mut c {
+        *n = r.u32("counts")?;
     }
-    m.insert("counts".into(), counts.into());
-    m.insert("breached".into(), on(T_BREACHED).into());
-    m.insert("route".into(), text(r, "route")?);
-    m.insert("seq".into(), r.varint("seq")?.into());
+    let [open, accepted, resolved, false_positive, suppressed, not_affected] = c;
+    let counts = crate::model::TicketCounts {
+        open,
+        accepted,
+        resolved,
+        false_positive,
+        suppressed,
+        not_affected,
+    };
+    let route = r.text("route")?;
+    let seq = r.varint("seq")?;
     let n = r.count("open members")?;
     let mut members = Vec::with_capacity(n);
     for _ in 0..n {
-        members.push(text(r, "open member")?);
+        members.push(r.text("open member")?);
     }
-    m.insert("open_members".into(), members.into());
-    if on(T_EXTRA) {
+    let extra = if on(T_EXTRA) {
         let at = r.pos;
-        let extra: serde_json::Map<String, Value> = serde_json::from_slice(r.rest())
-            .map_err(|e| format!("ticket fields at byte {at}: {e}"))?;
-        for (k, v) in extra {
-            m.entry(k).or_insert(v);
-        }
-    }
+        serde_json::from_slice::<TicketExtra>(r.rest())
+            .map_err(|e| format!("ticket fields at byte {at}: {e}"))?
+    } else {
+        TicketExtra::default()
+    };
     r.end("ticket record")?;
-    serde_json::from_value(Value::Object(m)).map_err(|e| format!("ticket record: {e}"))
+    Ok(TicketRecord {
+        team,
+        target,
+        group,
+        grouping,
+        // A field this form writes is taken from it; one it did not
+        // write may come from the JSON after it.
+        commit: commit.or(extra.commit),
+        git_ref: git_ref.or(extra.git_ref),
+        category,
+        title,
+        help: extra.help,
+        status,
+        severity,
+        due_at,
+        // Written in order (from a set), so collected without a sort.
+        open_members: members.into_iter().collect(),
+        counts,
+        breached: on(T_BREACHED),
+        route,
+        seq,
+    })
 }
+
+/// The fields of a ticket record that the JSON after its value may give:
+/// those past [`TICKET_FIELDS`] (the rule's help), and those of them that
+/// the form writes only when they are set. Any other field in that JSON
+/// (one a later version added) is passed over.
+#[derive(serde::Deserialize, Default)]
+struct TicketExtra {
+    #[serde(default)]
+    help: Option<Arc<str>>,
+    #[serde(default)]
+    commit: Option<String>,
+    #[serde(default)]
+    git_ref: Option<String>,
+}
+
+/// The fields of a ticket record past [`TICKET_FIELDS`] that
+/// [`TicketExtra`] reads back.
+#[cfg(test)]
+const EXTRA_TICKET_FIELDS: [&str; 1] = ["help"];
 
 // The flags byte of a scan record.
 const S_BYTES: u8 = 1;
@@ -1850,6 +1874,24 @@ mod tests {
                 rec
             );
         }
+        // Each optional field the other way: no team, a ref but no
+        // commit, resolved, no due date, not breached, no members.
+        let other = TicketRecord {
+            team: None,
+            commit: None,
+            git_ref: Some("refs/heads/main".into()),
+            status: TicketStatus::Resolved,
+            due_at: None,
+            breached: false,
+            open_members: Default::default(),
+            ..rec.clone()
+        };
+        let mut out = Vec::new();
+        encode_ticket(&mut out, &other, "repo:github.com/acme/api");
+        assert_eq!(
+            decode_ticket(&out, "repo:github.com/acme/api").unwrap(),
+            other
+        );
         // The fields past those this form knows are those of the record
         // as JSON, whether it has any or not.
         for r in [
@@ -1869,6 +1911,14 @@ mod tests {
             assert_eq!(extra_ticket_fields(r), whole);
         }
         assert_eq!(extra_ticket_fields(&rec).len(), 1);
+        // A field tickets gain must be read back: by the form itself, or
+        // from the JSON after it through TicketExtra.
+        for field in extra_ticket_fields(&rec).keys() {
+            assert!(
+                EXTRA_TICKET_FIELDS.contains(&field.as_str()),
+                "a ticket's field {field:?} is written as JSON but TicketExtra does not read it"
+            );
+        }
         let mut other = Vec::new();
         encode_ticket(&mut other, &rec, "repo:github.com/acme/web");
         assert!(other.len() > out.len());
