@@ -12,7 +12,7 @@
 //! inputs are named all the same).
 
 use crate::config::Config;
-use crate::engine::{Engine, Output, Sink};
+use crate::engine::{Engine, FindingEventRef, Output, Sink};
 use crate::lifecycle::{ScanRecord, State};
 use crate::model::{FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
@@ -707,9 +707,49 @@ impl<W: Write> JsonLines<W> {
     }
 }
 
+/// What the summary and `--fail-on` read of a finding event, owned or
+/// borrowed.
+struct Counted<'a> {
+    event: crate::model::FindingEventKind,
+    team: Option<&'a str>,
+    severity: Severity,
+    location: Option<&'a crate::model::Location>,
+    target: &'a Target,
+    rule_id: &'a str,
+    fingerprint: &'a str,
+}
+
+impl<'a> From<&'a FindingEvent> for Counted<'a> {
+    fn from(e: &'a FindingEvent) -> Counted<'a> {
+        Counted {
+            event: e.event,
+            team: e.team.as_deref(),
+            severity: e.severity,
+            location: e.location.as_ref(),
+            target: &e.target,
+            rule_id: &e.rule_id,
+            fingerprint: &e.fingerprint,
+        }
+    }
+}
+
+impl<'a> From<&'a FindingEventRef<'_>> for Counted<'a> {
+    fn from(e: &'a FindingEventRef<'_>) -> Counted<'a> {
+        Counted {
+            event: e.event,
+            team: e.team,
+            severity: e.severity,
+            location: e.location,
+            target: e.target,
+            rule_id: e.rule_id,
+            fingerprint: e.fingerprint,
+        }
+    }
+}
+
 impl<W: Write> JsonLines<W> {
     /// Counts a finding event for the summary and `--fail-on`.
-    fn count(&mut self, e: &FindingEvent) {
+    fn count(&mut self, e: Counted<'_>) {
         use crate::model::FindingEventKind as F;
         let slot = match e.event {
             F::Opened => Some(0),
@@ -718,12 +758,15 @@ impl<W: Write> JsonLines<W> {
             _ => None,
         };
         if let Some(i) = slot {
-            self.tally.events.entry(e.team.clone()).or_default()[i] += 1;
+            self.tally
+                .events
+                .entry(e.team.map(str::to_string))
+                .or_default()[i] += 1;
         }
         let fails = matches!(e.event, F::Opened | F::Reopened)
             && self.fail_on.is_some_and(|at| e.severity >= at);
         if fails {
-            let location = match &e.location {
+            let location = match e.location {
                 Some(l) if !l.path.is_empty() => match l.start_line {
                     Some(n) => format!("{}:{n}", l.path),
                     None => l.path.clone(),
@@ -732,10 +775,10 @@ impl<W: Write> JsonLines<W> {
             };
             self.tally.failing.push(Failing {
                 severity: e.severity,
-                rule: e.rule_id.clone(),
+                rule: e.rule_id.to_string(),
                 location,
-                team: e.team.clone(),
-                fingerprint: e.fingerprint.clone(),
+                team: e.team.map(str::to_string),
+                fingerprint: e.fingerprint.to_string(),
             });
         }
     }
@@ -747,7 +790,7 @@ const SERIALIZE_RUN: usize = 512;
 
 impl<W: Write> Sink for JsonLines<W> {
     fn finding(&mut self, e: FindingEvent) {
-        self.count(&e);
+        self.count(Counted::from(&e));
         if self.emit != Emit::Tickets {
             self.write(&e);
         }
@@ -756,20 +799,19 @@ impl<W: Write> Sink for JsonLines<W> {
     /// Counts the events in order, then serializes them on all cores,
     /// each run of them into its own buffer, and writes the buffers in
     /// order: the bytes of one event at a time.
-    fn findings(&mut self, events: Vec<FindingEvent>) {
+    fn finding_refs(&mut self, events: Vec<FindingEventRef<'_>>) {
         use rayon::prelude::*;
         for e in &events {
-            self.count(e);
+            self.count(Counted::from(e));
         }
         if self.emit == Emit::Tickets || self.error.is_some() {
             return;
         }
         let lines: Vec<serde_json::Result<Vec<u8>>> = events
-            .into_par_iter()
-            .chunks(SERIALIZE_RUN)
+            .par_chunks(SERIALIZE_RUN)
             .map(|run| {
                 let mut buf = Vec::with_capacity(run.len() * 1024);
-                for e in &run {
+                for e in run {
                     serde_json::to_writer(&mut buf, e)?;
                     buf.push(b'\n');
                 }
@@ -1023,9 +1065,10 @@ mod tests {
         }
     }
 
-    /// Finding events handed over many at once (serialized on all cores)
-    /// are written as the same bytes, in the same order, and counted the
-    /// same, as events handed over one at a time.
+    /// Finding events handed over many at once, borrowed from their
+    /// records (serialized on all cores), are written as the same bytes,
+    /// in the same order, and counted the same, as owned events handed
+    /// over one at a time.
     #[test]
     fn events_written_many_at_once_are_those_written_one_at_a_time() {
         let findings: Vec<Finding> = (0..3000)
@@ -1056,20 +1099,35 @@ mod tests {
             rule_help: Default::default(),
         };
         let engine = Engine::new(&Config::default());
-        let events = engine
-            .scan(
-                &mut State::new(),
-                &scan,
-                findings,
-                DateTime::<Utc>::UNIX_EPOCH,
-            )
-            .findings;
+        let mut state = State::new();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let events = engine.scan(&mut state, &scan, findings, now).findings;
+        // The same events borrowed from the records they were made of.
+        let records = &state.targets[&scan.target.to_string()].findings;
+        let transitions: Vec<crate::lifecycle::Transition> = events
+            .iter()
+            .map(|e| crate::lifecycle::Transition {
+                fingerprint: e.fingerprint.clone(),
+                kind: e.event,
+                previous_team: None,
+                seq: records[&e.fingerprint].seq,
+                previous_ticket: None,
+                previous_status: None,
+            })
+            .collect();
+        let refs: Vec<FindingEventRef<'_>> = transitions
+            .iter()
+            .map(|t| {
+                let rec = &records[&t.fingerprint];
+                FindingEventRef::new(rec, t, &scan.target, now, Some("s"))
+            })
+            .collect();
         let (mut one, mut many) = (Vec::new(), Vec::new());
         let (mut a, mut b) = (sink(&mut one), sink(&mut many));
-        for e in events.clone() {
+        for e in events {
             a.finding(e);
         }
-        b.findings(events);
+        b.finding_refs(refs);
         let (a, b) = (a.finish().unwrap(), b.finish().unwrap());
         assert_eq!(one.iter().filter(|&&c| c == b'\n').count(), 3000);
         assert!(one == many);
