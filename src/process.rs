@@ -406,8 +406,12 @@ fn scan_file(
     // A target's last scan sent again (the same bytes, under the same
     // flags and settings) is applied without decoding it, as the service
     // does: only `last_seen` moves (see `Engine::rescan_unchanged`). Not
-    // with `--source`, whose checkout the fingerprints also read.
-    let remembering = s.source.is_none();
+    // with `--source`, whose checkout the fingerprints also read. Nor when
+    // nothing could read the record: no state file is saved, and no later
+    // file of this run can be the same report again; the report's bytes
+    // are then not hashed for it, nor are the fingerprints it observed
+    // and the records it changed listed.
+    let remembering = s.source.is_none() && (s.state.is_some() || s.files.len() > 1);
     let record = |bytes: String| ScanRecord {
         bytes: Some(bytes),
         content: None,
@@ -519,6 +523,10 @@ fn scan_file(
             coverage: report.coverage.clone(),
             rule_help: report.rule_help.clone(),
         };
+        let Some(record) = remembered.as_ref().filter(|_| alone) else {
+            engine.scan_into(state, &scan, part.findings, s.now, sink);
+            continue;
+        };
         let touched = engine.scan_touched(
             state,
             &scan,
@@ -527,16 +535,14 @@ fn scan_file(
             sink,
             std::time::Duration::ZERO,
         );
-        if let (true, Some(record)) = (alone, &remembered) {
-            state.last_scans.insert(
-                target,
-                ScanRecord {
-                    findings: n,
-                    observed: touched.observed,
-                    ..record.clone()
-                },
-            );
-        }
+        state.last_scans.insert(
+            target,
+            ScanRecord {
+                findings: n,
+                observed: touched.observed,
+                ..record.clone()
+            },
+        );
     }
     Ok(Scanned { findings: n, weak })
 }
