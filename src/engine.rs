@@ -11,7 +11,6 @@ use crate::model::{Attribution, EventClass, Finding, FindingEvent, ScanMeta, Tar
 use crate::normalize::DecodeContext;
 use crate::ticket::{self, render, RefreshContext, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -1045,17 +1044,13 @@ pub struct Touched {
 /// A deterministic event id: the same transition of the same finding or
 /// ticket always gets the same id, so consumers can drop redeliveries.
 pub fn event_id(class: &str, key: &str, seq: u64, kind: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [
+    let hash = fingerprint::framed_sha256(&[
         class.as_bytes(),
         key.as_bytes(),
         &seq.to_le_bytes(),
         kind.as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    crate::fingerprint::hex(&h.finalize()[..16])
+    ]);
+    crate::fingerprint::hex(&hash[..16])
 }
 
 fn finding_event(
