@@ -918,6 +918,58 @@ pub struct ProcessSummary<'a> {
     fail_on: Option<FailOn<'a>>,
 }
 
+/// Open findings by team (borrowed) and severity.
+type OpenCounts<'s> = BTreeMap<Option<&'s str>, BTreeMap<Severity, u64>>;
+
+/// A target with at least this many records has its open findings
+/// counted on all cores (the summary of a large report is otherwise a
+/// walk of its records on one core, at the end of the run).
+const PARALLEL_COUNT: usize = 4096;
+
+/// Adds a target's open findings to `open`, by team and severity, on all
+/// cores from `parallel_from` records; returns how many have no team.
+fn count_open<'s>(
+    findings: &'s BTreeMap<String, Box<crate::lifecycle::FindingRecord>>,
+    open: &mut OpenCounts<'s>,
+    parallel_from: usize,
+) -> u64 {
+    use rayon::prelude::*;
+    let add = |mut counts: OpenCounts<'s>, rec: &'s crate::lifecycle::FindingRecord| {
+        *counts
+            .entry(rec.team.as_deref())
+            .or_default()
+            .entry(rec.severity())
+            .or_default() += 1;
+        counts
+    };
+    let merge = |mut into: OpenCounts<'s>, from: OpenCounts<'s>| {
+        for (team, by) in from {
+            let slot = into.entry(team).or_default();
+            for (severity, n) in by {
+                *slot.entry(severity).or_default() += n;
+            }
+        }
+        into
+    };
+    let counts = if findings.len() >= parallel_from {
+        findings
+            .par_iter()
+            .map(|(_, rec)| &**rec)
+            .filter(|rec| rec.status == Status::Open)
+            .fold(OpenCounts::new, add)
+            .reduce(OpenCounts::new, merge)
+    } else {
+        findings
+            .values()
+            .map(|rec| &**rec)
+            .filter(|rec| rec.status == Status::Open)
+            .fold(OpenCounts::new(), add)
+    };
+    let none = counts.get(&None).map_or(0, |by| by.values().sum());
+    *open = merge(std::mem::take(open), counts);
+    none
+}
+
 /// Counts the summary's rows: open findings by severity and open tickets
 /// from the whole state, opened, resolved and reopened from this run.
 fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
@@ -927,17 +979,7 @@ fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
     let mut tickets_open: BTreeMap<Option<&str>, u64> = BTreeMap::new();
     let mut unattributed: BTreeMap<String, u64> = BTreeMap::new();
     for (target, ts) in &state.targets {
-        let mut none = 0;
-        for rec in ts.findings.values().filter(|r| r.status == Status::Open) {
-            *open
-                .entry(rec.team.as_deref())
-                .or_default()
-                .entry(rec.severity())
-                .or_default() += 1;
-            if rec.team.is_none() {
-                none += 1;
-            }
-        }
+        let none = count_open(&ts.findings, &mut open, PARALLEL_COUNT);
         if none > 0 {
             unattributed.insert(target.clone(), none);
         }
@@ -1146,5 +1188,53 @@ mod tests {
         };
         assert_eq!(fails(&a).len(), 2000);
         assert_eq!(fails(&a), fails(&b));
+    }
+
+    /// A target's open findings counted on all cores are those counted on
+    /// one, by team and severity, with the same number unattributed.
+    #[test]
+    fn open_findings_counted_on_all_cores_are_those_counted_on_one() {
+        let findings: Vec<Finding> = (0..6000)
+            .map(|i| {
+                let severity = [Severity::Low, Severity::High, Severity::Critical][i % 3];
+                let mut f = Finding::new("bandit", Category::Sast, "B1", severity, "m");
+                f.location = Some(Location {
+                    path: format!("a{i}.py"),
+                    start_line: Some(1),
+                    ..Location::default()
+                });
+                f
+            })
+            .collect();
+        let scan = ScanMeta {
+            scan_id: "s".into(),
+            target: "repo:github.com/acme/a".parse().unwrap(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: Default::default(),
+            rule_help: Default::default(),
+        };
+        let mut state = State::new();
+        let engine = Engine::new(&Config::default());
+        engine.scan(&mut state, &scan, findings, DateTime::<Utc>::UNIX_EPOCH);
+        let ts = state.targets.values_mut().next().unwrap();
+        for (i, rec) in ts.findings.values_mut().enumerate() {
+            match i % 7 {
+                0 => rec.status = Status::Resolved,
+                1 | 2 => rec.team = Some("web".into()),
+                3 => rec.team = Some("payments".into()),
+                _ => {}
+            }
+        }
+        let mut one = OpenCounts::new();
+        one.insert(Some("web"), [(Severity::Info, 2)].into_iter().collect());
+        let mut all = one.clone();
+        let none_one = count_open(&ts.findings, &mut one, usize::MAX);
+        let none_all = count_open(&ts.findings, &mut all, 0);
+        assert_eq!(one, all);
+        assert_eq!(none_one, none_all);
+        assert!(none_one > 2000, "{none_one}");
+        assert_eq!(one.len(), 3);
     }
 }
