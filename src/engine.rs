@@ -11,7 +11,6 @@ use crate::model::{Attribution, EventClass, Finding, FindingEvent, ScanMeta, Tar
 use crate::normalize::DecodeContext;
 use crate::ticket::{self, render, RefreshContext, Router, TicketRecord, TicketTransition};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -74,11 +73,12 @@ pub trait Sink {
     fn finding(&mut self, event: FindingEvent);
     /// A ticket event.
     fn ticket(&mut self, event: TicketEvent);
-    /// Finding events in order, many at once (a large step hands them
-    /// over in runs, built on all cores); by default one at a time.
-    fn findings(&mut self, events: Vec<FindingEvent>) {
+    /// Finding events in order, many at once, borrowed from the records
+    /// (a large step hands them over in runs, built on all cores); by
+    /// default each is made an owned event and taken one at a time.
+    fn finding_refs(&mut self, events: Vec<FindingEventRef<'_>>) {
         for e in events {
-            self.finding(e);
+            self.finding(e.to_event());
         }
     }
     /// Whether it takes the changes of parts of tickets across targets
@@ -902,15 +902,15 @@ impl Engine {
             });
             // The same events in the same order as one at a time.
             for (run, records) in transitions.chunks(EVENT_RUN).zip(records.chunks(EVENT_RUN)) {
-                let events: Vec<FindingEvent> = run
+                let events: Vec<FindingEventRef<'_>> = run
                     .par_iter()
                     .zip(records.par_iter())
                     .with_min_len(256)
                     .filter_map(|(t, rec)| {
-                        rec.map(|rec| finding_event(rec, t, target, now, scan_id))
+                        rec.map(|rec| FindingEventRef::new(rec, t, target, now, scan_id))
                     })
                     .collect();
-                sink.findings(events);
+                sink.finding_refs(events);
             }
             refreshed
                 .join()
@@ -1044,17 +1044,13 @@ pub struct Touched {
 /// A deterministic event id: the same transition of the same finding or
 /// ticket always gets the same id, so consumers can drop redeliveries.
 pub fn event_id(class: &str, key: &str, seq: u64, kind: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [
+    let hash = fingerprint::framed_sha256(&[
         class.as_bytes(),
         key.as_bytes(),
         &seq.to_le_bytes(),
         kind.as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    crate::fingerprint::hex(&h.finalize()[..16])
+    ]);
+    crate::fingerprint::hex(&hash[..16])
 }
 
 fn finding_event(
@@ -1064,37 +1060,152 @@ fn finding_event(
     now: DateTime<Utc>,
     scan_id: Option<&str>,
 ) -> FindingEvent {
-    let f = &rec.finding;
-    FindingEvent {
-        kind: EventClass::Finding,
-        event: t.kind,
-        event_id: event_id("finding", &t.fingerprint, t.seq, t.kind.as_str()),
-        at: now,
-        fingerprint: t.fingerprint.clone(),
-        team: rec.team.clone(),
-        previous_team: t.previous_team.clone(),
-        severity: rec.severity(),
-        target: target.clone(),
-        status: rec.status,
-        category: f.category,
-        scanners: rec.sources.names().map(str::to_string).collect(),
-        rule_id: f.rule_id.clone(),
-        aliases: f.aliases.clone(),
-        title: f.title.clone(),
-        message: f.message.clone(),
-        location: f.location.clone(),
-        package: f.package.clone(),
-        first_seen: rec.first_seen,
-        due_at: rec
-            .due_at
-            .filter(|_| rec.status == crate::model::Status::Open),
-        accepted_until: rec.accepted_until,
-        disposition: rec.disposition().cloned(),
-        ticket_key: rec.ticket_key.clone(),
-        attribution: rec.attribution.clone(),
-        scan_id: scan_id.map(str::to_string),
-        origin: rec.origin_or_inherited(),
-        previous_status: t.previous_status,
+    FindingEventRef::new(rec, t, target, now, scan_id).to_event()
+}
+
+/// A finding event that borrows what it says from the finding's record,
+/// its transition and the step: what a large step hands its sink, which
+/// serializes it to the bytes the [`FindingEvent`] it stands for would
+/// give, without copying each record's strings into an event first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FindingEventRef<'a> {
+    kind: EventClass,
+    /// What happened.
+    pub event: crate::model::FindingEventKind,
+    event_id: String,
+    #[serde(serialize_with = "crate::model::time::serialize")]
+    at: DateTime<Utc>,
+    /// The finding's fingerprint.
+    pub fingerprint: &'a str,
+    /// Owning team id, `None` when unattributed.
+    pub team: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_team: Option<&'a str>,
+    /// Its severity.
+    pub severity: crate::model::Severity,
+    /// The target.
+    pub target: &'a Target,
+    status: crate::model::Status,
+    category: crate::model::Category,
+    #[serde(serialize_with = "scanner_names")]
+    scanners: &'a lifecycle::Sources,
+    /// Rule id or canonical vulnerability id.
+    pub rule_id: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    aliases: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a Arc<str>>,
+    message: &'a str,
+    /// Latest location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<&'a crate::model::Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package: Option<&'a crate::model::Package>,
+    #[serde(serialize_with = "crate::model::time::serialize")]
+    first_seen: DateTime<Utc>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::model::time::serialize_opt"
+    )]
+    due_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted_until: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disposition: Option<&'a crate::model::Disposition>,
+    ticket_key: &'a str,
+    attribution: &'a Arc<Attribution>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scan_id: Option<&'a str>,
+    origin: std::borrow::Cow<'a, crate::model::Origin>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_status: Option<crate::model::Status>,
+}
+
+/// The scanners of a record, as the list of names an event holds.
+fn scanner_names<S: serde::Serializer>(
+    sources: &&lifecycle::Sources,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(sources.names())
+}
+
+impl<'a> FindingEventRef<'a> {
+    /// The event of transition `t` of record `rec` on `target`.
+    pub fn new(
+        rec: &'a FindingRecord,
+        t: &'a Transition,
+        target: &'a Target,
+        now: DateTime<Utc>,
+        scan_id: Option<&'a str>,
+    ) -> FindingEventRef<'a> {
+        let f = &rec.finding;
+        FindingEventRef {
+            kind: EventClass::Finding,
+            event: t.kind,
+            event_id: event_id("finding", &t.fingerprint, t.seq, t.kind.as_str()),
+            at: now,
+            fingerprint: &t.fingerprint,
+            team: rec.team.as_deref(),
+            previous_team: t.previous_team.as_deref(),
+            severity: rec.severity(),
+            target,
+            status: rec.status,
+            category: f.category,
+            scanners: &rec.sources,
+            rule_id: &f.rule_id,
+            aliases: &f.aliases,
+            title: f.title.as_ref(),
+            message: &f.message,
+            location: f.location.as_ref(),
+            package: f.package.as_ref(),
+            first_seen: rec.first_seen,
+            due_at: rec
+                .due_at
+                .filter(|_| rec.status == crate::model::Status::Open),
+            accepted_until: rec.accepted_until,
+            disposition: rec.disposition(),
+            ticket_key: &rec.ticket_key,
+            attribution: &rec.attribution,
+            scan_id,
+            origin: match &rec.origin {
+                Some(o) => std::borrow::Cow::Borrowed(o),
+                None => std::borrow::Cow::Owned(rec.origin_or_inherited()),
+            },
+            previous_status: t.previous_status,
+        }
+    }
+
+    /// The event it stands for, owning its strings.
+    pub fn to_event(&self) -> FindingEvent {
+        FindingEvent {
+            kind: self.kind,
+            event: self.event,
+            event_id: self.event_id.clone(),
+            at: self.at,
+            fingerprint: self.fingerprint.to_string(),
+            team: self.team.map(str::to_string),
+            previous_team: self.previous_team.map(str::to_string),
+            severity: self.severity,
+            target: self.target.clone(),
+            status: self.status,
+            category: self.category,
+            scanners: self.scanners.names().map(str::to_string).collect(),
+            rule_id: self.rule_id.to_string(),
+            aliases: self.aliases.to_vec(),
+            title: self.title.cloned(),
+            message: self.message.to_string(),
+            location: self.location.cloned(),
+            package: self.package.cloned(),
+            first_seen: self.first_seen,
+            due_at: self.due_at,
+            accepted_until: self.accepted_until,
+            disposition: self.disposition.cloned(),
+            ticket_key: self.ticket_key.to_string(),
+            attribution: Arc::clone(self.attribution),
+            scan_id: self.scan_id.map(str::to_string),
+            origin: self.origin.clone().into_owned(),
+            previous_status: self.previous_status,
+        }
     }
 }
 
@@ -1290,6 +1401,73 @@ mod tests {
                 serde_json::to_string(&b).unwrap(),
                 "{id}"
             );
+        }
+    }
+
+    /// A finding event borrowed from its record serializes to the bytes of
+    /// the owned event it stands for, whatever the record holds: package,
+    /// aliases, title, a disposition, no location, a team, a record kept
+    /// without its origin, and each transition's optional fields.
+    #[test]
+    fn a_borrowed_finding_event_serializes_as_the_owned_one() {
+        use crate::model::{Disposition, DispositionState, FindingEventKind, Package, Status};
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut report = findings(0, 3, |_| Severity::High);
+        report[0].aliases = vec!["CVE-2026-1".into(), "GHSA-x".into()];
+        report[0].title = Some(Arc::from("A \"quoted\" title\n"));
+        report[1].location = None;
+        report[1].category = Category::Sca;
+        report[1].package = Some(Package {
+            ecosystem: "pypi".into(),
+            name: "urllib3".into(),
+            version: Some("1.0".into()),
+            ..Package::default()
+        });
+        report[2].disposition = Some(Disposition {
+            state: DispositionState::Suppressed,
+            kind: Some("inSource".into()),
+            status: None,
+            justification: Some("tested".into()),
+        });
+        let mut state = State::new();
+        Engine::new(&Config::default()).scan(&mut state, &scan("s1"), report, now);
+        let ts = state.targets.get_mut(&target().to_string()).unwrap();
+        let mut records: Vec<(String, FindingRecord)> = ts
+            .findings
+            .iter()
+            .map(|(fp, rec)| (fp.clone(), (**rec).clone()))
+            .collect();
+        let mut unowned = records[0].1.clone();
+        unowned.origin = None;
+        unowned.team = Some("payments".into());
+        unowned.accepted_until = Some(now);
+        unowned.status = Status::Accepted;
+        records.push((records[0].0.clone(), unowned));
+        let target = target();
+        for (fp, rec) in &records {
+            for (kind, previous_team, previous_status) in [
+                (FindingEventKind::Opened, None, None),
+                (FindingEventKind::Reassigned, Some("web".to_string()), None),
+                (FindingEventKind::Resolved, None, Some(Status::Open)),
+            ] {
+                let t = Transition {
+                    fingerprint: fp.clone(),
+                    kind,
+                    previous_team,
+                    seq: 7,
+                    previous_ticket: None,
+                    previous_status,
+                };
+                for scan_id in [None, Some("s1")] {
+                    let view = FindingEventRef::new(rec, &t, &target, now, scan_id);
+                    assert_eq!(
+                        serde_json::to_string(&view).unwrap(),
+                        serde_json::to_string(&view.to_event()).unwrap()
+                    );
+                }
+            }
         }
     }
 }

@@ -86,12 +86,34 @@ pub fn is_placeholder(tool_fp: &str) -> bool {
 }
 
 fn digest(parts: &[&[u8]], bytes: usize) -> String {
-    let mut h = Sha256::new();
+    hex(&framed_sha256(parts)[..bytes])
+}
+
+/// SHA-256 of `parts`, each preceded by its length as 8 little-endian
+/// bytes. The framed parts are laid out in one buffer (on the stack when
+/// small) and hashed at once: the same bytes as handing the hash a length
+/// and a part at a time, without the small copy into its block buffer
+/// each of those costs, which showed in profiles of a report of 100,000
+/// findings (a fingerprint and an event id each).
+pub fn framed_sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let len: usize = parts.iter().map(|p| 8 + p.len()).sum();
+    let mut stack = [0u8; 512];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = match stack.get_mut(..len) {
+        Some(buf) => buf,
+        None => {
+            heap.resize(len, 0);
+            &mut heap
+        }
+    };
+    let mut at = 0;
     for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
+        buf[at..at + 8].copy_from_slice(&(p.len() as u64).to_le_bytes());
+        at += 8;
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
     }
-    hex(&h.finalize()[..bytes])
+    Sha256::digest(buf).into()
 }
 
 /// The occurrence-independent identity of a code finding: which kind of
@@ -470,6 +492,27 @@ pub fn prefixed_hex(prefix: &str, bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// The framed hash is that of the lengths and parts handed over one
+    /// at a time, whether the parts fit the stack buffer or not.
+    #[test]
+    fn framed_sha256_is_the_hash_of_each_length_and_part_in_turn() {
+        let long = "x".repeat(700);
+        for parts in [
+            vec![],
+            vec![&b""[..]],
+            vec![&b"v1-code"[..], b"bandit", b"B101", b"", b"0"],
+            vec![b"line".as_slice(), long.as_bytes()],
+        ] {
+            let mut h = Sha256::new();
+            for p in &parts {
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p);
+            }
+            let plain: [u8; 32] = h.finalize().into();
+            assert_eq!(framed_sha256(&parts), plain);
+        }
+    }
 
     #[test]
     fn hex_is_lowercase_hex() {

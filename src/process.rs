@@ -12,7 +12,7 @@
 //! inputs are named all the same).
 
 use crate::config::Config;
-use crate::engine::{Engine, Output, Sink};
+use crate::engine::{Engine, FindingEventRef, Output, Sink};
 use crate::lifecycle::{ScanRecord, State};
 use crate::model::{FindingEvent, ScanMeta, Severity, Status, Target, TicketEvent};
 use crate::normalize::{self, DecodeError, Format};
@@ -406,8 +406,12 @@ fn scan_file(
     // A target's last scan sent again (the same bytes, under the same
     // flags and settings) is applied without decoding it, as the service
     // does: only `last_seen` moves (see `Engine::rescan_unchanged`). Not
-    // with `--source`, whose checkout the fingerprints also read.
-    let remembering = s.source.is_none();
+    // with `--source`, whose checkout the fingerprints also read. Nor when
+    // nothing could read the record: no state file is saved, and no later
+    // file of this run can be the same report again; the report's bytes
+    // are then not hashed for it, nor are the fingerprints it observed
+    // and the records it changed listed.
+    let remembering = s.source.is_none() && (s.state.is_some() || s.files.len() > 1);
     let record = |bytes: String| ScanRecord {
         bytes: Some(bytes),
         content: None,
@@ -519,6 +523,10 @@ fn scan_file(
             coverage: report.coverage.clone(),
             rule_help: report.rule_help.clone(),
         };
+        let Some(record) = remembered.as_ref().filter(|_| alone) else {
+            engine.scan_into(state, &scan, part.findings, s.now, sink);
+            continue;
+        };
         let touched = engine.scan_touched(
             state,
             &scan,
@@ -527,16 +535,14 @@ fn scan_file(
             sink,
             std::time::Duration::ZERO,
         );
-        if let (true, Some(record)) = (alone, &remembered) {
-            state.last_scans.insert(
-                target,
-                ScanRecord {
-                    findings: n,
-                    observed: touched.observed,
-                    ..record.clone()
-                },
-            );
-        }
+        state.last_scans.insert(
+            target,
+            ScanRecord {
+                findings: n,
+                observed: touched.observed,
+                ..record.clone()
+            },
+        );
     }
     Ok(Scanned { findings: n, weak })
 }
@@ -707,9 +713,49 @@ impl<W: Write> JsonLines<W> {
     }
 }
 
+/// What the summary and `--fail-on` read of a finding event, owned or
+/// borrowed.
+struct Counted<'a> {
+    event: crate::model::FindingEventKind,
+    team: Option<&'a str>,
+    severity: Severity,
+    location: Option<&'a crate::model::Location>,
+    target: &'a Target,
+    rule_id: &'a str,
+    fingerprint: &'a str,
+}
+
+impl<'a> From<&'a FindingEvent> for Counted<'a> {
+    fn from(e: &'a FindingEvent) -> Counted<'a> {
+        Counted {
+            event: e.event,
+            team: e.team.as_deref(),
+            severity: e.severity,
+            location: e.location.as_ref(),
+            target: &e.target,
+            rule_id: &e.rule_id,
+            fingerprint: &e.fingerprint,
+        }
+    }
+}
+
+impl<'a> From<&'a FindingEventRef<'_>> for Counted<'a> {
+    fn from(e: &'a FindingEventRef<'_>) -> Counted<'a> {
+        Counted {
+            event: e.event,
+            team: e.team,
+            severity: e.severity,
+            location: e.location,
+            target: e.target,
+            rule_id: e.rule_id,
+            fingerprint: e.fingerprint,
+        }
+    }
+}
+
 impl<W: Write> JsonLines<W> {
     /// Counts a finding event for the summary and `--fail-on`.
-    fn count(&mut self, e: &FindingEvent) {
+    fn count(&mut self, e: Counted<'_>) {
         use crate::model::FindingEventKind as F;
         let slot = match e.event {
             F::Opened => Some(0),
@@ -718,12 +764,15 @@ impl<W: Write> JsonLines<W> {
             _ => None,
         };
         if let Some(i) = slot {
-            self.tally.events.entry(e.team.clone()).or_default()[i] += 1;
+            self.tally
+                .events
+                .entry(e.team.map(str::to_string))
+                .or_default()[i] += 1;
         }
         let fails = matches!(e.event, F::Opened | F::Reopened)
             && self.fail_on.is_some_and(|at| e.severity >= at);
         if fails {
-            let location = match &e.location {
+            let location = match e.location {
                 Some(l) if !l.path.is_empty() => match l.start_line {
                     Some(n) => format!("{}:{n}", l.path),
                     None => l.path.clone(),
@@ -732,10 +781,10 @@ impl<W: Write> JsonLines<W> {
             };
             self.tally.failing.push(Failing {
                 severity: e.severity,
-                rule: e.rule_id.clone(),
+                rule: e.rule_id.to_string(),
                 location,
-                team: e.team.clone(),
-                fingerprint: e.fingerprint.clone(),
+                team: e.team.map(str::to_string),
+                fingerprint: e.fingerprint.to_string(),
             });
         }
     }
@@ -747,7 +796,7 @@ const SERIALIZE_RUN: usize = 512;
 
 impl<W: Write> Sink for JsonLines<W> {
     fn finding(&mut self, e: FindingEvent) {
-        self.count(&e);
+        self.count(Counted::from(&e));
         if self.emit != Emit::Tickets {
             self.write(&e);
         }
@@ -756,20 +805,19 @@ impl<W: Write> Sink for JsonLines<W> {
     /// Counts the events in order, then serializes them on all cores,
     /// each run of them into its own buffer, and writes the buffers in
     /// order: the bytes of one event at a time.
-    fn findings(&mut self, events: Vec<FindingEvent>) {
+    fn finding_refs(&mut self, events: Vec<FindingEventRef<'_>>) {
         use rayon::prelude::*;
         for e in &events {
-            self.count(e);
+            self.count(Counted::from(e));
         }
         if self.emit == Emit::Tickets || self.error.is_some() {
             return;
         }
         let lines: Vec<serde_json::Result<Vec<u8>>> = events
-            .into_par_iter()
-            .chunks(SERIALIZE_RUN)
+            .par_chunks(SERIALIZE_RUN)
             .map(|run| {
                 let mut buf = Vec::with_capacity(run.len() * 1024);
-                for e in &run {
+                for e in run {
                     serde_json::to_writer(&mut buf, e)?;
                     buf.push(b'\n');
                 }
@@ -870,6 +918,58 @@ pub struct ProcessSummary<'a> {
     fail_on: Option<FailOn<'a>>,
 }
 
+/// Open findings by team (borrowed) and severity.
+type OpenCounts<'s> = BTreeMap<Option<&'s str>, BTreeMap<Severity, u64>>;
+
+/// A target with at least this many records has its open findings
+/// counted on all cores (the summary of a large report is otherwise a
+/// walk of its records on one core, at the end of the run).
+const PARALLEL_COUNT: usize = 4096;
+
+/// Adds a target's open findings to `open`, by team and severity, on all
+/// cores from `parallel_from` records; returns how many have no team.
+fn count_open<'s>(
+    findings: &'s BTreeMap<String, Box<crate::lifecycle::FindingRecord>>,
+    open: &mut OpenCounts<'s>,
+    parallel_from: usize,
+) -> u64 {
+    use rayon::prelude::*;
+    let add = |mut counts: OpenCounts<'s>, rec: &'s crate::lifecycle::FindingRecord| {
+        *counts
+            .entry(rec.team.as_deref())
+            .or_default()
+            .entry(rec.severity())
+            .or_default() += 1;
+        counts
+    };
+    let merge = |mut into: OpenCounts<'s>, from: OpenCounts<'s>| {
+        for (team, by) in from {
+            let slot = into.entry(team).or_default();
+            for (severity, n) in by {
+                *slot.entry(severity).or_default() += n;
+            }
+        }
+        into
+    };
+    let counts = if findings.len() >= parallel_from {
+        findings
+            .par_iter()
+            .map(|(_, rec)| &**rec)
+            .filter(|rec| rec.status == Status::Open)
+            .fold(OpenCounts::new, add)
+            .reduce(OpenCounts::new, merge)
+    } else {
+        findings
+            .values()
+            .map(|rec| &**rec)
+            .filter(|rec| rec.status == Status::Open)
+            .fold(OpenCounts::new(), add)
+    };
+    let none = counts.get(&None).map_or(0, |by| by.values().sum());
+    *open = merge(std::mem::take(open), counts);
+    none
+}
+
 /// Counts the summary's rows: open findings by severity and open tickets
 /// from the whole state, opened, resolved and reopened from this run.
 fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
@@ -879,17 +979,7 @@ fn summary_rows<'a>(state: &State, tally: &'a Tally) -> Rows<'a> {
     let mut tickets_open: BTreeMap<Option<&str>, u64> = BTreeMap::new();
     let mut unattributed: BTreeMap<String, u64> = BTreeMap::new();
     for (target, ts) in &state.targets {
-        let mut none = 0;
-        for rec in ts.findings.values().filter(|r| r.status == Status::Open) {
-            *open
-                .entry(rec.team.as_deref())
-                .or_default()
-                .entry(rec.severity())
-                .or_default() += 1;
-            if rec.team.is_none() {
-                none += 1;
-            }
-        }
+        let none = count_open(&ts.findings, &mut open, PARALLEL_COUNT);
         if none > 0 {
             unattributed.insert(target.clone(), none);
         }
@@ -1023,9 +1113,10 @@ mod tests {
         }
     }
 
-    /// Finding events handed over many at once (serialized on all cores)
-    /// are written as the same bytes, in the same order, and counted the
-    /// same, as events handed over one at a time.
+    /// Finding events handed over many at once, borrowed from their
+    /// records (serialized on all cores), are written as the same bytes,
+    /// in the same order, and counted the same, as owned events handed
+    /// over one at a time.
     #[test]
     fn events_written_many_at_once_are_those_written_one_at_a_time() {
         let findings: Vec<Finding> = (0..3000)
@@ -1056,20 +1147,35 @@ mod tests {
             rule_help: Default::default(),
         };
         let engine = Engine::new(&Config::default());
-        let events = engine
-            .scan(
-                &mut State::new(),
-                &scan,
-                findings,
-                DateTime::<Utc>::UNIX_EPOCH,
-            )
-            .findings;
+        let mut state = State::new();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let events = engine.scan(&mut state, &scan, findings, now).findings;
+        // The same events borrowed from the records they were made of.
+        let records = &state.targets[&scan.target.to_string()].findings;
+        let transitions: Vec<crate::lifecycle::Transition> = events
+            .iter()
+            .map(|e| crate::lifecycle::Transition {
+                fingerprint: e.fingerprint.clone(),
+                kind: e.event,
+                previous_team: None,
+                seq: records[&e.fingerprint].seq,
+                previous_ticket: None,
+                previous_status: None,
+            })
+            .collect();
+        let refs: Vec<FindingEventRef<'_>> = transitions
+            .iter()
+            .map(|t| {
+                let rec = &records[&t.fingerprint];
+                FindingEventRef::new(rec, t, &scan.target, now, Some("s"))
+            })
+            .collect();
         let (mut one, mut many) = (Vec::new(), Vec::new());
         let (mut a, mut b) = (sink(&mut one), sink(&mut many));
-        for e in events.clone() {
+        for e in events {
             a.finding(e);
         }
-        b.findings(events);
+        b.finding_refs(refs);
         let (a, b) = (a.finish().unwrap(), b.finish().unwrap());
         assert_eq!(one.iter().filter(|&&c| c == b'\n').count(), 3000);
         assert!(one == many);
@@ -1082,5 +1188,53 @@ mod tests {
         };
         assert_eq!(fails(&a).len(), 2000);
         assert_eq!(fails(&a), fails(&b));
+    }
+
+    /// A target's open findings counted on all cores are those counted on
+    /// one, by team and severity, with the same number unattributed.
+    #[test]
+    fn open_findings_counted_on_all_cores_are_those_counted_on_one() {
+        let findings: Vec<Finding> = (0..6000)
+            .map(|i| {
+                let severity = [Severity::Low, Severity::High, Severity::Critical][i % 3];
+                let mut f = Finding::new("bandit", Category::Sast, "B1", severity, "m");
+                f.location = Some(Location {
+                    path: format!("a{i}.py"),
+                    start_line: Some(1),
+                    ..Location::default()
+                });
+                f
+            })
+            .collect();
+        let scan = ScanMeta {
+            scan_id: "s".into(),
+            target: "repo:github.com/acme/a".parse().unwrap(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: Default::default(),
+            rule_help: Default::default(),
+        };
+        let mut state = State::new();
+        let engine = Engine::new(&Config::default());
+        engine.scan(&mut state, &scan, findings, DateTime::<Utc>::UNIX_EPOCH);
+        let ts = state.targets.values_mut().next().unwrap();
+        for (i, rec) in ts.findings.values_mut().enumerate() {
+            match i % 7 {
+                0 => rec.status = Status::Resolved,
+                1 | 2 => rec.team = Some("web".into()),
+                3 => rec.team = Some("payments".into()),
+                _ => {}
+            }
+        }
+        let mut one = OpenCounts::new();
+        one.insert(Some("web"), [(Severity::Info, 2)].into_iter().collect());
+        let mut all = one.clone();
+        let none_one = count_open(&ts.findings, &mut one, usize::MAX);
+        let none_all = count_open(&ts.findings, &mut all, 0);
+        assert_eq!(one, all);
+        assert_eq!(none_one, none_all);
+        assert!(none_one > 2000, "{none_one}");
+        assert_eq!(one.len(), 3);
     }
 }
