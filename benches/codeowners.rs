@@ -2,10 +2,6 @@
 //! ones (10 to 10,000 rules) and the largest corpus file; plus the cost of
 //! compiling a file.
 
-/// The allocator custody's binary runs with (see `src/main.rs`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use custody::ownership::codeowners::{CodeOwners, Flavor};
 use std::hint::black_box;

@@ -4,14 +4,9 @@
 //!
 //! `cargo bench --bench process` (`CUSTODY_BENCH_RESULTS` for another size).
 
-#[path = "common/alloc.rs"]
-mod alloc;
 mod common;
 #[path = "common/process.rs"]
 mod process;
-
-#[global_allocator]
-static ALLOC: alloc::BenchAlloc = alloc::BenchAlloc;
 
 fn main() {
     process::serve_floor();

@@ -35,8 +35,6 @@
 //! it), the rest the mock broker storing them and delivery reports. The
 //! `changelog` row prints those bytes by topic and record kind.
 
-#[path = "common/alloc.rs"]
-mod alloc;
 mod common;
 #[path = "common/process.rs"]
 mod process;
@@ -47,9 +45,6 @@ mod service;
 
 use common::load::{self, Partition};
 use std::time::Instant;
-
-#[global_allocator]
-static ALLOC: alloc::BenchAlloc = alloc::BenchAlloc;
 
 /// The rows, in the order (`process` runs first).
 const ROWS: [&str; 7] = [

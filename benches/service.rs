@@ -5,10 +5,6 @@
 //!
 //! `cargo bench --bench service [-- throughput|new|rescans|primed|restamped|latency|restore]`
 
-/// The allocator custody's binary runs with (see `src/main.rs`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod common;
 #[path = "common/service.rs"]
 mod service;

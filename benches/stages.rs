@@ -1,10 +1,6 @@
 //! Criterion benches for each hot stage, in findings per second: every
 //! decoder on real reports, fingerprinting, and the lifecycle step.
 
-/// The allocator custody's binary runs with (see `src/main.rs`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod common;
 
 use chrono::{TimeZone, Utc};

@@ -4,14 +4,6 @@ use clap::Parser;
 use custody::cli::{Cli, Command, OwnersCommand};
 use std::process::ExitCode;
 
-/// mimalloc rather than the system allocator: custody allocates many small
-/// blocks (a finding's strings, its record, its events), and on them
-/// mimalloc took a first scan through the partition processor from 24 to
-/// 14 us of CPU per finding, for about 7% more memory per tracked finding
-/// (see the README's sizing section).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     custody::logging::init(cli.log_format);
