@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     custody::logging::init(cli.log_format);
     match cli.command {
         Command::Process(args) => {
+            custody::app::process::reserve_heap();
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
