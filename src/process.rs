@@ -1137,15 +1137,7 @@ mod tests {
                 f
             })
             .collect();
-        let scan = ScanMeta {
-            scan_id: "s".into(),
-            target: "repo:github.com/acme/a".parse().unwrap(),
-            commit: None,
-            git_ref: None,
-            complete: true,
-            coverage: Default::default(),
-            rule_help: Default::default(),
-        };
+        let scan = complete_scan();
         let engine = Engine::new(&Config::default());
         let mut state = State::new();
         let now = DateTime::<Utc>::UNIX_EPOCH;
@@ -1192,6 +1184,19 @@ mod tests {
 
     /// A target's open findings counted on all cores are those counted on
     /// one, by team and severity, with the same number unattributed.
+    /// A complete scan of `repo:github.com/acme/a`.
+    fn complete_scan() -> ScanMeta {
+        ScanMeta {
+            scan_id: "s".into(),
+            target: "repo:github.com/acme/a".parse().unwrap(),
+            commit: None,
+            git_ref: None,
+            complete: true,
+            coverage: Default::default(),
+            rule_help: Default::default(),
+        }
+    }
+
     #[test]
     fn open_findings_counted_on_all_cores_are_those_counted_on_one() {
         let findings: Vec<Finding> = (0..6000)
@@ -1206,15 +1211,7 @@ mod tests {
                 f
             })
             .collect();
-        let scan = ScanMeta {
-            scan_id: "s".into(),
-            target: "repo:github.com/acme/a".parse().unwrap(),
-            commit: None,
-            git_ref: None,
-            complete: true,
-            coverage: Default::default(),
-            rule_help: Default::default(),
-        };
+        let scan = complete_scan();
         let mut state = State::new();
         let engine = Engine::new(&Config::default());
         engine.scan(&mut state, &scan, findings, DateTime::<Utc>::UNIX_EPOCH);
