@@ -219,6 +219,10 @@ impl Attribute for Resolver {
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
         self.explain(target, finding.path(), finding.owner.as_deref())
     }
+
+    fn digest(&self) -> Option<String> {
+        Some(self.own.digest.clone())
+    }
 }
 
 /// An attribution whose configuration can change while the service runs:
@@ -304,5 +308,9 @@ impl Reloadable {
 impl Attribute for Reloadable {
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
         self.current().attribute(target, finding)
+    }
+
+    fn digest(&self) -> Option<String> {
+        self.current().digest()
     }
 }

@@ -2295,3 +2295,161 @@ fn the_scorecard_decodes_an_evicted_target_only_for_rows_it_may_list() {
     assert!(!evicting.p.summaries[TARGET].stripped(), "its rows listed");
     assert!(evicting.p.summaries[LATER].stripped());
 }
+
+/// Every finding to one team, or unattributed; with a digest or without.
+struct AllTo {
+    team: Option<&'static str>,
+    digest: Option<&'static str>,
+}
+
+impl crate::engine::Attribute for AllTo {
+    fn attribute(
+        &self,
+        _: &crate::model::Target,
+        _: &crate::model::Finding,
+    ) -> Arc<crate::model::Attribution> {
+        Arc::new(match self.team {
+            Some(t) => crate::model::Attribution {
+                team: Some(t.into()),
+                source: "fallback".into(),
+                file: None,
+                line: None,
+                rule: None,
+                owners: vec![t.into()],
+            },
+            None => crate::model::Attribution::unattributed(),
+        })
+    }
+
+    fn digest(&self) -> Option<String> {
+        self.digest.map(String::from)
+    }
+}
+
+/// A bench whose engine attributes with `to`.
+fn attributing(to: AllTo) -> Bench {
+    let mut b = Bench::new(|_| {});
+    b.cx.engine = Engine::new(&Config::default()).with_attribution(Box::new(to));
+    b
+}
+
+/// The changelog of one scan of findings 1-3 of [`TARGET`] at offset 0,
+/// under `b`.
+fn one_scan_log(b: &Bench) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut p = b.restored(&[]);
+    applied_log(b, &mut p, &[(0, &[1, 2, 3])])
+}
+
+/// A restored target sent its last scan again, under the attribution its
+/// records were written under and within the same period of `last_seen`,
+/// is not decoded for it: no event, no changelog record, its offsets
+/// stored. Decoded later (by the clock, or when the partition is idle), it
+/// holds what it holds when decoded before those rescans, `last_seen`
+/// included.
+#[test]
+fn a_restored_targets_unchanged_rescan_leaves_it_undecoded_until_needed() {
+    let b = Bench::new(|_| {});
+    let log = one_scan_log(&b);
+    let rescans = |p: &mut PartitionProcessor| {
+        let mut effects = Vec::new();
+        for o in [1, 2] {
+            b.feed(p, message(o, TARGET, report(&[1, 2, 3]), &[]));
+            effects.extend(b.edge.take());
+        }
+        effects
+    };
+    let mut lazy = b.restored(&log);
+    b.edge.take();
+    let effects = rescans(&mut lazy);
+    assert!(lazy.raw.holds(TARGET), "not decoded");
+    assert!(
+        effects.iter().all(|e| matches!(e, Rec::Store(_))),
+        "nothing produced: {effects:?}"
+    );
+    assert_eq!(stores(&effects), vec![1, 2]);
+    // Decoded before the same rescans.
+    let mut eager = b.restored(&log);
+    eager.decode_some(&b.env(), &|| false);
+    assert!(!eager.raw.holds(TARGET));
+    b.edge.take();
+    let eager_effects = rescans(&mut eager);
+    assert!(produced(&eager_effects, &b.cx.settings.changelog_for(REPORTS)).is_empty());
+    let want = state_of(&b, &mut eager);
+    let got = state_of(&b, &mut lazy);
+    assert_eq!(got, want);
+    let seen = message(2, TARGET, Vec::new(), &[]).time(b.env().wall);
+    let findings = &got.targets[TARGET].findings;
+    assert_eq!(findings.len(), 3);
+    assert!(findings.values().all(|r| r.last_seen == seen));
+}
+
+/// Under another attribution than its records were written under (the
+/// ownership changed while custody was down), or one whose digest is not
+/// known, the rescan decodes the target; the findings are reassigned.
+#[test]
+fn a_restored_target_rescanned_under_another_attribution_is_decoded() {
+    let qa = AllTo {
+        team: Some("qa"),
+        digest: Some("qa"),
+    };
+    let log = one_scan_log(&attributing(qa));
+    for to in [
+        AllTo {
+            team: Some("web"),
+            digest: Some("web"),
+        },
+        AllTo {
+            team: Some("web"),
+            digest: None,
+        },
+    ] {
+        let b = attributing(to);
+        let mut p = b.restored(&log);
+        b.edge.take();
+        b.feed(&mut p, message(1, TARGET, report(&[1, 2, 3]), &[]));
+        assert!(!p.raw.holds(TARGET), "decoded");
+        let events = finding_events(&b.edge.take(), &b.cx.settings.findings_topic);
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(events
+            .iter()
+            .all(|e| e["event"] == "reassigned" && e["team"] == "web"));
+    }
+    // Under the same attribution, it is not.
+    let b = attributing(AllTo {
+        team: Some("qa"),
+        digest: Some("qa"),
+    });
+    let mut p = b.restored(&log);
+    b.feed(&mut p, message(1, TARGET, report(&[1, 2, 3]), &[]));
+    assert!(p.raw.holds(TARGET));
+}
+
+/// A rescan in a later period of `last_seen` than its last scan record's
+/// decodes the target, for the records that write the new `last_seen`.
+#[test]
+fn a_restored_target_rescanned_in_a_later_period_of_last_seen_is_decoded() {
+    let b = Bench::new(|_| {});
+    let log = one_scan_log(&b);
+    let mut p = b.restored(&log);
+    b.edge.take();
+    let later = 2 * b.cx.settings.last_seen_resolution.as_secs() as i64;
+    b.feed(&mut p, message(later, TARGET, report(&[1, 2, 3]), &[]));
+    assert!(!p.raw.holds(TARGET), "decoded");
+    let effects = b.edge.take();
+    let keys: Vec<u8> = produced(&effects, &b.cx.settings.changelog_for(REPORTS))
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Produce { key, .. } => key.first().copied(),
+            _ => None,
+        })
+        .collect();
+    // What the step applied, the three findings' records, then the last
+    // scan's again.
+    assert_eq!(keys, b"offfs".to_vec());
+    let seen = message(later, TARGET, Vec::new(), &[]).time(b.env().wall);
+    let state = state_of(&b, &mut p);
+    assert!(state.targets[TARGET]
+        .findings
+        .values()
+        .all(|r| r.last_seen == seen));
+}
