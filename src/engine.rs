@@ -20,23 +20,11 @@ pub trait Attribute: Send + Sync {
     /// The owner of `finding` on `target`, with the evidence. Answers are
     /// shared: every finding one rule decides can hold the same `Arc`.
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution>;
-
-    /// A digest of everything the answers depend on, when it is known:
-    /// two attributions with the same digest attribute every finding
-    /// alike (under the same custody). `None`: not known, so no record
-    /// may be trusted to hold under it without checking.
-    fn digest(&self) -> Option<String> {
-        None
-    }
 }
 
 impl<T: Attribute + ?Sized> Attribute for Arc<T> {
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
         (**self).attribute(target, finding)
-    }
-
-    fn digest(&self) -> Option<String> {
-        (**self).digest()
     }
 }
 
@@ -52,10 +40,6 @@ impl Default for Unattributed {
 impl Attribute for Unattributed {
     fn attribute(&self, _: &Target, _: &Finding) -> Arc<Attribution> {
         Arc::clone(&self.0)
-    }
-
-    fn digest(&self) -> Option<String> {
-        Some("unattributed".into())
     }
 }
 
@@ -213,11 +197,6 @@ impl Engine {
                         || attribution == rec.attribution)
             })
         })
-    }
-
-    /// The attribution's digest (see [`Attribute::digest`]).
-    pub fn attribution_digest(&self) -> Option<String> {
-        self.attribute.digest()
     }
 
     /// Replaces the attribution.

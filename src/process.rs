@@ -421,8 +421,6 @@ fn scan_file(
         findings: 0,
         observed: Vec::new(),
         settings: scan_settings(s, engine),
-        seen: None,
-        attribution: None,
     };
     let bytes_hash = |bytes: &[u8]| crate::fingerprint::hex(blake3::hash(bytes).as_bytes());
     // The hash of the bytes is needed before decoding only when the

@@ -278,16 +278,6 @@ pub struct ScanRecord {
     /// was applied under ([`crate::engine::Engine::settings_digest`]):
     /// under others, the same report may be applied otherwise.
     pub settings: String,
-    /// When the record was written: every finding the scan observed was
-    /// last seen then, as its own record says to the resolution of
-    /// `last_seen` (the service's `last_seen_resolution`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seen: Option<DateTime<Utc>>,
-    /// The digest of the attribution the target's findings were
-    /// attributed under ([`crate::engine::Attribute::digest`]); under the
-    /// same, a restored target needs no re-attribution.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attribution: Option<String>,
 }
 
 /// Which ownership configuration a state was built with.
@@ -476,7 +466,7 @@ impl Changes {
     }
 
     /// Whether moving `last_seen` from `before` to `now` must be written.
-    pub fn seen_moved(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    fn seen_moved(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         let period = self.seen_resolution_ms.max(1);
         before.timestamp_millis().div_euclid(period) != now.timestamp_millis().div_euclid(period)
     }

@@ -116,11 +116,6 @@ pub struct Ownership {
     /// Problems that do not stop loading (invalid CODEOWNERS lines, owner
     /// handles no team claims), for `owners check`.
     pub warnings: Vec<String>,
-    /// BLAKE3 (hex) of everything the configuration was read from: its
-    /// origin, its text, and each file it named (or that a file was
-    /// missing). Two configurations with the same digest attribute every
-    /// finding alike, under the same custody.
-    pub digest: String,
 }
 
 /// A configuration's entry file, read: `path` itself, or `owners.toml` in
@@ -178,33 +173,6 @@ impl Ownership {
         base: &Path,
         read: &dyn Fn(&Path) -> std::io::Result<String>,
     ) -> Result<Ownership, OwnershipError> {
-        // Every input hashed as it is read, framed (lengths before texts).
-        let hasher = std::cell::RefCell::new(blake3::Hasher::new());
-        let frame = |h: &mut blake3::Hasher, bytes: &[u8]| {
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        {
-            let mut h = hasher.borrow_mut();
-            frame(&mut h, origin.as_bytes());
-            frame(&mut h, text.as_bytes());
-        }
-        let read = |p: &Path| {
-            let got = read(p);
-            let mut h = hasher.borrow_mut();
-            frame(&mut h, p.to_string_lossy().as_bytes());
-            match &got {
-                Ok(t) => {
-                    h.update(&[1]);
-                    frame(&mut h, t.as_bytes());
-                }
-                Err(_) => {
-                    h.update(&[0]);
-                }
-            }
-            got
-        };
-        let read: &dyn Fn(&Path) -> std::io::Result<String> = &read;
         let raw: RawOwnership = toml::from_str(text).map_err(|e| OwnershipError::Parse {
             path: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
@@ -371,7 +339,6 @@ impl Ownership {
             catalog,
             fallback: raw.fallback.clone(),
             warnings,
-            digest: crate::fingerprint::hex(hasher.borrow().finalize().as_bytes()),
         };
         // Handles that no team claims still attribute (to the handle), but
         // are worth a warning: they are usually a missing alias.

@@ -219,10 +219,6 @@ impl Attribute for Resolver {
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
         self.explain(target, finding.path(), finding.owner.as_deref())
     }
-
-    fn digest(&self) -> Option<String> {
-        Some(self.own.digest.clone())
-    }
 }
 
 /// An attribution whose configuration can change while the service runs:
@@ -308,9 +304,5 @@ impl Reloadable {
 impl Attribute for Reloadable {
     fn attribute(&self, target: &Target, finding: &Finding) -> Arc<Attribution> {
         self.current().attribute(target, finding)
-    }
-
-    fn digest(&self) -> Option<String> {
-        self.current().digest()
     }
 }

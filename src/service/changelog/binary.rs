@@ -1306,10 +1306,6 @@ const S_SCANNER: u8 = 1 << 3;
 const S_COMPLETE: u8 = 1 << 4;
 /// The observed fingerprints are a bitmap over the target's findings.
 const S_BITMAP: u8 = 1 << 5;
-/// The time the record was written and the attribution's digest follow
-/// the settings (versions before them pass such a record over: the scan
-/// is then decoded, as without it).
-const S_SEEN: u8 = 1 << 6;
 
 /// A check of a list of fingerprints: the first bytes of their BLAKE3.
 fn list_check(fps: &[String]) -> [u8; 4] {
@@ -1364,7 +1360,6 @@ pub fn encode_scan<'a>(
         (scan.scanner.is_some(), S_SCANNER),
         (scan.complete, S_COMPLETE),
         (bitmap.is_some(), S_BITMAP),
-        (scan.seen.is_some() && scan.attribution.is_some(), S_SEEN),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -1378,10 +1373,6 @@ pub fn encode_scan<'a>(
     }
     put_varint(&mut out, scan.findings as u64);
     put_text(&mut out, &scan.settings);
-    if let (Some(seen), Some(attribution)) = (&scan.seen, &scan.attribution) {
-        put_time(&mut out, seen, Base::ZERO);
-        put_text(&mut out, attribution);
-    }
     match bitmap {
         Some((n, bits)) => {
             put_varint(&mut out, n as u64);
@@ -1410,7 +1401,7 @@ pub fn scan_needs_findings(value: &[u8]) -> bool {
 pub fn decode_scan(value: &[u8], findings: &[&str]) -> Result<ScanRecord, String> {
     let r = &mut Reader::new(value)?;
     let flags = r.byte("scan flags")?;
-    if flags >> 7 != 0 {
+    if flags >> 6 != 0 {
         return Err(r.err("scan flags", &format!("unknown flags {flags:#x}")));
     }
     let mut opt = |bit: u8, what: &str| (flags & bit != 0).then(|| r.text(what)).transpose();
@@ -1421,13 +1412,6 @@ pub fn decode_scan(value: &[u8], findings: &[&str]) -> Result<ScanRecord, String
     let findings_n =
         usize::try_from(r.varint("findings")?).map_err(|_| r.err("findings", "out of range"))?;
     let settings = r.text("settings")?;
-    let (seen, attribution) = match flags & S_SEEN != 0 {
-        true => (
-            Some(r.time(Base::ZERO, "seen")?),
-            Some(r.text("attribution")?),
-        ),
-        false => (None, None),
-    };
     let observed = if flags & S_BITMAP != 0 {
         let n = r.varint("bitmap length")?;
         if usize::try_from(n).ok() != Some(findings.len()) {
@@ -1471,8 +1455,6 @@ pub fn decode_scan(value: &[u8], findings: &[&str]) -> Result<ScanRecord, String
         findings: findings_n,
         observed,
         settings,
-        seen,
-        attribution,
     })
 }
 

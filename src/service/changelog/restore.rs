@@ -537,11 +537,6 @@ impl RawLog {
         self.runs.is_empty()
     }
 
-    /// Whether `target`'s records are held, not decoded yet.
-    pub fn holds(&self, target: &str) -> bool {
-        self.runs.contains_key(target)
-    }
-
     /// Some target still to decode.
     pub fn any_target(&self) -> Option<String> {
         self.runs.keys().next().map(|t| t.to_string())

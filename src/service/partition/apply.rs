@@ -265,7 +265,6 @@ impl PartitionProcessor {
         let git_ref = meta.git_ref.clone().or(report.git_ref.take());
         let now = msg.time(env.wall);
         let ownership = env.cx.ownership_generation();
-        let attribution = env.cx.engine.attribution_digest();
         let Some(state) = self.state.as_mut() else {
             return;
         };
@@ -349,9 +348,6 @@ impl PartitionProcessor {
                     ownership,
                     observed: Observed::new(std::mem::take(&mut touched.observed)),
                     restored: false,
-                    seen: Some(now),
-                    attribution: attribution.clone(),
-                    pending_seen: None,
                 };
                 records.push(self.writer.scan_record(
                     state,
@@ -385,10 +381,6 @@ impl PartitionProcessor {
             return Ok(None);
         };
         let spec = target.to_string();
-        let now = msg.time(env.wall);
-        if self.rescan_undecoded(env, &spec, now, digests) {
-            return Ok(Some(Vec::new()));
-        }
         // A target known from the changelog's record of its last scan may
         // not be decoded yet; decoding it re-attributes it, which forgets
         // the scan should a finding move.
@@ -415,10 +407,8 @@ impl PartitionProcessor {
                 return Ok(None);
             }
             last.restored = false;
-            // Decoded, re-attributed, and found as that attribution
-            // leaves it.
-            last.attribution = env.cx.engine.attribution_digest();
         }
+        let now = msg.time(env.wall);
         let Some(touched) = env.cx.engine.rescan_unchanged(
             state,
             target,
@@ -440,7 +430,6 @@ impl PartitionProcessor {
         // Records of the target void the changelog's record of its last
         // scan unless it comes after them again.
         if !records.is_empty() {
-            last.seen = Some(now);
             records.push(self.writer.scan_record(
                 state,
                 &spec,
@@ -448,52 +437,6 @@ impl PartitionProcessor {
             ));
         }
         Ok(Some(records))
-    }
-
-    /// A rescan sending its target's last scan again while the target's
-    /// records are still as the restore read them, not decoded: applied
-    /// without decoding them when the changelog's record of that scan
-    /// says they were attributed under the attribution in force, and the
-    /// findings it observed were last seen in the same period of
-    /// `last_seen_resolution` as `now`. Nothing of the target's records
-    /// would then change but `last_seen` in memory, which is kept for
-    /// their decode ([`LastScan::pending_seen`]). Whether it was.
-    fn rescan_undecoded(
-        &mut self,
-        env: &Env<'_>,
-        spec: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        digests: &Digests,
-    ) -> bool {
-        if self.broken.contains_key(spec)
-            || !self.raw.holds(spec)
-            || self
-                .state
-                .as_ref()
-                .is_some_and(|s| s.targets.contains_key(spec))
-        {
-            return false;
-        }
-        let Some(last) = self.last_scans.get_mut(spec) else {
-            return false;
-        };
-        let (Some(seen), Some(attribution)) = (last.seen, last.attribution.as_deref()) else {
-            return false;
-        };
-        if !last.restored
-            || last.ownership != env.cx.ownership_generation()
-            || env.cx.engine.attribution_digest().as_deref() != Some(attribution)
-            || crate::lifecycle::Changes::new(env.cx.settings.last_seen_resolution)
-                .seen_moved(seen, now)
-        {
-            return false;
-        }
-        last.pending_seen = Some(now);
-        last.recognized_by(digests);
-        env.cx.metrics.findings_consumed(last.findings);
-        env.count_message("processed");
-        env.cx.metrics.report_unchanged();
-        true
     }
 
     fn apply_decision(

@@ -543,24 +543,7 @@ impl PartitionProcessor {
         for p in decoded.parsed {
             r.apply_parsed(p);
         }
-        let mut state = r.finish();
-        // Rescans applied while the target was not decoded (see
-        // `rescan_undecoded`): its observed findings were seen then.
-        if let Some(last) = self.last_scans.get_mut(target) {
-            if let Some(t) = last.pending_seen.take() {
-                let held = state.targets.get_mut(target).is_some_and(|ts| {
-                    crate::lifecycle::observe_unchanged(ts, &last.observed, t, None)
-                });
-                if !held {
-                    tracing::warn!(
-                        target = %target,
-                        "a target's records are not as its last scan record says; its next scan is applied in full"
-                    );
-                    self.last_scans.remove(target);
-                }
-            }
-        }
-        self.state = Some(state);
+        self.state = Some(r.finish());
         // Under the JSON format, binary records of the target are
         // rewritten as JSON now, so that rolling back to a version that
         // reads only JSON needs no traffic to each target.

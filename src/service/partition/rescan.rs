@@ -8,7 +8,6 @@ use super::super::meta::MessageMeta;
 use super::Bytes;
 use crate::lifecycle::Fingerprints;
 use crate::normalize::{self, DecodeError, Format, Report};
-use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 /// BLAKE3 hash of a report's bytes (of the joined chunks, for a chunked
@@ -123,17 +122,6 @@ pub(super) struct LastScan {
     /// Read from the changelog, and its attributions not yet checked
     /// against the ownership in force.
     pub(super) restored: bool,
-    /// When its changelog record was written (the observed findings'
-    /// `last_seen` in their records is in the same period of the
-    /// resolution), if known.
-    pub(super) seen: Option<DateTime<Utc>>,
-    /// The digest of the attribution its target's records were written
-    /// under ([`crate::engine::Attribute::digest`]), if known.
-    pub(super) attribution: Option<String>,
-    /// The time of the latest rescan applied while the target's records
-    /// were not decoded (see `PartitionProcessor::rescan_undecoded`): the
-    /// observed findings' `last_seen` once they are.
-    pub(super) pending_seen: Option<DateTime<Utc>>,
 }
 
 impl LastScan {
@@ -159,8 +147,6 @@ impl LastScan {
             findings: self.findings,
             observed: self.observed.to_strings(),
             settings: settings.to_string(),
-            seen: self.seen,
-            attribution: self.attribution.clone(),
         }
     }
 
@@ -191,9 +177,6 @@ impl LastScan {
             ownership,
             observed: Observed::new(scan.observed),
             restored: true,
-            seen: scan.seen,
-            attribution: scan.attribution,
-            pending_seen: None,
         })
     }
 
