@@ -480,6 +480,8 @@ fn restart_restores_state_from_the_changelog() {
     // Restored records are decoded in the background once every partition
     // is back: the state gauges then count them all.
     wait_metric(&service, "custody_state_findings{status=\"open\"} 272");
+    // And the gauge of targets still to decode says none is left.
+    wait_metric(&service, "custody_targets_undecoded 0");
     let m = h.publish(TORNADO, "bandit", &old, DEFAULT_CHUNK_BYTES);
     wait_done(&service, m);
     assert_eq!(

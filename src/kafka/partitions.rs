@@ -250,25 +250,14 @@ impl Core {
         }
         let started = Instant::now();
         let spent = move || started.elapsed() >= budget;
-        let keys: Vec<(String, i32)> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.raw.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for tp in keys {
-            let Some(mut part) = self.parts.remove(&tp) else {
-                continue;
-            };
-            {
-                let edge = self.edge(consumer);
-                part.decode_some(&self.env(&edge), &spent);
-            }
-            self.parts.insert(tp, part);
-            if spent() {
-                break;
-            }
-        }
+        self.par_each_part(
+            consumer,
+            |p| !p.raw.is_empty(),
+            |p, env| {
+                p.decode_some(env, &spent);
+            },
+        );
+        self.update_gauges();
     }
 
     pub(super) fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {
@@ -337,6 +326,9 @@ impl Core {
         self.cx
             .metrics
             .in_flight_bytes(self.parts.values().map(|p| p.bytes).sum());
+        self.cx
+            .metrics
+            .targets_undecoded(self.parts.values().map(|p| p.raw.targets()).sum());
     }
 
     /// Takes a consumed message into its partition's queue. Partitions
@@ -460,29 +452,52 @@ impl Core {
     /// Advances the SLA clock over every partition.
     pub(super) fn tick(&mut self, consumer: &Cons) {
         self.for_each_part(consumer, PartitionProcessor::tick);
+        self.update_gauges();
     }
 
     /// Re-attributes every partition after an ownership change.
     pub(super) fn reattribute(&mut self, consumer: &Cons) {
         self.for_each_part(consumer, PartitionProcessor::reattribute);
+        self.update_gauges();
     }
 
-    /// Runs `f` on every partition in turn.
+    /// Runs `f` on every partition (see [`Core::par_each_part`]).
     pub(super) fn for_each_part(
         &mut self,
         consumer: &Cons,
-        f: impl Fn(&mut PartitionProcessor, &Env<'_>),
+        f: impl Fn(&mut PartitionProcessor, &Env<'_>) + Sync,
     ) {
-        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
-        for tp in keys {
-            if let Some(mut part) = self.parts.remove(&tp) {
-                {
-                    let edge = self.edge(consumer);
-                    f(&mut part, &self.env(&edge));
-                }
-                self.parts.insert(tp, part);
-            }
-        }
+        self.par_each_part(consumer, |_| true, f);
+    }
+
+    /// Runs `f` on every partition `which` picks, on the pool, under one
+    /// clock reading. Partitions share nothing but what a step already
+    /// shares, so the decoding of restored targets, the clock's pass and a
+    /// re-attribution, which hold up the loop while they run, take every
+    /// core rather than one.
+    fn par_each_part(
+        &mut self,
+        consumer: &Cons,
+        which: impl Fn(&PartitionProcessor) -> bool + Sync,
+        f: impl Fn(&mut PartitionProcessor, &Env<'_>) + Sync,
+    ) {
+        use rayon::prelude::*;
+        let edge = KafkaEdge {
+            output: &self.out,
+            consumer,
+            health: &self.cx.health,
+            settings: &self.cx.settings,
+        };
+        let env = Env {
+            cx: &self.cx,
+            edge: &edge,
+            wall: Utc::now(),
+            now: Instant::now(),
+        };
+        self.parts
+            .par_iter_mut()
+            .filter(|(_, p)| which(p))
+            .for_each(|(_, p)| f(p, &env));
     }
 
     pub(super) fn state_gauges(&mut self) {

@@ -209,11 +209,16 @@ impl Worker {
                 result = Err(RunError::Delivery(e));
                 break;
             }
-            let busy = {
+            let (busy, undecoded) = {
                 let core = lock(&self.core);
-                core.parts.values().any(|p| p.in_flight() > 0)
+                (
+                    core.parts.values().any(|p| p.in_flight() > 0),
+                    core.parts.values().any(|p| !p.raw.is_empty()),
+                )
             };
-            let wait = if busy { 2 } else { 50 };
+            // Idle with restored targets still to decode: a short wait, so
+            // the loop comes back to decoding them (below) at once.
+            let wait = if busy || undecoded { 2 } else { 50 };
             // Take what has arrived (up to a batch) before stepping, so
             // decodes of many messages run in parallel.
             let mut timeout = Duration::from_millis(wait);

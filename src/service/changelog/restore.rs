@@ -537,6 +537,11 @@ impl RawLog {
         self.runs.is_empty()
     }
 
+    /// Targets whose records are held, not decoded yet.
+    pub fn targets(&self) -> usize {
+        self.runs.len()
+    }
+
     /// Some target still to decode.
     pub fn any_target(&self) -> Option<String> {
         self.runs.keys().next().map(|t| t.to_string())
