@@ -294,7 +294,7 @@ mod tests {
                 .take(&t, |recs| decode_target(&recs, "t"))
                 .unwrap()
                 .unwrap();
-            let mut r = Restorer::resume(state);
+            let mut r = Restorer::resume(state, &t);
             d.parsed.into_iter().for_each(|p| r.apply_parsed(p));
             state = r.finish();
         }

@@ -602,6 +602,8 @@ pub struct Restorer {
     strings: HashMap<String, Strings>,
     /// Records applied.
     pub records: usize,
+    /// The one target whose records are applied, when resumed.
+    only: Option<String>,
 }
 
 impl Restorer {
@@ -613,11 +615,13 @@ impl Restorer {
         }
     }
 
-    /// A restorer that continues `state` (records decoded later than the
-    /// rest).
-    pub fn resume(state: State) -> Restorer {
+    /// A restorer that continues `state` with the records of `target`
+    /// (decoded later than the rest): [`Restorer::finish`] then settles
+    /// that target alone, not every one `state` holds.
+    pub fn resume(state: State, target: &str) -> Restorer {
         Restorer {
             state,
+            only: Some(target.to_string()),
             ..Restorer::default()
         }
     }
@@ -698,8 +702,17 @@ impl Restorer {
 
     /// The restored state.
     pub fn finish(mut self) -> State {
-        for ts in self.state.targets.values_mut() {
-            ts.settle_baseline();
+        match &self.only {
+            Some(t) => {
+                if let Some(ts) = self.state.targets.get_mut(t) {
+                    ts.settle_baseline();
+                }
+            }
+            None => {
+                for ts in self.state.targets.values_mut() {
+                    ts.settle_baseline();
+                }
+            }
         }
         self.state
     }

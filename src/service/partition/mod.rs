@@ -539,7 +539,7 @@ impl PartitionProcessor {
             }
         };
         self.writer.restored(target, Some(&decoded), &marks);
-        let mut r = Restorer::resume(self.state.take().unwrap_or_default());
+        let mut r = Restorer::resume(self.state.take().unwrap_or_default(), target);
         for p in decoded.parsed {
             r.apply_parsed(p);
         }
