@@ -242,21 +242,46 @@ impl Core {
         self.update_gauges();
     }
 
-    /// Background decoding: a few targets per loop iteration.
-    pub(super) fn decode_some(&mut self, consumer: &Cons, budget: Duration) {
+    /// Background decoding: a few targets per loop iteration, for
+    /// `budget`. `idle`: no message waits, so every core decodes (the
+    /// partitions in parallel); otherwise this thread alone does, and the
+    /// pool goes on with the decodes of the reports ahead.
+    pub(super) fn decode_some(&mut self, consumer: &Cons, budget: Duration, idle: bool) {
         // Restoring comes first: readiness waits for it, decoding does not.
         if self.parts.values().any(|p| !p.restored()) {
             return;
         }
         let started = Instant::now();
         let spent = move || started.elapsed() >= budget;
-        self.par_each_part(
-            consumer,
-            |p| !p.raw.is_empty(),
-            |p, env| {
-                p.decode_some(env, &spent);
-            },
-        );
+        if idle {
+            self.par_each_part(
+                consumer,
+                |p| !p.raw.is_empty(),
+                |p, env| {
+                    p.decode_some(env, &spent);
+                },
+            );
+        } else {
+            let keys: Vec<(String, i32)> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| !p.raw.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for tp in keys {
+                let Some(mut part) = self.parts.remove(&tp) else {
+                    continue;
+                };
+                {
+                    let edge = self.edge(consumer);
+                    part.decode_some(&self.env(&edge), &spent);
+                }
+                self.parts.insert(tp, part);
+                if spent() {
+                    break;
+                }
+            }
+        }
         self.update_gauges();
     }
 

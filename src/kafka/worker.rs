@@ -254,7 +254,8 @@ impl Worker {
                 // hold them up (the loop and the pool wait for it), and
                 // applying a message decodes its own target, so it then
                 // gets a short slice a few times a second.
-                let background = if !busy && !polled {
+                let idle = !busy && !polled;
+                let background = if idle {
                     Duration::from_millis(20)
                 } else if last_background.elapsed() >= Duration::from_millis(100) {
                     Duration::from_millis(5)
@@ -263,7 +264,7 @@ impl Worker {
                 };
                 if !background.is_zero() {
                     last_background = Instant::now();
-                    core.decode_some(&self.consumer, background);
+                    core.decode_some(&self.consumer, background, idle);
                 }
                 if core.out.eos && last_commit.elapsed() >= Duration::from_millis(100) {
                     last_commit = Instant::now();
