@@ -320,6 +320,48 @@ mod tests {
             .collect()
     }
 
+    /// Records as the version before baselines wrote them (no origin on
+    /// findings, no baseline record), of two targets decoded one after
+    /// the other as a partition decodes them: each target's scanners are
+    /// settled as having scanned it, the later target's too.
+    #[test]
+    fn records_without_origins_settle_each_targets_baseline_as_it_is_decoded() {
+        let mut state = State::new();
+        let touched = tornado_scan(&mut state, at(1), 20, "aaa");
+        let old = |target: &str| -> Vec<Record> {
+            records(&state, TORNADO, &touched.findings, Some(&[]))
+                .into_iter()
+                .filter(|r| r.key.first() == Some(&b'f'))
+                .map(|r| {
+                    let mut v: serde_json::Value =
+                        serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+                    v.as_object_mut().unwrap().remove("origin");
+                    Record {
+                        key: String::from_utf8(r.key)
+                            .unwrap()
+                            .replace(TORNADO, target)
+                            .into_bytes(),
+                        value: Some(serde_json::to_vec(&v).unwrap()),
+                    }
+                })
+                .collect()
+        };
+        let other = "repo:github.com/acme/other";
+        let mut log = old(TORNADO);
+        log.extend(old(other));
+        let restored = restore_both(&log);
+        for t in [TORNADO, other] {
+            let ts = &restored.targets[t];
+            assert_eq!(ts.findings.len(), 20);
+            assert!(ts.findings.values().all(|r| r.origin.is_none()));
+            assert_eq!(
+                ts.baselined.iter().collect::<Vec<_>>(),
+                vec!["bandit"],
+                "{t}"
+            );
+        }
+    }
+
     #[test]
     fn binary_records_restore_the_state_json_ones_do_mixed_in_any_order() {
         let mut state = State::new();
