@@ -412,7 +412,6 @@ impl Core {
     /// Steps every partition, in parallel on the rayon pool: partitions
     /// share nothing but the producer.
     pub(super) fn step_all(&mut self, consumer: &Cons) {
-        use rayon::prelude::*;
         let busy = self
             .parts
             .values()
@@ -453,22 +452,9 @@ impl Core {
         } else {
             // In place: the processors stay in the map, which is neither
             // emptied nor rebuilt at every turn.
-            let edge = KafkaEdge {
-                output: &self.out,
-                consumer,
-                health: &self.cx.health,
-                settings: &self.cx.settings,
-            };
-            let env = Env {
-                cx: &self.cx,
-                edge: &edge,
-                wall: Utc::now(),
-                now: Instant::now(),
-            };
-            self.parts
-                .par_iter_mut()
-                .filter(|(_, part)| part.wants_step())
-                .for_each(|(_, part)| part.step(&env, &spent));
+            self.par_each_part(consumer, PartitionProcessor::wants_step, |part, env| {
+                part.step(env, &spent)
+            });
         }
         // Backpressure may have paused or resumed partitions.
         self.update_gauges();
