@@ -1182,8 +1182,6 @@ mod tests {
         assert_eq!(fails(&a), fails(&b));
     }
 
-    /// A target's open findings counted on all cores are those counted on
-    /// one, by team and severity, with the same number unattributed.
     /// A complete scan of `repo:github.com/acme/a`.
     fn complete_scan() -> ScanMeta {
         ScanMeta {
@@ -1197,6 +1195,8 @@ mod tests {
         }
     }
 
+    /// A target's open findings counted on all cores are those counted on
+    /// one, by team and severity, with the same number unattributed.
     #[test]
     fn open_findings_counted_on_all_cores_are_those_counted_on_one() {
         let findings: Vec<Finding> = (0..6000)
