@@ -253,35 +253,15 @@ impl Core {
         }
         let started = Instant::now();
         let spent = move || started.elapsed() >= budget;
-        if idle {
-            self.par_each_part(
-                consumer,
-                |p| !p.raw.is_empty(),
-                |p, env| {
-                    p.decode_some(env, &spent);
-                },
-            );
-        } else {
-            let keys: Vec<(String, i32)> = self
-                .parts
-                .iter()
-                .filter(|(_, p)| !p.raw.is_empty())
-                .map(|(k, _)| k.clone())
-                .collect();
-            for tp in keys {
-                let Some(mut part) = self.parts.remove(&tp) else {
-                    continue;
-                };
-                {
-                    let edge = self.edge(consumer);
-                    part.decode_some(&self.env(&edge), &spent);
-                }
-                self.parts.insert(tp, part);
-                if spent() {
-                    break;
-                }
-            }
-        }
+        // Once the budget is spent, each partition left returns at once.
+        self.each_part(
+            consumer,
+            idle,
+            |p| !p.raw.is_empty(),
+            |p, env| {
+                p.decode_some(env, &spent);
+            },
+        );
         self.update_gauges();
     }
 
@@ -452,9 +432,12 @@ impl Core {
         } else {
             // In place: the processors stay in the map, which is neither
             // emptied nor rebuilt at every turn.
-            self.par_each_part(consumer, PartitionProcessor::wants_step, |part, env| {
-                part.step(env, &spent)
-            });
+            self.each_part(
+                consumer,
+                true,
+                PartitionProcessor::wants_step,
+                |part, env| part.step(env, &spent),
+            );
         }
         // Backpressure may have paused or resumed partitions.
         self.update_gauges();
@@ -472,23 +455,25 @@ impl Core {
         self.update_gauges();
     }
 
-    /// Runs `f` on every partition (see [`Core::par_each_part`]).
+    /// Runs `f` on every partition, on the pool (see [`Core::each_part`]).
     pub(super) fn for_each_part(
         &mut self,
         consumer: &Cons,
         f: impl Fn(&mut PartitionProcessor, &Env<'_>) + Sync,
     ) {
-        self.par_each_part(consumer, |_| true, f);
+        self.each_part(consumer, true, |_| true, f);
     }
 
-    /// Runs `f` on every partition `which` picks, on the pool, under one
-    /// clock reading. Partitions share nothing but what a step already
-    /// shares, so the decoding of restored targets, the clock's pass and a
-    /// re-attribution, which hold up the loop while they run, take every
-    /// core rather than one.
-    fn par_each_part(
+    /// Runs `f` on every partition `which` picks, in place, under one
+    /// clock reading: on the pool when `parallel`, else on this thread.
+    /// Partitions share nothing but what a step already shares, so the
+    /// decoding of restored targets, the clock's pass and a
+    /// re-attribution, which hold up the loop while they run, can take
+    /// every core rather than one.
+    fn each_part(
         &mut self,
         consumer: &Cons,
+        parallel: bool,
         which: impl Fn(&PartitionProcessor) -> bool + Sync,
         f: impl Fn(&mut PartitionProcessor, &Env<'_>) + Sync,
     ) {
@@ -505,10 +490,17 @@ impl Core {
             wall: Utc::now(),
             now: Instant::now(),
         };
-        self.parts
-            .par_iter_mut()
-            .filter(|(_, p)| which(p))
-            .for_each(|(_, p)| f(p, &env));
+        if parallel {
+            self.parts
+                .par_iter_mut()
+                .filter(|(_, p)| which(p))
+                .for_each(|(_, p)| f(p, &env));
+        } else {
+            self.parts
+                .values_mut()
+                .filter(|p| which(p))
+                .for_each(|p| f(p, &env));
+        }
     }
 
     pub(super) fn state_gauges(&mut self) {
