@@ -240,8 +240,11 @@ fn service_step(c: &mut Criterion) {
     g.bench_function("decode", |b| {
         b.iter(|| Format::Sarif.decode(&bytes, &ctx).map(|r| r.findings.len()))
     });
-    // What the service pays to recognize a report sent again (BLAKE3),
-    // and what the same check with SHA-256 would cost.
+    // What the service pays to recognize a report sent again (XXH3-128),
+    // and what the same check with BLAKE3 or SHA-256 would cost.
+    g.bench_function("digest", |b| {
+        b.iter(|| custody::normalize::report_digest(&bytes))
+    });
     g.bench_function("digest-blake3", |b| b.iter(|| blake3::hash(&bytes)));
     // What recognizing a restamped rescan costs: a skim of the report and
     // the hash of what the decoder reads.

@@ -422,7 +422,7 @@ fn scan_file(
         observed: Vec::new(),
         settings: scan_settings(s, engine),
     };
-    let bytes_hash = |bytes: &[u8]| crate::fingerprint::hex(blake3::hash(bytes).as_bytes());
+    let bytes_hash = |bytes: &[u8]| crate::fingerprint::hex(&normalize::report_digest(bytes));
     // The hash of the bytes is needed before decoding only when the
     // target has a last scan to compare with; otherwise it is taken while
     // the report is decoded.
@@ -461,7 +461,7 @@ fn scan_file(
         remembered = Some(now);
     }
     // The scan id (a SHA-256 of the bytes) and, when still wanted, the
-    // BLAKE3 hash that remembers them, are taken on another thread while
+    // digest that remembers them, are taken on another thread while
     // the report is decoded: a report of 60 MB costs some 50 ms of
     // hashing, which then no longer waits for the decoding, nor it for
     // them.

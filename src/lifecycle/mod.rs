@@ -256,7 +256,8 @@ pub struct State {
 /// its changelog; `custody process` in its state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanRecord {
-    /// BLAKE3 of the report's bytes, in hex.
+    /// The digest of the report's bytes
+    /// ([`crate::normalize::report_digest`]), in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
     /// The digest of what the report's decoder reads, in hex.

@@ -370,6 +370,18 @@ pub fn json_error(err: &serde_json::Error) -> String {
     format!("{kept}{at}")
 }
 
+/// The digest that recognizes a report sent again: XXH3-128 of its
+/// bytes. It is not a cryptographic hash, and need not be: it is only
+/// compared with the digest of the same target's last scan, and a report
+/// made to collide with that one would be applied as that scan sent
+/// again, which anyone able to send that target's reports can have by
+/// sending its last report again. It runs at memory speed (a 200 KB
+/// report in 15 us on this project's machines, a third of BLAKE3's
+/// time), and a rescan sent again is hashed whole before anything else.
+pub fn report_digest(bytes: &[u8]) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes()
+}
+
 /// Hashes a secret value with the salt: the only form in which a secret may
 /// appear in a fingerprint, event or log.
 pub fn secret_hash(salt: &str, secret: &str) -> String {

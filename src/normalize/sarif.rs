@@ -46,6 +46,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use xxhash_rust::xxh3::Xxh3;
 
 /// The SARIF decoder.
 pub struct SarifDecoder;
@@ -374,7 +375,7 @@ const RUN_KEYS: [&str; 5] = [
     "versionControlProvenance",
 ];
 
-/// A BLAKE3 digest of what the decoder reads of a SARIF log: each run's
+/// An XXH3-128 digest of what the decoder reads of a SARIF log: each run's
 /// [`RUN_KEYS`] members, as they are written, in order. Two logs with the
 /// same digest decode to the same report, however their invocations,
 /// timestamps and other run metadata differ, so a rescan that only
@@ -383,9 +384,9 @@ const RUN_KEYS: [&str; 5] = [
 ///
 /// It costs a pass of serde_json over the bytes that checks and skips
 /// them, and the hash of the members kept: about a quarter of a decode.
-pub fn content_digest(bytes: &[u8]) -> Option<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"custody sarif content v1\0");
+pub fn content_digest(bytes: &[u8]) -> Option<[u8; 16]> {
+    let mut hasher = Xxh3::new();
+    hasher.update(b"custody sarif content v2\0");
     let mut de = serde_json::Deserializer::from_slice(bytes);
     DigestLog {
         hasher: &mut hasher,
@@ -399,12 +400,12 @@ pub fn content_digest(bytes: &[u8]) -> Option<[u8; 32]> {
         }
     })
     .ok()?;
-    Some(hasher.finalize().into())
+    Some(hasher.digest128().to_le_bytes())
 }
 
 /// The log object, for [`content_digest`]: true when it had `runs`.
 struct DigestLog<'h> {
-    hasher: &'h mut blake3::Hasher,
+    hasher: &'h mut Xxh3,
 }
 
 impl<'de> DeserializeSeed<'de> for DigestLog<'_> {
@@ -440,7 +441,7 @@ impl<'de> Visitor<'de> for DigestLog<'_> {
 }
 
 struct DigestRuns<'h> {
-    hasher: &'h mut blake3::Hasher,
+    hasher: &'h mut Xxh3,
 }
 
 impl<'de> DeserializeSeed<'de> for DigestRuns<'_> {
@@ -472,7 +473,7 @@ impl<'de> Visitor<'de> for DigestRuns<'_> {
 }
 
 struct DigestRun<'h> {
-    hasher: &'h mut blake3::Hasher,
+    hasher: &'h mut Xxh3,
 }
 
 impl<'de> DeserializeSeed<'de> for DigestRun<'_> {

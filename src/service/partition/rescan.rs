@@ -10,11 +10,15 @@ use crate::lifecycle::Fingerprints;
 use crate::normalize::{self, DecodeError, Format, Report};
 use std::collections::HashMap;
 
-/// BLAKE3 hash of a report's bytes (of the joined chunks, for a chunked
-/// scan): a cryptographic hash, so no report can be made to pass for
-/// another, and fast (a 200 KB report hashes in a quarter of SHA-256's
-/// time on this project's machines).
-pub(super) type Digest = [u8; 32];
+/// The digest of a report's bytes ([`normalize::report_digest`]; of the
+/// joined chunks, for a chunked scan). Digests of BLAKE3's length, which
+/// versions before wrote, do not read back: such a target's next scan is
+/// decoded in full, once.
+pub(super) type Digest = [u8; 16];
+
+fn digest(bytes: &[u8]) -> Digest {
+    normalize::report_digest(bytes)
+}
 
 /// What a report is recognized by: the digest of its bytes and, for a
 /// format that has one, the digest of what its decoder reads
@@ -157,7 +161,7 @@ impl LastScan {
             let Some(h) = h else {
                 return Some(None);
             };
-            let mut d = [0u8; 32];
+            let mut d = Digest::default();
             hex::decode_to_slice(h, &mut d).ok()?;
             Some(Some(d))
         };
@@ -302,7 +306,7 @@ impl DecodeInput {
     /// scan again or that is not known yet.
     pub(super) fn run(self: Box<Self>, known: Known) -> Prepared {
         let by_content = known.by_content();
-        let bytes: Option<Digest> = (!by_content).then(|| blake3::hash(&self.bytes).into());
+        let bytes: Option<Digest> = (!by_content).then(|| digest(&self.bytes));
         let mut digests = Digests {
             bytes,
             content: None,
@@ -349,7 +353,7 @@ impl DecodeInput {
     /// bytes differing): the digest of the bytes is taken if it was not.
     pub(super) fn decode(self, mut digests: Digests) -> Decoded {
         if digests.bytes.is_none() {
-            digests.bytes = Some(blake3::hash(&self.bytes).into());
+            digests.bytes = Some(digest(&self.bytes));
         }
         let (format, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
         warn_weak_fingerprints(format, &report, self.scan_id.as_deref());
