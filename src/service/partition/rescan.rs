@@ -470,6 +470,36 @@ mod tests {
         });
         assert_eq!(text, "");
     }
+
+    /// A last scan reads back from the changelog with the digests it was
+    /// written with; one written with BLAKE3's digests (by versions
+    /// before XXH3) does not, so its target's next scan is decoded.
+    #[test]
+    fn a_last_scan_reads_back_with_its_digests_and_not_with_blake3s() {
+        let bytes = digest(b"a report");
+        let scan = |bytes: String| changelog::ScanRecord {
+            bytes: Some(bytes),
+            content: None,
+            format: Some("sarif".to_string()),
+            scanner: Some("semgrep".to_string()),
+            complete: true,
+            findings: 1,
+            observed: Vec::new(),
+            settings: "s".to_string(),
+        };
+        let last = LastScan::restored(scan(crate::fingerprint::hex(&bytes)), 0)
+            .expect("an XXH3 digest reads back");
+        assert!(last.digests.same_report(&Digests {
+            bytes: Some(bytes),
+            content: None,
+        }));
+        assert!(!last.digests.same_report(&Digests {
+            bytes: Some(digest(b"another report")),
+            content: None,
+        }));
+        let blake3 = blake3::hash(b"a report").to_hex().to_string();
+        assert!(LastScan::restored(scan(blake3), 0).is_none());
+    }
 }
 
 /// The fingerprints a scan observed, sorted, kept compact: `v1:`
