@@ -248,7 +248,7 @@ impl Core {
     /// pool goes on with the decodes of the reports ahead.
     pub(super) fn decode_some(&mut self, consumer: &Cons, budget: Duration, idle: bool) {
         // Restoring comes first: readiness waits for it, decoding does not.
-        if self.parts.values().any(|p| !p.restored()) {
+        if !self.undecoded() || self.parts.values().any(|p| !p.restored()) {
             return;
         }
         let started = Instant::now();
@@ -263,6 +263,11 @@ impl Core {
             },
         );
         self.update_gauges();
+    }
+
+    /// Whether some partition holds restored targets not decoded yet.
+    pub(super) fn undecoded(&self) -> bool {
+        self.parts.values().any(|p| !p.raw.is_empty())
     }
 
     pub(super) fn commit_partition(&self, consumer: &Cons, tp: &(String, i32)) {

@@ -213,7 +213,7 @@ impl Worker {
                 let core = lock(&self.core);
                 (
                     core.parts.values().any(|p| p.in_flight() > 0),
-                    core.parts.values().any(|p| !p.raw.is_empty()),
+                    core.undecoded(),
                 )
             };
             // Idle with restored targets still to decode: a short wait, so

@@ -16,10 +16,6 @@ use std::collections::HashMap;
 /// decoded in full, once.
 pub(super) type Digest = [u8; 16];
 
-fn digest(bytes: &[u8]) -> Digest {
-    normalize::report_digest(bytes)
-}
-
 /// What a report is recognized by: the digest of its bytes and, for a
 /// format that has one, the digest of what its decoder reads
 /// ([`normalize::sarif::content_digest`]: a SARIF log restamped with a new
@@ -306,7 +302,7 @@ impl DecodeInput {
     /// scan again or that is not known yet.
     pub(super) fn run(self: Box<Self>, known: Known) -> Prepared {
         let by_content = known.by_content();
-        let bytes: Option<Digest> = (!by_content).then(|| digest(&self.bytes));
+        let bytes: Option<Digest> = (!by_content).then(|| normalize::report_digest(&self.bytes));
         let mut digests = Digests {
             bytes,
             content: None,
@@ -353,7 +349,7 @@ impl DecodeInput {
     /// bytes differing): the digest of the bytes is taken if it was not.
     pub(super) fn decode(self, mut digests: Digests) -> Decoded {
         if digests.bytes.is_none() {
-            digests.bytes = Some(digest(&self.bytes));
+            digests.bytes = Some(normalize::report_digest(&self.bytes));
         }
         let (format, report) = normalize::decode(&self.bytes, self.format, &self.ctx)?;
         warn_weak_fingerprints(format, &report, self.scan_id.as_deref());
@@ -476,7 +472,7 @@ mod tests {
     /// before XXH3) does not, so its target's next scan is decoded.
     #[test]
     fn a_last_scan_reads_back_with_its_digests_and_not_with_blake3s() {
-        let bytes = digest(b"a report");
+        let bytes = normalize::report_digest(b"a report");
         let scan = |bytes: String| changelog::ScanRecord {
             bytes: Some(bytes),
             content: None,
@@ -494,7 +490,7 @@ mod tests {
             content: None,
         }));
         assert!(!last.digests.same_report(&Digests {
-            bytes: Some(digest(b"another report")),
+            bytes: Some(normalize::report_digest(b"another report")),
             content: None,
         }));
         let blake3 = blake3::hash(b"a report").to_hex().to_string();
