@@ -183,6 +183,9 @@ fn changelog() -> f64 {
 
 fn main() {
     process::serve_floor();
+    // As `custody run` and `custody process` set glibc's allocator up (the
+    // service rows run custody in this process).
+    custody::app::reserve_heap();
     // `cargo bench` passes --bench; `cargo test --benches` does not run this.
     let only: Vec<String> = std::env::args()
         .skip(1)

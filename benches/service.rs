@@ -10,6 +10,9 @@ mod common;
 mod service;
 
 fn main() {
+    // As `custody run` sets glibc's allocator up (custody runs in this
+    // process).
+    custody::app::reserve_heap();
     // `cargo bench` passes --bench; `cargo test --benches` does not run this.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     service::run(only.as_deref());

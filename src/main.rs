@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     custody::logging::init(cli.log_format);
     match cli.command {
         Command::Process(args) => {
-            custody::app::process::reserve_heap();
+            custody::app::reserve_heap();
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
@@ -33,7 +33,10 @@ fn main() -> ExitCode {
             };
             ExitCode::from(code)
         }
-        Command::Run { config } => ExitCode::from(custody::app::run::command(config.as_deref())),
+        Command::Run { config } => {
+            custody::app::reserve_heap();
+            ExitCode::from(custody::app::run::command(config.as_deref()))
+        }
         Command::Publish(args) => ExitCode::from(custody::app::publish::command(args)),
         Command::PublishOwnership(args) => {
             ExitCode::from(custody::app::publish_ownership::command(args))

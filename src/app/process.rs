@@ -115,21 +115,6 @@ pub fn settings(args: ProcessArgs, now: DateTime<Utc>) -> Result<Settings, Usage
     })
 }
 
-/// Lets glibc's allocator take memory from the system 64 MiB at a time
-/// rather than 128 KiB: a run over a large report builds hundreds of
-/// megabytes of records on several threads, and growing the heaps in small
-/// steps cost a third of its system time on a report of 100,000 results
-/// (a call to the kernel for each step, page faults after it). Call before
-/// the run's threads start; elsewhere than glibc it does nothing.
-pub fn reserve_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets one tuning parameter of glibc's allocator, under
-    // the allocator's own lock; it touches no memory of ours.
-    unsafe {
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
-}
-
 /// Runs `custody process` with raw flags; returns the exit status.
 pub fn command(
     args: ProcessArgs,

@@ -100,7 +100,7 @@ pub use writer::*;
 pub use crate::config::service::ChangelogFormat;
 use crate::lifecycle::{FindingRecord, State, TargetState};
 use crate::ticket::TicketRecord;
-use binary::{Dict, Strings};
+use binary::{Dict, Shared, Strings};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;

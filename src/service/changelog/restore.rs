@@ -80,15 +80,18 @@ pub fn target_of(key: &[u8]) -> Result<&str, RestoreError> {
 /// Decodes one changelog record that needs no dictionary (a JSON one, or
 /// a binary one that is not a finding's).
 pub fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Parsed, RestoreError> {
-    parse_in(key, value, &Strings::default())
+    parse_in(key, value, &Strings::default(), &mut Shared::default())
 }
 
 /// Decodes one changelog record, a binary finding record's texts looked
-/// up in `strings` (its target's dictionary).
+/// up in `strings` (its target's dictionary), what it shares with the
+/// target's other records taken from `shared` (which serves that one
+/// dictionary).
 pub fn parse_in(
     key: &[u8],
     value: Option<&[u8]>,
     strings: &Strings,
+    shared: &mut Shared,
 ) -> Result<Parsed, RestoreError> {
     let shown = || String::from_utf8_lossy(key).into_owned();
     let mut parts = key.splitn(3, |&b| b == 0);
@@ -113,7 +116,7 @@ pub fn parse_in(
             id,
             record: value
                 .map(|v| match binary::is_binary(v) {
-                    true => binary::decode_finding(v, strings)
+                    true => binary::decode_finding(v, strings, shared)
                         .map(Box::new)
                         .map_err(|e| bad_binary("finding", e)),
                     false => serde_json::from_slice(v).map_err(bad),
@@ -206,12 +209,17 @@ pub fn decode_target(recs: &[RawRecord<'_>], topic: &str) -> Result<Decoded, Str
     }
     let rest: Vec<&RawRecord<'_>> = latest().filter(|r| !is_dict(r)).collect();
     binary |= rest.iter().any(|r| r.value.is_some_and(binary::is_binary));
-    let parse = |r: &&RawRecord<'_>| parse_in(r.key, r.value, &strings).map_err(|e| at(r, e));
+    let parse = |shared: &mut Shared, r: &&RawRecord<'_>| {
+        parse_in(r.key, r.value, &strings, shared).map_err(|e| at(r, e))
+    };
     let parsed = if rest.len() > 256 {
         use rayon::prelude::*;
-        rest.par_iter().map(parse).collect::<Result<Vec<_>, _>>()
+        rest.par_iter()
+            .map_init(Shared::default, parse)
+            .collect::<Result<Vec<_>, _>>()
     } else {
-        rest.iter().map(parse).collect()
+        let mut shared = Shared::default();
+        rest.iter().map(|r| parse(&mut shared, r)).collect()
     }?;
     Ok(Decoded {
         parsed,
@@ -633,7 +641,7 @@ impl Restorer {
             .ok()
             .and_then(|t| self.strings.get(t))
             .unwrap_or(&none);
-        let parsed = parse_in(key, value, strings)?;
+        let parsed = parse_in(key, value, strings, &mut Shared::default())?;
         self.apply_parsed(parsed);
         Ok(())
     }
