@@ -1425,12 +1425,12 @@ mod tests {
             version: Some("1.0".into()),
             ..Package::default()
         });
-        report[2].disposition = Some(Disposition {
+        report[2].disposition = Some(Box::new(Disposition {
             state: DispositionState::Suppressed,
             kind: Some("inSource".into()),
             status: None,
             justification: Some("tested".into()),
-        });
+        }));
         let mut state = State::new();
         Engine::new(&Config::default()).scan(&mut state, &scan("s1"), report, now);
         let ts = state.targets.get_mut(&target().to_string()).unwrap();

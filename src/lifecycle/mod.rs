@@ -85,7 +85,7 @@ pub struct FindingRecord {
     /// A VEX statement that the finding does not affect its target, which
     /// holds whatever later scans report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vex: Option<Disposition>,
+    pub vex: Option<Box<Disposition>>,
     /// The scan that first saw it; absent in a record written by a version
     /// that did not keep it, which counts as inherited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,8 +120,8 @@ impl FindingRecord {
     /// Why it is suppressed or not affected, while it is.
     pub fn disposition(&self) -> Option<&Disposition> {
         match self.status {
-            Status::NotAffected => self.vex.as_ref().or(self.finding.disposition.as_ref()),
-            Status::Suppressed => self.finding.disposition.as_ref(),
+            Status::NotAffected => self.vex.as_deref().or(self.finding.disposition.as_deref()),
+            Status::Suppressed => self.finding.disposition.as_deref(),
             _ => None,
         }
     }
@@ -1139,8 +1139,8 @@ pub fn apply_vex(
                     status: Some(status.clone()),
                     justification: st.justification.clone(),
                 };
-                let same = rec.vex.as_ref() == Some(&d);
-                rec.vex = Some(d);
+                let same = rec.vex.as_deref() == Some(&d);
+                rec.vex = Some(Box::new(d));
                 match rec.status {
                     // Gone: recorded, so it comes back not affected.
                     Status::Resolved | Status::FalsePositive => {}
@@ -1357,12 +1357,12 @@ mod tests {
                     );
                     finding.evidence.snippet = Some(format!("  call({i})\n"));
                     if i % 50 == 0 {
-                        finding.disposition = Some(crate::model::Disposition {
+                        finding.disposition = Some(Box::new(crate::model::Disposition {
                             state: crate::model::DispositionState::Suppressed,
                             kind: Some("in_source".into()),
                             status: None,
                             justification: None,
-                        });
+                        }));
                     }
                     // Fingerprints out of key order, as a report gives them.
                     let k = if twice && i % 97 == 5 { i - 1 } else { i };

@@ -197,7 +197,7 @@ pub struct Finding {
     /// Set when the report says the finding is suppressed or does not
     /// affect the target: it is then recorded in that state, not opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disposition: Option<Disposition>,
+    pub disposition: Option<Box<Disposition>>,
 }
 
 impl Evidence {

@@ -775,7 +775,11 @@ impl<'de> RunRules<'_, 'de> {
         let meta = at.and_then(|(c, i)| self.meta.get(c)?.get(i));
         let (mut finding, source, base, artifact) =
             to_finding(res, rule, meta, &self.scanner, self.category, self.ctx);
-        finding.disposition = res.suppressions.as_deref().and_then(suppression);
+        finding.disposition = res
+            .suppressions
+            .as_deref()
+            .and_then(suppression)
+            .map(Box::new);
         Converted::Finding {
             finding,
             source,

@@ -590,12 +590,12 @@ fn vulnerability(
     // `under_investigation`, `will_not_fix`, `fix_deferred`,
     // `end_of_life`, `unknown`) leaves the finding open.
     if non_empty(&v.status).is_some_and(|s| s.eq_ignore_ascii_case("not_affected")) {
-        f.disposition = Some(Disposition {
+        f.disposition = Some(Box::new(Disposition {
             state: DispositionState::NotAffected,
             kind: Some("vendor".into()),
             status: Some("not_affected".into()),
             justification: None,
-        });
+        }));
     }
     Some(f)
 }

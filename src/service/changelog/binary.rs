@@ -861,9 +861,11 @@ pub fn decode_finding(
         .then(|| r.string(strings, "owner"))
         .transpose()?;
     let disposition = on(F_DISPOSITION)
-        .then(|| get_disposition(r, strings))
+        .then(|| get_disposition(r, strings).map(Box::new))
         .transpose()?;
-    let vex = on(F_VEX).then(|| get_disposition(r, strings)).transpose()?;
+    let vex = on(F_VEX)
+        .then(|| get_disposition(r, strings).map(Box::new))
+        .transpose()?;
     let origin = match on(F_ORIGIN) {
         true => {
             let provenance = enum_byte(
@@ -1804,7 +1806,7 @@ mod tests {
             status: None,
             justification: Some("j".into()),
         };
-        f.disposition = Some(d.clone());
+        f.disposition = Some(Box::new(d.clone()));
         let mut sources = Sources::one("trivy".into(), Severity::High);
         sources.insert("grype", Severity::Critical);
         let rec = FindingRecord {
@@ -1830,7 +1832,7 @@ mod tests {
             resolved_at: Some(t(-5, 1)),
             accepted_until: Some(t(1_800_000_000, 999_999_999)),
             seq: u64::MAX,
-            vex: Some(d),
+            vex: Some(Box::new(d)),
             origin: Some(Origin {
                 provenance: Provenance::Introduced,
                 at: t(1_800_000_000, 123_456_789),
