@@ -192,7 +192,7 @@ impl Engine {
         observed.each(&mut |fp| {
             ts.findings.get(fp).is_some_and(|rec| {
                 let (attribution, key) = self.decide_owner(target, &spec, fp, &rec.finding);
-                key == rec.ticket_key
+                *key == *rec.ticket_key
                     && (Arc::ptr_eq(&attribution, &rec.attribution)
                         || attribution == rec.attribution)
             })
@@ -296,14 +296,14 @@ impl Engine {
         let attribution = self.attribute.attribute(target, &finding);
         let team = attribution.team.as_deref();
         let ticket_key = if self.tickets.grouping_for(team) == ticket::Grouping::Finding {
-            self.ticket_key(spec, team, &fingerprint, &finding)
+            self.ticket_key(spec, team, &fingerprint, &finding).into()
         } else if let Some(key) = keys
             .get(&attribution.team)
             .and_then(|g| g.get(finding.group_id()))
         {
-            key.clone()
+            Arc::clone(key)
         } else {
-            let key = self.ticket_key(spec, team, &fingerprint, &finding);
+            let key: Arc<str> = self.ticket_key(spec, team, &fingerprint, &finding).into();
             keys.entry(attribution.team.clone())
                 .or_default()
                 .insert(finding.group_id().to_string(), key.clone());
@@ -353,19 +353,19 @@ impl Engine {
             if let Some(r) = ts.tickets.get(k) {
                 for fp in &r.open_members {
                     if let Some(f) = ts.findings.get(fp) {
-                        keys.insert(f.ticket_key.clone());
+                        keys.insert(f.ticket_key.to_string());
                     }
                 }
             }
         }
         for (fp, rec) in ts.findings.iter_mut() {
-            if !stale.contains(&rec.ticket_key) {
+            if !stale.contains(&*rec.ticket_key) {
                 continue;
             }
             let key = self.ticket_key(spec, rec.attribution.team.as_deref(), fp, &rec.finding);
-            if key != rec.ticket_key {
-                keys.insert(key.clone());
-                rec.ticket_key = key;
+            if *key != *rec.ticket_key {
+                rec.ticket_key = key.as_str().into();
+                keys.insert(key);
                 changed.push(fp.clone());
             }
         }
@@ -920,9 +920,9 @@ impl Engine {
 }
 
 /// Adds a ticket key to those a step touched.
-fn touch(keys: &mut BTreeSet<String>, key: &String) {
+fn touch(keys: &mut BTreeSet<String>, key: &str) {
     if !keys.contains(key) {
-        keys.insert(key.clone());
+        keys.insert(key.to_string());
     }
 }
 
@@ -999,7 +999,7 @@ fn gathered_members<'t>(
     }
     for rec in findings.values() {
         if rec.status == crate::model::Status::Open {
-            if let Some(members) = wanted.get_mut(rec.ticket_key.as_str()) {
+            if let Some(members) = wanted.get_mut(&*rec.ticket_key) {
                 members.push(rec);
             }
         }
@@ -1013,7 +1013,7 @@ fn gathered_members<'t>(
 }
 
 /// Ticket keys made in one scan, by team and rule or vulnerability.
-type ScanTicketKeys = HashMap<Option<String>, HashMap<String, String>>;
+type ScanTicketKeys = HashMap<Option<String>, HashMap<String, Arc<str>>>;
 
 /// Tickets a change of grouping touches.
 #[derive(Debug, Default)]

@@ -65,7 +65,7 @@ pub struct FindingRecord {
     /// Why (shared between the findings one rule attributes).
     pub attribution: Arc<Attribution>,
     /// The ticket it belongs to.
-    pub ticket_key: String,
+    pub ticket_key: Arc<str>,
     /// First seen.
     pub first_seen: DateTime<Utc>,
     /// Last seen by any scanner.
@@ -325,7 +325,7 @@ pub struct Transition {
     /// The record's sequence number after this transition.
     pub seq: u64,
     /// The ticket it left, when a reassignment moved it to another.
-    pub previous_ticket: Option<String>,
+    pub previous_ticket: Option<Arc<str>>,
     /// The status before a `resolved` transition: whether it was fixed
     /// while open, or while accepted, suppressed or not affected.
     pub previous_status: Option<Status>,
@@ -341,7 +341,7 @@ pub struct Observation {
     /// The attribution's answer.
     pub attribution: Arc<Attribution>,
     /// The ticket its group maps to.
-    pub ticket_key: String,
+    pub ticket_key: Arc<str>,
 }
 
 /// The due date of a record's current SLA clock.
@@ -646,7 +646,7 @@ fn opened(
     baselined: &BTreeSet<String>,
     scan: &ScanMeta,
     fp: &str,
-    (finding, attribution, ticket_key): (Finding, Arc<Attribution>, String),
+    (finding, attribution, ticket_key): (Finding, Arc<Attribution>, Arc<str>),
     now: DateTime<Utc>,
     policy: &SlaPolicy,
 ) -> (Box<FindingRecord>, Transition) {
@@ -760,7 +760,7 @@ fn first_scan_in_parallel(
 fn observe_listed(
     rec: &mut FindingRecord,
     fp: &str,
-    (finding, attribution, ticket_key): (Finding, Arc<Attribution>, String),
+    (finding, attribution, ticket_key): (Finding, Arc<Attribution>, Arc<str>),
     now: DateTime<Utc>,
     policy: &SlaPolicy,
     changes: Option<&mut Changes>,
@@ -861,7 +861,7 @@ fn observe_known(
     fp: &str,
     finding: Finding,
     attribution: Arc<Attribution>,
-    ticket_key: String,
+    ticket_key: Arc<str>,
     now: DateTime<Utc>,
     policy: &SlaPolicy,
     changes: Option<&Changes>,
@@ -1212,7 +1212,7 @@ pub fn reattribute(
         }
         let previous_team = std::mem::replace(&mut rec.team, attribution.team.clone());
         rec.attribution = attribution;
-        let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key);
+        let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key.into());
         push(
             rec,
             fp,
@@ -1377,7 +1377,7 @@ mod tests {
                         } else {
                             Arc::new(Attribution::unattributed())
                         },
-                        ticket_key: format!("tk{}", i % 11),
+                        ticket_key: format!("tk{}", i % 11).into(),
                     }
                 })
                 .collect()

@@ -285,7 +285,7 @@ pub fn refresh_tickets(
         .map(|k| (k.as_str(), Aggregate::default()))
         .collect();
     for (fp, rec) in findings {
-        let Some(a) = aggs.get_mut(rec.ticket_key.as_str()) else {
+        let Some(a) = aggs.get_mut(&*rec.ticket_key) else {
             continue;
         };
         let sev = rec.severity();
@@ -322,7 +322,7 @@ pub fn refresh_tickets(
             // No member left at all: its findings were reassigned. When
             // they all went to one other ticket, this one is `reassigned`
             // (naming where to); otherwise it is resolved.
-            let moved: BTreeSet<(Option<String>, String)> = tickets
+            let moved: BTreeSet<(Option<String>, std::sync::Arc<str>)> = tickets
                 .get(key)
                 .map(|rec| {
                     rec.open_members
@@ -339,7 +339,8 @@ pub fn refresh_tickets(
                     let regrouped = ctx.regrouped.contains(key);
                     let moved_to = (moved.len() == 1 && !regrouped)
                         .then(|| moved.into_iter().next())
-                        .flatten();
+                        .flatten()
+                        .map(|(team, key)| (team, key.to_string()));
                     rec.status = TicketStatus::Resolved;
                     rec.open_members.clear();
                     rec.counts = TicketCounts::default();

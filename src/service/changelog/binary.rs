@@ -760,7 +760,7 @@ pub fn decode_finding(
         .then(|| r.time(base, "accepted_until"))
         .transpose()?;
     let evidence = r.text("evidence")?;
-    let ticket_key = r.string(strings, "ticket_key")?;
+    let ticket_key = r.id(strings, "ticket_key")?;
     let team = on(F_TEAM).then(|| r.string(strings, "team")).transpose()?;
     let attribution = get_attribution(r, strings, shared)?;
     let mut sources = Vec::new();
