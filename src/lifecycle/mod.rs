@@ -89,7 +89,7 @@ pub struct FindingRecord {
     /// The scan that first saw it; absent in a record written by a version
     /// that did not keep it, which counts as inherited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<Origin>,
+    pub origin: Option<Arc<Origin>>,
 }
 
 impl FindingRecord {
@@ -108,7 +108,7 @@ impl FindingRecord {
     /// Its origin: the recorded one, or, for a record from a version that
     /// kept none, an inherited one at its first sighting.
     pub fn origin_or_inherited(&self) -> Origin {
-        self.origin.clone().unwrap_or(Origin {
+        self.origin.as_deref().cloned().unwrap_or(Origin {
             provenance: Provenance::Inherited,
             at: self.first_seen,
             commit: None,
@@ -590,6 +590,7 @@ fn observe_each(
     out: &mut Vec<Transition>,
 ) {
     let had_records = !ts.findings.is_empty();
+    let origins = ScanOrigins::new(&ts.baselined, scan, now);
     for obs in observed {
         let Observation {
             fingerprint: fp,
@@ -622,8 +623,7 @@ fn observe_each(
             }
             Entry::Vacant(slot) => {
                 let (rec, t) = opened(
-                    &ts.baselined,
-                    scan,
+                    &origins,
                     slot.key(),
                     (finding, attribution, ticket_key),
                     now,
@@ -639,12 +639,47 @@ fn observe_each(
     }
 }
 
+/// The origins a scan gives the findings it sees first: introduced when
+/// their scanner completed a scan of the target before, inherited
+/// otherwise. Made once per scan and shared by those findings' records.
+struct ScanOrigins<'a> {
+    baselined: &'a BTreeSet<String>,
+    introduced: Arc<Origin>,
+    inherited: Arc<Origin>,
+}
+
+impl<'a> ScanOrigins<'a> {
+    fn new(baselined: &'a BTreeSet<String>, scan: &ScanMeta, now: DateTime<Utc>) -> Self {
+        let origin = |provenance| {
+            Arc::new(Origin {
+                provenance,
+                at: now,
+                commit: scan.commit.clone(),
+                git_ref: scan.git_ref.clone(),
+                scan_id: Some(scan.scan_id.clone()).filter(|s| !s.is_empty()),
+            })
+        };
+        ScanOrigins {
+            baselined,
+            introduced: origin(Provenance::Introduced),
+            inherited: origin(Provenance::Inherited),
+        }
+    }
+
+    /// The origin of a finding `scanner` reports.
+    fn of(&self, scanner: &str) -> Arc<Origin> {
+        Arc::clone(match self.baselined.contains(scanner) {
+            true => &self.introduced,
+            false => &self.inherited,
+        })
+    }
+}
+
 /// The record a finding seen for the first time opens, and its transition
 /// (opened, or its disposition's): what both ways of applying a scan
 /// build, on whichever thread.
 fn opened(
-    baselined: &BTreeSet<String>,
-    scan: &ScanMeta,
+    origins: &ScanOrigins<'_>,
     fp: &str,
     (finding, attribution, ticket_key): (Finding, Arc<Attribution>, Arc<str>),
     now: DateTime<Utc>,
@@ -653,17 +688,7 @@ fn opened(
     let sev = finding.severity;
     let due_at = policy.due(sev, attribution.team.as_deref(), finding.category, now);
     let state = finding.disposition.as_ref().map(|d| d.state);
-    let origin = Origin {
-        provenance: if baselined.contains(&finding.scanner) {
-            Provenance::Introduced
-        } else {
-            Provenance::Inherited
-        },
-        at: now,
-        commit: scan.commit.clone(),
-        git_ref: scan.git_ref.clone(),
-        scan_id: Some(scan.scan_id.clone()).filter(|s| !s.is_empty()),
-    };
+    let origin = origins.of(&finding.scanner);
     let mut rec = Box::new(FindingRecord {
         status: state.map_or(Status::Open, Status::of),
         sources: Sources::one(finding.scanner.clone(), sev),
@@ -727,7 +752,7 @@ fn first_scan_in_parallel(
             }
         }
     }
-    let baselined = &ts.baselined;
+    let origins = ScanOrigins::new(&ts.baselined, scan, now);
     let mut records: Vec<Option<(String, Box<FindingRecord>)>> = Vec::new();
     let mut out: Vec<Transition> = Vec::new();
     observed
@@ -741,8 +766,7 @@ fn first_scan_in_parallel(
                 ticket_key,
             } = obs;
             let (rec, t) = opened(
-                baselined,
-                scan,
+                &origins,
                 &fp,
                 (finding, attribution, ticket_key),
                 now,
@@ -1401,6 +1425,16 @@ mod tests {
                     Some(&mut changes),
                     parallel_from,
                 );
+                // The records the scan opened share its origins (one per
+                // provenance), on either path.
+                let mut origins: Vec<&Arc<crate::model::Origin>> = Vec::new();
+                for rec in ts.findings.values() {
+                    let o = rec.origin.as_ref().unwrap();
+                    if !origins.iter().any(|p| Arc::ptr_eq(p, o)) {
+                        origins.push(o);
+                    }
+                }
+                assert!(origins.len() <= 2, "{} origins", origins.len());
                 let state = serde_json::to_string(&ts).unwrap();
                 states.push((transitions, state, changes.baseline, changes.into_sorted()));
             }

@@ -691,6 +691,51 @@ pub fn encode_finding(out: &mut Vec<u8>, dict: &mut impl Intern, rec: &FindingRe
 pub struct Shared {
     /// By the bytes that encode them (dictionary ids, a line).
     attributions: HashMap<Box<[u8]>, Arc<Attribution>>,
+    /// Origins (the scan that first saw a finding), by the bytes that
+    /// encode them; their time is written against each record's first
+    /// sighting, so a hit is checked for the same time too.
+    origins: HashMap<Box<[u8]>, Arc<Origin>>,
+}
+
+/// An origin: its provenance, time and optional texts, the same one for
+/// the same scan.
+fn get_origin(
+    r: &mut Reader<'_>,
+    strings: &Strings,
+    base: Base,
+    shared: &mut Shared,
+) -> Result<Arc<Origin>, String> {
+    let start = r.pos;
+    let provenance = enum_byte(
+        r,
+        |b| match b {
+            0 => Some(Provenance::Inherited),
+            1 => Some(Provenance::Introduced),
+            _ => None,
+        },
+        "provenance",
+    )?;
+    let at = r.time(base, "origin at")?;
+    let texts = r.pos;
+    for _ in 0..r.byte("origin texts")?.count_ones() {
+        r.varint("origin texts")?;
+    }
+    let (encoded, end) = (&r.buf[start..r.pos], r.pos);
+    if let Some(o) = shared.origins.get(encoded).filter(|o| o.at == at) {
+        return Ok(Arc::clone(o));
+    }
+    r.pos = texts;
+    let [commit, git_ref, scan_id] = get_opt_ids(r, strings, "origin texts")?;
+    debug_assert_eq!(r.pos, end);
+    let o = Arc::new(Origin {
+        provenance,
+        at,
+        commit,
+        git_ref,
+        scan_id,
+    });
+    shared.origins.insert(encoded.into(), Arc::clone(&o));
+    Ok(o)
 }
 
 /// An attribution: its source, optional texts, line and owners, the same
@@ -866,29 +911,9 @@ pub fn decode_finding(
     let vex = on(F_VEX)
         .then(|| get_disposition(r, strings).map(Box::new))
         .transpose()?;
-    let origin = match on(F_ORIGIN) {
-        true => {
-            let provenance = enum_byte(
-                r,
-                |b| match b {
-                    0 => Some(Provenance::Inherited),
-                    1 => Some(Provenance::Introduced),
-                    _ => None,
-                },
-                "provenance",
-            )?;
-            let at = r.time(base, "origin at")?;
-            let [commit, git_ref, scan_id] = get_opt_ids(r, strings, "origin texts")?;
-            Some(Origin {
-                provenance,
-                at,
-                commit,
-                git_ref,
-                scan_id,
-            })
-        }
-        false => None,
-    };
+    let origin = on(F_ORIGIN)
+        .then(|| get_origin(r, strings, base, shared))
+        .transpose()?;
     r.end("finding record")?;
     let sources = if on(F_OWN_SOURCE) {
         Sources::one(scanner.clone(), severity)
@@ -1833,13 +1858,13 @@ mod tests {
             accepted_until: Some(t(1_800_000_000, 999_999_999)),
             seq: u64::MAX,
             vex: Some(Box::new(d)),
-            origin: Some(Origin {
+            origin: Some(Arc::new(Origin {
                 provenance: Provenance::Introduced,
                 at: t(1_800_000_000, 123_456_789),
                 commit: Some("c".into()),
                 git_ref: None,
                 scan_id: Some("s".into()),
-            }),
+            })),
         };
         let mut dict = Dict::default();
         let mut out = Vec::new();
@@ -1864,18 +1889,28 @@ mod tests {
         }
         // The records of one decode that one ownership rule attributes
         // share one attribution, as custody built them; another rule's
-        // stays apart.
+        // stays apart. Those one scan first saw share its origin; one
+        // written alike against another first sighting (so another time)
+        // does not.
         let mut other = rec.clone();
         Arc::make_mut(&mut other.attribution).line = Some(7);
-        let mut out_other = Vec::new();
+        let mut later = rec.clone();
+        later.first_seen += chrono::Duration::hours(1);
+        Arc::make_mut(later.origin.as_mut().unwrap()).at += chrono::Duration::hours(1);
+        let (mut out_other, mut out_later) = (Vec::new(), Vec::new());
         encode_finding(&mut out_other, &mut dict.adding(), &other);
+        encode_finding(&mut out_later, &mut dict.adding(), &later);
         let shared = &mut Shared::default();
         let a = decode_finding(&out, &strings, shared).unwrap();
         let b = decode_finding(&out, &strings, shared).unwrap();
         let c = decode_finding(&out_other, &strings, shared).unwrap();
+        let d = decode_finding(&out_later, &strings, shared).unwrap();
         assert!(Arc::ptr_eq(&a.attribution, &b.attribution));
         assert!(!Arc::ptr_eq(&a.attribution, &c.attribution));
-        assert_eq!((b, c), (rec, other));
+        let origin = |r: &FindingRecord| Arc::clone(r.origin.as_ref().unwrap());
+        assert!(Arc::ptr_eq(&origin(&a), &origin(&c)));
+        assert!(!Arc::ptr_eq(&origin(&a), &origin(&d)));
+        assert_eq!((b, c, d), (rec, other, later));
     }
 
     /// A ticket record round-trips; fields after the ones this form

@@ -10,7 +10,7 @@ use super::rescan::{
 };
 use super::{Ack, Decided, Env, Failure, HeldChunk, Incoming, Job, PartitionProcessor, Pending};
 use crate::engine::Output;
-use crate::model::ScanMeta;
+use crate::model::{Origin, ScanMeta};
 use crate::normalize::{DecodeError, Format};
 use std::sync::Arc;
 
@@ -303,16 +303,31 @@ impl PartitionProcessor {
                     e.origin.scan_id = Some(id.clone());
                 }
             }
+            // The findings a scan first saw share its origin: each origin
+            // given the id once, and shared again.
+            let mut given: Vec<(Arc<Origin>, Arc<Origin>)> = Vec::new();
             for (spec, touched) in &applied {
                 let Some(ts) = state.targets.get_mut(spec) else {
                     continue;
                 };
                 for fp in &touched.findings {
-                    if let Some(origin) = ts.findings.get_mut(fp).and_then(|r| r.origin.as_mut()) {
-                        if origin.scan_id.is_none() && origin.at == now {
-                            origin.scan_id = Some(id.clone());
-                        }
+                    let Some(origin) = ts.findings.get_mut(fp).and_then(|r| r.origin.as_mut())
+                    else {
+                        continue;
+                    };
+                    if origin.scan_id.is_some() || origin.at != now {
+                        continue;
                     }
+                    *origin = match given.iter().find(|(old, _)| Arc::ptr_eq(old, origin)) {
+                        Some((_, new)) => Arc::clone(new),
+                        None => {
+                            let mut new = Origin::clone(origin);
+                            new.scan_id = Some(id.clone());
+                            let new = Arc::new(new);
+                            given.push((Arc::clone(origin), Arc::clone(&new)));
+                            new
+                        }
+                    };
                 }
             }
         }
