@@ -443,6 +443,25 @@ pub struct Changes {
     /// Whether a scanner completed its first scan of the target
     /// ([`TargetState::baselined`] changed).
     pub baseline: bool,
+    /// The last period [`Changes::seen_moved`] worked out.
+    period: std::cell::Cell<Option<Period>>,
+}
+
+/// The period of `last_seen` writes that `now` falls in: `from` (included)
+/// to `until` (excluded), either `None` past what a time can hold.
+#[derive(Debug, Clone, Copy)]
+struct Period {
+    now: DateTime<Utc>,
+    from: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl Period {
+    /// Whether `t` is in the period: its milliseconds since the epoch,
+    /// divided by the period's length (rounding down), give `now`'s.
+    fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| f <= t) && self.until.is_none_or(|u| t < u)
+    }
 }
 
 impl Changes {
@@ -452,6 +471,7 @@ impl Changes {
             seen_resolution_ms: i64::try_from(seen_resolution.as_millis()).unwrap_or(i64::MAX),
             changed: Vec::new(),
             baseline: false,
+            period: std::cell::Cell::new(None),
         }
     }
 
@@ -466,10 +486,31 @@ impl Changes {
         changed
     }
 
-    /// Whether moving `last_seen` from `before` to `now` must be written.
+    /// Whether moving `last_seen` from `before` to `now` must be written:
+    /// whether `before` is out of `now`'s period.
     fn seen_moved(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        let period = self.seen_resolution_ms.max(1);
-        before.timestamp_millis().div_euclid(period) != now.timestamp_millis().div_euclid(period)
+        !self.period_of(now).contains(before)
+    }
+
+    /// The period `now` is in (its bounds are worked out once per `now`:
+    /// a scan checks every record it sees against the same one).
+    fn period_of(&self, now: DateTime<Utc>) -> Period {
+        if let Some(p) = self.period.get().filter(|p| p.now == now) {
+            return p;
+        }
+        let len = self.seen_resolution_ms.max(1);
+        let k = now.timestamp_millis().div_euclid(len);
+        let at = |k: i64| {
+            k.checked_mul(len)
+                .and_then(DateTime::<Utc>::from_timestamp_millis)
+        };
+        let p = Period {
+            now,
+            from: at(k),
+            until: k.checked_add(1).and_then(at),
+        };
+        self.period.set(Some(p));
+        p
     }
 }
 
@@ -824,36 +865,34 @@ pub fn observe_unchanged(
     mut changes: Option<&mut Changes>,
 ) -> bool {
     // Both sides sorted: one walk through the target's records, rather
-    // than a search of the tree for each fingerprint.
-    let mut records = ts.findings.iter();
-    let mut prev: Option<&String> = None;
-    let found = observed.each(&mut |fp| {
-        if prev.is_some_and(|p| p.as_str() >= fp) {
+    // than a search of the tree for each fingerprint, and one through the
+    // fingerprints (a compact list spells each out as it goes). The records
+    // are only changed once every one is found.
+    let mut records = ts.findings.iter_mut();
+    let mut found: Vec<(&String, &mut Box<FindingRecord>)> = Vec::new();
+    let all = observed.each(&mut |fp| {
+        if found.last().is_some_and(|(p, _)| p.as_str() >= fp) {
             return false;
         }
         match records.find(|(k, _)| k.as_str() >= fp) {
             Some((k, rec)) if k == fp && rec.status != Status::Resolved => {
-                prev = Some(k);
+                found.push((k, rec));
                 true
             }
             _ => false,
         }
     });
-    if !found {
+    if !all {
         return false;
     }
-    let mut records = ts.findings.iter_mut();
-    observed.each(&mut |fp| {
-        if let Some((_, rec)) = records.find(|(k, _)| k.as_str() == fp) {
-            let before = std::mem::replace(&mut rec.last_seen, now);
-            if let Some(c) = changes.as_deref_mut() {
-                if c.seen_moved(before, now) {
-                    c.changed.push(fp.to_string());
-                }
+    for (fp, rec) in found {
+        let before = std::mem::replace(&mut rec.last_seen, now);
+        if let Some(c) = changes.as_deref_mut() {
+            if c.seen_moved(before, now) {
+                c.changed.push(fp.clone());
             }
         }
-        true
-    });
+    }
     true
 }
 
@@ -1440,6 +1479,44 @@ mod tests {
             }
             assert!(states[0].0.len() > 2 * PARALLEL_FIRST_SCAN);
             assert_eq!(states[0], states[1], "twice: {twice}");
+        }
+    }
+
+    #[test]
+    fn last_seen_moves_when_its_millisecond_period_changes() {
+        // The definition: milliseconds since the epoch, divided by the
+        // period (rounding down), differ.
+        let plain = |ms: i64, before: DateTime<Utc>, now: DateTime<Utc>| {
+            let p = ms.max(1);
+            before.timestamp_millis().div_euclid(p) != now.timestamp_millis().div_euclid(p)
+        };
+        let at = |ms: i64, ns: u32| {
+            DateTime::<Utc>::from_timestamp_millis(ms).unwrap()
+                + chrono::Duration::nanoseconds(i64::from(ns))
+        };
+        let times = [
+            at(0, 0),
+            at(-1, 0),
+            at(-1, 999_999),
+            at(-3_600_000, 1),
+            at(1_764_000_000_000, 0),
+            at(1_764_000_000_000, 999_999),
+            at(1_764_000_000_001, 0),
+            at(1_764_003_599_999, 500_000),
+            at(1_764_003_600_000, 0),
+            at(1_764_086_400_000, 0),
+        ];
+        for ms in [0, 1, 7, 1000, 3_600_000, 86_400_000] {
+            let c = Changes::new(std::time::Duration::from_millis(ms as u64));
+            for &now in &times {
+                for &before in &times {
+                    assert_eq!(
+                        c.seen_moved(before, now),
+                        plain(ms, before, now),
+                        "period {ms} ms, {before} -> {now}"
+                    );
+                }
+            }
         }
     }
 

@@ -549,13 +549,16 @@ impl crate::lifecycle::Fingerprints for Observed {
         match self {
             Observed::Texts(fps) => fps.each(f),
             Observed::Digests(ds) => {
-                let mut buf = [0u8; 3 + 32];
-                buf[..3].copy_from_slice(V1.as_bytes());
-                ds.iter().all(|d| {
+                // Spelled out at once, and checked as text once.
+                const LEN: usize = V1.len() + 32;
+                let mut buf = vec![0u8; ds.len() * LEN];
+                for (d, out) in ds.iter().zip(buf.chunks_exact_mut(LEN)) {
+                    out[..V1.len()].copy_from_slice(V1.as_bytes());
                     // Cannot fail: 32 hex digits fit the 32 bytes left.
-                    let _ = hex::encode_to_slice(d, &mut buf[3..]);
-                    f(std::str::from_utf8(&buf).unwrap_or_default())
-                })
+                    let _ = hex::encode_to_slice(d, &mut out[V1.len()..]);
+                }
+                let text = String::from_utf8(buf).unwrap_or_default();
+                (0..ds.len()).all(|i| f(text.get(i * LEN..(i + 1) * LEN).unwrap_or_default()))
             }
         }
     }
