@@ -418,16 +418,14 @@ pub fn labels(rec: &TicketRecord, team: Option<&str>, members: &[&FindingRecord]
 
 fn label(key: &str, value: &str) -> String {
     // Trackers split labels at whitespace.
-    let mut l: String = format!("{key}:{value}")
-        .chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '-'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let mut l = String::with_capacity(key.len() + 1 + value.len());
+    for c in key.chars().chain([':']).chain(value.chars()) {
+        l.push(if c.is_whitespace() || c.is_control() {
+            '-'
+        } else {
+            c
+        });
+    }
     bound_text(&mut l, MAX_LABEL_BYTES);
     l
 }
@@ -638,37 +636,76 @@ fn quote(text: &str) -> String {
 
 /// A code span: backticks and line breaks cannot end it early.
 fn code(s: &str) -> String {
-    let inner: String = s
-        .chars()
-        .map(|c| match c {
-            '`' => '\'',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect();
-    format!("`{inner}`")
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('`');
+    push_mapped(&mut out, s, |c, out| match c {
+        '`' => out.push('\''),
+        c if c.is_control() => out.push(' '),
+        c => out.push(c),
+    });
+    out.push('`');
+    out
 }
 
 /// Text with Markdown's inline syntax escaped and line breaks folded, so a
 /// scanner's message cannot add links, images, HTML or headings.
 fn md(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for (i, c) in s.chars().enumerate() {
-        match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '~' | '!' | '&' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '-' | '+' | '=' if i == 0 => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
+    let mut out = String::with_capacity(s.len() + s.len() / 16);
+    let mut chars = s.chars();
+    // A leading `-`, `+` or `=` would start a list or underline a heading.
+    if let Some(c @ ('-' | '+' | '=')) = chars.clone().next() {
+        out.push('\\');
+        out.push(c);
+        chars.next();
     }
+    push_mapped(&mut out, chars.as_str(), |c, out| match c {
+        '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '~' | '!' | '&' => {
+            out.push('\\');
+            out.push(c);
+        }
+        '\n' | '\r' | '\t' => out.push(' '),
+        c if c.is_control() => {}
+        c => out.push(c),
+    });
     out
+}
+
+/// Appends `s` to `out`, each character that is not a plain byte
+/// ([`plain_markdown_byte`]) through `map`: the runs of plain bytes
+/// between them are copied whole.
+fn push_mapped(out: &mut String, s: &str, map: impl Fn(char, &mut String)) {
+    let mut rest = s;
+    while let Some(at) = rest.bytes().position(|b| !plain_markdown_byte(b)) {
+        out.push_str(&rest[..at]);
+        let mut tail = rest[at..].chars();
+        if let Some(c) = tail.next() {
+            map(c, out);
+        }
+        rest = tail.as_str();
+    }
+    out.push_str(rest);
+}
+
+/// An ASCII byte that neither [`md`] nor [`code`] changes: a printable
+/// character without meaning in Markdown's inline syntax.
+fn plain_markdown_byte(b: u8) -> bool {
+    (b.is_ascii_graphic() || b == b' ')
+        && !matches!(
+            b,
+            b'\\'
+                | b'`'
+                | b'*'
+                | b'_'
+                | b'['
+                | b']'
+                | b'<'
+                | b'>'
+                | b'#'
+                | b'|'
+                | b'~'
+                | b'!'
+                | b'&'
+        )
 }
 
 fn is_http(u: &str) -> bool {
@@ -793,6 +830,62 @@ mod tests {
             ("https://x/a b", false),
         ] {
             assert_eq!(check_link_template(t).is_ok(), ok, "{t}");
+        }
+    }
+
+    #[test]
+    fn escaping_is_the_character_by_character_definition() {
+        // The definitions, one character at a time.
+        fn plain_md(s: &str) -> String {
+            let mut out = String::new();
+            for (i, c) in s.chars().enumerate() {
+                match c {
+                    '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '~' | '!'
+                    | '&' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    '-' | '+' | '=' if i == 0 => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    '\n' | '\r' | '\t' => out.push(' '),
+                    c if c.is_control() => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        fn plain_code(s: &str) -> String {
+            let inner: String = s
+                .chars()
+                .map(|c| match c {
+                    '`' => '\'',
+                    c if c.is_control() => ' ',
+                    c => c,
+                })
+                .collect();
+            format!("`{inner}`")
+        }
+        for s in [
+            "",
+            "-",
+            "- item",
+            "+1 = 2",
+            "=== heading",
+            "a-b+c=d",
+            "plain text with spaces",
+            "`code` and *stars* _under_ [link](x) <b>&amp; #1 | ~x~ !",
+            "back\\slash",
+            "tab\tnew\nline\rcr\u{7}bell\u{7f}del",
+            "C1 \u{85} next line, \u{9f} and \u{a0} no-break",
+            "über 42ß, ½ and ٣ — “quoted” 🦀",
+            "ends with a special *",
+            "*",
+            "\u{1b}[31mred\u{1b}[0m",
+        ] {
+            assert_eq!(md(s), plain_md(s), "md of {s:?}");
+            assert_eq!(code(s), plain_code(s), "code of {s:?}");
         }
     }
 

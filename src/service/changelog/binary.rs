@@ -35,6 +35,10 @@ use crate::model::{
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
+
+/// A map keyed by texts or encodings a record names: hashed with a fast,
+/// randomly seeded hash (SipHash took a tenth of a first scan's step).
+type TextMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// First byte of a binary value: not `{`, `[` or whitespace, which start
@@ -690,11 +694,11 @@ pub fn encode_finding(out: &mut Vec<u8>, dict: &mut impl Intern, rec: &FindingRe
 #[derive(Debug, Default)]
 pub struct Shared {
     /// By the bytes that encode them (dictionary ids, a line).
-    attributions: HashMap<Box<[u8]>, Arc<Attribution>>,
+    attributions: TextMap<Box<[u8]>, Arc<Attribution>>,
     /// Origins (the scan that first saw a finding), by the bytes that
     /// encode them; their time is written against each record's first
     /// sighting, so a hit is checked for the same time too.
-    origins: HashMap<Box<[u8]>, Arc<Origin>>,
+    origins: TextMap<Box<[u8]>, Arc<Origin>>,
 }
 
 /// An origin: its provenance, time and optional texts, the same one for
@@ -1531,7 +1535,7 @@ pub fn decode_scan(value: &[u8], findings: &[&str]) -> Result<ScanRecord, String
 /// id to give, and the chunk records in the changelog.
 #[derive(Debug, Default)]
 pub struct Dict {
-    ids: HashMap<Arc<str>, u64>,
+    ids: TextMap<Arc<str>, u64>,
     /// Ids are never given twice for a target, so that a record left in
     /// the changelog by a step cut short cannot be read with another
     /// step's texts.
@@ -1550,7 +1554,7 @@ impl Dict {
     /// the first id no record in the changelog uses; `cut`: chunk records
     /// of steps cut short.
     pub fn restored(strings: &Strings, floor: u64, cut: &[u64], binary: bool) -> Dict {
-        let mut ids = HashMap::new();
+        let mut ids = TextMap::default();
         let mut next = floor;
         for (id, s) in strings.entries() {
             ids.entry(Arc::clone(s)).or_insert(id);
@@ -1682,7 +1686,7 @@ pub struct Freezing<'a> {
     pub dict: Option<&'a Dict>,
     pub base: u64,
     pub extra: Vec<Arc<str>>,
-    extra_ids: HashMap<Arc<str>, u64>,
+    extra_ids: TextMap<Arc<str>, u64>,
 }
 
 impl<'a> Freezing<'a> {
@@ -1692,7 +1696,7 @@ impl<'a> Freezing<'a> {
             dict,
             base,
             extra: Vec::new(),
-            extra_ids: HashMap::new(),
+            extra_ids: TextMap::default(),
         }
     }
 }
