@@ -35,11 +35,11 @@ use crate::model::{
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A map keyed by texts or encodings a record names: hashed with a fast,
 /// randomly seeded hash (SipHash took a tenth of a first scan's step).
 type TextMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-use std::sync::Arc;
 
 /// First byte of a binary value: not `{`, `[` or whitespace, which start
 /// JSON values.
