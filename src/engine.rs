@@ -880,11 +880,7 @@ impl Engine {
             findings, tickets, ..
         } = ts;
         let findings = &*findings;
-        let records: Vec<Option<&FindingRecord>> = transitions
-            .par_iter()
-            .with_min_len(256)
-            .map(|t| findings.get(&t.fingerprint).map(|r| &**r))
-            .collect();
+        let records = records_of(findings, transitions);
         for (t, rec) in transitions.iter().zip(&records) {
             if let Some(rec) = rec {
                 touch(keys, &rec.ticket_key);
@@ -917,6 +913,38 @@ impl Engine {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+}
+
+/// The record of each transition, if it has one, found on all cores. When
+/// the transitions are many beside the records (a large first scan, a
+/// full rescan), they are sorted by fingerprint and the records walked
+/// once in key order beside them, rather than searched for one by one:
+/// each search compares a fingerprint with about twenty keys scattered in
+/// memory.
+fn records_of<'s>(
+    findings: &'s BTreeMap<String, Box<FindingRecord>>,
+    transitions: &[Transition],
+) -> Vec<Option<&'s FindingRecord>> {
+    use rayon::prelude::*;
+    if transitions.len() < findings.len() / 8 {
+        return transitions
+            .par_iter()
+            .with_min_len(256)
+            .map(|t| findings.get(&t.fingerprint).map(|r| &**r))
+            .collect();
+    }
+    let mut out = vec![None; transitions.len()];
+    let mut records = findings.iter().peekable();
+    for i in lifecycle::text_order(transitions, |t| &t.fingerprint) {
+        let fp = transitions[i].fingerprint.as_str();
+        while records.next_if(|(key, _)| key.as_str() < fp).is_some() {}
+        if let Some((key, rec)) = records.peek() {
+            if key.as_str() == fp {
+                out[i] = Some(&***rec);
+            }
+        }
+    }
+    out
 }
 
 /// Adds a ticket key to those a step touched.
@@ -1358,6 +1386,56 @@ mod tests {
                 .into_iter()
                 .collect(),
             rule_help: Default::default(),
+        }
+    }
+
+    /// Each transition's record is the one a search for its fingerprint
+    /// finds, whether the records are walked beside the sorted transitions
+    /// (many transitions) or searched for each (few): with fingerprints
+    /// that have no record, fingerprints there twice, and transitions out
+    /// of key order.
+    #[test]
+    fn each_transitions_record_is_the_one_its_fingerprint_finds() {
+        let now = Utc::now();
+        let mut ts = lifecycle::TargetState::default();
+        let observed = (0..500).map(|i| lifecycle::Observation {
+            // Fingerprints alike in their first 16 bytes, and not.
+            fingerprint: format!("v1:0123456789abcd{:05}", (i * 7919) % 100_000),
+            finding: Finding::new("bandit", Category::Sast, "B1", Severity::Low, "m"),
+            attribution: Arc::new(Attribution::unattributed()),
+            ticket_key: format!("tk{}", i % 3).into(),
+        });
+        let opened = lifecycle::apply_scan(
+            &mut ts,
+            &scan("s"),
+            observed,
+            now,
+            &SlaPolicy::default(),
+            None,
+        );
+        assert_eq!(ts.findings.len(), 500);
+        let absent = |t: &Transition, k: usize| Transition {
+            fingerprint: format!("{}{k}", t.fingerprint),
+            ..t.clone()
+        };
+        let many: Vec<Transition> = opened
+            .iter()
+            .rev()
+            .enumerate()
+            .flat_map(|(k, t)| match k % 4 {
+                0 => vec![t.clone(), t.clone()],
+                1 => vec![absent(t, k)],
+                _ => vec![t.clone()],
+            })
+            .collect();
+        let few: Vec<Transition> = many.iter().step_by(40).cloned().collect();
+        for transitions in [many, few, Vec::new()] {
+            let found = records_of(&ts.findings, &transitions);
+            assert_eq!(found.len(), transitions.len());
+            for (t, rec) in transitions.iter().zip(found) {
+                let expected = ts.findings.get(&t.fingerprint).map(|r| &**r);
+                assert_eq!(rec.map(std::ptr::from_ref), expected.map(std::ptr::from_ref));
+            }
         }
     }
 

@@ -37,7 +37,7 @@ use crate::model::{Category, Finding, Severity, Target};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use crate::TextMap;
 
 /// The algorithm version written at the front of every fingerprint.
 pub const VERSION: &str = "v1";
@@ -248,7 +248,7 @@ fn dependency_fingerprints(
         .collect();
     // Members of each (vulnerability, ecosystem, name), with locations.
     type Package<'f> = (&'f str, &'f str, &'f str);
-    let mut groups: HashMap<Package<'_>, Vec<(usize, String)>> = HashMap::new();
+    let mut groups: TextMap<Package<'_>, Vec<(usize, String)>> = TextMap::default();
     for (i, f) in findings.iter().enumerate() {
         if let (Some(_), Some(p)) = (&fps[i], &f.package) {
             groups
@@ -340,7 +340,8 @@ fn assign_with(
         // (most groups have one member: no vector each), and the table is
         // sized once.
         const END: usize = usize::MAX;
-        let mut groups: HashMap<Key<'_>, (usize, usize)> = HashMap::with_capacity(findings.len());
+        let mut groups: TextMap<Key<'_>, (usize, usize)> =
+            TextMap::with_capacity_and_hasher(findings.len(), Default::default());
         let mut next = vec![END; findings.len()];
         for (i, f) in findings.iter().enumerate() {
             if fps[i].is_none() {
@@ -419,7 +420,8 @@ fn assign_with(
         }
     }
     let fps: Vec<String> = fps.into_iter().map(Option::unwrap_or_default).collect();
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(findings.len());
+    let mut index: TextMap<&str, usize> =
+        TextMap::with_capacity_and_hasher(findings.len(), Default::default());
     let mut keep = vec![true; findings.len()];
     for (i, fp) in fps.iter().enumerate() {
         match index.get(fp.as_str()) {
@@ -524,6 +526,7 @@ mod tests {
 
     use super::*;
     use crate::model::{Location, Package};
+    use std::collections::HashMap;
     use proptest::prelude::*;
 
     fn code(rule: &str, path: &str, line: u32, text: &str) -> Finding {

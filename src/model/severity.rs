@@ -57,7 +57,16 @@ impl Severity {
     /// Returns `None` for words it does not know, so callers can fall back
     /// to another source instead of guessing.
     pub fn from_label(label: &str) -> Option<Severity> {
-        let l = label.trim();
+        // Most labels need no trimming: a text that starts and ends with
+        // ASCII other than whitespace does not start or end with any
+        // whitespace.
+        let bytes = label.as_bytes();
+        let bare = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii() && !b.is_ascii_whitespace());
+        let l = if bare(bytes.first()) && bare(bytes.last()) {
+            label
+        } else {
+            label.trim()
+        };
         let eq = |w: &str| l.eq_ignore_ascii_case(w);
         if eq("critical") || eq("blocker") {
             Some(Severity::Critical)
@@ -135,6 +144,14 @@ mod tests {
             ("Negligible", Some(Severity::Info)),
             ("UNKNOWN", Some(Severity::Info)),
             ("spicy", None),
+            // Whitespace around a word, ASCII or not, is not part of it.
+            (" high\t", Some(Severity::High)),
+            ("\u{a0}Low\u{2003}", Some(Severity::Low)),
+            ("\u{3000}critical", Some(Severity::Critical)),
+            ("medium\n", Some(Severity::Medium)),
+            ("é", None),
+            ("", None),
+            (" ", None),
         ];
         for (word, want) in table {
             assert_eq!(Severity::from_label(word), want, "word {word}");

@@ -34,12 +34,9 @@ use crate::model::{
     Package, Provenance, Severity, Status,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
+use crate::TextMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// A map keyed by texts or encodings a record names: hashed with a fast,
-/// randomly seeded hash (SipHash took a tenth of a first scan's step).
-type TextMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// First byte of a binary value: not `{`, `[` or whitespace, which start
 /// JSON values.
