@@ -1434,7 +1434,10 @@ mod tests {
             assert_eq!(found.len(), transitions.len());
             for (t, rec) in transitions.iter().zip(found) {
                 let expected = ts.findings.get(&t.fingerprint).map(|r| &**r);
-                assert_eq!(rec.map(std::ptr::from_ref), expected.map(std::ptr::from_ref));
+                assert_eq!(
+                    rec.map(std::ptr::from_ref),
+                    expected.map(std::ptr::from_ref)
+                );
             }
         }
     }

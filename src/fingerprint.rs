@@ -34,10 +34,10 @@
 //! The version prefix (`v1:`) lets a later algorithm coexist with this one.
 
 use crate::model::{Category, Finding, Severity, Target};
+use crate::TextMap;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use crate::TextMap;
 
 /// The algorithm version written at the front of every fingerprint.
 pub const VERSION: &str = "v1";
@@ -526,8 +526,8 @@ mod tests {
 
     use super::*;
     use crate::model::{Location, Package};
-    use std::collections::HashMap;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     fn code(rule: &str, path: &str, line: u32, text: &str) -> Finding {
         let mut f = Finding::new("bandit", Category::Sast, rule, Severity::Medium, "msg");

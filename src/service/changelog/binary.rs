@@ -33,8 +33,8 @@ use crate::model::{
     Attribution, Category, Disposition, DispositionState, Evidence, Finding, Location, Origin,
     Package, Provenance, Severity, Status,
 };
-use chrono::{DateTime, Utc};
 use crate::TextMap;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
