@@ -63,31 +63,25 @@ impl Severity {
         let bytes = label.as_bytes();
         let bare = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii() && !b.is_ascii_whitespace());
         let l = if bare(bytes.first()) && bare(bytes.last()) {
-            label
+            bytes
         } else {
-            label.trim()
+            label.trim().as_bytes()
         };
-        let eq = |w: &str| l.eq_ignore_ascii_case(w);
-        if eq("critical") || eq("blocker") {
-            Some(Severity::Critical)
-        } else if eq("high") || eq("error") || eq("major") || eq("important") {
-            Some(Severity::High)
-        } else if eq("medium") || eq("moderate") || eq("warning") {
-            Some(Severity::Medium)
-        } else if eq("low") || eq("note") || eq("minor") {
-            Some(Severity::Low)
-        } else if eq("info")
-            || eq("informational")
-            || eq("information")
-            || eq("negligible")
-            || eq("none")
-            || eq("unknown")
-            || eq("inventory")
-            || eq("experiment")
-        {
-            Some(Severity::Info)
-        } else {
-            None
+        // Lowercased into a small buffer and matched once: no word it
+        // knows is longer than the buffer.
+        let mut lower = [0u8; 16];
+        let word = lower.get_mut(..l.len())?;
+        for (to, from) in word.iter_mut().zip(l) {
+            *to = from.to_ascii_lowercase();
+        }
+        match &*word {
+            b"critical" | b"blocker" => Some(Severity::Critical),
+            b"high" | b"error" | b"major" | b"important" => Some(Severity::High),
+            b"medium" | b"moderate" | b"warning" => Some(Severity::Medium),
+            b"low" | b"note" | b"minor" => Some(Severity::Low),
+            b"info" | b"informational" | b"information" | b"negligible" | b"none" | b"unknown"
+            | b"inventory" | b"experiment" => Some(Severity::Info),
+            _ => None,
         }
     }
 
@@ -152,9 +146,56 @@ mod tests {
             ("é", None),
             ("", None),
             (" ", None),
+            // Longer than any word it knows, and a word's prefix.
+            ("informational-and-more", None),
+            ("criticality", None),
+            ("hig", None),
+            // Only ASCII letters fold: a Kelvin sign is not a K.
+            ("\u{212a}", None),
+            ("InFoRmAtIoNaL", Some(Severity::Info)),
         ];
         for (word, want) in table {
             assert_eq!(Severity::from_label(word), want, "word {word}");
+        }
+    }
+
+    /// The definition `from_label` is fast for: the label trimmed, then
+    /// compared with each word without regard to ASCII case.
+    fn by_definition(label: &str) -> Option<Severity> {
+        let words: [(&[&str], Severity); 5] = [
+            (&["critical", "blocker"], Severity::Critical),
+            (&["high", "error", "major", "important"], Severity::High),
+            (&["medium", "moderate", "warning"], Severity::Medium),
+            (&["low", "note", "minor"], Severity::Low),
+            (
+                &[
+                    "info",
+                    "informational",
+                    "information",
+                    "negligible",
+                    "none",
+                    "unknown",
+                    "inventory",
+                    "experiment",
+                ],
+                Severity::Info,
+            ),
+        ];
+        let l = label.trim();
+        words
+            .iter()
+            .find(|(ws, _)| ws.iter().any(|w| l.eq_ignore_ascii_case(w)))
+            .map(|(_, s)| *s)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn from_label_is_the_trimmed_case_blind_comparison(
+            label in "[ \t\u{a0}\u{2003}]{0,2}(?i:(critical|high|moderate|note|informational|none|experiment|warnings?|lo|x))[ \n\u{3000}é]{0,2}",
+            any in "\\PC{0,20}",
+        ) {
+            proptest::prop_assert_eq!(Severity::from_label(&label), by_definition(&label));
+            proptest::prop_assert_eq!(Severity::from_label(&any), by_definition(&any));
         }
     }
 
