@@ -915,12 +915,12 @@ impl Engine {
     }
 }
 
-/// The record of each transition, if it has one, found on all cores. When
-/// the transitions are many beside the records (a large first scan, a
-/// full rescan), they are sorted by fingerprint and the records walked
-/// once in key order beside them, rather than searched for one by one:
-/// each search compares a fingerprint with about twenty keys scattered in
-/// memory.
+/// The record of each transition, if it has one. When the transitions are
+/// many beside the records (a large first scan, a full rescan), they are
+/// sorted by fingerprint (on all cores) and the records walked once in key
+/// order beside them, rather than searched for one by one: each search
+/// compares a fingerprint with about twenty keys scattered in memory. A
+/// few transitions are searched for, on all cores.
 fn records_of<'s>(
     findings: &'s BTreeMap<String, Box<FindingRecord>>,
     transitions: &[Transition],
@@ -1399,7 +1399,8 @@ mod tests {
         let now = Utc::now();
         let mut ts = lifecycle::TargetState::default();
         let observed = (0..500).map(|i| lifecycle::Observation {
-            // Fingerprints alike in their first 16 bytes, and not.
+            // Fingerprints alike in their first 16 bytes: the sort reads
+            // the texts themselves.
             fingerprint: format!("v1:0123456789abcd{:05}", (i * 7919) % 100_000),
             finding: Finding::new("bandit", Category::Sast, "B1", Severity::Low, "m"),
             attribution: Arc::new(Attribution::unattributed()),
