@@ -8,7 +8,7 @@
 //! | `changelog` | `changelog_bytes_per_finding` | key + value bytes of the changelog records the partition processor writes for new findings, per finding |
 //! | `first_scans` | `first_scan_ratio` | every report a new target: custody's sustained rate / a plain consumer's |
 //! | `rescans` | `rescan_ratio` | known targets rescanned with the same report, custody primed: median of 3 runs |
-//! | `restore` | `restore_ratio` | custody's restore / plain consumers reading the same changelog (the median of three reads) |
+//! | `restore` | `restore_ratio` | custody's restore / plain consumers reading the same changelog: three of each, in turn, the median of custody's over the median of theirs |
 //! | `latency` | `p99_ms_half_max` | publish -> ticket event at half the first scans' maximum rate, after a warm-up (1 s on the mock, 5 s on Apache Kafka, whose new topics are slow for the first seconds: the warm-up's first tickets' latency is printed) |
 //! | `process` | `process_floor_ratio` | `custody process`, whole process / read + parse into `serde_json::Value`, whole process |
 //!
