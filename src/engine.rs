@@ -189,9 +189,12 @@ impl Engine {
         let Some(ts) = state.targets.get(&spec) else {
             return false;
         };
+        let mut keys = ScanTicketKeys::new();
         observed.each(&mut |fp| {
             ts.findings.get(fp).is_some_and(|rec| {
-                let (attribution, key) = self.decide_owner(target, &spec, fp, &rec.finding);
+                let attribution = self.attribute.attribute(target, &rec.finding);
+                let key =
+                    self.kept_ticket_key(&spec, &attribution.team, fp, &rec.finding, &mut keys);
                 *key == *rec.ticket_key
                     && (Arc::ptr_eq(&attribution, &rec.attribution)
                         || attribution == rec.attribution)
@@ -246,7 +249,8 @@ impl Engine {
         let mut findings = Vec::new();
         let transitions = lifecycle::reattribute(
             ts,
-            |fp, f| self.decide_owner(target, &spec, fp, f),
+            |_, f| self.attribute.attribute(target, f),
+            |fp, f, team| self.ticket_key(&spec, team, fp, f),
             Some(&mut findings),
         );
         let regroup = self.regroup(ts, &spec, &mut findings);
@@ -266,25 +270,11 @@ impl Engine {
         }
     }
 
-    /// A finding's attribution and ticket key under the current ownership
-    /// and grouping.
-    fn decide_owner(
-        &self,
-        target: &Target,
-        spec: &str,
-        fp: &str,
-        f: &Finding,
-    ) -> (Arc<Attribution>, String) {
-        let a = self.attribute.attribute(target, f);
-        let key = self.ticket_key(spec, a.team.as_deref(), fp, f);
-        (a, key)
-    }
-
-    /// [`Engine::decide_owner`] for one scan's finding, as the
-    /// observation the lifecycle applies, with the ticket keys it made
-    /// kept in `keys`: under any grouping but `finding`, a key is a hash
-    /// of the team, the target and the rule alone, and a report of 100,000
-    /// results has a few hundred of them.
+    /// A scan's finding as the observation the lifecycle applies: its
+    /// attribution under the current ownership, and the key of its ticket
+    /// under the grouping in force, kept in `keys` (see
+    /// [`Engine::kept_ticket_key`]: a report of 100,000 results has a few
+    /// hundred keys).
     fn observe_in_scan(
         &self,
         target: &Target,
@@ -294,27 +284,39 @@ impl Engine {
         keys: &mut ScanTicketKeys,
     ) -> Observation {
         let attribution = self.attribute.attribute(target, &finding);
-        let team = attribution.team.as_deref();
-        let ticket_key = if self.tickets.grouping_for(team) == ticket::Grouping::Finding {
-            self.ticket_key(spec, team, &fingerprint, &finding).into()
-        } else if let Some(key) = keys
-            .get(&attribution.team)
-            .and_then(|g| g.get(finding.group_id()))
-        {
-            Arc::clone(key)
-        } else {
-            let key: Arc<str> = self.ticket_key(spec, team, &fingerprint, &finding).into();
-            keys.entry(attribution.team.clone())
-                .or_default()
-                .insert(finding.group_id().to_string(), key.clone());
-            key
-        };
+        let ticket_key =
+            self.kept_ticket_key(spec, &attribution.team, &fingerprint, &finding, keys);
         Observation {
             fingerprint,
             finding,
             attribution,
             ticket_key,
         }
+    }
+
+    /// [`Engine::ticket_key`], kept in `keys` for the next finding of the
+    /// same team and rule or vulnerability (the key of any grouping but
+    /// `finding` is a hash of those and the target alone).
+    fn kept_ticket_key(
+        &self,
+        spec: &str,
+        team: &Option<String>,
+        fp: &str,
+        f: &Finding,
+        keys: &mut ScanTicketKeys,
+    ) -> Arc<str> {
+        let t = team.as_deref();
+        if self.tickets.grouping_for(t) == ticket::Grouping::Finding {
+            return self.ticket_key(spec, t, fp, f).into();
+        }
+        if let Some(key) = keys.get(team).and_then(|g| g.get(f.group_id())) {
+            return Arc::clone(key);
+        }
+        let key: Arc<str> = self.ticket_key(spec, t, fp, f).into();
+        keys.entry(team.clone())
+            .or_default()
+            .insert(f.group_id().to_string(), key.clone());
+        key
     }
 
     fn ticket_key(&self, spec: &str, team: Option<&str>, fp: &str, f: &Finding) -> String {

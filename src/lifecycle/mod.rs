@@ -1282,9 +1282,12 @@ fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mu
 /// changes is `reassigned` and moves to its new ticket; a changed
 /// explanation with the same team is recorded silently. With `changed`,
 /// the fingerprints of every record it changed are listed there.
+/// `decide` gives a finding's attribution; `ticket_key` the key of its
+/// ticket under its new team, asked only for a finding whose team changed.
 pub fn reattribute(
     ts: &mut TargetState,
-    decide: impl Fn(&str, &Finding) -> (Arc<Attribution>, String),
+    decide: impl Fn(&str, &Finding) -> Arc<Attribution>,
+    ticket_key: impl Fn(&str, &Finding, Option<&str>) -> String,
     mut changed: Option<&mut Vec<String>>,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
@@ -1292,7 +1295,7 @@ pub fn reattribute(
         if !matches!(rec.status, Status::Open | Status::Accepted) {
             continue;
         }
-        let (attribution, ticket_key) = decide(fp, &rec.finding);
+        let attribution = decide(fp, &rec.finding);
         if !Arc::ptr_eq(&rec.attribution, &attribution) && rec.attribution != attribution {
             if let Some(c) = changed.as_deref_mut() {
                 c.push(fp.clone());
@@ -1302,9 +1305,10 @@ pub fn reattribute(
             rec.attribution = attribution;
             continue;
         }
+        let key = ticket_key(fp, &rec.finding, attribution.team.as_deref());
         let previous_team = std::mem::replace(&mut rec.team, attribution.team.clone());
         rec.attribution = attribution;
-        let previous_ticket = std::mem::replace(&mut rec.ticket_key, ticket_key.into());
+        let previous_ticket = std::mem::replace(&mut rec.ticket_key, key.into());
         push(
             rec,
             fp,

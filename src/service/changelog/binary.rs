@@ -313,17 +313,24 @@ impl<'a> Reader<'a> {
 
     /// An interned text: its id, looked up in `strings`.
     fn id(&mut self, strings: &Strings, what: &str) -> Result<Arc<str>, String> {
+        self.lookup(strings, what).cloned()
+    }
+
+    /// An interned text as an owned string: one exact allocation
+    /// (`to_string` on an `Arc<str>` goes through `Display`, which grows
+    /// the string as it writes).
+    fn string(&mut self, strings: &Strings, what: &str) -> Result<String, String> {
+        self.lookup(strings, what).map(|s| String::from(&**s))
+    }
+
+    fn lookup<'s>(&mut self, strings: &'s Strings, what: &str) -> Result<&'s Arc<str>, String> {
         let id = self.varint(what)?;
-        strings.get(id).cloned().ok_or_else(|| {
+        strings.get(id).ok_or_else(|| {
             self.err(
                 what,
                 &format!("string id {id} is in no dictionary record of the target"),
             )
         })
-    }
-
-    fn string(&mut self, strings: &Strings, what: &str) -> Result<String, String> {
-        self.id(strings, what).map(|s| s.to_string())
     }
 
     /// The value is read whole.

@@ -885,6 +885,62 @@ mod tests {
         assert!(err.to_string().contains("abc"), "{err}");
     }
 
+    /// A restorer resumed for one target continues that target's state
+    /// where the state holds some of it already (records added, a
+    /// tombstone removing one applied before), leaves the other targets as
+    /// they are, and makes no target of one that only tombstones name.
+    #[test]
+    fn a_resumed_restorer_continues_its_target_and_leaves_the_others() {
+        let mut state = State::new();
+        let touched = tornado_scan(&mut state, at(1), 40, "aaa");
+        let recs = records(&state, TORNADO, &touched.findings, Some(&touched.tickets));
+        let (early, late) = recs.split_at(recs.len() / 2);
+        let finding = early
+            .iter()
+            .find(|r| r.key.starts_with(b"f\0"))
+            .expect("a finding record among the early ones");
+        let apply = |r: &mut Restorer, recs: &[Record]| {
+            for rec in recs {
+                r.apply(&rec.key, rec.value.as_deref()).unwrap();
+            }
+        };
+        // All in order, then the tombstone: what the resumed restore must
+        // give for the target.
+        let mut whole = Restorer::new();
+        apply(&mut whole, &recs);
+        whole.apply(&finding.key, None).unwrap();
+        let whole = whole.finish();
+        // The early records in a state that holds another target too.
+        const OTHER: &str = "repo:github.com/acme/other";
+        let mut first = Restorer::new();
+        apply(&mut first, early);
+        let mut partial = first.finish();
+        let other = state.targets[TORNADO].clone();
+        partial.targets.insert(OTHER.into(), other.clone());
+        assert!(partial.targets[TORNADO]
+            .findings
+            .contains_key(std::str::from_utf8(&finding.key[2 + TORNADO.len() + 1..]).unwrap()));
+        // The rest resumed (the early dictionary records read again, for
+        // the texts the later records name).
+        let mut resumed = Restorer::resume(partial, TORNADO);
+        let dicts: Vec<Record> = early
+            .iter()
+            .filter(|r| r.key.starts_with(b"d\0"))
+            .cloned()
+            .collect();
+        apply(&mut resumed, &dicts);
+        apply(&mut resumed, late);
+        resumed.apply(&finding.key, None).unwrap();
+        let resumed = resumed.finish();
+        assert_eq!(resumed.targets[TORNADO], whole.targets[TORNADO]);
+        assert_eq!(resumed.targets[OTHER], other);
+        assert_eq!(resumed.targets.len(), 2);
+        // A target of no state that only a tombstone names is not made.
+        let mut r = Restorer::resume(State::new(), TORNADO);
+        r.apply(&finding.key, None).unwrap();
+        assert!(r.finish().targets.is_empty());
+    }
+
     #[test]
     fn a_scan_record_holds_while_no_record_of_its_target_follows() {
         let scan = |n: usize| ScanRecord {

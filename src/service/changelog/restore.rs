@@ -184,7 +184,8 @@ pub struct Decoded {
 /// records first, the rest in parallel when there are many. An error
 /// names `topic`, the offset and the key.
 pub fn decode_target(recs: &[RawRecord<'_>], topic: &str) -> Result<Decoded, String> {
-    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(recs.len());
+    let mut last: crate::TextMap<&[u8], usize> =
+        crate::TextMap::with_capacity_and_hasher(recs.len(), Default::default());
     for (i, r) in recs.iter().enumerate() {
         last.insert(r.key, i);
     }
@@ -605,13 +606,15 @@ fn dict_key(key: &[u8]) -> Option<(&str, u64)> {
 #[derive(Default)]
 pub struct Restorer {
     state: State,
-    attributions: HashMap<Arc<crate::model::Attribution>, ()>,
+    attributions: crate::TextMap<Arc<crate::model::Attribution>, ()>,
     /// Each target's dictionary, as read so far.
-    strings: HashMap<String, Strings>,
+    strings: crate::TextMap<String, Strings>,
     /// Records applied.
     pub records: usize,
-    /// The one target whose records are applied, when resumed.
-    only: Option<String>,
+    /// The one target whose records are applied, when resumed: taken out
+    /// of the state while they are (each record then finds it without a
+    /// search of the state's targets), and whether it was there.
+    only: Option<(String, crate::lifecycle::TargetState, bool)>,
 }
 
 impl Restorer {
@@ -626,10 +629,12 @@ impl Restorer {
     /// A restorer that continues `state` with the records of `target`
     /// (decoded later than the rest): [`Restorer::finish`] then settles
     /// that target alone, not every one `state` holds.
-    pub fn resume(state: State, target: &str) -> Restorer {
+    pub fn resume(mut state: State, target: &str) -> Restorer {
+        let held = state.targets.remove(target);
+        let was = held.is_some();
         Restorer {
             state,
-            only: Some(target.to_string()),
+            only: Some((target.to_string(), held.unwrap_or_default(), was)),
             ..Restorer::default()
         }
     }
@@ -656,7 +661,7 @@ impl Restorer {
                 id,
                 record: None,
             } => {
-                if let Some(ts) = self.state.targets.get_mut(&target) {
+                if let Some(ts) = self.existing(&target) {
                     ts.findings.remove(&id);
                 }
             }
@@ -665,7 +670,7 @@ impl Restorer {
                 id,
                 record: None,
             } => {
-                if let Some(ts) = self.state.targets.get_mut(&target) {
+                if let Some(ts) = self.existing(&target) {
                     ts.tickets.remove(&id);
                 }
             }
@@ -696,8 +701,23 @@ impl Restorer {
         }
     }
 
+    /// The state of `target`, made if it has none yet.
     fn target(&mut self, target: String) -> &mut crate::lifecycle::TargetState {
-        self.state.targets.entry(target).or_default()
+        match &mut self.only {
+            Some((only, ts, was)) if *only == target => {
+                *was = true;
+                ts
+            }
+            _ => self.state.targets.entry(target).or_default(),
+        }
+    }
+
+    /// The state of `target`, if it has one.
+    fn existing(&mut self, target: &str) -> Option<&mut crate::lifecycle::TargetState> {
+        match &mut self.only {
+            Some((only, ts, true)) if only == target => Some(ts),
+            _ => self.state.targets.get_mut(target),
+        }
     }
 
     fn share(&mut self, a: Arc<crate::model::Attribution>) -> Arc<crate::model::Attribution> {
@@ -710,10 +730,11 @@ impl Restorer {
 
     /// The restored state.
     pub fn finish(mut self) -> State {
-        match &self.only {
-            Some(t) => {
-                if let Some(ts) = self.state.targets.get_mut(t) {
+        match self.only.take() {
+            Some((t, mut ts, was)) => {
+                if was {
                     ts.settle_baseline();
+                    self.state.targets.insert(t, ts);
                 }
             }
             None => {
