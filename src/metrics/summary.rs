@@ -146,9 +146,12 @@ impl TargetSummary {
     pub fn of(spec: &str, ts: &crate::lifecycle::TargetState, now: DateTime<Utc>) -> TargetSummary {
         let month = now - chrono::Duration::days(30);
         let mut s = TargetSummary::default();
+        // By the records' own team texts: a team's name is copied once,
+        // not once a record.
+        let mut teams: crate::TextMap<Option<&str>, TeamPart> = crate::TextMap::default();
         for rec in ts.findings.values() {
             *s.by_status.entry(rec.status.as_str()).or_default() += 1;
-            let part = s.teams.entry(rec.team.clone()).or_default();
+            let part = teams.entry(rec.team.as_deref()).or_default();
             let shipped = rec.provenance() == Provenance::Introduced;
             if shipped {
                 match rec.status {
@@ -210,14 +213,27 @@ impl TargetSummary {
                 Status::FalsePositive => {}
             }
         }
-        let mut listed: BTreeMap<Option<String>, usize> = BTreeMap::new();
+        s.teams = teams
+            .into_iter()
+            .map(|(team, part)| (team.map(str::to_string), part))
+            .collect();
+        let mut listed: crate::TextMap<Option<&str>, usize> = crate::TextMap::default();
         for (key, t) in &ts.tickets {
             if t.status != crate::model::ticket::TicketStatus::Open {
                 continue;
             }
-            let n = listed.entry(t.team.clone()).or_default();
+            let n = listed.entry(t.team.as_deref()).or_default();
             if *n >= TICKETS_PER_TEAM {
-                s.teams.entry(t.team.clone()).or_default().tickets_more += 1;
+                match s.teams.get_mut(&t.team) {
+                    Some(part) => part.tickets_more += 1,
+                    None => {
+                        let part = TeamPart {
+                            tickets_more: 1,
+                            ..TeamPart::default()
+                        };
+                        s.teams.insert(t.team.clone(), part);
+                    }
+                }
                 continue;
             }
             *n += 1;
