@@ -249,7 +249,7 @@ impl Engine {
         let mut findings = Vec::new();
         let transitions = lifecycle::reattribute(
             ts,
-            |_, f| self.attribute.attribute(target, f),
+            |f| self.attribute.attribute(target, f),
             |fp, f, team| self.ticket_key(&spec, team, fp, f),
             Some(&mut findings),
         );

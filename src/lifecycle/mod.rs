@@ -1286,7 +1286,7 @@ fn breach_if_due(rec: &mut FindingRecord, fp: &str, now: DateTime<Utc>, out: &mu
 /// ticket under its new team, asked only for a finding whose team changed.
 pub fn reattribute(
     ts: &mut TargetState,
-    decide: impl Fn(&str, &Finding) -> Arc<Attribution>,
+    decide: impl Fn(&Finding) -> Arc<Attribution>,
     ticket_key: impl Fn(&str, &Finding, Option<&str>) -> String,
     mut changed: Option<&mut Vec<String>>,
 ) -> Vec<Transition> {
@@ -1295,7 +1295,7 @@ pub fn reattribute(
         if !matches!(rec.status, Status::Open | Status::Accepted) {
             continue;
         }
-        let attribution = decide(fp, &rec.finding);
+        let attribution = decide(&rec.finding);
         if !Arc::ptr_eq(&rec.attribution, &attribution) && rec.attribution != attribution {
             if let Some(c) = changed.as_deref_mut() {
                 c.push(fp.clone());

@@ -213,10 +213,6 @@ impl TargetSummary {
                 Status::FalsePositive => {}
             }
         }
-        s.teams = teams
-            .into_iter()
-            .map(|(team, part)| (team.map(str::to_string), part))
-            .collect();
         let mut listed: crate::TextMap<Option<&str>, usize> = crate::TextMap::default();
         for (key, t) in &ts.tickets {
             if t.status != crate::model::ticket::TicketStatus::Open {
@@ -224,16 +220,7 @@ impl TargetSummary {
             }
             let n = listed.entry(t.team.as_deref()).or_default();
             if *n >= TICKETS_PER_TEAM {
-                match s.teams.get_mut(&t.team) {
-                    Some(part) => part.tickets_more += 1,
-                    None => {
-                        let part = TeamPart {
-                            tickets_more: 1,
-                            ..TeamPart::default()
-                        };
-                        s.teams.insert(t.team.clone(), part);
-                    }
-                }
+                teams.entry(t.team.as_deref()).or_default().tickets_more += 1;
                 continue;
             }
             *n += 1;
@@ -266,6 +253,10 @@ impl TargetSummary {
             };
             s.tickets.push((t.team.clone(), row));
         }
+        s.teams = teams
+            .into_iter()
+            .map(|(team, part)| (team.map(str::to_string), part))
+            .collect();
         for part in s.teams.values_mut() {
             for due in part.due.values_mut() {
                 due.sort_unstable();

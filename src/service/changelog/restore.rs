@@ -715,7 +715,7 @@ impl Restorer {
     /// The state of `target`, if it has one.
     fn existing(&mut self, target: &str) -> Option<&mut crate::lifecycle::TargetState> {
         match &mut self.only {
-            Some((only, ts, true)) if only == target => Some(ts),
+            Some((only, ts, was)) if only == target => was.then_some(ts),
             _ => self.state.targets.get_mut(target),
         }
     }
