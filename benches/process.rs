@@ -4,6 +4,12 @@
 //!
 //! `cargo bench --bench process` (`CUSTODY_BENCH_RESULTS` for another size).
 
+// custody's allocator, as in the binary (see `custody::app::alloc`),
+// except in the floor process (see `process::BenchAllocator`).
+custody::allocator_options!();
+#[global_allocator]
+static ALLOCATOR: process::BenchAllocator = process::BenchAllocator;
+
 mod common;
 #[path = "common/process.rs"]
 mod process;

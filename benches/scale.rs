@@ -35,6 +35,12 @@
 //! it), the rest the mock broker storing them and delivery reports. The
 //! `changelog` row prints those bytes by topic and record kind.
 
+// custody's allocator, as in the binary (see `custody::app::alloc`),
+// except in the floor process (see `process::BenchAllocator`).
+custody::allocator_options!();
+#[global_allocator]
+static ALLOCATOR: process::BenchAllocator = process::BenchAllocator;
+
 mod common;
 #[path = "common/process.rs"]
 mod process;

@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench service [-- throughput|new|rescans|primed|restamped|latency|restore]`
 
+// The allocator the custody binary uses (see `custody::app::alloc`).
+custody::allocator!();
+
 mod common;
 #[path = "common/service.rs"]
 mod service;

@@ -1,6 +1,9 @@
 //! Criterion benches for each hot stage, in findings per second: every
 //! decoder on real reports, fingerprinting, and the lifecycle step.
 
+// The allocator the custody binary uses (see `custody::app::alloc`).
+custody::allocator!();
+
 mod common;
 
 use chrono::{TimeZone, Utc};

@@ -4,6 +4,8 @@ use clap::Parser;
 use custody::cli::{Cli, Command, OwnersCommand};
 use std::process::ExitCode;
 
+custody::allocator!();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     custody::logging::init(cli.log_format);

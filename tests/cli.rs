@@ -1078,3 +1078,29 @@ fn the_json_summary_follows_its_schema() {
     bad.as_object_mut().unwrap().remove("scans");
     assert!(crate::schemas::validate(&schema, &bad).is_err());
 }
+
+/// The binary allocates with jemalloc in transparent huge pages (see
+/// `custody::app::alloc`): jemalloc, asked to print its statistics at
+/// exit, reports the options the binary gives it. Were the options'
+/// symbol not the one the bundled jemalloc reads, they would be dropped
+/// without a word, and `process` would run a third slower.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_allocates_with_jemalloc_in_huge_pages() {
+    let out = custody()
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .args([
+            "process",
+            "--target",
+            "repo:github.com/acme/app",
+            AT[0],
+            AT[1],
+        ])
+        .arg(bandit_sarif())
+        .output()
+        .expect("run custody");
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("opt.thp: \"always\""), "{said}");
+    assert!(said.contains("opt.metadata_thp: \"auto\""), "{said}");
+}

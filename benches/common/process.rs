@@ -1,27 +1,106 @@
 //! The `custody process` floor: on one SARIF report of 100,000 results,
 //! custody's whole run (a process of its own) against a process that only
 //! reads the file and parses it once into `serde_json::Value`, which is
-//! this bench's own executable started again with [`FLOOR_FLAG`] (see
+//! this bench's own executable started again with [`FLOOR_VAR`] set (see
 //! [`serve_floor`]). Each is run three times, the best time kept; peak
 //! memory of each is read with wait4. Target (#21): time ratio <= 1.0.
+//!
+//! The floor is a plain program: Rust's default allocator, the system's
+//! ([`BenchAllocator`]). custody links jemalloc (`custody::app::alloc`);
+//! the yardstick does not move with custody's own build. The floor is
+//! also run with custody's allocator, and that ratio printed beside.
 //!
 //! `CUSTODY_BENCH_RESULTS` changes the size (e.g. 300000 for a ~200 MB
 //! report).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-/// The argument that makes a bench executable the floor process:
-/// `--parse-floor=<report>`.
-pub const FLOOR_FLAG: &str = "--parse-floor=";
+/// The variable that makes a bench executable the floor process: the
+/// report to read and parse.
+const FLOOR_VAR: &str = "CUSTODY_BENCH_FLOOR";
+/// Set beside [`FLOOR_VAR`]: the floor allocates with custody's allocator
+/// rather than the system's.
+const FLOOR_JEMALLOC_VAR: &str = "CUSTODY_BENCH_FLOOR_JEMALLOC";
 
-/// When this process was started as the floor ([`FLOOR_FLAG`]): reads the
+/// The global allocator of the benches that start themselves again as
+/// the floor: custody's (jemalloc, as the binary; the scale bench runs
+/// custody's service in its own process) unless this process is the
+/// floor, which then allocates as a plain Rust program does, from the
+/// system allocator (unless [`FLOOR_JEMALLOC_VAR`] is set too). Chosen at
+/// the process's first allocation, from its environment, and kept: every
+/// block is freed by the allocator that gave it.
+pub struct BenchAllocator;
+
+/// custody's allocator (see `custody::app::alloc`): jemalloc on Linux.
+#[cfg(target_os = "linux")]
+use custody::app::alloc::Jemalloc as Custody;
+#[cfg(not(target_os = "linux"))]
+use System as Custody;
+
+/// 0 not chosen yet, 1 the system's, 2 jemalloc.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+fn system_chosen() -> bool {
+    let mut c = CHOSEN.load(Ordering::Relaxed);
+    if c == 0 {
+        let set = |name: &std::ffi::CStr| {
+            // SAFETY: getenv reads the environment without allocating;
+            // the first allocation comes before any thread could set it.
+            !unsafe { libc::getenv(name.as_ptr()) }.is_null()
+        };
+        c = if set(c"CUSTODY_BENCH_FLOOR") && !set(c"CUSTODY_BENCH_FLOOR_JEMALLOC") {
+            1
+        } else {
+            2
+        };
+        // Two threads choosing at once choose the same.
+        CHOSEN.store(c, Ordering::Relaxed);
+    }
+    c == 1
+}
+
+// SAFETY: each call goes to one allocator for the whole process (see
+// `system_chosen`), which upholds GlobalAlloc's contract itself.
+unsafe impl GlobalAlloc for BenchAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if system_chosen() {
+            System.alloc(layout)
+        } else {
+            Custody.alloc(layout)
+        }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if system_chosen() {
+            System.dealloc(ptr, layout)
+        } else {
+            Custody.dealloc(ptr, layout)
+        }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if system_chosen() {
+            System.alloc_zeroed(layout)
+        } else {
+            Custody.alloc_zeroed(layout)
+        }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if system_chosen() {
+            System.realloc(ptr, layout, new_size)
+        } else {
+            Custody.realloc(ptr, layout, new_size)
+        }
+    }
+}
+
+/// When this process was started as the floor ([`FLOOR_VAR`]): reads the
 /// report, parses it into `serde_json::Value`, and exits, failing if the
 /// report has no results. Call first thing in `main`.
 pub fn serve_floor() {
-    let Some(path) = std::env::args().find_map(|a| a.strip_prefix(FLOOR_FLAG).map(PathBuf::from))
-    else {
+    let Some(path) = std::env::var_os(FLOOR_VAR).map(PathBuf::from) else {
         return;
     };
     let bytes = std::fs::read(&path).expect("read the report");
@@ -127,10 +206,19 @@ pub fn floor_ratio() -> f64 {
         .arg(&path);
         c
     });
-    let floor = best_of_three("the read + parse process", || {
+    let floor_with = |jemalloc: bool| {
         let mut c = Command::new(std::env::current_exe().expect("this executable"));
-        c.arg(format!("{FLOOR_FLAG}{}", path.display()));
+        c.env(FLOOR_VAR, &path);
+        if jemalloc {
+            c.env(FLOOR_JEMALLOC_VAR, "1");
+        } else {
+            c.env_remove(FLOOR_JEMALLOC_VAR);
+        }
         c
+    };
+    let floor = best_of_three("the read + parse process", || floor_with(false));
+    let floor_jemalloc = best_of_three("the read + parse process, with jemalloc", || {
+        floor_with(true)
     });
     let ratio = custody.took.as_secs_f64() / floor.took.as_secs_f64();
     let mib = |b: u64| b as f64 / 1048576.0;
@@ -147,6 +235,13 @@ pub fn floor_ratio() -> f64 {
         mib(custody.peak),
         custody.peak as f64 / size as f64
     );
+    println!(
+        "the same floor with custody's allocator (jemalloc, huge pages): {:.3} s ({:.3} s CPU), peak RSS {:.1} MiB; custody / it: {:.2}",
+        floor_jemalloc.took.as_secs_f64(),
+        floor_jemalloc.cpu.as_secs_f64(),
+        mib(floor_jemalloc.peak),
+        custody.took.as_secs_f64() / floor_jemalloc.took.as_secs_f64()
+    );
     // The floor the bench judged before, for comparison with its figures:
     // read + parse in this process, best of three.
     let inside = (0..3)
@@ -160,7 +255,7 @@ pub fn floor_ratio() -> f64 {
         .min()
         .unwrap_or(Duration::MAX);
     println!(
-        "read + parse in this process (the former floor): {:.3} s, ratio {:.2}",
+        "read + parse in this process (the former floor; this process allocates as custody does): {:.3} s, ratio {:.2}",
         inside.as_secs_f64(),
         custody.took.as_secs_f64() / inside.as_secs_f64()
     );

@@ -1,6 +1,7 @@
 //! The command-line front ends: each takes its command's flags
 //! ([`crate::cli`]) and runs it. Nothing below this module reads the flags.
 
+pub mod alloc;
 pub mod demo;
 pub mod owners;
 pub mod process;
@@ -9,23 +10,23 @@ pub mod publish_ownership;
 pub mod run;
 
 /// Lets glibc's allocator take memory from the system 64 MiB at a time
-/// rather than a page or 128 KiB at a time. `custody run` and `custody
-/// process` build state of hundreds of megabytes on several threads, each
-/// thread's allocations in an arena of its own; without it each such arena
-/// grows a page at a time, with a call to the kernel for each (a seventh
-/// of the CPU spent decoding restored state went to these calls, and a
-/// third of `process`'s system time on a report of 100,000 results). The
-/// price: each arena may keep up to 64 MiB it no longer uses rather than
-/// give it back. Call before the threads start; elsewhere than glibc it
-/// does nothing.
+/// rather than a page or 128 KiB at a time. On Linux custody's own
+/// allocations come from jemalloc ([`alloc`]); glibc's allocator serves
+/// librdkafka, whose buffers for fetches of large reports, on several
+/// threads, would otherwise each come from a mapping of their own or an
+/// arena grown a page at a time, with a call to the kernel for each (before
+/// jemalloc, when glibc served custody too, a seventh of the CPU spent
+/// decoding restored state went to these calls). The price: each arena
+/// may keep up to 64 MiB it no longer uses rather than give it back. Call
+/// before the threads start; elsewhere than glibc it does nothing.
 ///
 /// Setting the pad also stops glibc from raising its threshold for
 /// serving an allocation with a mapping of its own (128 KiB at first, up
 /// to 32 MiB as such blocks are freed), so the threshold is set to that
 /// ceiling too. Left at 128 KiB, every buffer over it (librdkafka's for a
-/// fetch of large reports, a step's large vectors) was mapped, zeroed by
-/// the kernel a page at a time and unmapped again: a plain consumer in
-/// the same process read 200 KB reports at less than half its rate.
+/// fetch of large reports) was mapped, zeroed by the kernel a page at a
+/// time and unmapped again: a plain consumer in the same process read
+/// 200 KB reports at less than half its rate.
 pub fn reserve_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt sets one tuning parameter of glibc's allocator, under
