@@ -2,6 +2,9 @@
 //! ones (10 to 10,000 rules) and the largest corpus file; plus the cost of
 //! compiling a file.
 
+// The allocator the custody binary uses (see `custody::app::alloc`).
+custody::allocator!();
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use custody::ownership::codeowners::{CodeOwners, Flavor};
 use std::hint::black_box;

@@ -11,7 +11,6 @@ fn main() -> ExitCode {
     custody::logging::init(cli.log_format);
     match cli.command {
         Command::Process(args) => {
-            custody::app::reserve_heap();
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();

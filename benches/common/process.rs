@@ -6,7 +6,8 @@
 //! memory of each is read with wait4. Target (#21): time ratio <= 1.0.
 //!
 //! The floor is a plain program: Rust's default allocator, the system's
-//! ([`BenchAllocator`]). custody links jemalloc (`custody::app::alloc`);
+//! ([`BenchAllocator`]; jemalloc is linked in and starts, but serves no
+//! allocation). custody links jemalloc (`custody::app::alloc`);
 //! the yardstick does not move with custody's own build. The floor is
 //! also run with custody's allocator, and that ratio printed beside.
 //!
@@ -14,6 +15,7 @@
 //! report).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,10 +23,15 @@ use std::time::{Duration, Instant};
 
 /// The variable that makes a bench executable the floor process: the
 /// report to read and parse.
-const FLOOR_VAR: &str = "CUSTODY_BENCH_FLOOR";
+const FLOOR_VAR: &CStr = c"CUSTODY_BENCH_FLOOR";
 /// Set beside [`FLOOR_VAR`]: the floor allocates with custody's allocator
 /// rather than the system's.
-const FLOOR_JEMALLOC_VAR: &str = "CUSTODY_BENCH_FLOOR_JEMALLOC";
+const FLOOR_JEMALLOC_VAR: &CStr = c"CUSTODY_BENCH_FLOOR_JEMALLOC";
+
+/// A variable's name, for `std::env` and `Command`.
+fn var(name: &CStr) -> &str {
+    name.to_str().expect("an ASCII name")
+}
 
 /// The global allocator of the benches that start themselves again as
 /// the floor: custody's (jemalloc, as the binary; the scale bench runs
@@ -47,12 +54,12 @@ static CHOSEN: AtomicU8 = AtomicU8::new(0);
 fn system_chosen() -> bool {
     let mut c = CHOSEN.load(Ordering::Relaxed);
     if c == 0 {
-        let set = |name: &std::ffi::CStr| {
+        let set = |name: &CStr| {
             // SAFETY: getenv reads the environment without allocating;
             // the first allocation comes before any thread could set it.
             !unsafe { libc::getenv(name.as_ptr()) }.is_null()
         };
-        c = if set(c"CUSTODY_BENCH_FLOOR") && !set(c"CUSTODY_BENCH_FLOOR_JEMALLOC") {
+        c = if set(FLOOR_VAR) && !set(FLOOR_JEMALLOC_VAR) {
             1
         } else {
             2
@@ -100,7 +107,7 @@ unsafe impl GlobalAlloc for BenchAllocator {
 /// report, parses it into `serde_json::Value`, and exits, failing if the
 /// report has no results. Call first thing in `main`.
 pub fn serve_floor() {
-    let Some(path) = std::env::var_os(FLOOR_VAR).map(PathBuf::from) else {
+    let Some(path) = std::env::var_os(var(FLOOR_VAR)).map(PathBuf::from) else {
         return;
     };
     let bytes = std::fs::read(&path).expect("read the report");
@@ -208,11 +215,11 @@ pub fn floor_ratio() -> f64 {
     });
     let floor_with = |jemalloc: bool| {
         let mut c = Command::new(std::env::current_exe().expect("this executable"));
-        c.env(FLOOR_VAR, &path);
+        c.env(var(FLOOR_VAR), &path);
         if jemalloc {
-            c.env(FLOOR_JEMALLOC_VAR, "1");
+            c.env(var(FLOOR_JEMALLOC_VAR), "1");
         } else {
-            c.env_remove(FLOOR_JEMALLOC_VAR);
+            c.env_remove(var(FLOOR_JEMALLOC_VAR));
         }
         c
     };

@@ -16,12 +16,16 @@
 //!
 //! Only custody's Rust allocations move: librdkafka (C) keeps glibc's
 //! allocator, tuned by [`super::reserve_heap`]. Operators can change the
-//! options at run time with jemalloc's own variable, `_RJEM_MALLOC_CONF`
-//! (e.g. `thp:default` to leave the kernel's choice alone).
+//! options when the process starts with jemalloc's own variable,
+//! `_RJEM_MALLOC_CONF` (e.g. `thp:default` to leave the kernel's choice
+//! alone, should page faults stall to compact memory on a fragmented
+//! host).
 //!
 //! A binary or bench selects it with [`crate::allocator!`]; the library
 //! itself does not, so a test binary may install an allocator of its own
 //! (the memory test counts every allocation).
+
+use std::ffi::{c_char, CStr};
 
 /// The allocator type [`crate::allocator!`] installs.
 #[cfg(target_os = "linux")]
@@ -30,17 +34,22 @@ pub use tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read once when it starts (before `main`): its
 /// memory in transparent huge pages, its own metadata too once it is large
 /// enough to be worth it.
-#[cfg(target_os = "linux")]
-pub const OPTIONS: &std::ffi::CStr = c"thp:always,metadata_thp:auto";
+pub const OPTIONS: &CStr = c"thp:always,metadata_thp:auto";
 
-/// A C string pointer jemalloc reads at startup. Only ever built from a
-/// `'static` C string, so sharing it between threads is sound.
-#[cfg(target_os = "linux")]
+/// A pointer to a `'static` C string, as jemalloc reads its options at
+/// startup ([`crate::allocator_options!`]).
 #[repr(transparent)]
-pub struct Options(pub *const std::ffi::c_char);
+pub struct Options(*const c_char);
 
-// SAFETY: the pointer is to a `'static`, immutable C string.
-#[cfg(target_os = "linux")]
+impl Options {
+    /// The pointer to `text`.
+    pub const fn new(text: &'static CStr) -> Options {
+        Options(text.as_ptr())
+    }
+}
+
+// SAFETY: built only from a `'static` C string (see `Options::new`),
+// which no one can change: other threads can only read the address.
 unsafe impl Sync for Options {}
 
 /// Makes jemalloc the global allocator of the crate it is invoked in
@@ -68,6 +77,6 @@ macro_rules! allocator_options {
         #[cfg(target_os = "linux")]
         #[export_name = "_rjem_malloc_conf"]
         static CUSTODY_ALLOCATOR_OPTIONS: $crate::app::alloc::Options =
-            $crate::app::alloc::Options($crate::app::alloc::OPTIONS.as_ptr());
+            $crate::app::alloc::Options::new($crate::app::alloc::OPTIONS);
     };
 }

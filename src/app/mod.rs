@@ -17,8 +17,9 @@ pub mod run;
 /// arena grown a page at a time, with a call to the kernel for each (before
 /// jemalloc, when glibc served custody too, a seventh of the CPU spent
 /// decoding restored state went to these calls). The price: each arena
-/// may keep up to 64 MiB it no longer uses rather than give it back. Call
-/// before the threads start; elsewhere than glibc it does nothing.
+/// may keep up to 64 MiB it no longer uses rather than give it back.
+/// `custody run` calls it before its threads start (`custody process`
+/// runs no librdkafka); elsewhere than glibc it does nothing.
 ///
 /// Setting the pad also stops glibc from raising its threshold for
 /// serving an allocation with a mapping of its own (128 KiB at first, up
